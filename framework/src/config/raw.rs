@@ -1,0 +1,158 @@
+//! The pipeline file as written: serde structs that accept exactly the
+//! documented keys and nothing more. Durations, rate limits and names stay
+//! strings here and numbers accept any number, so that validation can check
+//! them all and report every problem at once.
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFile {
+    pub pipeline: Option<String>,
+    pub broker: Option<RawBroker>,
+    pub defaults: Option<RawStage>,
+    pub stages: Option<IndexMap<String, Option<RawStage>>>,
+}
+
+/// `broker:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBroker {
+    pub url: Option<String>,
+    pub ack_timeout: Option<Text>,
+}
+
+/// A stage, and `defaults:` (which may hold only the settings, not the kind
+/// or the outputs).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStage {
+    pub command: Option<Vec<String>>,
+    pub http: Option<RawHttp>,
+    pub sink: Option<RawSink>,
+    pub outputs: Option<Vec<String>>,
+    pub prefetch: Option<Number>,
+    pub concurrency: Option<Number>,
+    pub timeout: Option<Text>,
+    pub retry: Option<RawRetry>,
+    pub queue: Option<RawQueue>,
+    pub scale: Option<RawScale>,
+    pub rate_limit: Option<Text>,
+}
+
+/// `retry:`
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRetry {
+    pub attempts: Option<Number>,
+    pub backoff: Option<Vec<Text>>,
+}
+
+/// `queue:`
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawQueue {
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub delivery_limit: Option<Number>,
+}
+
+/// `scale:`
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawScale {
+    pub min: Option<Number>,
+    pub max: Option<Number>,
+    pub backlog_per_worker: Option<Number>,
+    pub idle: Option<Text>,
+}
+
+/// `http:`
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHttp {
+    pub method: Option<String>,
+    pub url: Option<String>,
+    pub body: Option<serde_json::Value>,
+    pub headers: Option<IndexMap<String, String>>,
+    pub timeout: Option<Text>,
+    pub emit: Option<String>,
+}
+
+/// `sink:`
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSink {
+    pub path: Option<String>,
+}
+
+/// Any number as written; validation checks that it is whole and in range.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Number(pub f64);
+
+impl<'de> Deserialize<'de> for Number {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Number;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Number, E> {
+                Ok(Number(v as f64))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Number, E> {
+                Ok(Number(v as f64))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Number, E> {
+                Ok(Number(v))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// A duration or rate limit as written: text, or a bare number (which
+/// validation then rejects with a hint to add the unit).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Text(pub String);
+
+impl std::fmt::Display for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::ops::Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Text;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("text like `5s` or `20/s`")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}

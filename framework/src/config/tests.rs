@@ -1,0 +1,417 @@
+//! One failing example per validation rule; each asserts the field path.
+#![cfg(test)]
+
+use std::{path::Path, time::Duration};
+
+use super::{InvalidPipeline, parse_str};
+use crate::pipeline::{Pipeline, QueueKind, StageKind};
+
+const GOOD: &str = "\
+pipeline: grading
+defaults:
+  prefetch: 16
+  retry: { attempts: 3, backoff: [1s, 5s] }
+stages:
+  lookup:
+    command: [target/release/examples/grading-worker]
+    outputs: [grade]
+  grade:
+    http: { method: POST, url: \"http://127.0.0.1:8089/grade\", timeout: 5s }
+    rate_limit: 20/s
+    retry: { attempts: 6 }
+    outputs: [results]
+  results:
+    sink: { path: grades.jsonl }
+    queue: { type: classic }
+";
+
+fn load(text: &str) -> Result<Pipeline, InvalidPipeline> {
+    parse_str(text, Path::new("p.yaml"), &[])
+}
+
+fn load_env(text: &str, env: &[(&str, &str)]) -> Result<Pipeline, InvalidPipeline> {
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    parse_str(text, Path::new("p.yaml"), &env)
+}
+
+/// The problem lines of an invalid file.
+fn problems(text: &str) -> Vec<String> {
+    match load(text) {
+        Ok(_) => panic!("expected problems in:\n{text}"),
+        Err(invalid) => invalid.lines(),
+    }
+}
+
+/// Asserts one problem line contains every fragment.
+fn assert_problem(text: &str, fragments: &[&str]) {
+    let lines = problems(text);
+    assert!(
+        lines
+            .iter()
+            .any(|line| fragments.iter().all(|f| line.contains(f))),
+        "no problem line has all of {fragments:?}; got {lines:#?}"
+    );
+}
+
+fn with(replace: &str, by: &str) -> String {
+    assert!(GOOD.contains(replace), "{replace}");
+    GOOD.replacen(replace, by, 1)
+}
+
+#[test]
+fn the_good_file_loads_with_defaults_merged_field_by_field() {
+    let p = load(GOOD).unwrap();
+    assert_eq!(p.name, "grading");
+    assert_eq!(p.stage_names(), vec!["lookup", "grade", "results"]);
+    let grade = p.stage("grade").unwrap();
+    assert_eq!(grade.prefetch, 16);
+    assert_eq!(grade.retry.attempts, 6);
+    assert_eq!(
+        grade.retry.backoff,
+        vec![Duration::from_secs(1), Duration::from_secs(5)]
+    );
+    assert_eq!(grade.rate_limit.unwrap().count, 20);
+    assert!(matches!(grade.kind, StageKind::Http(_)));
+    assert_eq!(p.stage("results").unwrap().queue.kind, QueueKind::Classic);
+    assert_eq!(p.stage("lookup").unwrap().queue.kind, QueueKind::Quorum);
+    assert_eq!(p.entry_stages()[0].name, "lookup");
+}
+
+#[test]
+fn unknown_keys_are_named_with_their_path_and_line() {
+    assert_problem(
+        &with("rate_limit: 20/s", "rate_limit: 20/s\n    retyr: 3"),
+        &["p.yaml:12:", "stages.grade.retyr", "unknown field"],
+    );
+    assert_problem(&format!("{GOOD}extra: 1\n"), &["extra", "unknown field"]);
+    assert_problem(
+        &with("attempts: 6", "attempts: 6, tries: 2"),
+        &["stages.grade.retry.tries"],
+    );
+}
+
+#[test]
+fn a_stage_needs_exactly_one_kind() {
+    assert_problem(
+        &with(
+            "    command: [target/release/examples/grading-worker]\n",
+            "",
+        ),
+        &["p.yaml:6:", "stages.lookup:", "has no kind"],
+    );
+    assert_problem(
+        &with(
+            "    sink: { path: grades.jsonl }",
+            "    sink: { path: g }\n    command: [x]",
+        ),
+        &[
+            "stages.results:",
+            "`command` and `sink`",
+            "exactly one kind",
+        ],
+    );
+}
+
+#[test]
+fn outputs_must_name_existing_stages() {
+    assert_problem(
+        &with("outputs: [results]", "outputs: [resluts]"),
+        &["stages.grade.outputs[0]", "no stage is named `resluts`"],
+    );
+}
+
+#[test]
+fn cycles_are_reported_with_their_chain() {
+    let text = with(
+        "    sink: { path: grades.jsonl }",
+        "    command: [x]\n    outputs: [lookup]",
+    );
+    assert_problem(
+        &text,
+        &[
+            "outputs form a cycle",
+            "lookup -> grade -> results -> lookup",
+        ],
+    );
+    assert_problem(
+        &with("outputs: [grade]", "outputs: [lookup]"),
+        &["stages.lookup.outputs", "lookup -> lookup"],
+    );
+}
+
+#[test]
+fn durations_must_parse() {
+    assert_problem(
+        &with("timeout: 5s", "timeout: 5 parsecs"),
+        &["stages.grade.http.timeout", "not a duration"],
+    );
+    assert_problem(
+        &with("backoff: [1s, 5s]", "backoff: [1s, 5]"),
+        &["p.yaml:4:", "defaults.retry.backoff[1]"],
+    );
+    assert_problem(
+        &with("attempts: 6 }", "attempts: 6 }\n    scale: { idle: soon }"),
+        &["stages.grade.scale.idle", "`soon`"],
+    );
+    assert_problem(
+        &with("  prefetch: 16", "  prefetch: 16\n  timeout: 30"),
+        &["defaults.timeout", "no unit"],
+    );
+}
+
+#[test]
+fn rate_limits_must_parse() {
+    assert_problem(
+        &with("rate_limit: 20/s", "rate_limit: 20 per second"),
+        &["p.yaml:11:", "stages.grade.rate_limit", "not a rate limit"],
+    );
+    assert_problem(
+        &with("rate_limit: 20/s", "rate_limit: 0/s"),
+        &["stages.grade.rate_limit", "at least 1"],
+    );
+}
+
+#[test]
+fn prefetch_must_be_between_1_and_65535() {
+    assert_problem(
+        &with("prefetch: 16", "prefetch: 0"),
+        &["p.yaml:3:", "defaults.prefetch", "between 1 and 65535"],
+    );
+    assert_problem(
+        &with("prefetch: 16", "prefetch: 65536"),
+        &["defaults.prefetch", "65536 is out of range"],
+    );
+    assert_problem(
+        &with("prefetch: 16", "prefetch: 2.5"),
+        &["defaults.prefetch", "not a whole number"],
+    );
+}
+
+#[test]
+fn scale_min_must_not_exceed_max() {
+    assert_problem(
+        &with(
+            "attempts: 6 }",
+            "attempts: 6 }\n    scale: { min: 5, max: 2 }",
+        ),
+        &["stages.grade.scale.min", "5 is above scale.max 2"],
+    );
+}
+
+#[test]
+fn timeouts_must_stay_below_the_broker_ack_timeout() {
+    assert_problem(
+        &with("  prefetch: 16", "  prefetch: 16\n  timeout: 30m"),
+        &[
+            "defaults.timeout",
+            "at or above the broker's acknowledgement timeout 30m",
+        ],
+    );
+    let text = with(
+        "pipeline: grading",
+        "pipeline: grading\nbroker: { ack_timeout: 1h }",
+    );
+    let text = text.replacen("  prefetch: 16", "  prefetch: 1\n  timeout: 40m", 1);
+    load(&text).expect("a longer broker ack timeout allows longer handlers");
+}
+
+#[test]
+fn prefetched_messages_count_towards_the_ack_timeout() {
+    let text = with(
+        "rate_limit: 20/s",
+        "rate_limit: 20/s\n    timeout: 5m\n    concurrency: 2",
+    );
+    assert_problem(
+        &text,
+        &["stages.grade.prefetch", "8 x 5m = 40m", "lower prefetch"],
+    );
+    let slow = with("rate_limit: 20/s", "rate_limit: 1/m");
+    load(&slow).expect("16 prefetched messages at 1/m start within 16 minutes");
+    let slower = slow.replacen("prefetch: 16", "prefetch: 64", 1);
+    assert_problem(&slower, &["stages.grade.rate_limit", "take 64m to start"]);
+}
+
+#[test]
+fn names_must_be_lowercase_identifiers() {
+    assert_problem(
+        &with("pipeline: grading", "pipeline: Grading"),
+        &["p.yaml:1:", "pipeline:", "`Grading` is not a valid name"],
+    );
+    assert_problem(
+        &with("  lookup:", "  look.up:"),
+        &["stages.look.up", "not a valid name"],
+    );
+    assert_problem(
+        &with(
+            "pipeline: grading",
+            &format!("pipeline: {}", "a".repeat(65)),
+        ),
+        &["pipeline", "longer than 64"],
+    );
+}
+
+#[test]
+fn every_problem_is_reported_not_just_the_first() {
+    let text = GOOD
+        .replacen("prefetch: 16", "prefetch: 0", 1)
+        .replacen(
+            "rate_limit: 20/s",
+            "rate_limit: fast\n    concurrency: lots\n    bogus: 1",
+            1,
+        )
+        .replacen("outputs: [grade]", "outputs: [nowhere]", 1);
+    let lines = problems(&text);
+    for fragment in [
+        "defaults.prefetch",
+        "stages.grade.rate_limit",
+        "stages.grade.concurrency",
+        "stages.grade.bogus",
+        "stages.lookup.outputs[0]",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.contains(fragment)),
+            "{fragment} missing from {lines:#?}"
+        );
+    }
+}
+
+#[test]
+fn wrong_types_say_what_to_write() {
+    assert_problem(
+        &with(
+            "command: [target/release/examples/grading-worker]",
+            "command: worker",
+        ),
+        &["stages.lookup.command", "write it as a list"],
+    );
+    assert_problem("- a\n- b\n", &["must be a mapping"]);
+    assert_problem(
+        &with("attempts: 6 }", "attempts: six }"),
+        &["stages.grade.retry.attempts", "expected a number"],
+    );
+}
+
+#[test]
+fn defaults_may_not_hold_a_kind_or_outputs() {
+    assert_problem(
+        &with("  prefetch: 16", "  prefetch: 16\n  outputs: [grade]"),
+        &["defaults.outputs", "belongs to a stage"],
+    );
+}
+
+#[test]
+fn missing_pipeline_and_stages_are_reported() {
+    let lines = problems("broker: { url: \"amqp://127.0.0.1\" }\n");
+    assert!(
+        lines.iter().any(|l| l.contains("pipeline: missing")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("stages: no stages")),
+        "{lines:?}"
+    );
+    assert!(!problems("").is_empty());
+}
+
+#[test]
+fn syntax_errors_and_duplicate_keys_have_lines() {
+    assert_problem(
+        "pipeline: a\nstages: [1,\n  b: 2\n",
+        &["p.yaml:", "not valid YAML"],
+    );
+    assert_problem(
+        &format!("{GOOD}pipeline: again\n"),
+        &["p.yaml:17:", "pipeline", "written twice"],
+    );
+}
+
+#[test]
+fn queue_rules() {
+    assert_problem(
+        &with(
+            "queue: { type: classic }",
+            "queue: { type: classic, delivery_limit: 3 }",
+        ),
+        &["stages.results.queue.delivery_limit", "only quorum queues"],
+    );
+    assert_problem(
+        &with("queue: { type: classic }", "queue: { type: stream }"),
+        &["stages.results.queue.type", "`stream` is not a queue type"],
+    );
+}
+
+#[test]
+fn stage_kind_details() {
+    assert_problem(
+        &with("    queue: { type: classic }", "    outputs: [grade]"),
+        &["stages.results.outputs", "a sink stage emits nothing"],
+    );
+    assert_problem(
+        &with("method: POST", "method: FETCH"),
+        &["stages.grade.http.method", "FETCH"],
+    );
+    assert_problem(
+        &with("\"http://127.0.0.1:8089/grade\"", "ftp://x"),
+        &["stages.grade.http.url", "http://"],
+    );
+    assert_problem(
+        &with("[target/release/examples/grading-worker]", "[]"),
+        &["stages.lookup.command", "is empty"],
+    );
+    assert_problem(
+        &with("{ path: grades.jsonl }", "{ }"),
+        &["stages.results.sink.path", "missing"],
+    );
+    assert_problem(
+        &with("timeout: 5s }", "timeout: 5m }"),
+        &["stages.grade.http.timeout", "longer than the stage timeout"],
+    );
+}
+
+#[test]
+fn retries_need_a_backoff() {
+    assert_problem(
+        &with("backoff: [1s, 5s]", "backoff: []"),
+        &["defaults.retry.backoff", "is empty but retry.attempts is 3"],
+    );
+    assert_problem(
+        &with("attempts: 6", "attempts: 0"),
+        &["stages.grade.retry.attempts", "between 1 and 100"],
+    );
+}
+
+#[test]
+fn environment_overrides_apply_and_are_named_in_problems() {
+    let p = load_env(
+        GOOD,
+        &[
+            ("WARREN_STAGES__GRADE__CONCURRENCY", "3"),
+            ("WARREN_STAGE", "grade"),
+            ("WARREN_PIPELINE", "/some/file.yaml"),
+            ("AMQP_URL", "amqp://app:pw@rabbit:5673/prod"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(p.name, "grading", "WARREN_PIPELINE is not an override");
+    assert_eq!(p.stage("grade").unwrap().concurrency, 3);
+    assert_eq!(p.broker.url.address(), "rabbit:5673");
+
+    let invalid = load_env(GOOD, &[("WARREN_DEFAULTS__PREFETCH", "0")]).unwrap_err();
+    let line = invalid.lines().join("\n");
+    assert!(line.contains("defaults.prefetch"), "{line}");
+    assert!(line.contains("WARREN_DEFAULTS__PREFETCH"), "{line}");
+}
+
+#[test]
+fn broker_url_problems_never_show_the_password() {
+    let text = with(
+        "pipeline: grading",
+        "pipeline: grading\nbroker: { url: \"http://app:hunter2@rabbit/\" }",
+    );
+    let lines = problems(&text).join("\n");
+    assert!(lines.contains("broker.url"), "{lines}");
+    assert!(!lines.contains("hunter2"), "{lines}");
+}

@@ -1,0 +1,25 @@
+//! # warren
+//!
+//! RabbitMQ worker pipelines declared in one YAML file. This crate holds the
+//! pipeline model (file -> validated [`Pipeline`]), the broker topology built
+//! from it, the worker runtime in which a stage handler is a typed async
+//! function, and a producer for application code.
+//!
+//! The outside contract (file format, broker names, message format) is in
+//! the project's `DESIGN.md`; the README explains the guarantees.
+
+pub mod broker;
+pub mod config;
+pub mod connection;
+pub mod duration;
+pub mod error;
+pub mod names;
+pub mod pipeline;
+pub mod rate;
+pub mod retry;
+pub mod topology;
+
+pub use broker::BrokerUrl;
+pub use error::{Error, Result};
+pub use pipeline::{Pipeline, Stage, StageKind};
+pub use topology::Topology;

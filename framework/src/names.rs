@@ -1,0 +1,44 @@
+//! Names on the broker. External producers rely on the first three
+//! (DESIGN.md); everything else a pipeline owns also starts with
+//! `{pipeline}.` so it can be listed by that prefix.
+
+use std::time::Duration;
+
+use crate::duration;
+
+/// The pipeline exchange (direct, durable): `{pipeline}`.
+pub fn exchange(pipeline: &str) -> String {
+    pipeline.to_string()
+}
+
+/// A stage's input queue, bound to the exchange with routing key `{stage}`.
+pub fn stage_queue(pipeline: &str, stage: &str) -> String {
+    format!("{pipeline}.{stage}")
+}
+
+/// A stage's dead-letter queue.
+pub fn dead_queue(pipeline: &str, stage: &str) -> String {
+    format!("{pipeline}.{stage}.dead")
+}
+
+/// A stage's retry queue for one delay: messages wait there for `delay`,
+/// then the broker dead-letters them back to the stage queue.
+pub fn retry_queue(pipeline: &str, stage: &str, delay: Duration) -> String {
+    format!("{pipeline}.{stage}.retry.{}", duration::format(delay))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_contract() {
+        assert_eq!(exchange("grading"), "grading");
+        assert_eq!(stage_queue("grading", "grade"), "grading.grade");
+        assert_eq!(dead_queue("grading", "grade"), "grading.grade.dead");
+        assert_eq!(
+            retry_queue("grading", "grade", Duration::from_secs(10)),
+            "grading.grade.retry.10s"
+        );
+    }
+}

@@ -1,0 +1,230 @@
+//! The validated pipeline: what the rest of warren is built from.
+//!
+//! A [`Pipeline`] only exists once a file passed validation
+//! ([`crate::config::load`]), so code that receives one may rely on every
+//! rule checked there: names are valid, outputs exist and form no cycle,
+//! numbers are in range, timeouts are below the broker's ack timeout.
+
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+
+use crate::{broker::BrokerUrl, rate::RateLimit, retry::RetryPolicy};
+
+/// A validated pipeline.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pipeline {
+    /// The pipeline name; prefixes every broker object.
+    pub name: String,
+    /// Where the broker is and how it is configured.
+    pub broker: Broker,
+    /// The stages, in file order.
+    pub stages: Vec<Stage>,
+    /// The file the pipeline was read from.
+    pub source: PathBuf,
+}
+
+/// Broker settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Broker {
+    /// The AMQP URL (its password is never displayed).
+    pub url: BrokerUrl,
+    /// The broker's delivery-acknowledgement timeout (`consumer_timeout`);
+    /// stage timeouts must stay below it.
+    pub ack_timeout: Duration,
+}
+
+/// One stage of a pipeline.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stage {
+    /// Stage name, unique in the pipeline.
+    pub name: String,
+    /// What runs the stage.
+    pub kind: StageKind,
+    /// Stages that receive what this stage emits.
+    pub outputs: Vec<String>,
+    /// Broker-side limit of unacknowledged messages per worker.
+    pub prefetch: u16,
+    /// Messages handled at once per worker process.
+    pub concurrency: u32,
+    /// Time allowed per message; expiring is a failure.
+    pub timeout: Duration,
+    /// How failures are retried.
+    pub retry: RetryPolicy,
+    /// The stage queue's type and limits.
+    pub queue: QueueSpec,
+    /// How many worker processes the supervisor runs.
+    pub scale: Scale,
+    /// Messages per period shared by all workers of the stage.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// What runs a stage.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StageKind {
+    /// A worker program built on the framework; the supervisor starts it.
+    Command(CommandSpec),
+    /// Built in: one HTTP call per message.
+    Http(HttpSpec),
+    /// Built in: each message written once as a JSON line.
+    Sink(SinkSpec),
+}
+
+impl StageKind {
+    /// The key that selects this kind in the pipeline file.
+    pub fn label(&self) -> &'static str {
+        match self {
+            StageKind::Command(_) => "command",
+            StageKind::Http(_) => "http",
+            StageKind::Sink(_) => "sink",
+        }
+    }
+}
+
+/// A worker program and its arguments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandSpec {
+    /// Program followed by its arguments.
+    pub argv: Vec<String>,
+}
+
+/// The built-in HTTP stage.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpSpec {
+    /// HTTP method, upper case.
+    pub method: String,
+    /// URL template; `{field}` is replaced by the message field, URL-encoded.
+    pub url: String,
+    /// Body template; `None` sends the message itself as JSON.
+    pub body: Option<serde_json::Value>,
+    /// Request headers; values may name an environment variable.
+    pub headers: BTreeMap<String, HeaderValue>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// What the stage emits for a 2xx answer.
+    pub emit: HttpEmit,
+}
+
+/// A header value: literal, or read from the environment when the worker
+/// starts (never logged).
+#[derive(Clone, PartialEq, Eq)]
+pub enum HeaderValue {
+    /// Written in the file.
+    Literal(String),
+    /// `${NAME}`: read from the environment variable `NAME`.
+    Env(String),
+}
+
+impl std::fmt::Debug for HeaderValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeaderValue::Literal(_) => f.write_str("Literal(***)"),
+            HeaderValue::Env(name) => write!(f, "Env({name})"),
+        }
+    }
+}
+
+/// What an HTTP stage emits for a 2xx answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpEmit {
+    /// The response's JSON body.
+    Response,
+    /// The input message with the response's fields merged over it.
+    Merge,
+}
+
+/// The built-in sink stage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SinkSpec {
+    /// The JSON-lines file, relative to the working directory.
+    pub path: PathBuf,
+}
+
+/// Queue type and limits of a stage queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueSpec {
+    /// Quorum (replicated, the default) or classic.
+    pub kind: QueueKind,
+    /// Quorum queues only: deliveries after which a message that keeps
+    /// coming back (a worker crashing on it) goes to the dead-letter queue.
+    pub delivery_limit: Option<u32>,
+}
+
+/// RabbitMQ queue type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueKind {
+    /// Replicated, Raft-based; the default.
+    Quorum,
+    /// Classic queue.
+    Classic,
+}
+
+impl QueueKind {
+    /// The `x-queue-type` argument value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueKind::Quorum => "quorum",
+            QueueKind::Classic => "classic",
+        }
+    }
+}
+
+/// Process scaling of a stage on one box.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scale {
+    /// Fewest worker processes (0 scales to zero when idle).
+    pub min: u32,
+    /// Most worker processes on one box.
+    pub max: u32,
+    /// Ready messages one worker is expected to handle.
+    pub backlog_per_worker: u32,
+    /// How long a stage must be idle or over-provisioned before scaling down.
+    pub idle: Duration,
+}
+
+impl Pipeline {
+    /// The stage of that name.
+    pub fn stage(&self, name: &str) -> Option<&Stage> {
+        self.stages.iter().find(|stage| stage.name == name)
+    }
+
+    /// The stage names, in file order.
+    pub fn stage_names(&self) -> Vec<&str> {
+        self.stages
+            .iter()
+            .map(|stage| stage.name.as_str())
+            .collect()
+    }
+
+    /// Stages that no other stage outputs to: where input enters.
+    pub fn entry_stages(&self) -> Vec<&Stage> {
+        self.stages
+            .iter()
+            .filter(|stage| {
+                !self
+                    .stages
+                    .iter()
+                    .any(|other| other.outputs.contains(&stage.name))
+            })
+            .collect()
+    }
+
+    /// A one-line picture of the stage graph: `lookup -> grade -> results`.
+    pub fn graph(&self) -> String {
+        let edges: Vec<String> = self
+            .stages
+            .iter()
+            .map(|stage| {
+                if stage.outputs.is_empty() {
+                    format!("{} ({})", stage.name, stage.kind.label())
+                } else {
+                    format!(
+                        "{} ({}) -> {}",
+                        stage.name,
+                        stage.kind.label(),
+                        stage.outputs.join(", ")
+                    )
+                }
+            })
+            .collect();
+        edges.join("; ")
+    }
+}

@@ -1,0 +1,38 @@
+//! `warren declare FILE [--dry-run]`.
+
+use std::path::Path;
+
+use anyhow::Result;
+use warren::{Topology, connection};
+
+/// Connection attempts before the broker counts as unreachable.
+pub const CONNECT_ATTEMPTS: u32 = 3;
+
+/// Declares the pipeline's objects, or prints them with `dry_run`.
+pub async fn run(file: &Path, dry_run: bool) -> Result<()> {
+    let pipeline = warren::config::load(file)?;
+    let topology = Topology::plan(&pipeline);
+    if dry_run {
+        println!(
+            "pipeline `{}` on {} would declare:",
+            pipeline.name, pipeline.broker.url
+        );
+        for line in topology.describe() {
+            println!("  {line}");
+        }
+        return Ok(());
+    }
+    let name = format!("warren declare {}", pipeline.name);
+    let conn = connection::open_with_retry(&pipeline.broker.url, &name, CONNECT_ATTEMPTS).await?;
+    let declared = topology.declare(&conn).await;
+    let _ = conn.close(200, "done".into()).await;
+    declared?;
+    println!(
+        "declared pipeline `{}` on {}: exchange {} and {} queues",
+        pipeline.name,
+        pipeline.broker.url,
+        topology.exchange,
+        topology.queues.len()
+    );
+    Ok(())
+}

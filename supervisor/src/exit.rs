@@ -1,0 +1,40 @@
+//! Exit codes (DESIGN.md): 0 success; 1 failure at run time; 2 wrong usage;
+//! 65 bad input data; 69 broker unreachable; 78 bad pipeline file.
+
+use std::process::ExitCode;
+
+use warren::{Error, config::InvalidPipeline};
+
+/// Run-time failure.
+pub const FAILURE: u8 = 1;
+/// Bad input data (an input file, a message).
+pub const DATA_ERR: u8 = 65;
+/// The broker cannot be reached.
+pub const UNAVAILABLE: u8 = 69;
+/// The pipeline file is invalid.
+pub const CONFIG: u8 = 78;
+
+/// Bad input data, reported with exit code 65.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+/// The exit code for an error: the first cause in its chain that has one.
+pub fn code_for(error: &anyhow::Error) -> ExitCode {
+    for cause in error.chain() {
+        if cause.downcast_ref::<InvalidPipeline>().is_some() {
+            return ExitCode::from(CONFIG);
+        }
+        if cause.downcast_ref::<BadInput>().is_some() {
+            return ExitCode::from(DATA_ERR);
+        }
+        if let Some(error) = cause.downcast_ref::<Error>() {
+            return ExitCode::from(match error {
+                Error::Pipeline(_) => CONFIG,
+                Error::Unreachable { .. } | Error::LoginRefused { .. } => UNAVAILABLE,
+                _ => FAILURE,
+            });
+        }
+    }
+    ExitCode::from(FAILURE)
+}
