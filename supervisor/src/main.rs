@@ -3,7 +3,6 @@
 mod cli;
 mod commands;
 mod exit;
-mod logging;
 
 use std::process::ExitCode;
 
@@ -13,7 +12,7 @@ use cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log_format);
+    warren::logging::init(matches!(cli.log_format, cli::LogFormat::Json));
     if let Command::Validate { file } = &cli.command {
         return commands::validate::run(file);
     }

@@ -177,3 +177,164 @@ where
     }
     false
 }
+
+/// A program built from the examples (or tests/support) of this workspace,
+/// built now if needed: `cargo test --test X` does not rebuild examples.
+pub fn example_bin(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let warren = PathBuf::from(env!("CARGO_BIN_EXE_warren"));
+    let dir = warren.parent().unwrap();
+    let mut built = BUILT.lock().unwrap();
+    if !built.iter().any(|b| b == name) {
+        let mut cargo = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+        cargo.args(["build", "-q", "-p", "warren-supervisor", "--example", name]);
+        if dir.ends_with("release") {
+            cargo.arg("--release");
+        }
+        let status = cargo.status().expect("run cargo");
+        assert!(status.success(), "cargo build --example {name} failed");
+        built.push(name.to_string());
+    }
+    dir.join("examples").join(name)
+}
+
+/// A worker running inside the test process.
+pub struct InProcess {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: tokio::task::JoinHandle<Result<(), warren::Error>>,
+}
+
+/// Starts `worker` in this process; [`InProcess::stop`] drains it.
+pub fn spawn_worker(worker: warren::Worker) -> InProcess {
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let handle = tokio::spawn(worker.run_until(async move {
+        let _ = stopped.await;
+    }));
+    InProcess {
+        stop: Some(stop),
+        handle,
+    }
+}
+
+impl InProcess {
+    /// Drains the worker and returns how it ended.
+    pub async fn stop(mut self) -> Result<(), warren::Error> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.handle).await.expect("worker task")
+    }
+}
+
+/// Reads (and removes) every message of a queue.
+pub async fn drain_queue(conn: &Connection, queue: &str) -> Vec<lapin::message::BasicGetMessage> {
+    let channel = conn.create_channel().await.unwrap();
+    let mut out = Vec::new();
+    while let Some(message) = channel
+        .basic_get(
+            queue.into(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
+        .await
+        .unwrap()
+    {
+        out.push(message);
+    }
+    out
+}
+
+/// Publishes a raw body like any AMQP client would (no warren headers).
+pub async fn publish_raw(
+    conn: &Connection,
+    exchange: &str,
+    key: &str,
+    body: &[u8],
+    id: Option<&str>,
+) {
+    let channel = conn.create_channel().await.unwrap();
+    channel.confirm_select(Default::default()).await.unwrap();
+    let mut props = lapin::BasicProperties::default();
+    if let Some(id) = id {
+        props = props.with_message_id(id.into());
+    }
+    let confirm = channel
+        .basic_publish(
+            exchange.into(),
+            key.into(),
+            lapin::options::BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            body,
+            props,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(
+        confirm.is_ack() && confirm.take_message().is_none(),
+        "unroutable publish to {exchange}/{key}"
+    );
+    let _ = channel.close(200, "".into()).await;
+}
+
+/// A text header of a message.
+pub fn header(props: &lapin::BasicProperties, name: &str) -> Option<String> {
+    warren::message::text_header(props, name)
+}
+
+/// Lines of a record file written by the test worker, `stage id attempt`.
+pub fn records(path: &Path) -> Vec<(String, String, u32)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.split(' ');
+            Some((
+                parts.next()?.to_string(),
+                parts.next()?.to_string(),
+                parts.next()?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// Declares a pipeline's topology, as `warren declare` does.
+pub async fn declare(pipeline: &warren::Pipeline) {
+    let conn = connect().await;
+    warren::Topology::plan(pipeline)
+        .declare(&conn)
+        .await
+        .expect("declare");
+    let _ = conn.close(200, "".into()).await;
+}
+
+/// A file to send a child process's output to (appending), for reading
+/// after a failure; a pipe nobody reads would block the child.
+pub fn log_file(path: &Path) -> std::process::Stdio {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("log file")
+        .into()
+}
+
+/// Ready and consumer counts of every queue of the stages, and the test
+/// worker's log if there is one: printed when a test fails.
+pub async fn queue_report(file: &PipelineFile, stages: &[&str]) -> String {
+    let conn = connect().await;
+    let mut out = String::new();
+    for stage in stages {
+        for suffix in ["", ".retry.1s", ".dead"] {
+            let queue = format!("{}.{stage}{suffix}", file.name);
+            out.push_str(&format!(
+                "{queue}: {:?}\n",
+                queue_state(&conn, &queue).await
+            ));
+        }
+    }
+    let log = std::fs::read_to_string(file.file("record.log")).unwrap_or_default();
+    format!("{out}worker log:\n{log}")
+}

@@ -2,14 +2,14 @@
 
 use tracing_subscriber::{EnvFilter, fmt};
 
-use crate::cli::LogFormat;
-
-/// Installs the subscriber. The AMQP client logs raw frames (the login
-/// among them) at trace level, so a global `trace` holds it at debug unless
-/// `RUST_LOG` names it explicitly.
-pub fn init(format: LogFormat) {
-    // The AMQP client reports channel closures as errors of its own;
-    // warren reports them in its words, so by default it is silent.
+/// Installs a subscriber writing to stderr, as text or JSON lines.
+///
+/// By default (`RUST_LOG` unset) the level is `info` and the AMQP client
+/// is silent: warren reports connection and channel problems in its own
+/// words. The client logs raw frames (the login among them) at trace
+/// level, so a global `trace` holds it at debug unless `RUST_LOG` names it.
+/// Does nothing if a subscriber is already installed.
+pub fn init(json: bool) {
     let wanted = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,lapin=off".into());
     let mut filter = EnvFilter::new(&wanted);
     if wanted.contains("trace") {
@@ -24,8 +24,9 @@ pub fn init(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }

@@ -1,0 +1,291 @@
+//! The message format (DESIGN.md, "Messages"): properties and `x-warren-*`
+//! headers, read from deliveries and written on publish.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lapin::{
+    BasicProperties,
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+};
+
+/// Header: 1 on first delivery, counted up by retries.
+pub const ATTEMPT: &str = "x-warren-attempt";
+/// Header on dead letters: the stage that gave up.
+pub const STAGE: &str = "x-warren-stage";
+/// Header on dead letters and retries: the one-line reason.
+pub const ERROR: &str = "x-warren-error";
+/// Header on delayed retries longer than the longest retry queue: epoch
+/// milliseconds before which the message must not run.
+pub const NOT_BEFORE: &str = "x-warren-not-before";
+
+/// Content type of everything warren publishes.
+pub const JSON: &str = "application/json";
+
+/// Longest message id the protocol carries.
+pub const MAX_ID: usize = 255;
+
+/// Properties of a new message: JSON, persistent, with `id` and attempt 1.
+pub fn new_properties(id: &str) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert(ATTEMPT.into(), AMQPValue::LongLongInt(1));
+    BasicProperties::default()
+        .with_content_type(JSON.into())
+        .with_delivery_mode(2)
+        .with_message_id(short(id))
+        .with_timestamp(now_secs())
+        .with_headers(headers)
+}
+
+/// The message id of a delivery, if the producer set one.
+pub fn id_of(properties: &BasicProperties) -> Option<&str> {
+    properties
+        .message_id()
+        .as_ref()
+        .map(ShortString::as_str)
+        .filter(|id| !id.is_empty())
+}
+
+/// The attempt number of a delivery: its header, or 1.
+pub fn attempt_of(properties: &BasicProperties) -> u32 {
+    header(properties, ATTEMPT)
+        .and_then(as_u64)
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(1)
+}
+
+/// The not-before time of a delivery, if it has one.
+pub fn not_before_of(properties: &BasicProperties) -> Option<u64> {
+    header(properties, NOT_BEFORE).and_then(as_u64)
+}
+
+/// A text header (the error reason, the stage), if present.
+pub fn text_header(properties: &BasicProperties, name: &str) -> Option<String> {
+    match header(properties, name)? {
+        AMQPValue::LongString(text) => Some(String::from_utf8_lossy(text.as_bytes()).into_owned()),
+        AMQPValue::ShortString(text) => Some(text.as_str().to_string()),
+        _ => None,
+    }
+}
+
+/// The reason RabbitMQ itself dead-lettered a message (`x-death`), such as
+/// `delivery_limit` when a quorum queue's delivery limit was reached.
+pub fn death_reason(properties: &BasicProperties) -> Option<String> {
+    let AMQPValue::FieldArray(deaths) = header(properties, "x-death")? else {
+        return None;
+    };
+    let AMQPValue::FieldTable(first) = deaths.as_slice().first()? else {
+        return None;
+    };
+    match first.inner().get("reason")? {
+        AMQPValue::LongString(text) => Some(String::from_utf8_lossy(text.as_bytes()).into_owned()),
+        _ => None,
+    }
+}
+
+fn header<'a>(properties: &'a BasicProperties, name: &str) -> Option<&'a AMQPValue> {
+    properties.headers().as_ref()?.inner().get(name)
+}
+
+fn as_u64(value: &AMQPValue) -> Option<u64> {
+    match value {
+        AMQPValue::ShortShortInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::ShortShortUInt(n) => Some(u64::from(*n)),
+        AMQPValue::ShortInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::ShortUInt(n) => Some(u64::from(*n)),
+        AMQPValue::LongInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::LongUInt(n) => Some(u64::from(*n)),
+        AMQPValue::LongLongInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::Timestamp(n) => Some(*n),
+        AMQPValue::LongString(text) => std::str::from_utf8(text.as_bytes())
+            .ok()?
+            .trim()
+            .parse()
+            .ok(),
+        AMQPValue::ShortString(text) => text.as_str().trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// A copy of `properties` for re-publishing the same message (a retry, a
+/// dead letter, a replay) with headers changed: `set` replaces or adds,
+/// `remove` drops.
+pub fn republish_properties(
+    properties: &BasicProperties,
+    set: &[(&str, AMQPValue)],
+    remove: &[&str],
+) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    if let Some(old) = properties.headers() {
+        for (key, value) in old.inner() {
+            if key.as_str() != "x-death" && !remove.contains(&key.as_str()) {
+                headers.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    for (key, value) in set {
+        headers.insert((*key).into(), value.clone());
+    }
+    let mut out = properties
+        .clone()
+        .with_headers(headers)
+        .with_delivery_mode(2);
+    if properties.content_type().is_none() {
+        out = out.with_content_type(JSON.into());
+    }
+    out
+}
+
+/// An integer header value.
+pub fn int(n: u64) -> AMQPValue {
+    AMQPValue::LongLongInt(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+/// A text header value, on one line and at most 1,000 characters.
+pub fn text(value: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(one_line(value, 1000).as_str()))
+}
+
+/// `text` on one line, cut to `max` characters.
+pub fn one_line(text: &str, max: usize) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let flat = flat.trim();
+    if flat.chars().count() > max {
+        let cut: String = flat.chars().take(max.saturating_sub(3)).collect();
+        format!("{cut}...")
+    } else {
+        flat.to_string()
+    }
+}
+
+/// The id of the `n`th message emitted while handling message `parent`:
+/// `{parent}.{n}`. Ids that would outgrow the protocol's 255 bytes keep
+/// their start and a hash of the rest, so they stay deterministic.
+pub fn child_id(parent: &str, n: u32) -> String {
+    let id = format!("{parent}.{n}");
+    if id.len() <= MAX_ID {
+        return id;
+    }
+    let mut cut = 160;
+    while !parent.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}~{:016x}.{n}", &parent[..cut], fnv1a(parent.as_bytes()))
+}
+
+/// A fresh id for a message that arrived without one.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+/// A protocol short string, cut to 255 bytes at a character boundary.
+pub fn short(text: &str) -> ShortString {
+    let mut end = text.len().min(MAX_ID);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    ShortString::from(&text[..end])
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Milliseconds since the epoch, `delay` from now.
+pub fn epoch_ms_in(delay: Duration) -> u64 {
+    (SystemTime::now() + delay)
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Milliseconds since the epoch, now.
+pub fn epoch_ms() -> u64 {
+    epoch_ms_in(Duration::ZERO)
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_messages_are_json_persistent_attempt_one() {
+        let props = new_properties("m1");
+        assert_eq!(props.delivery_mode(), &Some(2));
+        assert_eq!(id_of(&props), Some("m1"));
+        assert_eq!(attempt_of(&props), 1);
+        assert_eq!(props.content_type().as_ref().unwrap().as_str(), JSON);
+    }
+
+    #[test]
+    fn attempts_are_read_from_any_integer_or_text() {
+        for value in [
+            AMQPValue::LongInt(3),
+            AMQPValue::ShortShortUInt(3),
+            AMQPValue::LongString("3".into()),
+        ] {
+            let props = republish_properties(&BasicProperties::default(), &[(ATTEMPT, value)], &[]);
+            assert_eq!(attempt_of(&props), 3);
+        }
+        let bad = republish_properties(
+            &BasicProperties::default(),
+            &[(ATTEMPT, AMQPValue::LongInt(-2))],
+            &[],
+        );
+        assert_eq!(attempt_of(&bad), 1);
+    }
+
+    #[test]
+    fn republishing_sets_removes_and_drops_x_death() {
+        let mut headers = FieldTable::default();
+        headers.insert("x-death".into(), AMQPValue::FieldArray(Default::default()));
+        headers.insert(NOT_BEFORE.into(), int(5));
+        headers.insert("custom".into(), text("kept"));
+        let props = BasicProperties::default()
+            .with_headers(headers)
+            .with_message_id("m".into());
+        let out = republish_properties(&props, &[(ATTEMPT, int(2))], &[NOT_BEFORE]);
+        let keys: Vec<&str> = out
+            .headers()
+            .as_ref()
+            .unwrap()
+            .inner()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        assert_eq!(keys, vec!["custom", ATTEMPT]);
+        assert_eq!(id_of(&out), Some("m"));
+        assert_eq!(out.delivery_mode(), &Some(2));
+    }
+
+    #[test]
+    fn child_ids_are_deterministic_and_fit_the_protocol() {
+        assert_eq!(child_id("abc", 0), "abc.0");
+        assert_eq!(child_id("abc.3", 12), "abc.3.12");
+        let long = "x".repeat(254);
+        let child = child_id(&long, 7);
+        assert!(child.len() <= MAX_ID, "{}", child.len());
+        assert_eq!(child, child_id(&long, 7));
+        assert_ne!(child_id(&long, 7), child_id(&format!("{long}y"), 7));
+        assert!(child.ends_with(".7"));
+    }
+
+    #[test]
+    fn reasons_are_one_short_line() {
+        assert_eq!(one_line("a\nb\tc", 100), "a b c");
+        assert_eq!(
+            one_line(&"é".repeat(20), 10),
+            format!("{}...", "é".repeat(7))
+        );
+    }
+}

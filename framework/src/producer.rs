@@ -1,0 +1,202 @@
+//! Sending work from application code (a web request handler, a script):
+//! connect once, then send typed messages to a stage, each confirmed by the
+//! broker. Cheap per call, safe to share between tasks (clone it), and
+//! failing fast with a clear error when the broker is away.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+use tokio::sync::Mutex;
+
+use crate::{
+    broker::BrokerUrl,
+    connection,
+    error::Error,
+    message,
+    pipeline::Pipeline,
+    publisher::{Publisher, target},
+};
+
+/// How long a send may take, reconnecting included, unless set otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// After a failed reconnection, sends fail at once for this long instead of
+/// each waiting for the network.
+const COOL_DOWN: Duration = Duration::from_secs(1);
+
+/// Sends messages to the stages of one pipeline. Clone it freely.
+#[derive(Clone)]
+pub struct Producer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pipeline: String,
+    stages: Vec<String>,
+    url: BrokerUrl,
+    timeout: Duration,
+    link: Mutex<Link>,
+}
+
+#[derive(Default)]
+struct Link {
+    open: Option<(lapin::Connection, Publisher)>,
+    failed: Option<(Instant, String)>,
+}
+
+impl Producer {
+    /// Connects to the pipeline's broker. Fails with
+    /// [`Error::Unreachable`] (host and port, never the password) if it
+    /// cannot within the default timeout.
+    pub async fn connect(pipeline: &Pipeline) -> Result<Producer, Error> {
+        Producer::connect_with_timeout(pipeline, DEFAULT_TIMEOUT).await
+    }
+
+    /// Like [`Producer::connect`], with the time allowed per send (and for
+    /// this first connection).
+    pub async fn connect_with_timeout(
+        pipeline: &Pipeline,
+        timeout: Duration,
+    ) -> Result<Producer, Error> {
+        let producer = Producer {
+            inner: Arc::new(Inner {
+                pipeline: pipeline.name.clone(),
+                stages: pipeline
+                    .stage_names()
+                    .into_iter()
+                    .map(String::from)
+                    .collect(),
+                url: pipeline.broker.url.clone(),
+                timeout,
+                link: Mutex::new(Link::default()),
+            }),
+        };
+        producer.within_timeout(producer.publisher()).await?;
+        Ok(producer)
+    }
+
+    /// Sends `message` to `stage` with a fresh id, returned once the broker
+    /// confirmed it.
+    pub async fn send<M: Serialize + ?Sized>(
+        &self,
+        stage: &str,
+        message: &M,
+    ) -> Result<String, Error> {
+        let id = message::new_id();
+        self.send_with_id(stage, &id, message).await?;
+        Ok(id)
+    }
+
+    /// Sends `message` to `stage` with id `id` (use a stable id, like a
+    /// database key, so that sending twice is recognisable downstream).
+    pub async fn send_with_id<M: Serialize + ?Sized>(
+        &self,
+        stage: &str,
+        id: &str,
+        message: &M,
+    ) -> Result<(), Error> {
+        let body = serde_json::to_vec(message)?;
+        self.send_json(stage, id, &body).await
+    }
+
+    /// Sends a body that is already JSON text.
+    pub async fn send_json(&self, stage: &str, id: &str, body: &[u8]) -> Result<(), Error> {
+        if !self.inner.stages.iter().any(|s| s == stage) {
+            return Err(Error::UnknownStage {
+                pipeline: self.inner.pipeline.clone(),
+                stage: stage.to_string(),
+                known: self.inner.stages.join(", "),
+            });
+        }
+        if id.is_empty() || id.len() > message::MAX_ID {
+            return Err(Error::Publish {
+                target: target(&self.inner.pipeline, stage),
+                reason: format!(
+                    "a message id must be 1 to {} bytes long, not {}",
+                    message::MAX_ID,
+                    id.len()
+                ),
+            });
+        }
+        let properties = message::new_properties(id);
+        self.within_timeout(async {
+            let publisher = self.publisher().await?;
+            let sent = publisher
+                .publish_confirmed(&self.inner.pipeline, stage, body, properties)
+                .await;
+            if sent.is_err() && !publisher.is_open() {
+                self.inner.link.lock().await.open = None;
+            }
+            sent
+        })
+        .await
+    }
+
+    /// Closes the connection.
+    pub async fn close(&self) {
+        if let Some((connection, _)) = self.inner.link.lock().await.open.take() {
+            let _ = connection.close(200, "producer closed".into()).await;
+        }
+    }
+
+    /// The open publishing channel, reconnecting if it was lost (at most
+    /// once per cool-down).
+    async fn publisher(&self) -> Result<Publisher, Error> {
+        let mut link = self.inner.link.lock().await;
+        if let Some((connection, publisher)) = &link.open {
+            if connection.status().connected() && publisher.is_open() {
+                return Ok(publisher.clone());
+            }
+            link.open = None;
+        }
+        if let Some((at, reason)) = &link.failed {
+            if at.elapsed() < COOL_DOWN {
+                return Err(Error::Unreachable {
+                    address: self.inner.url.address(),
+                    reason: reason.clone(),
+                });
+            }
+        }
+        let name = format!(
+            "warren producer {} pid {}",
+            self.inner.pipeline,
+            std::process::id()
+        );
+        let opened = async {
+            let connection = connection::open(&self.inner.url, &name).await?;
+            let publisher = Publisher::open(&connection).await?;
+            Ok::<_, Error>((connection, publisher))
+        }
+        .await;
+        match opened {
+            Ok((connection, publisher)) => {
+                link.failed = None;
+                link.open = Some((connection, publisher.clone()));
+                Ok(publisher)
+            }
+            Err(error) => {
+                link.failed = Some((Instant::now(), error.to_string()));
+                Err(error)
+            }
+        }
+    }
+
+    async fn within_timeout<T>(
+        &self,
+        work: impl Future<Output = Result<T, Error>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(self.inner.timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Publish {
+                target: format!("the broker at {}", self.inner.url.address()),
+                reason: format!(
+                    "no confirm within {}ms (the broker is slow, blocking publishers, or away)",
+                    self.inner.timeout.as_millis()
+                ),
+            }),
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! Settling deliveries on a consumer channel with as few frames as possible.
+//!
+//! Handlers finish in any order. The ledger keeps the lowest delivery tag not
+//! yet settled; everything below it is settled, so one `basic.ack` with
+//! `multiple` covers the whole prefix. Tags finished above a gap (a slow
+//! message) are acked one by one so they stop counting against the prefetch
+//! window. Requeues are `basic.nack` one by one. A delivery is never acked
+//! before its handler finished: only settled tags are ever covered. The tag
+//! of a multiple ack is always one still unacknowledged, as RabbitMQ
+//! requires (it closes the channel with "unknown delivery tag" otherwise).
+
+use std::collections::BTreeMap;
+
+use lapin::{
+    Channel,
+    options::{BasicAckOptions, BasicNackOptions},
+};
+use tokio::sync::mpsc;
+use tracing::debug;
+
+/// How a finished delivery is settled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Settle {
+    /// Done (handled, retried or dead-lettered with a confirm): ack.
+    Ack,
+    /// Not handled, give it back to the queue: nack with requeue.
+    Requeue,
+}
+
+/// A frame to send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AckOp {
+    /// `basic.ack` of one tag, or of every tag up to it with `multiple`.
+    Ack { tag: u64, multiple: bool },
+    /// `basic.nack` of one tag with requeue.
+    Requeue { tag: u64 },
+}
+
+/// Which tags are settled; pure, so it is tested without a broker.
+#[derive(Debug)]
+pub(crate) struct Ledger {
+    /// Every tag below `low` is settled.
+    low: u64,
+    /// Settled tags at or above `low`; `true` while still owing an ack frame.
+    ahead: BTreeMap<u64, bool>,
+}
+
+impl Default for Ledger {
+    fn default() -> Ledger {
+        // Delivery tags start at 1 on every channel.
+        Ledger {
+            low: 1,
+            ahead: BTreeMap::new(),
+        }
+    }
+}
+
+impl Ledger {
+    /// Records finished deliveries and returns the frames that settle them.
+    pub fn settle(&mut self, finished: &[(u64, Settle)]) -> Vec<AckOp> {
+        let mut ops = Vec::new();
+        for (tag, settle) in finished {
+            if *tag < self.low || self.ahead.contains_key(tag) {
+                continue; // settled already
+            }
+            match settle {
+                Settle::Ack => {
+                    self.ahead.insert(*tag, true);
+                }
+                Settle::Requeue => {
+                    ops.push(AckOp::Requeue { tag: *tag });
+                    self.ahead.insert(*tag, false);
+                }
+            }
+        }
+        // RabbitMQ requires the tag of a multiple ack to be unacknowledged
+        // itself: name the highest tag of the prefix that still owes one.
+        let mut highest_owed = None;
+        while let Some(owes) = self.ahead.remove(&self.low) {
+            if owes {
+                highest_owed = Some(self.low);
+            }
+            self.low += 1;
+        }
+        if let Some(tag) = highest_owed {
+            ops.push(AckOp::Ack {
+                tag,
+                multiple: true,
+            });
+        }
+        for (tag, owes) in self.ahead.iter_mut() {
+            if *owes {
+                ops.push(AckOp::Ack {
+                    tag: *tag,
+                    multiple: false,
+                });
+                *owes = false;
+            }
+        }
+        ops
+    }
+}
+
+/// Sends settlements of one consumer channel; ends when every sender is
+/// dropped (the consumer loop and all its handler tasks are done).
+pub(crate) async fn run(channel: Channel, mut finished: mpsc::UnboundedReceiver<(u64, Settle)>) {
+    let mut ledger = Ledger::default();
+    let mut batch = Vec::new();
+    while let Some(first) = finished.recv().await {
+        batch.push(first);
+        while let Ok(more) = finished.try_recv() {
+            batch.push(more);
+        }
+        for op in ledger.settle(&batch) {
+            tracing::trace!(?op, channel = channel.id(), "settling");
+            let sent = match op {
+                AckOp::Ack { tag, multiple } => {
+                    channel.basic_ack(tag, BasicAckOptions { multiple }).await
+                }
+                AckOp::Requeue { tag } => {
+                    channel
+                        .basic_nack(
+                            tag,
+                            BasicNackOptions {
+                                multiple: false,
+                                requeue: true,
+                            },
+                        )
+                        .await
+                }
+            };
+            if let Err(error) = sent {
+                // The channel is gone: its unsettled deliveries go back to
+                // the queue by themselves; nothing is sent elsewhere.
+                debug!(%error, "settling on a closed channel; the broker requeues its deliveries");
+                return;
+            }
+        }
+        batch.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use AckOp::*;
+    use Settle::Ack as A;
+
+    #[test]
+    fn in_order_completions_are_one_multiple_ack() {
+        let mut ledger = Ledger::default();
+        assert_eq!(
+            ledger.settle(&[(1, A), (2, A), (3, A)]),
+            vec![Ack {
+                tag: 3,
+                multiple: true
+            }]
+        );
+        assert_eq!(
+            ledger.settle(&[(4, A)]),
+            vec![Ack {
+                tag: 4,
+                multiple: true
+            }]
+        );
+    }
+
+    #[test]
+    fn a_gap_holds_the_multiple_ack_and_later_tags_are_acked_singly() {
+        let mut ledger = Ledger::default();
+        assert_eq!(
+            ledger.settle(&[(2, A), (3, A)]),
+            vec![
+                Ack {
+                    tag: 2,
+                    multiple: false
+                },
+                Ack {
+                    tag: 3,
+                    multiple: false
+                }
+            ]
+        );
+        // Nothing is sent twice; the slow tag 1 finishing settles the prefix
+        // with an ack of tag 1 itself (2 and 3 are acked already).
+        assert_eq!(ledger.settle(&[]), vec![]);
+        assert_eq!(
+            ledger.settle(&[(1, A)]),
+            vec![Ack {
+                tag: 1,
+                multiple: true
+            }]
+        );
+        assert_eq!(
+            ledger.settle(&[(4, A)]),
+            vec![Ack {
+                tag: 4,
+                multiple: true
+            }]
+        );
+    }
+
+    #[test]
+    fn a_multiple_ack_never_covers_an_unfinished_tag() {
+        let mut ledger = Ledger::default();
+        let ops = ledger.settle(&[(1, A), (3, A), (4, A)]);
+        assert_eq!(
+            ops[0],
+            Ack {
+                tag: 1,
+                multiple: true
+            }
+        );
+        assert!(
+            ops.iter()
+                .all(|op| !matches!(op, Ack { tag, multiple: true } if *tag >= 2))
+        );
+    }
+
+    #[test]
+    fn a_multiple_ack_always_names_a_tag_that_is_still_unacked() {
+        let mut ledger = Ledger::default();
+        ledger.settle(&[(3, A), (5, Settle::Requeue)]);
+        // 1 and 2 finish: the prefix reaches 3 (acked) but must name 2.
+        assert_eq!(
+            ledger.settle(&[(2, A), (1, A)]),
+            vec![Ack {
+                tag: 2,
+                multiple: true
+            }]
+        );
+        // 4 finishes: the prefix runs to 5 (requeued); 4 is the one owed.
+        assert_eq!(
+            ledger.settle(&[(4, A)]),
+            vec![Ack {
+                tag: 4,
+                multiple: true
+            }]
+        );
+    }
+
+    #[test]
+    fn requeues_are_single_nacks_and_count_as_settled() {
+        let mut ledger = Ledger::default();
+        assert_eq!(
+            ledger.settle(&[(1, Settle::Requeue)]),
+            vec![Requeue { tag: 1 }]
+        );
+        assert_eq!(
+            ledger.settle(&[(2, A)]),
+            vec![Ack {
+                tag: 2,
+                multiple: true
+            }]
+        );
+        // A prefix made only of requeued tags owes no ack.
+        assert_eq!(
+            ledger.settle(&[(3, Settle::Requeue)]),
+            vec![Requeue { tag: 3 }]
+        );
+    }
+
+    /// RabbitMQ's side: the unacked tags of a channel. An op naming a tag
+    /// that is not unacked closes the channel.
+    fn apply(unacked: &mut std::collections::BTreeSet<u64>, op: AckOp) {
+        match op {
+            Ack { tag, .. } | Requeue { tag } if !unacked.contains(&tag) => {
+                panic!("unknown delivery tag {tag} in {op:?}")
+            }
+            Ack {
+                tag,
+                multiple: true,
+            } => unacked.retain(|t| *t > tag),
+            Ack { tag, .. } | Requeue { tag } => {
+                unacked.remove(&tag);
+            }
+        }
+    }
+
+    #[test]
+    fn random_completion_orders_never_name_an_unknown_tag_and_settle_everything() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut random = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..500 {
+            let total = 1 + random(60);
+            let mut unacked: std::collections::BTreeSet<u64> = (1..=total).collect();
+            let mut pending: Vec<u64> = (1..=total).collect();
+            let mut ledger = Ledger::default();
+            while !pending.is_empty() {
+                let mut batch = Vec::new();
+                for _ in 0..=random(4) {
+                    if pending.is_empty() {
+                        break;
+                    }
+                    let tag = pending.remove(random(pending.len() as u64) as usize);
+                    let settle = if random(10) == 0 { Settle::Requeue } else { A };
+                    batch.push((tag, settle));
+                }
+                for op in ledger.settle(&batch) {
+                    apply(&mut unacked, op);
+                }
+                // Nothing still in flight was settled.
+                for tag in &pending {
+                    assert!(
+                        unacked.contains(tag),
+                        "tag {tag} settled before it finished"
+                    );
+                }
+            }
+            assert!(unacked.is_empty(), "left unsettled: {unacked:?}");
+        }
+    }
+
+    #[test]
+    fn a_tag_settled_twice_is_sent_once() {
+        let mut ledger = Ledger::default();
+        ledger.settle(&[(1, A)]);
+        assert_eq!(ledger.settle(&[(1, A)]), vec![]);
+    }
+}

@@ -1,0 +1,128 @@
+//! Stage handlers: a typed async function behind a small object-safe trait,
+//! and running one of them on one message (decode, timeout, panic).
+
+use std::{future::Future, marker::PhantomData, panic::AssertUnwindSafe, pin::Pin, time::Duration};
+
+use futures_util::FutureExt;
+use serde::de::DeserializeOwned;
+
+use super::{
+    context::Context,
+    outcome::{Failure, Outcome},
+};
+use crate::duration;
+
+/// A boxed handler future.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Outcome> + Send + 'static>>;
+
+/// A stage handler, type-erased. Implemented for every
+/// `async fn(T, Context) -> Outcome` with `T: Deserialize`; implement it
+/// yourself only to handle raw bytes.
+pub trait Handler: Send + Sync + 'static {
+    /// Decodes `body` and starts handling it. `Err` (the body is not JSON,
+    /// or not of the handler's type) sends the message to the dead-letter
+    /// queue at once with that reason.
+    fn start(&self, body: &[u8], ctx: Context) -> Result<HandlerFuture, String>;
+}
+
+/// Wraps a typed async function as a [`Handler`].
+pub fn typed<F, T, Fut>(f: F) -> impl Handler
+where
+    F: Fn(T, Context) -> Fut + Send + Sync + 'static,
+    T: DeserializeOwned + Send + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    Typed {
+        f,
+        message: PhantomData,
+    }
+}
+
+struct Typed<F, T> {
+    f: F,
+    message: PhantomData<fn() -> T>,
+}
+
+impl<F, T, Fut> Handler for Typed<F, T>
+where
+    F: Fn(T, Context) -> Fut + Send + Sync + 'static,
+    T: DeserializeOwned + Send + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    fn start(&self, body: &[u8], ctx: Context) -> Result<HandlerFuture, String> {
+        let message: T = serde_json::from_slice(body).map_err(|error| decode_error::<T>(&error))?;
+        Ok(Box::pin((self.f)(message, ctx)))
+    }
+}
+
+/// The dead-letter reason for a body that does not decode.
+pub(crate) fn decode_error<T>(error: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match error.classify() {
+        Category::Data => {
+            let full = std::any::type_name::<T>();
+            let short = full.rsplit("::").next().unwrap_or(full);
+            format!("body does not fit {short}: {error}")
+        }
+        _ => format!("body is not valid JSON: {error}"),
+    }
+}
+
+/// How one handling ended.
+#[derive(Debug)]
+pub(crate) enum Invocation {
+    /// The body did not decode: dead-letter at once.
+    Undecodable(String),
+    /// The handler ran (success only if every emitted message was confirmed).
+    Finished(Outcome),
+}
+
+/// Runs `handler` on `body` within `timeout`; a panic or the timeout is a
+/// retryable failure, and success requires every emit to be confirmed.
+pub(crate) async fn invoke(
+    handler: &dyn Handler,
+    body: &[u8],
+    ctx: Context,
+    timeout: Duration,
+) -> Invocation {
+    let started = std::panic::catch_unwind(AssertUnwindSafe(|| handler.start(body, ctx.clone())));
+    let future = match started {
+        Ok(Ok(future)) => future,
+        Ok(Err(reason)) => return Invocation::Undecodable(reason),
+        Err(panic) => return Invocation::Finished(Err(Failure::retry(panicked(&*panic)))),
+    };
+    let outcome = match tokio::time::timeout(timeout, AssertUnwindSafe(future).catch_unwind()).await
+    {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(panic)) => Err(Failure::retry(panicked(&*panic))),
+        Err(_) => {
+            ctx.cancel();
+            Err(Failure::retry(format!(
+                "timed out after {}",
+                duration::format(timeout)
+            )))
+        }
+    };
+    Invocation::Finished(match outcome {
+        Ok(()) => match tokio::time::timeout(timeout, ctx.confirm_emits()).await {
+            Ok(confirmed) => confirmed.map_err(Failure::retry),
+            Err(_) => Err(Failure::retry(format!(
+                "emitted messages were not confirmed within {}",
+                duration::format(timeout)
+            ))),
+        },
+        Err(failure) => {
+            ctx.close_emits();
+            Err(failure)
+        }
+    })
+}
+
+fn panicked(panic: &(dyn std::any::Any + Send)) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text panic".into());
+    format!("handler panicked: {text}")
+}

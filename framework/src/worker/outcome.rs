@@ -1,0 +1,214 @@
+//! What a handler returns, and what then happens to the message.
+
+use std::{fmt, time::Duration};
+
+use crate::retry::{Decision, RetryPolicy};
+
+/// What a handler returns: `Ok(())` when the message is done.
+pub type Outcome = Result<(), Failure>;
+
+/// Why a handler did not finish a message, and what it asks for.
+///
+/// `?` on any error type gives a retryable failure:
+///
+/// ```
+/// use warren::worker::{Context, Outcome, Failure};
+///
+/// async fn handle(n: u64, _ctx: Context) -> Outcome {
+///     if n == 0 {
+///         return Err(Failure::dead("zero cannot be graded"));
+///     }
+///     let _parsed: u32 = "42".parse()?; // a parse error would be retried
+///     Ok(())
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    action: Action,
+    reason: String,
+}
+
+/// What a failure asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Retry with the stage's backoff.
+    Retry,
+    /// Retry after at least this long (counts as an attempt).
+    RetryAfter(Duration),
+    /// Dead-letter now, without further attempts.
+    DeadLetter,
+}
+
+impl Failure {
+    /// Retry with the stage's backoff.
+    pub fn retry(reason: impl fmt::Display) -> Failure {
+        Failure {
+            action: Action::Retry,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Retry after at least `delay` (a rate limit's `Retry-After`, say).
+    pub fn retry_after(delay: Duration, reason: impl fmt::Display) -> Failure {
+        Failure {
+            action: Action::RetryAfter(delay),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Dead-letter now: the message can never succeed.
+    pub fn dead(reason: impl fmt::Display) -> Failure {
+        Failure {
+            action: Action::DeadLetter,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// What the failure asks for.
+    pub fn action(&self) -> Action {
+        self.action
+    }
+
+    /// The reason, as given.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl<E: std::error::Error> From<E> for Failure {
+    fn from(error: E) -> Failure {
+        let mut reason = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            reason.push_str(": ");
+            reason.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        Failure::retry(reason)
+    }
+}
+
+/// What happens to a message after its handler ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Done: acknowledged.
+    Done,
+    /// Published to a retry queue; it comes back as `attempt` after `delay`.
+    Retry {
+        /// The attempt it will carry.
+        attempt: u32,
+        /// How long it waits on the broker.
+        delay: Duration,
+        /// Why.
+        reason: String,
+    },
+    /// Published to the stage's dead-letter queue with `reason`.
+    Dead {
+        /// The one-line reason in `x-warren-error`.
+        reason: String,
+    },
+}
+
+/// The disposition of a message after attempt `attempt` ended with
+/// `outcome`, under `policy`.
+pub fn decide(outcome: Outcome, attempt: u32, policy: &RetryPolicy) -> Disposition {
+    let failure = match outcome {
+        Ok(()) => return Disposition::Done,
+        Err(failure) => failure,
+    };
+    let requested = match failure.action {
+        Action::DeadLetter => {
+            return Disposition::Dead {
+                reason: failure.reason,
+            };
+        }
+        Action::Retry => None,
+        Action::RetryAfter(delay) => Some(delay),
+    };
+    match policy.after_failure(attempt, requested) {
+        Decision::Retry { attempt, delay } => Disposition::Retry {
+            attempt,
+            delay,
+            reason: failure.reason,
+        },
+        Decision::GiveUp => Disposition::Dead {
+            reason: format!(
+                "attempt {attempt} of {} failed: {}",
+                policy.attempts, failure.reason
+            ),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            attempts: 3,
+            backoff: vec![Duration::from_secs(1), Duration::from_secs(10)],
+        }
+    }
+
+    #[test]
+    fn success_is_done() {
+        assert_eq!(decide(Ok(()), 1, &policy()), Disposition::Done);
+    }
+
+    #[test]
+    fn failures_retry_with_backoff_then_die_with_the_last_reason() {
+        let retry = decide(Err(Failure::retry("boom")), 1, &policy());
+        assert_eq!(
+            retry,
+            Disposition::Retry {
+                attempt: 2,
+                delay: Duration::from_secs(1),
+                reason: "boom".into()
+            }
+        );
+        let retry = decide(Err(Failure::retry("boom")), 2, &policy());
+        assert!(
+            matches!(retry, Disposition::Retry { attempt: 3, delay, .. } if delay == Duration::from_secs(10))
+        );
+        let dead = decide(Err(Failure::retry("boom")), 3, &policy());
+        assert_eq!(
+            dead,
+            Disposition::Dead {
+                reason: "attempt 3 of 3 failed: boom".into()
+            }
+        );
+    }
+
+    #[test]
+    fn explicit_requests_are_honoured() {
+        let dead = decide(Err(Failure::dead("poison")), 1, &policy());
+        assert_eq!(
+            dead,
+            Disposition::Dead {
+                reason: "poison".into()
+            }
+        );
+        let later = decide(
+            Err(Failure::retry_after(Duration::from_secs(7), "429")),
+            1,
+            &policy(),
+        );
+        assert!(
+            matches!(later, Disposition::Retry { delay, .. } if delay == Duration::from_secs(7))
+        );
+    }
+
+    #[test]
+    fn errors_convert_with_their_causes() {
+        let failure: Failure = "x".parse::<u32>().unwrap_err().into();
+        assert_eq!(failure.action(), Action::Retry);
+        assert!(failure.reason().contains("invalid digit"));
+    }
+}
