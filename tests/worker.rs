@@ -6,7 +6,7 @@ mod common;
 
 use std::{
     collections::HashMap,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -411,25 +411,19 @@ stages:
 ";
 
 /// Starts the test worker for `stages` on `file`, recording to `record`.
-fn start_worker(file: &PipelineFile, stages: &[&str], record: &std::path::Path) -> Child {
-    Command::new(example_bin("test-worker"))
-        .args(stages)
-        .env("WARREN_PIPELINE", &file.path)
-        .env("WARREN_STAGE", stages.join(","))
-        .env("WARREN_TEST_RECORD", record)
-        .env("AMQP_URL", amqp_url())
-        .stdout(Stdio::null())
-        .stderr(log_file(&record.with_extension("log")))
-        .spawn()
-        .expect("start test-worker")
-}
-
-fn signal(child: &Child, signal: &str) {
-    let status = Command::new("kill")
-        .args(["-s", signal, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+fn start_worker(file: &PipelineFile, stages: &[&str], record: &std::path::Path) -> ChildGuard {
+    ChildGuard(
+        Command::new(example_bin("test-worker"))
+            .args(stages)
+            .env("WARREN_PIPELINE", &file.path)
+            .env("WARREN_STAGE", stages.join(","))
+            .env("WARREN_TEST_RECORD", record)
+            .env("AMQP_URL", amqp_url())
+            .stdout(Stdio::null())
+            .stderr(log_file(&record.with_extension("log")))
+            .spawn()
+            .expect("start test-worker"),
+    )
 }
 
 #[tokio::test]
@@ -454,8 +448,8 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
         })
         .await
     );
-    signal(&worker, "KILL");
-    worker.wait().unwrap();
+    worker.signal("KILL");
+    worker.wait();
     let before = records(&record).iter().filter(|r| r.0 == "last").count();
     assert!(before < 200, "the kill came too late to prove anything");
 
@@ -471,8 +465,8 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
         last.len() == 200
     })
     .await;
-    signal(&restarted, "TERM");
-    restarted.wait().unwrap();
+    restarted.signal("TERM");
+    restarted.wait();
     if !complete {
         eprintln!("{}", queue_report(&file, &["work", "last"]).await);
     }
@@ -524,9 +518,9 @@ async fn sigterm_lets_messages_in_flight_finish_and_exits_0() {
             .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    signal(&worker, "TERM");
+    worker.signal("TERM");
     let started = Instant::now();
-    let status = worker.wait().unwrap();
+    let status = worker.wait();
     assert_eq!(status.code(), Some(0));
     assert!(started.elapsed() < Duration::from_secs(10));
     // All ten finished (none was cut off), each once, and all were acked.
@@ -596,5 +590,61 @@ async fn the_producer_sends_confirmed_and_fails_fast() {
     assert!(
         text.contains("127.0.0.1:1") && !text.contains("hunter2"),
         "{text}"
+    );
+}
+
+#[tokio::test]
+async fn retry_after_longer_than_every_retry_queue_hops_until_it_is_due() {
+    let file = PipelineFile::new(
+        "retryafter",
+        "
+pipeline: {name}
+stages:
+  limited:
+    command: [unused]
+    retry: { attempts: 3, backoff: [1s] }
+",
+    );
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let pipeline = load(&file);
+    declare(&pipeline).await;
+    let seen: Arc<Mutex<Vec<(u32, Instant)>>> = Arc::default();
+    let log = seen.clone();
+    let worker =
+        Worker::new()
+            .pipeline(pipeline.clone())
+            .stage("limited", move |_: Value, ctx: Context| {
+                let log = log.clone();
+                async move {
+                    log.lock().unwrap().push((ctx.attempt(), Instant::now()));
+                    if ctx.attempt() == 1 {
+                        // Like a 429 with Retry-After: 3 while retry queues hold 1s.
+                        return Err(Failure::retry_after(Duration::from_secs(3), "rate limited"));
+                    }
+                    Ok(())
+                }
+            });
+    let running = spawn_worker(worker);
+    Producer::connect(&pipeline)
+        .await
+        .unwrap()
+        .send("limited", &json!({}))
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            seen.lock().unwrap().len() >= 2
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    running.stop().await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    // The early returns from the 1s queue did not reach the handler.
+    assert_eq!(seen.iter().map(|(a, _)| *a).collect::<Vec<_>>(), vec![1, 2]);
+    let waited = seen[1].1 - seen[0].1;
+    assert!(
+        waited >= Duration::from_millis(2950) && waited < Duration::from_millis(4500),
+        "{waited:?}"
     );
 }

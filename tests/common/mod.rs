@@ -338,3 +338,33 @@ pub async fn queue_report(file: &PipelineFile, stages: &[&str]) -> String {
     let log = std::fs::read_to_string(file.file("record.log")).unwrap_or_default();
     format!("{out}worker log:\n{log}")
 }
+
+/// A child process killed (SIGKILL) when dropped, so a failing test leaves
+/// no worker behind.
+pub struct ChildGuard(pub std::process::Child);
+
+impl ChildGuard {
+    /// Sends `signal` (like `TERM` or `KILL`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .args(["-s", signal, &self.0.id().to_string()])
+            .status();
+    }
+
+    /// Waits for the process to end.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.0.wait().expect("wait for child")
+    }
+
+    /// True while the process runs.
+    pub fn running(&mut self) -> bool {
+        self.0.try_wait().expect("poll child").is_none()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -73,6 +73,12 @@ impl StageRuntime {
                 Invocation::Undecodable(reason) => Disposition::Dead { reason },
                 Invocation::Finished(outcome) => decide(outcome, attempt, &self.stage.retry),
             };
+        if disposition != Disposition::Done && !publisher.is_open() {
+            // The connection is gone (the failure is most likely that): the
+            // broker requeues the delivery and the session reconnects. Say
+            // nothing per message; the session says it once.
+            return Err(Settle::Requeue);
+        }
         match disposition {
             Disposition::Done => Ok(Settle::Ack),
             Disposition::Retry {

@@ -1,0 +1,201 @@
+//! Recovery without a process restart. These tests close every connection
+//! of the broker or change its settings, so they live in a test binary of
+//! their own (cargo runs test binaries one after another) and run one at a
+//! time inside it.
+
+mod common;
+
+use std::{
+    collections::HashSet,
+    process::{Command, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use common::*;
+use serde_json::{Value, json};
+use warren::{Context, Producer, Worker};
+
+/// One test at a time: they disturb the whole broker.
+static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn rabbitmqctl(args: &[&str]) {
+    let status = Command::new("rabbitmqctl")
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .expect("rabbitmqctl");
+    assert!(status.success(), "rabbitmqctl {args:?}");
+}
+
+const PIPELINE: &str = "
+pipeline: {name}
+defaults:
+  prefetch: 20
+  concurrency: 10
+  timeout: 10s
+  retry: { attempts: 3, backoff: [1s] }
+stages:
+  work:
+    command: [unused]
+    outputs: [last]
+  last:
+    command: [unused]
+";
+
+#[tokio::test]
+async fn a_worker_resumes_by_itself_after_close_all_connections() {
+    let _alone = ALONE.lock().await;
+    let file = PipelineFile::new("closeall", PIPELINE);
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let pipeline = warren::config::load(&file.path).unwrap();
+    declare(&pipeline).await;
+    let record = file.file("record.txt");
+    let mut worker = ChildGuard(
+        Command::new(example_bin("test-worker"))
+            .args(["work", "last"])
+            .env("WARREN_PIPELINE", &file.path)
+            .env("WARREN_TEST_RECORD", &record)
+            .env("AMQP_URL", amqp_url())
+            .stdout(Stdio::null())
+            .stderr(log_file(&file.file("record.log")))
+            .spawn()
+            .unwrap(),
+    );
+    let producer = Producer::connect(&pipeline).await.unwrap();
+    for n in 0..600u64 {
+        producer
+            .send_with_id("work", &format!("m{n}"), &json!({"n": n, "sleep_ms": 40}))
+            .await
+            .unwrap();
+    }
+    let last_ids = || -> HashSet<String> {
+        records(&record)
+            .into_iter()
+            .filter(|r| r.0 == "last")
+            .map(|r| r.1)
+            .collect()
+    };
+    let work_queue = format!("{}.work", file.name);
+    for round in 1..=3 {
+        // Each time, once the worker consumes again and has made progress.
+        let target = round * 100;
+        let ready = eventually(Duration::from_secs(30), || async {
+            // A connection of its own each time: ours is closed too.
+            last_ids().len() >= target
+                && queue_state(&connect().await, &work_queue)
+                    .await
+                    .is_some_and(|(_, consumers)| consumers == 1)
+        })
+        .await;
+        assert!(
+            ready,
+            "round {round}: no progress\n{}",
+            queue_report(&file, &["work", "last"]).await
+        );
+        rabbitmqctl(&["close_all_connections", "recovery test"]);
+    }
+
+    let complete = eventually(Duration::from_secs(60), || async {
+        last_ids().len() == 600
+    })
+    .await;
+    let still_running = worker.running();
+    worker.signal("TERM");
+    let status = worker.wait();
+    let report = queue_report(&file, &["work", "last"]).await;
+    assert!(
+        complete,
+        "{} of 600 reached the last stage\n{report}",
+        last_ids().len()
+    );
+    assert!(
+        still_running,
+        "the worker exited instead of reconnecting\n{report}"
+    );
+    assert_eq!(status.code(), Some(0), "{report}");
+    let log = std::fs::read_to_string(file.file("record.log")).unwrap();
+    assert!(log.matches("reconnected after").count() >= 3, "{log}");
+    // Said once per loss, not in a loop.
+    assert!(log.matches("lost the broker").count() <= 6, "{log}");
+}
+
+#[tokio::test]
+async fn a_channel_closed_by_the_ack_timeout_is_recovered() {
+    let _alone = ALONE.lock().await;
+    /// Puts the broker's consumer_timeout back, whatever happens.
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            rabbitmqctl(&[
+                "eval",
+                "application:set_env(rabbit, consumer_timeout, 1800000).",
+            ]);
+        }
+    }
+    let file = PipelineFile::new(
+        "acktimeout",
+        "
+pipeline: {name}
+stages:
+  slow:
+    command: [unused]
+    timeout: 5m
+    prefetch: 1
+    concurrency: 1
+",
+    );
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let pipeline = warren::config::load(&file.path).unwrap();
+    declare(&pipeline).await;
+    let _restore = Restore;
+    // A broker whose acknowledgement timeout is far below the handler's.
+    rabbitmqctl(&[
+        "eval",
+        "application:set_env(rabbit, consumer_timeout, 3000).",
+    ]);
+    let calls: Arc<Mutex<Vec<bool>>> = Arc::default();
+    let log = calls.clone();
+    let worker =
+        Worker::new()
+            .pipeline(pipeline.clone())
+            .stage("slow", move |_: Value, _ctx: Context| {
+                let log = log.clone();
+                async move {
+                    let first = log.lock().unwrap().is_empty();
+                    log.lock().unwrap().push(first);
+                    if first {
+                        // Longer than the broker allows: it closes the channel.
+                        tokio::time::sleep(Duration::from_secs(240)).await;
+                    }
+                    Ok(())
+                }
+            });
+    let running = spawn_worker(worker);
+    let producer = Producer::connect(&pipeline).await.unwrap();
+    producer
+        .send_with_id("slow", "held", &json!({}))
+        .await
+        .unwrap();
+    // The broker checks the timeout about once a minute.
+    let recovered = eventually(Duration::from_secs(150), || async {
+        calls.lock().unwrap().len() >= 2
+    })
+    .await;
+    let conn = connect().await;
+    let queue = format!("{}.slow", file.name);
+    let drained = eventually(Duration::from_secs(10), || async {
+        queue_state(&conn, &queue).await == Some((0, 1))
+    })
+    .await;
+    running.stop().await.unwrap();
+    assert!(
+        recovered,
+        "the message was not handled again after the channel closed: {:?}",
+        calls.lock().unwrap()
+    );
+    assert!(
+        drained,
+        "the redelivered message was not acked by the new session"
+    );
+}
