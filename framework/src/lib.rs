@@ -20,6 +20,7 @@ pub mod pipeline;
 pub mod producer;
 pub(crate) mod publisher;
 pub mod rate;
+pub mod report;
 pub mod retry;
 pub mod testing;
 pub mod topology;

@@ -1,14 +1,23 @@
 //! Logs on stderr through `tracing`; `RUST_LOG` sets the level.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::{EnvFilter, fmt};
 
-/// Installs a subscriber writing to stderr, as text or JSON lines.
+/// Set by `warren supervise` for its workers: `bare` (no timestamp or
+/// colours: the supervisor adds its own, with the stage and worker index)
+/// or `json`.
+pub const FORMAT_ENV: &str = "WARREN_LOG";
+
+/// Installs a subscriber writing to stderr, as text or JSON lines
+/// (`WARREN_LOG` overrides `json`).
 ///
 /// By default (`RUST_LOG` unset) the level is `info` and the AMQP client
 /// is silent: warren reports connection and channel problems in its own
 /// words. The client logs raw frames (the login among them) at trace
 /// level, so a global `trace` holds it at debug unless `RUST_LOG` names it.
-/// Does nothing if a subscriber is already installed.
+/// Colours only when stderr is a terminal. Does nothing if a subscriber is
+/// already installed.
 pub fn init(json: bool) {
     let wanted = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,lapin=off".into());
     let mut filter = EnvFilter::new(&wanted);
@@ -20,13 +29,16 @@ pub fn init(json: bool) {
             }
         }
     }
+    let format = std::env::var(FORMAT_ENV).unwrap_or_default();
     let builder = fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = match format.as_str() {
+        "json" => builder.json().try_init(),
+        "bare" => builder.without_time().with_level(true).try_init(),
+        _ if json => builder.json().try_init(),
+        _ => builder.try_init(),
     };
 }

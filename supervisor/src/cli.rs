@@ -1,6 +1,6 @@
 //! The command line (DESIGN.md, "Command line").
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -18,7 +18,7 @@ pub struct Cli {
 }
 
 /// Log output format.
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     /// Human-readable lines.
     Text,
@@ -42,4 +42,34 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Run, restart and scale worker processes until SIGTERM/SIGINT (then
+    /// drain); SIGHUP re-reads the file.
+    Supervise {
+        /// The pipeline file.
+        file: PathBuf,
+        /// Only these stages (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        stages: Option<Vec<String>>,
+        /// Time between looks at the queues.
+        #[arg(long, default_value = "1s", value_parser = duration)]
+        poll: Duration,
+    },
+    /// Per stage: ready, in flight, retrying, consumers, dead letters, and the
+    /// workers of this box's supervisors.
+    Status {
+        /// The pipeline file.
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Parses a duration argument (`500ms`, `2s`, `1m`).
+pub fn duration(text: &str) -> Result<Duration, String> {
+    let parsed = warren::duration::parse(text)?;
+    if parsed.is_zero() {
+        return Err("must be longer than zero".into());
+    }
+    Ok(parsed)
 }

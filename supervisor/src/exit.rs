@@ -7,12 +7,19 @@ use warren::{Error, config::InvalidPipeline};
 
 /// Run-time failure.
 pub const FAILURE: u8 = 1;
+/// Wrong usage.
+pub const USAGE: u8 = 2;
 /// Bad input data (an input file, a message).
 pub const DATA_ERR: u8 = 65;
 /// The broker cannot be reached.
 pub const UNAVAILABLE: u8 = 69;
 /// The pipeline file is invalid.
 pub const CONFIG: u8 = 78;
+
+/// Wrong usage of the command line, reported with exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
 
 /// Bad input data, reported with exit code 65.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +34,9 @@ pub fn code_for(error: &anyhow::Error) -> ExitCode {
         }
         if cause.downcast_ref::<BadInput>().is_some() {
             return ExitCode::from(DATA_ERR);
+        }
+        if cause.downcast_ref::<Usage>().is_some() {
+            return ExitCode::from(USAGE);
         }
         if let Some(error) = cause.downcast_ref::<Error>() {
             return ExitCode::from(match error {

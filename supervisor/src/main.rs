@@ -3,20 +3,25 @@
 mod cli;
 mod commands;
 mod exit;
+mod signals;
+mod supervise;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    warren::logging::init(matches!(cli.log_format, cli::LogFormat::Json));
+    let json_logs = cli.log_format == LogFormat::Json;
+    warren::logging::init(json_logs);
     if let Command::Validate { file } = &cli.command {
         return commands::validate::run(file);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread: the supervisor's children get SIGTERM when the thread that
+    // started them ends (PR_SET_PDEATHSIG), which must be the process's life.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -30,6 +35,10 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Validate { .. } => unreachable!("handled above"),
             Command::Declare { file, dry_run } => commands::declare::run(&file, dry_run).await,
+            Command::Supervise { file, stages, poll } => {
+                commands::supervise::run(&file, stages, poll, json_logs).await
+            }
+            Command::Status { file, json } => commands::status::run(&file, json).await,
         }
     });
     match result {

@@ -2,7 +2,10 @@
 //! publish a retry or a dead letter (with a confirm) and ack, or requeue
 //! when even that failed.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use lapin::{message::Delivery, types::AMQPValue};
 use tracing::{info, warn};
@@ -13,15 +16,17 @@ use super::{
     handler::{Handler, Invocation, invoke},
     outcome::{Disposition, decide},
 };
-use crate::{duration, message, names, pipeline::Stage, publisher::Publisher};
+use crate::{duration, message, names, pipeline::Stage, publisher::Publisher, report::StageStats};
 
-/// A stage as served by this process: its settings and its handler.
+/// A stage as served by this process: its settings, its handler and its
+/// counters.
 pub(crate) struct StageRuntime {
     pub info: Arc<StageInfo>,
     pub stage: Stage,
     pub handler: Arc<dyn Handler>,
     pub queue: String,
     pub dead_queue: String,
+    pub stats: Arc<StageStats>,
 }
 
 impl StageRuntime {
@@ -36,7 +41,20 @@ impl StageRuntime {
             dead_queue: names::dead_queue(pipeline, &stage.name),
             stage,
             handler,
+            stats: Arc::default(),
         }
+    }
+
+    /// Handles one delivery (see [`StageRuntime::process`]) and counts it.
+    pub async fn handle(
+        &self,
+        publisher: &Publisher,
+        delivery: &Delivery,
+    ) -> Result<Settle, Settle> {
+        self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        let settled = self.process(publisher, delivery).await;
+        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        settled
     }
 
     /// Handles one delivery and says how to settle it. `Err` means the
@@ -80,17 +98,22 @@ impl StageRuntime {
             return Err(Settle::Requeue);
         }
         match disposition {
-            Disposition::Done => Ok(Settle::Ack),
+            Disposition::Done => {
+                self.stats.done.fetch_add(1, Ordering::Relaxed);
+                Ok(Settle::Ack)
+            }
             Disposition::Retry {
                 attempt: next,
                 delay,
                 reason,
             } => {
+                self.stats.retried.fetch_add(1, Ordering::Relaxed);
                 info!(stage = %self.info.name, %id, attempt, "retrying in {}: {reason}", duration::format(delay));
                 self.delay(publisher, delivery, &id, next, delay, Some(&reason))
                     .await
             }
             Disposition::Dead { reason } => {
+                self.stats.dead.fetch_add(1, Ordering::Relaxed);
                 warn!(stage = %self.info.name, %id, attempt, "dead-lettered: {reason}");
                 self.dead_letter(publisher, delivery, &id, attempt, &reason)
                     .await

@@ -51,7 +51,12 @@ pub use outcome::{Action, Disposition, Failure, Outcome, decide};
 pub(crate) use context::{Outlet, StageInfo};
 pub(crate) use handler::{Invocation, invoke};
 
-use crate::{config, connection, error::Error, pipeline::Pipeline};
+use crate::{
+    config, connection,
+    error::Error,
+    pipeline::Pipeline,
+    report::{self, StageStats},
+};
 use delivery::StageRuntime;
 use session::SessionEnd;
 
@@ -217,6 +222,15 @@ pub fn exit_code(error: &Error) -> u8 {
     }
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// What a worker serves, resolved.
 struct Plan {
     pipeline: Pipeline,
@@ -225,6 +239,13 @@ struct Plan {
 }
 
 impl Plan {
+    /// The counters of every served stage, by name.
+    fn counters(&self) -> Vec<(String, Arc<StageStats>)> {
+        self.stages
+            .iter()
+            .map(|s| (s.info.name.clone(), s.stats.clone()))
+            .collect()
+    }
     /// Sessions until shutdown, reconnecting with capped exponential
     /// backoff. Each change of state is logged once.
     async fn run(&self, shutdown: &CancellationToken) -> Result<(), Error> {
@@ -236,6 +257,10 @@ impl Plan {
         let mut down_since: Option<std::time::Instant> = None;
         let mut session_count = 0u32;
         let mut last_loss: Option<String> = None;
+        let reporter = std::env::var(report::SOCKET_ENV)
+            .ok()
+            .map(|path| tokio::spawn(report::run(path, self.counters())));
+        let _stop_reporting = reporter.map(|task| AbortOnDrop(task.abort_handle()));
         loop {
             if shutdown.is_cancelled() {
                 return Ok(());
@@ -272,12 +297,12 @@ impl Plan {
             session_count += 1;
             match down_since.take() {
                 Some(since) => {
-                    info!(worker = %label, "reconnected after {:.1}s; consuming again", since.elapsed().as_secs_f64())
+                    info!(serving = %label, "reconnected after {:.1}s; consuming again", since.elapsed().as_secs_f64())
                 }
                 None if session_count == 1 => {
-                    info!(worker = %label, broker = %url, "connected; consuming")
+                    info!(serving = %label, broker = %url, "connected; consuming")
                 }
-                None => info!(worker = %label, "reconnected; consuming again"),
+                None => info!(serving = %label, "reconnected; consuming again"),
             }
             let tag_prefix = format!(
                 "warren-{}-{index}-{}-{session_count}",
@@ -296,16 +321,19 @@ impl Plan {
             .await?
             {
                 SessionEnd::Drained => {
-                    info!(worker = %label, "drained; stopping");
+                    info!(serving = %label, "drained; stopping");
+                    if let Ok(path) = std::env::var(report::SOCKET_ENV) {
+                        report::send_final(&path, &self.counters()).await;
+                    }
                     return Ok(());
                 }
                 SessionEnd::Lost(reason) => {
                     // A session that ends at once again and again is logged
                     // once and retried with a growing pause.
                     if started.elapsed() > STABLE || last_loss.as_deref() != Some(reason.as_str()) {
-                        warn!(worker = %label, "lost the broker: {reason}; reconnecting");
+                        warn!(serving = %label, "lost the broker: {reason}; reconnecting");
                     } else {
-                        debug!(worker = %label, "lost the broker again: {reason}");
+                        debug!(serving = %label, "lost the broker again: {reason}");
                     }
                     if started.elapsed() > STABLE {
                         backoff = Duration::from_millis(250);

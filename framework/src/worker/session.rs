@@ -46,12 +46,26 @@ pub(crate) async fn run(
     tag_prefix: &str,
 ) -> Result<SessionEnd, Error> {
     match start(&connection, pipeline, stages, tag_prefix).await {
-        Ok(running) => Ok(running.wait(connection, shutdown, grace).await),
+        Ok(running) => {
+            set_consuming(stages, true);
+            let end = running.wait(connection, shutdown, grace).await;
+            set_consuming(stages, false);
+            Ok(end)
+        }
         Err(Error::Mismatch(mismatches)) => Err(Error::Mismatch(mismatches)),
         Err(error) => {
             let _ = connection.close(200, "restarting".into()).await;
             Ok(SessionEnd::Lost(error.to_string()))
         }
+    }
+}
+
+fn set_consuming(stages: &[Arc<StageRuntime>], consuming: bool) {
+    for stage in stages {
+        stage
+            .stats
+            .consuming
+            .store(consuming, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -221,14 +235,13 @@ impl Consume {
             let trouble = self.trouble.clone();
             let finished = finished.clone();
             handlers.spawn(async move {
-                let settle =
-                    runtime
-                        .process(&publisher, &delivery)
-                        .await
-                        .unwrap_or_else(|settle| {
-                            trouble.cancel();
-                            settle
-                        });
+                let settle = runtime
+                    .handle(&publisher, &delivery)
+                    .await
+                    .unwrap_or_else(|settle| {
+                        trouble.cancel();
+                        settle
+                    });
                 let _ = finished.send((delivery.delivery_tag, settle));
                 drop(permit);
             });

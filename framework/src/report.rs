@@ -1,0 +1,110 @@
+//! What a worker tells its supervisor: one JSON line a second on the unix
+//! socket named by `WARREN_SUPERVISOR_SOCKET` (set by `warren supervise`).
+//! The supervisor uses it to never stop a worker that holds messages, and
+//! for `warren status` and the summary of `warren run`.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+
+/// The environment variable with the supervisor's socket path.
+pub const SOCKET_ENV: &str = "WARREN_SUPERVISOR_SOCKET";
+
+/// One report line.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerReport {
+    /// The worker's process id.
+    pub pid: u32,
+    /// Counters per stage served.
+    pub stages: BTreeMap<String, StageCounts>,
+}
+
+/// Counters of one stage in one worker process, since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageCounts {
+    /// Messages being handled now.
+    pub in_flight: u64,
+    /// Messages done (acknowledged after success).
+    pub done: u64,
+    /// Messages sent to a retry queue.
+    pub retried: u64,
+    /// Messages sent to the dead-letter queue.
+    pub dead: u64,
+    /// The worker is connected and consuming.
+    #[serde(default)]
+    pub consuming: bool,
+}
+
+/// Live counters of one stage, updated by the handlers.
+#[derive(Debug, Default)]
+pub(crate) struct StageStats {
+    pub in_flight: AtomicU64,
+    pub done: AtomicU64,
+    pub retried: AtomicU64,
+    pub dead: AtomicU64,
+    pub consuming: std::sync::atomic::AtomicBool,
+}
+
+impl StageStats {
+    pub fn snapshot(&self) -> StageCounts {
+        StageCounts {
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            done: self.done.load(Ordering::Relaxed),
+            retried: self.retried.load(Ordering::Relaxed),
+            dead: self.dead.load(Ordering::Relaxed),
+            consuming: self.consuming.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Sends a report every second while the process lives (reconnecting
+/// quietly if the supervisor's socket goes away).
+pub(crate) async fn run(path: String, stages: Vec<(String, Arc<StageStats>)>) {
+    let pid = std::process::id();
+    loop {
+        if let Ok(mut socket) = tokio::net::UnixStream::connect(&path).await {
+            loop {
+                let report = WorkerReport {
+                    pid,
+                    stages: stages
+                        .iter()
+                        .map(|(name, stats)| (name.clone(), stats.snapshot()))
+                        .collect(),
+                };
+                let mut line = serde_json::to_vec(&report).expect("a report encodes");
+                line.push(b'\n');
+                if socket.write_all(&line).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Sends one last report (at exit), so the supervisor's totals include the
+/// final second of work.
+pub(crate) async fn send_final(path: &str, stages: &[(String, Arc<StageStats>)]) {
+    let report = WorkerReport {
+        pid: std::process::id(),
+        stages: stages
+            .iter()
+            .map(|(name, stats)| (name.clone(), stats.snapshot()))
+            .collect(),
+    };
+    if let Ok(mut socket) = tokio::net::UnixStream::connect(path).await {
+        let mut line = serde_json::to_vec(&report).expect("a report encodes");
+        line.push(b'\n');
+        let _ = socket.write_all(&line).await;
+        let _ = socket.shutdown().await;
+    }
+}

@@ -1,0 +1,43 @@
+//! `warren supervise FILE [--stages a,b]`.
+
+use std::{path::Path, time::Duration};
+
+use anyhow::Result;
+
+use crate::{
+    exit::Usage,
+    signals,
+    supervise::{Options, Supervisor},
+};
+
+/// Supervises the pipeline's workers until SIGTERM or SIGINT.
+pub async fn run(
+    file: &Path,
+    stages: Option<Vec<String>>,
+    poll: Duration,
+    json_logs: bool,
+) -> Result<()> {
+    let pipeline = warren::config::load(file)?;
+    if let Some(stages) = &stages {
+        for stage in stages {
+            if pipeline.stage(stage).is_none() {
+                return Err(Usage(format!(
+                    "--stages: pipeline `{}` has no stage `{stage}`; its stages are: {}",
+                    pipeline.name,
+                    pipeline.stage_names().join(", ")
+                ))
+                .into());
+            }
+        }
+    }
+    let (stop, reload) = signals::install()?;
+    let options = Options {
+        stages,
+        poll,
+        json_logs,
+        ..Options::default()
+    };
+    Supervisor::new(file, pipeline, options)?
+        .run(stop, reload)
+        .await
+}

@@ -1,0 +1,208 @@
+//! What the broker says about a pipeline's queues, read on one long-lived
+//! connection (never a connection per poll) with passive declares.
+//!
+//! Supervisors of a pipeline find each other through the broker: each one
+//! holds a consumer on the queue `{pipeline}.supervisors`, where nothing is
+//! ever published, so that queue's consumer count is the number of live
+//! supervisors (the broker drops the consumer of a supervisor that dies).
+
+use lapin::{
+    Channel, Connection, Consumer, ErrorKind,
+    options::{BasicConsumeOptions, QueueDeclareOptions},
+    types::{AMQPValue, FieldTable},
+};
+use tracing::{info, warn};
+use warren::{BrokerUrl, Error, connection};
+
+/// Ready messages and consumers of a queue.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueState {
+    /// Messages ready for delivery.
+    pub ready: u64,
+    /// Consumers.
+    pub consumers: u32,
+}
+
+/// The presence queue of a pipeline.
+pub fn presence_queue(pipeline: &str) -> String {
+    format!("{pipeline}.supervisors")
+}
+
+/// A connection for observing, reopened when lost.
+pub struct Monitor {
+    url: BrokerUrl,
+    pipeline: String,
+    name: String,
+    link: Option<Link>,
+    /// Counts itself among the pipeline's supervisors.
+    present: bool,
+    /// The last failure was logged; say nothing until it works again.
+    quiet: bool,
+}
+
+struct Link {
+    connection: Connection,
+    channel: Channel,
+    /// Kept so the presence consumer lives as long as the link.
+    _presence: Option<Consumer>,
+}
+
+impl Monitor {
+    /// A monitor for `pipeline` (not connected yet). With `present`, it also
+    /// counts itself among the pipeline's supervisors.
+    pub fn new(url: BrokerUrl, pipeline: &str, role: &str, present: bool) -> Monitor {
+        Monitor {
+            url,
+            pipeline: pipeline.to_string(),
+            name: format!("warren {role} {pipeline} pid {}", std::process::id()),
+            link: None,
+            present,
+            quiet: false,
+        }
+    }
+
+    /// The open connection, if any (for declaring).
+    pub fn connection(&self) -> Option<&Connection> {
+        self.link.as_ref().map(|link| &link.connection)
+    }
+
+    /// Connects if needed. Failures are logged once until it works again.
+    pub async fn ensure(&mut self) -> bool {
+        if let Some(link) = &self.link {
+            if link.connection.status().connected() && link.channel.status().connected() {
+                return true;
+            }
+            self.link = None;
+        }
+        match self.open().await {
+            Ok(link) => {
+                if self.quiet {
+                    info!("broker reachable again at {}", self.url.address());
+                }
+                self.quiet = false;
+                self.link = Some(link);
+                true
+            }
+            Err(error) => {
+                if !self.quiet {
+                    warn!("{error}; retrying every poll");
+                    self.quiet = true;
+                }
+                false
+            }
+        }
+    }
+
+    async fn open(&self) -> Result<Link, Error> {
+        let connection = connection::open(&self.url, &self.name).await?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| Error::broker("open a channel", e))?;
+        let presence = if self.present {
+            Some(self.join(&connection).await?)
+        } else {
+            None
+        };
+        Ok(Link {
+            connection,
+            channel,
+            _presence: presence,
+        })
+    }
+
+    /// Declares the presence queue and consumes from it.
+    async fn join(&self, connection: &Connection) -> Result<Consumer, Error> {
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| Error::broker("open a channel", e))?;
+        let queue = presence_queue(&self.pipeline);
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("classic".into()),
+        );
+        channel
+            .queue_declare(queue.as_str().into(), QueueDeclareOptions::default(), args)
+            .await
+            .map_err(|e| Error::broker(format!("declare {queue}"), e))?;
+        channel
+            .basic_consume(
+                queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| Error::broker(format!("consume {queue}"), e))
+    }
+
+    /// Ready messages and consumers of each queue (`None` for a queue that
+    /// does not exist), or `None` when the broker cannot be reached.
+    pub async fn queues(&mut self, names: &[String]) -> Option<Vec<Option<QueueState>>> {
+        if !self.ensure().await {
+            return None;
+        }
+        let mut states = Vec::with_capacity(names.len());
+        for name in names {
+            let link = self.link.as_mut()?;
+            let declared = link
+                .channel
+                .queue_declare(
+                    name.as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await;
+            match declared {
+                Ok(queue) => states.push(Some(QueueState {
+                    ready: u64::from(queue.message_count()),
+                    consumers: queue.consumer_count(),
+                })),
+                Err(error) if is_not_found(&error) => {
+                    // The broker closed the channel: open another.
+                    states.push(None);
+                    match link.connection.create_channel().await {
+                        Ok(channel) => link.channel = channel,
+                        Err(_) => {
+                            self.link = None;
+                            return None;
+                        }
+                    }
+                }
+                Err(_) => {
+                    self.link = None;
+                    return None;
+                }
+            }
+        }
+        Some(states)
+    }
+
+    /// Live supervisors of the pipeline (at least 1: this one).
+    pub async fn supervisors(&mut self) -> u32 {
+        let queue = presence_queue(&self.pipeline);
+        match self.queues(std::slice::from_ref(&queue)).await {
+            Some(states) => states[0].map_or(1, |s| s.consumers.max(1)),
+            None => 1,
+        }
+    }
+
+    /// Closes the connection (and with it this supervisor's presence).
+    pub async fn close(&mut self) {
+        if let Some(link) = self.link.take() {
+            let _ = link.connection.close(200, "stopping".into()).await;
+        }
+    }
+}
+
+fn is_not_found(error: &lapin::Error) -> bool {
+    matches!(error.kind(), ErrorKind::ProtocolError(amqp) if amqp.get_message().as_str().starts_with("NOT_FOUND"))
+}
