@@ -75,13 +75,12 @@ fn processes_of(file: &Path) -> Vec<u32> {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
-        if let Ok(environ) = std::fs::read(entry.path().join("environ")) {
-            if environ
+        if let Ok(environ) = std::fs::read(entry.path().join("environ"))
+            && environ
                 .split(|b| *b == 0)
                 .any(|var| var == wanted.as_bytes())
-            {
-                found.push(pid);
-            }
+        {
+            found.push(pid);
         }
     }
     found
@@ -455,9 +454,14 @@ stages:
     );
     supervisor.signal("KILL");
     supervisor.wait();
+    let killed = Instant::now();
     let gone = eventually(Duration::from_secs(15), || async {
         processes_of(&file.path).is_empty()
     })
     .await;
+    eprintln!(
+        "workers gone {:?} after the supervisor was killed",
+        killed.elapsed()
+    );
     assert!(gone, "orphans: {:?}", processes_of(&file.path));
 }

@@ -31,11 +31,11 @@ pub fn format(duration: Duration) -> String {
     const SECOND: u128 = 1_000;
     if ms == 0 {
         "0s".into()
-    } else if ms % HOUR == 0 {
+    } else if ms.is_multiple_of(HOUR) {
         format!("{}h", ms / HOUR)
-    } else if ms % MINUTE == 0 {
+    } else if ms.is_multiple_of(MINUTE) {
         format!("{}m", ms / MINUTE)
-    } else if ms % SECOND == 0 {
+    } else if ms.is_multiple_of(SECOND) {
         format!("{}s", ms / SECOND)
     } else {
         format!("{ms}ms")

@@ -11,6 +11,7 @@
 pub mod broker;
 pub mod config;
 pub mod connection;
+pub mod dead_letters;
 pub mod duration;
 pub mod error;
 pub mod logging;

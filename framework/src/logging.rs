@@ -19,7 +19,15 @@ pub const FORMAT_ENV: &str = "WARREN_LOG";
 /// Colours only when stderr is a terminal. Does nothing if a subscriber is
 /// already installed.
 pub fn init(json: bool) {
-    let wanted = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,lapin=off".into());
+    init_with_default(json, DEFAULT_FILTER);
+}
+
+/// The filter when `RUST_LOG` is unset.
+pub const DEFAULT_FILTER: &str = "info,lapin=off";
+
+/// Like [`init`], with another filter when `RUST_LOG` is unset.
+pub fn init_with_default(json: bool, default: &str) {
+    let wanted = std::env::var("RUST_LOG").unwrap_or_else(|_| default.into());
     let mut filter = EnvFilter::new(&wanted);
     if wanted.contains("trace") {
         for client in ["lapin", "amq_protocol", "amq_protocol_tcp"] {
@@ -34,7 +42,11 @@ pub fn init(json: bool) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_ansi(std::io::stderr().is_terminal())
+        // A worker whose supervisor died writes to a closed pipe: the line
+        // is lost, and nothing may panic over it (the default reports the
+        // failure with eprintln!, which panics).
+        .log_internal_errors(false);
     let _ = match format.as_str() {
         "json" => builder.json().try_init(),
         "bare" => builder.without_time().with_level(true).try_init(),

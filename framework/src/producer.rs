@@ -152,13 +152,13 @@ impl Producer {
             }
             link.open = None;
         }
-        if let Some((at, reason)) = &link.failed {
-            if at.elapsed() < COOL_DOWN {
-                return Err(Error::Unreachable {
-                    address: self.inner.url.address(),
-                    reason: reason.clone(),
-                });
-            }
+        if let Some((at, reason)) = &link.failed
+            && at.elapsed() < COOL_DOWN
+        {
+            return Err(Error::Unreachable {
+                address: self.inner.url.address(),
+                reason: reason.clone(),
+            });
         }
         let name = format!(
             "warren producer {} pid {}",

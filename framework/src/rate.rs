@@ -54,9 +54,81 @@ impl std::fmt::Display for RateLimit {
     }
 }
 
+/// Spaces the starts of a stage's handlers so this worker stays within its
+/// share of the stage's rate limit. The share (1 when alone) is set by the
+/// supervisor: the limit divided among the stage's consumers on all boxes.
+#[derive(Debug)]
+pub(crate) struct Limiter {
+    limit: RateLimit,
+    state: std::sync::Mutex<(std::time::Instant, f64)>,
+}
+
+impl Limiter {
+    pub fn new(limit: RateLimit) -> Limiter {
+        Limiter {
+            limit,
+            state: std::sync::Mutex::new((std::time::Instant::now(), 1.0)),
+        }
+    }
+
+    /// Sets this worker's share of the limit (0 < share <= 1).
+    pub fn set_share(&self, share: f64) {
+        if share.is_finite() && share > 0.0 {
+            self.state.lock().expect("limiter").1 = share.min(1.0);
+        }
+    }
+
+    /// Waits for this worker's next turn.
+    pub async fn acquire(&self) {
+        let at = {
+            let mut state = self.state.lock().expect("limiter");
+            let (at, next) = next_start(state.0, std::time::Instant::now(), self.limit, state.1);
+            state.0 = next;
+            at
+        };
+        tokio::time::sleep_until(at.into()).await;
+    }
+}
+
+/// When the next call may start (`at`), and when the one after it may
+/// (`next`), given the earliest allowed start `next_free` and the time now.
+/// Calls are spaced evenly: `per / (count * share)` apart; an idle worker
+/// does not save up a burst.
+pub(crate) fn next_start(
+    next_free: std::time::Instant,
+    now: std::time::Instant,
+    limit: RateLimit,
+    share: f64,
+) -> (std::time::Instant, std::time::Instant) {
+    let gap = Duration::from_secs_f64(1.0 / (limit.per_second() * share));
+    let at = next_free.max(now);
+    (at, at + gap)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn starts_are_spaced_by_the_share_of_the_limit() {
+        let start = std::time::Instant::now();
+        let limit = RateLimit::parse("20/s").unwrap();
+        let mut next = start;
+        let mut starts = Vec::new();
+        for _ in 0..5 {
+            let (at, after) = next_start(next, start, limit, 1.0);
+            starts.push((at - start).as_millis());
+            next = after;
+        }
+        assert_eq!(starts, vec![0, 50, 100, 150, 200]);
+        // A quarter of the limit: four times the gap.
+        let (_, after) = next_start(start, start, limit, 0.25);
+        assert_eq!((after - start).as_millis(), 200);
+        // After a long idle time it does not burst.
+        let later = start + Duration::from_secs(10);
+        let (at, after) = next_start(next, later, limit, 1.0);
+        assert_eq!((at, (after - at).as_millis()), (later, 50));
+    }
 
     #[test]
     fn parses_the_three_units() {

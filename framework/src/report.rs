@@ -13,10 +13,16 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::rate::Limiter;
 
 /// The environment variable with the supervisor's socket path.
 pub const SOCKET_ENV: &str = "WARREN_SUPERVISOR_SOCKET";
+
+/// The environment variable with a new worker's first share of its stage's
+/// rate limit (the supervisor's replies adjust it).
+pub const RATE_SHARE_ENV: &str = "WARREN_RATE_SHARE";
 
 /// One report line.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,42 +71,73 @@ impl StageStats {
     }
 }
 
+/// What the supervisor answers to a report: this worker's share of each
+/// stage's rate limit.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    /// Stage name to share (0 < share <= 1).
+    pub shares: BTreeMap<String, f64>,
+}
+
+/// A served stage as the reporter sees it.
+pub(crate) struct Reported {
+    pub name: String,
+    pub stats: Arc<StageStats>,
+    pub limiter: Option<Arc<Limiter>>,
+}
+
 /// Sends a report every second while the process lives (reconnecting
-/// quietly if the supervisor's socket goes away).
-pub(crate) async fn run(path: String, stages: Vec<(String, Arc<StageStats>)>) {
+/// quietly if the supervisor's socket goes away), and applies the rate
+/// shares the supervisor answers with.
+pub(crate) async fn run(path: String, stages: Arc<Vec<Reported>>) {
     let pid = std::process::id();
     loop {
-        if let Ok(mut socket) = tokio::net::UnixStream::connect(&path).await {
+        if let Ok(socket) = tokio::net::UnixStream::connect(&path).await {
+            let (read, mut write) = socket.into_split();
+            let replies = tokio::spawn(apply_replies(read, stages.clone()));
             loop {
-                let report = WorkerReport {
-                    pid,
-                    stages: stages
-                        .iter()
-                        .map(|(name, stats)| (name.clone(), stats.snapshot()))
-                        .collect(),
-                };
-                let mut line = serde_json::to_vec(&report).expect("a report encodes");
+                let mut line =
+                    serde_json::to_vec(&snapshot(pid, &stages)).expect("a report encodes");
                 line.push(b'\n');
-                if socket.write_all(&line).await.is_err() {
+                if write.write_all(&line).await.is_err() {
                     break;
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
+            replies.abort();
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
 
-/// Sends one last report (at exit), so the supervisor's totals include the
-/// final second of work.
-pub(crate) async fn send_final(path: &str, stages: &[(String, Arc<StageStats>)]) {
-    let report = WorkerReport {
-        pid: std::process::id(),
+fn snapshot(pid: u32, stages: &[Reported]) -> WorkerReport {
+    WorkerReport {
+        pid,
         stages: stages
             .iter()
-            .map(|(name, stats)| (name.clone(), stats.snapshot()))
+            .map(|s| (s.name.clone(), s.stats.snapshot()))
             .collect(),
-    };
+    }
+}
+
+async fn apply_replies(read: tokio::net::unix::OwnedReadHalf, stages: Arc<Vec<Reported>>) {
+    let mut lines = BufReader::new(read).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let Ok(reply) = serde_json::from_str::<Reply>(&line) else {
+            continue;
+        };
+        for stage in stages.iter() {
+            if let (Some(limiter), Some(share)) = (&stage.limiter, reply.shares.get(&stage.name)) {
+                limiter.set_share(*share);
+            }
+        }
+    }
+}
+
+/// Sends one last report (at exit), so the supervisor's totals include the
+/// final second of work.
+pub(crate) async fn send_final(path: &str, stages: &[Reported]) {
+    let report = snapshot(std::process::id(), stages);
     if let Ok(mut socket) = tokio::net::UnixStream::connect(path).await {
         let mut line = serde_json::to_vec(&report).expect("a report encodes");
         line.push(b'\n');

@@ -372,10 +372,10 @@ impl Mismatch {
 /// A PRECONDITION_FAILED about arguments becomes a [`Mismatch`]; any other
 /// error is returned as is.
 fn mismatch_or(error: lapin::Error, context: &str) -> Result<Mismatch, Error> {
-    if let ErrorKind::ProtocolError(amqp) = error.kind() {
-        if let Some(mismatch) = Mismatch::parse(amqp.get_message().as_str()) {
-            return Ok(mismatch);
-        }
+    if let ErrorKind::ProtocolError(amqp) = error.kind()
+        && let Some(mismatch) = Mismatch::parse(amqp.get_message().as_str())
+    {
+        return Ok(mismatch);
     }
     Err(Error::broker(context, error))
 }

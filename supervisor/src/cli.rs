@@ -54,6 +54,78 @@ pub enum Command {
         #[arg(long, default_value = "1s", value_parser = duration)]
         poll: Duration,
     },
+    /// Publish one message per JSON line of INPUT (or stdin) to a stage, each
+    /// confirmed by the broker. A file with bad lines is refused whole.
+    Send {
+        /// The pipeline file.
+        file: PathBuf,
+        /// The stage to send to.
+        stage: String,
+        /// JSON lines; `-` or nothing for stdin.
+        #[arg(default_value = "-")]
+        input: PathBuf,
+        /// Use this field of each message as its id, so that sending the
+        /// same file again is recognisable downstream (the sink writes each
+        /// id once).
+        #[arg(long)]
+        id_field: Option<String>,
+        /// Send the good lines of a file that has bad ones.
+        #[arg(long)]
+        skip_bad: bool,
+    },
+    /// Declare, send INPUT to the entry stage, supervise until everything is
+    /// processed, and print a summary; exit 1 if anything was dead-lettered.
+    /// Interrupted, the same command resumes where it stopped.
+    Run {
+        /// The pipeline file.
+        file: PathBuf,
+        /// JSON lines to send (`-` for stdin).
+        #[arg(long)]
+        input: PathBuf,
+        /// The stage that receives the input (default: the entry stage).
+        #[arg(long)]
+        stage: Option<String>,
+        /// Use this field of each input as its message id.
+        #[arg(long)]
+        id_field: Option<String>,
+        /// Send the good lines of an input that has bad ones.
+        #[arg(long)]
+        skip_bad: bool,
+        /// Forget an earlier run of the same input and send all of it.
+        #[arg(long)]
+        fresh: bool,
+    },
+    /// Wait until every queue of the pipeline (stage, retry) is empty and
+    /// nothing is in flight; exit 1 on timeout with what is left.
+    Drain {
+        /// The pipeline file.
+        file: PathBuf,
+        /// Give up after this long.
+        #[arg(long, value_parser = duration)]
+        timeout: Option<Duration>,
+    },
+    /// Inspect, re-send or drop the dead letters of a stage.
+    Dlq {
+        /// The pipeline file.
+        file: PathBuf,
+        /// The stage.
+        stage: String,
+        /// What to do.
+        #[arg(value_enum)]
+        action: crate::commands::dlq::Action,
+        /// At most this many (list: 50 by default; replay and purge: all).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Run one worker of a built-in stage (http or sink); the supervisor
+    /// starts these.
+    Worker {
+        /// The pipeline file.
+        file: PathBuf,
+        /// The stage to serve.
+        #[arg(long)]
+        stage: String,
+    },
     /// Per stage: ready, in flight, retrying, consumers, dead letters, and the
     /// workers of this box's supervisors.
     Status {

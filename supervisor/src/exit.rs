@@ -11,8 +11,6 @@ pub const FAILURE: u8 = 1;
 pub const USAGE: u8 = 2;
 /// Bad input data (an input file, a message).
 pub const DATA_ERR: u8 = 65;
-/// The broker cannot be reached.
-pub const UNAVAILABLE: u8 = 69;
 /// The pipeline file is invalid.
 pub const CONFIG: u8 = 78;
 
@@ -39,12 +37,13 @@ pub fn code_for(error: &anyhow::Error) -> ExitCode {
             return ExitCode::from(USAGE);
         }
         if let Some(error) = cause.downcast_ref::<Error>() {
-            return ExitCode::from(match error {
-                Error::Pipeline(_) => CONFIG,
-                Error::Unreachable { .. } | Error::LoginRefused { .. } => UNAVAILABLE,
-                _ => FAILURE,
-            });
+            return ExitCode::from(warren::worker::exit_code(error));
         }
     }
     ExitCode::from(FAILURE)
 }
+
+/// A run-time failure with nothing more to explain, exit code 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Failed(pub String);

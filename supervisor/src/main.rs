@@ -1,30 +1,53 @@
 //! `warren`: validate, declare, supervise and feed RabbitMQ worker pipelines.
 
+mod builtin;
 mod cli;
 mod commands;
+mod digest;
+mod drained;
 mod exit;
+mod feed;
+mod input;
+mod management;
+mod progress;
 mod signals;
 mod supervise;
 
-use std::process::ExitCode;
+use std::{io::Write, process::ExitCode};
 
 use clap::Parser;
 
 use cli::{Cli, Command, LogFormat};
 
+/// The log filter of `warren run` when `RUST_LOG` is unset.
+pub const RUN_FILTER: &str = "warn,lapin=off";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json_logs = cli.log_format == LogFormat::Json;
-    warren::logging::init(json_logs);
+    // `warren run` shows progress bars and a summary; its log (and its
+    // workers') only says what needs attention, unless RUST_LOG says more.
+    let default_filter = match cli.command {
+        Command::Run { .. } => RUN_FILTER,
+        _ => warren::logging::DEFAULT_FILTER,
+    };
+    warren::logging::init_with_default(json_logs, default_filter);
     if let Command::Validate { file } = &cli.command {
         return commands::validate::run(file);
     }
-    // One thread: the supervisor's children get SIGTERM when the thread that
+    // A worker of a built-in stage uses both cores. Everything else runs on
+    // one thread: the supervisor's children get SIGTERM when the thread that
     // started them ends (PR_SET_PDEATHSIG), which must be the process's life.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match &cli.command {
+        Command::Worker { .. } => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
@@ -39,12 +62,46 @@ fn main() -> ExitCode {
                 commands::supervise::run(&file, stages, poll, json_logs).await
             }
             Command::Status { file, json } => commands::status::run(&file, json).await,
+            Command::Worker { file, stage } => commands::worker::run(&file, &stage).await,
+            Command::Run {
+                file,
+                input,
+                stage,
+                id_field,
+                skip_bad,
+                fresh,
+            } => {
+                commands::run::run(commands::run::Args {
+                    file,
+                    input,
+                    stage,
+                    id_field,
+                    skip_bad,
+                    fresh,
+                })
+                .await
+            }
+            Command::Drain { file, timeout } => commands::drain::run(&file, timeout).await,
+            Command::Dlq {
+                file,
+                stage,
+                action,
+                limit,
+            } => commands::dlq::run(&file, &stage, action, limit).await,
+            Command::Send {
+                file,
+                stage,
+                input,
+                id_field,
+                skip_bad,
+            } => commands::send::run(&file, &stage, &input, id_field.as_deref(), skip_bad).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // Not eprintln!: a worker's stderr may be a closed pipe.
+            let _ = writeln!(std::io::stderr(), "error: {error:#}");
             exit::code_for(&error)
         }
     }

@@ -415,3 +415,19 @@ fn broker_url_problems_never_show_the_password() {
     assert!(lines.contains("broker.url"), "{lines}");
     assert!(!lines.contains("hunter2"), "{lines}");
 }
+
+#[test]
+fn nested_settings_of_a_stage_can_be_overridden_from_the_environment() {
+    let p = load_env(
+        GOOD,
+        &[(
+            "WARREN_STAGES__GRADE__HTTP__URL",
+            "http://grader.internal/grade",
+        )],
+    )
+    .unwrap();
+    match &p.stage("grade").unwrap().kind {
+        StageKind::Http(http) => assert_eq!(http.url, "http://grader.internal/grade"),
+        other => panic!("{other:?}"),
+    }
+}

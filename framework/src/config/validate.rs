@@ -296,7 +296,26 @@ impl Validator {
             self.layered_duration(layers, "timeout", |s| s.timeout.clone(), defaults::TIMEOUT);
         let retry = self.retry(layers);
         let queue = self.queue(layers);
-        let scale = self.scale(layers);
+        let mut scale = self.scale(layers);
+        if matches!(kind, Some(StageKind::Sink(_))) {
+            // One process writes a sink file: one worker per box.
+            if let Some(max) = own
+                .scale
+                .as_ref()
+                .and_then(|s| s.max)
+                .filter(|max| max.0 > 1.0)
+            {
+                self.problem(
+                    format!("{path}.scale.max"),
+                    format!(
+                        "{} is more than 1: a sink stage writes one file, with one worker per box",
+                        max.0
+                    ),
+                );
+            }
+            scale.min = scale.min.min(1);
+            scale.max = 1;
+        }
         let rate_limit = match layers.get("rate_limit", |s| s.rate_limit.clone()) {
             Some((text, path)) => RateLimit::parse(&text)
                 .map_err(|error| self.problem(path, error))
@@ -312,17 +331,17 @@ impl Validator {
             rate_limit,
             ack_timeout,
         );
-        if let Some(StageKind::Http(http)) = &kind {
-            if http.timeout > timeout {
-                self.problem(
-                    format!("{path}.http.timeout"),
-                    format!(
-                        "{} is longer than the stage timeout {}; the stage would time out first",
-                        duration::format(http.timeout),
-                        duration::format(timeout)
-                    ),
-                );
-            }
+        if let Some(StageKind::Http(http)) = &kind
+            && http.timeout > timeout
+        {
+            self.problem(
+                format!("{path}.http.timeout"),
+                format!(
+                    "{} is longer than the stage timeout {}; the stage would time out first",
+                    duration::format(http.timeout),
+                    duration::format(timeout)
+                ),
+            );
         }
         Some(Stage {
             name: name.to_string(),

@@ -11,12 +11,17 @@ use lapin::{message::Delivery, types::AMQPValue};
 use tracing::{info, warn};
 
 use super::{
+    Action,
     acks::Settle,
+    breaker::Breaker,
     context::{Context, Outlet, StageInfo},
     handler::{Handler, Invocation, invoke},
     outcome::{Disposition, decide},
 };
-use crate::{duration, message, names, pipeline::Stage, publisher::Publisher, report::StageStats};
+use crate::{
+    duration, message, names, pipeline::Stage, publisher::Publisher, rate::Limiter,
+    report::StageStats,
+};
 
 /// A stage as served by this process: its settings, its handler and its
 /// counters.
@@ -27,6 +32,10 @@ pub(crate) struct StageRuntime {
     pub queue: String,
     pub dead_queue: String,
     pub stats: Arc<StageStats>,
+    /// This worker's share of the stage's rate limit, if it has one.
+    pub limiter: Option<Arc<Limiter>>,
+    /// Pauses consumption when calls fail at a high rate.
+    pub breaker: Breaker,
 }
 
 impl StageRuntime {
@@ -39,6 +48,8 @@ impl StageRuntime {
             }),
             queue: names::stage_queue(pipeline, &stage.name),
             dead_queue: names::dead_queue(pipeline, &stage.name),
+            limiter: stage.rate_limit.map(|limit| Arc::new(Limiter::new(limit))),
+            breaker: Breaker::new(&stage.name),
             stage,
             handler,
             stats: Arc::default(),
@@ -80,17 +91,34 @@ impl StageRuntime {
                     .await;
             }
         }
+        if let Some(limiter) = &self.limiter {
+            limiter.acquire().await;
+        }
         let ctx = Context::new(
             id.clone(),
             attempt,
             self.info.clone(),
             Outlet::Broker(publisher.clone()),
         );
-        let disposition =
-            match invoke(&*self.handler, &delivery.data, ctx, self.stage.timeout).await {
-                Invocation::Undecodable(reason) => Disposition::Dead { reason },
-                Invocation::Finished(outcome) => decide(outcome, attempt, &self.stage.retry),
-            };
+        let disposition = match invoke(&*self.handler, &delivery.data, ctx, self.stage.timeout)
+            .await
+        {
+            Invocation::Undecodable(reason) => Disposition::Dead { reason },
+            Invocation::Finished(outcome) => {
+                // Successes and retryable failures tell the breaker whether
+                // the calls work; a message that can never succeed does not.
+                let call_failed = matches!(&outcome, Err(f) if f.action() != Action::DeadLetter);
+                if call_failed || outcome.is_ok() {
+                    self.breaker.record(outcome.is_ok());
+                }
+                if call_failed && self.breaker.tripped() {
+                    // The calls fail for every message (an outage): this one
+                    // goes back to the queue, its attempt not counted.
+                    return Ok(Settle::Requeue);
+                }
+                decide(outcome, attempt, &self.stage.retry)
+            }
+        };
         if disposition != Disposition::Done && !publisher.is_open() {
             // The connection is gone (the failure is most likely that): the
             // broker requeues the delivery and the session reconnects. Say

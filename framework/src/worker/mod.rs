@@ -31,6 +31,7 @@
 //! within the grace period, acknowledges, and returns.
 
 mod acks;
+mod breaker;
 mod context;
 mod delivery;
 mod handler;
@@ -38,7 +39,7 @@ mod outcome;
 mod session;
 mod signals;
 
-use std::{future::Future, process::ExitCode, sync::Arc, time::Duration};
+use std::{future::Future, io::Write, process::ExitCode, sync::Arc, time::Duration};
 
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
@@ -51,12 +52,7 @@ pub use outcome::{Action, Disposition, Failure, Outcome, decide};
 pub(crate) use context::{Outlet, StageInfo};
 pub(crate) use handler::{Invocation, invoke};
 
-use crate::{
-    config, connection,
-    error::Error,
-    pipeline::Pipeline,
-    report::{self, StageStats},
-};
+use crate::{config, connection, error::Error, pipeline::Pipeline, report};
 use delivery::StageRuntime;
 use session::SessionEnd;
 
@@ -143,7 +139,8 @@ impl Worker {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 error!("{error}");
-                eprintln!("error: {error}");
+                // Not eprintln!: it panics when stderr is a closed pipe.
+                let _ = writeln!(std::io::stderr(), "error: {error}");
                 ExitCode::from(exit_code(&error))
             }
         }
@@ -205,6 +202,14 @@ impl Worker {
             .max()
             .unwrap_or_default()
             + GRACE_MARGIN;
+        if let Some(share) = std::env::var(report::RATE_SHARE_ENV)
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+        {
+            for limiter in stages.iter().filter_map(|s| s.limiter.as_ref()) {
+                limiter.set_share(share);
+            }
+        }
         Ok(Plan {
             pipeline,
             stages,
@@ -239,12 +244,19 @@ struct Plan {
 }
 
 impl Plan {
-    /// The counters of every served stage, by name.
-    fn counters(&self) -> Vec<(String, Arc<StageStats>)> {
-        self.stages
-            .iter()
-            .map(|s| (s.info.name.clone(), s.stats.clone()))
-            .collect()
+    /// What the reporter tells the supervisor about, and where it applies
+    /// the rate shares it gets back.
+    fn reported(&self) -> Arc<Vec<report::Reported>> {
+        Arc::new(
+            self.stages
+                .iter()
+                .map(|s| report::Reported {
+                    name: s.info.name.clone(),
+                    stats: s.stats.clone(),
+                    limiter: s.limiter.clone(),
+                })
+                .collect(),
+        )
     }
     /// Sessions until shutdown, reconnecting with capped exponential
     /// backoff. Each change of state is logged once.
@@ -259,7 +271,7 @@ impl Plan {
         let mut last_loss: Option<String> = None;
         let reporter = std::env::var(report::SOCKET_ENV)
             .ok()
-            .map(|path| tokio::spawn(report::run(path, self.counters())));
+            .map(|path| tokio::spawn(report::run(path, self.reported())));
         let _stop_reporting = reporter.map(|task| AbortOnDrop(task.abort_handle()));
         loop {
             if shutdown.is_cancelled() {
@@ -323,7 +335,7 @@ impl Plan {
                 SessionEnd::Drained => {
                     info!(serving = %label, "drained; stopping");
                     if let Ok(path) = std::env::var(report::SOCKET_ENV) {
-                        report::send_final(&path, &self.counters()).await;
+                        report::send_final(&path, &self.reported()).await;
                     }
                     return Ok(());
                 }

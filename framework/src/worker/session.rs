@@ -23,7 +23,11 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{acks, delivery::StageRuntime};
+use super::{
+    acks::{self, Settle},
+    breaker::Gate,
+    delivery::StageRuntime,
+};
 use crate::{error::Error, pipeline::Pipeline, publisher::Publisher, topology::Topology};
 
 /// How a session ended.
@@ -110,6 +114,7 @@ async fn start(
             runtime: runtime.clone(),
             publisher: publisher.clone(),
             channel,
+            tag,
             stop: stop.clone(),
             trouble: trouble.clone(),
         };
@@ -199,26 +204,66 @@ struct Consume {
     runtime: Arc<StageRuntime>,
     publisher: Publisher,
     channel: Channel,
+    tag: String,
     stop: CancellationToken,
     trouble: CancellationToken,
 }
 
+/// Handlers in flight of one consumer loop and how they report back.
+struct InFlight {
+    permits: Arc<Semaphore>,
+    handlers: JoinSet<()>,
+    finished: mpsc::UnboundedSender<(u64, Settle)>,
+}
+
 impl Consume {
     /// Takes deliveries until stopped (then drains: `None`) or until the
-    /// consumer ends (`Some(reason)`).
-    async fn run(self, mut consumer: Consumer) -> Option<String> {
+    /// consumer ends (`Some(reason)`). While the stage's breaker is open it
+    /// consumes nothing; when it half-opens, one message goes alone.
+    async fn run(self, first: Consumer) -> Option<String> {
         let (finished, settled) = mpsc::unbounded_channel();
         let acker = tokio::spawn(acks::run(self.channel.clone(), settled));
-        let concurrency = self.runtime.stage.concurrency as usize;
-        let permits = Arc::new(Semaphore::new(concurrency));
-        let mut handlers = JoinSet::new();
+        let mut work = InFlight {
+            permits: Arc::new(Semaphore::new(self.runtime.stage.concurrency as usize)),
+            handlers: JoinSet::new(),
+            finished,
+        };
+        let mut consumer = Some(first);
+        let mut generation = 0u32;
         let queue = &self.runtime.queue;
         let ended = loop {
-            while handlers.try_join_next().is_some() {}
+            while work.handlers.try_join_next().is_some() {}
+            let probing = match self.runtime.breaker.gate() {
+                Gate::Open(wait) => {
+                    if let Some(paused) = consumer.take() {
+                        self.pause(paused, &work).await;
+                    }
+                    tokio::select! {
+                        _ = self.stop.cancelled() => break None,
+                        _ = tokio::time::sleep(wait) => continue,
+                    }
+                }
+                Gate::Probe => {
+                    // One message alone: wait for the others to finish.
+                    tokio::select! {
+                        _ = self.stop.cancelled() => break None,
+                        _ = async { while work.handlers.join_next().await.is_some() {} } => {}
+                    }
+                    true
+                }
+                Gate::Closed => false,
+            };
+            if consumer.is_none() {
+                generation += 1;
+                match self.resume(generation).await {
+                    Ok(resumed) => consumer = Some(resumed),
+                    Err(reason) => break Some(reason),
+                }
+            }
             let next = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => break None,
-                next = consumer.next() => next,
+                next = consumer.as_mut().expect("consuming").next() => next,
             };
             let delivery = match next {
                 Some(Ok(delivery)) => delivery,
@@ -228,13 +273,13 @@ impl Consume {
             let permit = tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => break None,
-                permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                permit = work.permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             };
             let runtime = self.runtime.clone();
             let publisher = self.publisher.clone();
             let trouble = self.trouble.clone();
-            let finished = finished.clone();
-            handlers.spawn(async move {
+            let finished = work.finished.clone();
+            work.handlers.spawn(async move {
                 let settle = runtime
                     .handle(&publisher, &delivery)
                     .await
@@ -245,23 +290,57 @@ impl Consume {
                 let _ = finished.send((delivery.delivery_tag, settle));
                 drop(permit);
             });
+            if probing {
+                while work.handlers.join_next().await.is_some() {}
+            }
         };
         if ended.is_none() {
             // Draining: take nothing more, let the handlers finish, settle.
-            let _ = self
-                .channel
-                .basic_cancel(consumer.tag(), BasicCancelOptions::default())
-                .await;
-            let in_flight = handlers.len();
+            if let Some(consumer) = &consumer {
+                let _ = self
+                    .channel
+                    .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+                    .await;
+            }
+            let in_flight = work.handlers.len();
             if in_flight > 0 {
                 info!(stage = %self.runtime.info.name, in_flight, "draining");
             }
-            while handlers.join_next().await.is_some() {}
-            drop(finished);
+            while work.handlers.join_next().await.is_some() {}
+            drop(work);
             let _ = acker.await;
         } else {
             acker.abort();
         }
         ended
+    }
+
+    /// Stops consuming: cancels the consumer and gives back what it had
+    /// received but not started, so those messages wait in the queue.
+    async fn pause(&self, mut consumer: Consumer, work: &InFlight) {
+        let _ = self
+            .channel
+            .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+            .await;
+        let drain = async {
+            while let Some(Ok(delivery)) = consumer.next().await {
+                let _ = work.finished.send((delivery.delivery_tag, Settle::Requeue));
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+    }
+
+    /// Consumes again after a pause, with a new consumer tag.
+    async fn resume(&self, generation: u32) -> Result<Consumer, String> {
+        let tag = format!("{}-{generation}", self.tag);
+        self.channel
+            .basic_consume(
+                self.runtime.queue.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|error| format!("consume {} again: {error}", self.runtime.queue))
     }
 }

@@ -23,11 +23,11 @@ pub(crate) fn shutdown_on_signal() -> Result<CancellationToken, Error> {
             for signal in signals.forever() {
                 seen += 1;
                 if seen == 1 {
+                    trigger.cancel();
                     info!(
                         signal,
                         "stopping: taking no new messages, finishing the ones in hand"
                     );
-                    trigger.cancel();
                 } else {
                     warn!(
                         signal,

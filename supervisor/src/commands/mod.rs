@@ -1,6 +1,11 @@
 //! One module per command.
 
 pub mod declare;
+pub mod dlq;
+pub mod drain;
+pub mod run;
+pub mod send;
 pub mod status;
 pub mod supervise;
 pub mod validate;
+pub mod worker;

@@ -7,6 +7,7 @@ use anyhow::Result;
 use serde::Serialize;
 use warren::{Error, Topology, names, topology::Role};
 
+use crate::management::Management;
 use crate::supervise::{
     monitor::Monitor,
     status::{self, SupervisorStatus},
@@ -19,7 +20,8 @@ pub struct StageLine {
     pub stage: String,
     /// Ready messages in the stage queue.
     pub ready: u64,
-    /// Messages handled right now by this box's workers.
+    /// Messages delivered and not yet acknowledged: on every box when the
+    /// management API answers, else those of this box's workers.
     pub in_flight: u64,
     /// Messages waiting in the stage's retry queues.
     pub retrying: u64,
@@ -77,7 +79,7 @@ pub async fn run(file: &Path, json: bool) -> Result<()> {
     }
     if report.supervisors.is_empty() {
         println!(
-            "(no supervisor of this pipeline runs on this box; in flight counts only this box's workers)"
+            "(no supervisor of this pipeline runs on this box: workers, restarts and state are this box's)"
         );
     }
     Ok(())
@@ -98,6 +100,9 @@ pub async fn collect(file: &Path) -> Result<Report> {
         })?;
     monitor.close().await;
     let supervisors = status::query_all(&pipeline.name).await;
+    let unacked = Management::for_broker(&pipeline.broker.url)
+        .unacked(&format!("{}.", pipeline.name))
+        .await;
     let mut stages = Vec::new();
     for stage in &pipeline.stages {
         let mut line = StageLine {
@@ -128,6 +133,12 @@ pub async fn collect(file: &Path) -> Result<Report> {
                 line.state = local.state.clone();
             }
         }
+        // The management API counts deliveries not yet acknowledged on every
+        // box (sampled every few seconds); local workers count this box live.
+        let everywhere = unacked
+            .as_ref()
+            .and_then(|u| u.get(&names::stage_queue(&pipeline.name, &stage.name)));
+        line.in_flight = line.in_flight.max(everywhere.copied().unwrap_or(0));
         stages.push(line);
     }
     Ok(Report {

@@ -46,6 +46,8 @@ pub struct Options {
     pub json_logs: bool,
     /// Restart and crash-loop settings.
     pub rules: RestartRules,
+    /// `RUST_LOG` for workers when it is not set.
+    pub log_filter: &'static str,
 }
 
 impl Default for Options {
@@ -55,6 +57,7 @@ impl Default for Options {
             poll: DEFAULT_POLL,
             json_logs: false,
             rules: RestartRules::default(),
+            log_filter: warren::logging::DEFAULT_FILTER,
         }
     }
 }
@@ -73,6 +76,7 @@ pub struct Supervisor {
     ),
     reports: mpsc::UnboundedReceiver<WorkerReport>,
     status: Arc<Mutex<SupervisorStatus>>,
+    shares: status::Shares,
     declared: bool,
     epoch: Instant,
 }
@@ -88,9 +92,15 @@ impl Supervisor {
             stages: Vec::new(),
         }));
         let (reports_tx, reports) = mpsc::unbounded_channel();
+        let shares = status::Shares::default();
         let socket = match status::listen(&pipeline.name) {
             Ok((listener, path)) => {
-                tokio::spawn(status::serve(listener, status.clone(), reports_tx));
+                tokio::spawn(status::serve(
+                    listener,
+                    status.clone(),
+                    reports_tx,
+                    shares.clone(),
+                ));
                 Some(path)
             }
             Err(error) => {
@@ -104,6 +114,7 @@ impl Supervisor {
             pipeline_file: file.clone(),
             socket,
             log_format: if options.json_logs { "json" } else { "bare" },
+            log_filter: options.log_filter,
         };
         let epoch = Instant::now();
         let mut pools = Vec::new();
@@ -130,9 +141,15 @@ impl Supervisor {
             exits: mpsc::unbounded_channel(),
             reports,
             status,
+            shares,
             declared: false,
             epoch,
         })
+    }
+
+    /// The live state, updated after every event.
+    pub fn status(&self) -> Arc<Mutex<SupervisorStatus>> {
+        self.status.clone()
     }
 
     /// Supervises until `stop` is cancelled, re-reading the file on each
@@ -163,10 +180,10 @@ impl Supervisor {
     async fn poll(&mut self) {
         if !self.declared && self.monitor.ensure().await {
             self.declared = true;
-            if let Some(connection) = self.monitor.connection() {
-                if let Err(error) = Topology::plan(&self.pipeline).declare(connection).await {
-                    error!("declaring the pipeline failed: {error}");
-                }
+            if let Some(connection) = self.monitor.connection()
+                && let Err(error) = Topology::plan(&self.pipeline).declare(connection).await
+            {
+                error!("declaring the pipeline failed: {error}");
             }
         }
         let queues: Vec<String> = self
@@ -183,7 +200,8 @@ impl Supervisor {
         let now = Instant::now();
         for (i, pool) in self.pools.iter_mut().enumerate() {
             if !pool.retiring {
-                let target = match seen.as_ref().and_then(|states| states[i]) {
+                let queue_state = seen.as_ref().and_then(|states| states[i]);
+                let target = match queue_state {
                     Some(queue) => {
                         let mut observation = Observation {
                             ready: queue.ready,
@@ -192,12 +210,26 @@ impl Supervisor {
                             ..Default::default()
                         };
                         pool.observe(&mut observation);
-                        policy::target(
+                        let target = policy::target(
                             &pool.stage.scale,
                             &mut pool.scale_state,
                             &observation,
                             now - self.epoch,
-                        )
+                        );
+                        if pool.stage.rate_limit.is_some() {
+                            // The stage's workers everywhere: other boxes'
+                            // consumers, and this box's workers as they are
+                            // about to be.
+                            let others =
+                                observation.consumers.saturating_sub(observation.consuming);
+                            let share =
+                                1.0 / f64::from((others + target.max(observation.running)).max(1));
+                            self.shares
+                                .lock()
+                                .expect("shares")
+                                .insert(pool.stage.name.clone(), share);
+                        }
+                        target
                     }
                     // Without the broker's view, keep what runs (within bounds).
                     None => pool

@@ -200,7 +200,8 @@ impl Pool {
         exits: &mpsc::UnboundedSender<Exited>,
     ) {
         let stage = self.stage.name.clone();
-        match process::spawn(&self.launch, env, &stage, index, exits.clone()) {
+        let share = 1.0 / f64::from(self.target.max(1));
+        match process::spawn(&self.launch, env, &stage, index, share, exits.clone()) {
             Ok(pid) => {
                 let slot = self.slots.get_mut(&index).expect("slot");
                 slot.state = SlotState::Running { pid, since: now };
@@ -317,11 +318,10 @@ impl Pool {
         for slot in self.slots.values_mut() {
             if let SlotState::Running { pid: p, .. } | SlotState::Draining { pid: p, .. } =
                 slot.state
+                && p == pid
             {
-                if p == pid {
-                    slot.counts = counts;
-                    return true;
-                }
+                slot.counts = counts;
+                return true;
             }
         }
         false

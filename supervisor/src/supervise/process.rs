@@ -75,14 +75,18 @@ pub struct Environment {
     pub socket: Option<PathBuf>,
     /// `bare` or `json`: how workers log.
     pub log_format: &'static str,
+    /// `RUST_LOG` for workers when it is not set already.
+    pub log_filter: &'static str,
 }
 
-/// Starts worker `index` of `stage`; its exit is sent to `exits`.
+/// Starts worker `index` of `stage` with `rate_share` of the stage's rate
+/// limit to begin with; its exit is sent to `exits`.
 pub fn spawn(
     launch: &Launch,
     env: &Environment,
     stage: &str,
     index: u32,
+    rate_share: f64,
     exits: mpsc::UnboundedSender<Exited>,
 ) -> io::Result<u32> {
     let mut command = Command::new(&launch.program);
@@ -91,6 +95,7 @@ pub fn spawn(
         .env("WARREN_PIPELINE", &env.pipeline_file)
         .env("WARREN_STAGE", stage)
         .env("WARREN_WORKER", index.to_string())
+        .env(report::RATE_SHARE_ENV, rate_share.to_string())
         .env(logging::FORMAT_ENV, env.log_format)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -99,6 +104,9 @@ pub fn spawn(
         .kill_on_drop(false);
     if let Some(socket) = &env.socket {
         command.env(report::SOCKET_ENV, socket);
+    }
+    if std::env::var_os("RUST_LOG").is_none() {
+        command.env("RUST_LOG", env.log_filter);
     }
     die_with_parent(&mut command);
     let mut child = command.spawn().map_err(|error| {

@@ -5,6 +5,7 @@
 //! `/tmp/warren-$USER`, named `{pipeline}.{pid}.sock`.
 
 use std::{
+    collections::BTreeMap,
     os::unix::fs::DirBuilderExt,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
@@ -16,7 +17,7 @@ use tokio::{
     net::{UnixListener, UnixStream},
     sync::mpsc,
 };
-use warren::report::{StageCounts, WorkerReport};
+use warren::report::{Reply, StageCounts, WorkerReport};
 
 /// A supervisor's state, as `warren status` shows it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -85,14 +86,25 @@ pub fn listen(pipeline: &str) -> std::io::Result<(UnixListener, PathBuf)> {
     Ok((UnixListener::bind(&path)?, path))
 }
 
-/// Answers status requests and forwards worker reports, forever.
+/// Each rate-limited stage's share per worker: the limit divided among the
+/// stage's consumers on every box.
+pub type Shares = Arc<Mutex<BTreeMap<String, f64>>>;
+
+/// Answers status requests, forwards worker reports and answers each with
+/// the worker's rate shares, forever.
 pub async fn serve(
     listener: UnixListener,
     status: Arc<Mutex<SupervisorStatus>>,
     reports: mpsc::UnboundedSender<WorkerReport>,
+    shares: Shares,
 ) {
     while let Ok((stream, _)) = listener.accept().await {
-        tokio::spawn(connection(stream, status.clone(), reports.clone()));
+        tokio::spawn(connection(
+            stream,
+            status.clone(),
+            reports.clone(),
+            shares.clone(),
+        ));
     }
 }
 
@@ -100,6 +112,7 @@ async fn connection(
     stream: UnixStream,
     status: Arc<Mutex<SupervisorStatus>>,
     reports: mpsc::UnboundedSender<WorkerReport>,
+    shares: Shares,
 ) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
@@ -113,7 +126,22 @@ async fn connection(
         }
         match serde_json::from_str::<WorkerReport>(&line) {
             Ok(report) => {
+                let reply = {
+                    let shares = shares.lock().expect("shares");
+                    Reply {
+                        shares: report
+                            .stages
+                            .keys()
+                            .filter_map(|s| Some((s.clone(), *shares.get(s)?)))
+                            .collect(),
+                    }
+                };
                 let _ = reports.send(report);
+                let mut line = serde_json::to_vec(&reply).expect("a reply encodes");
+                line.push(b'\n');
+                if write.write_all(&line).await.is_err() {
+                    return;
+                }
             }
             Err(_) => return,
         }

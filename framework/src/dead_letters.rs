@@ -1,0 +1,184 @@
+//! A stage's dead-letter queue: look at it, send its messages back to the
+//! stage, or drop them.
+
+use lapin::{
+    BasicProperties, Channel, Connection,
+    options::{
+        BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions, QueuePurgeOptions,
+    },
+    types::FieldTable,
+};
+
+use crate::{connection, error::Error, message, names, pipeline::Pipeline, publisher::Publisher};
+
+/// One dead letter, as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Its message id (empty if it has none).
+    pub id: String,
+    /// The attempt it died at.
+    pub attempts: u32,
+    /// Why: `x-warren-error`, or the broker's own reason (`delivery_limit`).
+    pub reason: String,
+    /// Its body.
+    pub body: Vec<u8>,
+}
+
+/// Opens a connection for dead-letter work on `stage`, checking it exists.
+async fn open(pipeline: &Pipeline, stage: &str) -> Result<(Connection, Channel, String), Error> {
+    if pipeline.stage(stage).is_none() {
+        return Err(Error::UnknownStage {
+            pipeline: pipeline.name.clone(),
+            stage: stage.to_string(),
+            known: pipeline.stage_names().join(", "),
+        });
+    }
+    let name = format!("warren dlq {}.{stage}", pipeline.name);
+    let conn = connection::open_with_retry(&pipeline.broker.url, &name, 3).await?;
+    let channel = conn
+        .create_channel()
+        .await
+        .map_err(|e| Error::broker("open a channel", e))?;
+    Ok((conn, channel, names::dead_queue(&pipeline.name, stage)))
+}
+
+/// How many dead letters `stage` has.
+pub async fn count(pipeline: &Pipeline, stage: &str) -> Result<u32, Error> {
+    let (conn, channel, queue) = open(pipeline, stage).await?;
+    let declared = channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    let _ = conn.close(200, "done".into()).await;
+    declared
+        .map(|q| q.message_count())
+        .map_err(|e| Error::broker(format!("look at {queue}"), e))
+}
+
+/// The first `limit` dead letters of `stage`, left in the queue.
+pub async fn list(
+    pipeline: &Pipeline,
+    stage: &str,
+    limit: usize,
+) -> Result<Vec<DeadLetter>, Error> {
+    let (conn, channel, queue) = open(pipeline, stage).await?;
+    let mut out = Vec::new();
+    while out.len() < limit {
+        let Some(got) = get(&channel, &queue).await? else {
+            break;
+        };
+        out.push(describe(
+            &got.delivery.properties,
+            got.delivery.data.clone(),
+        ));
+    }
+    // Closing the channel gives back every message taken.
+    let _ = channel.close(200, "listed".into()).await;
+    let _ = conn.close(200, "done".into()).await;
+    Ok(out)
+}
+
+/// Sends up to `limit` dead letters back to `stage` as new first attempts;
+/// each leaves the dead-letter queue only after the broker confirmed it
+/// in the stage queue. Returns how many were sent.
+pub async fn replay(pipeline: &Pipeline, stage: &str, limit: usize) -> Result<usize, Error> {
+    let (conn, channel, queue) = open(pipeline, stage).await?;
+    let publisher = Publisher::open(&conn).await?;
+    let mut sent = 0;
+    while sent < limit {
+        let Some(got) = get(&channel, &queue).await? else {
+            break;
+        };
+        let props = message::republish_properties(
+            &got.delivery.properties,
+            &[(message::ATTEMPT, message::int(1))],
+            &[message::ERROR, message::STAGE, message::NOT_BEFORE],
+        );
+        let tag = got.delivery.delivery_tag;
+        match publisher
+            .publish_confirmed(&pipeline.name, stage, &got.delivery.data, props)
+            .await
+        {
+            Ok(()) => channel
+                .basic_ack(tag, BasicAckOptions::default())
+                .await
+                .map_err(|e| Error::broker(format!("remove a replayed message from {queue}"), e))?,
+            Err(error) => {
+                let _ = channel
+                    .basic_nack(
+                        tag,
+                        BasicNackOptions {
+                            requeue: true,
+                            ..Default::default()
+                        },
+                    )
+                    .await;
+                let _ = conn.close(200, "done".into()).await;
+                return Err(error);
+            }
+        }
+        sent += 1;
+    }
+    publisher.close().await;
+    let _ = conn.close(200, "done".into()).await;
+    Ok(sent)
+}
+
+/// Drops up to `limit` dead letters of `stage` (all when `None`); returns
+/// how many.
+pub async fn purge(pipeline: &Pipeline, stage: &str, limit: Option<usize>) -> Result<usize, Error> {
+    let (conn, channel, queue) = open(pipeline, stage).await?;
+    let purged = match limit {
+        None => channel
+            .queue_purge(queue.as_str().into(), QueuePurgeOptions::default())
+            .await
+            .map(|n| n as usize)
+            .map_err(|e| Error::broker(format!("purge {queue}"), e))?,
+        Some(limit) => {
+            let mut purged = 0;
+            while purged < limit {
+                let Some(got) = get(&channel, &queue).await? else {
+                    break;
+                };
+                channel
+                    .basic_ack(got.delivery.delivery_tag, BasicAckOptions::default())
+                    .await
+                    .map_err(|e| Error::broker(format!("drop a message of {queue}"), e))?;
+                purged += 1;
+            }
+            purged
+        }
+    };
+    let _ = conn.close(200, "done".into()).await;
+    Ok(purged)
+}
+
+async fn get(
+    channel: &Channel,
+    queue: &str,
+) -> Result<Option<lapin::message::BasicGetMessage>, Error> {
+    channel
+        .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+        .await
+        .map_err(|e| Error::broker(format!("read {queue}"), e))
+}
+
+fn describe(props: &BasicProperties, body: Vec<u8>) -> DeadLetter {
+    let reason = message::text_header(props, message::ERROR)
+        .or_else(|| {
+            message::death_reason(props).map(|r| format!("dead-lettered by the broker: {r}"))
+        })
+        .unwrap_or_else(|| "(no reason recorded)".into());
+    DeadLetter {
+        id: message::id_of(props).unwrap_or_default().to_string(),
+        attempts: message::attempt_of(props),
+        reason,
+        body,
+    }
+}

@@ -1,0 +1,252 @@
+//! The circuit breaker of a stage: when calls fail at a high rate (the API
+//! it calls is down), the stage stops consuming instead of burning through
+//! retries; it probes with one message after a pause, and resumes when the
+//! probe succeeds. Messages wait in the queue meanwhile, and failures while
+//! the breaker is not closed go back to the queue without counting as an
+//! attempt, so an outage dead-letters nothing.
+
+use std::{
+    collections::VecDeque,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use tracing::{info, warn};
+
+/// When the breaker opens and how long it waits.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Rules {
+    /// Outcomes considered.
+    pub window: Duration,
+    /// Fewest outcomes in the window before judging.
+    pub min_calls: usize,
+    /// Failure share that opens it.
+    pub failure_rate: f64,
+    /// First pause; doubles after each failed probe.
+    pub first_pause: Duration,
+    /// Longest pause.
+    pub max_pause: Duration,
+}
+
+impl Default for Rules {
+    fn default() -> Rules {
+        Rules {
+            window: Duration::from_secs(20),
+            min_calls: 10,
+            failure_rate: 0.5,
+            first_pause: Duration::from_secs(2),
+            max_pause: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the consumer loop may do now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Gate {
+    /// Consume normally.
+    Closed,
+    /// Do not consume for this long.
+    Open(Duration),
+    /// Consume one message, alone, to see whether the calls work again.
+    Probe,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Closed,
+    Open { until: Instant },
+    HalfOpen,
+}
+
+/// The breaker's state; pure, driven by the times it is given.
+#[derive(Debug)]
+pub(crate) struct Core {
+    rules: Rules,
+    outcomes: VecDeque<(Instant, bool)>,
+    mode: Mode,
+    pause: Duration,
+}
+
+impl Core {
+    pub fn new(rules: Rules) -> Core {
+        Core {
+            rules,
+            outcomes: VecDeque::new(),
+            mode: Mode::Closed,
+            pause: rules.first_pause,
+        }
+    }
+
+    /// What the consumer may do at `now`.
+    pub fn gate(&mut self, now: Instant) -> Gate {
+        match self.mode {
+            Mode::Closed => Gate::Closed,
+            Mode::Open { until } if now < until => Gate::Open(until - now),
+            Mode::Open { .. } | Mode::HalfOpen => {
+                self.mode = Mode::HalfOpen;
+                Gate::Probe
+            }
+        }
+    }
+
+    /// True unless closed: failures then go back to the queue uncounted.
+    pub fn tripped(&self) -> bool {
+        self.mode != Mode::Closed
+    }
+
+    /// Records one call's outcome; returns the new gate when it changed
+    /// (for the log).
+    pub fn record(&mut self, now: Instant, ok: bool) -> Option<Gate> {
+        match self.mode {
+            Mode::Closed => {
+                self.outcomes.push_back((now, ok));
+                while self
+                    .outcomes
+                    .front()
+                    .is_some_and(|(t, _)| now.duration_since(*t) > self.rules.window)
+                {
+                    self.outcomes.pop_front();
+                }
+                let calls = self.outcomes.len();
+                let failures = self.outcomes.iter().filter(|(_, ok)| !ok).count();
+                if calls >= self.rules.min_calls
+                    && failures as f64 >= self.rules.failure_rate * calls as f64
+                {
+                    self.open(now);
+                    return Some(Gate::Open(self.pause));
+                }
+                None
+            }
+            Mode::HalfOpen if ok => {
+                self.mode = Mode::Closed;
+                self.pause = self.rules.first_pause;
+                self.outcomes.clear();
+                Some(Gate::Closed)
+            }
+            Mode::HalfOpen => {
+                self.pause = (self.pause * 2).min(self.rules.max_pause);
+                self.open(now);
+                Some(Gate::Open(self.pause))
+            }
+            // Late outcomes of calls started before it opened.
+            Mode::Open { .. } => None,
+        }
+    }
+
+    fn open(&mut self, now: Instant) {
+        self.mode = Mode::Open {
+            until: now + self.pause,
+        };
+        self.outcomes.clear();
+    }
+}
+
+/// A stage's breaker, shared by its handlers and its consumer loop.
+#[derive(Debug)]
+pub(crate) struct Breaker {
+    stage: String,
+    core: Mutex<Core>,
+}
+
+impl Breaker {
+    pub fn new(stage: &str) -> Breaker {
+        Breaker {
+            stage: stage.to_string(),
+            core: Mutex::new(Core::new(Rules::default())),
+        }
+    }
+
+    pub fn gate(&self) -> Gate {
+        self.core.lock().expect("breaker").gate(Instant::now())
+    }
+
+    pub fn tripped(&self) -> bool {
+        self.core.lock().expect("breaker").tripped()
+    }
+
+    /// Records an outcome and logs each change of state once.
+    pub fn record(&self, ok: bool) {
+        let changed = self
+            .core
+            .lock()
+            .expect("breaker")
+            .record(Instant::now(), ok);
+        match changed {
+            Some(Gate::Open(pause)) => warn!(
+                stage = %self.stage,
+                "calls are failing at a high rate: pausing consumption for {:.0}s; messages wait in the queue",
+                pause.as_secs_f64()
+            ),
+            Some(Gate::Closed) => info!(stage = %self.stage, "calls succeed again: consuming"),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(start: Instant, ms: u64) -> Instant {
+        start + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn a_few_failures_among_successes_keep_it_closed() {
+        let start = Instant::now();
+        let mut core = Core::new(Rules::default());
+        for i in 0..100 {
+            assert_eq!(core.record(at(start, i * 10), i % 20 != 0), None);
+        }
+        assert_eq!(core.gate(at(start, 1_000)), Gate::Closed);
+    }
+
+    #[test]
+    fn a_failure_rate_above_half_opens_it_then_a_probe_closes_it() {
+        let start = Instant::now();
+        let mut core = Core::new(Rules::default());
+        let mut opened = None;
+        for i in 0..10 {
+            opened = core.record(at(start, i * 10), i % 3 == 0);
+        }
+        assert_eq!(opened, Some(Gate::Open(Duration::from_secs(2))));
+        assert!(core.tripped());
+        assert!(matches!(core.gate(at(start, 1_000)), Gate::Open(_)));
+        assert_eq!(core.gate(at(start, 2_200)), Gate::Probe);
+        assert_eq!(core.record(at(start, 2_300), true), Some(Gate::Closed));
+        assert_eq!(core.gate(at(start, 2_400)), Gate::Closed);
+        assert!(!core.tripped());
+    }
+
+    #[test]
+    fn failed_probes_double_the_pause_up_to_the_cap() {
+        let start = Instant::now();
+        let mut core = Core::new(Rules::default());
+        for i in 0..10 {
+            core.record(at(start, i), false);
+        }
+        let mut now = 0;
+        let mut pauses = Vec::new();
+        for _ in 0..6 {
+            now += 100_000;
+            assert_eq!(core.gate(at(start, now)), Gate::Probe);
+            match core.record(at(start, now), false) {
+                Some(Gate::Open(pause)) => pauses.push(pause.as_secs()),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(pauses, vec![4, 8, 16, 30, 30, 30]);
+    }
+
+    #[test]
+    fn old_outcomes_leave_the_window() {
+        let start = Instant::now();
+        let mut core = Core::new(Rules::default());
+        for i in 0..9 {
+            core.record(at(start, i), false);
+        }
+        // 30 s later, one more failure: the old ones no longer count.
+        assert_eq!(core.record(at(start, 30_000), false), None);
+        assert_eq!(core.gate(at(start, 30_001)), Gate::Closed);
+    }
+}

@@ -1,0 +1,245 @@
+//! The built-in `http` stage: one HTTP call per message.
+//!
+//! - 2xx: the answer's JSON (or the input with the answer's fields over it,
+//!   `emit: merge`) goes to the stage's outputs;
+//! - 429 and 5xx: retried, after `Retry-After` when the server sent one;
+//! - other 4xx: dead-lettered with the status and the start of the answer;
+//! - no answer (connection refused, timeout): retried.
+//!
+//! Header values from environment variables are read once at start and are
+//! marked sensitive, so they appear in no log. URLs in messages and logs lose
+//! their query string, where keys sometimes hide.
+
+use std::{str::FromStr, time::Duration};
+
+use reqwest::{
+    Method, StatusCode,
+    header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER},
+};
+use serde_json::Value;
+use warren::{
+    Context, Failure, Outcome,
+    message::one_line,
+    pipeline::{HeaderValue as Configured, HttpEmit, HttpSpec},
+};
+
+use super::template;
+
+/// Longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// A configured http stage.
+pub struct HttpStage {
+    spec: HttpSpec,
+    method: Method,
+    headers: HeaderMap,
+    client: reqwest::Client,
+    emits: bool,
+}
+
+impl HttpStage {
+    /// Prepares the stage: resolves header variables (a missing one is an
+    /// error naming the variable) and checks the templates.
+    pub fn new(spec: &HttpSpec, concurrency: u32, emits: bool) -> Result<HttpStage, String> {
+        template::check(&spec.url).map_err(|e| format!("http.url: {e}"))?;
+        let mut headers = HeaderMap::new();
+        for (name, value) in &spec.headers {
+            let text = match value {
+                Configured::Literal(text) => text.clone(),
+                Configured::Env(var) => std::env::var(var).map_err(|_| {
+                    format!("http.headers.{name}: the environment variable {var} is not set")
+                })?,
+            };
+            let name = HeaderName::from_str(name)
+                .map_err(|_| format!("http.headers.{name}: not a valid header name"))?;
+            let mut value = HeaderValue::from_str(&text)
+                .map_err(|_| format!("http.headers.{name}: not a valid header value"))?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("warren/", env!("CARGO_PKG_VERSION")))
+            .pool_max_idle_per_host(concurrency as usize)
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let method = Method::from_str(&spec.method)
+            .map_err(|_| format!("http.method: `{}` is not a method", spec.method))?;
+        Ok(HttpStage {
+            spec: spec.clone(),
+            method,
+            headers,
+            client,
+            emits,
+        })
+    }
+
+    /// Handles one message.
+    pub async fn call(&self, message: Value, ctx: Context) -> Outcome {
+        let url = template::url(&self.spec.url, &message).map_err(Failure::dead)?;
+        let shown = without_query(&url);
+        let mut request = self
+            .client
+            .request(self.method.clone(), &url)
+            .headers(self.headers.clone())
+            .timeout(self.spec.timeout);
+        let body = match &self.spec.body {
+            Some(template) => Some(template::body(template, &message).map_err(Failure::dead)?),
+            None if matches!(self.method, Method::GET | Method::HEAD | Method::DELETE) => None,
+            None => Some(message.clone()),
+        };
+        if let Some(body) = &body {
+            request = request
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(serde_json::to_vec(body)?);
+        }
+        let response = request.send().await.map_err(|error| {
+            if error.is_timeout() {
+                Failure::retry(format!(
+                    "no answer from {shown} within {}s",
+                    self.spec.timeout.as_secs_f64()
+                ))
+            } else {
+                Failure::retry(format!(
+                    "calling {shown} failed: {}",
+                    chain(&error.without_url())
+                ))
+            }
+        })?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let bytes = response.bytes().await.map_err(|e| {
+            Failure::retry(format!(
+                "reading the answer of {shown}: {}",
+                e.without_url()
+            ))
+        })?;
+        if status.is_success() {
+            if !self.emits {
+                return Ok(());
+            }
+            let answer: Value = serde_json::from_slice(&bytes).map_err(|_| {
+                Failure::retry(format!(
+                    "HTTP {} from {shown} is not JSON: {}",
+                    status.as_u16(),
+                    snippet(&bytes)
+                ))
+            })?;
+            let out = match self.spec.emit {
+                HttpEmit::Response => answer,
+                HttpEmit::Merge => merge(message, answer),
+            };
+            ctx.emit(&out).await?;
+            return Ok(());
+        }
+        let reason = format!("HTTP {} from {shown}: {}", status.as_u16(), snippet(&bytes));
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            return Err(match retry_after {
+                Some(delay) => Failure::retry_after(delay, reason),
+                None => Failure::retry(reason),
+            });
+        }
+        Err(Failure::dead(reason))
+    }
+}
+
+/// The input with the answer's fields over it; an answer that is not an
+/// object goes under `response`.
+fn merge(input: Value, answer: Value) -> Value {
+    match (input, answer) {
+        (Value::Object(mut base), Value::Object(over)) => {
+            base.extend(over);
+            Value::Object(base)
+        }
+        (Value::Object(mut base), other) => {
+            base.insert("response".into(), other);
+            Value::Object(base)
+        }
+        (input, answer) => serde_json::json!({ "input": input, "response": answer }),
+    }
+}
+
+/// `Retry-After`: seconds, or an HTTP date.
+fn parse_retry_after(text: &str) -> Option<Duration> {
+    let delay = match text.trim().parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => httpdate::parse_http_date(text.trim())
+            .ok()?
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    };
+    Some(delay.min(MAX_RETRY_AFTER))
+}
+
+/// The start of an answer, on one line.
+fn snippet(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(400)]);
+    let text = one_line(&text, 200);
+    if text.is_empty() {
+        "(empty answer)".into()
+    } else {
+        text
+    }
+}
+
+/// A URL without its query string.
+fn without_query(url: &str) -> String {
+    match url.split_once('?') {
+        Some((base, _)) => format!("{base}?..."),
+        None => url.to_string(),
+    }
+}
+
+/// An error with its causes, on one line.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_puts_the_answer_over_the_input() {
+        assert_eq!(
+            merge(json!({"a": 1, "b": 2}), json!({"b": 3})),
+            json!({"a": 1, "b": 3})
+        );
+        assert_eq!(
+            merge(json!({"a": 1}), json!([1])),
+            json!({"a": 1, "response": [1]})
+        );
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("999999"), Some(MAX_RETRY_AFTER));
+        let in_a_minute =
+            httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(61));
+        let parsed = parse_retry_after(&in_a_minute).unwrap();
+        assert!(
+            parsed > Duration::from_secs(55) && parsed <= Duration::from_secs(61),
+            "{parsed:?}"
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn shown_urls_and_snippets_hide_and_shorten() {
+        assert_eq!(without_query("http://api/x?key=secret"), "http://api/x?...");
+        assert_eq!(snippet(b""), "(empty answer)");
+        assert_eq!(snippet(b"line1\nline2"), "line1 line2");
+    }
+}

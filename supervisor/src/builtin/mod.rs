@@ -1,0 +1,5 @@
+//! The built-in stages, run by `warren worker FILE --stage S`.
+
+pub mod http;
+pub mod sink;
+pub mod template;

@@ -1,0 +1,61 @@
+//! `warren send FILE STAGE [INPUT|-]`: one message per JSON line.
+
+use std::path::Path;
+
+use anyhow::Result;
+use warren::{Producer, Topology, connection};
+
+use crate::{
+    commands::declare::CONNECT_ATTEMPTS, exit::Usage, feed, input::Input, progress::Progress,
+};
+
+/// Sends every line of `input` to `stage`, each confirmed by the broker.
+pub async fn run(
+    file: &Path,
+    stage: &str,
+    input: &Path,
+    id_field: Option<&str>,
+    skip_bad: bool,
+) -> Result<()> {
+    let pipeline = warren::config::load(file)?;
+    if pipeline.stage(stage).is_none() {
+        return Err(Usage(format!(
+            "pipeline `{}` has no stage `{stage}`; its stages are: {}",
+            pipeline.name,
+            pipeline.stage_names().join(", ")
+        ))
+        .into());
+    }
+    let input = Input::read(input, id_field)?;
+    input.refuse_bad_lines(skip_bad)?;
+    declare(&pipeline).await?;
+    let producer = Producer::connect(&pipeline).await?;
+    let total = input.lines.len();
+    let mut progress = Progress::new("sending", total as u64);
+    let sent = feed::send(
+        &producer,
+        stage,
+        &input.lines,
+        |line| line.id.clone().unwrap_or_else(warren::message::new_id),
+        |n| progress.set(n as u64, ""),
+        || false,
+    )
+    .await;
+    producer.close().await;
+    let sent = sent?;
+    progress.finish(&format!("{sent} sent"));
+    println!(
+        "sent {sent} messages to {}.{stage}, each confirmed by the broker",
+        pipeline.name
+    );
+    Ok(())
+}
+
+/// Declares the pipeline, so that what is sent has queues to go to.
+pub async fn declare(pipeline: &warren::Pipeline) -> Result<()> {
+    let name = format!("warren {}", pipeline.name);
+    let conn = connection::open_with_retry(&pipeline.broker.url, &name, CONNECT_ATTEMPTS).await?;
+    let declared = Topology::plan(pipeline).declare(&conn).await;
+    let _ = conn.close(200, "declared".into()).await;
+    Ok(declared?)
+}
