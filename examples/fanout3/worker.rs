@@ -65,7 +65,7 @@ async fn work(part: Part, ctx: Context) -> Outcome {
     Ok(())
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     warren::logging::init(false);
     Worker::new()

@@ -14,6 +14,12 @@ const DEFAULT_HEARTBEAT: u16 = 10;
 /// Milliseconds allowed for the TCP connection unless the URL says otherwise.
 const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
 
+/// Largest frame unless the URL says otherwise. The AMQP client keeps a
+/// receive and a send buffer of 32 frames each, so RabbitMQ's default of
+/// 128 KiB would cost 8 MiB per connection; larger messages simply travel
+/// in more frames.
+const DEFAULT_FRAME_MAX: u32 = 16 * 1024;
+
 /// An AMQP URL. `Display` and `Debug` never show the password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct BrokerUrl {
@@ -45,6 +51,9 @@ impl BrokerUrl {
         }
         if uri.query.connection_timeout.is_none() {
             uri.query.connection_timeout = Some(DEFAULT_CONNECT_TIMEOUT_MS);
+        }
+        if uri.query.frame_max.is_none() {
+            uri.query.frame_max = Some(DEFAULT_FRAME_MAX);
         }
         Ok(BrokerUrl { uri, redacted })
     }

@@ -66,7 +66,25 @@ impl Publisher {
         Ok(Pending { confirm })
     }
 
-    /// Publishes and waits for the broker's confirm.
+    /// Publishes without waiting: the returned future queues the frames the
+    /// first time it is polled, and resolves once they are written.
+    pub fn publish_owned(
+        &self,
+        exchange: String,
+        routing_key: String,
+        body: Vec<u8>,
+        properties: BasicProperties,
+    ) -> impl Future<Output = Result<Pending, Error>> + Send + 'static {
+        let publisher = self.clone();
+        async move {
+            publisher
+                .publish(&exchange, &routing_key, &body, properties)
+                .await
+        }
+    }
+
+    /// Publishes and waits for the broker's confirm, at most
+    /// [`CONFIRM_TIMEOUT`].
     pub async fn publish_confirmed(
         &self,
         exchange: &str,

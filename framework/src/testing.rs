@@ -133,11 +133,7 @@ impl Harness {
     /// Runs the handler on raw body bytes.
     pub async fn run_bytes(&self, body: &[u8]) -> Run {
         let emitted = Arc::new(Mutex::new(Vec::new()));
-        let info = Arc::new(StageInfo {
-            pipeline: "test".into(),
-            name: self.stage.clone(),
-            outputs: self.outputs.clone(),
-        });
+        let info = Arc::new(StageInfo::new("test", &self.stage, &self.outputs));
         let ctx = Context::new(
             self.id.clone(),
             self.attempt,

@@ -35,18 +35,14 @@ fn main() -> ExitCode {
     if let Command::Validate { file } = &cli.command {
         return commands::validate::run(file);
     }
-    // A worker of a built-in stage uses both cores. Everything else runs on
-    // one thread: the supervisor's children get SIGTERM when the thread that
-    // started them ends (PR_SET_PDEATHSIG), which must be the process's life.
-    let runtime = match &cli.command {
-        Command::Worker { .. } => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build(),
-        _ => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-    };
+    // One thread for every command. For workers it is the cheapest: the AMQP
+    // client has its own I/O thread, and on few cores more threads mostly
+    // wake each other. For the supervisor it is required: its children get
+    // SIGTERM when the thread that started them ends (PR_SET_PDEATHSIG),
+    // which must therefore live as long as the process.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
     let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -58,11 +58,24 @@ enum Mode {
     HalfOpen,
 }
 
-/// The breaker's state; pure, driven by the times it is given.
+/// Outcomes of one second of the window.
+#[derive(Clone, Copy, Debug, Default)]
+struct Bucket {
+    /// Whole seconds since the breaker started.
+    second: u64,
+    calls: u32,
+    failures: u32,
+}
+
+/// The breaker's state; pure, driven by the times it is given. Outcomes are
+/// counted per second, so recording one costs the same whatever the rate.
 #[derive(Debug)]
 pub(crate) struct Core {
     rules: Rules,
-    outcomes: VecDeque<(Instant, bool)>,
+    start: Instant,
+    buckets: VecDeque<Bucket>,
+    calls: u64,
+    failures: u64,
     mode: Mode,
     pause: Duration,
 }
@@ -71,10 +84,48 @@ impl Core {
     pub fn new(rules: Rules) -> Core {
         Core {
             rules,
-            outcomes: VecDeque::new(),
+            start: Instant::now(),
+            buckets: VecDeque::new(),
+            calls: 0,
+            failures: 0,
             mode: Mode::Closed,
             pause: rules.first_pause,
         }
+    }
+
+    /// Counts an outcome at `now` and forgets the seconds that left the
+    /// window.
+    fn count(&mut self, now: Instant, ok: bool) {
+        let second = now.saturating_duration_since(self.start).as_secs();
+        match self.buckets.back_mut() {
+            Some(last) if last.second == second => {
+                last.calls += 1;
+                last.failures += u32::from(!ok);
+            }
+            _ => self.buckets.push_back(Bucket {
+                second,
+                calls: 1,
+                failures: u32::from(!ok),
+            }),
+        }
+        self.calls += 1;
+        self.failures += u64::from(!ok);
+        let window = self.rules.window.as_secs().max(1);
+        while self
+            .buckets
+            .front()
+            .is_some_and(|b| second.saturating_sub(b.second) >= window)
+        {
+            let old = self.buckets.pop_front().expect("a bucket");
+            self.calls -= u64::from(old.calls);
+            self.failures -= u64::from(old.failures);
+        }
+    }
+
+    fn forget(&mut self) {
+        self.buckets.clear();
+        self.calls = 0;
+        self.failures = 0;
     }
 
     /// What the consumer may do at `now`.
@@ -99,18 +150,9 @@ impl Core {
     pub fn record(&mut self, now: Instant, ok: bool) -> Option<Gate> {
         match self.mode {
             Mode::Closed => {
-                self.outcomes.push_back((now, ok));
-                while self
-                    .outcomes
-                    .front()
-                    .is_some_and(|(t, _)| now.duration_since(*t) > self.rules.window)
-                {
-                    self.outcomes.pop_front();
-                }
-                let calls = self.outcomes.len();
-                let failures = self.outcomes.iter().filter(|(_, ok)| !ok).count();
-                if calls >= self.rules.min_calls
-                    && failures as f64 >= self.rules.failure_rate * calls as f64
+                self.count(now, ok);
+                if self.calls >= self.rules.min_calls as u64
+                    && self.failures as f64 >= self.rules.failure_rate * self.calls as f64
                 {
                     self.open(now);
                     return Some(Gate::Open(self.pause));
@@ -120,7 +162,7 @@ impl Core {
             Mode::HalfOpen if ok => {
                 self.mode = Mode::Closed;
                 self.pause = self.rules.first_pause;
-                self.outcomes.clear();
+                self.forget();
                 Some(Gate::Closed)
             }
             Mode::HalfOpen => {
@@ -137,7 +179,7 @@ impl Core {
         self.mode = Mode::Open {
             until: now + self.pause,
         };
-        self.outcomes.clear();
+        self.forget();
     }
 }
 

@@ -2,14 +2,19 @@
 //! a cancellation signal, and the way to emit messages to the stage's
 //! outputs.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::Poll,
+};
 
 use serde::Serialize;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::{
     error::Error,
-    message,
+    message, names,
     publisher::{Pending, Publisher},
 };
 
@@ -31,9 +36,19 @@ struct Inner {
 #[derive(Default)]
 struct Emits {
     next: u32,
-    pending: Vec<Pending>,
+    /// Publishes whose frames are queued, in emit order.
+    pending: Vec<Emit>,
     closed: bool,
 }
+
+/// An emitted message on its way: being written, or waiting for its confirm.
+enum Emit {
+    Writing(Pin<Box<dyn Future<Output = Result<Pending, Error>> + Send>>),
+    Written(Pending),
+}
+
+/// Emits whose writes may be outstanding before `emit` waits for some.
+const MAX_WRITING: usize = 1024;
 
 /// The stage a context belongs to.
 #[derive(Debug)]
@@ -41,6 +56,22 @@ pub(crate) struct StageInfo {
     pub pipeline: String,
     pub name: String,
     pub outputs: Vec<String>,
+    /// The queue of each output, in the same order.
+    pub output_queues: Vec<String>,
+}
+
+impl StageInfo {
+    pub fn new(pipeline: &str, name: &str, outputs: &[String]) -> StageInfo {
+        StageInfo {
+            pipeline: pipeline.to_string(),
+            name: name.to_string(),
+            outputs: outputs.to_vec(),
+            output_queues: outputs
+                .iter()
+                .map(|o| names::stage_queue(pipeline, o))
+                .collect(),
+        }
+    }
 }
 
 /// Where emitted messages go.
@@ -115,7 +146,7 @@ impl Context {
                 self.stage()
             )));
         }
-        self.send(outputs, message).await
+        self.send(0..outputs.len(), message).await
     }
 
     /// Emits `message` to one output, `stage`, which must be among the
@@ -126,19 +157,20 @@ impl Context {
         message: &M,
     ) -> Result<(), Error> {
         let outputs = &self.inner.stage.outputs;
-        let Some(output) = outputs.iter().find(|o| *o == stage) else {
+        let Some(index) = outputs.iter().position(|o| o == stage) else {
             return Err(Error::Setup(format!(
                 "stage `{}` cannot emit to `{stage}`: its outputs are [{}]",
                 self.stage(),
                 outputs.join(", ")
             )));
         };
-        self.send(std::slice::from_ref(output), message).await
+        self.send(index..index + 1, message).await
     }
 
+    /// Sends to the outputs at `indexes`.
     async fn send<M: Serialize + ?Sized>(
         &self,
-        stages: &[String],
+        indexes: std::ops::Range<usize>,
         message: &M,
     ) -> Result<(), Error> {
         let body = serde_json::to_vec(message)?;
@@ -155,29 +187,47 @@ impl Context {
         let id = message::child_id(&self.inner.id, n);
         match &self.inner.outlet {
             Outlet::Broker(publisher) => {
-                for stage in stages {
-                    let pending = publisher
-                        .publish(
-                            &self.inner.stage.pipeline,
-                            stage,
-                            &body,
-                            message::new_properties(&id),
-                        )
-                        .await?;
-                    self.inner
-                        .emits
-                        .lock()
-                        .expect("emit state")
-                        .pending
-                        .push(pending);
+                let last = indexes.end.saturating_sub(1);
+                let mut body = Some(body);
+                for index in indexes {
+                    // The last output takes the body; the others a copy.
+                    let payload = if index == last {
+                        body.take().unwrap_or_default()
+                    } else {
+                        body.clone().unwrap_or_default()
+                    };
+                    // Polled once here, the publish queues its frames now;
+                    // its write and confirm are awaited when the handler ends.
+                    // Straight to the stage queue (the default exchange), which
+                    // spares the broker a lookup in the pipeline exchange.
+                    let mut writing = Box::pin(publisher.publish_owned(
+                        String::new(),
+                        self.inner.stage.output_queues[index].clone(),
+                        payload,
+                        message::new_properties(&id),
+                    ));
+                    let emit = match writing.as_mut().poll(&mut std::task::Context::from_waker(
+                        futures_util::task::noop_waker_ref(),
+                    )) {
+                        Poll::Ready(written) => Emit::Written(written?),
+                        Poll::Pending => Emit::Writing(writing),
+                    };
+                    let backlog = {
+                        let mut emits = self.inner.emits.lock().expect("emit state");
+                        emits.pending.push(emit);
+                        emits.pending.len() >= MAX_WRITING
+                    };
+                    if backlog {
+                        self.settle_writes().await?;
+                    }
                 }
             }
             Outlet::Memory(sink) => {
                 let body: serde_json::Value = serde_json::from_slice(&body)?;
                 let mut sink = sink.lock().expect("emitted");
-                for stage in stages {
+                for index in indexes {
                     sink.push(Emitted {
-                        stage: stage.clone(),
+                        stage: self.inner.stage.outputs[index].clone(),
                         id: id.clone(),
                         body: body.clone(),
                     });
@@ -187,10 +237,33 @@ impl Context {
         Ok(())
     }
 
+    /// Waits until every queued publish is written (a handler emitting very
+    /// many messages waits here now and then).
+    async fn settle_writes(&self) -> Result<(), Error> {
+        let queued = std::mem::take(&mut self.inner.emits.lock().expect("emit state").pending);
+        let mut written = Vec::with_capacity(queued.len());
+        for emit in queued {
+            written.push(Emit::Written(match emit {
+                Emit::Writing(writing) => writing.await?,
+                Emit::Written(pending) => pending,
+            }));
+        }
+        let mut emits = self.inner.emits.lock().expect("emit state");
+        written.append(&mut emits.pending);
+        emits.pending = written;
+        Ok(())
+    }
+
     /// Ends emitting and waits for every emitted message's confirm.
     pub(crate) async fn confirm_emits(&self) -> Result<(), String> {
-        for confirm in self.close_emits() {
-            confirm
+        for emit in self.close_emits() {
+            let pending = match emit {
+                Emit::Writing(writing) => writing
+                    .await
+                    .map_err(|e| format!("an emitted message was not sent: {e}"))?,
+                Emit::Written(pending) => pending,
+            };
+            pending
                 .confirmed()
                 .await
                 .map_err(|reason| format!("an emitted message was not confirmed: {reason}"))?;
@@ -199,10 +272,16 @@ impl Context {
     }
 
     /// Ends emitting: later emits fail. Returns the unconfirmed emits.
-    pub(crate) fn close_emits(&self) -> Vec<Pending> {
+    fn close_emits(&self) -> Vec<Emit> {
         let mut emits = self.inner.emits.lock().expect("emit state");
         emits.closed = true;
         std::mem::take(&mut emits.pending)
+    }
+
+    /// Ends emitting after a failure: later emits fail, and what was
+    /// emitted is not waited for.
+    pub(crate) fn abandon_emits(&self) {
+        drop(self.close_emits());
     }
 
     /// Tells the handler to stop.

@@ -41,11 +41,7 @@ pub(crate) struct StageRuntime {
 impl StageRuntime {
     pub fn new(pipeline: &str, stage: Stage, handler: Arc<dyn Handler>) -> StageRuntime {
         StageRuntime {
-            info: Arc::new(StageInfo {
-                pipeline: pipeline.to_string(),
-                name: stage.name.clone(),
-                outputs: stage.outputs.clone(),
-            }),
+            info: Arc::new(StageInfo::new(pipeline, &stage.name, &stage.outputs)),
             queue: names::stage_queue(pipeline, &stage.name),
             dead_queue: names::dead_queue(pipeline, &stage.name),
             limiter: stage.rate_limit.map(|limit| Arc::new(Limiter::new(limit))),

@@ -112,7 +112,7 @@ pub(crate) async fn invoke(
             ))),
         },
         Err(failure) => {
-            ctx.close_emits();
+            ctx.abandon_emits();
             Err(failure)
         }
     })

@@ -23,12 +23,17 @@ use std::{
     fs::{File, OpenOptions},
     io::{BufRead, BufReader, Read, Seek, SeekFrom, Write},
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
+use serde::de::IgnoredAny;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tracing::info;
-use warren::{Context, Failure, Outcome};
+use warren::{
+    Context, Failure, Outcome,
+    worker::{Handler, HandlerFuture},
+};
 
 /// Most messages written in one batch.
 const MAX_BATCH: usize = 2048;
@@ -58,24 +63,41 @@ impl Sink {
         Ok(Sink { queue })
     }
 
-    /// Writes one message (or nothing, if its id was written before) and
+    /// Writes one line (or nothing, if the id was written before) and
     /// returns once it is on disk.
-    pub async fn write(&self, message: Value, ctx: Context) -> Outcome {
-        let mut line = serde_json::to_vec(&message)?;
-        line.push(b'\n');
+    async fn write_line(&self, id: String, line: Vec<u8>) -> Outcome {
         let (done, written) = oneshot::channel();
         self.queue
-            .send(Pending {
-                id: ctx.id().to_string(),
-                line,
-                done,
-            })
+            .send(Pending { id, line, done })
             .map_err(|_| Failure::retry("the sink writer stopped"))?;
         match written.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(Failure::retry(error)),
             Err(_) => Err(Failure::retry("the sink writer stopped")),
         }
+    }
+}
+
+/// The sink as a handler of raw bodies: a body that is JSON on one line is
+/// written as it is; one spread over several lines is written compact. No
+/// document tree is built for the common case.
+pub struct SinkHandler(pub Arc<Sink>);
+
+impl Handler for SinkHandler {
+    fn start(&self, body: &[u8], ctx: Context) -> Result<HandlerFuture, String> {
+        let mut line = if body.iter().any(|b| *b == b'\n' || *b == b'\r') {
+            let value: Value =
+                serde_json::from_slice(body).map_err(|e| format!("body is not valid JSON: {e}"))?;
+            serde_json::to_vec(&value).map_err(|e| e.to_string())?
+        } else {
+            serde_json::from_slice::<IgnoredAny>(body)
+                .map_err(|e| format!("body is not valid JSON: {e}"))?;
+            body.to_vec()
+        };
+        line.push(b'\n');
+        let sink = self.0.clone();
+        let id = ctx.id().to_string();
+        Ok(Box::pin(async move { sink.write_line(id, line).await }))
     }
 }
 
@@ -315,7 +337,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("results.jsonl");
         let first = Files::open(&path).unwrap();
-        let opened = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let opened = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = opened.clone();
         let second_path = path;
         let second = std::thread::spawn(move || {

@@ -7,7 +7,10 @@ use anyhow::{Result, bail};
 use serde_json::Value;
 use warren::{Context, StageKind, Worker, worker};
 
-use crate::builtin::{http::HttpStage, sink::Sink};
+use crate::builtin::{
+    http::HttpStage,
+    sink::{Sink, SinkHandler},
+};
 
 /// Serves stage `stage` until SIGTERM or SIGINT.
 pub async fn run(file: &Path, stage: &str) -> Result<()> {
@@ -32,14 +35,9 @@ pub async fn run(file: &Path, stage: &str) -> Result<()> {
             })
         }
         StageKind::Sink(spec) => {
-            let sink = Arc::new(
-                Sink::open(&spec.path)
-                    .map_err(|e| warren::Error::Setup(format!("stage `{stage}`: {e}")))?,
-            );
-            Worker::new().stage(stage, move |message: Value, ctx: Context| {
-                let sink = sink.clone();
-                async move { sink.write(message, ctx).await }
-            })
+            let sink = Sink::open(&spec.path)
+                .map_err(|e| warren::Error::Setup(format!("stage `{stage}`: {e}")))?;
+            Worker::new().handler(stage, Arc::new(SinkHandler(Arc::new(sink))))
         }
         StageKind::Command(command) => bail!(crate::exit::Usage(format!(
             "stage `{stage}` runs its own program ({}); `warren worker` runs built-in stages only",

@@ -1,0 +1,325 @@
+//! fanout3 on a bare lapin client, in one process: the limit warren is
+//! measured against. Same guarantees as warren: persistent messages,
+//! publisher confirms awaited before the ack of what caused them, acks
+//! batched with `multiple`, and a sink that writes each id once and fsyncs
+//! (data, then ids) before acking.
+
+use std::{
+    collections::HashSet,
+    fs::{File, OpenOptions},
+    io::Write,
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use futures_util::{StreamExt, stream::FuturesOrdered};
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties,
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+        ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+    },
+    types::{AMQPValue, FieldTable},
+};
+use sha2::{Digest, Sha256};
+
+use crate::Fanout;
+
+/// Queue names of the bare run.
+fn queue(kind: &str, stage: &str) -> String {
+    format!("bench_bare_{kind}.{stage}")
+}
+
+async fn declare(channel: &Channel, kind: &str) {
+    for stage in ["expand", "work", "sink"] {
+        let name = queue(kind, stage);
+        let _ = channel
+            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+            .await;
+        let mut args = FieldTable::default();
+        args.insert("x-queue-type".into(), AMQPValue::LongString(kind.into()));
+        channel
+            .queue_declare(
+                name.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                args,
+            )
+            .await
+            .unwrap();
+        let exchange = format!("bench_bare_{kind}");
+        channel
+            .exchange_declare(
+                exchange.as_str().into(),
+                lapin::ExchangeKind::Direct,
+                lapin::options::ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        channel
+            .queue_bind(
+                name.as_str().into(),
+                exchange.as_str().into(),
+                stage.into(),
+                Default::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+fn persistent(id: String) -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_message_id(id.into())
+}
+
+/// Runs fanout3 with queues of `kind` (`quorum` or `classic`); returns the
+/// seconds from the start of consuming to the last line in the sink.
+pub async fn run(url: &str, kind: &str, fanout: &Fanout, sink_path: &Path, prefetch: u16) -> f64 {
+    let conn = Connection::connect(url, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let setup = conn.create_channel().await.unwrap();
+    declare(&setup, kind).await;
+    // Seeds first: a backlog, as for every system measured.
+    setup
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for i in 0..fanout.n {
+        let body =
+            serde_json::to_vec(&serde_json::json!({"id": i, "body": "x".repeat(64)})).unwrap();
+        setup
+            .basic_publish(
+                "".into(),
+                queue(kind, "expand").as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                persistent(format!("s{i}")),
+            )
+            .await
+            .unwrap();
+    }
+    setup.wait_for_confirms().await.unwrap();
+
+    let written = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let f = fanout.f;
+    let expand = tokio::spawn(stage(
+        conn.create_channel().await.unwrap(),
+        conn.create_channel().await.unwrap(),
+        queue(kind, "expand"),
+        queue(kind, "work"),
+        prefetch,
+        move |body: &[u8], id: &str| {
+            let seed: serde_json::Value = serde_json::from_slice(body).unwrap();
+            (0..f)
+                .map(|part| {
+                    let out =
+                        serde_json::json!({"id": seed["id"], "part": part, "body": seed["body"]});
+                    (serde_json::to_vec(&out).unwrap(), format!("{id}.{part}"))
+                })
+                .collect()
+        },
+    ));
+    let work = tokio::spawn(stage(
+        conn.create_channel().await.unwrap(),
+        conn.create_channel().await.unwrap(),
+        queue(kind, "work"),
+        queue(kind, "sink"),
+        prefetch,
+        |body: &[u8], id: &str| {
+            let part: serde_json::Value = serde_json::from_slice(body).unwrap();
+            let digest = format!("{:x}", Sha256::digest(serde_json::to_vec(&part).unwrap()));
+            let out = serde_json::json!({"id": part["id"], "part": part["part"], "digest": digest});
+            vec![(serde_json::to_vec(&out).unwrap(), format!("{id}.0"))]
+        },
+    ));
+    let sink = tokio::spawn(sink(
+        conn.create_channel().await.unwrap(),
+        queue(kind, "sink"),
+        sink_path.to_path_buf(),
+        prefetch,
+        written.clone(),
+    ));
+    let want = fanout.n * fanout.f;
+    while written.load(Ordering::Relaxed) < want {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    expand.abort();
+    work.abort();
+    sink.abort();
+    for stage in ["expand", "work", "sink"] {
+        let _ = setup
+            .queue_delete(
+                queue(kind, stage).as_str().into(),
+                QueueDeleteOptions::default(),
+            )
+            .await;
+    }
+    let _ = conn.close(200, "done".into()).await;
+    seconds
+}
+
+/// A stage that emits: each delivery's outputs are published, and the
+/// delivery is acked (in order, `multiple`) once they are all confirmed.
+async fn stage(
+    consume: Channel,
+    publish: Channel,
+    from: String,
+    to: String,
+    prefetch: u16,
+    handle: impl Fn(&[u8], &str) -> Vec<(Vec<u8>, String)>,
+) {
+    publish
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    consume
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let mut consumer = consume
+        .basic_consume(
+            from.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut pending = FuturesOrdered::new();
+    let mut acked_to = 0u64;
+    loop {
+        tokio::select! {
+            Some(Ok(delivery)) = consumer.next(), if pending.len() < prefetch as usize => {
+                let id = delivery.properties.message_id().as_ref().map(|s| s.to_string()).unwrap_or_default();
+                let outputs = handle(&delivery.data, &id);
+                let tag = delivery.delivery_tag;
+                let publish = publish.clone();
+                let to = to.clone();
+                // Not awaited here: the frames are queued when the pipeline
+                // polls this, and the loop goes on consuming.
+                pending.push_back(async move {
+                    let like_warren = std::env::var_os("BARE_LIKE_WARREN").is_some();
+                    let sends = outputs.iter().map(|(body, child)| {
+                        if like_warren {
+                            let mut headers = FieldTable::default();
+                            headers.insert("x-warren-attempt".into(), AMQPValue::LongLongInt(1));
+                            let props = persistent(child.clone()).with_headers(headers).with_timestamp(1);
+                            let (exchange, key) = if std::env::var_os("BARE_DEFAULT_EXCHANGE").is_some() { ("", to.as_str()) } else { to.split_once('.').unwrap() };
+                            publish.basic_publish(exchange.into(), key.into(), BasicPublishOptions { mandatory: true, ..Default::default() }, body, props)
+                        } else {
+                            publish.basic_publish("".into(), to.as_str().into(), BasicPublishOptions::default(), body, persistent(child.clone()))
+                        }
+                    });
+                    for confirm in futures_util::future::join_all(sends).await {
+                        assert!(confirm.unwrap().await.unwrap().is_ack());
+                    }
+                    tag
+                });
+            }
+            Some(tag) = pending.next() => {
+                // In order: ack the prefix whenever the pipeline runs dry or
+                // every 64 deliveries.
+                if pending.is_empty() || tag - acked_to >= 64 {
+                    consume.basic_ack(tag, BasicAckOptions { multiple: true }).await.unwrap();
+                    acked_to = tag;
+                }
+            }
+        }
+    }
+}
+
+/// The sink: batches of lines written by a thread of their own (data,
+/// fsync, ids, fsync), each batch acked (`multiple`) once on disk; the next
+/// batch gathers while the previous one is synced.
+async fn sink(
+    consume: Channel,
+    from: String,
+    path: std::path::PathBuf,
+    prefetch: u16,
+    written: Arc<AtomicU64>,
+) {
+    consume
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let mut consumer = consume
+        .basic_consume(
+            from.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let (to_writer, mut batches) =
+        tokio::sync::mpsc::unbounded_channel::<Vec<(u64, String, Vec<u8>)>>();
+    let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
+    std::thread::spawn(move || {
+        let mut data = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .unwrap();
+        let mut ids: File = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path.with_extension("ids"))
+            .unwrap();
+        let mut seen = HashSet::new();
+        let fsync = std::env::var_os("BARE_NO_FSYNC").is_none();
+        while let Some(mut batch) = batches.blocking_recv() {
+            while let Ok(more) = batches.try_recv() {
+                batch.extend(more);
+            }
+            let (mut lines, mut id_lines) = (Vec::new(), Vec::new());
+            for (_, id, body) in &batch {
+                if seen.insert(id.clone()) {
+                    let value: serde_json::Value = serde_json::from_slice(body).unwrap();
+                    serde_json::to_writer(&mut lines, &value).unwrap();
+                    lines.push(b'\n');
+                    id_lines.extend_from_slice(id.as_bytes());
+                    id_lines.push(b'\n');
+                }
+            }
+            data.write_all(&lines).unwrap();
+            if fsync {
+                data.sync_data().unwrap();
+            }
+            ids.write_all(&id_lines).unwrap();
+            if fsync {
+                ids.sync_data().unwrap();
+            }
+            let last = batch.iter().map(|(tag, _, _)| *tag).max().unwrap();
+            let _ = done_tx.send((last, batch.len() as u64));
+        }
+    });
+    loop {
+        tokio::select! {
+            Some(Ok(delivery)) = consumer.next() => {
+                let id = delivery.properties.message_id().as_ref().map(|s| s.to_string()).unwrap_or_default();
+                let _ = to_writer.send(vec![(delivery.delivery_tag, id, delivery.data)]);
+            }
+            Some((last, count)) = done.recv() => {
+                consume.basic_ack(last, BasicAckOptions { multiple: true }).await.unwrap();
+                written.fetch_add(count, Ordering::Relaxed);
+            }
+        }
+    }
+}
