@@ -19,15 +19,6 @@ use warren::{Context, Producer, Worker};
 /// One test at a time: they disturb the whole broker.
 static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn rabbitmqctl(args: &[&str]) {
-    let status = Command::new("rabbitmqctl")
-        .args(args)
-        .stdout(Stdio::null())
-        .status()
-        .expect("rabbitmqctl");
-    assert!(status.success(), "rabbitmqctl {args:?}");
-}
-
 const PIPELINE: &str = "
 pipeline: {name}
 defaults:

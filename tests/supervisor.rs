@@ -6,7 +6,6 @@ mod common;
 
 use std::{
     collections::HashMap,
-    path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -62,28 +61,6 @@ fn worker_pids(status: &Value, name: &str) -> Vec<u64> {
         .collect();
     pids.sort();
     pids
-}
-
-/// Processes whose environment names this pipeline file (the workers).
-fn processes_of(file: &Path) -> Vec<u32> {
-    let wanted = format!(
-        "WARREN_PIPELINE={}",
-        std::fs::canonicalize(file).unwrap().display()
-    );
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if let Ok(environ) = std::fs::read(entry.path().join("environ"))
-            && environ
-                .split(|b| *b == 0)
-                .any(|var| var == wanted.as_bytes())
-        {
-            found.push(pid);
-        }
-    }
-    found
 }
 
 fn read_log(file: &PipelineFile, log: &str) -> String {

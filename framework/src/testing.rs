@@ -142,6 +142,7 @@ impl Harness {
         );
         let disposition = match invoke(&*self.handler, body, ctx, self.timeout).await {
             Invocation::Undecodable(reason) => Disposition::Dead { reason },
+            Invocation::Panicked(failure) => decide(Err(failure), self.attempt, &self.retry),
             Invocation::Finished(outcome) => decide(outcome, self.attempt, &self.retry),
         };
         let emitted = std::mem::take(&mut *emitted.lock().expect("emitted"));

@@ -368,3 +368,35 @@ impl Drop for ChildGuard {
         let _ = self.0.wait();
     }
 }
+
+/// Processes whose environment names this pipeline file (the workers).
+pub fn processes_of(file: &Path) -> Vec<u32> {
+    let wanted = format!(
+        "WARREN_PIPELINE={}",
+        std::fs::canonicalize(file).unwrap().display()
+    );
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(environ) = std::fs::read(entry.path().join("environ"))
+            && environ
+                .split(|b| *b == 0)
+                .any(|var| var == wanted.as_bytes())
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Runs `rabbitmqctl` with `args`; panics if it fails.
+pub fn rabbitmqctl(args: &[&str]) {
+    let status = Command::new("rabbitmqctl")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("rabbitmqctl");
+    assert!(status.success(), "rabbitmqctl {args:?}");
+}

@@ -1,9 +1,11 @@
 //! The circuit breaker of a stage: when calls fail at a high rate (the API
 //! it calls is down), the stage stops consuming instead of burning through
 //! retries; it probes with one message after a pause, and resumes when the
-//! probe succeeds. Messages wait in the queue meanwhile, and failures while
-//! the breaker is not closed go back to the queue without counting as an
-//! attempt, so an outage dead-letters nothing.
+//! probe succeeds. Messages wait in the queue meanwhile, and the failures
+//! that open the breaker or come while it is open go back to the queue
+//! without counting as an attempt, so an outage dead-letters nothing. A
+//! failed probe does count for its message: when only poison is left in a
+//! queue, it still moves towards the dead-letter queue, one probe at a time.
 
 use std::{
     collections::VecDeque,
@@ -140,14 +142,17 @@ impl Core {
         }
     }
 
-    /// True unless closed: failures then go back to the queue uncounted.
+    /// True unless closed.
+    #[cfg(test)]
     pub fn tripped(&self) -> bool {
         self.mode != Mode::Closed
     }
 
-    /// Records one call's outcome; returns the new gate when it changed
-    /// (for the log).
-    pub fn record(&mut self, now: Instant, ok: bool) -> Option<Gate> {
+    /// Records one call's outcome: the new gate when it changed (for the
+    /// log), and whether a failure is excused (goes back to the queue, its
+    /// attempt not counted): the failure that opened the breaker and late
+    /// ones while it is open are; a failed probe is not.
+    pub fn record(&mut self, now: Instant, ok: bool) -> (Option<Gate>, bool) {
         match self.mode {
             Mode::Closed => {
                 self.count(now, ok);
@@ -155,23 +160,23 @@ impl Core {
                     && self.failures as f64 >= self.rules.failure_rate * self.calls as f64
                 {
                     self.open(now);
-                    return Some(Gate::Open(self.pause));
+                    return (Some(Gate::Open(self.pause)), !ok);
                 }
-                None
+                (None, false)
             }
             Mode::HalfOpen if ok => {
                 self.mode = Mode::Closed;
                 self.pause = self.rules.first_pause;
                 self.forget();
-                Some(Gate::Closed)
+                (Some(Gate::Closed), false)
             }
             Mode::HalfOpen => {
                 self.pause = (self.pause * 2).min(self.rules.max_pause);
                 self.open(now);
-                Some(Gate::Open(self.pause))
+                (Some(Gate::Open(self.pause)), false)
             }
             // Late outcomes of calls started before it opened.
-            Mode::Open { .. } => None,
+            Mode::Open { .. } => (None, !ok),
         }
     }
 
@@ -202,13 +207,10 @@ impl Breaker {
         self.core.lock().expect("breaker").gate(Instant::now())
     }
 
-    pub fn tripped(&self) -> bool {
-        self.core.lock().expect("breaker").tripped()
-    }
-
-    /// Records an outcome and logs each change of state once.
-    pub fn record(&self, ok: bool) {
-        let changed = self
+    /// Records an outcome and logs each change of state once; true when a
+    /// failure is excused (see [`Core::record`]).
+    pub fn record(&self, ok: bool) -> bool {
+        let (changed, excused) = self
             .core
             .lock()
             .expect("breaker")
@@ -222,6 +224,7 @@ impl Breaker {
             Some(Gate::Closed) => info!(stage = %self.stage, "calls succeed again: consuming"),
             _ => {}
         }
+        excused
     }
 }
 
@@ -238,7 +241,7 @@ mod tests {
         let start = Instant::now();
         let mut core = Core::new(Rules::default());
         for i in 0..100 {
-            assert_eq!(core.record(at(start, i * 10), i % 20 != 0), None);
+            assert_eq!(core.record(at(start, i * 10), i % 20 != 0), (None, false));
         }
         assert_eq!(core.gate(at(start, 1_000)), Gate::Closed);
     }
@@ -249,13 +252,16 @@ mod tests {
         let mut core = Core::new(Rules::default());
         let mut opened = None;
         for i in 0..10 {
-            opened = core.record(at(start, i * 10), i % 3 == 0);
+            opened = core.record(at(start, i * 10), i % 3 == 0).0;
         }
         assert_eq!(opened, Some(Gate::Open(Duration::from_secs(2))));
         assert!(core.tripped());
         assert!(matches!(core.gate(at(start, 1_000)), Gate::Open(_)));
         assert_eq!(core.gate(at(start, 2_200)), Gate::Probe);
-        assert_eq!(core.record(at(start, 2_300), true), Some(Gate::Closed));
+        assert_eq!(
+            core.record(at(start, 2_300), true),
+            (Some(Gate::Closed), false)
+        );
         assert_eq!(core.gate(at(start, 2_400)), Gate::Closed);
         assert!(!core.tripped());
     }
@@ -273,7 +279,7 @@ mod tests {
             now += 100_000;
             assert_eq!(core.gate(at(start, now)), Gate::Probe);
             match core.record(at(start, now), false) {
-                Some(Gate::Open(pause)) => pauses.push(pause.as_secs()),
+                (Some(Gate::Open(pause)), false) => pauses.push(pause.as_secs()),
                 other => panic!("{other:?}"),
             }
         }
@@ -288,7 +294,29 @@ mod tests {
             core.record(at(start, i), false);
         }
         // 30 s later, one more failure: the old ones no longer count.
-        assert_eq!(core.record(at(start, 30_000), false), None);
+        assert_eq!(core.record(at(start, 30_000), false), (None, false));
         assert_eq!(core.gate(at(start, 30_001)), Gate::Closed);
+    }
+
+    #[test]
+    fn failures_while_open_are_excused_but_a_failed_probe_counts() {
+        let start = Instant::now();
+        let mut core = Core::new(Rules::default());
+        let excused: Vec<bool> = (0..10)
+            .map(|i| core.record(at(start, i), false).1)
+            .collect();
+        assert_eq!(
+            excused.iter().filter(|e| **e).count(),
+            1,
+            "the one that opened it"
+        );
+        assert!(excused[9]);
+        assert!(core.record(at(start, 20), false).1, "late, while open");
+        assert!(
+            !core.record(at(start, 21), true).1,
+            "a success is never excused"
+        );
+        assert_eq!(core.gate(at(start, 3_000)), Gate::Probe);
+        assert!(!core.record(at(start, 3_100), false).1, "the probe counts");
     }
 }

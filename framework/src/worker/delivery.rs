@@ -100,14 +100,12 @@ impl StageRuntime {
             .await
         {
             Invocation::Undecodable(reason) => Disposition::Dead { reason },
+            Invocation::Panicked(failure) => decide(Err(failure), attempt, &self.stage.retry),
             Invocation::Finished(outcome) => {
                 // Successes and retryable failures tell the breaker whether
                 // the calls work; a message that can never succeed does not.
                 let call_failed = matches!(&outcome, Err(f) if f.action() != Action::DeadLetter);
-                if call_failed || outcome.is_ok() {
-                    self.breaker.record(outcome.is_ok());
-                }
-                if call_failed && self.breaker.tripped() {
+                if (call_failed || outcome.is_ok()) && self.breaker.record(outcome.is_ok()) {
                     // The calls fail for every message (an outage): this one
                     // goes back to the queue, its attempt not counted.
                     return Ok(Settle::Requeue);

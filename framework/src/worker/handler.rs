@@ -58,13 +58,15 @@ where
 /// The dead-letter reason for a body that does not decode.
 pub(crate) fn decode_error<T>(error: &serde_json::Error) -> String {
     use serde_json::error::Category;
+    // serde quotes unknown field and variant names from the body verbatim.
+    let text = crate::message::one_line(&error.to_string(), 1000);
     match error.classify() {
         Category::Data => {
             let full = std::any::type_name::<T>();
             let short = full.rsplit("::").next().unwrap_or(full);
-            format!("body does not fit {short}: {error}")
+            format!("body does not fit {short}: {text}")
         }
-        _ => format!("body is not valid JSON: {error}"),
+        _ => format!("body is not valid JSON: {text}"),
     }
 }
 
@@ -73,6 +75,9 @@ pub(crate) fn decode_error<T>(error: &serde_json::Error) -> String {
 pub(crate) enum Invocation {
     /// The body did not decode: dead-letter at once.
     Undecodable(String),
+    /// The handler panicked: a bug met on this message, retried like any
+    /// failure, but no sign that what the stage calls is down.
+    Panicked(Failure),
     /// The handler ran (success only if every emitted message was confirmed).
     Finished(Outcome),
 }
@@ -89,12 +94,15 @@ pub(crate) async fn invoke(
     let future = match started {
         Ok(Ok(future)) => future,
         Ok(Err(reason)) => return Invocation::Undecodable(reason),
-        Err(panic) => return Invocation::Finished(Err(Failure::retry(panicked(&*panic)))),
+        Err(panic) => return Invocation::Panicked(Failure::retry(panicked(&*panic))),
     };
     let outcome = match tokio::time::timeout(timeout, AssertUnwindSafe(future).catch_unwind()).await
     {
         Ok(Ok(outcome)) => outcome,
-        Ok(Err(panic)) => Err(Failure::retry(panicked(&*panic))),
+        Ok(Err(panic)) => {
+            ctx.abandon_emits();
+            return Invocation::Panicked(Failure::retry(panicked(&*panic)));
+        }
         Err(_) => {
             ctx.cancel();
             Err(Failure::retry(format!(
@@ -125,4 +133,49 @@ fn panicked(panic: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a non-text panic".into());
     format!("handler panicked: {text}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[allow(dead_code)]
+    #[derive(Debug, serde::Deserialize)]
+    struct Order {
+        address: Address,
+        kind: Kind,
+    }
+
+    #[allow(dead_code)]
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Address {
+        street: String,
+    }
+
+    #[allow(dead_code)]
+    #[derive(Debug, serde::Deserialize)]
+    enum Kind {
+        Standard,
+    }
+
+    /// Found by `fuzz/` (target `message_body`): serde quotes unknown field
+    /// and variant names from the body verbatim, control characters and all.
+    #[test]
+    fn decode_errors_stay_on_one_line_whatever_the_body_names() {
+        let bodies: [&[u8]; 3] = [
+            b"{\"address\":{\"\x7f\"",
+            br#"{"address": {"street": "s", "a\nb": 1}}"#,
+            br#"{"address": {"street": "s"}, "kind": "x\r\ny"}"#,
+        ];
+        for body in bodies {
+            let error = serde_json::from_slice::<Order>(body).unwrap_err();
+            let reason = decode_error::<Order>(&error);
+            assert!(
+                reason.starts_with("body does not fit Order: unknown "),
+                "{reason}"
+            );
+            assert!(!reason.chars().any(char::is_control), "{reason:?}");
+        }
+    }
 }

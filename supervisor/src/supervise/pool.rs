@@ -44,7 +44,10 @@ pub struct Pool {
 
 struct Slot {
     state: SlotState,
-    /// Exits in a row without a healthy run.
+    /// Exits in a row without a healthy run: one that lasted
+    /// `healthy_after`, or that finished a message (its start succeeded; a
+    /// worker killed later, by the OOM killer say, restarts after the first
+    /// pause, as supervisord's `startsecs` has it).
     quick_failures: u32,
     /// The worker's last report.
     counts: StageCounts,
@@ -320,6 +323,9 @@ impl Pool {
                 slot.state
                 && p == pid
             {
+                if counts.done > 0 {
+                    slot.quick_failures = 0;
+                }
                 slot.counts = counts;
                 return true;
             }

@@ -1,0 +1,245 @@
+//! The fault suite: pipelines under `warren supervise` while something
+//! breaks (workers killed, connections closed, the broker restarted, the
+//! supervisor killed, poison, a slow consumer, a full or unwritable sink
+//! disk). A checker compares what reached the sink with what was sent:
+//! nothing lost, nothing written twice, and exactly the planted poison
+//! dead-lettered. The scenarios disturb the whole broker, so they live in
+//! this test binary of their own and run one after another; the table is
+//! printed at the end:
+//!
+//! ```sh
+//! cargo test --test faults -- --nocapture             # every scenario
+//! WARREN_FAULTS=poison,kill cargo test --test faults   # some of them
+//! ```
+
+mod common;
+#[path = "faults/disk.rs"]
+mod disk;
+#[path = "faults/harness.rs"]
+mod harness;
+#[path = "faults/poison.rs"]
+mod poison;
+
+use std::time::Duration;
+
+use harness::*;
+
+/// The scenarios, in the order they run.
+const SCENARIOS: &[&str] = &[
+    "kill",
+    "close",
+    "restart",
+    "supervisor",
+    "poison",
+    "slow",
+    "disk",
+    "unwritable",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_lost_under_faults() {
+    let wanted: Option<Vec<String>> = std::env::var("WARREN_FAULTS")
+        .ok()
+        .map(|list| list.split(',').map(|s| s.trim().to_string()).collect());
+    let mut rows = Vec::new();
+    for &scenario in SCENARIOS {
+        if wanted
+            .as_ref()
+            .is_some_and(|w| !w.iter().any(|s| s == scenario))
+        {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        // A task of its own, so a panic in one scenario is a failed row.
+        let row = tokio::spawn(run(scenario))
+            .await
+            .unwrap_or_else(|panic| Row::failed(scenario, format!("panicked: {panic}")));
+        eprintln!(
+            "{scenario}: {} ({:.0}s)",
+            if row.ok() { "ok" } else { "FAILED" },
+            started.elapsed().as_secs_f64()
+        );
+        rows.push(row);
+    }
+    let table = table(&rows);
+    eprintln!("\n{table}");
+    let failed: Vec<&Row> = rows.iter().filter(|r| !r.ok()).collect();
+    assert!(
+        failed.is_empty(),
+        "{table}\n{}",
+        failed
+            .iter()
+            .map(|r| format!("{}: {}", r.scenario, r.problem))
+            .collect::<Vec<_>>()
+            .join("\n\n")
+    );
+}
+
+async fn run(scenario: &'static str) -> Row {
+    match scenario {
+        "kill" => kill_workers().await,
+        "close" => close_connections().await,
+        "restart" => restart_broker().await,
+        "supervisor" => kill_supervisor().await,
+        "poison" => poison::poison().await,
+        "slow" => poison::slow_consumer().await,
+        "disk" => disk::disk_full().await,
+        "unwritable" => disk::unwritable_sink().await,
+        other => Row::failed(other, "no such scenario".into()),
+    }
+}
+
+/// SIGKILL of a random worker every 1-2 s until the run is complete.
+async fn kill_workers() -> Row {
+    let mut run = fanout3("fkill", 2500, None).await;
+    let mut kills = 0;
+    let mut last_kill_at = 0;
+    let done = run
+        .until_done(Duration::from_secs(240), |elapsed| {
+            if elapsed.as_millis() as u64 >= next_kill_at(kills) {
+                let pids = common::processes_of(&run.file.path);
+                if let Some(pid) = pick(&pids) {
+                    signal(pid, "KILL");
+                    kills += 1;
+                    last_kill_at = run.progress();
+                }
+            }
+        })
+        .await;
+    let expected = run.expected.len();
+    let mut row = run
+        .finish(
+            "kill",
+            format!(
+                "SIGKILL a random worker every 1-2 s: {kills} kills, the last at {last_kill_at} of {expected} records"
+            ),
+            done,
+        )
+        .await;
+    if kills < 5 {
+        row.fail(format!("only {kills} kills: the run was too short"));
+    }
+    row
+}
+
+/// When the `n`th kill is due, in ms since the start: 1-2 s apart.
+fn next_kill_at(n: u32) -> u64 {
+    (0..n).map(|i| 1000 + u64::from(i * 379 % 1000)).sum()
+}
+
+/// `rabbitmqctl close_all_connections` three times during the run.
+async fn close_connections() -> Row {
+    let run = fanout3("fclose", 2500, None).await;
+    let mut closed_at = Vec::new();
+    let done = run
+        .until_done(Duration::from_secs(180), |elapsed| {
+            let next = Duration::from_millis(1000 + 1500 * closed_at.len() as u64);
+            if closed_at.len() < 3 && elapsed > next {
+                common::rabbitmqctl(&["close_all_connections", "fault suite"]);
+                closed_at.push(run.progress());
+            }
+        })
+        .await;
+    let expected = run.expected.len();
+    finish_with_faults(
+        run,
+        "close",
+        format!("rabbitmqctl close_all_connections at {closed_at:?} of {expected} records"),
+        done,
+        &closed_at,
+        3,
+    )
+    .await
+}
+
+/// Finishes a run whose `wanted` faults had to come before its end, at
+/// the progress given in `at`.
+async fn finish_with_faults(
+    mut run: Run,
+    scenario: &'static str,
+    fault: String,
+    done: bool,
+    at: &[usize],
+    wanted: usize,
+) -> Row {
+    let expected = run.expected.len();
+    let mut row = run.finish(scenario, fault, done).await;
+    if at.len() < wanted || at.iter().any(|p| *p >= expected) {
+        row.fail(format!(
+            "{wanted} faults were wanted during the run; they came at {at:?} of {expected}"
+        ));
+    }
+    row
+}
+
+/// `rabbitmqctl stop_app`, a pause, `start_app`, with quorum queues.
+async fn restart_broker() -> Row {
+    let run = fanout3("frestart", 2500, None).await;
+    let mut stopped_at = Vec::new();
+    let done = run
+        .until_done(Duration::from_secs(240), |elapsed| {
+            if stopped_at.is_empty() && elapsed > Duration::from_secs(2) {
+                let _up = BrokerUp;
+                common::rabbitmqctl(&["stop_app"]);
+                stopped_at.push(run.progress());
+                std::thread::sleep(Duration::from_secs(5));
+            }
+        })
+        .await;
+    let expected = run.expected.len();
+    finish_with_faults(
+        run,
+        "restart",
+        format!(
+            "rabbitmqctl stop_app at {stopped_at:?} of {expected} records, start_app 5 s later (quorum queues)"
+        ),
+        done,
+        &stopped_at,
+        1,
+    )
+    .await
+}
+
+/// SIGKILL of the supervisor: its workers stop (no orphans), and a new
+/// supervisor finishes the run.
+async fn kill_supervisor() -> Row {
+    let mut run = fanout3("fsuper", 2500, None).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = common::processes_of(&run.file.path);
+    let killed_at = run.progress();
+    run.supervisor.signal("KILL");
+    run.supervisor.wait();
+    let gone = common::eventually(Duration::from_secs(40), || async {
+        common::processes_of(&run.file.path).is_empty()
+    })
+    .await;
+    let orphans = common::processes_of(&run.file.path);
+    for pid in &orphans {
+        signal(*pid, "KILL");
+    }
+    run.restart_supervisor();
+    let done = run.until_done(Duration::from_secs(180), |_| {}).await;
+    let mut row = run
+        .finish(
+            "supervisor",
+            format!(
+                "SIGKILL the supervisor ({} workers) at {killed_at} of {} records, start it again: {} orphans",
+                before.len(),
+                run.expected.len(),
+                orphans.len()
+            ),
+            done,
+        )
+        .await;
+    if killed_at >= row.expected as usize {
+        row.fail(format!(
+            "the run was complete before the kill ({killed_at} records)"
+        ));
+    }
+    if before.is_empty() || !gone {
+        row.fail(format!(
+            "workers before the kill: {before:?}; still running 40 s after it: {orphans:?}"
+        ));
+    }
+    row
+}

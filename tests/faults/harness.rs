@@ -1,0 +1,372 @@
+//! The fault suite's harness: a pipeline under `warren supervise`, the
+//! checker that compares the sink with what was sent, and the table.
+
+use std::{
+    collections::HashSet,
+    path::PathBuf,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use lapin::{Connection, ConnectionProperties};
+use serde_json::Value;
+
+use crate::common::{self, ChildGuard, Cleanup, PipelineFile};
+
+/// One scenario's result: a line of the table.
+pub struct Row {
+    pub scenario: &'static str,
+    /// What was done to the run.
+    pub fault: String,
+    /// Messages sent into the pipeline.
+    pub sent: u64,
+    /// Records the sink should hold.
+    pub expected: u64,
+    /// Distinct records at the sink.
+    pub processed: u64,
+    /// Expected records missing from the sink.
+    pub lost: u64,
+    /// Lines at the sink beyond the distinct records.
+    pub duplicated: u64,
+    /// Messages in the dead-letter queues.
+    pub dead: u64,
+    /// Poison planted (the dead letters there must be).
+    pub planted: u64,
+    /// What else went wrong; empty when nothing did.
+    pub problem: String,
+}
+
+impl Row {
+    /// A scenario that could not run.
+    pub fn failed(scenario: &'static str, problem: String) -> Row {
+        Row {
+            scenario,
+            fault: "-".into(),
+            sent: 0,
+            expected: 0,
+            processed: 0,
+            lost: 0,
+            duplicated: 0,
+            dead: 0,
+            planted: 0,
+            problem,
+        }
+    }
+
+    /// Nothing lost, nothing twice, exactly the poison dead-lettered.
+    pub fn ok(&self) -> bool {
+        self.problem.is_empty()
+            && self.lost == 0
+            && self.duplicated == 0
+            && self.dead == self.planted
+            && self.processed == self.expected
+    }
+
+    /// Adds a problem.
+    pub fn fail(&mut self, problem: impl std::fmt::Display) {
+        if !self.problem.is_empty() {
+            self.problem.push('\n');
+        }
+        self.problem.push_str(&problem.to_string());
+    }
+}
+
+/// The table of results, as Markdown.
+pub fn table(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| scenario | fault | sent | expected at sink | at sink | lost | duplicated | dead-lettered | poison planted | result |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.scenario,
+            r.fault,
+            r.sent,
+            r.expected,
+            r.processed,
+            r.lost,
+            r.duplicated,
+            r.dead,
+            r.planted,
+            if r.ok() { "ok" } else { "FAILED" }
+        ));
+    }
+    out
+}
+
+/// What the sink holds: lines, and the distinct keys among them.
+pub struct SinkCount {
+    pub lines: u64,
+    pub keys: HashSet<String>,
+    /// Lines that are not JSON or have no key.
+    pub unreadable: u64,
+}
+
+/// Reads a sink file; `key` names the record a line stands for.
+pub fn read_sink(path: &std::path::Path, key: fn(&Value) -> Option<String>) -> SinkCount {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut count = SinkCount {
+        lines: 0,
+        keys: HashSet::new(),
+        unreadable: 0,
+    };
+    for line in text.lines() {
+        count.lines += 1;
+        match serde_json::from_str::<Value>(line)
+            .ok()
+            .as_ref()
+            .and_then(key)
+        {
+            Some(k) => {
+                count.keys.insert(k);
+            }
+            None => count.unreadable += 1,
+        }
+    }
+    count
+}
+
+/// A pipeline run under `warren supervise`, with a sink the checker reads.
+pub struct Run {
+    pub file: PipelineFile,
+    pub pipeline: warren::Pipeline,
+    pub supervisor: ChildGuard,
+    pub sink: PathBuf,
+    /// The keys the sink must end up with.
+    pub expected: HashSet<String>,
+    pub key: fn(&Value) -> Option<String>,
+    /// Messages sent.
+    pub sent: u64,
+    /// Poison sent (it must all be dead-lettered).
+    pub planted: u64,
+    _cleanup: Cleanup,
+}
+
+impl Run {
+    /// Declares the pipeline of `yaml` (`{name}` and `{sink}` filled in)
+    /// and starts a supervisor on it. The sink goes to `sink`, or to a file
+    /// in the run's directory.
+    pub async fn start(
+        prefix: &str,
+        yaml: &str,
+        sink: Option<PathBuf>,
+        key: fn(&Value) -> Option<String>,
+    ) -> Run {
+        let probe = PipelineFile::new(prefix, "");
+        let sink = sink.unwrap_or_else(|| probe.file("sink.jsonl"));
+        std::fs::write(
+            &probe.path,
+            yaml.replace("{name}", &probe.name)
+                .replace("{sink}", &sink.display().to_string()),
+        )
+        .unwrap();
+        let file = probe;
+        let cleanup = Cleanup::pipeline(&file.path, &[format!("{}.supervisors", file.name)]);
+        let pipeline = warren::config::load(&file.path).expect("a valid pipeline");
+        common::declare(&pipeline).await;
+        let supervisor = supervise(&file);
+        Run {
+            file,
+            pipeline,
+            supervisor,
+            sink,
+            expected: HashSet::new(),
+            key,
+            sent: 0,
+            planted: 0,
+            _cleanup: cleanup,
+        }
+    }
+
+    /// Distinct records at the sink now.
+    pub fn progress(&self) -> usize {
+        read_sink(&self.sink, self.key).keys.len()
+    }
+
+    /// Starts another supervisor (after the first was killed).
+    pub fn restart_supervisor(&mut self) {
+        self.supervisor = supervise(&self.file);
+    }
+
+    /// Messages in the dead-letter queues, or `None` if the broker is away.
+    pub async fn dead(&self) -> Option<u64> {
+        let conn = Connection::connect(&common::amqp_url(), ConnectionProperties::default())
+            .await
+            .ok()?;
+        let mut total = 0;
+        for stage in &self.pipeline.stages {
+            let queue = format!("{}.{}.dead", self.pipeline.name, stage.name);
+            total += u64::from(common::queue_state(&conn, &queue).await?.0);
+        }
+        let _ = conn.close(200, "".into()).await;
+        Some(total)
+    }
+
+    /// Calls `fault` with the time since the start about every 250 ms until
+    /// the sink holds every expected record and the poison is dead-lettered,
+    /// or `limit` passes. True when the run completed.
+    pub async fn until_done(&self, limit: Duration, mut fault: impl FnMut(Duration)) -> bool {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            fault(started.elapsed());
+            let count = read_sink(&self.sink, self.key);
+            if count.keys.len() >= self.expected.len() && self.dead().await == Some(self.planted) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        false
+    }
+
+    /// Stops the supervisor (it drains its workers) and checks the sink.
+    pub async fn finish(&mut self, scenario: &'static str, fault: String, done: bool) -> Row {
+        self.supervisor.signal("TERM");
+        let stopped = self.supervisor.wait();
+        let count = read_sink(&self.sink, self.key);
+        let dead = self.dead().await.unwrap_or(u64::MAX);
+        let mut row = Row {
+            scenario,
+            fault,
+            sent: self.sent,
+            expected: self.expected.len() as u64,
+            processed: count.keys.intersection(&self.expected).count() as u64,
+            lost: self.expected.difference(&count.keys).count() as u64,
+            duplicated: count.lines - count.keys.len() as u64,
+            dead,
+            planted: self.planted,
+            problem: String::new(),
+        };
+        if count.unreadable > 0 {
+            row.fail(format!("{} unreadable lines at the sink", count.unreadable));
+        }
+        if !done {
+            row.fail("the run did not complete in time");
+        }
+        if !stopped.success() {
+            row.fail(format!("the supervisor ended with {stopped}"));
+        }
+        if !row.problem.is_empty() || row.lost > 0 || row.dead != row.planted {
+            row.fail(format!("supervisor log (end):\n{}", self.log_tail(40)));
+        }
+        row
+    }
+
+    /// The last `lines` lines of the supervisor's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// The supervisor's log (its workers' output included).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.file.file("supervisor.log")).unwrap_or_default()
+    }
+}
+
+/// fanout3 (the benchmark workload: seeds -> 10 parts each -> sha256 ->
+/// sink) with two processes for `expand` and for `work`, and `seeds` seeds
+/// sent.
+pub async fn fanout3(prefix: &str, seeds: u64, sink: Option<PathBuf>) -> Run {
+    let worker = common::example_bin("fanout3-worker");
+    let yaml = format!(
+        "
+pipeline: {{name}}
+defaults:
+  prefetch: 50
+  concurrency: 20
+  timeout: 10s
+  retry: {{ attempts: 5, backoff: [1s, 2s] }}
+stages:
+  expand:
+    command: [{worker}]
+    outputs: [work]
+    scale: {{ min: 2, max: 2 }}
+  work:
+    command: [{worker}]
+    outputs: [sink]
+    scale: {{ min: 2, max: 2 }}
+  sink:
+    sink: {{ path: {{sink}} }}
+",
+        worker = worker.display()
+    );
+    let mut run = Run::start(prefix, &yaml, sink, |line| {
+        Some(format!(
+            "{}/{}",
+            line["id"].as_u64()?,
+            line["part"].as_u64()?
+        ))
+    })
+    .await;
+    let producer = warren::Producer::connect(&run.pipeline).await.unwrap();
+    let sends = (0..seeds).map(|i| {
+        let producer = producer.clone();
+        async move {
+            let seed = serde_json::json!({"id": i, "body": "x".repeat(64)});
+            producer
+                .send_with_id("expand", &format!("s{i}"), &seed)
+                .await
+                .unwrap();
+        }
+    });
+    use futures_util::StreamExt;
+    futures_util::stream::iter(sends)
+        .buffer_unordered(64)
+        .collect::<Vec<()>>()
+        .await;
+    producer.close().await;
+    run.sent = seeds;
+    run.expected = (0..seeds)
+        .flat_map(|i| (0..10).map(move |p| format!("{i}/{p}")))
+        .collect();
+    run
+}
+
+fn supervise(file: &PipelineFile) -> ChildGuard {
+    ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_warren"))
+            .args(["supervise", file.path.to_str().unwrap(), "--poll", "500ms"])
+            .env("AMQP_URL", common::amqp_url())
+            .env("WARREN_TEST_RECORD", file.file("record.txt"))
+            .stdout(Stdio::null())
+            .stderr(common::log_file(&file.file("supervisor.log")))
+            .spawn()
+            .expect("start warren supervise"),
+    )
+}
+
+/// A random element.
+pub fn pick(items: &[u32]) -> Option<u32> {
+    if items.is_empty() {
+        return None;
+    }
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    Some(items[(random % items.len() as u64) as usize])
+}
+
+/// Sends `signal` (`KILL`, `TERM`) to `pid`.
+pub fn signal(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .args(["-s", signal, &pid.to_string()])
+        .status();
+}
+
+/// Starts the broker's application again when dropped, whatever happened.
+pub struct BrokerUp;
+
+impl Drop for BrokerUp {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl")
+            .arg("start_app")
+            .stdout(Stdio::null())
+            .status();
+        let _ = Command::new("rabbitmqctl")
+            .args(["await_startup", "--timeout", "120"])
+            .stdout(Stdio::null())
+            .status();
+    }
+}
