@@ -154,8 +154,9 @@ pub fn one_line(text: &str, max: usize) -> String {
         .collect();
     let flat = flat.trim();
     if flat.chars().count() > max {
-        let cut: String = flat.chars().take(max.saturating_sub(3)).collect();
-        format!("{cut}...")
+        let dots = max.min(3);
+        let cut: String = flat.chars().take(max - dots).collect();
+        format!("{cut}{}", &"..."[..dots])
     } else {
         flat.to_string()
     }
@@ -287,5 +288,19 @@ mod tests {
             one_line(&"é".repeat(20), 10),
             format!("{}...", "é".repeat(7))
         );
+    }
+
+    /// Found by `fuzz/` (target `headers`): below 3 characters the
+    /// ellipsis alone was longer than `max`.
+    #[test]
+    fn one_line_fits_max_even_when_the_ellipsis_does_not() {
+        assert_eq!(one_line("Aa", 0), "");
+        assert_eq!(one_line("abcdef", 1), ".");
+        assert_eq!(one_line("abcdef", 2), "..");
+        assert_eq!(one_line("abcdef", 3), "...");
+        assert_eq!(one_line("abcdef", 4), "a...");
+        for max in 0..8 {
+            assert!(one_line("abcdefgh", max).chars().count() <= max);
+        }
     }
 }

@@ -37,6 +37,10 @@ pub fn code_for(error: &anyhow::Error) -> ExitCode {
             return ExitCode::from(USAGE);
         }
         if let Some(error) = cause.downcast_ref::<Error>() {
+            // The stages this binary names come from its command line.
+            if matches!(error, Error::UnknownStage { .. }) {
+                return ExitCode::from(USAGE);
+            }
             return ExitCode::from(warren::worker::exit_code(error));
         }
     }

@@ -41,7 +41,7 @@ impl Input {
     /// Reads and checks `path` (`-` is stdin).
     pub fn read(path: &Path, id_field: Option<&str>) -> anyhow::Result<Input> {
         let (name, mut reader): (String, Box<dyn Read>) = if path == Path::new("-") {
-            ("-".into(), Box::new(std::io::stdin()))
+            ("stdin".into(), Box::new(std::io::stdin()))
         } else {
             let file = File::open(path)
                 .map_err(|e| BadInput(format!("{}: cannot read it: {e}", path.display())))?;
@@ -95,13 +95,13 @@ impl Input {
             return Ok(());
         }
         for (number, reason) in self.bad.iter().take(SHOWN) {
-            eprintln!("{}:{number}: {reason}", self.name);
+            err!("{}:{number}: {reason}", self.name);
         }
         if self.bad.len() > SHOWN {
-            eprintln!("... and {} more bad lines", self.bad.len() - SHOWN);
+            err!("... and {} more bad lines", self.bad.len() - SHOWN);
         }
         if skip_bad {
-            eprintln!(
+            err!(
                 "skipping {} bad lines (--skip-bad); sending the {} good ones",
                 self.bad.len(),
                 self.lines.len()

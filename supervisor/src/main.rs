@@ -1,5 +1,22 @@
 //! `warren`: validate, declare, supervise and feed RabbitMQ worker pipelines.
 
+/// `println!` that ignores a closed stdout (`warren status | head`): output
+/// is for people and scripts, never a reason to panic mid-run.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that ignores a closed stderr.
+macro_rules! err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod builtin;
 mod cli;
 mod commands;
@@ -46,7 +63,7 @@ fn main() -> ExitCode {
     let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
+            err!("error: cannot start the async runtime: {error}");
             return ExitCode::from(exit::FAILURE);
         }
     };

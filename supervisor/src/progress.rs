@@ -49,7 +49,7 @@ impl Progress {
             }
             None if self.last_line.elapsed() >= PLAIN_EVERY => {
                 self.last_line = Instant::now();
-                eprintln!("{}: {position}/{} {note}", self.label, self.total);
+                err!("{}: {position}/{} {note}", self.label, self.total);
             }
             None => {}
         }
@@ -59,7 +59,7 @@ impl Progress {
     pub fn finish(&self, line: &str) {
         match &self.bar {
             Some(bar) => bar.finish_with_message(line.to_string()),
-            None => eprintln!("{}: {line}", self.label),
+            None => err!("{}: {line}", self.label),
         }
     }
 }

@@ -1,7 +1,10 @@
 //! Where each key of a YAML file is: a map from field path
 //! (`stages.grade.retry.attempts`, `stages.grade.retry.backoff[1]`) to its
 //! 1-based line, built from the parser's events. The `config` crate keeps no
-//! positions, so errors look their line up here.
+//! positions, so errors look their line up here. The walk also counts the
+//! values the file stands for once its aliases are expanded, so that an
+//! alias bomb (a few lines that expand to billions of values) is refused
+//! before anything expands it.
 
 use std::collections::{HashMap, HashSet};
 
@@ -17,6 +20,8 @@ pub(crate) struct LineMap {
     /// Paths of keys that appear more than once in the same mapping, with
     /// the line of the repetition.
     pub duplicates: Vec<(String, usize)>,
+    /// Values (scalars and collections) once every alias is expanded.
+    pub expanded: u64,
 }
 
 impl LineMap {
@@ -55,6 +60,10 @@ enum Frame {
 struct Walker {
     frames: Vec<Frame>,
     map: LineMap,
+    /// Expanded size of each anchor.
+    anchors: HashMap<usize, u64>,
+    /// Open collections: their anchor and the count when they started.
+    open: Vec<(usize, u64)>,
 }
 
 impl Walker {
@@ -92,6 +101,35 @@ impl Walker {
         }
     }
 
+    /// Counts the values `event` stands for, aliases expanded.
+    fn count(&mut self, event: &Event) {
+        let expanded = &mut self.map.expanded;
+        match event {
+            Event::Scalar(_, _, anchor, _) => {
+                *expanded = expanded.saturating_add(1);
+                if *anchor > 0 {
+                    self.anchors.insert(*anchor, 1);
+                }
+            }
+            Event::Alias(anchor) => {
+                let size = self.anchors.get(anchor).copied().unwrap_or(1);
+                *expanded = expanded.saturating_add(size);
+            }
+            Event::MappingStart(anchor, _) | Event::SequenceStart(anchor, _) => {
+                *expanded = expanded.saturating_add(1);
+                self.open.push((*anchor, *expanded));
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                if let Some((anchor, start)) = self.open.pop()
+                    && anchor > 0
+                {
+                    self.anchors.insert(anchor, *expanded - start + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// If the innermost collection is a mapping waiting for a key, takes
     /// `text` as that key and returns true.
     fn take_key(&mut self, text: &str, mark: Marker) -> bool {
@@ -121,6 +159,7 @@ impl Walker {
 
 impl MarkedEventReceiver for Walker {
     fn on_event(&mut self, event: Event, mark: Marker) {
+        self.count(&event);
         match event {
             Event::Scalar(text, ..) if self.take_key(&text, mark) => {}
             Event::Alias(_) if self.take_key("*alias", mark) => {}
@@ -190,6 +229,25 @@ stages:
     fn reports_duplicate_keys() {
         let map = LineMap::parse("pipeline: a\nstages: {}\npipeline: b\n").unwrap();
         assert_eq!(map.duplicates, vec![("pipeline".to_string(), 3)]);
+    }
+
+    #[test]
+    fn counts_values_with_aliases_expanded() {
+        let plain = LineMap::parse("a: [1, 2]\nb: x\n").unwrap();
+        // The root map, a, the list, 1, 2, b, x.
+        assert_eq!(plain.expanded, 7);
+        let aliased = LineMap::parse("a: &l [1, 2]\nb: *l\nc: *l\n").unwrap();
+        // As above plus c and two more copies of the three-value list.
+        assert_eq!(aliased.expanded, 7 + 1 + 3 + 2);
+        let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for level in 1..10 {
+            let previous = format!("*a{}", level - 1);
+            bomb.push_str(&format!(
+                "a{level}: &a{level} [{}]\n",
+                vec![previous; 10].join(", ")
+            ));
+        }
+        assert!(LineMap::parse(&bomb).unwrap().expanded > 1_000_000_000);
     }
 
     #[test]

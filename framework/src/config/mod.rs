@@ -62,6 +62,11 @@ pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Pipeline, 
     parse_str(&text, path, env)
 }
 
+/// The most values (scalars and collections, aliases expanded) a pipeline
+/// file may hold: far more than any real pipeline, far less than an alias
+/// bomb expands to.
+pub const MAX_VALUES: u64 = 100_000;
+
 /// Validates pipeline text as if read from `source`.
 pub fn parse_str(
     text: &str,
@@ -78,6 +83,15 @@ pub fn parse_str(
             ..Problem::new("", format!("is not valid YAML: {}", error.info()))
         }])
     })?;
+    if lines.expanded > MAX_VALUES {
+        return Err(invalid(vec![Problem::new(
+            "",
+            format!(
+                "stands for {} values once its aliases (`*name`) are expanded, more than the {MAX_VALUES} a pipeline file may hold; use fewer aliases",
+                lines.expanded
+            ),
+        )]));
+    }
     let overrides = overrides(env);
     if !lines.duplicates.is_empty() {
         return Err(invalid(

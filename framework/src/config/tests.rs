@@ -372,6 +372,17 @@ fn stage_kind_details() {
 }
 
 #[test]
+fn retry_delays_are_whole_milliseconds() {
+    assert_problem(
+        &with("backoff: [1s, 5s]", "backoff: [1us, 2500us]"),
+        &[
+            "defaults.retry.backoff[0]",
+            "1us is not a whole number of milliseconds",
+        ],
+    );
+}
+
+#[test]
 fn retries_need_a_backoff() {
     assert_problem(
         &with("backoff: [1s, 5s]", "backoff: []"),

@@ -513,6 +513,17 @@ impl Validator {
                             );
                             return None;
                         }
+                        if delay.subsec_nanos() % 1_000_000 != 0 {
+                            // Retry queues hold whole milliseconds (their TTL).
+                            self.problem(
+                                item,
+                                format!(
+                                    "{} is not a whole number of milliseconds; retry delays are kept on the broker in milliseconds, like 500ms or 1s",
+                                    text.0
+                                ),
+                            );
+                            return None;
+                        }
                         Some(delay)
                     })
                     .collect()

@@ -13,12 +13,13 @@ pub async fn run(file: &Path, dry_run: bool) -> Result<()> {
     let pipeline = warren::config::load(file)?;
     let topology = Topology::plan(&pipeline);
     if dry_run {
-        println!(
+        out!(
             "pipeline `{}` on {} would declare:",
-            pipeline.name, pipeline.broker.url
+            pipeline.name,
+            pipeline.broker.url
         );
         for line in topology.describe() {
-            println!("  {line}");
+            out!("  {line}");
         }
         return Ok(());
     }
@@ -27,7 +28,7 @@ pub async fn run(file: &Path, dry_run: bool) -> Result<()> {
     let declared = topology.declare(&conn).await;
     let _ = conn.close(200, "done".into()).await;
     declared?;
-    println!(
+    out!(
         "declared pipeline `{}` on {}: exchange {} and {} queues",
         pipeline.name,
         pipeline.broker.url,

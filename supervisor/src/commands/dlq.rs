@@ -24,18 +24,20 @@ pub async fn run(file: &Path, stage: &str, action: Action, limit: Option<usize>)
         Action::List => {
             let total = dead_letters::count(&pipeline, stage).await?;
             let letters = dead_letters::list(&pipeline, stage, limit.unwrap_or(50)).await?;
-            println!("{total} dead letters in {}.{stage}.dead", pipeline.name);
+            out!("{total} dead letters in {}.{stage}.dead", pipeline.name);
             if !letters.is_empty() {
-                println!("{:<40} {:>8}  reason", "id", "attempts");
+                out!("{:<40} {:>8}  reason", "id", "attempts");
             }
             for letter in &letters {
-                println!(
+                out!(
                     "{:<40} {:>8}  {}",
-                    letter.id, letter.attempts, letter.reason
+                    letter.id,
+                    letter.attempts,
+                    letter.reason
                 );
             }
             if (letters.len() as u32) < total {
-                println!(
+                out!(
                     "(showing {} of {total}; --limit N shows more)",
                     letters.len()
                 );
@@ -43,14 +45,14 @@ pub async fn run(file: &Path, stage: &str, action: Action, limit: Option<usize>)
         }
         Action::Replay => {
             let sent = dead_letters::replay(&pipeline, stage, limit.unwrap_or(usize::MAX)).await?;
-            println!(
+            out!(
                 "replayed {sent} dead letters to {}.{stage} (attempts start again at 1)",
                 pipeline.name
             );
         }
         Action::Purge => {
             let purged = dead_letters::purge(&pipeline, stage, limit).await?;
-            println!("dropped {purged} dead letters of {}.{stage}", pipeline.name);
+            out!("dropped {purged} dead letters of {}.{stage}", pipeline.name);
         }
     }
     Ok(())

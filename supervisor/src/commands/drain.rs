@@ -51,7 +51,7 @@ pub async fn run(file: &Path, timeout: Option<Duration>) -> Result<()> {
         progress.set(0, &drained::describe(&left));
         if watcher.settled(&left) {
             progress.finish("drained");
-            println!(
+            out!(
                 "{} is drained: every queue is empty and nothing is in flight",
                 pipeline.name
             );

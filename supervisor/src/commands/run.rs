@@ -77,7 +77,7 @@ pub async fn run(args: Args) -> Result<()> {
     state.lines = input.lines.len();
     let already = state.sent.min(input.lines.len());
     if already > 0 {
-        eprintln!(
+        err!(
             "resuming: {already} of {} inputs were sent by an earlier run; sending the rest",
             input.lines.len()
         );
@@ -295,14 +295,17 @@ fn summary(
     sent: usize,
     elapsed: f64,
 ) {
-    println!(
+    out!(
         "{}: {inputs} inputs ({sent} sent by this run) in {elapsed:.1}s, {:.1} inputs/s",
         pipeline.name,
         sent as f64 / elapsed.max(0.001)
     );
-    println!(
+    out!(
         "{:<16} {:>10} {:>10} {:>14}",
-        "stage", "done", "retried", "dead-lettered"
+        "stage",
+        "done",
+        "retried",
+        "dead-lettered"
     );
     for stage in &pipeline.stages {
         let counts = status
@@ -311,9 +314,12 @@ fn summary(
             .find(|s| s.name == stage.name)
             .map(|s| s.counts)
             .unwrap_or_default();
-        println!(
+        out!(
             "{:<16} {:>10} {:>10} {:>14}",
-            stage.name, counts.done, counts.retried, counts.dead
+            stage.name,
+            counts.done,
+            counts.retried,
+            counts.dead
         );
     }
 }

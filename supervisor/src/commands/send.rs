@@ -44,7 +44,7 @@ pub async fn run(
     producer.close().await;
     let sent = sent?;
     progress.finish(&format!("{sent} sent"));
-    println!(
+    out!(
         "sent {sent} messages to {}.{stage}, each confirmed by the broker",
         pipeline.name
     );

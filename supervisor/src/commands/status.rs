@@ -55,16 +55,23 @@ pub struct Report {
 pub async fn run(file: &Path, json: bool) -> Result<()> {
     let report = collect(file).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        out!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!("pipeline {} on {}", report.pipeline, report.broker);
-    println!(
+    out!("pipeline {} on {}", report.pipeline, report.broker);
+    out!(
         "{:<16} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>8}  state",
-        "stage", "ready", "in flight", "retrying", "consumers", "dead", "workers", "restarts"
+        "stage",
+        "ready",
+        "in flight",
+        "retrying",
+        "consumers",
+        "dead",
+        "workers",
+        "restarts"
     );
     for line in &report.stages {
-        println!(
+        out!(
             "{:<16} {:>9} {:>9} {:>9} {:>9} {:>7} {:>7} {:>8}  {}",
             line.stage,
             line.ready,
@@ -78,7 +85,7 @@ pub async fn run(file: &Path, json: bool) -> Result<()> {
         );
     }
     if report.supervisors.is_empty() {
-        println!(
+        out!(
             "(no supervisor of this pipeline runs on this box: workers, restarts and state are this box's)"
         );
     }

@@ -9,7 +9,7 @@ use crate::exit;
 pub fn run(file: &Path) -> ExitCode {
     match warren::config::load(file) {
         Ok(pipeline) => {
-            println!(
+            out!(
                 "{}: OK, pipeline `{}` with {} stages: {}",
                 file.display(),
                 pipeline.name,
@@ -19,7 +19,7 @@ pub fn run(file: &Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(invalid) => {
-            eprintln!("{invalid}");
+            err!("{invalid}");
             ExitCode::from(exit::CONFIG)
         }
     }
