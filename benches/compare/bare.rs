@@ -202,6 +202,9 @@ async fn stage(
         )
         .await
         .unwrap();
+    // Read once: the variables only choose how the run publishes.
+    let like_warren = std::env::var_os("BARE_LIKE_WARREN").is_some();
+    let default_exchange = std::env::var_os("BARE_DEFAULT_EXCHANGE").is_some();
     let mut pending = FuturesOrdered::new();
     let mut acked_to = 0u64;
     loop {
@@ -215,13 +218,12 @@ async fn stage(
                 // Not awaited here: the frames are queued when the pipeline
                 // polls this, and the loop goes on consuming.
                 pending.push_back(async move {
-                    let like_warren = std::env::var_os("BARE_LIKE_WARREN").is_some();
                     let sends = outputs.iter().map(|(body, child)| {
                         if like_warren {
                             let mut headers = FieldTable::default();
                             headers.insert("x-warren-attempt".into(), AMQPValue::LongLongInt(1));
                             let props = persistent(child.clone()).with_headers(headers).with_timestamp(1);
-                            let (exchange, key) = if std::env::var_os("BARE_DEFAULT_EXCHANGE").is_some() { ("", to.as_str()) } else { to.split_once('.').unwrap() };
+                            let (exchange, key) = if default_exchange { ("", to.as_str()) } else { to.split_once('.').unwrap() };
                             publish.basic_publish(exchange.into(), key.into(), BasicPublishOptions { mandatory: true, ..Default::default() }, body, props)
                         } else {
                             publish.basic_publish("".into(), to.as_str().into(), BasicPublishOptions::default(), body, persistent(child.clone()))
