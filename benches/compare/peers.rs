@@ -10,8 +10,6 @@ use crate::rss::Peaks;
 
 /// A peer's result.
 pub struct PeerRun {
-    /// `celery` or `dramatiq`.
-    pub system: &'static str,
     /// Seconds, as the peer's script measured them.
     pub seconds: f64,
     /// Peak RSS of its worker processes, KiB.
@@ -97,7 +95,6 @@ pub fn run(
         .ok_or_else(|| format!("{script}: no secs= in {out:?}"))?;
     // The driver (publishing seeds) is counted too; keep the workers'.
     Ok(PeerRun {
-        system,
         seconds,
         rss_kib: peaks.values(),
     })
