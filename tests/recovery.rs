@@ -87,8 +87,16 @@ async fn a_worker_resumes_by_itself_after_close_all_connections() {
         rabbitmqctl(&["close_all_connections", "recovery test"]);
     }
 
+    let reconnects = || {
+        std::fs::read_to_string(file.file("record.log"))
+            .unwrap_or_default()
+            .matches("reconnected after")
+            .count()
+    };
+    // Complete, and back after the third close (the work may be done before
+    // the worker has reconnected: a stop then would not show it).
     let complete = eventually(Duration::from_secs(60), || async {
-        last_ids().len() == 600
+        last_ids().len() == 600 && reconnects() >= 3
     })
     .await;
     let still_running = worker.running();
@@ -97,8 +105,9 @@ async fn a_worker_resumes_by_itself_after_close_all_connections() {
     let report = queue_report(&file, &["work", "last"]).await;
     assert!(
         complete,
-        "{} of 600 reached the last stage\n{report}",
-        last_ids().len()
+        "{} of 600 reached the last stage, {} reconnections\n{report}",
+        last_ids().len(),
+        reconnects()
     );
     assert!(
         still_running,
