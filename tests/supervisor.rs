@@ -67,6 +67,23 @@ fn read_log(file: &PipelineFile, log: &str) -> String {
     std::fs::read_to_string(file.file(log)).unwrap_or_default()
 }
 
+/// A pipeline whose one stage, `work`, runs two test workers.
+fn two_workers(prefix: &str) -> PipelineFile {
+    PipelineFile::new(
+        prefix,
+        &format!(
+            "
+pipeline: {{name}}
+stages:
+  work:
+    command: {}
+    scale: {{ min: 2, max: 2 }}
+",
+            worker_cmd("work")
+        ),
+    )
+}
+
 fn worker_cmd(stages: &str) -> String {
     format!("[{}, {stages}]", example_bin("test-worker").display())
 }
@@ -158,19 +175,7 @@ stages:
 
 #[tokio::test]
 async fn a_killed_worker_is_restarted() {
-    let file = PipelineFile::new(
-        "restart",
-        &format!(
-            "
-pipeline: {{name}}
-stages:
-  work:
-    command: {}
-    scale: {{ min: 2, max: 2 }}
-",
-            worker_cmd("work")
-        ),
-    );
+    let file = two_workers("restart");
     let _cleanup = Cleanup::pipeline(&file.path, &[format!("{}.supervisors", file.name)]);
     let mut supervisor = supervise(&file, "supervisor.log", &[]);
     assert!(
@@ -408,19 +413,7 @@ stages:
 
 #[tokio::test]
 async fn workers_do_not_outlive_a_killed_supervisor() {
-    let file = PipelineFile::new(
-        "orphans",
-        &format!(
-            "
-pipeline: {{name}}
-stages:
-  work:
-    command: {}
-    scale: {{ min: 2, max: 2 }}
-",
-            worker_cmd("work")
-        ),
-    );
+    let file = two_workers("orphans");
     let _cleanup = Cleanup::pipeline(&file.path, &[format!("{}.supervisors", file.name)]);
     let mut supervisor = supervise(&file, "supervisor.log", &[]);
     assert!(

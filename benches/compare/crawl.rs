@@ -9,8 +9,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lapin::{Connection, ConnectionProperties, options::QueueDeclareOptions, types::FieldTable};
-
 /// The fake API on a free port, answering after `latency`.
 pub fn start_api(program: &Path, latency: &str) -> (Child, u16) {
     let mut child = Command::new(program)
@@ -83,44 +81,14 @@ stages:
         ),
     )
     .unwrap();
-    let pipeline = warren::config::load(&file).unwrap();
-    let conn = Connection::connect(url, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let topology = warren::Topology::plan(&pipeline);
-    let _ = topology.delete(&conn).await;
-    topology.declare(&conn).await.unwrap();
-    let mut supervisor = Command::new(warren)
-        .args(["supervise", file.to_str().unwrap()])
-        .env("AMQP_URL", url)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut run = crate::run::Declared::new(url, &file).await;
+    run.supervise(warren, url, &[]);
     // Workers ready on every stage before the clock starts.
-    let channel = conn.create_channel().await.unwrap();
     for stage in ["first", "second", "done"] {
-        let queue = format!("{name}.{stage}");
-        loop {
-            let q = channel
-                .queue_declare(
-                    queue.as_str().into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await
-                .unwrap();
-            if q.consumer_count() > 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        run.wait_for_consumers(stage, 1, Duration::from_millis(10))
+            .await;
     }
-    let producer = warren::Producer::connect(&pipeline).await.unwrap();
+    let producer = warren::Producer::connect(&run.pipeline).await.unwrap();
     let started = Instant::now();
     let sends = (0..inputs).map(|i| {
         let producer = producer.clone();
@@ -136,21 +104,9 @@ stages:
     }
     let seconds = started.elapsed().as_secs_f64();
     producer.close().await;
-    let _ = Command::new("kill")
-        .args(["-TERM", &supervisor.id().to_string()])
-        .status();
-    let _ = supervisor.wait();
+    run.tear_down().await;
     let _ = server.kill();
     let _ = server.wait();
-    let _ = topology.delete(&conn).await;
-    let _ = channel
-        .queue_delete(
-            format!("{name}.supervisors").as_str().into(),
-            Default::default(),
-        )
-        .await;
-    let _ = conn.close(200, "done".into()).await;
-    let _ = std::fs::remove_file(&file);
     Crawl {
         inputs,
         stages: 2,

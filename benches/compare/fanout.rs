@@ -5,11 +5,8 @@
 
 use std::{
     path::Path,
-    process::{Command, Stdio},
     time::{Duration, Instant},
 };
-
-use lapin::{Connection, ConnectionProperties, options::QueueDeclareOptions, types::FieldTable};
 
 use crate::{Fanout, rss};
 
@@ -69,69 +66,22 @@ pub async fn run(
     let _ = std::fs::remove_file(&sink);
     let _ = std::fs::remove_file(sink.with_extension("jsonl.ids"));
     std::fs::write(&file, pipeline(&name, kind, worker, &sink)).unwrap();
-    let pipeline = warren::config::load(&file).unwrap();
-    let conn = Connection::connect(url, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let topology = warren::Topology::plan(&pipeline);
-    let _ = topology.delete(&conn).await;
-    topology.declare(&conn).await.unwrap();
+    let mut run = crate::run::Declared::new(url, &file).await;
 
     // Seeds first, through the framework's producer.
-    let producer = warren::Producer::connect(&pipeline).await.unwrap();
+    let producer = warren::Producer::connect(&run.pipeline).await.unwrap();
     crate::send_seeds(&producer, fanout).await;
     producer.close().await;
 
-    let mut supervisor = Command::new(warren)
-        .args(["supervise", file.to_str().unwrap(), "--poll", "1s"])
-        .env("AMQP_URL", url)
-        .env("FANOUT", fanout.f.to_string())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start warren supervise");
-    let expand = format!("{name}.expand");
-    let channel = conn.create_channel().await.unwrap();
+    let supervisor = run.supervise(warren, url, &[("FANOUT", fanout.f.to_string())]);
     // The clock starts when the first stage consumes.
-    loop {
-        let q = channel
-            .queue_declare(
-                expand.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        if q.consumer_count() > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    run.wait_for_consumers("expand", 1, Duration::from_millis(2))
+        .await;
     let started = Instant::now();
     if std::env::var_os("WARREN_BENCH_CPU").is_some() {
         for stage in ["work", "sink"] {
-            let queue = format!("{name}.{stage}");
-            loop {
-                let q = channel
-                    .queue_declare(
-                        queue.as_str().into(),
-                        QueueDeclareOptions {
-                            passive: true,
-                            ..Default::default()
-                        },
-                        FieldTable::default(),
-                    )
-                    .await
-                    .unwrap();
-                if q.consumer_count() > 0 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
+            run.wait_for_consumers(stage, 1, Duration::from_millis(1))
+                .await;
             eprintln!(
                 "    {stage} consumes {:.0} ms after expand",
                 started.elapsed().as_secs_f64() * 1000.0
@@ -144,15 +94,15 @@ pub async fn run(
     let mut sampled = Instant::now();
     while lines.count() < want {
         if sampled.elapsed() > Duration::from_millis(100) {
-            peaks.sample_children_of(supervisor.id());
+            peaks.sample_children_of(supervisor);
             sampled = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
-    peaks.sample_children_of(supervisor.id());
+    peaks.sample_children_of(supervisor);
     if std::env::var_os("WARREN_BENCH_CPU").is_some() {
-        for pid in rss::children(supervisor.id()) {
+        for pid in rss::children(supervisor) {
             if let Some((cpu, cmd)) = rss::cpu_seconds(pid) {
                 eprintln!(
                     "    cpu {cpu:.2}s peak {} KiB  {cmd}",
@@ -160,23 +110,11 @@ pub async fn run(
                 );
             }
         }
-        if let Some((cpu, _)) = rss::cpu_seconds(supervisor.id()) {
+        if let Some((cpu, _)) = rss::cpu_seconds(supervisor) {
             eprintln!("    cpu {cpu:.2}s supervisor");
         }
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", &supervisor.id().to_string()])
-        .status();
-    let _ = supervisor.wait();
-    let _ = topology.delete(&conn).await;
-    let _ = channel
-        .queue_delete(
-            format!("{name}.supervisors").as_str().into(),
-            Default::default(),
-        )
-        .await;
-    let _ = conn.close(200, "done".into()).await;
-    let _ = std::fs::remove_file(&file);
+    run.tear_down().await;
     Measured {
         seconds,
         worker_rss_kib: peaks.values(),

@@ -3,11 +3,8 @@
 
 use std::{
     path::Path,
-    process::{Command, Stdio},
     time::{Duration, Instant},
 };
-
-use lapin::{Connection, ConnectionProperties, options::QueueDeclareOptions, types::FieldTable};
 
 /// p50 and p99 of `Producer::send_with_id`, one at a time, in ms.
 pub async fn publish(url: &str, dir: &Path, sends: usize) -> (f64, f64) {
@@ -18,14 +15,8 @@ pub async fn publish(url: &str, dir: &Path, sends: usize) -> (f64, f64) {
         format!("pipeline: {name}\nstages:\n  target: {{ command: [unused] }}\n"),
     )
     .unwrap();
-    let pipeline = warren::config::load(&file).unwrap();
-    let conn = Connection::connect(url, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let topology = warren::Topology::plan(&pipeline);
-    let _ = topology.delete(&conn).await;
-    topology.declare(&conn).await.unwrap();
-    let producer = warren::Producer::connect(&pipeline).await.unwrap();
+    let run = crate::run::Declared::new(url, &file).await;
+    let producer = warren::Producer::connect(&run.pipeline).await.unwrap();
     let body = serde_json::json!({"company": "Acme", "website": "https://acme.example"});
     for i in 0..200 {
         producer
@@ -43,9 +34,7 @@ pub async fn publish(url: &str, dir: &Path, sends: usize) -> (f64, f64) {
         times.push(started.elapsed().as_secs_f64() * 1000.0);
     }
     producer.close().await;
-    let _ = topology.delete(&conn).await;
-    let _ = conn.close(200, "done".into()).await;
-    let _ = std::fs::remove_file(&file);
+    run.tear_down().await;
     times.sort_by(f64::total_cmp);
     (times[times.len() / 2], times[times.len() * 99 / 100])
 }
@@ -71,43 +60,13 @@ stages:
         ),
     )
     .unwrap();
-    let pipeline = warren::config::load(&file).unwrap();
-    let conn = Connection::connect(url, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let topology = warren::Topology::plan(&pipeline);
-    let _ = topology.delete(&conn).await;
-    topology.declare(&conn).await.unwrap();
-    let mut supervisor = Command::new(warren)
-        .args(["supervise", file.to_str().unwrap()])
-        .env("AMQP_URL", url)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    let queue = format!("{name}.slow");
-    let consumers = || async {
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map(|q| q.consumer_count())
-            .unwrap_or(0)
-    };
-    while consumers().await < 1 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut run = crate::run::Declared::new(url, &file).await;
+    run.supervise(warren, url, &[]);
+    run.wait_for_consumers("slow", 1, Duration::from_millis(20))
+        .await;
     // Let a poll or two pass with the single worker idle.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let producer = warren::Producer::connect(&pipeline).await.unwrap();
+    let producer = warren::Producer::connect(&run.pipeline).await.unwrap();
     let started = Instant::now();
     let body = serde_json::json!({"website": "https://acme.example"});
     for i in 0..200 {
@@ -116,25 +75,12 @@ stages:
             .await
             .unwrap();
     }
-    while consumers().await < 4 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    run.wait_for_consumers("slow", 4, Duration::from_millis(10))
+        .await;
     let seconds = started.elapsed().as_secs_f64();
     producer.close().await;
-    let _ = Command::new("kill")
-        .args(["-TERM", &supervisor.id().to_string()])
-        .status();
-    let _ = supervisor.wait();
+    run.tear_down().await;
     let _ = server.kill();
     let _ = server.wait();
-    let _ = topology.delete(&conn).await;
-    let _ = channel
-        .queue_delete(
-            format!("{name}.supervisors").as_str().into(),
-            Default::default(),
-        )
-        .await;
-    let _ = conn.close(200, "done".into()).await;
-    let _ = std::fs::remove_file(&file);
     seconds
 }

@@ -20,6 +20,7 @@ mod fanout;
 mod latency;
 mod peers;
 mod rss;
+mod run;
 
 use std::{
     io::Read,

@@ -26,13 +26,7 @@ pub struct DeadLetter {
 
 /// Opens a connection for dead-letter work on `stage`, checking it exists.
 async fn open(pipeline: &Pipeline, stage: &str) -> Result<(Connection, Channel, String), Error> {
-    if pipeline.stage(stage).is_none() {
-        return Err(Error::UnknownStage {
-            pipeline: pipeline.name.clone(),
-            stage: stage.to_string(),
-            known: pipeline.stage_names().join(", "),
-        });
-    }
+    pipeline.require_stage(stage)?;
     let name = format!("warren dlq {}.{stage}", pipeline.name);
     let conn = connection::open_with_retry(&pipeline.broker.url, &name, 3).await?;
     let channel = conn

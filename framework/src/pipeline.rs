@@ -186,6 +186,16 @@ impl Pipeline {
         self.stages.iter().find(|stage| stage.name == name)
     }
 
+    /// The stage called `name`, or [`crate::Error::UnknownStage`] naming
+    /// the stages there are.
+    pub fn require_stage(&self, name: &str) -> Result<&Stage, crate::Error> {
+        self.stage(name).ok_or_else(|| crate::Error::UnknownStage {
+            pipeline: self.name.clone(),
+            stage: name.to_string(),
+            known: self.stage_names().join(", "),
+        })
+    }
+
     /// The stage names, in file order.
     pub fn stage_names(&self) -> Vec<&str> {
         self.stages

@@ -1,7 +1,10 @@
 //! Is a pipeline done? Every stage queue and retry queue empty, and nothing
 //! in flight, seen twice in a row.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use warren::{Pipeline, Topology, names, topology::Role};
 
@@ -30,22 +33,34 @@ impl Left {
 /// Looks at a pipeline's queues.
 pub struct Watcher {
     pipeline: Pipeline,
+    /// The pipeline's queues, and their names (planned once).
+    topology: Topology,
+    queue_names: Vec<String>,
     monitor: Monitor,
     management: Management,
     /// The management API answered at least once.
     pub management_seen: bool,
-    previous_empty: bool,
+    /// Since when every look found nothing left.
+    empty_since: Option<Instant>,
 }
+
+/// How long the pipeline must look empty before it counts as drained:
+/// longer than two of the workers' one-second reports, so a message just
+/// taken by a worker that has not reported it yet is not missed.
+const SETTLE: Duration = Duration::from_millis(2500);
 
 impl Watcher {
     /// A watcher of `pipeline`.
     pub fn new(pipeline: &Pipeline) -> Watcher {
+        let topology = Topology::plan(pipeline);
         Watcher {
+            queue_names: topology.queues.iter().map(|q| q.name.clone()).collect(),
+            topology,
             monitor: Monitor::new(pipeline.broker.url.clone(), &pipeline.name, "drain", false),
             management: Management::for_broker(&pipeline.broker.url),
             pipeline: pipeline.clone(),
             management_seen: false,
-            previous_empty: false,
+            empty_since: None,
         }
     }
 
@@ -53,9 +68,7 @@ impl Watcher {
     /// right now by workers this process knows of). `None` when the broker
     /// cannot be reached.
     pub async fn look(&mut self, local_in_flight: &HashMap<String, u64>) -> Option<Vec<Left>> {
-        let topology = Topology::plan(&self.pipeline);
-        let names_: Vec<String> = topology.queues.iter().map(|q| q.name.clone()).collect();
-        let states = self.monitor.queues(&names_).await?;
+        let states = self.monitor.queues(&self.queue_names).await?;
         let unacked = self
             .management
             .unacked(&format!("{}.", self.pipeline.name))
@@ -71,7 +84,7 @@ impl Watcher {
                 ..Default::default()
             })
             .collect();
-        for (queue, state) in topology.queues.iter().zip(states) {
+        for (queue, state) in self.topology.queues.iter().zip(states) {
             let Some(stage) = left.iter_mut().find(|l| {
                 queue
                     .name
@@ -98,12 +111,14 @@ impl Watcher {
         Some(left)
     }
 
-    /// True when `left` is empty and the previous look was empty too.
+    /// True when `left` is empty and every look for [`SETTLE`] was too.
     pub fn settled(&mut self, left: &[Left]) -> bool {
-        let empty = left.iter().all(|l| l.total() == 0);
-        let settled = empty && self.previous_empty;
-        self.previous_empty = empty;
-        settled
+        if left.iter().any(|l| l.total() > 0) {
+            self.empty_since = None;
+            return false;
+        }
+        let since = *self.empty_since.get_or_insert_with(Instant::now);
+        since.elapsed() >= SETTLE
     }
 
     /// Closes the connection.

@@ -38,6 +38,11 @@ struct Emits {
     next: u32,
     /// Publishes whose frames are queued, in emit order.
     pending: Vec<Emit>,
+    /// How many of `pending` are still being written.
+    writing: usize,
+    /// Why an emit could not be sent: the handling then fails, even if the
+    /// handler went on after the error.
+    failed: Option<String>,
     closed: bool,
 }
 
@@ -209,13 +214,14 @@ impl Context {
                     let emit = match writing.as_mut().poll(&mut std::task::Context::from_waker(
                         futures_util::task::noop_waker_ref(),
                     )) {
-                        Poll::Ready(written) => Emit::Written(written?),
+                        Poll::Ready(written) => Emit::Written(self.note_failure(written)?),
                         Poll::Pending => Emit::Writing(writing),
                     };
                     let backlog = {
                         let mut emits = self.inner.emits.lock().expect("emit state");
+                        emits.writing += usize::from(matches!(emit, Emit::Writing(_)));
                         emits.pending.push(emit);
-                        emits.pending.len() >= MAX_WRITING
+                        emits.writing >= MAX_WRITING
                     };
                     if backlog {
                         self.settle_writes().await?;
@@ -240,11 +246,15 @@ impl Context {
     /// Waits until every queued publish is written (a handler emitting very
     /// many messages waits here now and then).
     async fn settle_writes(&self) -> Result<(), Error> {
-        let queued = std::mem::take(&mut self.inner.emits.lock().expect("emit state").pending);
+        let queued = {
+            let mut emits = self.inner.emits.lock().expect("emit state");
+            emits.writing = 0;
+            std::mem::take(&mut emits.pending)
+        };
         let mut written = Vec::with_capacity(queued.len());
         for emit in queued {
             written.push(Emit::Written(match emit {
-                Emit::Writing(writing) => writing.await?,
+                Emit::Writing(writing) => self.note_failure(writing.await)?,
                 Emit::Written(pending) => pending,
             }));
         }
@@ -254,9 +264,23 @@ impl Context {
         Ok(())
     }
 
+    /// Passes a publish's result on, remembering a failure so that the
+    /// handling fails whatever the handler does with the error.
+    fn note_failure(&self, result: Result<Pending, Error>) -> Result<Pending, Error> {
+        if let Err(error) = &result {
+            let mut emits = self.inner.emits.lock().expect("emit state");
+            emits.failed.get_or_insert_with(|| error.to_string());
+        }
+        result
+    }
+
     /// Ends emitting and waits for every emitted message's confirm.
     pub(crate) async fn confirm_emits(&self) -> Result<(), String> {
-        for emit in self.close_emits() {
+        let emitted = self.close_emits();
+        if let Some(failed) = self.inner.emits.lock().expect("emit state").failed.take() {
+            return Err(format!("an emitted message was not sent: {failed}"));
+        }
+        for emit in emitted {
             let pending = match emit {
                 Emit::Writing(writing) => writing
                     .await

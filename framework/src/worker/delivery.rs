@@ -58,10 +58,17 @@ impl StageRuntime {
         publisher: &Publisher,
         delivery: &Delivery,
     ) -> Result<Settle, Settle> {
+        /// Counts a handling out even when its task is aborted (a lost
+        /// session, the end of the grace period).
+        struct InFlight<'a>(&'a std::sync::atomic::AtomicU64);
+        impl Drop for InFlight<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-        let settled = self.process(publisher, delivery).await;
-        self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-        settled
+        let _counted = InFlight(&self.stats.in_flight);
+        self.process(publisher, delivery).await
     }
 
     /// Handles one delivery and says how to settle it. `Err` means the

@@ -173,14 +173,7 @@ impl Worker {
         }
         let mut stages = Vec::new();
         for name in &wanted {
-            let stage = pipeline
-                .stage(name)
-                .cloned()
-                .ok_or_else(|| Error::UnknownStage {
-                    pipeline: pipeline.name.clone(),
-                    stage: name.clone(),
-                    known: pipeline.stage_names().join(", "),
-                })?;
+            let stage = pipeline.require_stage(name)?.clone();
             let handler = self
                 .handlers
                 .iter()

@@ -139,6 +139,15 @@ impl Files {
         let ids_path = PathBuf::from(format!("{}.ids", path.display()));
         let ids =
             open(&ids_path).map_err(|e| format!("cannot open {}: {e}", ids_path.display()))?;
+        // The directory entries of files just created must survive a crash
+        // as well as their contents.
+        let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(dir) => dir.to_path_buf(),
+            None => PathBuf::from("."),
+        };
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| format!("cannot sync the directory {}: {e}", dir.display()))?;
         let (seen, ids_len) =
             read_ids(&ids).map_err(|e| format!("cannot read {}: {e}", ids_path.display()))?;
         let data_len = offset_after_lines(&data, seen.len())
@@ -201,12 +210,16 @@ impl Files {
         }
     }
 
-    /// Data lines, fsync, ids, fsync; on any error both files are cut back.
+    /// Data lines, fsync, ids, fsync; on any error both files are cut back
+    /// (now, and again before the next batch if that fails).
     fn append(&mut self, batch: &[Pending]) -> Result<(), String> {
         if batch.is_empty() {
             return Ok(());
         }
         let result = (|| -> std::io::Result<()> {
+            // A failed batch was cut back; if that failed too, it is done
+            // now, so nothing follows a partial line.
+            self.cut_back()?;
             let mut data = Vec::with_capacity(batch.iter().map(|p| p.line.len()).sum());
             let mut ids = Vec::new();
             for item in batch {

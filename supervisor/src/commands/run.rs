@@ -252,12 +252,8 @@ async fn drive(
 /// The stage that receives the input.
 fn entry_stage(pipeline: &Pipeline, asked: Option<&str>) -> Result<String> {
     if let Some(stage) = asked {
-        if pipeline.stage(stage).is_none() {
-            return Err(Usage(format!(
-                "--stage: pipeline `{}` has no stage `{stage}`",
-                pipeline.name
-            ))
-            .into());
+        if let Err(unknown) = pipeline.require_stage(stage) {
+            return Err(Usage(format!("--stage: {unknown}")).into());
         }
         return Ok(stage.to_string());
     }

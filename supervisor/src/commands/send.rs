@@ -5,9 +5,7 @@ use std::path::Path;
 use anyhow::Result;
 use warren::{Producer, Topology, connection};
 
-use crate::{
-    commands::declare::CONNECT_ATTEMPTS, exit::Usage, feed, input::Input, progress::Progress,
-};
+use crate::{commands::declare::CONNECT_ATTEMPTS, feed, input::Input, progress::Progress};
 
 /// Sends every line of `input` to `stage`, each confirmed by the broker.
 pub async fn run(
@@ -18,14 +16,7 @@ pub async fn run(
     skip_bad: bool,
 ) -> Result<()> {
     let pipeline = warren::config::load(file)?;
-    if pipeline.stage(stage).is_none() {
-        return Err(Usage(format!(
-            "pipeline `{}` has no stage `{stage}`; its stages are: {}",
-            pipeline.name,
-            pipeline.stage_names().join(", ")
-        ))
-        .into());
-    }
+    pipeline.require_stage(stage)?;
     let input = Input::read(input, id_field)?;
     input.refuse_bad_lines(skip_bad)?;
     declare(&pipeline).await?;

@@ -20,13 +20,8 @@ pub async fn run(
     let pipeline = warren::config::load(file)?;
     if let Some(stages) = &stages {
         for stage in stages {
-            if pipeline.stage(stage).is_none() {
-                return Err(Usage(format!(
-                    "--stages: pipeline `{}` has no stage `{stage}`; its stages are: {}",
-                    pipeline.name,
-                    pipeline.stage_names().join(", ")
-                ))
-                .into());
+            if let Err(unknown) = pipeline.require_stage(stage) {
+                return Err(Usage(format!("--stages: {unknown}")).into());
             }
         }
     }

@@ -15,14 +15,7 @@ use crate::builtin::{
 /// Serves stage `stage` until SIGTERM or SIGINT.
 pub async fn run(file: &Path, stage: &str) -> Result<()> {
     let pipeline = warren::config::load(file)?;
-    let Some(settings) = pipeline.stage(stage).cloned() else {
-        return Err(warren::Error::UnknownStage {
-            pipeline: pipeline.name.clone(),
-            stage: stage.to_string(),
-            known: pipeline.stage_names().join(", "),
-        }
-        .into());
-    };
+    let settings = pipeline.require_stage(stage)?.clone();
     let worker = match &settings.kind {
         StageKind::Http(spec) => {
             let http = Arc::new(

@@ -177,7 +177,8 @@ impl Monitor {
                         }
                     }
                 }
-                Err(_) => {
+                Err(error) => {
+                    warn!("looking at queue {name} failed: {error}; reconnecting");
                     self.link = None;
                     return None;
                 }
