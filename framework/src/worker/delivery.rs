@@ -8,7 +8,7 @@ use std::{
 };
 
 use lapin::{message::Delivery, types::AMQPValue};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{
     Action,
@@ -115,6 +115,9 @@ impl StageRuntime {
                 if (call_failed || outcome.is_ok()) && self.breaker.record(outcome.is_ok()) {
                     // The calls fail for every message (an outage): this one
                     // goes back to the queue, its attempt not counted.
+                    if let Err(failure) = &outcome {
+                        debug!(stage = %self.info.name, %id, attempt, "back to the queue while the calls fail: {failure}");
+                    }
                     return Ok(Settle::Requeue);
                 }
                 decide(outcome, attempt, &self.stage.retry)

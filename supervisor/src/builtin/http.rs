@@ -42,6 +42,9 @@ impl HttpStage {
     /// error naming the variable) and checks the templates.
     pub fn new(spec: &HttpSpec, concurrency: u32, emits: bool) -> Result<HttpStage, String> {
         template::check(&spec.url).map_err(|e| format!("http.url: {e}"))?;
+        if let Some(body) = &spec.body {
+            template::check_body(body).map_err(|e| format!("http.body: {e}"))?;
+        }
         let mut headers = HeaderMap::new();
         for (name, value) in &spec.headers {
             let text = match value {

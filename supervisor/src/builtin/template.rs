@@ -73,6 +73,16 @@ pub fn check(template: &str) -> Result<(), String> {
     parts(template).map(|_| ())
 }
 
+/// Checks every string of a body template (at start, like [`check`]).
+pub fn check_body(template: &Value) -> Result<(), String> {
+    match template {
+        Value::String(text) => check(text),
+        Value::Array(items) => items.iter().try_for_each(check_body),
+        Value::Object(map) => map.values().try_for_each(check_body),
+        _ => Ok(()),
+    }
+}
+
 /// Fills a URL template; values are percent-encoded.
 pub fn url(template: &str, message: &Value) -> Result<String, String> {
     fill(template, message, "URL", |text| {
@@ -179,6 +189,9 @@ mod tests {
                 .contains("not text or a number")
         );
         assert!(check("http://x/{oops").unwrap_err().contains("without its"));
+        let body = serde_json::json!({"site": "{website}", "tags": ["ok", "{bad"]});
+        assert!(check_body(&body).unwrap_err().contains("without its"));
+        assert!(check_body(&serde_json::json!({"site": "{website}"})).is_ok());
     }
 
     #[test]

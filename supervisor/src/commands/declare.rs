@@ -11,8 +11,8 @@ pub const CONNECT_ATTEMPTS: u32 = 3;
 /// Declares the pipeline's objects, or prints them with `dry_run`.
 pub async fn run(file: &Path, dry_run: bool) -> Result<()> {
     let pipeline = warren::config::load(file)?;
-    let topology = Topology::plan(&pipeline);
     if dry_run {
+        let topology = Topology::plan(&pipeline);
         out!(
             "pipeline `{}` on {} would declare:",
             pipeline.name,
@@ -23,11 +23,7 @@ pub async fn run(file: &Path, dry_run: bool) -> Result<()> {
         }
         return Ok(());
     }
-    let name = format!("warren declare {}", pipeline.name);
-    let conn = connection::open_with_retry(&pipeline.broker.url, &name, CONNECT_ATTEMPTS).await?;
-    let declared = topology.declare(&conn).await;
-    let _ = conn.close(200, "done".into()).await;
-    declared?;
+    let topology = declare(&pipeline).await?;
     out!(
         "declared pipeline `{}` on {}: exchange {} and {} queues",
         pipeline.name,
@@ -36,4 +32,16 @@ pub async fn run(file: &Path, dry_run: bool) -> Result<()> {
         topology.queues.len()
     );
     Ok(())
+}
+
+/// Declares the pipeline's topology and returns it: `warren declare`, and
+/// `send` and `run` before they send, so what they send has queues.
+pub async fn declare(pipeline: &warren::Pipeline) -> Result<Topology> {
+    let name = format!("warren {}", pipeline.name);
+    let conn = connection::open_with_retry(&pipeline.broker.url, &name, CONNECT_ATTEMPTS).await?;
+    let topology = Topology::plan(pipeline);
+    let declared = topology.declare(&conn).await;
+    let _ = conn.close(200, "done".into()).await;
+    declared?;
+    Ok(topology)
 }

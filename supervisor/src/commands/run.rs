@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use warren::{Pipeline, Producer, dead_letters};
 
 use crate::{
-    commands::send::declare,
+    commands::declare::declare,
     drained::Watcher,
     exit::{Failed, Usage},
     feed,

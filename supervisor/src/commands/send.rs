@@ -3,9 +3,9 @@
 use std::path::Path;
 
 use anyhow::Result;
-use warren::{Producer, Topology, connection};
+use warren::Producer;
 
-use crate::{commands::declare::CONNECT_ATTEMPTS, feed, input::Input, progress::Progress};
+use crate::{commands::declare::declare, feed, input::Input, progress::Progress};
 
 /// Sends every line of `input` to `stage`, each confirmed by the broker.
 pub async fn run(
@@ -40,13 +40,4 @@ pub async fn run(
         pipeline.name
     );
     Ok(())
-}
-
-/// Declares the pipeline, so that what is sent has queues to go to.
-pub async fn declare(pipeline: &warren::Pipeline) -> Result<()> {
-    let name = format!("warren {}", pipeline.name);
-    let conn = connection::open_with_retry(&pipeline.broker.url, &name, CONNECT_ATTEMPTS).await?;
-    let declared = Topology::plan(pipeline).declare(&conn).await;
-    let _ = conn.close(200, "declared".into()).await;
-    Ok(declared?)
 }
