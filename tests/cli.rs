@@ -117,15 +117,17 @@ async fn declare_twice_creates_only_prefixed_objects() {
         let out = warren(&["declare", file.path.to_str().unwrap()]);
         let (stdout, stderr) = text(&out);
         assert!(out.status.success(), "{stdout}{stderr}");
-        assert!(stdout.contains("and 6 queues"), "{stdout}");
+        assert!(stdout.contains("and 8 queues"), "{stdout}");
         assert!(!stdout.contains("guest:guest"), "{stdout}");
     }
     let mut expected = vec![
         format!("{}.first", file.name),
         format!("{}.first.retry.1s", file.name),
         format!("{}.first.retry.5s", file.name),
+        format!("{}.first.isolated", file.name),
         format!("{}.first.dead", file.name),
         format!("{}.second", file.name),
+        format!("{}.second.isolated", file.name),
         format!("{}.second.dead", file.name),
     ];
     expected.sort();

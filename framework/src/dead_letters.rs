@@ -3,9 +3,7 @@
 
 use lapin::{
     BasicProperties, Channel, Connection,
-    options::{
-        BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions, QueuePurgeOptions,
-    },
+    options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions, QueuePurgeOptions},
     types::FieldTable,
 };
 
@@ -39,18 +37,23 @@ async fn open(pipeline: &Pipeline, stage: &str) -> Result<(Connection, Channel, 
 /// How many dead letters `stage` has.
 pub async fn count(pipeline: &Pipeline, stage: &str) -> Result<u32, Error> {
     let (conn, channel, queue) = open(pipeline, stage).await?;
-    let declared = channel
+    let counted = depth(&channel, &queue).await;
+    let _ = conn.close(200, "done".into()).await;
+    counted
+}
+
+/// Messages ready in `queue`.
+async fn depth(channel: &Channel, queue: &str) -> Result<u32, Error> {
+    channel
         .queue_declare(
-            queue.as_str().into(),
+            queue.into(),
             QueueDeclareOptions {
                 passive: true,
                 ..Default::default()
             },
             FieldTable::default(),
         )
-        .await;
-    let _ = conn.close(200, "done".into()).await;
-    declared
+        .await
         .map(|q| q.message_count())
         .map_err(|e| Error::broker(format!("look at {queue}"), e))
 }
@@ -80,12 +83,15 @@ pub async fn list(
 
 /// Sends up to `limit` dead letters back to `stage` as new first attempts;
 /// each leaves the dead-letter queue only after the broker confirmed it
-/// in the stage queue. Returns how many were sent.
+/// in the stage queue. Only what the queue held when the replay started is
+/// replayed: messages dead-lettered again meanwhile (by workers running now)
+/// stay, instead of going round for ever. Returns how many were sent.
 pub async fn replay(pipeline: &Pipeline, stage: &str, limit: usize) -> Result<usize, Error> {
     let (conn, channel, queue) = open(pipeline, stage).await?;
+    let there = depth(&channel, &queue).await? as usize;
     let publisher = Publisher::open(&conn).await?;
     let mut sent = 0;
-    while sent < limit {
+    while sent < limit.min(there) {
         let Some(got) = get(&channel, &queue).await? else {
             break;
         };
@@ -95,28 +101,18 @@ pub async fn replay(pipeline: &Pipeline, stage: &str, limit: usize) -> Result<us
             &[message::ERROR, message::STAGE, message::NOT_BEFORE],
         );
         let tag = got.delivery.delivery_tag;
-        match publisher
-            .publish_confirmed(&pipeline.name, stage, &got.delivery.data, props)
-            .await
-        {
-            Ok(()) => channel
-                .basic_ack(tag, BasicAckOptions::default())
-                .await
-                .map_err(|e| Error::broker(format!("remove a replayed message from {queue}"), e))?,
-            Err(error) => {
-                let _ = channel
-                    .basic_nack(
-                        tag,
-                        BasicNackOptions {
-                            requeue: true,
-                            ..Default::default()
-                        },
-                    )
-                    .await;
-                let _ = conn.close(200, "done".into()).await;
-                return Err(error);
-            }
+        let replayed = publisher
+            .settle(&pipeline.name, stage, &got.delivery.data, props)
+            .await;
+        if let Err(error) = replayed {
+            // Closing the channel gives the message back to the queue.
+            let _ = conn.close(200, "done".into()).await;
+            return Err(error);
         }
+        channel
+            .basic_ack(tag, BasicAckOptions::default())
+            .await
+            .map_err(|e| Error::broker(format!("remove a replayed message from {queue}"), e))?;
         sent += 1;
     }
     publisher.close().await;

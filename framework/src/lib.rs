@@ -8,12 +8,15 @@
 //! The outside contract (file format, broker names, message format) is in
 //! the project's `DESIGN.md`; the README explains the guarantees.
 
+pub mod backoff;
 pub mod broker;
 pub mod config;
 pub mod connection;
 pub mod dead_letters;
 pub mod duration;
 pub mod error;
+pub mod exit;
+#[cfg(feature = "logging")]
 pub mod logging;
 pub mod message;
 pub mod names;
@@ -23,6 +26,7 @@ pub(crate) mod publisher;
 pub mod rate;
 pub mod report;
 pub mod retry;
+pub mod template;
 pub mod testing;
 pub mod topology;
 pub mod worker;

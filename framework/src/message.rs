@@ -17,6 +17,13 @@ pub const ERROR: &str = "x-warren-error";
 /// Header on delayed retries longer than the longest retry queue: epoch
 /// milliseconds before which the message must not run.
 pub const NOT_BEFORE: &str = "x-warren-not-before";
+/// Header: the id of the job a message belongs to (the id of the message
+/// that entered the pipeline from outside), carried by everything emitted
+/// from it, its retries and its dead letters.
+pub const JOB: &str = "x-warren-job";
+/// Header a producer may set on a job's first message: where to POST the
+/// job's state when it is done or failed.
+pub const CALLBACK: &str = "x-warren-callback";
 
 /// Content type of everything warren publishes.
 pub const JSON: &str = "application/json";
@@ -24,10 +31,12 @@ pub const JSON: &str = "application/json";
 /// Longest message id the protocol carries.
 pub const MAX_ID: usize = 255;
 
-/// Properties of a new message: JSON, persistent, with `id` and attempt 1.
-pub fn new_properties(id: &str) -> BasicProperties {
+/// Properties of a new message: JSON, persistent, with `id`, attempt 1 and
+/// its job (`job` is `id` for a message entering the pipeline).
+pub fn new_properties(id: &str, job: &str) -> BasicProperties {
     let mut headers = FieldTable::default();
     headers.insert(ATTEMPT.into(), AMQPValue::LongLongInt(1));
+    headers.insert(JOB.into(), AMQPValue::LongString(job.into()));
     BasicProperties::default()
         .with_content_type(JSON.into())
         .with_delivery_mode(2)
@@ -43,6 +52,14 @@ pub fn id_of(properties: &BasicProperties) -> Option<&str> {
         .as_ref()
         .map(ShortString::as_str)
         .filter(|id| !id.is_empty())
+}
+
+/// The job of a delivery: its `x-warren-job` header, or its own id (a
+/// message from outside is the root of its job).
+pub fn job_of(properties: &BasicProperties) -> Option<String> {
+    text_header(properties, JOB)
+        .filter(|job| !job.is_empty())
+        .or_else(|| id_of(properties).map(str::to_string))
 }
 
 /// The attempt number of a delivery: its header, or 1.
@@ -221,9 +238,12 @@ mod tests {
 
     #[test]
     fn new_messages_are_json_persistent_attempt_one() {
-        let props = new_properties("m1");
+        let props = new_properties("m1.0", "m1");
         assert_eq!(props.delivery_mode(), &Some(2));
-        assert_eq!(id_of(&props), Some("m1"));
+        assert_eq!(id_of(&props), Some("m1.0"));
+        assert_eq!(job_of(&props).as_deref(), Some("m1"));
+        let root = BasicProperties::default().with_message_id("r".into());
+        assert_eq!(job_of(&root).as_deref(), Some("r"), "a root is its own job");
         assert_eq!(attempt_of(&props), 1);
         assert_eq!(props.content_type().as_ref().unwrap().as_str(), JSON);
     }

@@ -21,6 +21,13 @@ pub fn dead_queue(pipeline: &str, stage: &str) -> String {
     format!("{pipeline}.{stage}.dead")
 }
 
+/// A stage's isolation queue: messages whose worker stopped while holding
+/// them (a crash, a kill, a lost connection) wait there to be handled one
+/// at a time, so a message that kills its worker is found out alone.
+pub fn isolation_queue(pipeline: &str, stage: &str) -> String {
+    format!("{pipeline}.{stage}.isolated")
+}
+
 /// A stage's retry queue for one delay: messages wait there for `delay`,
 /// then the broker dead-letters them back to the stage queue.
 pub fn retry_queue(pipeline: &str, stage: &str, delay: Duration) -> String {
@@ -36,6 +43,10 @@ mod tests {
         assert_eq!(exchange("grading"), "grading");
         assert_eq!(stage_queue("grading", "grade"), "grading.grade");
         assert_eq!(dead_queue("grading", "grade"), "grading.grade.dead");
+        assert_eq!(
+            isolation_queue("grading", "grade"),
+            "grading.grade.isolated"
+        );
         assert_eq!(
             retry_queue("grading", "grade", Duration::from_secs(10)),
             "grading.grade.retry.10s"

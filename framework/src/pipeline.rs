@@ -101,6 +101,10 @@ pub struct HttpSpec {
     pub timeout: Duration,
     /// What the stage emits for a 2xx answer.
     pub emit: HttpEmit,
+    /// The request header that carries the message id (`Idempotency-Key`
+    /// by default), so an API that dedupes can make a repeated call
+    /// harmless; `None` sends none.
+    pub idempotency_key: Option<String>,
 }
 
 /// A header value: literal, or read from the environment when the worker

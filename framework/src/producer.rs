@@ -121,7 +121,7 @@ impl Producer {
                 ),
             });
         }
-        let properties = message::new_properties(id);
+        let properties = message::new_properties(id, id);
         self.within_timeout(async {
             let publisher = self.publisher().await?;
             let sent = publisher

@@ -9,8 +9,11 @@ use lapin::{
 
 use crate::error::Error;
 
-/// Longest wait for one confirm before the publish counts as failed.
-pub(crate) const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Longest a retry, a dead letter or a hand-back may take, from writing
+/// its frames to the broker's confirm, before it counts as failed (and the
+/// delivery goes back to its queue). Validation counts it in the time a
+/// message can stay unacknowledged.
+pub(crate) const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A confirm-mode channel; cheap to clone, safe to share between tasks.
 #[derive(Clone, Debug)]
@@ -19,7 +22,7 @@ pub(crate) struct Publisher {
 }
 
 /// A published message whose confirm has not arrived yet.
-pub(crate) struct Pending {
+pub(crate) struct Unconfirmed {
     confirm: PublisherConfirm,
 }
 
@@ -45,7 +48,7 @@ impl Publisher {
         routing_key: &str,
         body: &[u8],
         properties: BasicProperties,
-    ) -> Result<Pending, Error> {
+    ) -> Result<Unconfirmed, Error> {
         let confirm = self
             .channel
             .basic_publish(
@@ -63,7 +66,7 @@ impl Publisher {
                 target: target(exchange, routing_key),
                 reason: e.to_string(),
             })?;
-        Ok(Pending { confirm })
+        Ok(Unconfirmed { confirm })
     }
 
     /// Publishes without waiting: the returned future queues the frames the
@@ -74,7 +77,7 @@ impl Publisher {
         routing_key: String,
         body: Vec<u8>,
         properties: BasicProperties,
-    ) -> impl Future<Output = Result<Pending, Error>> + Send + 'static {
+    ) -> impl Future<Output = Result<Unconfirmed, Error>> + Send + 'static {
         let publisher = self.clone();
         async move {
             publisher
@@ -83,8 +86,7 @@ impl Publisher {
         }
     }
 
-    /// Publishes and waits for the broker's confirm, at most
-    /// [`CONFIRM_TIMEOUT`].
+    /// Publishes and waits for the broker's confirm (callers bound it).
     pub async fn publish_confirmed(
         &self,
         exchange: &str,
@@ -95,13 +97,34 @@ impl Publisher {
         let pending = self
             .publish(exchange, routing_key, body, properties)
             .await?;
-        let confirmed = tokio::time::timeout(CONFIRM_TIMEOUT, pending.confirmed())
-            .await
-            .unwrap_or_else(|_| Err(format!("no confirm within {}s", CONFIRM_TIMEOUT.as_secs())));
-        confirmed.map_err(|reason| Error::Publish {
+        pending.confirmed().await.map_err(|reason| Error::Publish {
             target: target(exchange, routing_key),
             reason,
         })
+    }
+
+    /// [`Publisher::publish_confirmed`] within [`SETTLE_TIMEOUT`], the
+    /// frames' write included (a blocked connection stops it): for retries,
+    /// dead letters and hand-backs, after which a delivery is acknowledged.
+    pub async fn settle(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), Error> {
+        let publish = self.publish_confirmed(exchange, routing_key, body, properties);
+        tokio::time::timeout(SETTLE_TIMEOUT, publish)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Publish {
+                    target: target(exchange, routing_key),
+                    reason: format!(
+                        "not confirmed within {}s (is the broker blocking publishers?)",
+                        SETTLE_TIMEOUT.as_secs()
+                    ),
+                })
+            })
     }
 
     /// True while the channel is open.
@@ -115,7 +138,7 @@ impl Publisher {
     }
 }
 
-impl Pending {
+impl Unconfirmed {
     /// Waits for the confirm; `Err` says why the broker did not take it.
     pub async fn confirmed(self) -> Result<(), String> {
         match self.confirm.await {

@@ -7,7 +7,7 @@ use std::{
     collections::BTreeMap,
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -47,6 +47,13 @@ pub struct StageCounts {
     /// The worker is connected and consuming.
     #[serde(default)]
     pub consuming: bool,
+    /// The stage's circuit breaker is open (its calls fail at a high rate):
+    /// consumption is paused or probing.
+    #[serde(default)]
+    pub breaker_open: bool,
+    /// The broker blocks this worker's publishing (a memory or disk alarm).
+    #[serde(default)]
+    pub blocked: bool,
 }
 
 /// Live counters of one stage, updated by the handlers.
@@ -56,10 +63,20 @@ pub(crate) struct StageStats {
     pub done: AtomicU64,
     pub retried: AtomicU64,
     pub dead: AtomicU64,
-    pub consuming: std::sync::atomic::AtomicBool,
+    pub consuming: AtomicBool,
+    pub breaker_open: AtomicBool,
+    pub blocked: AtomicBool,
 }
 
 impl StageStats {
+    pub fn set_paused(&self, open: bool) {
+        self.breaker_open.store(open, Ordering::Relaxed);
+    }
+
+    pub fn set_blocked(&self, blocked: bool) {
+        self.blocked.store(blocked, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> StageCounts {
         StageCounts {
             in_flight: self.in_flight.load(Ordering::Relaxed),
@@ -67,6 +84,8 @@ impl StageStats {
             retried: self.retried.load(Ordering::Relaxed),
             dead: self.dead.load(Ordering::Relaxed),
             consuming: self.consuming.load(Ordering::Relaxed),
+            breaker_open: self.breaker_open.load(Ordering::Relaxed),
+            blocked: self.blocked.load(Ordering::Relaxed),
         }
     }
 }

@@ -20,20 +20,6 @@ pub struct RetryPolicy {
     pub backoff: Vec<Duration>,
 }
 
-/// What to do with a message whose handling failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Decision {
-    /// Run it again after `delay`, as attempt `attempt`.
-    Retry {
-        /// The attempt number the message will carry.
-        attempt: u32,
-        /// How long it must wait first.
-        delay: Duration,
-    },
-    /// No attempts left: dead-letter it.
-    GiveUp,
-}
-
 /// Where a delayed message waits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hop {
@@ -45,18 +31,14 @@ pub struct Hop {
 }
 
 impl RetryPolicy {
-    /// The decision after attempt `attempt` (1-based) failed. `requested`
-    /// is an explicit delay asked for by the handler; otherwise the backoff
-    /// applies.
-    pub fn after_failure(&self, attempt: u32, requested: Option<Duration>) -> Decision {
+    /// The delay before the next attempt after attempt `attempt` (1-based)
+    /// failed, or `None` when no attempt is left. `requested` is a delay the
+    /// handler asked for; otherwise the backoff applies.
+    pub fn delay_after(&self, attempt: u32, requested: Option<Duration>) -> Option<Duration> {
         if attempt >= self.attempts || self.backoff.is_empty() {
-            return Decision::GiveUp;
+            return None;
         }
-        let delay = requested.unwrap_or_else(|| self.backoff_delay(attempt));
-        Decision::Retry {
-            attempt: attempt + 1,
-            delay,
-        }
+        Some(requested.unwrap_or_else(|| self.backoff_delay(attempt)))
     }
 
     /// The configured delay after failed attempt `attempt` (1-based).
@@ -110,41 +92,32 @@ mod tests {
     #[test]
     fn backoff_follows_the_list_then_repeats_the_last() {
         let p = policy();
-        let delays: Vec<_> = (1..5)
-            .map(|attempt| match p.after_failure(attempt, None) {
-                Decision::Retry {
-                    delay,
-                    attempt: next,
-                } => {
-                    assert_eq!(next, attempt + 1);
-                    delay
-                }
-                Decision::GiveUp => panic!("attempt {attempt} should retry"),
-            })
-            .collect();
-        assert_eq!(delays, vec![secs(1), secs(10), secs(60), secs(60)]);
+        let delays: Vec<_> = (1..5).map(|attempt| p.delay_after(attempt, None)).collect();
+        assert_eq!(
+            delays,
+            vec![
+                Some(secs(1)),
+                Some(secs(10)),
+                Some(secs(60)),
+                Some(secs(60))
+            ]
+        );
     }
 
     #[test]
     fn gives_up_after_the_last_attempt() {
-        assert_eq!(policy().after_failure(5, None), Decision::GiveUp);
-        assert_eq!(policy().after_failure(9, None), Decision::GiveUp);
+        assert_eq!(policy().delay_after(5, None), None);
+        assert_eq!(policy().delay_after(9, None), None);
         let once = RetryPolicy {
             attempts: 1,
             backoff: vec![secs(1)],
         };
-        assert_eq!(once.after_failure(1, None), Decision::GiveUp);
+        assert_eq!(once.delay_after(1, None), None);
     }
 
     #[test]
     fn an_explicit_delay_overrides_the_backoff() {
-        assert_eq!(
-            policy().after_failure(1, Some(secs(30))),
-            Decision::Retry {
-                attempt: 2,
-                delay: secs(30)
-            }
-        );
+        assert_eq!(policy().delay_after(1, Some(secs(30))), Some(secs(30)));
     }
 
     #[test]

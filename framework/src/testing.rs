@@ -34,7 +34,7 @@ use crate::{
     pipeline::Stage,
     retry::RetryPolicy,
     worker::{
-        Context, Disposition, Emitted, Handler, Invocation, Outcome, Outlet, StageInfo, decide,
+        Context, Disposition, Emitted, Handled, Handler, Outcome, Outlet, StageInfo, decide,
         invoke, typed,
     },
 };
@@ -136,14 +136,15 @@ impl Harness {
         let info = Arc::new(StageInfo::new("test", &self.stage, &self.outputs));
         let ctx = Context::new(
             self.id.clone(),
+            self.id.clone(),
             self.attempt,
             info,
             Outlet::Memory(emitted.clone()),
         );
         let disposition = match invoke(&*self.handler, body, ctx, self.timeout).await {
-            Invocation::Undecodable(reason) => Disposition::Dead { reason },
-            Invocation::Panicked(failure) => decide(Err(failure), self.attempt, &self.retry),
-            Invocation::Finished(outcome) => decide(outcome, self.attempt, &self.retry),
+            Handled::Undecodable(reason) => Disposition::Dead { reason },
+            Handled::Panicked(failure) => decide(Err(failure), self.attempt, &self.retry),
+            Handled::Finished(outcome) => decide(outcome, self.attempt, &self.retry),
         };
         let emitted = std::mem::take(&mut *emitted.lock().expect("emitted"));
         Run {

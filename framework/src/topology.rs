@@ -32,12 +32,12 @@ pub struct Topology {
     /// The pipeline exchange.
     pub exchange: String,
     /// Every queue, stage by stage.
-    pub queues: Vec<QueuePlan>,
+    pub queues: Vec<Queue>,
 }
 
 /// One queue to declare.
 #[derive(Clone, Debug, PartialEq)]
-pub struct QueuePlan {
+pub struct Queue {
     /// Queue name.
     pub name: String,
     /// What the queue is for.
@@ -57,6 +57,8 @@ pub enum Role {
     Retry(Duration),
     /// A stage's dead letters.
     Dead,
+    /// Messages whose worker stopped while holding them, handled alone.
+    Isolation,
 }
 
 /// A queue argument value.
@@ -101,6 +103,7 @@ impl Topology {
                 Role::Stage => "stage input".to_string(),
                 Role::Retry(delay) => format!("retries wait {} here", duration::format(*delay)),
                 Role::Dead => "dead letters".to_string(),
+                Role::Isolation => "handled alone after their worker stopped".to_string(),
             };
             let bound = match &queue.binding {
                 Some(key) => format!(", bound to {} with key {key}", self.exchange),
@@ -199,7 +202,7 @@ impl Topology {
     }
 }
 
-fn stage_queues(pipeline: &str, stage: &Stage) -> Vec<QueuePlan> {
+fn stage_queues(pipeline: &str, stage: &Stage) -> Vec<Queue> {
     let kind = stage.queue.kind;
     let queue_type = ("x-queue-type", Arg::Text(kind.as_str().into()));
     let dead = names::dead_queue(pipeline, &stage.name);
@@ -211,7 +214,7 @@ fn stage_queues(pipeline: &str, stage: &Stage) -> Vec<QueuePlan> {
     if let Some(limit) = stage.queue.delivery_limit {
         input_args.push(("x-delivery-limit", Arg::Int(i64::from(limit))));
     }
-    let mut queues = vec![QueuePlan {
+    let mut queues = vec![Queue {
         name: names::stage_queue(pipeline, &stage.name),
         role: Role::Stage,
         args: input_args,
@@ -233,14 +236,24 @@ fn stage_queues(pipeline: &str, stage: &Stage) -> Vec<QueuePlan> {
             args.push(("x-dead-letter-strategy", Arg::Text("at-least-once".into())));
             args.push(("x-overflow", Arg::Text("reject-publish".into())));
         }
-        queues.push(QueuePlan {
+        queues.push(Queue {
             name: names::retry_queue(pipeline, &stage.name, delay),
             role: Role::Retry(delay),
             args,
             binding: None,
         });
     }
-    queues.push(QueuePlan {
+    queues.push(Queue {
+        name: names::isolation_queue(pipeline, &stage.name),
+        role: Role::Isolation,
+        args: vec![
+            queue_type.clone(),
+            ("x-dead-letter-exchange", Arg::Text(String::new())),
+            ("x-dead-letter-routing-key", Arg::Text(dead.clone())),
+        ],
+        binding: None,
+    });
+    queues.push(Queue {
         name: dead,
         role: Role::Dead,
         args: vec![queue_type],

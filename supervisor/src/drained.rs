@@ -104,7 +104,8 @@ impl Watcher {
                         .unwrap_or(0);
                     stage.in_flight = stage.in_flight.max(remote);
                 }
-                Role::Retry(_) => stage.retrying += ready,
+                // Isolated messages wait their turn like retries do.
+                Role::Retry(_) | Role::Isolation => stage.retrying += ready,
                 Role::Dead => {}
             }
         }

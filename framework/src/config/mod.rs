@@ -8,6 +8,11 @@
 //!
 //! Every problem is collected, each with its field path and line.
 
+mod check;
+pub mod defaults;
+mod graph;
+mod holding;
+mod kind;
 mod lines;
 mod problem;
 mod raw;
@@ -20,7 +25,6 @@ use std::{
 };
 
 pub use problem::{InvalidPipeline, Problem};
-pub use validate::defaults;
 
 use crate::pipeline::Pipeline;
 use lines::LineMap;
@@ -287,7 +291,7 @@ fn hint(path: &str, message: &str) -> String {
         .replace("struct RawQueue", "a mapping with type and delivery_limit")
         .replace(
             "struct RawHttp",
-            "a mapping with method, url, body, headers, timeout and emit",
+            "a mapping with method, url, body, headers, timeout, emit and idempotency_key",
         )
         .replace("struct RawSink", "a mapping with path")
         .replace("struct RawBroker", "a mapping with url and ack_timeout");

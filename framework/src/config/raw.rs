@@ -42,6 +42,19 @@ pub(crate) struct RawStage {
     pub rate_limit: Option<Text>,
 }
 
+impl RawStage {
+    /// True when the key that holds a stage's kind, or `outputs`, is set.
+    pub fn has(&self, key: &str) -> bool {
+        match key {
+            "command" => self.command.is_some(),
+            "http" => self.http.is_some(),
+            "sink" => self.sink.is_some(),
+            "outputs" => self.outputs.is_some(),
+            _ => false,
+        }
+    }
+}
+
 /// `retry:`
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,6 +92,8 @@ pub(crate) struct RawHttp {
     pub headers: Option<IndexMap<String, String>>,
     pub timeout: Option<Text>,
     pub emit: Option<String>,
+    /// A header name, `true` (the default name) or `false` (none).
+    pub idempotency_key: Option<serde_json::Value>,
 }
 
 /// `sink:`

@@ -207,7 +207,7 @@ fn timeouts_must_stay_below_the_broker_ack_timeout() {
         &with("  prefetch: 16", "  prefetch: 16\n  timeout: 30m"),
         &[
             "defaults.timeout",
-            "at or above the broker's acknowledgement timeout 30m",
+            "reaches the broker's acknowledgement timeout 30m",
         ],
     );
     let text = with(
@@ -226,12 +226,36 @@ fn prefetched_messages_count_towards_the_ack_timeout() {
     );
     assert_problem(
         &text,
-        &["stages.grade.prefetch", "8 x 5m = 40m", "lower prefetch"],
+        &[
+            "stages.grade.prefetch",
+            "8 x 5m and its hand-over, 2410s",
+            "lower prefetch",
+        ],
     );
-    let slow = with("rate_limit: 20/s", "rate_limit: 1/m");
-    load(&slow).expect("16 prefetched messages at 1/m start within 16 minutes");
-    let slower = slow.replacen("prefetch: 16", "prefetch: 64", 1);
-    assert_problem(&slower, &["stages.grade.rate_limit", "take 64m to start"]);
+    let alone = with("rate_limit: 20/s", "rate_limit: 1/m\n    scale: { max: 1 }");
+    load(&alone).expect("16 prefetched messages at 1/m start within 16 minutes");
+    let shared = with("rate_limit: 20/s", "rate_limit: 1/m");
+    assert_problem(
+        &shared,
+        &[
+            "stages.grade.rate_limit",
+            "shared by up to 4 workers",
+            "3880s",
+        ],
+    );
+}
+
+/// The case that closed channels every 30 minutes: each of 5 workers runs
+/// at a fifth of 10/m, so 64 prefetched messages wait 32 minutes.
+#[test]
+fn each_worker_s_share_of_the_rate_limit_counts() {
+    let text = with(
+        "rate_limit: 20/s",
+        "rate_limit: 10/m\n    prefetch: 64\n    scale: { max: 5 }",
+    );
+    assert_problem(&text, &["stages.grade.rate_limit", "up to 5 workers"]);
+    let one = text.replacen("scale: { max: 5 }", "scale: { max: 1 }", 1);
+    load(&one).expect("one worker at 10/m starts 64 messages in 6.4 minutes");
 }
 
 #[test]
@@ -368,6 +392,61 @@ fn stage_kind_details() {
     assert_problem(
         &with("timeout: 5s }", "timeout: 5m }"),
         &["stages.grade.http.timeout", "longer than the stage timeout"],
+    );
+}
+
+/// Workers of these stages could not start (each exited 78 and `warren run`
+/// waited for ever): validation refuses them, naming the field.
+#[test]
+fn http_templates_and_headers_are_checked_before_any_worker_starts() {
+    let http = |inner: &str| {
+        with(
+            "{ method: POST, url: \"http://127.0.0.1:8089/grade\", timeout: 5s }",
+            inner,
+        )
+    };
+    assert_problem(
+        &http("{ url: \"http://api/grade/{company\" }"),
+        &["stages.grade.http.url", "without its"],
+    );
+    assert_problem(
+        &http("{ url: \"http://exa mple/{id}\" }"),
+        &["stages.grade.http.url", "not a URL"],
+    );
+    assert_problem(
+        &http("{ url: \"http://api/x\", body: { a: \"{oops\" } }"),
+        &["stages.grade.http.body", "without its"],
+    );
+    assert_problem(
+        &http("{ url: \"http://api/x\", headers: { \"Bad Name\": x } }"),
+        &[
+            "stages.grade.http.headers.Bad Name",
+            "not a valid header name",
+        ],
+    );
+    assert_problem(
+        &http("{ url: \"http://api/x\", idempotency_key: 3 }"),
+        &["stages.grade.http.idempotency_key", "not a header name"],
+    );
+    let grade = |text: &str| match load(text).unwrap().stage("grade").unwrap().kind.clone() {
+        StageKind::Http(spec) => spec.idempotency_key,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        grade(GOOD).as_deref(),
+        Some("Idempotency-Key"),
+        "on by default"
+    );
+    assert_eq!(
+        grade(&http("{ url: \"http://api/x\", idempotency_key: false }")),
+        None
+    );
+    assert_eq!(
+        grade(&http(
+            "{ url: \"http://api/x\", idempotency_key: X-Request-Id }"
+        ))
+        .as_deref(),
+        Some("X-Request-Id")
     );
 }
 

@@ -6,6 +6,8 @@
 //! without counting as an attempt, so an outage dead-letters nothing. A
 //! failed probe does count for its message: when only poison is left in a
 //! queue, it still moves towards the dead-letter queue, one probe at a time.
+//! Only the probe decides: calls that started before the breaker opened and
+//! end after it half-opened are excused, not judged.
 
 use std::{
     collections::VecDeque,
@@ -143,16 +145,16 @@ impl Core {
     }
 
     /// True unless closed.
-    #[cfg(test)]
     pub fn tripped(&self) -> bool {
         self.mode != Mode::Closed
     }
 
-    /// Records one call's outcome: the new gate when it changed (for the
-    /// log), and whether a failure is excused (goes back to the queue, its
-    /// attempt not counted): the failure that opened the breaker and late
-    /// ones while it is open are; a failed probe is not.
-    pub fn record(&mut self, now: Instant, ok: bool) -> (Option<Gate>, bool) {
+    /// Records one call's outcome (`probe`: the call was the probe): the new
+    /// gate when it changed (for the log), and whether a failure is excused
+    /// (goes back to the queue, its attempt not counted): the failure that
+    /// opened the breaker and late ones while it is open or half-open are;
+    /// a failed probe is not.
+    pub fn record(&mut self, now: Instant, ok: bool, probe: bool) -> (Option<Gate>, bool) {
         match self.mode {
             Mode::Closed => {
                 self.count(now, ok);
@@ -164,6 +166,8 @@ impl Core {
                 }
                 (None, false)
             }
+            // A straggler: it started before the breaker opened.
+            Mode::HalfOpen if !probe => (None, !ok),
             Mode::HalfOpen if ok => {
                 self.mode = Mode::Closed;
                 self.pause = self.rules.first_pause;
@@ -207,14 +211,20 @@ impl Breaker {
         self.core.lock().expect("breaker").gate(Instant::now())
     }
 
+    /// True while consumption is paused or probing (for the supervisor,
+    /// which does not scale up a stage whose calls fail).
+    pub fn is_open(&self) -> bool {
+        self.core.lock().expect("breaker").tripped()
+    }
+
     /// Records an outcome and logs each change of state once; true when a
     /// failure is excused (see [`Core::record`]).
-    pub fn record(&self, ok: bool) -> bool {
-        let (changed, excused) = self
-            .core
-            .lock()
-            .expect("breaker")
-            .record(Instant::now(), ok);
+    pub fn record(&self, ok: bool, probe: bool) -> bool {
+        let (changed, excused) =
+            self.core
+                .lock()
+                .expect("breaker")
+                .record(Instant::now(), ok, probe);
         match changed {
             Some(Gate::Open(pause)) => warn!(
                 stage = %self.stage,
@@ -241,7 +251,10 @@ mod tests {
         let start = Instant::now();
         let mut core = Core::new(Rules::default());
         for i in 0..100 {
-            assert_eq!(core.record(at(start, i * 10), i % 20 != 0), (None, false));
+            assert_eq!(
+                core.record(at(start, i * 10), i % 20 != 0, false),
+                (None, false)
+            );
         }
         assert_eq!(core.gate(at(start, 1_000)), Gate::Closed);
     }
@@ -252,14 +265,14 @@ mod tests {
         let mut core = Core::new(Rules::default());
         let mut opened = None;
         for i in 0..10 {
-            opened = core.record(at(start, i * 10), i % 3 == 0).0;
+            opened = core.record(at(start, i * 10), i % 3 == 0, false).0;
         }
         assert_eq!(opened, Some(Gate::Open(Duration::from_secs(2))));
         assert!(core.tripped());
         assert!(matches!(core.gate(at(start, 1_000)), Gate::Open(_)));
         assert_eq!(core.gate(at(start, 2_200)), Gate::Probe);
         assert_eq!(
-            core.record(at(start, 2_300), true),
+            core.record(at(start, 2_300), true, true),
             (Some(Gate::Closed), false)
         );
         assert_eq!(core.gate(at(start, 2_400)), Gate::Closed);
@@ -271,14 +284,14 @@ mod tests {
         let start = Instant::now();
         let mut core = Core::new(Rules::default());
         for i in 0..10 {
-            core.record(at(start, i), false);
+            core.record(at(start, i), false, false);
         }
         let mut now = 0;
         let mut pauses = Vec::new();
         for _ in 0..6 {
             now += 100_000;
             assert_eq!(core.gate(at(start, now)), Gate::Probe);
-            match core.record(at(start, now), false) {
+            match core.record(at(start, now), false, true) {
                 (Some(Gate::Open(pause)), false) => pauses.push(pause.as_secs()),
                 other => panic!("{other:?}"),
             }
@@ -291,10 +304,10 @@ mod tests {
         let start = Instant::now();
         let mut core = Core::new(Rules::default());
         for i in 0..9 {
-            core.record(at(start, i), false);
+            core.record(at(start, i), false, false);
         }
         // 30 s later, one more failure: the old ones no longer count.
-        assert_eq!(core.record(at(start, 30_000), false), (None, false));
+        assert_eq!(core.record(at(start, 30_000), false, false), (None, false));
         assert_eq!(core.gate(at(start, 30_001)), Gate::Closed);
     }
 
@@ -303,7 +316,7 @@ mod tests {
         let start = Instant::now();
         let mut core = Core::new(Rules::default());
         let excused: Vec<bool> = (0..10)
-            .map(|i| core.record(at(start, i), false).1)
+            .map(|i| core.record(at(start, i), false, false).1)
             .collect();
         assert_eq!(
             excused.iter().filter(|e| **e).count(),
@@ -311,12 +324,38 @@ mod tests {
             "the one that opened it"
         );
         assert!(excused[9]);
-        assert!(core.record(at(start, 20), false).1, "late, while open");
         assert!(
-            !core.record(at(start, 21), true).1,
+            core.record(at(start, 20), false, false).1,
+            "late, while open"
+        );
+        assert!(
+            !core.record(at(start, 21), true, false).1,
             "a success is never excused"
         );
         assert_eq!(core.gate(at(start, 3_000)), Gate::Probe);
-        assert!(!core.record(at(start, 3_100), false).1, "the probe counts");
+        assert!(
+            !core.record(at(start, 3_100), false, true).1,
+            "the probe counts"
+        );
+    }
+
+    #[test]
+    fn only_the_probe_decides_a_half_open_breaker() {
+        let start = Instant::now();
+        let mut core = Core::new(Rules::default());
+        for i in 0..10 {
+            core.record(at(start, i), false, false);
+        }
+        assert_eq!(core.gate(at(start, 3_000)), Gate::Probe);
+        // A call that started before it opened fails now: excused, and the
+        // breaker stays half-open with its pause unchanged.
+        assert_eq!(core.record(at(start, 3_010), false, false), (None, true));
+        assert_eq!(core.record(at(start, 3_020), true, false), (None, false));
+        assert_eq!(core.gate(at(start, 3_030)), Gate::Probe);
+        // The probe fails: open again for twice the first pause.
+        assert_eq!(
+            core.record(at(start, 3_040), false, true),
+            (Some(Gate::Open(Duration::from_secs(4))), false)
+        );
     }
 }

@@ -15,7 +15,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use crate::{
     error::Error,
     message, names,
-    publisher::{Pending, Publisher},
+    publisher::{Publisher, Unconfirmed},
 };
 
 /// The handler's view of one message being handled. Cheap to clone.
@@ -26,6 +26,7 @@ pub struct Context {
 
 struct Inner {
     id: String,
+    job: String,
     attempt: u32,
     stage: Arc<StageInfo>,
     outlet: Outlet,
@@ -48,8 +49,8 @@ struct Emits {
 
 /// An emitted message on its way: being written, or waiting for its confirm.
 enum Emit {
-    Writing(Pin<Box<dyn Future<Output = Result<Pending, Error>> + Send>>),
-    Written(Pending),
+    Writing(Pin<Box<dyn Future<Output = Result<Unconfirmed, Error>> + Send>>),
+    Written(Unconfirmed),
 }
 
 /// Emits whose writes may be outstanding before `emit` waits for some.
@@ -100,10 +101,17 @@ pub struct Emitted {
 }
 
 impl Context {
-    pub(crate) fn new(id: String, attempt: u32, stage: Arc<StageInfo>, outlet: Outlet) -> Context {
+    pub(crate) fn new(
+        id: String,
+        job: String,
+        attempt: u32,
+        stage: Arc<StageInfo>,
+        outlet: Outlet,
+    ) -> Context {
         Context {
             inner: Arc::new(Inner {
                 id,
+                job,
                 attempt,
                 stage,
                 outlet,
@@ -116,6 +124,12 @@ impl Context {
     /// The message id (kept from the producer, or assigned).
     pub fn id(&self) -> &str {
         &self.inner.id
+    }
+
+    /// The job the message belongs to: the id of the message that entered
+    /// the pipeline from outside (`x-warren-job`).
+    pub fn job(&self) -> &str {
+        &self.inner.job
     }
 
     /// 1 on the first delivery, then counted up by retries.
@@ -209,7 +223,7 @@ impl Context {
                         String::new(),
                         self.inner.stage.output_queues[index].clone(),
                         payload,
-                        message::new_properties(&id),
+                        message::new_properties(&id, &self.inner.job),
                     ));
                     let emit = match writing.as_mut().poll(&mut std::task::Context::from_waker(
                         futures_util::task::noop_waker_ref(),
@@ -266,7 +280,7 @@ impl Context {
 
     /// Passes a publish's result on, remembering a failure so that the
     /// handling fails whatever the handler does with the error.
-    fn note_failure(&self, result: Result<Pending, Error>) -> Result<Pending, Error> {
+    fn note_failure(&self, result: Result<Unconfirmed, Error>) -> Result<Unconfirmed, Error> {
         if let Err(error) = &result {
             let mut emits = self.inner.emits.lock().expect("emit state");
             emits.failed.get_or_insert_with(|| error.to_string());
@@ -318,6 +332,7 @@ impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Context")
             .field("id", &self.inner.id)
+            .field("job", &self.inner.job)
             .field("attempt", &self.inner.attempt)
             .field("stage", &self.inner.stage.name)
             .finish()

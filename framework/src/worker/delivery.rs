@@ -1,11 +1,9 @@
-//! One delivery, from arrival to settlement: run the handler, then ack, or
-//! publish a retry or a dead letter (with a confirm) and ack, or requeue
-//! when even that failed.
+//! One delivery, from arrival to settlement: run the handler, decide (the
+//! [`Disposition`]), then acknowledge, or first publish a retry, a dead
+//! letter or a copy (with a confirm). When even that publish fails the
+//! delivery is requeued and the session starts over.
 
-use std::{
-    sync::{Arc, atomic::Ordering},
-    time::Duration,
-};
+use std::{sync::atomic::Ordering, time::Duration};
 
 use lapin::{message::Delivery, types::AMQPValue};
 use tracing::{debug, info, warn};
@@ -13,85 +11,120 @@ use tracing::{debug, info, warn};
 use super::{
     Action,
     acks::Settle,
-    breaker::Breaker,
-    context::{Context, Outlet, StageInfo},
-    handler::{Handler, Invocation, invoke},
+    context::{Context, Outlet},
+    handler::{Handled, invoke},
+    intake::Intake,
     outcome::{Disposition, decide},
+    stage::StageRuntime,
 };
-use crate::{
-    duration, message, names, pipeline::Stage, publisher::Publisher, rate::Limiter,
-    report::StageStats,
-};
+use crate::{duration, message, names, publisher::Publisher};
 
-/// A stage as served by this process: its settings, its handler and its
-/// counters.
-pub(crate) struct StageRuntime {
-    pub info: Arc<StageInfo>,
-    pub stage: Stage,
-    pub handler: Arc<dyn Handler>,
-    pub queue: String,
-    pub dead_queue: String,
-    pub stats: Arc<StageStats>,
-    /// This worker's share of the stage's rate limit, if it has one.
-    pub limiter: Option<Arc<Limiter>>,
-    /// Pauses consumption when calls fail at a high rate.
-    pub breaker: Breaker,
+/// Where a delivery's copy goes, and with which headers changed.
+struct Forward<'a> {
+    queue: &'a str,
+    id: &'a str,
+    set: Vec<(&'static str, AMQPValue)>,
+    remove: &'static [&'static str],
 }
 
 impl StageRuntime {
-    pub fn new(pipeline: &str, stage: Stage, handler: Arc<dyn Handler>) -> StageRuntime {
-        StageRuntime {
-            info: Arc::new(StageInfo::new(pipeline, &stage.name, &stage.outputs)),
-            queue: names::stage_queue(pipeline, &stage.name),
-            dead_queue: names::dead_queue(pipeline, &stage.name),
-            limiter: stage.rate_limit.map(|limit| Arc::new(Limiter::new(limit))),
-            breaker: Breaker::new(&stage.name),
-            stage,
-            handler,
-            stats: Arc::default(),
-        }
+    /// Carries out an [`Intake`] other than `Handle`: publishes the copy
+    /// (or the dead letter) and says how to settle the original.
+    pub async fn admit(
+        &self,
+        publisher: &Publisher,
+        delivery: &Delivery,
+        intake: &Intake,
+        queue: &str,
+    ) -> Result<Settle, Settle> {
+        let props = &delivery.properties;
+        let id = message::id_of(props)
+            .map(str::to_string)
+            .unwrap_or_else(message::new_id);
+        let job = message::job_of(props).unwrap_or_else(|| id.clone());
+        let job_header = (message::JOB, AMQPValue::LongString(job.as_str().into()));
+        let forward = match intake {
+            Intake::Handle => return Ok(Settle::Ack),
+            Intake::AssignId => {
+                debug!(stage = %self.info.name, %id, "the message came without an id: it gets one");
+                Forward {
+                    queue,
+                    id: &id,
+                    set: vec![job_header],
+                    remove: &[],
+                }
+            }
+            Intake::Isolate { attempt } => {
+                info!(stage = %self.info.name, %id, attempt, "its last worker stopped while holding it: it will be handled alone");
+                self.stats.retried.fetch_add(1, Ordering::Relaxed);
+                Forward {
+                    queue: &self.isolation_queue,
+                    id: &id,
+                    set: vec![
+                        job_header,
+                        (message::ATTEMPT, message::int(u64::from(*attempt))),
+                        (
+                            message::ERROR,
+                            message::text("its worker stopped before settling it"),
+                        ),
+                    ],
+                    remove: &[],
+                }
+            }
+            Intake::Dead { reason } => {
+                return self
+                    .settle(
+                        publisher,
+                        delivery,
+                        &id,
+                        Disposition::Dead {
+                            reason: reason.clone(),
+                        },
+                        message::attempt_of(props),
+                    )
+                    .await;
+            }
+        };
+        self.forward(publisher, delivery, forward).await
     }
 
-    /// Handles one delivery (see [`StageRuntime::process`]) and counts it.
+    /// Handles one delivery (`probe`: it is the circuit breaker's probe) and
+    /// says how to settle it. `Err` means the broker refused a publish: the
+    /// delivery is requeued and the session should start over
+    /// (re-declaring what may be missing).
     pub async fn handle(
         &self,
         publisher: &Publisher,
         delivery: &Delivery,
+        probe: bool,
     ) -> Result<Settle, Settle> {
         /// Counts a handling out even when its task is aborted (a lost
         /// session, the end of the grace period).
-        struct InFlight<'a>(&'a std::sync::atomic::AtomicU64);
-        impl Drop for InFlight<'_> {
+        struct Counted<'a>(&'a std::sync::atomic::AtomicU64);
+        impl Drop for Counted<'_> {
             fn drop(&mut self) {
                 self.0.fetch_sub(1, Ordering::Relaxed);
             }
         }
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-        let _counted = InFlight(&self.stats.in_flight);
-        self.process(publisher, delivery).await
-    }
+        let _counted = Counted(&self.stats.in_flight);
 
-    /// Handles one delivery and says how to settle it. `Err` means the
-    /// broker refused a retry or dead letter: the delivery is requeued and
-    /// the session should start over (re-declaring what may be missing).
-    pub async fn process(
-        &self,
-        publisher: &Publisher,
-        delivery: &Delivery,
-    ) -> Result<Settle, Settle> {
         let props = &delivery.properties;
         let attempt = message::attempt_of(props);
-        let id = match message::id_of(props) {
-            Some(id) => id.to_string(),
-            None => message::new_id(),
-        };
+        let id = message::id_of(props)
+            .map(str::to_string)
+            .unwrap_or_else(message::new_id);
+        let job = message::job_of(props).unwrap_or_else(|| id.clone());
         if let Some(not_before) = message::not_before_of(props) {
             let now = message::epoch_ms();
             if not_before > now + 50 {
-                let wait = Duration::from_millis(not_before - now);
-                return self
-                    .delay(publisher, delivery, &id, attempt, wait, None)
-                    .await;
+                let delay = Duration::from_millis(not_before - now);
+                let wait = Disposition::Retry {
+                    attempt,
+                    delay,
+                    reason: String::new(),
+                };
+                return self.settle(publisher, delivery, &id, wait, attempt).await;
             }
         }
         if let Some(limiter) = &self.limiter {
@@ -99,6 +132,7 @@ impl StageRuntime {
         }
         let ctx = Context::new(
             id.clone(),
+            job,
             attempt,
             self.info.clone(),
             Outlet::Broker(publisher.clone()),
@@ -106,21 +140,20 @@ impl StageRuntime {
         let disposition = match invoke(&*self.handler, &delivery.data, ctx, self.stage.timeout)
             .await
         {
-            Invocation::Undecodable(reason) => Disposition::Dead { reason },
-            Invocation::Panicked(failure) => decide(Err(failure), attempt, &self.stage.retry),
-            Invocation::Finished(outcome) => {
+            Handled::Undecodable(reason) => Disposition::Dead { reason },
+            Handled::Panicked(failure) => decide(Err(failure), attempt, &self.stage.retry),
+            Handled::Finished(outcome) => {
                 // Successes and retryable failures tell the breaker whether
                 // the calls work; a message that can never succeed does not.
                 let call_failed = matches!(&outcome, Err(f) if f.action() != Action::DeadLetter);
-                if (call_failed || outcome.is_ok()) && self.breaker.record(outcome.is_ok()) {
+                if (call_failed || outcome.is_ok()) && self.breaker.record(outcome.is_ok(), probe) {
                     // The calls fail for every message (an outage): this one
                     // goes back to the queue, its attempt not counted.
-                    if let Err(failure) = &outcome {
-                        debug!(stage = %self.info.name, %id, attempt, "back to the queue while the calls fail: {failure}");
-                    }
-                    return Ok(Settle::Requeue);
+                    let reason = outcome.err().map(|f| f.to_string()).unwrap_or_default();
+                    Disposition::Requeue { reason }
+                } else {
+                    decide(outcome, attempt, &self.stage.retry)
                 }
-                decide(outcome, attempt, &self.stage.retry)
             }
         };
         if disposition != Disposition::Done && !publisher.is_open() {
@@ -129,116 +162,151 @@ impl StageRuntime {
             // nothing per message; the session says it once.
             return Err(Settle::Requeue);
         }
+        self.settle(publisher, delivery, &id, disposition, attempt)
+            .await
+    }
+
+    /// Carries out a disposition of a message handled at `attempt`.
+    async fn settle(
+        &self,
+        publisher: &Publisher,
+        delivery: &Delivery,
+        id: &str,
+        disposition: Disposition,
+        attempt: u32,
+    ) -> Result<Settle, Settle> {
+        let job = message::job_of(&delivery.properties).unwrap_or_else(|| id.to_string());
+        let job_header = (message::JOB, AMQPValue::LongString(job.as_str().into()));
         match disposition {
             Disposition::Done => {
                 self.stats.done.fetch_add(1, Ordering::Relaxed);
                 Ok(Settle::Ack)
+            }
+            Disposition::Requeue { reason } => {
+                debug!(stage = %self.info.name, %id, attempt, "back to the queue while the calls fail: {reason}");
+                let back = Forward {
+                    queue: &self.queue,
+                    id,
+                    set: vec![job_header],
+                    remove: &[],
+                };
+                self.forward(publisher, delivery, back).await
             }
             Disposition::Retry {
                 attempt: next,
                 delay,
                 reason,
             } => {
-                self.stats.retried.fetch_add(1, Ordering::Relaxed);
-                info!(stage = %self.info.name, %id, attempt, "retrying in {}: {reason}", duration::format(delay));
-                self.delay(publisher, delivery, &id, next, delay, Some(&reason))
-                    .await
+                let Some(hop) = self.stage.retry.hop(delay) else {
+                    // No retry queues (retries are off): nothing can hold it.
+                    let reason = if reason.is_empty() {
+                        "no retry queue to wait in".to_string()
+                    } else {
+                        reason
+                    };
+                    return Box::pin(self.settle(
+                        publisher,
+                        delivery,
+                        id,
+                        Disposition::Dead { reason },
+                        attempt,
+                    ))
+                    .await;
+                };
+                let mut set = vec![
+                    job_header,
+                    (message::ATTEMPT, message::int(u64::from(next))),
+                ];
+                if !reason.is_empty() {
+                    self.stats.retried.fetch_add(1, Ordering::Relaxed);
+                    info!(stage = %self.info.name, %id, attempt, "retrying in {}: {reason}", duration::format(delay));
+                    set.push((message::ERROR, message::text(&reason)));
+                }
+                let remove: &'static [&'static str] = if hop.again {
+                    set.push((
+                        message::NOT_BEFORE,
+                        message::int(message::epoch_ms_in(delay)),
+                    ));
+                    &[]
+                } else {
+                    &[message::NOT_BEFORE]
+                };
+                let queue = names::retry_queue(&self.info.pipeline, &self.info.name, hop.level);
+                let retry = Forward {
+                    queue: &queue,
+                    id,
+                    set,
+                    remove,
+                };
+                self.forward(publisher, delivery, retry).await
             }
             Disposition::Dead { reason } => {
                 self.stats.dead.fetch_add(1, Ordering::Relaxed);
                 warn!(stage = %self.info.name, %id, attempt, "dead-lettered: {reason}");
-                self.dead_letter(publisher, delivery, &id, attempt, &reason)
-                    .await
+                let dead = Forward {
+                    queue: &self.dead_queue,
+                    id,
+                    set: vec![
+                        job_header,
+                        (
+                            message::STAGE,
+                            AMQPValue::LongString(self.info.name.as_str().into()),
+                        ),
+                        (message::ERROR, message::text(&reason)),
+                        (message::ATTEMPT, message::int(u64::from(attempt))),
+                    ],
+                    remove: &[message::NOT_BEFORE],
+                };
+                self.forward(publisher, delivery, dead).await
             }
         }
     }
 
-    /// Publishes the message to the retry queue that holds it for `delay`,
-    /// as attempt `attempt`.
-    async fn delay(
+    /// Publishes a copy of the delivery to `forward.queue` (through the
+    /// default exchange) and, once the broker confirmed it, acks the
+    /// original.
+    async fn forward(
         &self,
         publisher: &Publisher,
         delivery: &Delivery,
-        id: &str,
-        attempt: u32,
-        delay: Duration,
-        reason: Option<&str>,
+        forward: Forward<'_>,
     ) -> Result<Settle, Settle> {
-        let Some(hop) = self.stage.retry.hop(delay) else {
-            // No retry queues (retries are off): nothing can hold it.
-            return self
-                .dead_letter(
-                    publisher,
-                    delivery,
-                    id,
-                    attempt,
-                    reason.unwrap_or("no retry queue to wait in"),
-                )
-                .await;
-        };
-        let mut set = vec![(message::ATTEMPT, message::int(u64::from(attempt)))];
-        if let Some(reason) = reason {
-            set.push((message::ERROR, message::text(reason)));
-        }
-        let mut remove = vec![];
-        if hop.again {
-            set.push((
-                message::NOT_BEFORE,
-                message::int(message::epoch_ms_in(delay)),
-            ));
-        } else {
-            remove.push(message::NOT_BEFORE);
-        }
-        let props = message::republish_properties(&delivery.properties, &set, &remove)
-            .with_message_id(message::short(id));
-        let queue = names::retry_queue(&self.info.pipeline, &self.info.name, hop.level);
-        self.settle_after(
-            publisher
-                .publish_confirmed("", &queue, &delivery.data, props)
-                .await,
-            id,
-        )
-    }
-
-    /// Publishes the message to the stage's dead-letter queue with why.
-    async fn dead_letter(
-        &self,
-        publisher: &Publisher,
-        delivery: &Delivery,
-        id: &str,
-        attempt: u32,
-        reason: &str,
-    ) -> Result<Settle, Settle> {
-        let set = [
-            (
-                message::STAGE,
-                AMQPValue::LongString(self.info.name.as_str().into()),
-            ),
-            (message::ERROR, message::text(reason)),
-            (message::ATTEMPT, message::int(u64::from(attempt))),
-        ];
         let props =
-            message::republish_properties(&delivery.properties, &set, &[message::NOT_BEFORE])
-                .with_message_id(message::short(id));
-        self.settle_after(
-            publisher
-                .publish_confirmed("", &self.dead_queue, &delivery.data, props)
-                .await,
-            id,
-        )
-    }
-
-    fn settle_after(
-        &self,
-        published: Result<(), crate::Error>,
-        id: &str,
-    ) -> Result<Settle, Settle> {
-        match published {
+            message::republish_properties(&delivery.properties, &forward.set, forward.remove)
+                .with_message_id(message::short(forward.id));
+        match publisher
+            .settle("", forward.queue, &delivery.data, props)
+            .await
+        {
             Ok(()) => Ok(Settle::Ack),
             Err(error) => {
-                warn!(stage = %self.info.name, %id, %error, "could not hand the message over; it goes back to the queue");
+                warn!(stage = %self.info.name, id = %forward.id, %error, "could not hand the message over; it goes back to the queue");
                 Err(Settle::Requeue)
             }
         }
+    }
+
+    /// Gives a delivery that was never started back to `queue` unchanged
+    /// (a pause or a drain): a copy, then an ack, so that the broker's
+    /// `redelivered` flag keeps meaning that a worker stopped holding it.
+    pub async fn give_back(
+        &self,
+        publisher: &Publisher,
+        delivery: &Delivery,
+        queue: &str,
+    ) -> Result<Settle, Settle> {
+        let Some(id) = message::id_of(&delivery.properties).map(str::to_string) else {
+            // Without an id it is given one on the way.
+            return self
+                .admit(publisher, delivery, &Intake::AssignId, queue)
+                .await;
+        };
+        let back = Forward {
+            queue,
+            id: &id,
+            set: Vec::new(),
+            remove: &[],
+        };
+        self.forward(publisher, delivery, back).await
     }
 }

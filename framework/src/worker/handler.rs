@@ -70,9 +70,9 @@ pub(crate) fn decode_error<T>(error: &serde_json::Error) -> String {
     }
 }
 
-/// How one handling ended.
+/// How one handling ended, before the retry policy is consulted.
 #[derive(Debug)]
-pub(crate) enum Invocation {
+pub(crate) enum Handled {
     /// The body did not decode: dead-letter at once.
     Undecodable(String),
     /// The handler panicked: a bug met on this message, retried like any
@@ -82,26 +82,29 @@ pub(crate) enum Invocation {
     Finished(Outcome),
 }
 
-/// Runs `handler` on `body` within `timeout`; a panic or the timeout is a
-/// retryable failure, and success requires every emit to be confirmed.
+/// Runs `handler` on `body`: the handler and the confirms of what it
+/// emitted share one `timeout` (validation counts on it). A panic or the
+/// timeout is a retryable failure, and success requires every emit to be
+/// confirmed.
 pub(crate) async fn invoke(
     handler: &dyn Handler,
     body: &[u8],
     ctx: Context,
     timeout: Duration,
-) -> Invocation {
+) -> Handled {
+    let deadline = tokio::time::Instant::now() + timeout;
     let started = std::panic::catch_unwind(AssertUnwindSafe(|| handler.start(body, ctx.clone())));
     let future = match started {
         Ok(Ok(future)) => future,
-        Ok(Err(reason)) => return Invocation::Undecodable(reason),
-        Err(panic) => return Invocation::Panicked(Failure::retry(panicked(&*panic))),
+        Ok(Err(reason)) => return Handled::Undecodable(reason),
+        Err(panic) => return Handled::Panicked(Failure::retry(panicked(&*panic))),
     };
-    let outcome = match tokio::time::timeout(timeout, AssertUnwindSafe(future).catch_unwind()).await
-    {
+    let ran = tokio::time::timeout_at(deadline, AssertUnwindSafe(future).catch_unwind()).await;
+    let outcome = match ran {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(panic)) => {
             ctx.abandon_emits();
-            return Invocation::Panicked(Failure::retry(panicked(&*panic)));
+            return Handled::Panicked(Failure::retry(panicked(&*panic)));
         }
         Err(_) => {
             ctx.cancel();
@@ -111,11 +114,11 @@ pub(crate) async fn invoke(
             )))
         }
     };
-    Invocation::Finished(match outcome {
-        Ok(()) => match tokio::time::timeout(timeout, ctx.confirm_emits()).await {
+    Handled::Finished(match outcome {
+        Ok(()) => match tokio::time::timeout_at(deadline, ctx.confirm_emits()).await {
             Ok(confirmed) => confirmed.map_err(Failure::retry),
             Err(_) => Err(Failure::retry(format!(
-                "emitted messages were not confirmed within {}",
+                "emitted messages were not confirmed within the stage timeout {}",
                 duration::format(timeout)
             ))),
         },

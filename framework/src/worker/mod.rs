@@ -32,39 +32,38 @@
 
 mod acks;
 mod breaker;
+mod consumer;
 mod context;
 mod delivery;
 mod handler;
+mod intake;
 mod outcome;
+mod reconnect;
 mod session;
+#[cfg(feature = "signals")]
 mod signals;
+mod stage;
 
-use std::{future::Future, io::Write, process::ExitCode, sync::Arc, time::Duration};
+use std::{future::Future, process::ExitCode, sync::Arc, time::Duration};
 
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, error, info, warn};
+use tracing::error;
 
 pub use context::{Context, Emitted};
 pub use handler::{Handler, HandlerFuture, typed};
 pub use outcome::{Action, Disposition, Failure, Outcome, decide};
 
 pub(crate) use context::{Outlet, StageInfo};
-pub(crate) use handler::{Invocation, invoke};
+pub(crate) use handler::{Handled, invoke};
 
-use crate::{config, connection, error::Error, pipeline::Pipeline, report};
-use delivery::StageRuntime;
-use session::SessionEnd;
+use crate::{config, error::Error, exit, pipeline::Pipeline, report};
+use reconnect::Served;
+use stage::StageRuntime;
 
 /// Time a worker gives its handlers to finish after SIGTERM, beyond the
 /// stage timeout.
 pub const GRACE_MARGIN: Duration = Duration::from_secs(5);
-
-/// Longest pause between reconnection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
-/// A session that lasted this long resets the reconnection backoff.
-const STABLE: Duration = Duration::from_secs(10);
 
 /// A worker process: handlers by stage name.
 #[derive(Default)]
@@ -111,6 +110,7 @@ impl Worker {
     }
 
     /// Runs until SIGTERM or SIGINT, then drains. See the module docs.
+    #[cfg(feature = "signals")]
     pub async fn run(self) -> Result<(), Error> {
         let shutdown = signals::shutdown_on_signal()?;
         self.run_until(shutdown.cancelled_owned()).await
@@ -127,27 +127,29 @@ impl Worker {
             shutdown.await;
             trigger.cancel();
         });
-        let plan = self.plan()?;
-        plan.run(&token).await
+        self.resolve()?.run(&token).await
     }
 
     /// Runs like [`Worker::run`] and turns the result into an exit code,
-    /// logging the error: 78 for a bad pipeline or worker setup, 69 for a
-    /// refused login, 1 for anything else.
+    /// logging the error (see [`exit_code`]).
+    #[cfg(feature = "signals")]
     pub async fn serve(self) -> ExitCode {
         match self.run().await {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 error!("{error}");
                 // Not eprintln!: it panics when stderr is a closed pipe.
-                let _ = writeln!(std::io::stderr(), "error: {error}");
+                let _ = std::io::Write::write_fmt(
+                    &mut std::io::stderr(),
+                    format_args!("error: {error}\n"),
+                );
                 ExitCode::from(exit_code(&error))
             }
         }
     }
 
     /// Resolves the pipeline, the stages to serve and their handlers.
-    fn plan(self) -> Result<Plan, Error> {
+    fn resolve(self) -> Result<Served, Error> {
         let pipeline = match self.pipeline {
             Some(pipeline) => pipeline,
             None => {
@@ -203,7 +205,7 @@ impl Worker {
                 limiter.set_share(share);
             }
         }
-        Ok(Plan {
+        Ok(Served {
             pipeline,
             stages,
             grace,
@@ -211,147 +213,13 @@ impl Worker {
     }
 }
 
-/// The exit code for a worker error.
+/// The exit code for a worker error: [`exit::CONFIG`] for a bad pipeline
+/// or worker setup, [`exit::UNAVAILABLE`] when the broker refuses the login
+/// or cannot be reached, [`exit::FAILURE`] for anything else.
 pub fn exit_code(error: &Error) -> u8 {
     match error {
-        Error::Pipeline(_) | Error::Setup(_) | Error::UnknownStage { .. } => 78,
-        Error::LoginRefused { .. } | Error::Unreachable { .. } => 69,
-        _ => 1,
-    }
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// What a worker serves, resolved.
-struct Plan {
-    pipeline: Pipeline,
-    stages: Vec<Arc<StageRuntime>>,
-    grace: Duration,
-}
-
-impl Plan {
-    /// What the reporter tells the supervisor about, and where it applies
-    /// the rate shares it gets back.
-    fn reported(&self) -> Arc<Vec<report::Reported>> {
-        Arc::new(
-            self.stages
-                .iter()
-                .map(|s| report::Reported {
-                    name: s.info.name.clone(),
-                    stats: s.stats.clone(),
-                    limiter: s.limiter.clone(),
-                })
-                .collect(),
-        )
-    }
-    /// Sessions until shutdown, reconnecting with capped exponential
-    /// backoff. Each change of state is logged once.
-    async fn run(&self, shutdown: &CancellationToken) -> Result<(), Error> {
-        let names: Vec<&str> = self.stages.iter().map(|s| s.info.name.as_str()).collect();
-        let index = std::env::var("WARREN_WORKER").unwrap_or_else(|_| "0".into());
-        let label = format!("{}.{}#{index}", self.pipeline.name, names.join("+"));
-        let url = &self.pipeline.broker.url;
-        let mut backoff = Duration::from_millis(250);
-        let mut down_since: Option<std::time::Instant> = None;
-        let mut session_count = 0u32;
-        let mut last_loss: Option<String> = None;
-        let reporter = std::env::var(report::SOCKET_ENV)
-            .ok()
-            .map(|path| tokio::spawn(report::run(path, self.reported())));
-        let _stop_reporting = reporter.map(|task| AbortOnDrop(task.abort_handle()));
-        loop {
-            if shutdown.is_cancelled() {
-                return Ok(());
-            }
-            let conn_name = format!("warren worker {label} pid {}", std::process::id());
-            let connection = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                opened = connection::open(url, &conn_name) => opened,
-            };
-            let connection = match connection {
-                Ok(connection) => connection,
-                Err(error @ Error::LoginRefused { .. }) => return Err(error),
-                Err(error) => {
-                    match down_since {
-                        None => {
-                            warn!(
-                                "{error}; retrying with backoff up to {}s",
-                                MAX_BACKOFF.as_secs()
-                            );
-                            down_since = Some(std::time::Instant::now());
-                        }
-                        Some(since) => {
-                            debug!(%error, down_for = ?since.elapsed(), "still cannot reach the broker")
-                        }
-                    }
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    continue;
-                }
-            };
-            session_count += 1;
-            match down_since.take() {
-                Some(since) => {
-                    info!(serving = %label, "reconnected after {:.1}s; consuming again", since.elapsed().as_secs_f64())
-                }
-                None if session_count == 1 => {
-                    info!(serving = %label, broker = %url, "connected; consuming")
-                }
-                None => info!(serving = %label, "reconnected; consuming again"),
-            }
-            let tag_prefix = format!(
-                "warren-{}-{index}-{}-{session_count}",
-                self.pipeline.name,
-                std::process::id()
-            );
-            let started = std::time::Instant::now();
-            match session::run(
-                connection,
-                &self.pipeline,
-                &self.stages,
-                shutdown,
-                self.grace,
-                &tag_prefix,
-            )
-            .await?
-            {
-                SessionEnd::Drained => {
-                    info!(serving = %label, "drained; stopping");
-                    if let Ok(path) = std::env::var(report::SOCKET_ENV) {
-                        report::send_final(&path, &self.reported()).await;
-                    }
-                    return Ok(());
-                }
-                SessionEnd::Lost(reason) => {
-                    // A session that ends at once again and again is logged
-                    // once and retried with a growing pause.
-                    if started.elapsed() > STABLE || last_loss.as_deref() != Some(reason.as_str()) {
-                        warn!(serving = %label, "lost the broker: {reason}; reconnecting");
-                    } else {
-                        debug!(serving = %label, "lost the broker again: {reason}");
-                    }
-                    if started.elapsed() > STABLE {
-                        backoff = Duration::from_millis(250);
-                    }
-                    last_loss = Some(reason);
-                    down_since = Some(std::time::Instant::now());
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-        }
+        Error::Pipeline(_) | Error::Setup(_) | Error::UnknownStage { .. } => exit::CONFIG,
+        Error::LoginRefused { .. } | Error::Unreachable { .. } => exit::UNAVAILABLE,
+        _ => exit::FAILURE,
     }
 }

@@ -2,7 +2,7 @@
 
 use std::{fmt, time::Duration};
 
-use crate::retry::{Decision, RetryPolicy};
+use crate::retry::RetryPolicy;
 
 /// What a handler returns: `Ok(())` when the message is done.
 pub type Outcome = Result<(), Failure>;
@@ -94,7 +94,8 @@ impl<E: std::error::Error> From<E> for Failure {
     }
 }
 
-/// What happens to a message after its handler ran.
+/// What happens to a message after its handler ran: the one decision of
+/// the path from delivery to acknowledgement (see ARCHITECTURE.md).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disposition {
     /// Done: acknowledged.
@@ -111,6 +112,13 @@ pub enum Disposition {
     /// Published to the stage's dead-letter queue with `reason`.
     Dead {
         /// The one-line reason in `x-warren-error`.
+        reason: String,
+    },
+    /// Given back to the stage queue unchanged, its attempt not counted:
+    /// the calls it makes fail for every message (the circuit breaker
+    /// opened), which says nothing about this message.
+    Requeue {
+        /// Why.
         reason: String,
     },
 }
@@ -131,13 +139,13 @@ pub fn decide(outcome: Outcome, attempt: u32, policy: &RetryPolicy) -> Dispositi
         Action::Retry => None,
         Action::RetryAfter(delay) => Some(delay),
     };
-    match policy.after_failure(attempt, requested) {
-        Decision::Retry { attempt, delay } => Disposition::Retry {
-            attempt,
+    match policy.delay_after(attempt, requested) {
+        Some(delay) => Disposition::Retry {
+            attempt: attempt + 1,
             delay,
             reason: failure.reason,
         },
-        Decision::GiveUp => Disposition::Dead {
+        None => Disposition::Dead {
             reason: format!(
                 "attempt {attempt} of {} failed: {}",
                 policy.attempts, failure.reason

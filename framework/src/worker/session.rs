@@ -1,32 +1,34 @@
-//! One connection's lifetime: declare, consume every served stage, and end
-//! either by draining (shutdown) or because the broker went away.
+//! One session with the broker: declare, consume every served stage, and
+//! end either by draining (shutdown) or because the broker went away.
 //!
-//! Each stage has its own consumer channel (per-consumer QoS = prefetch;
-//! quorum queues refuse global QoS) and its own acker; emits, retries and
-//! dead letters go through one confirm-mode channel. When anything of the
-//! connection is lost, every handler of the session is dropped: their
-//! deliveries belong to dead channels and the broker requeues them, so no
-//! settlement is ever sent on a channel other than the delivery's own.
+//! A session has two connections, as RabbitMQ advises: one consumes and
+//! acknowledges, the other publishes (emits, retries, dead letters, copies)
+//! on one confirm-mode channel. Under a memory or disk alarm the broker
+//! blocks publishing connections; acknowledgements then still flow on the
+//! consuming one, and the stages start nothing new until the block lifts
+//! (logged at warn with the broker's reason, reported to the supervisor).
+//!
+//! Each stage has two consumer channels (its queue with per-consumer QoS =
+//! prefetch, since quorum queues refuse global QoS, and its isolation queue
+//! with prefetch 1). When anything of the session is lost, every handler is
+//! dropped: their deliveries belong to dead channels and the broker gives
+//! them again, so no acknowledgement is ever sent on another channel.
 
 use std::{sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
 use lapin::{
     Channel, Connection, Consumer,
-    options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
+    options::{BasicConsumeOptions, BasicQosOptions},
     types::FieldTable,
 };
-use tokio::{
-    sync::{Semaphore, mpsc},
-    task::JoinSet,
-};
+use tokio::{sync::watch, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{
-    acks::{self, Settle},
-    breaker::Gate,
-    delivery::StageRuntime,
+    consumer::{Channels, StageLoop},
+    stage::StageRuntime,
 };
 use crate::{error::Error, pipeline::Pipeline, publisher::Publisher, topology::Topology};
 
@@ -39,26 +41,41 @@ pub(crate) enum SessionEnd {
     Lost(String),
 }
 
-/// Runs one session on `connection` until shutdown or loss. Errors are
-/// the ones reconnecting cannot fix (queues with other arguments).
+/// A session's two connections.
+pub(crate) struct Connections {
+    /// Consumes and acknowledges; never publishes.
+    pub consume: Connection,
+    /// Publishes with confirms.
+    pub publish: Connection,
+}
+
+impl Connections {
+    async fn close(&self, why: &str) {
+        let _ = self.consume.close(200, why.into()).await;
+        let _ = self.publish.close(200, why.into()).await;
+    }
+}
+
+/// Runs one session until shutdown or loss. Errors are the ones
+/// reconnecting cannot fix (queues with other arguments).
 pub(crate) async fn run(
-    connection: Connection,
+    connections: Connections,
     pipeline: &Pipeline,
     stages: &[Arc<StageRuntime>],
     shutdown: &CancellationToken,
     grace: Duration,
     tag_prefix: &str,
 ) -> Result<SessionEnd, Error> {
-    match start(&connection, pipeline, stages, tag_prefix).await {
+    match start(&connections, pipeline, stages, tag_prefix).await {
         Ok(running) => {
             set_consuming(stages, true);
-            let end = running.wait(connection, shutdown, grace).await;
+            let end = running.wait(&connections, shutdown, grace).await;
             set_consuming(stages, false);
             Ok(end)
         }
         Err(Error::Mismatch(mismatches)) => Err(Error::Mismatch(mismatches)),
         Err(error) => {
-            let _ = connection.close(200, "restarting".into()).await;
+            connections.close("restarting").await;
             Ok(SessionEnd::Lost(error.to_string()))
         }
     }
@@ -78,60 +95,90 @@ struct Running {
     publisher: Publisher,
     stop: CancellationToken,
     trouble: CancellationToken,
+    blocked: watch::Sender<Option<String>>,
 }
 
 async fn start(
-    connection: &Connection,
+    connections: &Connections,
     pipeline: &Pipeline,
     stages: &[Arc<StageRuntime>],
     tag_prefix: &str,
 ) -> Result<Running, Error> {
-    Topology::plan(pipeline).declare(connection).await?;
-    let publisher = Publisher::open(connection).await?;
+    Topology::plan(pipeline)
+        .declare(&connections.publish)
+        .await?;
+    let publisher = Publisher::open(&connections.publish).await?;
     let stop = CancellationToken::new();
     let trouble = CancellationToken::new();
+    let (blocked, blocked_rx) = watch::channel(None);
     let mut loops = JoinSet::new();
     for runtime in stages {
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(|e| Error::broker("open a consumer channel", e))?;
-        channel
-            .basic_qos(runtime.stage.prefetch, BasicQosOptions { global: false })
-            .await
-            .map_err(|e| Error::broker("set the prefetch", e))?;
         let tag = format!("{tag_prefix}-{}", runtime.info.name);
-        let consumer = channel
-            .basic_consume(
-                runtime.queue.as_str().into(),
-                tag.as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| Error::broker(format!("consume {}", runtime.queue), e))?;
-        let consume = Consume {
+        let (main, main_consumer) = consume(
+            &connections.consume,
+            &runtime.queue,
+            runtime.stage.prefetch,
+            &tag,
+        )
+        .await?;
+        let (isolation, isolated) = consume(
+            &connections.consume,
+            &runtime.isolation_queue,
+            1,
+            &format!("{tag}-isolated"),
+        )
+        .await?;
+        let stage_loop = StageLoop {
             runtime: runtime.clone(),
             publisher: publisher.clone(),
-            channel,
+            channels: Channels { main, isolation },
             tag,
             stop: stop.clone(),
             trouble: trouble.clone(),
+            blocked: blocked_rx.clone(),
         };
-        loops.spawn(consume.run(consumer));
+        loops.spawn(stage_loop.run(main_consumer, isolated));
     }
     Ok(Running {
         loops,
         publisher,
         stop,
         trouble,
+        blocked,
     })
+}
+
+/// A channel with `prefetch` consuming `queue`.
+async fn consume(
+    connection: &Connection,
+    queue: &str,
+    prefetch: u16,
+    tag: &str,
+) -> Result<(Channel, Consumer), Error> {
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| Error::broker("open a consumer channel", e))?;
+    channel
+        .basic_qos(prefetch, BasicQosOptions { global: false })
+        .await
+        .map_err(|e| Error::broker("set the prefetch", e))?;
+    let consumer = channel
+        .basic_consume(
+            queue.into(),
+            tag.into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| Error::broker(format!("consume {queue}"), e))?;
+    Ok((channel, consumer))
 }
 
 impl Running {
     async fn wait(
         mut self,
-        connection: Connection,
+        connections: &Connections,
         shutdown: &CancellationToken,
         grace: Duration,
     ) -> SessionEnd {
@@ -143,16 +190,19 @@ impl Running {
                 Err(error) => format!("a consumer task failed: {error}"),
             }),
             _ = self.trouble.cancelled() => Some("the broker refused a retry or a dead letter".to_string()),
-            reason = watch(&connection, &self.publisher) => Some(reason),
+            reason = watch(connections, &self.publisher, &self.blocked) => Some(reason),
         };
         match lost {
             None => {
                 self.stop.cancel();
-                let drained = tokio::time::timeout(grace, async {
-                    while self.loops.join_next().await.is_some() {}
-                })
-                .await;
-                if drained.is_err() {
+                // Blocks and unblocks are still followed while draining.
+                let drained = async {
+                    tokio::select! {
+                        _ = async { while self.loops.join_next().await.is_some() {} } => {}
+                        _ = watch(connections, &self.publisher, &self.blocked) => {}
+                    }
+                };
+                if tokio::time::timeout(grace, drained).await.is_err() {
                     warn!(
                         "grace period of {}s over; unfinished messages go back to their queue",
                         grace.as_secs()
@@ -160,35 +210,51 @@ impl Running {
                     self.loops.abort_all();
                 }
                 self.publisher.close().await;
-                let _ = connection.close(200, "worker stopping".into()).await;
+                connections.close("worker stopping").await;
                 SessionEnd::Drained
             }
             Some(reason) => {
                 self.loops.abort_all();
-                let _ = connection.close(200, "reconnecting".into()).await;
+                connections.close("reconnecting").await;
                 SessionEnd::Lost(reason)
             }
         }
     }
 }
 
-/// Resolves with a reason when the connection or the publishing channel
-/// is no longer open.
-async fn watch(connection: &Connection, publisher: &Publisher) -> String {
-    let mut events = connection.events_listener();
+/// Resolves with a reason when either connection or the publishing channel
+/// is no longer open; meanwhile passes the broker's blocks and unblocks of
+/// the publishing connection on to the stages, and logs them.
+async fn watch(
+    connections: &Connections,
+    publisher: &Publisher,
+    blocked: &watch::Sender<Option<String>>,
+) -> String {
+    let mut consume_events = connections.consume.events_listener();
+    let mut publish_events = connections.publish.events_listener();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
-            event = events.next() => {
-                if let Some(lapin::Event::Error(error)) = event {
-                    return format!("connection error: {error}");
+            event = consume_events.next() => match event {
+                Some(lapin::Event::Error(error)) => return format!("connection error: {error}"),
+                None => return "connection closed".into(),
+                _ => {}
+            },
+            event = publish_events.next() => match event {
+                Some(lapin::Event::Error(error)) => return format!("publishing connection error: {error}"),
+                Some(lapin::Event::ConnectionBlocked(reason)) => {
+                    warn!("the broker blocks publishing ({reason}): no new messages are started until it lifts; acknowledgements go on");
+                    blocked.send_replace(Some(reason));
                 }
-                if event.is_none() {
-                    return "connection closed".into();
+                Some(lapin::Event::ConnectionUnblocked) => {
+                    info!("the broker lifted its block on publishing: consuming again");
+                    blocked.send_replace(None);
                 }
-            }
+                None => return "publishing connection closed".into(),
+                _ => {}
+            },
             _ = tick.tick() => {
-                if !connection.status().connected() {
+                if !connections.consume.status().connected() || !connections.publish.status().connected() {
                     return "connection closed".into();
                 }
                 if !publisher.is_open() {
@@ -196,151 +262,5 @@ async fn watch(connection: &Connection, publisher: &Publisher) -> String {
                 }
             }
         }
-    }
-}
-
-/// The consumer loop of one stage.
-struct Consume {
-    runtime: Arc<StageRuntime>,
-    publisher: Publisher,
-    channel: Channel,
-    tag: String,
-    stop: CancellationToken,
-    trouble: CancellationToken,
-}
-
-/// Handlers in flight of one consumer loop and how they report back.
-struct InFlight {
-    permits: Arc<Semaphore>,
-    handlers: JoinSet<()>,
-    finished: mpsc::UnboundedSender<(u64, Settle)>,
-}
-
-impl Consume {
-    /// Takes deliveries until stopped (then drains: `None`) or until the
-    /// consumer ends (`Some(reason)`). While the stage's breaker is open it
-    /// consumes nothing; when it half-opens, one message goes alone.
-    async fn run(self, first: Consumer) -> Option<String> {
-        let (finished, settled) = mpsc::unbounded_channel();
-        let acker = tokio::spawn(acks::run(self.channel.clone(), settled));
-        let mut work = InFlight {
-            permits: Arc::new(Semaphore::new(self.runtime.stage.concurrency as usize)),
-            handlers: JoinSet::new(),
-            finished,
-        };
-        let mut consumer = Some(first);
-        let mut generation = 0u32;
-        let queue = &self.runtime.queue;
-        let ended = loop {
-            while work.handlers.try_join_next().is_some() {}
-            let probing = match self.runtime.breaker.gate() {
-                Gate::Open(wait) => {
-                    if let Some(paused) = consumer.take() {
-                        self.pause(paused, &work).await;
-                    }
-                    tokio::select! {
-                        _ = self.stop.cancelled() => break None,
-                        _ = tokio::time::sleep(wait) => continue,
-                    }
-                }
-                Gate::Probe => {
-                    // One message alone: wait for the others to finish.
-                    tokio::select! {
-                        _ = self.stop.cancelled() => break None,
-                        _ = async { while work.handlers.join_next().await.is_some() {} } => {}
-                    }
-                    true
-                }
-                Gate::Closed => false,
-            };
-            if consumer.is_none() {
-                generation += 1;
-                match self.resume(generation).await {
-                    Ok(resumed) => consumer = Some(resumed),
-                    Err(reason) => break Some(reason),
-                }
-            }
-            let next = tokio::select! {
-                biased;
-                _ = self.stop.cancelled() => break None,
-                next = consumer.as_mut().expect("consuming").next() => next,
-            };
-            let delivery = match next {
-                Some(Ok(delivery)) => delivery,
-                Some(Err(error)) => break Some(format!("consumer of {queue}: {error}")),
-                None => break Some(format!("the broker cancelled the consumer of {queue}")),
-            };
-            let permit = tokio::select! {
-                biased;
-                _ = self.stop.cancelled() => break None,
-                permit = work.permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-            };
-            let runtime = self.runtime.clone();
-            let publisher = self.publisher.clone();
-            let trouble = self.trouble.clone();
-            let finished = work.finished.clone();
-            work.handlers.spawn(async move {
-                let settle = runtime
-                    .handle(&publisher, &delivery)
-                    .await
-                    .unwrap_or_else(|settle| {
-                        trouble.cancel();
-                        settle
-                    });
-                let _ = finished.send((delivery.delivery_tag, settle));
-                drop(permit);
-            });
-            if probing {
-                while work.handlers.join_next().await.is_some() {}
-            }
-        };
-        if ended.is_none() {
-            // Draining: take nothing more, let the handlers finish, settle.
-            if let Some(consumer) = &consumer {
-                let _ = self
-                    .channel
-                    .basic_cancel(consumer.tag(), BasicCancelOptions::default())
-                    .await;
-            }
-            let in_flight = work.handlers.len();
-            if in_flight > 0 {
-                info!(stage = %self.runtime.info.name, in_flight, "draining");
-            }
-            while work.handlers.join_next().await.is_some() {}
-            drop(work);
-            let _ = acker.await;
-        } else {
-            acker.abort();
-        }
-        ended
-    }
-
-    /// Stops consuming: cancels the consumer and gives back what it had
-    /// received but not started, so those messages wait in the queue.
-    async fn pause(&self, mut consumer: Consumer, work: &InFlight) {
-        let _ = self
-            .channel
-            .basic_cancel(consumer.tag(), BasicCancelOptions::default())
-            .await;
-        let drain = async {
-            while let Some(Ok(delivery)) = consumer.next().await {
-                let _ = work.finished.send((delivery.delivery_tag, Settle::Requeue));
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
-    }
-
-    /// Consumes again after a pause, with a new consumer tag.
-    async fn resume(&self, generation: u32) -> Result<Consumer, String> {
-        let tag = format!("{}-{generation}", self.tag);
-        self.channel
-            .basic_consume(
-                self.runtime.queue.as_str().into(),
-                tag.as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|error| format!("consume {} again: {error}", self.runtime.queue))
     }
 }

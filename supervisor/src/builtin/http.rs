@@ -6,12 +6,19 @@
 //! - other 4xx: dead-lettered with the status and the start of the answer;
 //! - no answer (connection refused, timeout): retried.
 //!
+//! The message id goes in the `Idempotency-Key` header (or the name the
+//! file gives, `http.idempotency_key`), so an API that dedupes can make a
+//! repeated call harmless: after a crash, a lost answer or a redelivery,
+//! the same message is sent with the same key. An id that is not plain
+//! printable ASCII (or holds `%`) is sent percent-encoded.
+//!
 //! Header values from environment variables are read once at start and are
 //! marked sensitive, so they appear in no log. URLs in messages and logs lose
 //! their query string, where keys sometimes hide.
 
 use std::{str::FromStr, time::Duration};
 
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use reqwest::{
     Method, StatusCode,
     header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER},
@@ -21,9 +28,8 @@ use warren::{
     Context, Failure, Outcome,
     message::one_line,
     pipeline::{HeaderValue as Configured, HttpEmit, HttpSpec},
+    template,
 };
-
-use super::template;
 
 /// Longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
@@ -35,16 +41,13 @@ pub struct HttpStage {
     headers: HeaderMap,
     client: reqwest::Client,
     emits: bool,
+    idempotency_key: Option<HeaderName>,
 }
 
 impl HttpStage {
     /// Prepares the stage: resolves header variables (a missing one is an
-    /// error naming the variable) and checks the templates.
+    /// error naming the variable). The templates were checked by validation.
     pub fn new(spec: &HttpSpec, concurrency: u32, emits: bool) -> Result<HttpStage, String> {
-        template::check(&spec.url).map_err(|e| format!("http.url: {e}"))?;
-        if let Some(body) = &spec.body {
-            template::check_body(body).map_err(|e| format!("http.body: {e}"))?;
-        }
         let mut headers = HeaderMap::new();
         for (name, value) in &spec.headers {
             let text = match value {
@@ -67,12 +70,20 @@ impl HttpStage {
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let method = Method::from_str(&spec.method)
             .map_err(|_| format!("http.method: `{}` is not a method", spec.method))?;
+        let idempotency_key = match &spec.idempotency_key {
+            Some(name) => Some(
+                HeaderName::from_str(name)
+                    .map_err(|_| format!("http.idempotency_key: `{name}` is not a header name"))?,
+            ),
+            None => None,
+        };
         Ok(HttpStage {
             spec: spec.clone(),
             method,
             headers,
             client,
             emits,
+            idempotency_key,
         })
     }
 
@@ -85,6 +96,9 @@ impl HttpStage {
             .request(self.method.clone(), &url)
             .headers(self.headers.clone())
             .timeout(self.spec.timeout);
+        if let Some(name) = &self.idempotency_key {
+            request = request.header(name, idempotency_value(ctx.id()));
+        }
         let body = match &self.spec.body {
             Some(template) => Some(template::body(template, &message).map_err(Failure::dead)?),
             None if matches!(self.method, Method::GET | Method::HEAD | Method::DELETE) => None,
@@ -147,6 +161,25 @@ impl HttpStage {
         }
         Err(Failure::dead(reason))
     }
+}
+
+/// What is encoded in an id sent as a header: anything that is not
+/// printable ASCII, spaces, and `%` (so that an encoded id never equals
+/// another id sent as it is).
+const HEADER_UNSAFE: &AsciiSet = &CONTROLS.add(b'%').add(b' ');
+
+/// The message id as a header value: as it is when it is printable ASCII
+/// without `%`, else percent-encoded (one id, one key, always).
+fn idempotency_value(id: &str) -> HeaderValue {
+    let plain = id.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'%')
+        && !id.starts_with(' ')
+        && !id.ends_with(' ');
+    let text = if plain {
+        id.to_string()
+    } else {
+        utf8_percent_encode(id, HEADER_UNSAFE).to_string()
+    };
+    HeaderValue::from_str(&text).expect("printable ASCII is a valid header value")
 }
 
 /// The input with the answer's fields over it; an answer that is not an
@@ -237,6 +270,20 @@ mod tests {
             "{parsed:?}"
         );
         assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn ids_become_one_header_value_each() {
+        assert_eq!(idempotency_value("c0.3.1"), "c0.3.1");
+        assert_eq!(idempotency_value("a b"), "a b");
+        assert_eq!(idempotency_value("a\nb"), "a%0Ab");
+        assert_eq!(
+            idempotency_value("a%0Ab"),
+            "a%250Ab",
+            "never the same as another id"
+        );
+        assert_eq!(idempotency_value("é\"q\""), "%C3%A9\"q\"");
+        assert_eq!(idempotency_value(" pad"), "%20pad");
     }
 
     #[test]

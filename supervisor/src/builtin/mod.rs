@@ -2,4 +2,4 @@
 
 pub mod http;
 pub mod sink;
-pub mod template;
+pub mod sink_index;

@@ -1,27 +1,32 @@
 //! The built-in `sink` stage: each message appended to a file as one JSON
-//! line, each message id once, fsynced before the message is acknowledged.
+//! line, each message id once, synced to disk before the message is
+//! acknowledged.
 //!
-//! Next to the data file `{path}` lives `{path}.ids`, one message id per
-//! line, in the same order. A batch of messages is written as: data lines,
-//! fsync, ids, fsync, then every message of the batch is acknowledged (group
-//! commit: two fsyncs per batch, not per message). After a crash between the
-//! two, the data file has lines whose ids were not recorded; those messages
-//! were not acknowledged, so the broker delivers them again. On start the
-//! data file is therefore cut back to as many lines as there are ids, and
-//! the ids are loaded, so a message seen again (a redelivery, a retry, a
-//! second run) is acknowledged without being written twice.
+//! Next to the data file `{path}` lives its index, `{path}.index`
+//! ([`super::sink_index`]): the ids written (hashed) and the data length
+//! they cover. A batch of messages is written as: data lines, fsync, then
+//! the ids and the new length in one synced transaction, then every
+//! message of the batch is acknowledged (group commit: two syncs per
+//! batch, not per message). After a crash between the two, the data file
+//! has lines beyond the recorded length; those messages were not
+//! acknowledged, so the broker delivers them again, and on start the data
+//! file is cut back to the recorded length. A message seen again (a
+//! redelivery, a retry, a second run) is acknowledged without being
+//! written twice.
 //!
-//! A write that fails (disk full, file not writable) cuts both files back to
-//! their last good length and fails the whole batch: the messages are
-//! retried later, and nothing was acknowledged that was not written.
+//! A write that fails (disk full, file not writable) cuts the data file
+//! back to its last good length and fails the whole batch: the messages
+//! are retried later, and nothing was acknowledged that was not written.
 //!
-//! One process writes a file at a time (an exclusive lock on the data file);
-//! a sink stage runs one worker per box.
+//! One process writes a file at a time (an exclusive lock on the data
+//! file); a sink stage runs one worker per box. A file written by an
+//! earlier version (ids in `{path}.ids`, one per line) is indexed on first
+//! start and its `.ids` file renamed `.ids.imported`.
 
 use std::{
     collections::HashSet,
     fs::{File, OpenOptions},
-    io::{BufRead, BufReader, Read, Seek, SeekFrom, Write},
+    io::{BufRead, BufReader, Read, Seek, SeekFrom, Write as _},
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -29,18 +34,20 @@ use std::{
 use serde::de::IgnoredAny;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
-use tracing::info;
+use tracing::{info, warn};
 use warren::{
     Context, Failure, Outcome,
     worker::{Handler, HandlerFuture},
 };
 
+use super::sink_index::{self, Index, Key};
+
 /// Most messages written in one batch.
 const MAX_BATCH: usize = 2048;
 
-/// A message to write, and who waits for it.
+/// A line waiting for the writer, and who waits for it.
 struct Pending {
-    id: String,
+    key: Key,
     line: Vec<u8>,
     done: oneshot::Sender<Result<(), String>>,
 }
@@ -51,24 +58,29 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// Opens (or creates) the sink file and its id index, takes the lock,
+    /// Opens (or creates) the sink file and its index, takes the lock,
     /// repairs them after a crash, and starts the writer thread.
     pub fn open(path: &Path) -> Result<Sink, String> {
         let files = Files::open(path)?;
-        let (queue, pending) = mpsc::unbounded_channel();
+        let (queue, writes) = mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("warren-sink".into())
-            .spawn(move || files.write_batches(pending))
+            .spawn(move || files.write_batches(writes))
             .map_err(|e| format!("cannot start the sink writer: {e}"))?;
         Ok(Sink { queue })
     }
 
     /// Writes one line (or nothing, if the id was written before) and
     /// returns once it is on disk.
-    async fn write_line(&self, id: String, line: Vec<u8>) -> Outcome {
+    async fn write_line(&self, id: &str, line: Vec<u8>) -> Outcome {
         let (done, written) = oneshot::channel();
+        let write = Pending {
+            key: sink_index::key(id),
+            line,
+            done,
+        };
         self.queue
-            .send(Pending { id, line, done })
+            .send(write)
             .map_err(|_| Failure::retry("the sink writer stopped"))?;
         match written.await {
             Ok(Ok(())) => Ok(()),
@@ -96,19 +108,18 @@ impl Handler for SinkHandler {
         };
         line.push(b'\n');
         let sink = self.0.clone();
-        let id = ctx.id().to_string();
-        Ok(Box::pin(async move { sink.write_line(id, line).await }))
+        Ok(Box::pin(
+            async move { sink.write_line(ctx.id(), line).await },
+        ))
     }
 }
 
 struct Files {
     data_path: PathBuf,
     data: File,
-    ids: File,
-    /// Lengths after the last complete batch.
+    /// Length after the last complete batch.
     data_len: u64,
-    ids_len: u64,
-    seen: HashSet<String>,
+    index: Index,
     /// Keeps the lock for the life of the writer.
     _lock: File,
 }
@@ -120,14 +131,12 @@ impl Files {
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("cannot create the directory of {shown}: {e}"))?;
         }
-        let open = |p: &Path| {
-            OpenOptions::new()
-                .read(true)
-                .append(true)
-                .create(true)
-                .open(p)
-        };
-        let data = open(path).map_err(|e| format!("cannot open {shown}: {e}"))?;
+        let data = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(|e| format!("cannot open {shown}: {e}"))?;
         let lock = data
             .try_clone()
             .map_err(|e| format!("cannot lock {shown}: {e}"))?;
@@ -136,9 +145,7 @@ impl Files {
             lock.lock()
                 .map_err(|e| format!("cannot lock {shown}: {e}"))?;
         }
-        let ids_path = PathBuf::from(format!("{}.ids", path.display()));
-        let ids =
-            open(&ids_path).map_err(|e| format!("cannot open {}: {e}", ids_path.display()))?;
+        let (index, mut data_len) = Index::open(path)?;
         // The directory entries of files just created must survive a crash
         // as well as their contents.
         let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -148,130 +155,155 @@ impl Files {
         File::open(&dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| format!("cannot sync the directory {}: {e}", dir.display()))?;
-        let (seen, ids_len) =
-            read_ids(&ids).map_err(|e| format!("cannot read {}: {e}", ids_path.display()))?;
-        let data_len = offset_after_lines(&data, seen.len())
-            .map_err(|e| format!("cannot read {shown}: {e}"))?;
+        if let Some(imported) = import_ids_file(path, &data, &index)? {
+            data_len = imported;
+        }
+        let on_disk = data
+            .metadata()
+            .map_err(|e| format!("cannot read {shown}: {e}"))?
+            .len();
+        if on_disk < data_len {
+            warn!(
+                "{shown} is shorter ({on_disk} bytes) than the {data_len} bytes its index records: lines were removed by hand; their messages count as written"
+            );
+            data_len = on_disk;
+        }
         let mut files = Files {
             data_path: path.to_path_buf(),
             data,
-            ids,
             data_len,
-            ids_len,
-            seen,
+            index,
             _lock: lock,
         };
-        // Lines beyond the recorded ids belong to unacknowledged messages,
-        // which come again: drop them now.
+        // Lines beyond the recorded length belong to unacknowledged
+        // messages, which come again: drop them now.
         files
             .cut_back()
             .map_err(|e| format!("cannot repair {shown}: {e}"))?;
-        if !files.seen.is_empty() {
-            info!("{shown}: {} messages already written", files.seen.len());
+        let written = files.index.count()?;
+        if written > 0 {
+            info!("{shown}: {written} messages already written");
         }
         Ok(files)
     }
 
-    fn write_batches(mut self, mut pending: mpsc::UnboundedReceiver<Pending>) {
-        while let Some(first) = pending.blocking_recv() {
+    fn write_batches(mut self, mut writes: mpsc::UnboundedReceiver<Pending>) {
+        while let Some(first) = writes.blocking_recv() {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
-                match pending.try_recv() {
+                match writes.try_recv() {
                     Ok(more) => batch.push(more),
                     Err(_) => break,
                 }
             }
+            let keys: Vec<Key> = batch.iter().map(|w| w.key).collect();
+            let known = match self.index.contains(&keys) {
+                Ok(known) => known,
+                Err(error) => {
+                    for write in batch {
+                        let _ = write.done.send(Err(error.clone()));
+                    }
+                    continue;
+                }
+            };
             let mut fresh = Vec::new();
             let mut repeated = Vec::new();
             let mut in_batch = HashSet::new();
-            for item in batch {
-                if self.seen.contains(&item.id) || !in_batch.insert(item.id.clone()) {
-                    repeated.push(item);
+            for (write, known) in batch.into_iter().zip(known) {
+                if known || !in_batch.insert(write.key) {
+                    repeated.push(write);
                 } else {
-                    fresh.push(item);
+                    fresh.push(write);
                 }
             }
             let written = self.append(&fresh);
-            if written.is_ok() {
-                self.seen.extend(fresh.iter().map(|p| p.id.clone()));
-            }
-            for item in fresh {
-                let _ = item.done.send(written.clone());
+            for write in fresh {
+                let _ = write.done.send(written.clone());
             }
             // Duplicates are done once the first copy is on disk.
-            let repeats_done = if written.is_ok() {
-                Ok(())
-            } else {
-                written.clone()
-            };
-            for item in repeated {
-                let _ = item.done.send(repeats_done.clone());
+            for write in repeated {
+                let _ = write.done.send(written.clone());
             }
         }
     }
 
-    /// Data lines, fsync, ids, fsync; on any error both files are cut back
-    /// (now, and again before the next batch if that fails).
+    /// Data lines, sync, then the index; on any error the data file is cut
+    /// back (now, and again before the next batch if that fails).
     fn append(&mut self, batch: &[Pending]) -> Result<(), String> {
         if batch.is_empty() {
             return Ok(());
         }
-        let result = (|| -> std::io::Result<()> {
+        let data_path = self.data_path.display().to_string();
+        let written = (|| -> std::io::Result<u64> {
             // A failed batch was cut back; if that failed too, it is done
             // now, so nothing follows a partial line.
             self.cut_back()?;
-            let mut data = Vec::with_capacity(batch.iter().map(|p| p.line.len()).sum());
-            let mut ids = Vec::new();
-            for item in batch {
-                data.extend_from_slice(&item.line);
-                ids.extend_from_slice(item.id.as_bytes());
-                ids.push(b'\n');
+            let mut data = Vec::with_capacity(batch.iter().map(|w| w.line.len()).sum());
+            for write in batch {
+                data.extend_from_slice(&write.line);
             }
             self.data.write_all(&data)?;
             self.data.sync_data()?;
-            self.ids.write_all(&ids)?;
-            self.ids.sync_data()?;
-            self.data_len += data.len() as u64;
-            self.ids_len += ids.len() as u64;
-            Ok(())
-        })();
-        result.map_err(|error| {
-            let _ = self.cut_back();
-            format!("writing {} failed: {error}", self.data_path.display())
-        })
+            Ok(self.data_len + data.len() as u64)
+        })()
+        .map_err(|error| format!("writing {data_path} failed: {error}"));
+        let recorded = written.and_then(|len| {
+            let keys: Vec<Key> = batch.iter().map(|w| w.key).collect();
+            self.index.record(&keys, len).map(|()| len)
+        });
+        match recorded {
+            Ok(len) => {
+                self.data_len = len;
+                Ok(())
+            }
+            Err(error) => {
+                let _ = self.cut_back();
+                Err(error)
+            }
+        }
     }
 
-    /// Truncates both files to their last good lengths.
+    /// Truncates the data file to its last good length.
     fn cut_back(&mut self) -> std::io::Result<()> {
         if self.data.metadata()?.len() != self.data_len {
             self.data.set_len(self.data_len)?;
             self.data.sync_data()?;
         }
-        if self.ids.metadata()?.len() != self.ids_len {
-            self.ids.set_len(self.ids_len)?;
-            self.ids.sync_data()?;
-        }
         Ok(())
     }
 }
 
-/// The complete lines of the id index, and the length they take.
-fn read_ids(file: &File) -> std::io::Result<(HashSet<String>, u64)> {
-    let mut reader = BufReader::new(file.try_clone()?);
-    reader.seek(SeekFrom::Start(0))?;
-    let mut seen = HashSet::new();
-    let mut len = 0u64;
+/// Indexes the ids file of an earlier version (one id per line, in the
+/// order of the data lines) and renames it; returns the data length it
+/// covers, or `None` when there is no such file.
+fn import_ids_file(path: &Path, data: &File, index: &Index) -> Result<Option<u64>, String> {
+    let ids_path = PathBuf::from(format!("{}.ids", path.display()));
+    let Ok(file) = File::open(&ids_path) else {
+        return Ok(None);
+    };
+    let shown = ids_path.display();
+    let mut keys = Vec::new();
+    let mut reader = BufReader::new(file);
     let mut line = Vec::new();
     loop {
         line.clear();
-        let read = reader.read_until(b'\n', &mut line)?;
+        let read = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| format!("cannot read {shown}: {e}"))?;
         if read == 0 || line.last() != Some(&b'\n') {
             break; // end, or a line cut by a crash
         }
-        len += read as u64;
-        seen.insert(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned());
+        keys.push(sink_index::key(&String::from_utf8_lossy(
+            &line[..line.len() - 1],
+        )));
     }
-    Ok((seen, len))
+    let len = offset_after_lines(data, keys.len())
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    index.record(&keys, len)?;
+    let imported = PathBuf::from(format!("{}.imported", ids_path.display()));
+    std::fs::rename(&ids_path, &imported).map_err(|e| format!("cannot rename {shown}: {e}"))?;
+    info!("{shown}: {} ids of an earlier version indexed", keys.len());
+    Ok(Some(len))
 }
 
 /// The byte offset just after the first `lines` lines of the data file (or
@@ -307,11 +339,11 @@ fn offset_after_lines(file: &File, lines: usize) -> std::io::Result<u64> {
 mod tests {
     use super::*;
 
-    fn pending(id: &str, body: &str) -> (Pending, oneshot::Receiver<Result<(), String>>) {
+    fn write(id: &str, body: &str) -> (Pending, oneshot::Receiver<Result<(), String>>) {
         let (done, rx) = oneshot::channel();
         (
             Pending {
-                id: id.into(),
+                key: sink_index::key(id),
                 line: format!("{body}\n").into_bytes(),
                 done,
             },
@@ -324,10 +356,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out/results.jsonl");
         let mut files = Files::open(&path).unwrap();
-        let (a, _) = pending("a", "{\"n\":1}");
-        let (b, _) = pending("b", "{\"n\":2}");
+        let (a, _) = write("a\nb", "{\"n\":1}");
+        let (b, _) = write("\"b\"", "{\"n\":2}");
         files.append(&[a, b]).unwrap();
-        files.seen.extend(["a".to_string(), "b".to_string()]);
         drop(files);
         // A crash after the data of "c" was written but before its id.
         OpenOptions::new()
@@ -337,12 +368,39 @@ mod tests {
             .write_all(b"{\"n\":3}\n{\"n\":")
             .unwrap();
         let files = Files::open(&path).unwrap();
-        assert_eq!(files.seen.len(), 2);
+        assert_eq!(files.index.count().unwrap(), 2);
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "{\"n\":1}\n{\"n\":2}\n"
         );
-        drop(files);
+        // Ids that differ only where a line-based file would split them
+        // are different ids; the ones written are known.
+        let known = files
+            .index
+            .contains(&[
+                sink_index::key("a\nb"),
+                sink_index::key("a"),
+                sink_index::key("\"b\""),
+            ])
+            .unwrap();
+        assert_eq!(known, vec![true, false, true]);
+    }
+
+    #[test]
+    fn the_ids_file_of_an_earlier_version_is_indexed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("results.jsonl");
+        std::fs::write(&path, "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n").unwrap();
+        std::fs::write(dir.path().join("results.jsonl.ids"), "a\nb\n").unwrap();
+        let files = Files::open(&path).unwrap();
+        assert_eq!(files.index.count().unwrap(), 2);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"n\":1}\n{\"n\":2}\n",
+            "the line without an id was never acknowledged"
+        );
+        assert!(dir.path().join("results.jsonl.ids.imported").exists());
+        assert!(!dir.path().join("results.jsonl.ids").exists());
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Templates of the http stage: `{field}` (or `{a.b}` for a nested field)
 //! is replaced by the message's value; `{{` and `}}` are literal braces.
+//! Validation checks them ([`check_url`], [`check_body`]); the `warren`
+//! binary's http stage fills them for each message ([`url`], [`body`]).
 //!
 //! In a URL, values are percent-encoded. In a body, a string that is exactly
 //! `"{field}"` becomes the field's JSON value (a number stays a number, an
@@ -71,6 +73,27 @@ enum Part<'a> {
 /// Checks a template's syntax (at start, so a bad file fails early).
 pub fn check(template: &str) -> Result<(), String> {
     parts(template).map(|_| ())
+}
+
+/// Checks a URL template: its syntax, and that it is an `http` or `https`
+/// URL with a host once its placeholders are filled.
+pub fn check_url(template: &str) -> Result<(), String> {
+    let mut sample = String::new();
+    for part in parts(template)? {
+        match part {
+            Part::Text(text) => sample.push_str(text),
+            Part::Field(_) => sample.push('x'),
+        }
+    }
+    let parsed =
+        url::Url::parse(&sample).map_err(|error| format!("`{template}` is not a URL: {error}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("`{template}` must start with http:// or https://"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{template}` has no host"));
+    }
+    Ok(())
 }
 
 /// Checks every string of a body template (at start, like [`check`]).
@@ -189,6 +212,18 @@ mod tests {
                 .contains("not text or a number")
         );
         assert!(check("http://x/{oops").unwrap_err().contains("without its"));
+        assert!(check_url("http://api/{id}?q={company}").is_ok());
+        assert!(check_url("ftp://api/x").unwrap_err().contains("http://"));
+        assert!(
+            check_url("http://exa mple/")
+                .unwrap_err()
+                .contains("not a URL")
+        );
+        assert!(
+            check_url("/relative/path")
+                .unwrap_err()
+                .contains("not a URL")
+        );
         let body = serde_json::json!({"site": "{website}", "tags": ["ok", "{bad"]});
         assert!(check_body(&body).unwrap_err().contains("without its"));
         assert!(check_body(&serde_json::json!({"site": "{website}"})).is_ok());

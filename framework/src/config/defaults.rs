@@ -1,0 +1,32 @@
+//! Values used when neither the stage nor `defaults` set a field.
+
+use std::time::Duration;
+
+/// Unacknowledged messages per worker.
+pub const PREFETCH: u16 = 64;
+/// Messages handled at once per worker.
+pub const CONCURRENCY: u32 = 32;
+/// Time allowed per message.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+/// Attempts, the first included.
+pub const ATTEMPTS: u32 = 5;
+/// Delays between attempts.
+pub const BACKOFF: [Duration; 3] = [
+    Duration::from_secs(1),
+    Duration::from_secs(10),
+    Duration::from_secs(60),
+];
+/// Fewest workers per box.
+pub const SCALE_MIN: u32 = 1;
+/// Most workers per box.
+pub const SCALE_MAX: u32 = 4;
+/// Ready messages per worker.
+pub const BACKLOG_PER_WORKER: u32 = 200;
+/// Idle time before scaling down.
+pub const SCALE_IDLE: Duration = Duration::from_secs(60);
+/// RabbitMQ's default `consumer_timeout`.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// HTTP request timeout.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The request header that carries the message id in the http stage.
+pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";

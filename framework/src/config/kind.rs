@@ -1,0 +1,184 @@
+//! What runs a stage: exactly one of the kinds, each checked in full (an
+//! http stage's URL and body templates and headers included, so that a
+//! file `warren validate` passes has workers that can start).
+
+use std::collections::BTreeMap;
+
+use super::{
+    check::Checker,
+    defaults,
+    raw::{RawHttp, RawStage},
+};
+use crate::{
+    pipeline::{CommandSpec, HeaderValue, HttpEmit, HttpSpec, SinkSpec, StageKind},
+    template,
+};
+
+/// The keys that choose a stage's kind.
+pub(crate) const KIND_KEYS: [&str; 3] = ["command", "http", "sink"];
+
+/// The kind of the stage at `path`, or `None` after recording why.
+pub(crate) fn kind(v: &mut Checker, path: &str, own: &RawStage) -> Option<StageKind> {
+    let set: Vec<&str> = [
+        ("command", own.command.is_some()),
+        ("http", own.http.is_some()),
+        ("sink", own.sink.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(key, set)| set.then_some(key))
+    .collect();
+    match set.as_slice() {
+        [] => {
+            v.problem(
+                path,
+                "has no kind; give it exactly one of `command`, `http` or `sink`",
+            );
+            return None;
+        }
+        [_] => {}
+        several => {
+            v.problem(
+                path,
+                format!(
+                    "has {}; a stage has exactly one kind",
+                    several
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                ),
+            );
+            return None;
+        }
+    }
+    if let Some(argv) = &own.command {
+        if argv.first().is_none_or(|program| program.trim().is_empty()) {
+            v.problem(format!("{path}.command"), "is empty; give the program and its arguments, like [target/release/my-worker, --flag]");
+            return None;
+        }
+        return Some(StageKind::Command(CommandSpec { argv: argv.clone() }));
+    }
+    if let Some(raw) = &own.http {
+        return http(v, &format!("{path}.http"), raw).map(StageKind::Http);
+    }
+    let sink = own.sink.as_ref()?;
+    match sink.path.as_deref().map(str::trim) {
+        Some(file) if !file.is_empty() => Some(StageKind::Sink(SinkSpec { path: file.into() })),
+        _ => {
+            v.problem(
+                format!("{path}.sink.path"),
+                "missing; name the JSON-lines file, like `path: results.jsonl`",
+            );
+            None
+        }
+    }
+}
+
+fn http(v: &mut Checker, path: &str, raw: &RawHttp) -> Option<HttpSpec> {
+    let before = v.count();
+    let method = raw
+        .method
+        .clone()
+        .unwrap_or_else(|| "POST".into())
+        .to_ascii_uppercase();
+    if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"].contains(&method.as_str()) {
+        v.problem(
+            format!("{path}.method"),
+            format!("`{method}` is not one of GET, POST, PUT, PATCH, DELETE, HEAD"),
+        );
+    }
+    let url = raw.url.clone().unwrap_or_default();
+    if url.is_empty() {
+        v.problem(
+            format!("{path}.url"),
+            "missing; give the URL to call, like http://127.0.0.1:8089/grade",
+        );
+    } else if let Err(error) = template::check_url(&url) {
+        v.problem(format!("{path}.url"), error);
+    }
+    if let Some(body) = &raw.body
+        && let Err(error) = template::check_body(body)
+    {
+        v.problem(format!("{path}.body"), error);
+    }
+    let mut headers = BTreeMap::new();
+    for (header, value) in raw.headers.iter().flatten() {
+        let at = format!("{path}.headers.{header}");
+        if !is_token(header) {
+            v.problem(
+                &at,
+                format!(
+                    "`{header}` is not a valid header name (letters, digits and !#$%&'*+-.^_`|~)"
+                ),
+            );
+            continue;
+        }
+        let value = match value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
+            Some(var)
+                if !var.is_empty()
+                    && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+            {
+                HeaderValue::Env(var.to_string())
+            }
+            Some(_) => {
+                v.problem(
+                    &at,
+                    "`${...}` must name an environment variable (letters, digits, `_`)",
+                );
+                continue;
+            }
+            None if value.chars().any(|c| c.is_control() && c != '\t') => {
+                v.problem(
+                    &at,
+                    "holds a control character (a line break?); a header value is one line of text",
+                );
+                continue;
+            }
+            None => HeaderValue::Literal(value.clone()),
+        };
+        headers.insert(header.clone(), value);
+    }
+    let timeout = match &raw.timeout {
+        Some(text) => v
+            .duration(&format!("{path}.timeout"), text)
+            .unwrap_or(defaults::HTTP_TIMEOUT),
+        None => defaults::HTTP_TIMEOUT,
+    };
+    let emit = match raw.emit.as_deref() {
+        None | Some("response") => HttpEmit::Response,
+        Some("merge") => HttpEmit::Merge,
+        Some(other) => {
+            v.problem(format!("{path}.emit"), format!("`{other}` is not one of `response` (the answer's JSON) or `merge` (the input with the answer's fields over it)"));
+            HttpEmit::Response
+        }
+    };
+    let idempotency_key = match &raw.idempotency_key {
+        None | Some(serde_json::Value::Bool(true)) => Some(defaults::IDEMPOTENCY_HEADER.into()),
+        Some(serde_json::Value::Bool(false)) => None,
+        Some(serde_json::Value::String(name)) if is_token(name) => Some(name.clone()),
+        Some(other) => {
+            v.problem(
+                format!("{path}.idempotency_key"),
+                format!("`{other}` is not a header name; give one (default `{}`) or `false` to send none", defaults::IDEMPOTENCY_HEADER),
+            );
+            None
+        }
+    };
+    (v.count() == before).then_some(HttpSpec {
+        method,
+        url,
+        body: raw.body.clone(),
+        headers,
+        timeout,
+        emit,
+        idempotency_key,
+    })
+}
+
+/// An HTTP token (RFC 9110): what a header name may be made of.
+fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}

@@ -1,0 +1,519 @@
+//! The consumer loop of one stage, on one connection. Each turn it picks a
+//! [`Mode`] from the shutdown signal, the broker's flow control and the
+//! circuit breaker, and does one step of it:
+//!
+//! - `Consuming`: takes deliveries from the stage queue, up to
+//!   `concurrency` handlers at once, and messages from the isolation queue
+//!   one at a time, alone;
+//! - `Paused`: the breaker is open; the consumer is cancelled and the
+//!   deliveries it had prefetched are given back (re-published, so their
+//!   `redelivered` flag stays clean);
+//! - `Blocked`: the broker blocks publishing (a memory or disk alarm);
+//!   nothing new starts until it lifts;
+//! - `Probing`: the breaker half-opened; one message is handled alone and
+//!   its outcome decides;
+//! - `Draining`: shutdown; the consumers are cancelled, prefetched
+//!   deliveries given back, and the handlers in flight finish.
+//!
+//! Acknowledgements go on the channel the delivery came from, through its
+//! own [`acks`] task.
+
+use std::{sync::Arc, time::Duration};
+
+use futures_util::StreamExt;
+use lapin::{
+    Channel, Consumer,
+    message::Delivery,
+    options::{BasicCancelOptions, BasicConsumeOptions},
+    types::FieldTable,
+};
+use tokio::{
+    sync::{Semaphore, mpsc, watch},
+    task::JoinSet,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use super::{
+    acks::{self, Settle},
+    breaker::Gate,
+    intake::{Intake, intake},
+    stage::StageRuntime,
+};
+use crate::{message, publisher::Publisher};
+
+/// How long to wait for the next isolated message before going back to the
+/// stage queue.
+const ISOLATION_LINGER: Duration = Duration::from_millis(200);
+
+/// What the loop does this turn.
+#[derive(Debug, PartialEq)]
+enum Mode {
+    Consuming,
+    Paused(Duration),
+    Blocked,
+    Probing,
+    Draining,
+}
+
+/// How a step ended.
+enum Step {
+    /// Go on with the next turn.
+    Next,
+    /// The consumer ended: the session is lost, with this reason.
+    Lost(String),
+}
+
+/// A stage's two consumers: the stage queue and its isolation queue.
+pub(crate) struct Channels {
+    pub main: Channel,
+    pub isolation: Channel,
+}
+
+/// The loop of one stage.
+pub(crate) struct StageLoop {
+    pub runtime: Arc<StageRuntime>,
+    pub publisher: Publisher,
+    pub channels: Channels,
+    /// Consumer tag prefix, unique per session.
+    pub tag: String,
+    /// Cancelled on shutdown.
+    pub stop: CancellationToken,
+    /// Cancelled by a handler when the broker refused a publish.
+    pub trouble: CancellationToken,
+    /// `Some(reason)` while the broker blocks this worker's publishing.
+    pub blocked: watch::Receiver<Option<String>>,
+}
+
+/// Handlers in flight, and where they report how to settle.
+struct Handlers {
+    permits: Arc<Semaphore>,
+    tasks: JoinSet<()>,
+    main_acks: mpsc::UnboundedSender<(u64, Settle)>,
+    isolation_acks: mpsc::UnboundedSender<(u64, Settle)>,
+}
+
+/// Which queue a delivery came from.
+#[derive(Clone, Copy, PartialEq)]
+enum From {
+    Main,
+    Isolation,
+}
+
+impl StageLoop {
+    /// Runs until stopped (then drains: `None`) or until a consumer ends
+    /// (`Some(reason)`).
+    pub async fn run(self, main: Consumer, isolated: Consumer) -> Option<String> {
+        let (main_acks, main_settled) = mpsc::unbounded_channel();
+        let (isolation_acks, isolation_settled) = mpsc::unbounded_channel();
+        let ackers = [
+            tokio::spawn(acks::run(self.channels.main.clone(), main_settled)),
+            tokio::spawn(acks::run(
+                self.channels.isolation.clone(),
+                isolation_settled,
+            )),
+        ];
+        let mut work = Handlers {
+            permits: Arc::new(Semaphore::new(self.runtime.stage.concurrency as usize)),
+            tasks: JoinSet::new(),
+            main_acks,
+            isolation_acks,
+        };
+        let mut main = Some(main);
+        let mut isolated = Some(isolated);
+        let mut generation = 0u32;
+        let lost = loop {
+            while work.tasks.try_join_next().is_some() {}
+            self.report();
+            let step = match self.mode() {
+                Mode::Draining => break None,
+                Mode::Blocked => self.blocked(&mut work).await,
+                Mode::Paused(wait) => {
+                    if let Some(consumer) = main.take() {
+                        self.give_back(consumer, From::Main, &mut work).await;
+                    }
+                    self.pause(wait).await
+                }
+                Mode::Probing => match self.ensure(&mut main, &mut generation).await {
+                    Err(reason) => Step::Lost(reason),
+                    Ok(()) => {
+                        let consumer = main.as_mut().expect("consuming");
+                        self.probe(consumer, &mut work).await
+                    }
+                },
+                Mode::Consuming => match self.ensure(&mut main, &mut generation).await {
+                    Err(reason) => Step::Lost(reason),
+                    Ok(()) => self.consume(&mut main, &mut isolated, &mut work).await,
+                },
+            };
+            if let Step::Lost(reason) = step {
+                break Some(reason);
+            }
+        };
+        if lost.is_none() {
+            self.drain(main, isolated, &mut work).await;
+            drop(work);
+            for acker in ackers {
+                let _ = acker.await;
+            }
+        } else {
+            for acker in ackers {
+                acker.abort();
+            }
+        }
+        self.runtime.stats.set_paused(false);
+        lost
+    }
+
+    /// The mode for this turn.
+    fn mode(&self) -> Mode {
+        if self.stop.is_cancelled() {
+            return Mode::Draining;
+        }
+        if self.blocked.borrow().is_some() {
+            return Mode::Blocked;
+        }
+        match self.runtime.breaker.gate() {
+            Gate::Closed => Mode::Consuming,
+            Gate::Open(wait) => Mode::Paused(wait),
+            Gate::Probe => Mode::Probing,
+        }
+    }
+
+    /// A receiver of the blocked state that wakes on the next change only.
+    fn watch_blocked(&self) -> watch::Receiver<Option<String>> {
+        let mut blocked = self.blocked.clone();
+        blocked.borrow_and_update();
+        blocked
+    }
+
+    fn report(&self) {
+        let stats = &self.runtime.stats;
+        stats.set_paused(self.runtime.breaker.is_open());
+        stats.set_blocked(self.blocked.borrow().is_some());
+    }
+
+    /// Consumes the stage queue again after a pause, with a new tag.
+    async fn ensure(
+        &self,
+        main: &mut Option<Consumer>,
+        generation: &mut u32,
+    ) -> Result<(), String> {
+        if main.is_some() {
+            return Ok(());
+        }
+        *generation += 1;
+        let tag = format!("{}-{generation}", self.tag);
+        let queue = &self.runtime.queue;
+        let consumer = self
+            .channels
+            .main
+            .basic_consume(
+                queue.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|error| format!("consume {queue} again: {error}"))?;
+        *main = Some(consumer);
+        Ok(())
+    }
+
+    /// One delivery from either queue, or a change that ends the turn.
+    async fn consume(
+        &self,
+        main: &mut Option<Consumer>,
+        isolated: &mut Option<Consumer>,
+        work: &mut Handlers,
+    ) -> Step {
+        let mut blocked = self.watch_blocked();
+        if blocked.borrow().is_some() {
+            return Step::Next;
+        }
+        let consumer = main.as_mut().expect("consuming");
+        let (from, next) = tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => return Step::Next,
+            _ = blocked.changed() => return Step::Next,
+            next = next_of(isolated) => (From::Isolation, next),
+            next = consumer.next() => (From::Main, next),
+        };
+        let delivery = match self.delivered(from, next) {
+            Ok(delivery) => delivery,
+            Err(reason) => return Step::Lost(reason),
+        };
+        if self.mode() != Mode::Consuming {
+            // The breaker opened (or the broker blocked) while this one was
+            // on its way: it waits in the queue with the others.
+            self.spawn_give_back(delivery, from, work);
+            return Step::Next;
+        }
+        match (from, self.intake_of(&delivery)) {
+            (From::Isolation, Intake::Handle) => self.isolate(delivery, main, isolated, work).await,
+            (From::Main, Intake::Handle) => {
+                let permit = tokio::select! {
+                    biased;
+                    _ = self.stop.cancelled() => {
+                        // Not started: give it back with the rest.
+                        self.spawn_give_back(delivery, From::Main, work);
+                        return Step::Next;
+                    }
+                    permit = work.permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                };
+                self.spawn_handle(delivery, false, From::Main, work, Some(permit));
+                Step::Next
+            }
+            (from, intake) => {
+                self.spawn_admit(delivery, intake, from, work);
+                Step::Next
+            }
+        }
+    }
+
+    /// The delivery, or why the consumer ended.
+    fn delivered(
+        &self,
+        from: From,
+        next: Option<Result<Delivery, lapin::Error>>,
+    ) -> Result<Delivery, String> {
+        let queue = match from {
+            From::Main => &self.runtime.queue,
+            From::Isolation => &self.runtime.isolation_queue,
+        };
+        match next {
+            Some(Ok(delivery)) => Ok(delivery),
+            Some(Err(error)) => Err(format!("consumer of {queue}: {error}")),
+            None => Err(format!("the broker cancelled the consumer of {queue}")),
+        }
+    }
+
+    fn intake_of(&self, delivery: &Delivery) -> Intake {
+        let props = &delivery.properties;
+        intake(
+            delivery.redelivered,
+            message::id_of(props).is_some(),
+            message::attempt_of(props),
+            self.runtime.stage.retry.attempts,
+        )
+    }
+
+    /// Handles isolated messages one at a time with nothing else in
+    /// flight: the stage queue's consumer is paused (its prefetched
+    /// deliveries given back) until no isolated message is left.
+    async fn isolate(
+        &self,
+        first: Delivery,
+        main: &mut Option<Consumer>,
+        isolated: &mut Option<Consumer>,
+        work: &mut Handlers,
+    ) -> Step {
+        if let Some(consumer) = main.take() {
+            self.give_back(consumer, From::Main, work).await;
+        }
+        let mut next = Some(first);
+        while let Some(delivery) = next.take() {
+            self.finish_all(work).await;
+            if self.stop.is_cancelled() {
+                self.spawn_give_back(delivery, From::Isolation, work);
+                return Step::Next;
+            }
+            match self.intake_of(&delivery) {
+                Intake::Handle => {
+                    self.spawn_handle(delivery, false, From::Isolation, work, None);
+                    self.finish_all(work).await;
+                }
+                intake => self.spawn_admit(delivery, intake, From::Isolation, work),
+            }
+            let more = tokio::time::timeout(ISOLATION_LINGER, next_of(isolated)).await;
+            if let Ok(more) = more {
+                match self.delivered(From::Isolation, more) {
+                    Ok(delivery) => next = Some(delivery),
+                    Err(reason) => return Step::Lost(reason),
+                }
+            }
+        }
+        Step::Next
+    }
+
+    /// The breaker half-opened: one message, alone, decides.
+    async fn probe(&self, consumer: &mut Consumer, work: &mut Handlers) -> Step {
+        self.finish_all(work).await;
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return Step::Next,
+                next = consumer.next() => next,
+            };
+            let delivery = match self.delivered(From::Main, next) {
+                Ok(delivery) => delivery,
+                Err(reason) => return Step::Lost(reason),
+            };
+            match self.intake_of(&delivery) {
+                Intake::Handle => {
+                    self.spawn_handle(delivery, true, From::Main, work, None);
+                    self.finish_all(work).await;
+                    return Step::Next;
+                }
+                intake => self.spawn_admit(delivery, intake, From::Main, work),
+            }
+        }
+    }
+
+    /// The breaker is open: wait out the pause.
+    async fn pause(&self, wait: Duration) -> Step {
+        let mut blocked = self.watch_blocked();
+        tokio::select! {
+            _ = self.stop.cancelled() => {}
+            _ = blocked.changed() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+        Step::Next
+    }
+
+    /// The broker blocks publishing: start nothing until it lifts. The
+    /// consumers stay; what they prefetched waits in the client.
+    async fn blocked(&self, work: &mut Handlers) -> Step {
+        let mut blocked = self.watch_blocked();
+        tokio::select! {
+            _ = self.stop.cancelled() => {}
+            _ = blocked.wait_for(Option::is_none) => {}
+            Some(_) = work.tasks.join_next() => {}
+        }
+        Step::Next
+    }
+
+    /// Shutdown: cancel both consumers, give back what they prefetched,
+    /// let the handlers finish (the session bounds this by the grace
+    /// period).
+    async fn drain(&self, main: Option<Consumer>, isolated: Option<Consumer>, work: &mut Handlers) {
+        let in_flight = work.tasks.len();
+        if in_flight > 0 {
+            info!(stage = %self.runtime.info.name, in_flight, "draining");
+        }
+        if let Some(consumer) = main {
+            self.give_back(consumer, From::Main, work).await;
+        }
+        if let Some(consumer) = isolated {
+            self.give_back(consumer, From::Isolation, work).await;
+        }
+        self.finish_all(work).await;
+    }
+
+    /// Cancels a consumer and gives back what it had received but not
+    /// started.
+    async fn give_back(&self, mut consumer: Consumer, from: From, work: &mut Handlers) {
+        let channel = match from {
+            From::Main => &self.channels.main,
+            From::Isolation => &self.channels.isolation,
+        };
+        let _ = channel
+            .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+            .await;
+        let rest = async {
+            let mut rest = Vec::new();
+            while let Some(Ok(delivery)) = consumer.next().await {
+                rest.push(delivery);
+            }
+            rest
+        };
+        let rest = tokio::time::timeout(Duration::from_secs(2), rest)
+            .await
+            .unwrap_or_default();
+        for delivery in rest {
+            self.spawn_give_back(delivery, from, work);
+        }
+    }
+
+    async fn finish_all(&self, work: &mut Handlers) {
+        while work.tasks.join_next().await.is_some() {}
+    }
+
+    fn acks(work: &Handlers, from: From) -> mpsc::UnboundedSender<(u64, Settle)> {
+        match from {
+            From::Main => work.main_acks.clone(),
+            From::Isolation => work.isolation_acks.clone(),
+        }
+    }
+
+    fn spawn_handle(
+        &self,
+        delivery: Delivery,
+        probe: bool,
+        from: From,
+        work: &mut Handlers,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) {
+        let runtime = self.runtime.clone();
+        let publisher = self.publisher.clone();
+        let trouble = self.trouble.clone();
+        let acks = Self::acks(work, from);
+        work.tasks.spawn(async move {
+            let settle = runtime
+                .handle(&publisher, &delivery, probe)
+                .await
+                .unwrap_or_else(|settle| {
+                    trouble.cancel();
+                    settle
+                });
+            let _ = acks.send((delivery.delivery_tag, settle));
+            drop(permit);
+        });
+    }
+
+    fn spawn_admit(&self, delivery: Delivery, intake: Intake, from: From, work: &mut Handlers) {
+        let runtime = self.runtime.clone();
+        let publisher = self.publisher.clone();
+        let trouble = self.trouble.clone();
+        let acks = Self::acks(work, from);
+        let queue = match from {
+            From::Main => self.runtime.queue.clone(),
+            From::Isolation => self.runtime.isolation_queue.clone(),
+        };
+        work.tasks.spawn(async move {
+            let settle = runtime
+                .admit(&publisher, &delivery, &intake, &queue)
+                .await
+                .unwrap_or_else(|settle| {
+                    trouble.cancel();
+                    settle
+                });
+            let _ = acks.send((delivery.delivery_tag, settle));
+        });
+    }
+
+    fn spawn_give_back(&self, delivery: Delivery, from: From, work: &mut Handlers) {
+        let runtime = self.runtime.clone();
+        let publisher = self.publisher.clone();
+        let acks = Self::acks(work, from);
+        let queue = match from {
+            From::Main => self.runtime.queue.clone(),
+            From::Isolation => self.runtime.isolation_queue.clone(),
+        };
+        work.tasks.spawn(async move {
+            // A redelivered message keeps its flag's meaning: it goes to
+            // isolation like any other (its worker stopped holding it).
+            let settle = if delivery.redelivered {
+                let props = &delivery.properties;
+                let intake = intake(
+                    true,
+                    message::id_of(props).is_some(),
+                    message::attempt_of(props),
+                    runtime.stage.retry.attempts,
+                );
+                runtime.admit(&publisher, &delivery, &intake, &queue).await
+            } else {
+                runtime.give_back(&publisher, &delivery, &queue).await
+            };
+            let _ = acks.send((delivery.delivery_tag, settle.unwrap_or_else(|s| s)));
+        });
+    }
+}
+
+/// The next delivery of an optional consumer (pending for ever without one).
+async fn next_of(consumer: &mut Option<Consumer>) -> Option<Result<Delivery, lapin::Error>> {
+    match consumer.as_mut() {
+        Some(consumer) => consumer.next().await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,48 @@
+//! A stage as one worker process serves it: its settings and handler, the
+//! names of its queues, and the state its deliveries share (counters, rate
+//! limiter, circuit breaker).
+
+use std::sync::Arc;
+
+use super::{breaker::Breaker, context::StageInfo, handler::Handler};
+use crate::{names, pipeline::Stage, rate::Limiter, report::StageStats};
+
+/// A served stage.
+pub(crate) struct StageRuntime {
+    /// What a handler's context tells about the stage.
+    pub info: Arc<StageInfo>,
+    /// The validated settings.
+    pub stage: Stage,
+    /// The handler.
+    pub handler: Arc<dyn Handler>,
+    /// `{pipeline}.{stage}`.
+    pub queue: String,
+    /// `{pipeline}.{stage}.dead`.
+    pub dead_queue: String,
+    /// `{pipeline}.{stage}.isolated`: messages whose worker stopped while
+    /// holding them, handled one at a time.
+    pub isolation_queue: String,
+    /// Counters the supervisor reads.
+    pub stats: Arc<StageStats>,
+    /// This worker's share of the stage's rate limit, if it has one.
+    pub limiter: Option<Arc<Limiter>>,
+    /// Pauses consumption when calls fail at a high rate.
+    pub breaker: Breaker,
+}
+
+impl StageRuntime {
+    /// The runtime of `stage` of `pipeline`, served by `handler`.
+    pub fn new(pipeline: &str, stage: Stage, handler: Arc<dyn Handler>) -> StageRuntime {
+        StageRuntime {
+            info: Arc::new(StageInfo::new(pipeline, &stage.name, &stage.outputs)),
+            queue: names::stage_queue(pipeline, &stage.name),
+            dead_queue: names::dead_queue(pipeline, &stage.name),
+            isolation_queue: names::isolation_queue(pipeline, &stage.name),
+            limiter: stage.rate_limit.map(|limit| Arc::new(Limiter::new(limit))),
+            breaker: Breaker::new(&stage.name),
+            stage,
+            handler,
+            stats: Arc::default(),
+        }
+    }
+}
