@@ -202,9 +202,9 @@ async fn bad_command_lines_and_inputs_get_their_exit_code_and_send_nothing() {
         ),
         (
             vec!["send", p, "first"],
-            b"{\"a\": 1}\n{oops\n",
+            b"\n{oops\n{\"a\": 1}\n",
             65,
-            ":2: not valid JSON",
+            "stdin:2: not valid JSON",
         ),
         (
             vec!["supervise", p, "--poll", "abc"],

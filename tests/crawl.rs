@@ -13,7 +13,7 @@ use std::{
 };
 
 use common::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// The fake grading API, on a port of its own.
 struct Api {
@@ -51,15 +51,20 @@ impl Api {
 
     /// `(requests, most requests in one second)`.
     fn stats(&self) -> (u64, u64) {
-        let out = Command::new("curl")
-            .args(["-s", &format!("http://127.0.0.1:{}/stats", self.port)])
-            .output()
-            .unwrap();
-        let stats: Value = serde_json::from_slice(&out.stdout).expect("stats JSON");
+        let stats = self.all_stats();
         (
             stats["requests"].as_u64().unwrap(),
             stats["max_per_second"].as_u64().unwrap(),
         )
+    }
+
+    /// Everything `/stats` says (`graded`: gradings made once per key).
+    fn all_stats(&self) -> Value {
+        let out = Command::new("curl")
+            .args(["-s", &format!("http://127.0.0.1:{}/stats", self.port)])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).expect("stats JSON")
     }
 }
 
@@ -477,4 +482,222 @@ fn queue_state_blocking(queue: &str) -> Option<(u32, u32)> {
     tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(async { queue_state(&connect().await, queue).await })
+}
+
+/// A PHP or Python app publishes jobs without a message id; workers are
+/// killed while they hold them. Each job must keep one id (its results
+/// written once) and reach the API with one Idempotency-Key (graded once).
+#[test]
+fn id_less_messages_under_kills_reach_the_sink_once_and_the_api_once_per_key() {
+    let api = Api::start(&["--latency", "300ms"]);
+    let file = PipelineFile::new("idless", "");
+    let yaml = format!(
+        "
+pipeline: {name}
+defaults:
+  prefetch: 10
+  concurrency: 5
+  timeout: 10s
+  retry: {{ attempts: 10, backoff: [200ms] }}
+stages:
+  grade:
+    http: {{ url: \"http://127.0.0.1:{port}/grade\", timeout: 5s, emit: merge }}
+    scale: {{ min: 2, max: 2 }}
+    outputs: [results]
+  results:
+    sink: {{ path: {results} }}
+",
+        name = file.name,
+        port = api.port,
+        results = file.file("out/grades.jsonl").display(),
+    );
+    std::fs::write(&file.path, yaml).unwrap();
+    let _cleanup = cleanup(&file);
+    let pipeline = warren::config::load(&file.path).unwrap();
+    let jobs = 300u64;
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        declare(&pipeline).await;
+        let conn = connect().await;
+        for n in 0..jobs {
+            let body = json!({"n": n, "company": format!("C{n}"), "website": format!("https://c{n}.example")});
+            publish_raw(&conn, &file.name, "grade", body.to_string().as_bytes(), None).await;
+        }
+    });
+    let mut supervisor = ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_warren"))
+            .args(["supervise", file.path.to_str().unwrap(), "--poll", "500ms"])
+            .current_dir(file.dir.path())
+            .env("AMQP_URL", amqp_url())
+            .stdout(Stdio::null())
+            .stderr(log_file(&file.file("supervisor.log")))
+            .spawn()
+            .unwrap(),
+    );
+    let written = || {
+        let text = std::fs::read_to_string(file.file("out/grades.jsonl")).unwrap_or_default();
+        let mut counts: HashMap<u64, u32> = HashMap::new();
+        for line in text.lines() {
+            let v: Value = serde_json::from_str(line).expect("a JSON line");
+            *counts.entry(v["n"].as_u64().unwrap()).or_default() += 1;
+        }
+        counts
+    };
+    let started = Instant::now();
+    let mut kills = 0;
+    let mut next_kill = Duration::from_millis(1500);
+    while written().len() < jobs as usize && started.elapsed() < Duration::from_secs(180) {
+        if started.elapsed() >= next_kill {
+            let workers = processes_of(&file.path);
+            if let Some(pid) = workers.get(kills % workers.len().max(1)) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+                kills += 1;
+            }
+            next_kill += Duration::from_millis(1500);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A moment for late duplicates to show.
+    std::thread::sleep(Duration::from_secs(2));
+    supervisor.signal("TERM");
+    supervisor.wait();
+    let counts = written();
+    let missing: Vec<u64> = (0..jobs).filter(|n| !counts.contains_key(n)).collect();
+    let doubled: Vec<(&u64, &u32)> = counts.iter().filter(|(_, c)| **c != 1).collect();
+    let log = std::fs::read_to_string(file.file("supervisor.log")).unwrap_or_default();
+    assert!(
+        kills >= 3,
+        "only {kills} kills: the run was too short to prove anything"
+    );
+    assert!(missing.is_empty(), "missing: {missing:?}\n{log}");
+    assert!(doubled.is_empty(), "written twice: {doubled:?}");
+    let stats = api.all_stats();
+    assert_eq!(
+        stats["graded"].as_u64(),
+        Some(jobs),
+        "each job graded once ({kills} kills): {stats}"
+    );
+}
+
+/// Crawls grow by appending lines: the lines sent before keep their ids
+/// and are not sent again; only the new ones are.
+#[test]
+fn lines_appended_to_an_input_are_sent_alone_and_the_others_keep_their_ids() {
+    let api = Api::start(&["--latency", "5ms"]);
+    let file = grading("append", api.port, "");
+    let _cleanup = cleanup(&file);
+    let input = companies(&file, 40, &[]);
+    let first = run(&file, &input, &[]);
+    assert_eq!(first.status.code(), Some(0), "{:?}", text(&first));
+    let all = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/grading/companies.jsonl"),
+    )
+    .unwrap();
+    let more: Vec<&str> = all.lines().skip(40).take(20).collect();
+    let mut grown = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&input)
+        .unwrap();
+    std::io::Write::write_all(&mut grown, (more.join("\n") + "\n").as_bytes()).unwrap();
+    let second = run(&file, &input, &[]);
+    let (stdout, stderr) = text(&second);
+    assert_eq!(second.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("60 inputs (20 sent by this run)"),
+        "{stdout}"
+    );
+    assert_every_input_once(&file, 60);
+    assert_eq!(api.stats().0, 60, "the first 40 were not graded again");
+    // Even sent again in full, the old lines are the same messages.
+    let fresh = run(&file, &input, &["--fresh"]);
+    assert_eq!(fresh.status.code(), Some(0), "{:?}", text(&fresh));
+    assert_every_input_once(&file, 60);
+}
+
+/// A stage whose workers cannot start fails the run with the reason,
+/// instead of waiting for ever.
+#[test]
+fn a_run_stops_with_the_reason_when_a_stage_is_failing() {
+    let file = PipelineFile::new(
+        "failing",
+        "
+pipeline: {name}
+stages:
+  broken:
+    command: [sh, -c, \"echo 'cannot find my settings' >&2; exit 78\"]
+",
+    );
+    let _cleanup = cleanup(&file);
+    let input = file.file("in.jsonl");
+    std::fs::write(&input, "{}\n{}\n").unwrap();
+    let out = run(&file, &input, &[]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("stage `broken` is failing")
+            && stderr.contains("exit code 78")
+            && stderr.contains("cannot find my settings"),
+        "{stderr}"
+    );
+}
+
+/// With workers running, messages dead-lettered again at once come back to
+/// the dead-letter queue during a replay: it takes what was there when it
+/// started, and ends.
+#[test]
+fn a_replay_takes_only_what_the_dead_letter_queue_held_when_it_started() {
+    let file = PipelineFile::new(
+        "replayonce",
+        &format!(
+            "
+pipeline: {{name}}
+stages:
+  strict:
+    command: [{}, strict]
+",
+            example_bin("test-worker").display()
+        ),
+    );
+    let _cleanup = cleanup(&file);
+    let path = file.path.to_str().unwrap();
+    let input = file.file("in.jsonl");
+    std::fs::write(&input, "{\"n\": 1, \"dead\": true}\n".repeat(5)).unwrap();
+    let out = run(&file, &input, &[]);
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    let mut supervisor = ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_warren"))
+            .args(["supervise", path, "--poll", "500ms"])
+            .env("AMQP_URL", amqp_url())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let mut replay = Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["dlq", path, "strict", "replay"])
+        .env("AMQP_URL", amqp_url())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let ended = loop {
+        if let Some(status) = replay.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = replay.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    supervisor.signal("TERM");
+    supervisor.wait();
+    let status =
+        ended.expect("the replay went round for a minute: it took its own dead letters again");
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut replay.stdout.take().unwrap(), &mut said).unwrap();
+    assert!(status.success(), "{said}");
+    assert!(said.contains("replayed 5 dead letters"), "{said}");
 }

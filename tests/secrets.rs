@@ -73,33 +73,60 @@ async fn api(seen: Arc<Mutex<Vec<String>>>) -> u16 {
 
 /// Runs `warren args` with `env` (blocking, on a thread of its own).
 /// (`warren run` keeps its state in `.warren` of the working directory:
-/// `dir`.)
+/// `dir`.) A long-running command (`until` is `Some`) runs until its output
+/// shows `until` (it did its work), then gets SIGTERM like from an operator.
 async fn run(
     args: Vec<String>,
     env: Vec<(&'static str, String)>,
     dir: std::path::PathBuf,
-    for_a_while: bool,
+    until: Option<&'static str>,
 ) -> Output {
     tokio::task::spawn_blocking(move || {
         let mut command = Command::new(env!("CARGO_BIN_EXE_warren"));
         command.args(&args).envs(env).current_dir(dir);
-        if !for_a_while {
+        let Some(until) = until else {
             return command.output().expect("run warren");
-        }
-        // A long-running command: let it work, then stop it like an operator.
-        let child = command
+        };
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start warren");
-        std::thread::sleep(Duration::from_secs(4));
+        let stderr = child.stderr.take().unwrap();
+        let seen = Arc::new(Mutex::new(String::new()));
+        let reader = {
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stderr)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    let mut seen = seen.lock().unwrap();
+                    seen.push_str(&line);
+                    seen.push('\n');
+                }
+            })
+        };
+        let started = std::time::Instant::now();
+        while !seen.lock().unwrap().contains(until) && started.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = Command::new("kill")
             .args(["-s", "TERM", &child.id().to_string()])
             .status();
-        child.wait_with_output().expect("wait for warren")
+        let mut out = child.wait_with_output().expect("wait for warren");
+        reader.join().unwrap();
+        out.stderr = seen.lock().unwrap().clone().into_bytes();
+        out
     })
     .await
     .unwrap()
+}
+
+/// A string for the whole test.
+fn leak(text: &str) -> &'static str {
+    Box::leak(text.to_string().into_boxed_str())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -154,45 +181,77 @@ stages:
     .unwrap();
     let bad_file = bad_file.display().to_string();
 
-    // (arguments, AMQP_URL, runs until stopped)
-    let commands: Vec<(Vec<&str>, &str, bool)> = vec![
-        (vec!["validate", &path], &url, false),
-        (vec!["declare", &path, "--dry-run"], &url, false),
-        (vec!["declare", &path], &url, false),
-        (vec!["run", &path, "--input", &input], &url, false),
-        (vec!["send", &path, "fetch", &input], &url, false),
-        (vec!["status", &path], &url, false),
-        (vec!["status", &path, "--json"], &url, false),
-        (vec!["drain", &path, "--timeout", "2s"], &url, false),
-        (vec!["dlq", &path, "fetch", "list"], &url, false),
-        (vec!["dlq", &path, "fetch", "replay"], &url, false),
-        (vec!["supervise", &path], &url, true),
-        (vec!["worker", &path, "--stage", "fetch"], &url, true),
-        (vec!["dlq", &path, "fetch", "purge"], &url, false),
-        (vec!["declare", &path], &unreachable, false),
-        (vec!["status", &path], &wrong, false),
-        (vec!["validate", &bad_file], &url, false),
+    // (arguments, AMQP_URL, exit code, what its output shows when it did
+    // its work; a long-running command runs until it shows that).
+    struct Case<'a> {
+        args: Vec<&'a str>,
+        url: &'a str,
+        code: i32,
+        shows: &'static str,
+        long: bool,
+    }
+    let case = |args: Vec<&'static str>, url, code, shows| Case {
+        args,
+        url,
+        code,
+        shows,
+        long: false,
+    };
+    let (p, i, b) = (leak(&path), leak(&input), leak(&bad_file));
+    let commands: Vec<Case<'_>> = vec![
+        case(vec!["validate", p], &url, 0, "OK, pipeline"),
+        case(vec!["declare", p, "--dry-run"], &url, 0, "would declare"),
+        case(vec!["declare", p], &url, 0, "declared pipeline"),
+        case(vec!["run", p, "--input", i, "--fresh"], &url, 1, "3 inputs"),
+        case(vec!["send", p, "fetch", i], &url, 0, "sent 3 messages"),
+        case(vec!["status", p], &url, 0, "consumers"),
+        case(vec!["status", p, "--json"], &url, 0, "\"stages\""),
+        case(vec!["drain", p, "--timeout", "2s"], &url, 1, "not drained"),
+        case(vec!["dlq", p, "fetch", "list"], &url, 0, "dead letters in"),
+        case(vec!["dlq", p, "fetch", "replay"], &url, 0, "replayed"),
+        Case {
+            long: true,
+            ..case(vec!["supervise", p], &url, 0, "all workers stopped")
+        },
+        Case {
+            long: true,
+            ..case(vec!["worker", p, "--stage", "fetch"], &url, 0, "consuming")
+        },
+        case(vec!["dlq", p, "fetch", "purge"], &url, 0, "dropped"),
+        case(vec!["declare", p], &unreachable, 69, "127.0.0.1:1"),
+        case(vec!["status", p], &wrong, 69, "refused the login"),
+        case(vec!["validate", b], &url, 78, "no stages"),
     ];
     let mut leaks = Vec::new();
-    let mut runs = 0;
-    for (args, amqp_url, for_a_while) in &commands {
+    let mut idle = Vec::new();
+    for case in &commands {
         for (level, format) in [("debug", "text"), ("trace", "json")] {
-            let mut full: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            let mut full: Vec<String> = case.args.iter().map(|a| a.to_string()).collect();
             full.extend(["--log-format".to_string(), format.to_string()]);
             let env = vec![
-                ("AMQP_URL", amqp_url.to_string()),
+                ("AMQP_URL", case.url.to_string()),
                 ("RUST_LOG", level.to_string()),
                 ("SECRET_API_KEY", ENV_KEY.to_string()),
             ];
-            let out = run(
-                full.clone(),
-                env,
-                file.dir.path().to_path_buf(),
-                *for_a_while,
-            )
-            .await;
-            runs += 1;
+            let until = case.long.then_some(if case.args[0] == "supervise" {
+                "supervising"
+            } else {
+                case.shows
+            });
+            let out = run(full.clone(), env, file.dir.path().to_path_buf(), until).await;
             let (stdout, stderr) = text(&out);
+            if out.status.code() != Some(case.code)
+                || !(stdout.contains(case.shows) || stderr.contains(case.shows))
+            {
+                idle.push(format!(
+                    "warren {} (RUST_LOG={level}): exit {:?}, expected {} and `{}` in its output:\n{stdout}\n{}",
+                    full.join(" "),
+                    out.status.code(),
+                    case.code,
+                    case.shows,
+                    &stderr[stderr.len().saturating_sub(1500)..],
+                ));
+            }
             for secret in [PASSWORD, FILE_KEY, ENV_KEY, QUERY_KEY] {
                 if stdout.contains(secret) || stderr.contains(secret) {
                     let at = stderr.find(secret).unwrap_or(0);
@@ -205,8 +264,12 @@ stages:
             }
         }
     }
+    assert!(
+        idle.is_empty(),
+        "commands that did not do their work (so their silence proves nothing):\n{}",
+        idle.join("\n\n")
+    );
     assert!(leaks.is_empty(), "{}", leaks.join("\n\n"));
-    assert_eq!(runs, commands.len() * 2);
     // The keys were really used: the API saw both headers.
     let seen = seen.lock().unwrap().clone();
     assert!(

@@ -10,11 +10,16 @@
 //! `--rate-limit N` answers 429 with `Retry-After: 1` beyond N requests a
 //! second; `--outage A..B` answers 503 from A to B after the start; `--reject
 //! TEXT` answers 422 for companies whose name contains TEXT (dead letters).
-//! `GET /stats` answers the number of requests and the most seen in one
-//! second. With `--port 0` it picks a free port. It prints `listening on ADDRESS`
-//! once ready.
+//! Like an API that dedupes, a request with an `Idempotency-Key` it answered
+//! with a grade before gets that same answer again, without grading twice.
+//! `GET /stats` answers the number of requests, the most seen in one second,
+//! the gradings made (`graded`: what a real API would have done, a tweet
+//! posted, a card charged) and the requests answered from a key seen before
+//! (`repeated`). With `--port 0` it picks a free port. It prints `listening
+//! on ADDRESS` once ready.
 
 use std::{
+    collections::HashMap,
     net::SocketAddr,
     sync::{
         Arc, Mutex,
@@ -26,7 +31,7 @@ use std::{
 use axum::{
     Json, Router,
     extract::State,
-    http::StatusCode,
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -71,17 +76,43 @@ struct Api {
     requests: AtomicU64,
     /// Requests of the current second, and the most seen in one second.
     second: Mutex<(u64, u32, u32)>,
+    /// Answers given, by idempotency key.
+    answered: Mutex<HashMap<String, Value>>,
+    /// Gradings made.
+    graded: AtomicU64,
+    /// Requests answered from a key seen before.
+    repeated: AtomicU64,
 }
 
 /// `GET /stats`: requests so far and the most in one second.
 async fn stats(State(api): State<Arc<Api>>) -> Json<Value> {
     let busiest = api.second.lock().unwrap().2;
-    Json(json!({"requests": api.requests.load(Ordering::Relaxed), "max_per_second": busiest}))
+    Json(json!({
+        "requests": api.requests.load(Ordering::Relaxed),
+        "max_per_second": busiest,
+        "graded": api.graded.load(Ordering::Relaxed),
+        "repeated": api.repeated.load(Ordering::Relaxed),
+    }))
 }
 
-async fn grade(State(api): State<Arc<Api>>, Json(body): Json<Value>) -> Response {
+async fn grade(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     let n = api.requests.fetch_add(1, Ordering::Relaxed);
     tokio::time::sleep(api.args.latency).await;
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Some(before) = key
+        .as_ref()
+        .and_then(|key| api.answered.lock().unwrap().get(key).cloned())
+    {
+        api.repeated.fetch_add(1, Ordering::Relaxed);
+        return answer(StatusCode::OK, None, before);
+    }
     let since = api.started.elapsed();
     if let Some((from, to)) = api.args.outage
         && since >= from
@@ -142,11 +173,18 @@ async fn grade(State(api): State<Arc<Api>>, Json(body): Json<Value>) -> Response
         .bytes()
         .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
         % 101;
-    answer(
-        StatusCode::OK,
-        None,
-        json!({"website": website, "grade": grade}),
-    )
+    let graded = json!({"website": website, "grade": grade});
+    if let Some(key) = key {
+        let mut answered = api.answered.lock().unwrap();
+        if let Some(before) = answered.get(&key) {
+            // Another request with this key was graded meanwhile.
+            api.repeated.fetch_add(1, Ordering::Relaxed);
+            return answer(StatusCode::OK, None, before.clone());
+        }
+        answered.insert(key, graded.clone());
+    }
+    api.graded.fetch_add(1, Ordering::Relaxed);
+    answer(StatusCode::OK, None, graded)
 }
 
 fn answer(status: StatusCode, retry_after: Option<&'static str>, body: Value) -> Response {
@@ -174,6 +212,9 @@ async fn main() -> std::io::Result<()> {
         started: Instant::now(),
         requests: AtomicU64::new(0),
         second: Mutex::new((0, 0, 0)),
+        answered: Mutex::default(),
+        graded: AtomicU64::new(0),
+        repeated: AtomicU64::new(0),
     });
     println!("listening on {}", listener.local_addr()?);
     let app = Router::new()

@@ -1,8 +1,8 @@
 //! Waiting before trying again: exponential, capped, with jitter (a random
 //! extra of up to the delay itself, from `backon`), so that many workers
 //! that lost the same broker do not come back in lockstep. Shared by the
-//! worker's reconnection, opening a connection with retries, and the job
-//! callbacks.
+//! worker's reconnection and opening a connection with retries; public
+//! because the `warren` binary's senders use it too.
 
 use std::time::Duration;
 

@@ -83,6 +83,11 @@ impl BrokerUrl {
         &self.uri.vhost
     }
 
+    /// True for `amqps://` (TLS).
+    pub fn is_tls(&self) -> bool {
+        self.uri.scheme == lapin::uri::AMQPScheme::AMQPS
+    }
+
     /// The password, if the URL has one (for the management HTTP API).
     pub fn password(&self) -> &str {
         &self.uri.authority.userinfo.password

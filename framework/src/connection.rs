@@ -1,12 +1,13 @@
 //! Opening a connection to the broker, with a bounded retry and errors that
-//! name the host and port but never the password.
+//! name the host and port but never the password. Used by the worker, the
+//! producer and the `warren` binary's commands.
 
 use std::time::Duration;
 
 use lapin::{Connection, ConnectionProperties, ErrorKind};
 use tracing::{debug, warn};
 
-use crate::{broker::BrokerUrl, error::Error};
+use crate::{backoff::Backoff, broker::BrokerUrl, error::Error};
 
 /// Opens one connection, once. `name` shows in the broker's connection
 /// list (management UI, `rabbitmqctl list_connections name`).
@@ -26,13 +27,13 @@ pub async fn open(url: &BrokerUrl, name: &str) -> Result<Connection, Error> {
 }
 
 /// Opens a connection, trying `attempts` times with a short growing pause
-/// (0.5 s, 1 s, 2 s, ...); a refused login is not retried.
+/// (from 0.5 s, jittered); a refused login is not retried.
 pub async fn open_with_retry(
     url: &BrokerUrl,
     name: &str,
     attempts: u32,
 ) -> Result<Connection, Error> {
-    let mut pause = Duration::from_millis(500);
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
     let mut attempt = 1;
     loop {
         match open(url, name).await {
@@ -40,9 +41,9 @@ pub async fn open_with_retry(
             Err(error @ Error::LoginRefused { .. }) => return Err(error),
             Err(error) if attempt >= attempts => return Err(error),
             Err(error) => {
+                let pause = backoff.next_delay();
                 warn!(%error, attempt, "broker not reachable yet; retrying in {}ms", pause.as_millis());
                 tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
                 attempt += 1;
             }
         }

@@ -102,7 +102,7 @@ pub async fn replay(pipeline: &Pipeline, stage: &str, limit: usize) -> Result<us
         );
         let tag = got.delivery.delivery_tag;
         let replayed = publisher
-            .settle(&pipeline.name, stage, &got.delivery.data, props)
+            .publish_before_ack(&pipeline.name, stage, &got.delivery.data, props)
             .await;
         if let Err(error) = replayed {
             // Closing the channel gives the message back to the queue.

@@ -1,6 +1,6 @@
 //! The errors of the warren library.
 
-use crate::{config::InvalidPipeline, topology::Mismatch};
+use crate::{config::InvalidPipeline, mismatch::Mismatch, pipeline::UnknownStage};
 
 /// Anything that can go wrong in warren.
 #[derive(Debug, thiserror::Error)]
@@ -54,15 +54,8 @@ pub enum Error {
     },
 
     /// A stage name that the pipeline does not have.
-    #[error("pipeline `{pipeline}` has no stage `{stage}`; its stages are: {known}")]
-    UnknownStage {
-        /// The pipeline.
-        pipeline: String,
-        /// The name asked for.
-        stage: String,
-        /// The stages it has.
-        known: String,
-    },
+    #[error(transparent)]
+    UnknownStage(#[from] UnknownStage),
 
     /// A message could not be encoded as JSON.
     #[error("cannot encode the message as JSON: {0}")]

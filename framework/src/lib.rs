@@ -16,9 +16,11 @@ pub mod dead_letters;
 pub mod duration;
 pub mod error;
 pub mod exit;
+pub(crate) mod limits;
 #[cfg(feature = "logging")]
 pub mod logging;
 pub mod message;
+pub mod mismatch;
 pub mod names;
 pub mod pipeline;
 pub mod producer;

@@ -45,6 +45,13 @@ pub fn new_properties(id: &str, job: &str) -> BasicProperties {
         .with_headers(headers)
 }
 
+/// `properties` with header `name` set to `value`.
+pub fn with_header(properties: BasicProperties, name: &str, value: AMQPValue) -> BasicProperties {
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    headers.insert(name.into(), value);
+    properties.with_headers(headers)
+}
+
 /// The message id of a delivery, if the producer set one.
 pub fn id_of(properties: &BasicProperties) -> Option<&str> {
     properties
@@ -299,6 +306,19 @@ mod tests {
         assert_eq!(child, child_id(&long, 7));
         assert_ne!(child_id(&long, 7), child_id(&format!("{long}y"), 7));
         assert!(child.ends_with(".7"));
+    }
+
+    /// A producer in another language may set any bytes as `message_id`;
+    /// the AMQP client used to refuse such a frame and close the
+    /// connection, so the worker never got past that message (the fix is in
+    /// `vendor/amq-protocol-types`).
+    #[test]
+    fn ids_that_are_not_utf8_are_read_not_refused() {
+        use amq_protocol_types::parsing::parse_short_string;
+        let frame: &[u8] = &[6, b'i', b'd', 0xff, b'\n', b'"', 0xfe];
+        let (_, id) = parse_short_string(frame).expect("a short string that is not UTF-8");
+        assert_eq!(id.as_str(), "id\\xff\n\"\\xfe");
+        assert_eq!(child_id(id.as_str(), 0), "id\\xff\n\"\\xfe.0");
     }
 
     #[test]

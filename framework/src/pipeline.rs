@@ -22,6 +22,18 @@ pub struct Pipeline {
     pub source: PathBuf,
 }
 
+/// A stage name that the pipeline does not have.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("pipeline `{pipeline}` has no stage `{stage}`; its stages are: {known}")]
+pub struct UnknownStage {
+    /// The pipeline.
+    pub pipeline: String,
+    /// The name asked for.
+    pub stage: String,
+    /// The stages it has.
+    pub known: String,
+}
+
 /// Broker settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Broker {
@@ -190,10 +202,9 @@ impl Pipeline {
         self.stages.iter().find(|stage| stage.name == name)
     }
 
-    /// The stage called `name`, or [`crate::Error::UnknownStage`] naming
-    /// the stages there are.
-    pub fn require_stage(&self, name: &str) -> Result<&Stage, crate::Error> {
-        self.stage(name).ok_or_else(|| crate::Error::UnknownStage {
+    /// The stage called `name`, or an error naming the stages there are.
+    pub fn require_stage(&self, name: &str) -> Result<&Stage, UnknownStage> {
+        self.stage(name).ok_or_else(|| UnknownStage {
             pipeline: self.name.clone(),
             stage: name.to_string(),
             known: self.stage_names().join(", "),

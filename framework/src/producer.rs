@@ -16,8 +16,8 @@ use crate::{
     connection,
     error::Error,
     message,
-    pipeline::Pipeline,
-    publisher::{Publisher, target},
+    pipeline::{Pipeline, UnknownStage},
+    publisher::{Publisher, Unconfirmed, target},
 };
 
 /// How long a send may take, reconnecting included, unless set otherwise.
@@ -26,6 +26,31 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// After a failed reconnection, sends fail at once for this long instead of
 /// each waiting for the network.
 const COOL_DOWN: Duration = Duration::from_secs(1);
+
+/// A message written to the broker whose confirm has not been awaited.
+pub struct Sent {
+    unconfirmed: Unconfirmed,
+    target: String,
+    timeout: Duration,
+}
+
+impl Sent {
+    /// Waits for the broker's confirm (within the producer's timeout).
+    pub async fn confirmed(self) -> Result<(), Error> {
+        let target = self.target;
+        match tokio::time::timeout(self.timeout, self.unconfirmed.confirmed()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(Error::Publish { target, reason }),
+            Err(_) => Err(Error::Publish {
+                target,
+                reason: format!(
+                    "no confirm within {}ms (the broker is slow, blocking publishers, or away)",
+                    self.timeout.as_millis()
+                ),
+            }),
+        }
+    }
+}
 
 /// Sends messages to the stages of one pipeline. Clone it freely.
 #[derive(Clone)]
@@ -104,16 +129,38 @@ impl Producer {
 
     /// Sends a body that is already JSON text.
     pub async fn send_json(&self, stage: &str, id: &str, body: &[u8]) -> Result<(), Error> {
+        self.publish(stage, id, body).await?.confirmed().await
+    }
+
+    /// Writes a message (JSON text) for `stage` and returns without waiting
+    /// for the broker's confirm: await [`Sent::confirmed`] before counting
+    /// it as sent. Many can be on their way at once (a window), which is
+    /// how `warren send` keeps up with the broker.
+    pub async fn publish(&self, stage: &str, id: &str, body: &[u8]) -> Result<Sent, Error> {
+        self.publish_with(stage, id, body, None).await
+    }
+
+    /// Like [`Producer::publish`], with the URL to call back when the job
+    /// this message starts is done (`x-warren-callback`).
+    pub async fn publish_with(
+        &self,
+        stage: &str,
+        id: &str,
+        body: &[u8],
+        callback: Option<&str>,
+    ) -> Result<Sent, Error> {
         if !self.inner.stages.iter().any(|s| s == stage) {
-            return Err(Error::UnknownStage {
+            return Err(UnknownStage {
                 pipeline: self.inner.pipeline.clone(),
                 stage: stage.to_string(),
                 known: self.inner.stages.join(", "),
-            });
+            }
+            .into());
         }
+        let target = target(&self.inner.pipeline, stage);
         if id.is_empty() || id.len() > message::MAX_ID {
             return Err(Error::Publish {
-                target: target(&self.inner.pipeline, stage),
+                target,
                 reason: format!(
                     "a message id must be 1 to {} bytes long, not {}",
                     message::MAX_ID,
@@ -121,18 +168,27 @@ impl Producer {
                 ),
             });
         }
-        let properties = message::new_properties(id, id);
-        self.within_timeout(async {
-            let publisher = self.publisher().await?;
-            let sent = publisher
-                .publish_confirmed(&self.inner.pipeline, stage, body, properties)
-                .await;
-            if sent.is_err() && !publisher.is_open() {
-                self.inner.link.lock().await.open = None;
-            }
-            sent
+        let mut properties = message::new_properties(id, id);
+        if let Some(url) = callback {
+            properties = message::with_header(properties, message::CALLBACK, message::text(url));
+        }
+        let unconfirmed = self
+            .within_timeout(async {
+                let publisher = self.publisher().await?;
+                let written = publisher
+                    .publish(&self.inner.pipeline, stage, body, properties)
+                    .await;
+                if written.is_err() && !publisher.is_open() {
+                    self.inner.link.lock().await.open = None;
+                }
+                written
+            })
+            .await?;
+        Ok(Sent {
+            unconfirmed,
+            target,
+            timeout: self.inner.timeout,
         })
-        .await
     }
 
     /// Closes the connection.

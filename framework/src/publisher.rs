@@ -9,11 +9,7 @@ use lapin::{
 
 use crate::error::Error;
 
-/// Longest a retry, a dead letter or a hand-back may take, from writing
-/// its frames to the broker's confirm, before it counts as failed (and the
-/// delivery goes back to its queue). Validation counts it in the time a
-/// message can stay unacknowledged.
-pub(crate) const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+use crate::limits::SETTLE_TIMEOUT;
 
 /// A confirm-mode channel; cheap to clone, safe to share between tasks.
 #[derive(Clone, Debug)]
@@ -106,7 +102,7 @@ impl Publisher {
     /// [`Publisher::publish_confirmed`] within [`SETTLE_TIMEOUT`], the
     /// frames' write included (a blocked connection stops it): for retries,
     /// dead letters and hand-backs, after which a delivery is acknowledged.
-    pub async fn settle(
+    pub async fn publish_before_ack(
         &self,
         exchange: &str,
         routing_key: &str,
@@ -135,6 +131,12 @@ impl Publisher {
     /// Closes the channel.
     pub async fn close(&self) {
         let _ = self.channel.close(200, "done".into()).await;
+    }
+}
+
+impl From<PublisherConfirm> for Unconfirmed {
+    fn from(confirm: PublisherConfirm) -> Unconfirmed {
+        Unconfirmed { confirm }
     }
 }
 

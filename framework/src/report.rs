@@ -1,7 +1,8 @@
 //! What a worker tells its supervisor: one JSON line a second on the unix
 //! socket named by `WARREN_SUPERVISOR_SOCKET` (set by `warren supervise`).
-//! The supervisor uses it to never stop a worker that holds messages, and
-//! for `warren status` and the summary of `warren run`.
+//! The supervisor uses it to never stop a worker that holds messages, not
+//! to scale a stage whose calls fail, and for `warren status` and the
+//! summary of `warren run`. Public because the `warren` binary reads it.
 
 use std::{
     collections::BTreeMap,

@@ -1,7 +1,7 @@
 //! Templates of the http stage: `{field}` (or `{a.b}` for a nested field)
 //! is replaced by the message's value; `{{` and `}}` are literal braces.
 //! Validation checks them ([`check_url`], [`check_body`]); the `warren`
-//! binary's http stage fills them for each message ([`url`], [`body`]).
+//! binary's http stage fills them for each message ([`url()`], [`body()`]).
 //!
 //! In a URL, values are percent-encoded. In a body, a string that is exactly
 //! `"{field}"` becomes the field's JSON value (a number stays a number, an

@@ -1,18 +1,10 @@
-//! Exit codes (DESIGN.md): 0 success; 1 failure at run time; 2 wrong usage;
-//! 65 bad input data; 69 broker unreachable; 78 bad pipeline file.
+//! Which exit code an error gets (the codes are [`warren::exit`]'s): the
+//! first cause in its chain that has one.
 
 use std::process::ExitCode;
 
-use warren::{Error, config::InvalidPipeline};
-
-/// Run-time failure.
-pub const FAILURE: u8 = 1;
-/// Wrong usage.
-pub const USAGE: u8 = 2;
-/// Bad input data (an input file, a message).
-pub const DATA_ERR: u8 = 65;
-/// The pipeline file is invalid.
-pub const CONFIG: u8 = 78;
+pub use warren::exit::{CONFIG, DATA_ERR, FAILURE, USAGE};
+use warren::{Error, config::InvalidPipeline, pipeline::UnknownStage};
 
 /// Wrong usage of the command line, reported with exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -33,12 +25,14 @@ pub fn code_for(error: &anyhow::Error) -> ExitCode {
         if cause.downcast_ref::<BadInput>().is_some() {
             return ExitCode::from(DATA_ERR);
         }
-        if cause.downcast_ref::<Usage>().is_some() {
+        // The stages this binary names come from its command line.
+        if cause.downcast_ref::<Usage>().is_some() || cause.downcast_ref::<UnknownStage>().is_some()
+        {
             return ExitCode::from(USAGE);
         }
         if let Some(error) = cause.downcast_ref::<Error>() {
             // The stages this binary names come from its command line.
-            if matches!(error, Error::UnknownStage { .. }) {
+            if matches!(error, Error::UnknownStage(_)) {
                 return ExitCode::from(USAGE);
             }
             return ExitCode::from(warren::worker::exit_code(error));

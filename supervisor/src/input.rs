@@ -1,124 +1,297 @@
-//! Input files of `warren send` and `warren run`: one JSON document per
-//! line. Every line is checked before anything is sent; a bad line is
-//! reported with its number and why.
+//! Input of `warren send` and `warren run`: one JSON document per line,
+//! read as a stream, so memory does not grow with the input and an endless
+//! pipe (`tail -F log | warren send p.yaml ingest -`) is sent as its lines
+//! arrive. A line that is not JSON (or lacks the id field) is reported with
+//! its number and why.
+//!
+//! A file can be checked whole before anything is sent ([`check`], a first
+//! streaming pass); a pipe cannot, so its bad lines are met while sending.
 
 use std::{
     fs::File,
-    io::{BufRead, BufReader, Read},
-    path::Path,
+    io::{BufRead, BufReader, Read, Seek, SeekFrom},
+    path::{Path, PathBuf},
 };
 
 use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 
 use crate::exit::BadInput;
 
 /// Most bad lines listed; the rest are counted.
-const SHOWN: usize = 20;
+pub const SHOWN: usize = 20;
 
-/// A checked input, kept in memory (bodies are the lines as written).
-pub struct Input {
-    /// Where it came from, for messages (`-` for stdin).
-    pub name: String,
-    /// The good lines: (1-based line number, id from the id field, body).
-    pub lines: Vec<Line>,
-    /// The bad lines: (line number, reason).
-    pub bad: Vec<(usize, String)>,
-    /// The file's bytes, for a stable identity of the input.
-    pub digest: String,
+/// Lines read ahead of the sender.
+const READ_AHEAD: usize = 1024;
+
+/// Where lines come from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A file.
+    File(PathBuf),
+    /// Standard input.
+    Stdin,
 }
 
-/// One good line.
+impl Source {
+    /// `-` is standard input; anything else a file, which must exist and
+    /// not be a directory.
+    pub fn new(path: &Path) -> anyhow::Result<Source> {
+        if path == Path::new("-") {
+            return Ok(Source::Stdin);
+        }
+        let meta = std::fs::metadata(path)
+            .map_err(|e| BadInput(format!("{}: cannot read it: {e}", path.display())))?;
+        if meta.is_dir() {
+            return Err(BadInput(format!(
+                "{}: is a directory, not an input file",
+                path.display()
+            ))
+            .into());
+        }
+        Ok(Source::File(path.to_path_buf()))
+    }
+
+    /// The name in messages.
+    pub fn name(&self) -> String {
+        match self {
+            Source::File(path) => path.display().to_string(),
+            Source::Stdin => "stdin".into(),
+        }
+    }
+
+    fn open(&self, from: u64) -> std::io::Result<Box<dyn BufRead + Send>> {
+        Ok(match self {
+            Source::File(path) => {
+                let mut file = File::open(path)?;
+                file.seek(SeekFrom::Start(from))?;
+                Box::new(BufReader::with_capacity(64 * 1024, file))
+            }
+            Source::Stdin => Box::new(BufReader::new(std::io::stdin())),
+        })
+    }
+}
+
+/// Where reading starts: after `offset` bytes, which held `lines` lines.
+#[derive(Clone, Debug, Default)]
+pub struct Start {
+    /// Bytes already consumed.
+    pub offset: u64,
+    /// Lines they held.
+    pub lines: usize,
+    /// The SHA-256 state of those bytes (to continue the prefix digest).
+    pub digest: Sha256,
+}
+
+/// One line read.
+pub enum Item {
+    /// A JSON document.
+    Good(Line),
+    /// Not one: its number and why.
+    Bad(usize, String),
+}
+
+/// A good line.
 pub struct Line {
     /// 1-based line number in the input.
     pub number: usize,
-    /// The id taken from `--id-field`, if given.
+    /// The id taken from the id field, if one was asked for.
     pub id: Option<String>,
-    /// The JSON text as written.
-    pub body: String,
+    /// The JSON text as written (trimmed).
+    pub body: Vec<u8>,
+    /// Bytes of the input up to the end of this line.
+    pub end: u64,
+    /// The SHA-256 state of those bytes.
+    pub digest: Sha256,
 }
 
-impl Input {
-    /// Reads and checks `path` (`-` is stdin).
-    pub fn read(path: &Path, id_field: Option<&str>) -> anyhow::Result<Input> {
-        let (name, mut reader): (String, Box<dyn Read>) = if path == Path::new("-") {
-            ("stdin".into(), Box::new(std::io::stdin()))
-        } else {
-            let file = File::open(path)
-                .map_err(|e| BadInput(format!("{}: cannot read it: {e}", path.display())))?;
-            if file.metadata().is_ok_and(|m| m.is_dir()) {
-                return Err(BadInput(format!(
-                    "{}: is a directory, not an input file",
-                    path.display()
-                ))
-                .into());
+impl Line {
+    /// The id of a line of `warren run` without an id field: its number
+    /// and a hash of its text. Stable when the input grows (lines appended
+    /// keep the ids of those before), different when a line changes.
+    pub fn derived_id(&self) -> String {
+        let hash = Sha256::digest(&self.body);
+        format!("{}.{}", crate::digest::hex(&hash[..6]), self.number)
+    }
+}
+
+/// Reads `source` on a thread of its own from `start`, sending each line
+/// as it is read (at most [`READ_AHEAD`] lines ahead of the receiver).
+/// The channel ends at the end of the input; a read error ends it with
+/// `Err`.
+pub fn stream(
+    source: &Source,
+    start: Start,
+    id_field: Option<String>,
+) -> mpsc::Receiver<std::io::Result<Item>> {
+    let (lines, receiver) = mpsc::channel(READ_AHEAD);
+    let source = source.clone();
+    std::thread::Builder::new()
+        .name("warren-input".into())
+        .spawn(move || {
+            let result = (|| -> std::io::Result<()> {
+                let mut reader = source.open(start.offset)?;
+                let mut number = start.lines;
+                let mut end = start.offset;
+                let mut digest = start.digest;
+                let mut raw = Vec::new();
+                loop {
+                    raw.clear();
+                    let read = reader.read_until(b'\n', &mut raw)?;
+                    if read == 0 {
+                        return Ok(());
+                    }
+                    number += 1;
+                    end += read as u64;
+                    digest.update(&raw);
+                    let Some(item) = classify(&raw, number, end, &digest, id_field.as_deref())
+                    else {
+                        continue;
+                    };
+                    if lines.blocking_send(Ok(item)).is_err() {
+                        return Ok(());
+                    }
+                }
+            })();
+            if let Err(error) = result {
+                let _ = lines.blocking_send(Err(error));
             }
-            (path.display().to_string(), Box::new(file))
-        };
-        let mut bytes = Vec::new();
-        reader
-            .read_to_end(&mut bytes)
+        })
+        .expect("start the input reader");
+    receiver
+}
+
+/// A line as read (its newline included); `None` for a blank line.
+fn classify(
+    raw: &[u8],
+    number: usize,
+    end: u64,
+    digest: &Sha256,
+    id_field: Option<&str>,
+) -> Option<Item> {
+    let Ok(text) = std::str::from_utf8(raw) else {
+        return Some(Item::Bad(number, "is not UTF-8 text".into()));
+    };
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    Some(match check_line(text, id_field) {
+        Ok(id) => Item::Good(Line {
+            number,
+            id,
+            body: text.as_bytes().to_vec(),
+            end,
+            digest: digest.clone(),
+        }),
+        Err(reason) => Item::Bad(number, reason),
+    })
+}
+
+/// What a first pass over a file found.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// Good lines.
+    pub good: usize,
+    /// Bad lines: the first [`SHOWN`] with their numbers and why.
+    pub bad: Vec<(usize, String)>,
+    /// All bad lines.
+    pub bad_count: usize,
+}
+
+/// Reads a whole file once, checking every line, in constant memory.
+pub fn check(path: &Path, id_field: Option<&str>) -> anyhow::Result<Checked> {
+    let name = path.display();
+    let file = File::open(path).map_err(|e| BadInput(format!("{name}: cannot read it: {e}")))?;
+    let mut reader = BufReader::with_capacity(64 * 1024, file);
+    let mut checked = Checked::default();
+    let mut raw = Vec::new();
+    let mut number = 0;
+    loop {
+        raw.clear();
+        let read = reader
+            .read_until(b'\n', &mut raw)
             .map_err(|e| BadInput(format!("{name}: cannot read it: {e}")))?;
-        let digest = crate::digest::hex(&bytes);
-        let mut input = Input {
-            name,
-            lines: Vec::new(),
-            bad: Vec::new(),
-            digest,
+        if read == 0 {
+            return Ok(checked);
+        }
+        number += 1;
+        let verdict = match std::str::from_utf8(&raw) {
+            Err(_) => Some(Err("is not UTF-8 text".to_string())),
+            Ok(text) if text.trim().is_empty() => None,
+            Ok(text) => Some(check_line(text.trim(), id_field).map(|_| ())),
         };
-        for (index, raw) in BufReader::new(bytes.as_slice()).split(b'\n').enumerate() {
-            let number = index + 1;
-            let raw = raw?;
-            let Ok(text) = String::from_utf8(raw) else {
-                input.bad.push((number, "is not UTF-8 text".into()));
-                continue;
-            };
-            let text = text.trim();
-            if text.is_empty() {
-                continue;
-            }
-            match check(text, id_field) {
-                Ok(id) => input.lines.push(Line {
-                    number,
-                    id,
-                    body: text.to_string(),
-                }),
-                Err(reason) => input.bad.push((number, reason)),
+        match verdict {
+            None => {}
+            Some(Ok(())) => checked.good += 1,
+            Some(Err(reason)) => {
+                checked.bad_count += 1;
+                if checked.bad.len() < SHOWN {
+                    checked.bad.push((number, reason));
+                }
             }
         }
-        Ok(input)
     }
+}
 
-    /// Fails (exit 65) when there are bad lines, unless they may be skipped;
-    /// prints each bad line either way.
-    pub fn refuse_bad_lines(&self, skip_bad: bool) -> anyhow::Result<()> {
-        if self.bad.is_empty() {
+impl Checked {
+    /// Fails (exit 65) when there are bad lines, unless they may be
+    /// skipped; prints each bad line either way.
+    pub fn refuse_bad_lines(&self, name: &str, skip_bad: bool) -> anyhow::Result<()> {
+        if self.bad_count == 0 {
             return Ok(());
         }
-        for (number, reason) in self.bad.iter().take(SHOWN) {
-            err!("{}:{number}: {reason}", self.name);
+        for (number, reason) in &self.bad {
+            err!("{name}:{number}: {reason}");
         }
-        if self.bad.len() > SHOWN {
-            err!("... and {} more bad lines", self.bad.len() - SHOWN);
+        if self.bad_count > self.bad.len() {
+            err!("... and {} more bad lines", self.bad_count - self.bad.len());
         }
         if skip_bad {
             err!(
                 "skipping {} bad lines (--skip-bad); sending the {} good ones",
-                self.bad.len(),
-                self.lines.len()
+                self.bad_count,
+                self.good
             );
             return Ok(());
         }
         Err(BadInput(format!(
-            "{} has {} bad lines; nothing was sent. Fix them, or pass --skip-bad to send only the good lines",
-            self.name,
-            self.bad.len()
+            "{name} has {} bad lines; nothing was sent. Fix them, or pass --skip-bad to send only the good lines",
+            self.bad_count
         ))
         .into())
     }
 }
 
+/// The SHA-256 of the first `len` bytes of `path`, and the lines they hold
+/// (to resume where an earlier run stopped); `None` if the file is shorter.
+pub fn prefix(path: &Path, len: u64) -> std::io::Result<Option<Start>> {
+    let file = File::open(path)?;
+    let mut reader = BufReader::with_capacity(64 * 1024, file.take(len));
+    let mut digest = Sha256::new();
+    let mut lines = 0;
+    let mut read_total = 0u64;
+    let mut raw = Vec::new();
+    loop {
+        raw.clear();
+        let read = reader.read_until(b'\n', &mut raw)?;
+        if read == 0 {
+            break;
+        }
+        read_total += read as u64;
+        lines += usize::from(raw.last() == Some(&b'\n'));
+        digest.update(&raw);
+    }
+    Ok((read_total == len).then_some(Start {
+        offset: len,
+        lines,
+        digest,
+    }))
+}
+
 /// Checks one non-empty line: JSON, and the id field when asked for.
-fn check(text: &str, id_field: Option<&str>) -> Result<Option<String>, String> {
+fn check_line(text: &str, id_field: Option<&str>) -> Result<Option<String>, String> {
     let value: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
     let Some(field) = id_field else {
         return Ok(None);
@@ -142,24 +315,69 @@ fn check(text: &str, id_field: Option<&str>) -> Result<Option<String>, String> {
 mod tests {
     use super::*;
 
+    const TEXT: &str = "{\"id\": 1, \"name\": \"Acme\"}\n\n{\"id\": \"x\"\n[1,2]\n{\"name\": \"no id\"}\n\"just text\"\n";
+
     #[test]
-    fn lines_are_checked_with_their_numbers() {
+    fn a_first_pass_checks_every_line_with_its_number() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("in.jsonl");
-        std::fs::write(&path, "{\"id\": 1, \"name\": \"Acme\"}\n\n{\"id\": \"x\"\n[1,2]\n{\"name\": \"no id\"}\n\"just text\"\n").unwrap();
-        let input = Input::read(&path, Some("id")).unwrap();
-        assert_eq!(
-            input.lines.iter().map(|l| l.number).collect::<Vec<_>>(),
-            vec![1]
-        );
-        assert_eq!(input.lines[0].id.as_deref(), Some("1"));
-        let bad: Vec<usize> = input.bad.iter().map(|(n, _)| *n).collect();
+        std::fs::write(&path, TEXT).unwrap();
+        let checked = check(&path, Some("id")).unwrap();
+        assert_eq!(checked.good, 1);
+        let bad: Vec<usize> = checked.bad.iter().map(|(n, _)| *n).collect();
         assert_eq!(bad, vec![3, 4, 5, 6]);
-        assert!(input.bad[0].1.starts_with("not valid JSON"));
-        assert!(input.bad[2].1.contains("has no `id` field"));
-        assert!(input.refuse_bad_lines(false).is_err());
-        assert!(input.refuse_bad_lines(true).is_ok());
-        let plain = Input::read(&path, None).unwrap();
-        assert_eq!(plain.lines.len(), 4, "any JSON document is a message");
+        assert!(checked.bad[0].1.starts_with("not valid JSON"));
+        assert!(checked.bad[2].1.contains("has no `id` field"));
+        assert!(checked.refuse_bad_lines("in.jsonl", false).is_err());
+        assert!(checked.refuse_bad_lines("in.jsonl", true).is_ok());
+        assert_eq!(
+            check(&path, None).unwrap().good,
+            4,
+            "any JSON document is a message"
+        );
+    }
+
+    #[tokio::test]
+    async fn streamed_lines_carry_numbers_offsets_and_a_resumable_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.jsonl");
+        std::fs::write(&path, TEXT).unwrap();
+        let source = Source::new(&path).unwrap();
+        let mut lines = stream(&source, Start::default(), None);
+        let mut seen = Vec::new();
+        while let Some(item) = lines.recv().await {
+            match item.unwrap() {
+                Item::Good(line) => seen.push((line.number, line.end, line.digest.finalize())),
+                Item::Bad(number, _) => seen.push((number, 0, Default::default())),
+            }
+        }
+        let numbers: Vec<usize> = seen.iter().map(|s| s.0).collect();
+        assert_eq!(numbers, vec![1, 3, 4, 5, 6]);
+        // Resuming after line 4 continues the same digest and numbering.
+        let (_, end, digest) = seen[2];
+        let start = prefix(&path, end).unwrap().unwrap();
+        assert_eq!(start.lines, 4);
+        assert_eq!(start.digest.clone().finalize(), digest);
+        let mut rest = stream(&source, start, None);
+        let Some(Ok(Item::Good(next))) = rest.recv().await else {
+            panic!("a line after 4")
+        };
+        assert_eq!(next.number, 5);
+        assert_eq!(next.digest.finalize(), seen[3].2);
+    }
+
+    #[test]
+    fn derived_ids_keep_their_number_and_follow_the_text() {
+        let line = |number, body: &str| Line {
+            number,
+            id: None,
+            body: body.as_bytes().to_vec(),
+            end: 0,
+            digest: Sha256::new(),
+        };
+        assert_eq!(line(7, "{}").derived_id(), line(7, "{}").derived_id());
+        assert_ne!(line(7, "{}").derived_id(), line(8, "{}").derived_id());
+        assert_ne!(line(7, "{}").derived_id(), line(7, "[]").derived_id());
+        assert!(line(7, "{}").derived_id().ends_with(".7"));
     }
 }

@@ -3,8 +3,11 @@
 //! acknowledged, on every box. Its figures are sampled (every 5 s by
 //! default), so they are used together with live counts, never alone.
 //!
-//! The address is `WARREN_MANAGEMENT_URL`, or port 15672 of the broker's
-//! host; the login is the broker URL's.
+//! The address is `WARREN_MANAGEMENT_URL`, or the broker's host on port
+//! 15671 over https when the broker URL is `amqps` (15672 over http for
+//! `amqp`, whose login travels in clear anyway); the login is the broker
+//! URL's. Credentials go over plain http to an `amqps` broker only when
+//! `WARREN_MANAGEMENT_URL` says so.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -30,8 +33,18 @@ struct QueueRow {
 impl Management {
     /// The management API of `broker`.
     pub fn for_broker(broker: &BrokerUrl) -> Management {
-        let base = std::env::var("WARREN_MANAGEMENT_URL")
-            .unwrap_or_else(|_| format!("http://{}:15672", broker.host()));
+        Management::at(broker, std::env::var("WARREN_MANAGEMENT_URL").ok())
+    }
+
+    /// The management API at `base`, or where `broker` suggests.
+    fn at(broker: &BrokerUrl, base: Option<String>) -> Management {
+        let base = base.unwrap_or_else(|| {
+            if broker.is_tls() {
+                format!("https://{}:15671", broker.host())
+            } else {
+                format!("http://{}:15672", broker.host())
+            }
+        });
         let vhost = utf8_percent_encode(broker.vhost(), NON_ALPHANUMERIC);
         Management {
             queues_url: format!(
@@ -67,5 +80,33 @@ impl Management {
                 .map(|r| (r.name, r.messages_unacknowledged))
                 .collect(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tls_broker_is_asked_over_https_unless_told_otherwise() {
+        let tls = BrokerUrl::parse("amqps://u:p@rabbit.internal:5671/prod").unwrap();
+        let api = Management::at(&tls, None);
+        assert!(
+            api.queues_url
+                .starts_with("https://rabbit.internal:15671/api/queues/prod?"),
+            "{}",
+            api.queues_url
+        );
+        let plain = BrokerUrl::parse("amqp://u:p@rabbit.internal:5672/%2f").unwrap();
+        assert!(
+            Management::at(&plain, None)
+                .queues_url
+                .starts_with("http://rabbit.internal:15672/api/queues/%2F?")
+        );
+        let told = Management::at(&tls, Some("http://127.0.0.1:15672/".into()));
+        assert!(
+            told.queues_url
+                .starts_with("http://127.0.0.1:15672/api/queues/")
+        );
     }
 }

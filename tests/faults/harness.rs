@@ -34,6 +34,8 @@ pub struct Row {
     pub planted: u64,
     /// What else went wrong; empty when nothing did.
     pub problem: String,
+    /// Why the scenario could not run here (not a failure).
+    pub skipped: Option<String>,
 }
 
 impl Row {
@@ -50,6 +52,15 @@ impl Row {
             dead: 0,
             planted: 0,
             problem,
+            skipped: None,
+        }
+    }
+
+    /// A scenario this machine cannot run (it says why, and fails nothing).
+    pub fn skipped(scenario: &'static str, why: &str) -> Row {
+        Row {
+            skipped: Some(why.to_string()),
+            ..Row::failed(scenario, String::new())
         }
     }
 
@@ -88,7 +99,11 @@ pub fn table(rows: &[Row]) -> String {
             r.duplicated,
             r.dead,
             r.planted,
-            if r.ok() { "ok" } else { "FAILED" }
+            match (&r.skipped, r.ok()) {
+                (Some(why), _) => format!("skipped: {why}"),
+                (None, true) => "ok".to_string(),
+                (None, false) => "FAILED".to_string(),
+            }
         ));
     }
     out
@@ -130,7 +145,8 @@ pub fn read_sink(path: &std::path::Path, key: fn(&Value) -> Option<String>) -> S
 pub struct Run {
     pub file: PipelineFile,
     pub pipeline: warren::Pipeline,
-    pub supervisor: ChildGuard,
+    /// Started by [`Run::start`], or later by [`Run::supervise`].
+    pub supervisor: Option<ChildGuard>,
     pub sink: PathBuf,
     /// The keys the sink must end up with.
     pub expected: HashSet<String>,
@@ -152,6 +168,23 @@ impl Run {
         sink: Option<PathBuf>,
         key: fn(&Value) -> Option<String>,
     ) -> Run {
+        let mut run = Run::declared(prefix, yaml, sink, key).await;
+        run.supervise();
+        run
+    }
+
+    /// Starts the supervisor (of a run made by [`Run::declared`]).
+    pub fn supervise(&mut self) {
+        self.supervisor = Some(supervise(&self.file));
+    }
+
+    /// Like [`Run::start`], without starting the supervisor.
+    pub async fn declared(
+        prefix: &str,
+        yaml: &str,
+        sink: Option<PathBuf>,
+        key: fn(&Value) -> Option<String>,
+    ) -> Run {
         let probe = PipelineFile::new(prefix, "");
         let sink = sink.unwrap_or_else(|| probe.file("sink.jsonl"));
         std::fs::write(
@@ -164,11 +197,10 @@ impl Run {
         let cleanup = Cleanup::pipeline(&file.path, &[format!("{}.supervisors", file.name)]);
         let pipeline = warren::config::load(&file.path).expect("a valid pipeline");
         common::declare(&pipeline).await;
-        let supervisor = supervise(&file);
         Run {
             file,
             pipeline,
-            supervisor,
+            supervisor: None,
             sink,
             expected: HashSet::new(),
             key,
@@ -185,7 +217,12 @@ impl Run {
 
     /// Starts another supervisor (after the first was killed).
     pub fn restart_supervisor(&mut self) {
-        self.supervisor = supervise(&self.file);
+        self.supervise();
+    }
+
+    /// The supervisor.
+    pub fn supervisor(&mut self) -> &mut ChildGuard {
+        self.supervisor.as_mut().expect("a supervisor was started")
     }
 
     /// Messages in the dead-letter queues, or `None` if the broker is away.
@@ -220,8 +257,8 @@ impl Run {
 
     /// Stops the supervisor (it drains its workers) and checks the sink.
     pub async fn finish(&mut self, scenario: &'static str, fault: String, done: bool) -> Row {
-        self.supervisor.signal("TERM");
-        let stopped = self.supervisor.wait();
+        self.supervisor().signal("TERM");
+        let stopped = self.supervisor().wait();
         let count = read_sink(&self.sink, self.key);
         let dead = self.dead().await.unwrap_or(u64::MAX);
         let mut row = Row {
@@ -235,6 +272,7 @@ impl Run {
             dead,
             planted: self.planted,
             problem: String::new(),
+            skipped: None,
         };
         if count.unreadable > 0 {
             row.fail(format!("{} unreadable lines at the sink", count.unreadable));
@@ -264,10 +302,48 @@ impl Run {
     }
 }
 
+/// How the seeds of fanout3 are sent.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Seeds {
+    /// By warren's producer, with ids.
+    WithIds,
+    /// By a plain AMQP client, without message ids (as a PHP app might).
+    IdLess,
+}
+
+/// Sends `(id, JSON body)` messages to `stage`, 64 confirms outstanding.
+pub async fn send_all(
+    pipeline: &warren::Pipeline,
+    stage: &str,
+    messages: impl Iterator<Item = (String, String)>,
+) {
+    use futures_util::StreamExt;
+    let producer = warren::Producer::connect(pipeline).await.unwrap();
+    let sends = messages.map(|(id, body)| {
+        let producer = producer.clone();
+        async move {
+            producer
+                .send_json(stage, &id, body.as_bytes())
+                .await
+                .unwrap();
+        }
+    });
+    futures_util::stream::iter(sends)
+        .buffer_unordered(64)
+        .collect::<Vec<()>>()
+        .await;
+    producer.close().await;
+}
+
 /// fanout3 (the benchmark workload: seeds -> 10 parts each -> sha256 ->
 /// sink) with two processes for `expand` and for `work`, and `seeds` seeds
 /// sent.
 pub async fn fanout3(prefix: &str, seeds: u64, sink: Option<PathBuf>) -> Run {
+    fanout3_with(prefix, seeds, sink, Seeds::WithIds).await
+}
+
+/// [`fanout3`], its seeds sent as `how` says.
+pub async fn fanout3_with(prefix: &str, seeds: u64, sink: Option<PathBuf>, how: Seeds) -> Run {
     let worker = common::example_bin("fanout3-worker");
     let yaml = format!(
         "
@@ -291,7 +367,7 @@ stages:
 ",
         worker = worker.display()
     );
-    let mut run = Run::start(prefix, &yaml, sink, |line| {
+    let mut run = Run::declared(prefix, &yaml, sink, |line| {
         Some(format!(
             "{}/{}",
             line["id"].as_u64()?,
@@ -299,23 +375,40 @@ stages:
         ))
     })
     .await;
-    let producer = warren::Producer::connect(&run.pipeline).await.unwrap();
-    let sends = (0..seeds).map(|i| {
-        let producer = producer.clone();
-        async move {
-            let seed = serde_json::json!({"id": i, "body": "x".repeat(64)});
-            producer
-                .send_with_id("expand", &format!("s{i}"), &seed)
-                .await
-                .unwrap();
+    let seed = |i: u64| serde_json::json!({"id": i, "body": "x".repeat(64)});
+    match how {
+        Seeds::WithIds => {
+            run.supervise();
+            let seeds = (0..seeds).map(|i| (format!("s{i}"), seed(i).to_string()));
+            send_all(&run.pipeline, "expand", seeds).await;
         }
-    });
-    use futures_util::StreamExt;
-    futures_util::stream::iter(sends)
-        .buffer_unordered(64)
-        .collect::<Vec<()>>()
-        .await;
-    producer.close().await;
+        Seeds::IdLess => {
+            let conn = common::connect().await;
+            let channel = conn.create_channel().await.unwrap();
+            channel.confirm_select(Default::default()).await.unwrap();
+            let mut confirms = Vec::new();
+            for i in 0..seeds {
+                let confirm = channel
+                    .basic_publish(
+                        run.pipeline.name.as_str().into(),
+                        "expand".into(),
+                        Default::default(),
+                        seed(i).to_string().as_bytes(),
+                        lapin::BasicProperties::default().with_delivery_mode(2),
+                    )
+                    .await
+                    .unwrap();
+                confirms.push(confirm);
+            }
+            for confirm in confirms {
+                assert!(confirm.await.unwrap().is_ack());
+            }
+            let _ = conn.close(200, "".into()).await;
+            // Queued before the workers start, as an app's backlog would
+            // be: the kills come while the seeds are handled.
+            run.supervise();
+        }
+    }
     run.sent = seeds;
     run.expected = (0..seeds)
         .flat_map(|i| (0..10).map(move |p| format!("{i}/{p}")))

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::{
     common::{self, drain_queue, header},
-    harness::{Row, Run},
+    harness::{Row, Run, send_all},
 };
 
 /// `step` (the test worker) -> sink.
@@ -41,10 +41,8 @@ pub async fn poison() -> Row {
     retry: { attempts: 2, backoff: [1s] }
     scale: { min: 2, max: 2 }";
     let mut run = Run::start("fpoison", &pipeline(step, ""), None, key).await;
-    let producer = warren::Producer::connect(&run.pipeline).await.unwrap();
     let total = 10_000u64;
-    let sends = (0..total).map(|i| {
-        let producer = producer.clone();
+    let messages = (0..total).map(|i| {
         let (kind, body) = match i % 100 {
             0 => ("json", format!("not json {i}")),
             1 => ("shape", format!(r#"{{"n": "seven {i}"}}"#)),
@@ -52,19 +50,9 @@ pub async fn poison() -> Row {
             3 => ("hang", format!(r#"{{"n": {i}, "sleep_ms": 600000}}"#)),
             _ => ("good", format!(r#"{{"n": {i}}}"#)),
         };
-        async move {
-            producer
-                .send_json("step", &format!("{kind}-{i}"), body.as_bytes())
-                .await
-                .unwrap();
-        }
+        (format!("{kind}-{i}"), body)
     });
-    use futures_util::StreamExt;
-    futures_util::stream::iter(sends)
-        .buffer_unordered(64)
-        .collect::<Vec<()>>()
-        .await;
-    producer.close().await;
+    send_all(&run.pipeline, "step", messages).await;
     run.sent = total;
     run.planted = 400;
     run.expected = (0..total)
@@ -118,10 +106,11 @@ pub async fn poison() -> Row {
 }
 
 /// A handler that takes 12 s on a broker whose acknowledgement timeout is
-/// 20 s: warren refuses settings that could hold a message 20 s, and with
-/// the ones it accepts the broker never closes a channel.
+/// 30 s: warren refuses settings that could hold a message 30 s (handling
+/// and handing over a failure included), and with the ones it accepts the
+/// broker never closes a channel.
 pub async fn slow_consumer() -> Row {
-    let broker = "broker: { ack_timeout: 20s }\ndefaults: { timeout: 8s }";
+    let broker = "broker: { ack_timeout: 30s }\ndefaults: { timeout: 8s }";
     for (step, field) in [
         ("    timeout: 25s", "stages.step.timeout"),
         (
@@ -152,7 +141,7 @@ pub async fn slow_consumer() -> Row {
     let _restore = Restore;
     common::rabbitmqctl(&[
         "eval",
-        "application:set_env(rabbit, consumer_timeout, 20000).",
+        "application:set_env(rabbit, consumer_timeout, 30000).",
     ]);
     let step = "    timeout: 15s
     prefetch: 2
@@ -179,7 +168,7 @@ pub async fn slow_consumer() -> Row {
     let mut row = run
         .finish(
             "slow",
-            "12 s handlers, broker consumer_timeout 20 s; 25 s timeout and prefetch 4 refused"
+            "12 s handlers, broker consumer_timeout 30 s; 25 s timeout and prefetch 4 refused"
                 .into(),
             done,
         )
@@ -198,6 +187,68 @@ pub async fn slow_consumer() -> Row {
             "the broker's ack timeout fired:\n{}",
             run.log_tail(20)
         ));
+    }
+    row
+}
+
+/// One message among thousands kills the process that handles it
+/// (`std::process::abort`, which no `catch_unwind` catches). It must end in
+/// the dead-letter queue with the reason within its attempts, and the
+/// messages its worker held with it must all be done.
+pub async fn crash() -> Row {
+    let step = "    prefetch: 50
+    concurrency: 20
+    timeout: 5s
+    retry: { attempts: 3, backoff: [1s] }
+    scale: { min: 2, max: 2 }";
+    let mut run = Run::start("fcrash", &pipeline(step, ""), None, key).await;
+    let total = 3000u64;
+    let poison = 1234u64;
+    let messages = (0..total).map(|i| {
+        let body = if i == poison {
+            format!(r#"{{"n": {i}, "abort": true}}"#)
+        } else {
+            format!(r#"{{"n": {i}}}"#)
+        };
+        (format!("m{i}"), body)
+    });
+    send_all(&run.pipeline, "step", messages).await;
+    run.sent = total;
+    run.planted = 1;
+    run.expected = (0..total)
+        .filter(|i| *i != poison)
+        .map(|i| i.to_string())
+        .collect();
+    let done = run.until_done(Duration::from_secs(180), |_| {}).await;
+    let mut row = run
+        .finish(
+            "crash",
+            "1 message that aborts its worker's process, among 3000".into(),
+            done,
+        )
+        .await;
+    let conn = common::connect().await;
+    let dead = drain_queue(&conn, &format!("{}.step.dead", run.pipeline.name)).await;
+    match dead.as_slice() {
+        [letter] => {
+            let id = letter
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|id| id.to_string());
+            let reason = header(&letter.properties, "x-warren-error").unwrap_or_default();
+            if id.as_deref() != Some("m1234") || !reason.contains("stopped before settling it") {
+                row.fail(format!("the dead letter is {id:?}: {reason}"));
+            }
+        }
+        other => row.fail(format!(
+            "{} dead letters, wanted the one poison",
+            other.len()
+        )),
+    }
+    let crashes = run.log().matches("killed by signal 6").count();
+    if crashes == 0 || crashes > 3 {
+        row.fail(format!("{crashes} crashes for a poison with 3 attempts"));
     }
     row
 }

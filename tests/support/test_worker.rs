@@ -3,6 +3,9 @@
 //! - `sleep_ms`: take this long;
 //! - `fail_until`: fail while the attempt number is below it;
 //! - `panic`: panic;
+//! - `abort`: end the whole process at once (`std::process::abort`), as a
+//!   crash that no `catch_unwind` catches;
+//! - `dead`: fail for good (dead-letter);
 //! - `children`: emit this many children (without `children`), else emit
 //!   the message itself to the outputs, if the stage has any.
 //!
@@ -25,6 +28,10 @@ struct Job {
     fail_until: u32,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     panic: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    abort: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    dead: bool,
     #[serde(default, skip_serializing_if = "is_zero32")]
     children: u32,
 }
@@ -43,6 +50,12 @@ async fn step(job: Job, ctx: Context) -> Outcome {
     }
     if job.panic {
         panic!("asked to panic");
+    }
+    if job.abort {
+        std::process::abort();
+    }
+    if job.dead {
+        return Err(Failure::dead("asked to fail for good"));
     }
     if ctx.attempt() < job.fail_until {
         return Err(Failure::retry(format!(

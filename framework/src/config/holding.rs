@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use crate::{publisher::SETTLE_TIMEOUT, rate::RateLimit};
+use crate::{limits::SETTLE_TIMEOUT, rate::RateLimit};
 
 /// What decides how long a stage holds a message.
 #[derive(Clone, Copy, Debug)]

@@ -32,6 +32,11 @@ impl LineMap {
         Ok(walker.map)
     }
 
+    /// The line of `path` itself, if the file has it.
+    pub fn exact_line(&self, path: &str) -> Option<usize> {
+        self.lines.get(path).copied()
+    }
+
     /// The line of `path`, or of its nearest ancestor that has one.
     pub fn line_of(&self, path: &str) -> Option<usize> {
         let mut path = path;

@@ -115,7 +115,16 @@ pub fn parse_str(
         .map_err(|message| invalid(vec![Problem::new("", message)]))?;
     let (raw, bad_paths, type_problems) = deserialize(value);
     problems.extend(type_problems);
-    if let Some(raw) = raw {
+    if let Some(mut raw) = raw {
+        // Stages in file order (the parsed map is sorted by name); one added
+        // by the environment alone comes last.
+        if let Some(stages) = &mut raw.stages {
+            stages.sort_by_cached_key(|name, _| {
+                lines
+                    .exact_line(&format!("stages.{name}"))
+                    .unwrap_or(usize::MAX)
+            });
+        }
         match validate::validate(&raw, source) {
             Ok(pipeline) if problems.is_empty() => return Ok(pipeline),
             Ok(_) => {}
@@ -264,7 +273,7 @@ fn remove(value: &mut serde_json::Value, path: &[serde_path_to_error::Segment]) 
         };
     }
     match (&path[last_key], at) {
-        (Segment::Map { key }, serde_json::Value::Object(map)) => map.shift_remove(key).is_some(),
+        (Segment::Map { key }, serde_json::Value::Object(map)) => map.remove(key).is_some(),
         _ => false,
     }
 }

@@ -222,7 +222,7 @@ fn check_holding(
         match overrun {
             Overrun::Timeout => v.problem(timeout_path, format!(
                 "{} (and up to {} to hand a failed message over) reaches the broker's acknowledgement timeout {ack} (broker.ack_timeout); lower it, or set broker.ack_timeout to the broker's consumer_timeout if that is longer",
-                fmt(timeout), fmt(crate::publisher::SETTLE_TIMEOUT))),
+                fmt(timeout), fmt(crate::limits::SETTLE_TIMEOUT))),
             Overrun::Prefetch { rounds, held } => v.problem(format!("{path}.prefetch"), format!(
                 "with prefetch {prefetch}, concurrency {concurrency} and timeout {}, a message can wait {rounds} x {} and its hand-over, {} unacknowledged, at or above the broker's acknowledgement timeout {ack}; lower prefetch or timeout, or raise concurrency",
                 fmt(timeout), fmt(timeout), fmt(held))),

@@ -25,6 +25,9 @@ pub(crate) enum Settle {
     Ack,
     /// Not handled, give it back to the queue: nack with requeue.
     Requeue,
+    /// Acknowledged already by the task that finished it (a copy that must
+    /// follow its confirm as closely as possible); only recorded.
+    Acked,
 }
 
 /// A frame to send.
@@ -69,6 +72,9 @@ impl Ledger {
                 }
                 Settle::Requeue => {
                     ops.push(AckOp::Requeue { tag: *tag });
+                    self.ahead.insert(*tag, false);
+                }
+                Settle::Acked => {
                     self.ahead.insert(*tag, false);
                 }
             }
@@ -298,7 +304,15 @@ mod tests {
                         break;
                     }
                     let tag = pending.remove(random(pending.len() as u64) as usize);
-                    let settle = if random(10) == 0 { Settle::Requeue } else { A };
+                    let settle = match random(10) {
+                        0 => Settle::Requeue,
+                        1 => {
+                            // The task acked it itself.
+                            unacked.remove(&tag);
+                            Settle::Acked
+                        }
+                        _ => A,
+                    };
                     batch.push((tag, settle));
                 }
                 for op in ledger.settle(&batch) {

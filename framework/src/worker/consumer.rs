@@ -27,16 +27,13 @@ use lapin::{
     options::{BasicCancelOptions, BasicConsumeOptions},
     types::FieldTable,
 };
-use tokio::{
-    sync::{Semaphore, mpsc, watch},
-    task::JoinSet,
-};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use super::{
-    acks::{self, Settle},
     breaker::Gate,
+    handlers::{From, Handlers},
     intake::{Intake, intake},
     stage::StageRuntime,
 };
@@ -85,55 +82,35 @@ pub(crate) struct StageLoop {
     pub blocked: watch::Receiver<Option<String>>,
 }
 
-/// Handlers in flight, and where they report how to settle.
-struct Handlers {
-    permits: Arc<Semaphore>,
-    tasks: JoinSet<()>,
-    main_acks: mpsc::UnboundedSender<(u64, Settle)>,
-    isolation_acks: mpsc::UnboundedSender<(u64, Settle)>,
-}
-
-/// Which queue a delivery came from.
-#[derive(Clone, Copy, PartialEq)]
-enum From {
-    Main,
-    Isolation,
-}
-
 impl StageLoop {
     /// Runs until stopped (then drains: `None`) or until a consumer ends
     /// (`Some(reason)`).
     pub async fn run(self, main: Consumer, isolated: Consumer) -> Option<String> {
-        let (main_acks, main_settled) = mpsc::unbounded_channel();
-        let (isolation_acks, isolation_settled) = mpsc::unbounded_channel();
-        let ackers = [
-            tokio::spawn(acks::run(self.channels.main.clone(), main_settled)),
-            tokio::spawn(acks::run(
-                self.channels.isolation.clone(),
-                isolation_settled,
-            )),
-        ];
-        let mut work = Handlers {
-            permits: Arc::new(Semaphore::new(self.runtime.stage.concurrency as usize)),
-            tasks: JoinSet::new(),
-            main_acks,
-            isolation_acks,
-        };
+        let (mut work, ackers) = Handlers::start(
+            &self.runtime,
+            &self.publisher,
+            &self.trouble,
+            &self.channels,
+        );
         let mut main = Some(main);
         let mut isolated = Some(isolated);
         let mut generation = 0u32;
         let lost = loop {
-            while work.tasks.try_join_next().is_some() {}
+            work.reap();
             self.report();
             let step = match self.mode() {
                 Mode::Draining => break None,
                 Mode::Blocked => self.blocked(&mut work).await,
-                Mode::Paused(wait) => {
-                    if let Some(consumer) = main.take() {
-                        self.give_back(consumer, From::Main, &mut work).await;
-                    }
-                    self.pause(wait).await
-                }
+                Mode::Paused(wait) => match main.take() {
+                    Some(consumer) => match self
+                        .cancel_and_give_back(consumer, From::Main, &mut work)
+                        .await
+                    {
+                        Ok(()) => self.pause(wait).await,
+                        Err(reason) => Step::Lost(reason),
+                    },
+                    None => self.pause(wait).await,
+                },
                 Mode::Probing => match self.ensure(&mut main, &mut generation).await {
                     Err(reason) => Step::Lost(reason),
                     Ok(()) => {
@@ -152,10 +129,7 @@ impl StageLoop {
         };
         if lost.is_none() {
             self.drain(main, isolated, &mut work).await;
-            drop(work);
-            for acker in ackers {
-                let _ = acker.await;
-            }
+            work.close(ackers).await;
         } else {
             for acker in ackers {
                 acker.abort();
@@ -246,7 +220,7 @@ impl StageLoop {
         if self.mode() != Mode::Consuming {
             // The breaker opened (or the broker blocked) while this one was
             // on its way: it waits in the queue with the others.
-            self.spawn_give_back(delivery, from, work);
+            work.give_back(delivery, from);
             return Step::Next;
         }
         match (from, self.intake_of(&delivery)) {
@@ -256,16 +230,16 @@ impl StageLoop {
                     biased;
                     _ = self.stop.cancelled() => {
                         // Not started: give it back with the rest.
-                        self.spawn_give_back(delivery, From::Main, work);
+                        work.give_back(delivery, From::Main);
                         return Step::Next;
                     }
                     permit = work.permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
                 };
-                self.spawn_handle(delivery, false, From::Main, work, Some(permit));
+                work.handle(delivery, false, From::Main, Some(permit));
                 Step::Next
             }
             (from, intake) => {
-                self.spawn_admit(delivery, intake, from, work);
+                work.admit(delivery, intake, from);
                 Step::Next
             }
         }
@@ -308,22 +282,25 @@ impl StageLoop {
         isolated: &mut Option<Consumer>,
         work: &mut Handlers,
     ) -> Step {
-        if let Some(consumer) = main.take() {
-            self.give_back(consumer, From::Main, work).await;
+        if let Some(consumer) = main.take()
+            && let Err(reason) = self.cancel_and_give_back(consumer, From::Main, work).await
+        {
+            work.give_back(first, From::Isolation);
+            return Step::Lost(reason);
         }
         let mut next = Some(first);
         while let Some(delivery) = next.take() {
-            self.finish_all(work).await;
+            work.finish_all().await;
             if self.stop.is_cancelled() {
-                self.spawn_give_back(delivery, From::Isolation, work);
+                work.give_back(delivery, From::Isolation);
                 return Step::Next;
             }
             match self.intake_of(&delivery) {
                 Intake::Handle => {
-                    self.spawn_handle(delivery, false, From::Isolation, work, None);
-                    self.finish_all(work).await;
+                    work.handle(delivery, false, From::Isolation, None);
+                    work.finish_all().await;
                 }
-                intake => self.spawn_admit(delivery, intake, From::Isolation, work),
+                intake => work.admit(delivery, intake, From::Isolation),
             }
             let more = tokio::time::timeout(ISOLATION_LINGER, next_of(isolated)).await;
             if let Ok(more) = more {
@@ -338,7 +315,7 @@ impl StageLoop {
 
     /// The breaker half-opened: one message, alone, decides.
     async fn probe(&self, consumer: &mut Consumer, work: &mut Handlers) -> Step {
-        self.finish_all(work).await;
+        work.finish_all().await;
         loop {
             let next = tokio::select! {
                 biased;
@@ -351,11 +328,11 @@ impl StageLoop {
             };
             match self.intake_of(&delivery) {
                 Intake::Handle => {
-                    self.spawn_handle(delivery, true, From::Main, work, None);
-                    self.finish_all(work).await;
+                    work.handle(delivery, true, From::Main, None);
+                    work.finish_all().await;
                     return Step::Next;
                 }
-                intake => self.spawn_admit(delivery, intake, From::Main, work),
+                intake => work.admit(delivery, intake, From::Main),
             }
         }
     }
@@ -378,7 +355,7 @@ impl StageLoop {
         tokio::select! {
             _ = self.stop.cancelled() => {}
             _ = blocked.wait_for(Option::is_none) => {}
-            Some(_) = work.tasks.join_next() => {}
+            true = work.one_finished() => {}
         }
         Step::Next
     }
@@ -387,22 +364,31 @@ impl StageLoop {
     /// let the handlers finish (the session bounds this by the grace
     /// period).
     async fn drain(&self, main: Option<Consumer>, isolated: Option<Consumer>, work: &mut Handlers) {
-        let in_flight = work.tasks.len();
+        let in_flight = work.len();
         if in_flight > 0 {
             info!(stage = %self.runtime.info.name, in_flight, "draining");
         }
+        // A consumer that does not end leaves its deliveries to the broker,
+        // which gives them again when the channel closes.
         if let Some(consumer) = main {
-            self.give_back(consumer, From::Main, work).await;
+            let _ = self.cancel_and_give_back(consumer, From::Main, work).await;
         }
         if let Some(consumer) = isolated {
-            self.give_back(consumer, From::Isolation, work).await;
+            let _ = self
+                .cancel_and_give_back(consumer, From::Isolation, work)
+                .await;
         }
-        self.finish_all(work).await;
+        work.finish_all().await;
     }
 
     /// Cancels a consumer and gives back what it had received but not
     /// started.
-    async fn give_back(&self, mut consumer: Consumer, from: From, work: &mut Handlers) {
+    async fn cancel_and_give_back(
+        &self,
+        mut consumer: Consumer,
+        from: From,
+        work: &mut Handlers,
+    ) -> Result<(), String> {
         let channel = match from {
             From::Main => &self.channels.main,
             From::Isolation => &self.channels.isolation,
@@ -410,103 +396,19 @@ impl StageLoop {
         let _ = channel
             .basic_cancel(consumer.tag(), BasicCancelOptions::default())
             .await;
-        let rest = async {
-            let mut rest = Vec::new();
+        // The broker sent everything for this consumer before its
+        // cancel-ok: the stream ends once they are read.
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), async {
             while let Some(Ok(delivery)) = consumer.next().await {
                 rest.push(delivery);
             }
-            rest
-        };
-        let rest = tokio::time::timeout(Duration::from_secs(2), rest)
-            .await
-            .unwrap_or_default();
+        })
+        .await;
         for delivery in rest {
-            self.spawn_give_back(delivery, from, work);
+            work.give_back(delivery, from);
         }
-    }
-
-    async fn finish_all(&self, work: &mut Handlers) {
-        while work.tasks.join_next().await.is_some() {}
-    }
-
-    fn acks(work: &Handlers, from: From) -> mpsc::UnboundedSender<(u64, Settle)> {
-        match from {
-            From::Main => work.main_acks.clone(),
-            From::Isolation => work.isolation_acks.clone(),
-        }
-    }
-
-    fn spawn_handle(
-        &self,
-        delivery: Delivery,
-        probe: bool,
-        from: From,
-        work: &mut Handlers,
-        permit: Option<tokio::sync::OwnedSemaphorePermit>,
-    ) {
-        let runtime = self.runtime.clone();
-        let publisher = self.publisher.clone();
-        let trouble = self.trouble.clone();
-        let acks = Self::acks(work, from);
-        work.tasks.spawn(async move {
-            let settle = runtime
-                .handle(&publisher, &delivery, probe)
-                .await
-                .unwrap_or_else(|settle| {
-                    trouble.cancel();
-                    settle
-                });
-            let _ = acks.send((delivery.delivery_tag, settle));
-            drop(permit);
-        });
-    }
-
-    fn spawn_admit(&self, delivery: Delivery, intake: Intake, from: From, work: &mut Handlers) {
-        let runtime = self.runtime.clone();
-        let publisher = self.publisher.clone();
-        let trouble = self.trouble.clone();
-        let acks = Self::acks(work, from);
-        let queue = match from {
-            From::Main => self.runtime.queue.clone(),
-            From::Isolation => self.runtime.isolation_queue.clone(),
-        };
-        work.tasks.spawn(async move {
-            let settle = runtime
-                .admit(&publisher, &delivery, &intake, &queue)
-                .await
-                .unwrap_or_else(|settle| {
-                    trouble.cancel();
-                    settle
-                });
-            let _ = acks.send((delivery.delivery_tag, settle));
-        });
-    }
-
-    fn spawn_give_back(&self, delivery: Delivery, from: From, work: &mut Handlers) {
-        let runtime = self.runtime.clone();
-        let publisher = self.publisher.clone();
-        let acks = Self::acks(work, from);
-        let queue = match from {
-            From::Main => self.runtime.queue.clone(),
-            From::Isolation => self.runtime.isolation_queue.clone(),
-        };
-        work.tasks.spawn(async move {
-            // A redelivered message keeps its flag's meaning: it goes to
-            // isolation like any other (its worker stopped holding it).
-            let settle = if delivery.redelivered {
-                let props = &delivery.properties;
-                let intake = intake(
-                    true,
-                    message::id_of(props).is_some(),
-                    message::attempt_of(props),
-                    runtime.stage.retry.attempts,
-                );
-                runtime.admit(&publisher, &delivery, &intake, &queue).await
-            } else {
-                runtime.give_back(&publisher, &delivery, &queue).await
-            };
-            let _ = acks.send((delivery.delivery_tag, settle.unwrap_or_else(|s| s)));
-        });
+        read.map_err(|_| "a cancelled consumer did not end; starting the session again".to_string())
     }
 }
 

@@ -5,7 +5,12 @@
 
 use std::{sync::atomic::Ordering, time::Duration};
 
-use lapin::{message::Delivery, types::AMQPValue};
+use lapin::{
+    Channel,
+    message::Delivery,
+    options::{BasicAckOptions, BasicPublishOptions},
+    types::AMQPValue,
+};
 use tracing::{debug, info, warn};
 
 use super::{
@@ -17,7 +22,11 @@ use super::{
     outcome::{Disposition, decide},
     stage::StageRuntime,
 };
-use crate::{duration, message, names, publisher::Publisher};
+use crate::{
+    backoff::Backoff,
+    duration, message, names,
+    publisher::{Publisher, Unconfirmed},
+};
 
 /// Where a delivery's copy goes, and with which headers changed.
 struct Forward<'a> {
@@ -29,15 +38,18 @@ struct Forward<'a> {
 
 impl StageRuntime {
     /// Carries out an [`Intake`] other than `Handle`: publishes the copy
-    /// (or the dead letter) and says how to settle the original.
+    /// (or the dead letter) and says how to settle the original. A message
+    /// without an id gets its id through [`StageRuntime::assign`].
     pub async fn admit(
         &self,
         publisher: &Publisher,
+        channel: &Channel,
         delivery: &Delivery,
         intake: &Intake,
         queue: &str,
     ) -> Result<Settle, Settle> {
         let props = &delivery.properties;
+        let assigned = message::id_of(props).is_none();
         let id = message::id_of(props)
             .map(str::to_string)
             .unwrap_or_else(message::new_id);
@@ -73,7 +85,7 @@ impl StageRuntime {
             }
             Intake::Dead { reason } => {
                 return self
-                    .settle(
+                    .carry_out(
                         publisher,
                         delivery,
                         &id,
@@ -85,7 +97,83 @@ impl StageRuntime {
                     .await;
             }
         };
-        self.forward(publisher, delivery, forward).await
+        if assigned {
+            Ok(self.assign(publisher, channel, delivery, forward).await)
+        } else {
+            self.forward(publisher, delivery, forward).await
+        }
+    }
+
+    /// Gives a message that came without an id its id, so that every later
+    /// delivery carries the same one. The copy with the id is published on
+    /// the channel the original came from and the original acknowledged
+    /// right behind it, before the copy's confirm: the broker handles a
+    /// channel's frames in order, so the original is never delivered again
+    /// once its copy exists (waiting for the confirm first would leave a
+    /// window in which a killed worker's original came back for a second
+    /// id). Should the broker refuse the copy, it is published again through
+    /// the publisher until confirmed.
+    async fn assign(
+        &self,
+        publisher: &Publisher,
+        channel: &Channel,
+        delivery: &Delivery,
+        forward: Forward<'_>,
+    ) -> Settle {
+        let props =
+            message::republish_properties(&delivery.properties, &forward.set, forward.remove)
+                .with_message_id(message::short(forward.id));
+        let mut publish = Box::pin(channel.basic_publish(
+            "".into(),
+            forward.queue.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            &delivery.data,
+            props.clone(),
+        ));
+        let mut ack =
+            Box::pin(channel.basic_ack(delivery.delivery_tag, BasicAckOptions::default()));
+        // Polled once each, back to back: both frames are queued before
+        // anything else of this channel.
+        let (published, acked) = {
+            let mut poll = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+            (
+                publish.as_mut().poll(&mut poll),
+                ack.as_mut().poll(&mut poll),
+            )
+        };
+        let confirm = match published {
+            std::task::Poll::Ready(result) => result,
+            std::task::Poll::Pending => publish.await,
+        };
+        let acked = match acked {
+            std::task::Poll::Ready(result) => result,
+            std::task::Poll::Pending => ack.await,
+        };
+        if acked.is_err() {
+            // The channel is gone: the original comes back, as a
+            // redelivery, and is isolated; the copy (if any) is a
+            // duplicate with the same content and another id.
+            return Settle::Requeue;
+        }
+        let confirmed = match confirm {
+            Ok(confirm) => Unconfirmed::from(confirm).confirmed().await,
+            Err(error) => Err(error.to_string()),
+        };
+        if let Err(reason) = confirmed {
+            warn!(stage = %self.info.name, id = %forward.id, "the copy with its id was not taken ({reason}); sending it again");
+            let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+            while let Err(error) = publisher
+                .publish_before_ack("", forward.queue, &delivery.data, props.clone())
+                .await
+            {
+                warn!(stage = %self.info.name, id = %forward.id, %error, "sending the copy with its id again");
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+        Settle::Acked
     }
 
     /// Handles one delivery (`probe`: it is the circuit breaker's probe) and
@@ -124,7 +212,9 @@ impl StageRuntime {
                     delay,
                     reason: String::new(),
                 };
-                return self.settle(publisher, delivery, &id, wait, attempt).await;
+                return self
+                    .carry_out(publisher, delivery, &id, wait, attempt)
+                    .await;
             }
         }
         if let Some(limiter) = &self.limiter {
@@ -162,12 +252,12 @@ impl StageRuntime {
             // nothing per message; the session says it once.
             return Err(Settle::Requeue);
         }
-        self.settle(publisher, delivery, &id, disposition, attempt)
+        self.carry_out(publisher, delivery, &id, disposition, attempt)
             .await
     }
 
     /// Carries out a disposition of a message handled at `attempt`.
-    async fn settle(
+    async fn carry_out(
         &self,
         publisher: &Publisher,
         delivery: &Delivery,
@@ -204,7 +294,7 @@ impl StageRuntime {
                     } else {
                         reason
                     };
-                    return Box::pin(self.settle(
+                    return Box::pin(self.carry_out(
                         publisher,
                         delivery,
                         id,
@@ -275,7 +365,7 @@ impl StageRuntime {
             message::republish_properties(&delivery.properties, &forward.set, forward.remove)
                 .with_message_id(message::short(forward.id));
         match publisher
-            .settle("", forward.queue, &delivery.data, props)
+            .publish_before_ack("", forward.queue, &delivery.data, props)
             .await
         {
             Ok(()) => Ok(Settle::Ack),
@@ -292,13 +382,14 @@ impl StageRuntime {
     pub async fn give_back(
         &self,
         publisher: &Publisher,
+        channel: &Channel,
         delivery: &Delivery,
         queue: &str,
     ) -> Result<Settle, Settle> {
         let Some(id) = message::id_of(&delivery.properties).map(str::to_string) else {
             // Without an id it is given one on the way.
             return self
-                .admit(publisher, delivery, &Intake::AssignId, queue)
+                .admit(publisher, channel, delivery, &Intake::AssignId, queue)
                 .await;
         };
         let back = Forward {

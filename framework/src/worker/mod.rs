@@ -36,6 +36,7 @@ mod consumer;
 mod context;
 mod delivery;
 mod handler;
+mod handlers;
 mod intake;
 mod outcome;
 mod reconnect;
@@ -218,7 +219,7 @@ impl Worker {
 /// or cannot be reached, [`exit::FAILURE`] for anything else.
 pub fn exit_code(error: &Error) -> u8 {
     match error {
-        Error::Pipeline(_) | Error::Setup(_) | Error::UnknownStage { .. } => exit::CONFIG,
+        Error::Pipeline(_) | Error::Setup(_) | Error::UnknownStage(_) => exit::CONFIG,
         Error::LoginRefused { .. } | Error::Unreachable { .. } => exit::UNAVAILABLE,
         _ => exit::FAILURE,
     }

@@ -19,7 +19,7 @@ use std::{sync::Arc, time::Duration};
 use futures_util::StreamExt;
 use lapin::{
     Channel, Connection, Consumer,
-    options::{BasicConsumeOptions, BasicQosOptions},
+    options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions},
     types::FieldTable,
 };
 use tokio::{sync::watch, task::JoinSet};
@@ -163,6 +163,12 @@ async fn consume(
         .basic_qos(prefetch, BasicQosOptions { global: false })
         .await
         .map_err(|e| Error::broker("set the prefetch", e))?;
+    // A message without an id is copied with its id on this channel, the
+    // original acknowledged right behind it (see `StageRuntime::assign`).
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(|e| Error::broker("enable publisher confirms", e))?;
     let consumer = channel
         .basic_consume(
             queue.into(),

@@ -1,13 +1,15 @@
-//! `warren run FILE --input INPUT`: declare, send, supervise until drained,
-//! summarise.
+//! `warren run FILE --input INPUT`: declare, then send the input while the
+//! workers already work on it, until the pipeline drained; summarise.
 //!
-//! How far a run got is kept in `.warren/{pipeline}-{input}.json` in the
-//! working directory (`input` is the start of the input file's SHA-256):
-//! the number of input lines the broker confirmed. Run the same command
-//! again after a Ctrl-C and it sends only the rest, while the workers pick up
-//! what the broker still holds; finished work is not redone. Messages get the
-//! id `{input}.{line}` (or `--id-field`), so the sink writes each input's
-//! results once even if something is handled again.
+//! How far sending got is kept in `.warren/{pipeline}-{key}.json` in the
+//! working directory (`key` stands for the input file's path): the lines
+//! the broker confirmed, as a byte offset and a digest of the bytes before
+//! it. Run the same command again after a Ctrl-C and it sends only what
+//! was not confirmed, while the workers pick up what the broker still
+//! holds; if lines were appended to the input since, they are sent too;
+//! if the part already sent changed, everything is sent again. Messages get
+//! the id `{hash of the line}.{line number}` (or `--id-field`), so the sink
+//! writes each input's results once even if something is handled again.
 
 use std::{
     collections::HashMap,
@@ -18,6 +20,7 @@ use std::{
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use warren::{Pipeline, Producer, dead_letters};
 
@@ -25,8 +28,8 @@ use crate::{
     commands::declare::declare,
     drained::Watcher,
     exit::{Failed, Usage},
-    feed,
-    input::Input,
+    feed::{self, BadLines, Feed},
+    input::{self, Source, Start},
     progress::Progress,
     signals,
     supervise::{Options, Supervisor, status::SupervisorStatus},
@@ -51,12 +54,63 @@ pub struct Args {
     pub fresh: bool,
 }
 
-/// How far a run got.
+/// How far sending got, saved as it goes.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct State {
+    /// The input file.
     input: String,
+    /// Lines of the input up to the last one confirmed.
     lines: usize,
+    /// Bytes of the input up to the end of that line.
+    offset: u64,
+    /// SHA-256 of those bytes, hex.
+    digest: String,
+    /// Messages confirmed, by every run of this input.
     sent: usize,
+}
+
+/// Where the state of a run of `source` is kept (`None` for stdin).
+fn state_path(pipeline: &Pipeline, source: &Source) -> Option<PathBuf> {
+    let Source::File(path) = source else {
+        return None;
+    };
+    let absolute = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+    let hash = Sha256::digest(absolute.to_string_lossy().as_bytes());
+    let key = crate::digest::hex(&hash[..6]);
+    Some(PathBuf::from(".warren").join(format!("{}-{key}.json", pipeline.name)))
+}
+
+/// Where sending starts, from the saved state: after what an earlier run
+/// sent if the input still begins with it.
+fn resume(source: &Source, state: &State) -> Start {
+    let Source::File(path) = source else {
+        return Start::default();
+    };
+    if state.offset == 0 {
+        return Start::default();
+    }
+    match input::prefix(path, state.offset) {
+        Ok(Some(start)) if hex(start.digest.clone()) == state.digest => {
+            err!(
+                "resuming: the first {} lines ({} inputs) were sent by an earlier run; sending the rest",
+                start.lines,
+                state.sent
+            );
+            start
+        }
+        _ => {
+            err!(
+                "{} changed since an earlier run sent its first {} lines: sending all of it again (the sink writes each result once)",
+                source.name(),
+                state.lines
+            );
+            Start::default()
+        }
+    }
+}
+
+fn hex(digest: Sha256) -> String {
+    crate::digest::hex(&digest.finalize())
 }
 
 /// Runs the pipeline on the input to the end.
@@ -64,24 +118,27 @@ pub async fn run(args: Args) -> Result<()> {
     let started = Instant::now();
     let pipeline = warren::config::load(&args.file)?;
     let entry = entry_stage(&pipeline, args.stage.as_deref())?;
-    let input = Input::read(&args.input, args.id_field.as_deref())?;
-    input.refuse_bad_lines(args.skip_bad)?;
-    let run_id = input.digest[..12].to_string();
-    let state_path = PathBuf::from(".warren").join(format!("{}-{run_id}.json", pipeline.name));
-    let mut state = if args.fresh {
-        State::default()
-    } else {
-        load_state(&state_path)
+    let source = Source::new(&args.input)?;
+    let (bad, total) = match &source {
+        Source::File(path) => {
+            let checked = input::check(path, args.id_field.as_deref())?;
+            checked.refuse_bad_lines(&source.name(), args.skip_bad)?;
+            (BadLines::Ignore, Some(checked.good))
+        }
+        Source::Stdin if args.skip_bad => (BadLines::Skip, None),
+        Source::Stdin => (BadLines::Stop, None),
     };
-    state.input = input.name.clone();
-    state.lines = input.lines.len();
-    let already = state.sent.min(input.lines.len());
-    if already > 0 {
-        err!(
-            "resuming: {already} of {} inputs were sent by an earlier run; sending the rest",
-            input.lines.len()
-        );
+    let state_path = state_path(&pipeline, &source);
+    let mut state = match &state_path {
+        Some(path) if !args.fresh => load_state(path),
+        _ => State::default(),
+    };
+    state.input = source.name();
+    let start = resume(&source, &state);
+    if start.offset == 0 {
+        state.sent = 0;
     }
+    let sent_before = state.sent;
     declare(&pipeline).await?;
     let dead_before = dead_counts(&pipeline).await?;
 
@@ -95,32 +152,37 @@ pub async fn run(args: Args) -> Result<()> {
     let status = supervisor.status();
     let stop_supervisor = CancellationToken::new();
     let (_never, no_reload) = tokio::sync::mpsc::unbounded_channel();
-    let driver = async {
-        let outcome = drive(
-            &pipeline,
-            &entry,
-            &input,
-            &run_id,
-            &mut state,
-            &state_path,
-            &status,
-            &interrupt,
-        )
-        .await;
+    let mut driver = Driver {
+        pipeline: &pipeline,
+        entry: &entry,
+        source: &source,
+        bad,
+        id_field: args.id_field.clone(),
+        state: &mut state,
+        state_path: state_path.as_deref(),
+        status: &status,
+        interrupt: &interrupt,
+        total,
+    };
+    let driven = async {
+        let outcome = driver.drive(start).await;
         stop_supervisor.cancel();
         outcome
     };
     let (outcome, supervised) =
-        tokio::join!(driver, supervisor.run(stop_supervisor.clone(), no_reload));
+        tokio::join!(driven, supervisor.run(stop_supervisor.clone(), no_reload));
     supervised?;
-    let sent_now = state.sent.saturating_sub(already);
-    save_state(&state_path, &state);
+    if let Some(path) = &state_path {
+        save_state(path, &state);
+    }
     let outcome = outcome?;
 
     let finals = status.lock().expect("status").clone();
     let dead_after = dead_counts(&pipeline).await?;
     let elapsed = started.elapsed().as_secs_f64();
-    summary(&pipeline, &finals, input.lines.len(), sent_now, elapsed);
+    let sent_now = state.sent.saturating_sub(sent_before);
+    let inputs = total.unwrap_or(state.sent);
+    summary(&pipeline, &finals, inputs, sent_now, elapsed);
     let new_dead: Vec<(String, u32)> = pipeline
         .stages
         .iter()
@@ -136,7 +198,12 @@ pub async fn run(args: Args) -> Result<()> {
         Outcome::Interrupted => Err(Failed(format!(
             "interrupted after sending {} of {} inputs; run the same command again to resume",
             state.sent,
-            input.lines.len()
+            total.map_or("the".into(), |t| t.to_string())
+        ))
+        .into()),
+        Outcome::Failing(reason) => Err(Failed(format!(
+            "{reason}; {} inputs were sent. Fix it and run the same command again to resume",
+            state.sent
         ))
         .into()),
         Outcome::Drained if !new_dead.is_empty() => {
@@ -158,95 +225,164 @@ pub async fn run(args: Args) -> Result<()> {
 enum Outcome {
     Drained,
     Interrupted,
+    /// A stage's workers keep exiting: waiting would be for ever.
+    Failing(String),
 }
 
-/// Sends what is left of the input, then waits until the pipeline drained.
-#[allow(clippy::too_many_arguments)]
-async fn drive(
-    pipeline: &Pipeline,
-    entry: &str,
-    input: &Input,
-    run_id: &str,
-    state: &mut State,
-    state_path: &Path,
-    status: &Arc<Mutex<SupervisorStatus>>,
-    interrupt: &CancellationToken,
-) -> Result<Outcome> {
-    let skip = state.sent.min(input.lines.len());
-    let total = input.lines.len() as u64;
-    if skip < input.lines.len() {
-        let producer = Producer::connect(pipeline).await?;
+/// Sends the input and watches the pipeline until it drained.
+struct Driver<'a> {
+    pipeline: &'a Pipeline,
+    entry: &'a str,
+    source: &'a Source,
+    bad: BadLines,
+    id_field: Option<String>,
+    state: &'a mut State,
+    state_path: Option<&'a Path>,
+    status: &'a Arc<Mutex<SupervisorStatus>>,
+    interrupt: &'a CancellationToken,
+    /// Good lines of a file (unknown for a pipe).
+    total: Option<usize>,
+}
+
+impl Driver<'_> {
+    async fn drive(&mut self, start: Start) -> Result<Outcome> {
+        if let Some(outcome) = self.send(start).await? {
+            return Ok(outcome);
+        }
+        self.wait().await
+    }
+
+    /// Sends what is left of the input while the workers work.
+    async fn send(&mut self, start: Start) -> Result<Option<Outcome>> {
+        let producer = Producer::connect(self.pipeline).await?;
+        let total = self.total.map_or(0, |t| t as u64);
         let mut progress = Progress::new("sending", total);
         let mut saved_at = Instant::now();
-        let sent = feed::send(
-            &producer,
-            entry,
-            &input.lines[skip..],
+        let lines = input::stream(self.source, start, self.id_field.clone());
+        let name = self.source.name();
+        let feed = Feed {
+            producer: &producer,
+            stage: self.entry,
+            input: &name,
+            bad: self.bad,
+        };
+        let (state, state_path) = (&mut *self.state, self.state_path);
+        let (interrupt, status) = (self.interrupt, self.status);
+        let failed = Mutex::new(None);
+        let mut last: Option<Sha256> = None;
+        let fed = feed::send(
+            &feed,
+            lines,
+            |line| line.id.clone().unwrap_or_else(|| line.derived_id()),
             |line| {
-                line.id
-                    .clone()
-                    .unwrap_or_else(|| format!("{run_id}.{}", line.number))
-            },
-            |n| {
-                state.sent = skip + n;
-                progress.set(state.sent as u64, "");
-                if saved_at.elapsed() > Duration::from_secs(1) {
-                    save_state(state_path, state);
+                state.sent += 1;
+                state.lines = line.number;
+                state.offset = line.end;
+                last = Some(line.digest.clone());
+                if let Some(path) = state_path
+                    && saved_at.elapsed() > Duration::from_secs(1)
+                {
+                    state.digest = hex(line.digest.clone());
+                    save_state(path, state);
                     saved_at = Instant::now();
                 }
+                progress.set(state.sent as u64, "");
             },
-            || interrupt.is_cancelled(),
+            || {
+                if interrupt.is_cancelled() {
+                    return true;
+                }
+                let reason = failing(status);
+                let stop = reason.is_some();
+                *failed.lock().expect("failed") = reason;
+                stop
+            },
         )
         .await;
         producer.close().await;
-        save_state(state_path, state);
-        sent?;
-        progress.finish(&format!("{} inputs sent to {entry}", state.sent));
-        if interrupt.is_cancelled() {
-            return Ok(Outcome::Interrupted);
+        if let Some(digest) = last {
+            self.state.digest = hex(digest);
         }
+        if let Some(path) = self.state_path {
+            save_state(path, self.state);
+        }
+        let fed = fed?;
+        progress.finish(&format!(
+            "{} inputs sent to {}",
+            self.state.sent, self.entry
+        ));
+        if let Some(reason) = failed.into_inner().expect("failed") {
+            return Ok(Some(Outcome::Failing(reason)));
+        }
+        if fed.interrupted {
+            return Ok(Some(Outcome::Interrupted));
+        }
+        Ok(None)
     }
-    let mut watcher = Watcher::new(pipeline);
-    let mut progress = Progress::new("working", total);
-    loop {
-        tokio::select! {
-            _ = interrupt.cancelled() => {
-                watcher.close().await;
-                return Ok(Outcome::Interrupted);
+
+    /// Waits until the pipeline drained, a stage fails, or Ctrl-C.
+    async fn wait(&self) -> Result<Outcome> {
+        let mut watcher = Watcher::new(self.pipeline);
+        let total = self.total.unwrap_or(self.state.sent) as u64;
+        let mut progress = Progress::new("working", total);
+        loop {
+            tokio::select! {
+                _ = self.interrupt.cancelled() => {
+                    watcher.close().await;
+                    return Ok(Outcome::Interrupted);
+                }
+                _ = tokio::time::sleep(EVERY) => {}
             }
-            _ = tokio::time::sleep(EVERY) => {}
-        }
-        let (local, done) = {
-            let status = status.lock().expect("status");
-            let local: HashMap<String, u64> = status
-                .stages
-                .iter()
-                .map(|s| (s.name.clone(), s.counts.in_flight))
-                .collect();
-            let done: Vec<String> = status
-                .stages
-                .iter()
-                .map(|s| format!("{} {}", s.name, s.counts.done))
-                .collect();
-            (local, done)
-        };
-        let Some(left) = watcher.look(&local).await else {
-            continue;
-        };
-        let entry_done = status
-            .lock()
-            .expect("status")
-            .stages
-            .iter()
-            .find(|s| s.name == entry)
-            .map_or(0, |s| s.counts.done);
-        progress.set(entry_done, &format!("done: {}", done.join(", ")));
-        if watcher.settled(&left) {
-            progress.finish("drained");
-            watcher.close().await;
-            return Ok(Outcome::Drained);
+            if let Some(reason) = failing(self.status) {
+                watcher.close().await;
+                return Ok(Outcome::Failing(reason));
+            }
+            let (local, done, entry_done) = {
+                let status = self.status.lock().expect("status");
+                let local: HashMap<String, u64> = status
+                    .stages
+                    .iter()
+                    .map(|s| (s.name.clone(), s.counts.in_flight))
+                    .collect();
+                let done: Vec<String> = status
+                    .stages
+                    .iter()
+                    .map(|s| format!("{} {}", s.name, s.counts.done))
+                    .collect();
+                let entry_done = status
+                    .stages
+                    .iter()
+                    .find(|s| s.name == self.entry)
+                    .map_or(0, |s| s.counts.done);
+                (local, done, entry_done)
+            };
+            let Some(left) = watcher.look(&local).await else {
+                continue;
+            };
+            progress.set(entry_done, &format!("done: {}", done.join(", ")));
+            if watcher.settled(&left) {
+                progress.finish("drained");
+                watcher.close().await;
+                return Ok(Outcome::Drained);
+            }
         }
     }
+}
+
+/// The first stage whose workers keep exiting, and why.
+fn failing(status: &Mutex<SupervisorStatus>) -> Option<String> {
+    let status = status.lock().expect("status");
+    status
+        .stages
+        .iter()
+        .find(|s| s.state == "failing")
+        .map(|s| {
+            format!(
+                "stage `{}` is failing: its workers keep exiting ({})",
+                s.name,
+                s.last_exit.as_deref().unwrap_or("no output")
+            )
+        })
 }
 
 /// The stage that receives the input.

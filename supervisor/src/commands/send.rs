@@ -1,11 +1,23 @@
-//! `warren send FILE STAGE [INPUT|-]`: one message per JSON line.
+//! `warren send FILE STAGE [INPUT|-]`: one message per JSON line, streamed.
+//!
+//! A file is checked whole first (a bad line refuses it, unless
+//! `--skip-bad`); a pipe is sent as its lines arrive, and a bad line stops
+//! it there (or is skipped with `--skip-bad`). On Ctrl-C it stops and says
+//! exactly how many messages the broker confirmed.
 
 use std::path::Path;
 
 use anyhow::Result;
 use warren::Producer;
 
-use crate::{commands::declare::declare, feed, input::Input, progress::Progress};
+use crate::{
+    commands::declare::declare,
+    exit::Failed,
+    feed::{self, BadLines, Feed},
+    input::{self, Source, Start},
+    progress::Progress,
+    signals,
+};
 
 /// Sends every line of `input` to `stage`, each confirmed by the broker.
 pub async fn run(
@@ -17,27 +29,54 @@ pub async fn run(
 ) -> Result<()> {
     let pipeline = warren::config::load(file)?;
     pipeline.require_stage(stage)?;
-    let input = Input::read(input, id_field)?;
-    input.refuse_bad_lines(skip_bad)?;
+    let source = Source::new(input)?;
+    let name = source.name();
+    let (bad, total) = match &source {
+        Source::File(path) => {
+            let checked = input::check(path, id_field)?;
+            checked.refuse_bad_lines(&name, skip_bad)?;
+            (BadLines::Ignore, checked.good as u64)
+        }
+        Source::Stdin if skip_bad => (BadLines::Skip, 0),
+        Source::Stdin => (BadLines::Stop, 0),
+    };
     declare(&pipeline).await?;
     let producer = Producer::connect(&pipeline).await?;
-    let total = input.lines.len();
-    let mut progress = Progress::new("sending", total as u64);
-    let sent = feed::send(
-        &producer,
+    let (interrupt, _reload) = signals::install()?;
+    let mut progress = Progress::new("sending", total);
+    let lines = input::stream(&source, Start::default(), id_field.map(str::to_string));
+    let target = Feed {
+        producer: &producer,
         stage,
-        &input.lines,
+        input: &name,
+        bad,
+    };
+    let mut count = 0u64;
+    let fed = feed::send(
+        &target,
+        lines,
         |line| line.id.clone().unwrap_or_else(warren::message::new_id),
-        |n| progress.set(n as u64, ""),
-        || false,
+        |_| {
+            count += 1;
+            progress.set(count, "");
+        },
+        || interrupt.is_cancelled(),
     )
     .await;
     producer.close().await;
-    let sent = sent?;
-    progress.finish(&format!("{sent} sent"));
+    let fed = fed?;
+    progress.finish(&format!("{} sent", fed.sent));
+    let queue = format!("{}.{stage}", pipeline.name);
+    if fed.interrupted {
+        return Err(Failed(format!(
+            "interrupted: {} messages were sent to {queue}, each confirmed by the broker; no later line was",
+            fed.sent
+        ))
+        .into());
+    }
     out!(
-        "sent {sent} messages to {}.{stage}, each confirmed by the broker",
-        pipeline.name
+        "sent {} messages to {queue}, each confirmed by the broker",
+        fed.sent
     );
     Ok(())
 }

@@ -1,16 +1,21 @@
 //! `warren supervise`: run, restart and scale worker processes per stage.
 //!
-//! Every poll the supervisor reads each stage queue's ready messages and
-//! consumers (passive declares on one long-lived connection) and the number
-//! of supervisors of the pipeline, adds what its workers report, and lets
-//! the [`policy`] decide how many workers each stage gets on this box.
-//! Crashed workers restart with backoff ([`restart`]); workers chosen to
-//! stop get SIGTERM and their grace period before anything harsher.
+//! The control loop is here: it waits for the next poll, a worker's exit,
+//! a worker's report or SIGHUP. Each poll ([`poll`]) reads each stage
+//! queue's ready messages and consumers (passive declares on one
+//! long-lived connection, [`monitor`]) and the number of supervisors of the
+//! pipeline, adds what its workers report, and lets the [`policy`] decide
+//! how many workers each stage gets on this box; the stage's [`pool`]
+//! starts or drains them. Crashed workers restart with backoff
+//! ([`restart`]); workers chosen to stop get SIGTERM and their grace period
+//! before anything harsher. SIGHUP applies the file again ([`reload`]).
 
 pub mod monitor;
 pub mod policy;
+mod poll;
 pub mod pool;
 pub mod process;
+mod reload;
 pub mod restart;
 pub mod status;
 
@@ -22,13 +27,13 @@ use std::{
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
-use warren::{Pipeline, Topology, names, report::WorkerReport};
+use tracing::{info, warn};
+use warren::{Pipeline, report::WorkerReport};
 
 use monitor::Monitor;
-use policy::Observation;
 use pool::Pool;
 use process::{Environment, Exited, Launch};
+use reload::selected;
 use restart::RestartRules;
 use status::SupervisorStatus;
 
@@ -177,77 +182,6 @@ impl Supervisor {
         Ok(())
     }
 
-    async fn poll(&mut self) {
-        if !self.declared && self.monitor.ensure().await {
-            self.declared = true;
-            if let Some(connection) = self.monitor.connection()
-                && let Err(error) = Topology::plan(&self.pipeline).declare(connection).await
-            {
-                error!("declaring the pipeline failed: {error}");
-            }
-        }
-        let queues: Vec<String> = self
-            .pools
-            .iter()
-            .map(|p| names::stage_queue(&self.pipeline.name, &p.stage.name))
-            .collect();
-        let seen = self.monitor.queues(&queues).await;
-        let supervisors = if seen.is_some() {
-            self.monitor.supervisors().await
-        } else {
-            1
-        };
-        let now = Instant::now();
-        for (i, pool) in self.pools.iter_mut().enumerate() {
-            if !pool.retiring {
-                let queue_state = seen.as_ref().and_then(|states| states[i]);
-                let target = match queue_state {
-                    Some(queue) => {
-                        let mut observation = Observation {
-                            ready: queue.ready,
-                            consumers: queue.consumers,
-                            supervisors,
-                            ..Default::default()
-                        };
-                        pool.observe(&mut observation);
-                        let target = policy::target(
-                            &pool.stage.scale,
-                            &mut pool.scale_state,
-                            &observation,
-                            now - self.epoch,
-                        );
-                        if pool.stage.rate_limit.is_some() {
-                            // The stage's workers everywhere: other boxes'
-                            // consumers, and this box's workers as they are
-                            // about to be.
-                            let others =
-                                observation.consumers.saturating_sub(observation.consuming);
-                            let share =
-                                1.0 / f64::from((others + target.max(observation.running)).max(1));
-                            self.shares
-                                .lock()
-                                .expect("shares")
-                                .insert(pool.stage.name.clone(), share);
-                        }
-                        target
-                    }
-                    // Without the broker's view, keep what runs (within bounds).
-                    None => pool
-                        .active()
-                        .clamp(pool.stage.scale.min, pool.stage.scale.max),
-                };
-                if target != pool.active() {
-                    pool.reconcile(target, now, &self.env, &self.exits.0);
-                } else {
-                    pool.target = target;
-                }
-            }
-            pool.tick(now, &self.env, &self.exits.0);
-        }
-        self.pools
-            .retain(|pool| !(pool.retiring && pool.is_empty()));
-    }
-
     fn exited(&mut self, exit: &Exited, stopping: bool) {
         let now = Instant::now();
         for pool in &mut self.pools {
@@ -263,68 +197,6 @@ impl Supervisor {
                 pool.report(report.pid, counts);
             }
         }
-    }
-
-    /// SIGHUP: re-read the file; apply it if it is valid.
-    async fn reload(&mut self) {
-        let new = match warren::config::load(&self.file) {
-            Ok(new) => new,
-            Err(invalid) => {
-                error!(
-                    "SIGHUP: the file is invalid, keeping the running configuration.\n{invalid}"
-                );
-                return;
-            }
-        };
-        if new.name != self.pipeline.name {
-            error!(
-                "SIGHUP: the pipeline is now named `{}`; a supervisor serves one pipeline, restart it instead",
-                new.name
-            );
-            return;
-        }
-        let now = Instant::now();
-        let wanted: Vec<&warren::Stage> = selected(&new, self.options.stages.as_deref());
-        for stage in &wanted {
-            let launch = match Launch::of(stage, &self.file) {
-                Ok(launch) => launch,
-                Err(error) => {
-                    error!("SIGHUP: {error}");
-                    return;
-                }
-            };
-            match self
-                .pools
-                .iter_mut()
-                .find(|p| p.stage.name == stage.name && !p.retiring)
-            {
-                Some(pool) => {
-                    if pool.update((*stage).clone(), launch) {
-                        info!(stage = %stage.name, "settings changed: replacing its workers");
-                        pool.drain_all(now);
-                    }
-                }
-                None => {
-                    info!(stage = %stage.name, "new stage");
-                    self.pools.push(Pool::new(
-                        (*stage).clone(),
-                        launch,
-                        self.options.rules,
-                        self.epoch,
-                    ));
-                }
-            }
-        }
-        for pool in &mut self.pools {
-            if !wanted.iter().any(|s| s.name == pool.stage.name) && !pool.retiring {
-                info!(stage = %pool.stage.name, "removed from the file: draining its workers");
-                pool.retiring = true;
-                pool.drain_all(now);
-            }
-        }
-        self.pipeline = new;
-        self.declared = false;
-        info!("SIGHUP: reloaded {}", self.file.display());
     }
 
     /// Drains every worker, killing only those past their grace period.
@@ -361,13 +233,4 @@ impl Supervisor {
         let stages = self.pools.iter().map(Pool::status).collect();
         self.status.lock().expect("status").stages = stages;
     }
-}
-
-/// The stages of `pipeline`, limited to `only` when given.
-fn selected<'a>(pipeline: &'a Pipeline, only: Option<&[String]>) -> Vec<&'a warren::Stage> {
-    pipeline
-        .stages
-        .iter()
-        .filter(|s| only.is_none_or(|only| only.contains(&s.name)))
-        .collect()
 }

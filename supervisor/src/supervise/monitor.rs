@@ -33,17 +33,17 @@ pub struct Monitor {
     url: BrokerUrl,
     pipeline: String,
     name: String,
-    link: Option<Link>,
+    connected: Option<Connected>,
     /// Counts itself among the pipeline's supervisors.
     present: bool,
     /// The last failure was logged; say nothing until it works again.
     quiet: bool,
 }
 
-struct Link {
+struct Connected {
     connection: Connection,
     channel: Channel,
-    /// Kept so the presence consumer lives as long as the link.
+    /// Kept so the presence consumer lives as long as the connection.
     _presence: Option<Consumer>,
 }
 
@@ -55,7 +55,7 @@ impl Monitor {
             url,
             pipeline: pipeline.to_string(),
             name: format!("warren {role} {pipeline} pid {}", std::process::id()),
-            link: None,
+            connected: None,
             present,
             quiet: false,
         }
@@ -63,16 +63,16 @@ impl Monitor {
 
     /// The open connection, if any (for declaring).
     pub fn connection(&self) -> Option<&Connection> {
-        self.link.as_ref().map(|link| &link.connection)
+        self.connected.as_ref().map(|link| &link.connection)
     }
 
     /// Connects if needed. Failures are logged once until it works again.
     pub async fn ensure(&mut self) -> bool {
-        if let Some(link) = &self.link {
+        if let Some(link) = &self.connected {
             if link.connection.status().connected() && link.channel.status().connected() {
                 return true;
             }
-            self.link = None;
+            self.connected = None;
         }
         match self.open().await {
             Ok(link) => {
@@ -80,7 +80,7 @@ impl Monitor {
                     info!("broker reachable again at {}", self.url.address());
                 }
                 self.quiet = false;
-                self.link = Some(link);
+                self.connected = Some(link);
                 true
             }
             Err(error) => {
@@ -93,7 +93,7 @@ impl Monitor {
         }
     }
 
-    async fn open(&self) -> Result<Link, Error> {
+    async fn open(&self) -> Result<Connected, Error> {
         let connection = connection::open(&self.url, &self.name).await?;
         let channel = connection
             .create_channel()
@@ -104,7 +104,7 @@ impl Monitor {
         } else {
             None
         };
-        Ok(Link {
+        Ok(Connected {
             connection,
             channel,
             _presence: presence,
@@ -149,7 +149,7 @@ impl Monitor {
         }
         let mut states = Vec::with_capacity(names.len());
         for name in names {
-            let link = self.link.as_mut()?;
+            let link = self.connected.as_mut()?;
             let declared = link
                 .channel
                 .queue_declare(
@@ -172,14 +172,14 @@ impl Monitor {
                     match link.connection.create_channel().await {
                         Ok(channel) => link.channel = channel,
                         Err(_) => {
-                            self.link = None;
+                            self.connected = None;
                             return None;
                         }
                     }
                 }
                 Err(error) => {
                     warn!("looking at queue {name} failed: {error}; reconnecting");
-                    self.link = None;
+                    self.connected = None;
                     return None;
                 }
             }
@@ -198,7 +198,7 @@ impl Monitor {
 
     /// Closes the connection (and with it this supervisor's presence).
     pub async fn close(&mut self) {
-        if let Some(link) = self.link.take() {
+        if let Some(link) = self.connected.take() {
             let _ = link.connection.close(200, "stopping".into()).await;
         }
     }

@@ -13,6 +13,9 @@
 //!   worker (`min: 0` scales to zero and back);
 //! - a failing stage (crash loop) never grows, and shrinks to `scale.min`
 //!   (at least one worker, restarting with backoff, to notice recovery);
+//! - a stage whose calls fail (a worker's circuit breaker is open: the
+//!   service it calls is down) or whose workers the broker blocks (a memory
+//!   or disk alarm) does not grow: more workers would not help;
 //! - the result stays within `scale.min..=scale.max` and never below the
 //!   workers of this box that hold messages.
 
@@ -39,6 +42,9 @@ pub struct Observation {
     pub in_flight: u64,
     /// The stage is in a crash loop.
     pub failed: bool,
+    /// A worker of this box reports its circuit breaker open, or the broker
+    /// blocking its publishing.
+    pub held_back: bool,
 }
 
 /// What the policy remembers between polls.
@@ -80,6 +86,9 @@ pub fn target(scale: &Scale, state: &mut ScaleState, seen: &Observation, now: Du
         // Keep probing with the fewest workers that still restart.
         target = target.min(scale.min.max(1));
     }
+    if seen.held_back {
+        target = target.min(seen.running);
+    }
     target
         .clamp(scale.min, scale.max)
         .max(seen.busy.min(scale.max))
@@ -88,6 +97,19 @@ pub fn target(scale: &Scale, state: &mut ScaleState, seen: &Observation, now: Du
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stage_whose_calls_fail_is_not_scaled_up_into_the_outage() {
+        let mut state = ScaleState::default();
+        let outage = Observation {
+            held_back: true,
+            ..alone(50_000, 1)
+        };
+        assert_eq!(target(&scale(1, 8), &mut state, &outage, SECOND), 1);
+        // Once the calls work again, the backlog brings the workers.
+        let recovered = alone(50_000, 1);
+        assert_eq!(target(&scale(1, 8), &mut state, &recovered, 2 * SECOND), 8);
+    }
 
     const SECOND: Duration = Duration::from_secs(1);
 

@@ -6,6 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use rustix::process::Signal;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 use warren::{pipeline::Stage, report::StageCounts, worker::GRACE_MARGIN};
@@ -40,6 +41,9 @@ pub struct Pool {
     rules: RestartRules,
     /// When the supervisor started: the clock of the restart history.
     epoch: Instant,
+    /// How the last worker that exited unexpectedly ended, and its last
+    /// lines of output.
+    last_exit: Option<String>,
 }
 
 struct Slot {
@@ -82,6 +86,7 @@ impl Pool {
             retiring: false,
             rules,
             epoch,
+            last_exit: None,
         }
     }
 
@@ -114,6 +119,7 @@ impl Pool {
             observation.consuming += u32::from(slot.counts.consuming);
             observation.busy += u32::from(slot.counts.in_flight > 0);
             observation.in_flight += slot.counts.in_flight;
+            observation.held_back |= slot.counts.breaker_open || slot.counts.blocked;
         }
         observation.failed = self.history.failed;
     }
@@ -179,7 +185,7 @@ impl Pool {
         for (_, index) in running.into_iter().take(left as usize) {
             let slot = self.slots.get_mut(&index).expect("slot");
             if let SlotState::Running { pid, .. } = slot.state {
-                process::send_signal(pid, libc::SIGTERM);
+                process::signal_group(pid, Signal::TERM);
                 slot.state = SlotState::Draining {
                     pid,
                     deadline,
@@ -240,7 +246,7 @@ impl Pool {
                     killed,
                 } if !*killed && now >= *deadline => {
                     warn!(stage = %self.stage.name, worker = index, "still running after its grace period; killing it");
-                    process::send_signal(*pid, libc::SIGKILL);
+                    process::signal_group(*pid, Signal::KILL);
                     *killed = true;
                 }
                 SlotState::Running { since, .. } => {
@@ -280,6 +286,10 @@ impl Pool {
             SlotState::Running { since, .. } => {
                 let ran = now - since;
                 warn!(stage = %self.stage.name, worker = index, "worker exited unexpectedly ({}) after {:.1}s", exit.how, ran.as_secs_f64());
+                self.last_exit = Some(exit.how.clone());
+                if exit.misconfigured && self.history.misconfigured() {
+                    error!(stage = %self.stage.name, "STAGE FAILING: its worker exited saying its setup is wrong ({}); it restarts with backoff until that is fixed", exit.how);
+                }
                 self.failed_start(index, now, ran);
             }
             SlotState::Restarting { .. } => {}
@@ -377,10 +387,19 @@ impl Pool {
                 }
             })
             .collect();
+        let running = || {
+            self.slots
+                .values()
+                .filter(|s| matches!(s.state, SlotState::Running { .. }))
+        };
         let state = if self.retiring {
             "stopping"
         } else if self.history.failed {
             "failing"
+        } else if running().any(|s| s.counts.blocked) {
+            "blocked"
+        } else if running().any(|s| s.counts.breaker_open) {
+            "calls failing"
         } else {
             "running"
         };
@@ -394,6 +413,7 @@ impl Pool {
                 .count() as u32,
             target: self.target,
             restarts: self.history.restarts,
+            last_exit: self.last_exit.clone(),
             counts: self.counts(),
             processes,
         }

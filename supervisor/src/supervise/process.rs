@@ -4,9 +4,11 @@
 //! `WARREN_STAGE`, `WARREN_WORKER`, and `AMQP_URL` where set), the socket it
 //! reports to, and a log format the supervisor can re-emit. It runs in its
 //! own process group (a Ctrl-C in the terminal reaches only the supervisor,
-//! which drains the workers in order) and gets SIGTERM when the supervisor
-//! dies, even by SIGKILL, so no worker outlives it. Its stdout and stderr
-//! lines go into the supervisor's log with the stage and worker index.
+//! which drains the workers in order), and signals go to that whole group,
+//! so programs a worker started itself stop with it. It gets SIGTERM when
+//! the supervisor dies, even by SIGKILL, so no worker outlives it. Its
+//! stdout and stderr lines go into the supervisor's log with the stage and
+//! worker index.
 
 use std::{
     io,
@@ -14,6 +16,7 @@ use std::{
     process::Stdio,
 };
 
+use rustix::process::{Pid, Signal};
 use tokio::{
     io::{AsyncBufReadExt, AsyncRead, BufReader},
     process::Command,
@@ -44,7 +47,7 @@ impl Launch {
                 program: PathBuf::from(&command.argv[0]),
                 args: command.argv[1..].to_vec(),
             },
-            StageKind::Http(_) | StageKind::Sink(_) => Launch {
+            _ => Launch {
                 program: std::env::current_exe()?,
                 args: vec![
                     "worker".into(),
@@ -62,9 +65,19 @@ impl Launch {
 pub struct Exited {
     /// Its process id.
     pub pid: u32,
-    /// How it ended, in words (`exit code 1`, `killed by signal 9`).
+    /// How it ended, in words (`exit code 1`, `killed by signal 9`), with
+    /// its last lines of output.
     pub how: String,
+    /// It exited with [`warren::exit::CONFIG`]: its setup is wrong, and
+    /// starting it again will not help.
+    pub misconfigured: bool,
 }
+
+/// Lines of a worker's output kept to say why it exited.
+const TAIL_LINES: usize = 3;
+
+/// The last lines a worker wrote.
+type Tail = std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>;
 
 /// What every worker of this supervisor shares.
 #[derive(Clone, Debug)]
@@ -116,18 +129,47 @@ pub fn spawn(
         )
     })?;
     let pid = child.id().unwrap_or_default();
+    let tail = Tail::default();
+    let mut relays = Vec::new();
     if let Some(stderr) = child.stderr.take() {
-        tokio::spawn(relay(stderr, stage.to_string(), index));
+        relays.push(tokio::spawn(relay(
+            stderr,
+            stage.to_string(),
+            index,
+            tail.clone(),
+        )));
     }
     if let Some(stdout) = child.stdout.take() {
-        tokio::spawn(relay(stdout, stage.to_string(), index));
+        relays.push(tokio::spawn(relay(
+            stdout,
+            stage.to_string(),
+            index,
+            tail.clone(),
+        )));
     }
     tokio::spawn(async move {
-        let how = match child.wait().await {
-            Ok(status) => describe(status),
-            Err(error) => format!("lost track of it: {error}"),
+        let (how, misconfigured) = match child.wait().await {
+            Ok(status) => (
+                describe(status),
+                status.code() == Some(i32::from(warren::exit::CONFIG)),
+            ),
+            Err(error) => (format!("lost track of it: {error}"), false),
         };
-        let _ = exits.send(Exited { pid, how });
+        // Its last words, once its pipes are read to the end.
+        for relay in relays {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), relay).await;
+        }
+        let last: Vec<String> = tail.lock().expect("tail").iter().cloned().collect();
+        let how = if last.is_empty() {
+            how
+        } else {
+            format!("{how}: {}", last.join(" / "))
+        };
+        let _ = exits.send(Exited {
+            pid,
+            how,
+            misconfigured,
+        });
     });
     Ok(pid)
 }
@@ -144,9 +186,16 @@ fn describe(status: std::process::ExitStatus) -> String {
 
 /// Re-emits a worker's output lines in the supervisor's log, keeping the
 /// level the worker logged them at.
-async fn relay(output: impl AsyncRead + Unpin, stage: String, worker: u32) {
+async fn relay(output: impl AsyncRead + Unpin, stage: String, worker: u32, tail: Tail) {
     let mut lines = BufReader::new(output).lines();
     while let Ok(Some(line)) = lines.next_line().await {
+        {
+            let mut tail = tail.lock().expect("tail");
+            if tail.len() == TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(warren::message::one_line(&line, 300));
+        }
         let trimmed = line.trim_start();
         let (level, text) = match trimmed.split_once(' ') {
             Some(("ERROR", rest)) => (Level::ERROR, rest),
@@ -169,30 +218,31 @@ async fn relay(output: impl AsyncRead + Unpin, stage: String, worker: u32) {
 
 /// Asks the kernel to send SIGTERM to the child when the supervisor dies.
 /// The supervisor runs on a single-threaded runtime, so the thread that
-/// forks lives as long as the process (the signal follows the thread).
+/// forks lives as long as the process (the signal follows the thread). If
+/// the supervisor died between the fork and this request, the child has a
+/// new parent already and would never get the signal: it does not start.
 #[allow(unsafe_code)]
 fn die_with_parent(command: &mut Command) {
+    let parent = rustix::process::getpid();
     // SAFETY: the closure runs in the child between fork and exec and only
-    // makes one async-signal-safe system call.
+    // makes async-signal-safe system calls (prctl, getppid); it allocates
+    // nothing.
     unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
-                return Err(io::Error::last_os_error());
+        command.pre_exec(move || {
+            rustix::process::set_parent_process_death_signal(Some(Signal::TERM))?;
+            if rustix::process::getppid() != Some(parent) {
+                return Err(io::Error::other("the supervisor is gone"));
             }
             Ok(())
         });
     }
 }
 
-/// Sends `signal` (SIGTERM, SIGKILL) to a worker. False if it is gone.
-#[allow(unsafe_code)]
-pub fn send_signal(pid: u32, signal: i32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
+/// Sends `signal` (SIGTERM, SIGKILL) to a worker's process group: the
+/// worker and what it started. False if they are gone.
+pub fn signal_group(pid: u32, signal: Signal) -> bool {
+    let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
         return false;
     };
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: kill(2) with a positive pid only signals that process.
-    unsafe { libc::kill(pid, signal) == 0 }
+    rustix::process::kill_process_group(pid, signal).is_ok()
 }

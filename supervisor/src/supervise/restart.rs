@@ -90,6 +90,15 @@ impl History {
         }
     }
 
+    /// A worker exited saying its setup is wrong (exit 78): restarting it
+    /// cannot help, so the stage fails at once. Returns true when it just
+    /// did.
+    pub fn misconfigured(&mut self) -> bool {
+        let was_failed = self.failed;
+        self.failed = true;
+        !was_failed
+    }
+
     /// A worker has been running for `ran`: a long enough run ends a crash
     /// loop. Returns true when it just did.
     pub fn running(&mut self, rules: &RestartRules, ran: Duration) -> bool {

@@ -35,7 +35,9 @@ pub struct SupervisorStatus {
 pub struct StageStatus {
     /// Stage name.
     pub name: String,
-    /// `running`, `failing` (crash loop) or `stopping`.
+    /// `running`; `calls failing` (a worker's circuit breaker is open: it
+    /// pauses and probes); `blocked` (the broker blocks publishing: a
+    /// memory or disk alarm); `failing` (crash loop); or `stopping`.
     pub state: String,
     /// Worker processes running (draining ones excluded).
     pub workers: u32,
@@ -43,6 +45,9 @@ pub struct StageStatus {
     pub target: u32,
     /// Unexpected exits since the supervisor started.
     pub restarts: u32,
+    /// How the last unexpected exit ended, with the worker's last lines.
+    #[serde(default)]
+    pub last_exit: Option<String>,
     /// Messages in flight now, and done, retried and dead-lettered since
     /// the supervisor started (by its workers).
     pub counts: StageCounts,
@@ -74,13 +79,43 @@ pub fn socket_dir() -> PathBuf {
     }
 }
 
-/// Opens this supervisor's socket.
-pub fn listen(pipeline: &str) -> std::io::Result<(UnixListener, PathBuf)> {
+/// The socket directory, created if missing, after checking that it is
+/// this user's and nobody else's: another local user who created it first
+/// could otherwise read the status or impersonate a supervisor.
+pub fn checked_socket_dir() -> std::io::Result<PathBuf> {
     let dir = socket_dir();
+    own_private_dir(&dir)?;
+    Ok(dir)
+}
+
+/// Creates `dir` (mode 0700) if missing, and checks that it is a directory
+/// owned by this user, setting its mode back to 0700 if it was wider.
+fn own_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(&dir)?;
+        .create(dir)?;
+    let meta = std::fs::symlink_metadata(dir)?;
+    let me = rustix::process::geteuid().as_raw();
+    if !meta.is_dir() || meta.uid() != me {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is not a directory owned by this user (uid {me}); remove it or set XDG_RUNTIME_DIR",
+                dir.display()
+            ),
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Opens this supervisor's socket.
+pub fn listen(pipeline: &str) -> std::io::Result<(UnixListener, PathBuf)> {
+    let dir = checked_socket_dir()?;
     let path = dir.join(format!("{pipeline}.{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&path);
     Ok((UnixListener::bind(&path)?, path))
@@ -148,10 +183,18 @@ async fn connection(
     }
 }
 
-/// Asks every supervisor of `pipeline` on this box for its state. Sockets
-/// of supervisors that are gone are removed.
+/// Asks every supervisor of `pipeline` on this box for its state. The
+/// socket of a supervisor that is gone (nothing listens: the connection is
+/// refused) is removed; one that is slow to answer is left alone.
 pub async fn query_all(pipeline: &str) -> Vec<SupervisorStatus> {
-    let Ok(entries) = std::fs::read_dir(socket_dir()) else {
+    let dir = match checked_socket_dir() {
+        Ok(dir) => dir,
+        Err(error) => {
+            tracing::warn!("not asking this box's supervisors: {error}");
+            return Vec::new();
+        }
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
     let prefix = format!("{pipeline}.");
@@ -168,9 +211,14 @@ pub async fn query_all(pipeline: &str) -> Vec<SupervisorStatus> {
             continue;
         }
         match query(&entry.path()).await {
-            Some(status) => found.push(status),
-            None => {
+            Asked::Answered(status) => found.push(status),
+            Asked::Gone => {
                 let _ = std::fs::remove_file(entry.path());
+            }
+            Asked::Silent => {
+                tracing::warn!(
+                    "the supervisor with pid {pid} did not answer within 2 s; its workers are not counted"
+                );
             }
         }
     }
@@ -178,16 +226,83 @@ pub async fn query_all(pipeline: &str) -> Vec<SupervisorStatus> {
     found
 }
 
-async fn query(path: &Path) -> Option<SupervisorStatus> {
+/// What asking one supervisor gave.
+enum Asked {
+    Answered(SupervisorStatus),
+    /// Nothing listens on the socket.
+    Gone,
+    /// It did not answer in time, or answered nonsense.
+    Silent,
+}
+
+async fn query(path: &Path) -> Asked {
+    let mut stream = match UnixStream::connect(path).await {
+        Ok(stream) => stream,
+        Err(error)
+            if matches!(
+                error.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+            ) =>
+        {
+            return Asked::Gone;
+        }
+        Err(_) => return Asked::Silent,
+    };
     let ask = async {
-        let mut stream = UnixStream::connect(path).await.ok()?;
         stream.write_all(b"status\n").await.ok()?;
         let mut line = String::new();
         BufReader::new(stream).read_line(&mut line).await.ok()?;
         serde_json::from_str(&line).ok()
     };
-    tokio::time::timeout(std::time::Duration::from_secs(2), ask)
-        .await
-        .ok()
-        .flatten()
+    match tokio::time::timeout(std::time::Duration::from_secs(2), ask).await {
+        Ok(Some(status)) => Asked::Answered(status),
+        _ => Asked::Silent,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_socket_directory_must_be_this_user_s_and_private() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("warren");
+        own_private_dir(&dir).unwrap();
+        assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+        // Opened up by someone: closed again.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        own_private_dir(&dir).unwrap();
+        assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+        // A file where the directory should be is refused.
+        let file = root.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        assert!(own_private_dir(&file).is_err());
+        // Created by another user first: refused (only root can make that
+        // here, by handing it over).
+        if rustix::process::geteuid().is_root() {
+            let theirs = root.path().join("theirs");
+            std::fs::create_dir(&theirs).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+            let refused = own_private_dir(&theirs).unwrap_err();
+            assert!(
+                refused
+                    .to_string()
+                    .contains("not a directory owned by this user"),
+                "{refused}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn only_a_socket_nobody_listens_on_counts_as_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.1.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        // Listening but never answering: slow, not gone.
+        assert!(matches!(query(&path).await, Asked::Silent));
+        drop(listener);
+        assert!(matches!(query(&path).await, Asked::Gone));
+    }
 }

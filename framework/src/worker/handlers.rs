@@ -1,0 +1,185 @@
+//! The handlers in flight of one stage's consumer loop: each delivery's
+//! work runs as a task of its own (handling it, or publishing its copy),
+//! and reports how to settle it to the acker of the channel it came from.
+
+use std::sync::Arc;
+
+use lapin::{Channel, message::Delivery};
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
+    task::{JoinHandle, JoinSet},
+};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    acks::{self, Settle},
+    consumer::Channels,
+    intake::{Intake, intake},
+    stage::StageRuntime,
+};
+use crate::{message, publisher::Publisher};
+
+/// Which queue a delivery came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum From {
+    /// The stage queue.
+    Main,
+    /// The isolation queue.
+    Isolation,
+}
+
+/// Handlers in flight, and where they report how to settle.
+pub(crate) struct Handlers {
+    /// At most `concurrency` handlers of the stage queue at once.
+    pub permits: Arc<Semaphore>,
+    tasks: JoinSet<()>,
+    runtime: Arc<StageRuntime>,
+    publisher: Publisher,
+    /// Cancelled when the broker refused a publish: the session restarts.
+    trouble: CancellationToken,
+    main: (Channel, mpsc::UnboundedSender<(u64, Settle)>),
+    isolation: (Channel, mpsc::UnboundedSender<(u64, Settle)>),
+}
+
+impl Handlers {
+    /// No handler yet; starts the acker of each channel.
+    pub fn start(
+        runtime: &Arc<StageRuntime>,
+        publisher: &Publisher,
+        trouble: &CancellationToken,
+        channels: &Channels,
+    ) -> (Handlers, [JoinHandle<()>; 2]) {
+        let (main_acks, main_settled) = mpsc::unbounded_channel();
+        let (isolation_acks, isolation_settled) = mpsc::unbounded_channel();
+        let ackers = [
+            tokio::spawn(acks::run(channels.main.clone(), main_settled)),
+            tokio::spawn(acks::run(channels.isolation.clone(), isolation_settled)),
+        ];
+        let handlers = Handlers {
+            permits: Arc::new(Semaphore::new(runtime.stage.concurrency as usize)),
+            tasks: JoinSet::new(),
+            runtime: runtime.clone(),
+            publisher: publisher.clone(),
+            trouble: trouble.clone(),
+            main: (channels.main.clone(), main_acks),
+            isolation: (channels.isolation.clone(), isolation_acks),
+        };
+        (handlers, ackers)
+    }
+
+    /// Tasks still running.
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Forgets the tasks that finished.
+    pub fn reap(&mut self) {
+        while self.tasks.try_join_next().is_some() {}
+    }
+
+    /// Waits for one task to finish (none running: at once).
+    pub async fn one_finished(&mut self) -> bool {
+        self.tasks.join_next().await.is_some()
+    }
+
+    /// Waits for every task to finish.
+    pub async fn finish_all(&mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Waits for every settlement to be sent: the ackers end once the last
+    /// task reported.
+    pub async fn close(mut self, ackers: [JoinHandle<()>; 2]) {
+        self.finish_all().await;
+        drop(self);
+        for acker in ackers {
+            let _ = acker.await;
+        }
+    }
+
+    /// The queue, channel and acker of deliveries from `from`.
+    fn source(&self, from: From) -> (String, Channel, mpsc::UnboundedSender<(u64, Settle)>) {
+        let (channel, acks) = match from {
+            From::Main => &self.main,
+            From::Isolation => &self.isolation,
+        };
+        let queue = match from {
+            From::Main => self.runtime.queue.clone(),
+            From::Isolation => self.runtime.isolation_queue.clone(),
+        };
+        (queue, channel.clone(), acks.clone())
+    }
+
+    /// Handles a delivery (`probe`: it is the circuit breaker's probe),
+    /// holding `permit` (a slot of the stage's concurrency) meanwhile.
+    pub fn handle(
+        &mut self,
+        delivery: Delivery,
+        probe: bool,
+        from: From,
+        permit: Option<OwnedSemaphorePermit>,
+    ) {
+        let runtime = self.runtime.clone();
+        let publisher = self.publisher.clone();
+        let trouble = self.trouble.clone();
+        let (_, _, acks) = self.source(from);
+        self.tasks.spawn(async move {
+            let settle = runtime
+                .handle(&publisher, &delivery, probe)
+                .await
+                .unwrap_or_else(|settle| {
+                    trouble.cancel();
+                    settle
+                });
+            let _ = acks.send((delivery.delivery_tag, settle));
+            drop(permit);
+        });
+    }
+
+    /// Carries out an intake other than handling (a copy with an id, a
+    /// move to isolation, a dead letter).
+    pub fn admit(&mut self, delivery: Delivery, intake: Intake, from: From) {
+        let runtime = self.runtime.clone();
+        let publisher = self.publisher.clone();
+        let trouble = self.trouble.clone();
+        let (queue, channel, acks) = self.source(from);
+        self.tasks.spawn(async move {
+            let settle = runtime
+                .admit(&publisher, &channel, &delivery, &intake, &queue)
+                .await
+                .unwrap_or_else(|settle| {
+                    trouble.cancel();
+                    settle
+                });
+            let _ = acks.send((delivery.delivery_tag, settle));
+        });
+    }
+
+    /// Gives back a delivery that was never started.
+    pub fn give_back(&mut self, delivery: Delivery, from: From) {
+        let runtime = self.runtime.clone();
+        let publisher = self.publisher.clone();
+        let (queue, channel, acks) = self.source(from);
+        self.tasks.spawn(async move {
+            // A redelivered message keeps its flag's meaning: it goes to
+            // isolation like any other (its worker stopped holding it).
+            let settle = if delivery.redelivered {
+                let props = &delivery.properties;
+                let intake = intake(
+                    true,
+                    message::id_of(props).is_some(),
+                    message::attempt_of(props),
+                    runtime.stage.retry.attempts,
+                );
+                runtime
+                    .admit(&publisher, &channel, &delivery, &intake, &queue)
+                    .await
+            } else {
+                runtime
+                    .give_back(&publisher, &channel, &delivery, &queue)
+                    .await
+            };
+            let _ = acks.send((delivery.delivery_tag, settle.unwrap_or_else(|s| s)));
+        });
+    }
+}
