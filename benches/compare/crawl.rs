@@ -60,7 +60,7 @@ pub async fn run(
     let file = dir.join(format!("{name}.yaml"));
     let sink = dir.join(format!("{name}.jsonl"));
     let _ = std::fs::remove_file(&sink);
-    let _ = std::fs::remove_file(sink.with_extension("jsonl.ids"));
+    let _ = std::fs::remove_file(sink.with_extension("jsonl.index"));
     let http = format!("{{ url: \"http://127.0.0.1:{port}/grade\", timeout: 5s, emit: merge }}");
     std::fs::write(
         &file,
@@ -98,7 +98,7 @@ stages:
         }
     });
     futures_util::future::join_all(sends).await;
-    let mut lines = crate::LineCounter::new(sink.with_extension("jsonl.ids"));
+    let mut lines = crate::LineCounter::new(sink.clone());
     while lines.count() < inputs {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -18,8 +18,44 @@ pub struct Measured {
     pub worker_rss_kib: Vec<u64>,
 }
 
+/// What runs fanout3's `work` stage.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Work {
+    /// The Rust worker (examples/fanout3/worker.rs), as `expand`.
+    Rust,
+    /// benches/exec/work.py, an exec stage with the Python helper.
+    Python,
+    /// benches/exec/work.php, an exec stage with the PHP helper.
+    Php,
+}
+
+impl Work {
+    /// The system's name in the results table.
+    pub fn system(self) -> &'static str {
+        match self {
+            Work::Rust => "warren",
+            Work::Python => "warren+py",
+            Work::Php => "warren+php",
+        }
+    }
+
+    /// The `work` stage's program (and, for PHP, one message at a time:
+    /// a prefetch that fits the broker's acknowledgement timeout).
+    fn stage(self, worker: &Path) -> String {
+        let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/exec");
+        match self {
+            Work::Rust => format!("command: [{}]", worker.display()),
+            Work::Python => format!("exec: [python3, {}]", scripts.join("work.py").display()),
+            Work::Php => format!(
+                "exec: [php, {}]\n    prefetch: 64\n    concurrency: 8",
+                scripts.join("work.php").display()
+            ),
+        }
+    }
+}
+
 /// The fanout3 pipeline with queues of `kind`.
-fn pipeline(name: &str, kind: &str, worker: &Path, sink: &Path) -> String {
+fn pipeline(name: &str, kind: &str, worker: &Path, work: Work, sink: &Path) -> String {
     format!(
         "pipeline: {name}
 defaults:
@@ -38,12 +74,13 @@ stages:
     prefetch: {expand_prefetch}
     concurrency: {expand}
   work:
-    command: [{worker}]
+    {work}
     outputs: [sink]
   sink:
     sink: {{ path: {sink} }}
 ",
         worker = worker.display(),
+        work = work.stage(worker),
         sink = sink.display(),
         prefetch = std::env::var("WARREN_BENCH_PREFETCH").unwrap_or_else(|_| "500".into()),
         expand = expand_concurrency(),
@@ -59,13 +96,18 @@ pub async fn run(
     dir: &Path,
     warren: &Path,
     worker: &Path,
+    work: Work,
 ) -> Measured {
-    let name = format!("bench_warren_{kind}");
+    let name = match work {
+        Work::Rust => format!("bench_warren_{kind}"),
+        Work::Python => format!("bench_warren_{kind}_py"),
+        Work::Php => format!("bench_warren_{kind}_php"),
+    };
     let file = dir.join(format!("{name}.yaml"));
     let sink = dir.join(format!("{name}.jsonl"));
     let _ = std::fs::remove_file(&sink);
-    let _ = std::fs::remove_file(sink.with_extension("jsonl.ids"));
-    std::fs::write(&file, pipeline(&name, kind, worker, &sink)).unwrap();
+    let _ = std::fs::remove_file(sink.with_extension("jsonl.index"));
+    std::fs::write(&file, pipeline(&name, kind, worker, work, &sink)).unwrap();
     let mut run = crate::run::Declared::new(url, &file).await;
 
     // Seeds first, through the framework's producer.
@@ -89,7 +131,9 @@ pub async fn run(
         }
     }
     let want = fanout.n * fanout.f;
-    let mut lines = crate::LineCounter::new(sink.with_extension("jsonl.ids"));
+    // The sink's data lines (each is on disk before its batch is recorded
+    // and acknowledged).
+    let mut lines = crate::LineCounter::new(sink.clone());
     let mut peaks = rss::Peaks::default();
     let mut sampled = Instant::now();
     while lines.count() < want {

@@ -10,12 +10,15 @@
 //! queues; with `--peers`, Celery and Dramatiq (installed into a virtualenv
 //! from PyPI if missing: `PEERS_VENV`, default /tmp/peers/venv); then the
 //! latency-bound crawl, the producer's one-at-a-time publish latency and the
-//! supervisor's reaction to a backlog. Options: `--n 2000 --f 10`,
-//! `--rounds 3` (fanout3 rounds for every system, the median is kept),
-//! `--skip-crawl`.
+//! supervisor's reaction to a backlog. fanout3's `work` stage also runs as
+//! a Python and a PHP exec stage (classic queues), and the exec protocol's
+//! CPU per message is measured. Options: `--n 2000 --f 10`, `--rounds 3`
+//! (fanout3 rounds for every system, the median is kept), `--skip-crawl`,
+//! `--skip-exec`.
 
 mod bare;
 mod crawl;
+mod exec;
 mod fanout;
 mod latency;
 mod peers;
@@ -105,6 +108,8 @@ struct Options {
     bare_only: bool,
     /// Only warren's fanout3 (for profiling warren).
     warren_only: bool,
+    /// fanout3 with exec `work` stages, and the protocol's cost.
+    exec: bool,
 }
 
 fn options() -> Options {
@@ -126,6 +131,7 @@ fn options() -> Options {
         crawl: !args.iter().any(|a| a == "--skip-crawl"),
         bare_only: args.iter().any(|a| a == "--bare-only"),
         warren_only: args.iter().any(|a| a == "--warren-only"),
+        exec: !args.iter().any(|a| a == "--skip-exec"),
     }
 }
 
@@ -213,7 +219,16 @@ async fn main() {
                 );
                 continue;
             }
-            let measured = fanout::run(&url, kind, fanout, dir.path(), &warren, &worker).await;
+            let measured = fanout::run(
+                &url,
+                kind,
+                fanout,
+                dir.path(),
+                &warren,
+                &worker,
+                fanout::Work::Rust,
+            )
+            .await;
             warren_times.push(measured.seconds);
             rss_seen = measured.worker_rss_kib;
             eprintln!(
@@ -237,6 +252,45 @@ async fn main() {
                 rss: mib(&rss_seen),
             });
         }
+    }
+    let mut exec_overhead = None;
+    if options.exec && !options.bare_only {
+        for work in [fanout::Work::Python, fanout::Work::Php] {
+            let program = if work == fanout::Work::Php {
+                "php"
+            } else {
+                "python3"
+            };
+            if Command::new(program).arg("--version").output().is_err() {
+                eprintln!("{}: `{program}` is not installed; not run", work.system());
+                continue;
+            }
+            let mut times = Vec::new();
+            let mut rss = Vec::new();
+            for round in 0..options.rounds {
+                let measured =
+                    fanout::run(&url, "classic", fanout, dir.path(), &warren, &worker, work).await;
+                eprintln!(
+                    "  {} round {}: {:.2}s",
+                    work.system(),
+                    round + 1,
+                    measured.seconds
+                );
+                times.push(measured.seconds);
+                rss = measured.worker_rss_kib;
+            }
+            rows.push(Row {
+                system: work.system().into(),
+                queue: "classic",
+                seconds: median(times),
+                rss: mib(&rss),
+            });
+        }
+        let mut per_message = Vec::new();
+        for _ in 0..options.rounds {
+            per_message.push(exec::overhead(&url, dir.path(), &warren, 20_000).await);
+        }
+        exec_overhead = Some(median(per_message));
     }
     if options.peers {
         let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/peers");
@@ -307,6 +361,28 @@ async fn main() {
                 peer.system
             );
         }
+    }
+    let celery = rows.iter().find(|r| r.system == "celery");
+    for exec in rows
+        .iter()
+        .filter(|r| r.system == "warren+py" || r.system == "warren+php")
+    {
+        if let Some(w) = warren_classic {
+            print!(
+                "{}: exec work stage at {:.2}x the Rust stage's throughput",
+                exec.system,
+                w / exec.seconds
+            );
+        }
+        match celery {
+            Some(celery) => println!(", {:.1}x Celery", celery.seconds / exec.seconds),
+            None => println!(),
+        }
+    }
+    if let Some(us) = exec_overhead {
+        println!(
+            "exec protocol: {us:.1} us of warren CPU per message (a child answering `done` at once; consuming and acknowledging included)"
+        );
     }
 
     if options.crawl {

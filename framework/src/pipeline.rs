@@ -74,6 +74,9 @@ pub struct Stage {
 pub enum StageKind {
     /// A worker program built on the framework; the supervisor starts it.
     Command(CommandSpec),
+    /// A program in any language speaking JSON lines on stdin and stdout;
+    /// the built-in worker runs it.
+    Exec(ExecSpec),
     /// Built in: one HTTP call per message.
     Http(HttpSpec),
     /// Built in: each message written once as a JSON line.
@@ -85,6 +88,7 @@ impl StageKind {
     pub fn label(&self) -> &'static str {
         match self {
             StageKind::Command(_) => "command",
+            StageKind::Exec(_) => "exec",
             StageKind::Http(_) => "http",
             StageKind::Sink(_) => "sink",
         }
@@ -96,6 +100,16 @@ impl StageKind {
 pub struct CommandSpec {
     /// Program followed by its arguments.
     pub argv: Vec<String>,
+}
+
+/// An `exec` stage's program: started once per worker and kept running,
+/// one JSON line per message on its stdin, its answers on its stdout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecSpec {
+    /// Program followed by its arguments.
+    pub argv: Vec<String>,
+    /// Variables added to its environment.
+    pub env: BTreeMap<String, String>,
 }
 
 /// The built-in HTTP stage.

@@ -112,7 +112,7 @@ pub enum Command {
         stage: String,
         /// What to do.
         #[arg(value_enum)]
-        action: crate::commands::dlq::Action,
+        action: crate::commands::dlq::DlqAction,
         /// At most this many (list: 50 by default; replay and purge: all).
         #[arg(long)]
         limit: Option<usize>,

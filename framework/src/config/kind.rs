@@ -7,31 +7,24 @@ use std::collections::BTreeMap;
 use super::{
     check::Checker,
     defaults,
-    raw::{RawHttp, RawStage},
+    raw::{RawExec, RawHttp, RawStage},
 };
 use crate::{
-    pipeline::{CommandSpec, HeaderValue, HttpEmit, HttpSpec, SinkSpec, StageKind},
+    pipeline::{CommandSpec, ExecSpec, HeaderValue, HttpEmit, HttpSpec, SinkSpec, StageKind},
     template,
 };
 
 /// The keys that choose a stage's kind.
-pub(crate) const KIND_KEYS: [&str; 3] = ["command", "http", "sink"];
+pub(crate) const KIND_KEYS: [&str; 4] = ["command", "exec", "http", "sink"];
 
 /// The kind of the stage at `path`, or `None` after recording why.
 pub(crate) fn kind(v: &mut Checker, path: &str, own: &RawStage) -> Option<StageKind> {
-    let set: Vec<&str> = [
-        ("command", own.command.is_some()),
-        ("http", own.http.is_some()),
-        ("sink", own.sink.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(key, set)| set.then_some(key))
-    .collect();
+    let set: Vec<&str> = KIND_KEYS.into_iter().filter(|key| own.has(key)).collect();
     match set.as_slice() {
         [] => {
             v.problem(
                 path,
-                "has no kind; give it exactly one of `command`, `http` or `sink`",
+                "has no kind; give it exactly one of `command`, `exec`, `http` or `sink`",
             );
             return None;
         }
@@ -58,6 +51,9 @@ pub(crate) fn kind(v: &mut Checker, path: &str, own: &RawStage) -> Option<StageK
         }
         return Some(StageKind::Command(CommandSpec { argv: argv.clone() }));
     }
+    if let Some(raw) = &own.exec {
+        return exec(v, &format!("{path}.exec"), raw).map(StageKind::Exec);
+    }
     if let Some(raw) = &own.http {
         return http(v, &format!("{path}.http"), raw).map(StageKind::Http);
     }
@@ -71,6 +67,68 @@ pub(crate) fn kind(v: &mut Checker, path: &str, own: &RawStage) -> Option<StageK
             );
             None
         }
+    }
+}
+
+fn exec(v: &mut Checker, path: &str, raw: &RawExec) -> Option<ExecSpec> {
+    let (argv, env, argv_path) = match raw {
+        RawExec::Argv(argv) => (argv.clone(), None, path.to_string()),
+        RawExec::Full(full) => (
+            full.command.clone().unwrap_or_default(),
+            full.env.clone(),
+            format!("{path}.command"),
+        ),
+    };
+    let Some(program) = argv.first().filter(|p| !p.trim().is_empty()) else {
+        v.problem(
+            argv_path,
+            "is empty; give the program and its arguments, like [python3, lookup.py]",
+        );
+        return None;
+    };
+    if let Err(why) = runnable(program) {
+        v.problem(format!("{argv_path}[0]"), why);
+        return None;
+    }
+    let mut vars = BTreeMap::new();
+    for (name, value) in env.iter().flatten() {
+        if name.is_empty() || name.contains('=') || name.contains('\0') || value.contains('\0') {
+            v.problem(
+                format!("{path}.env.{name}"),
+                "is not a valid environment variable (a name without `=`, no NUL byte)",
+            );
+            continue;
+        }
+        vars.insert(name.clone(), value.clone());
+    }
+    Some(ExecSpec { argv, env: vars })
+}
+
+/// Whether `program` can be started from here: a path to an executable
+/// file, or a name found on `PATH`.
+fn runnable(program: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |path: &std::path::Path| {
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let path = std::path::Path::new(program);
+        return match std::fs::metadata(path) {
+            Err(_) => Err(format!(
+                "`{program}` is not a file (paths are relative to the directory warren runs in)"
+            )),
+            Ok(meta) if !meta.is_file() => Err(format!("`{program}` is not a file")),
+            Ok(_) if !executable(path) => Err(format!(
+                "`{program}` is not executable (chmod +x it, or run it through its interpreter: [python3, {program}])"
+            )),
+            Ok(_) => Ok(()),
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    if std::env::split_paths(&path).any(|dir| executable(&dir.join(program))) {
+        Ok(())
+    } else {
+        Err(format!("`{program}` is not on PATH and not a file"))
     }
 }
 

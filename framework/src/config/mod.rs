@@ -283,6 +283,9 @@ fn hint(path: &str, message: &str) -> String {
     let last = path.rsplit('.').next().unwrap_or(path);
     let wanted = match last {
         "command" => "; write it as a list: [program, arg, ...]",
+        "exec" if message.contains("did not match any variant") => {
+            return "write it as a list, [program, arg, ...], or as a mapping with `command` (a list) and `env` (a mapping)".into();
+        }
         "outputs" => "; write it as a list of stage names: [next, other]",
         "backoff" => "; write it as a list of durations: [1s, 10s, 1m]",
         "" if message.contains("expected struct RawFile") => {

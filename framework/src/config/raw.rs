@@ -30,6 +30,7 @@ pub(crate) struct RawBroker {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawStage {
     pub command: Option<Vec<String>>,
+    pub exec: Option<RawExec>,
     pub http: Option<RawHttp>,
     pub sink: Option<RawSink>,
     pub outputs: Option<Vec<String>>,
@@ -47,6 +48,7 @@ impl RawStage {
     pub fn has(&self, key: &str) -> bool {
         match key {
             "command" => self.command.is_some(),
+            "exec" => self.exec.is_some(),
             "http" => self.http.is_some(),
             "sink" => self.sink.is_some(),
             "outputs" => self.outputs.is_some(),
@@ -94,6 +96,23 @@ pub(crate) struct RawHttp {
     pub emit: Option<String>,
     /// A header name, `true` (the default name) or `false` (none).
     pub idempotency_key: Option<serde_json::Value>,
+}
+
+/// `exec:` a list (the program and its arguments), or a mapping with the
+/// command and its environment.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawExec {
+    Argv(Vec<String>),
+    Full(RawExecFull),
+}
+
+/// `exec: { command: [...], env: {...} }`
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawExecFull {
+    pub command: Option<Vec<String>>,
+    pub env: Option<IndexMap<String, String>>,
 }
 
 /// `sink:`

@@ -11,7 +11,10 @@
 
 use std::{
     collections::VecDeque,
-    sync::Mutex,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -197,6 +200,8 @@ impl Core {
 pub(crate) struct Breaker {
     stage: String,
     core: Mutex<Core>,
+    /// True unless closed: read without the lock on every delivery.
+    tripped: AtomicBool,
 }
 
 impl Breaker {
@@ -204,27 +209,32 @@ impl Breaker {
         Breaker {
             stage: stage.to_string(),
             core: Mutex::new(Core::new(Rules::default())),
+            tripped: AtomicBool::new(false),
         }
     }
 
     pub fn gate(&self) -> Gate {
+        if !self.is_open() {
+            return Gate::Closed;
+        }
         self.core.lock().expect("breaker").gate(Instant::now())
     }
 
     /// True while consumption is paused or probing (for the supervisor,
     /// which does not scale up a stage whose calls fail).
     pub fn is_open(&self) -> bool {
-        self.core.lock().expect("breaker").tripped()
+        self.tripped.load(Ordering::Acquire)
     }
 
     /// Records an outcome and logs each change of state once; true when a
     /// failure is excused (see [`Core::record`]).
     pub fn record(&self, ok: bool, probe: bool) -> bool {
-        let (changed, excused) =
-            self.core
-                .lock()
-                .expect("breaker")
-                .record(Instant::now(), ok, probe);
+        let (changed, excused) = {
+            let mut core = self.core.lock().expect("breaker");
+            let recorded = core.record(Instant::now(), ok, probe);
+            self.tripped.store(core.tripped(), Ordering::Release);
+            recorded
+        };
         match changed {
             Some(Gate::Open(pause)) => warn!(
                 stage = %self.stage,

@@ -278,6 +278,32 @@ impl Context {
         Ok(())
     }
 
+    /// Waits until every message emitted so far is confirmed by the broker.
+    /// A handler that emits very many messages (or passes on what another
+    /// program writes) can call it now and then, so that it goes no faster
+    /// than the broker takes them; emitting can go on afterwards.
+    pub async fn flush(&self) -> Result<(), Error> {
+        let queued = {
+            let mut emits = self.inner.emits.lock().expect("emit state");
+            emits.writing = 0;
+            std::mem::take(&mut emits.pending)
+        };
+        for emit in queued {
+            let unconfirmed = match emit {
+                Emit::Writing(writing) => self.note_failure(writing.await)?,
+                Emit::Written(unconfirmed) => unconfirmed,
+            };
+            if let Err(reason) = unconfirmed.confirmed().await {
+                let error = Error::Publish {
+                    target: "an emitted message".into(),
+                    reason,
+                };
+                return Err(self.note_failure(Err(error)).err().expect("an error"));
+            }
+        }
+        Ok(())
+    }
+
     /// Passes a publish's result on, remembering a failure so that the
     /// handling fails whatever the handler does with the error.
     fn note_failure(&self, result: Result<Unconfirmed, Error>) -> Result<Unconfirmed, Error> {

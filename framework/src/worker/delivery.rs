@@ -14,7 +14,6 @@ use lapin::{
 use tracing::{debug, info, warn};
 
 use super::{
-    Action,
     acks::Settle,
     context::{Context, Outlet},
     handler::{Handled, invoke},
@@ -235,7 +234,7 @@ impl StageRuntime {
             Handled::Finished(outcome) => {
                 // Successes and retryable failures tell the breaker whether
                 // the calls work; a message that can never succeed does not.
-                let call_failed = matches!(&outcome, Err(f) if f.action() != Action::DeadLetter);
+                let call_failed = matches!(&outcome, Err(f) if f.is_about_calls());
                 if (call_failed || outcome.is_ok()) && self.breaker.record(outcome.is_ok(), probe) {
                     // The calls fail for every message (an outage): this one
                     // goes back to the queue, its attempt not counted.

@@ -97,14 +97,14 @@ pub(crate) async fn invoke(
     let future = match started {
         Ok(Ok(future)) => future,
         Ok(Err(reason)) => return Handled::Undecodable(reason),
-        Err(panic) => return Handled::Panicked(Failure::retry(panicked(&*panic))),
+        Err(panic) => return Handled::Panicked(Failure::crashed(panicked(&*panic))),
     };
     let ran = tokio::time::timeout_at(deadline, AssertUnwindSafe(future).catch_unwind()).await;
     let outcome = match ran {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(panic)) => {
             ctx.abandon_emits();
-            return Handled::Panicked(Failure::retry(panicked(&*panic)));
+            return Handled::Panicked(Failure::crashed(panicked(&*panic)));
         }
         Err(_) => {
             ctx.cancel();

@@ -97,12 +97,17 @@ impl Handlers {
         }
     }
 
-    /// The queue, channel and acker of deliveries from `from`.
-    fn source(&self, from: From) -> (String, Channel, mpsc::UnboundedSender<(u64, Settle)>) {
-        let (channel, acks) = match from {
+    /// The channel and the acker of deliveries from `from`.
+    fn side(&self, from: From) -> &(Channel, mpsc::UnboundedSender<(u64, Settle)>) {
+        match from {
             From::Main => &self.main,
             From::Isolation => &self.isolation,
-        };
+        }
+    }
+
+    /// The queue, channel and acker of deliveries from `from`.
+    fn source(&self, from: From) -> (String, Channel, mpsc::UnboundedSender<(u64, Settle)>) {
+        let (channel, acks) = self.side(from);
         let queue = match from {
             From::Main => self.runtime.queue.clone(),
             From::Isolation => self.runtime.isolation_queue.clone(),
@@ -122,7 +127,7 @@ impl Handlers {
         let runtime = self.runtime.clone();
         let publisher = self.publisher.clone();
         let trouble = self.trouble.clone();
-        let (_, _, acks) = self.source(from);
+        let acks = self.side(from).1.clone();
         self.tasks.spawn(async move {
             let settle = runtime
                 .handle(&publisher, &delivery, probe)

@@ -26,6 +26,9 @@ pub type Outcome = Result<(), Failure>;
 pub struct Failure {
     action: Action,
     reason: String,
+    /// It says whether the calls the stage makes work (false for a crash
+    /// of the code handling it, which is a bug met on one message).
+    about_calls: bool,
 }
 
 /// What a failure asks for.
@@ -45,6 +48,17 @@ impl Failure {
         Failure {
             action: Action::Retry,
             reason: reason.to_string(),
+            about_calls: true,
+        }
+    }
+
+    /// Retry with the stage's backoff: the code handling it crashed (a
+    /// program that died, a panic). Like a panic, it does not feed the
+    /// circuit breaker: it is a bug met on this message, not an outage.
+    pub fn crashed(reason: impl fmt::Display) -> Failure {
+        Failure {
+            about_calls: false,
+            ..Failure::retry(reason)
         }
     }
 
@@ -53,6 +67,7 @@ impl Failure {
         Failure {
             action: Action::RetryAfter(delay),
             reason: reason.to_string(),
+            about_calls: true,
         }
     }
 
@@ -61,6 +76,7 @@ impl Failure {
         Failure {
             action: Action::DeadLetter,
             reason: reason.to_string(),
+            about_calls: false,
         }
     }
 
@@ -72,6 +88,13 @@ impl Failure {
     /// The reason, as given.
     pub fn reason(&self) -> &str {
         &self.reason
+    }
+
+    /// True when the failure says the calls the stage makes fail (an
+    /// error, a timeout): what the circuit breaker counts. A dead letter or
+    /// a crash says nothing about them.
+    pub fn is_about_calls(&self) -> bool {
+        self.about_calls
     }
 }
 

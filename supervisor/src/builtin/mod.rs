@@ -1,5 +1,6 @@
 //! The built-in stages, run by `warren worker FILE --stage S`.
 
+pub mod exec;
 pub mod http;
 pub mod sink;
 pub mod sink_index;

@@ -8,7 +8,7 @@ use warren::dead_letters;
 
 /// What to do with the dead letters.
 #[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum Action {
+pub enum DlqAction {
     /// Show id, attempts and reason (the messages stay).
     List,
     /// Send them back to the stage as new first attempts.
@@ -18,10 +18,10 @@ pub enum Action {
 }
 
 /// Lists, replays or purges the dead letters of `stage`.
-pub async fn run(file: &Path, stage: &str, action: Action, limit: Option<usize>) -> Result<()> {
+pub async fn run(file: &Path, stage: &str, action: DlqAction, limit: Option<usize>) -> Result<()> {
     let pipeline = warren::config::load(file)?;
     match action {
-        Action::List => {
+        DlqAction::List => {
             let total = dead_letters::count(&pipeline, stage).await?;
             let letters = dead_letters::list(&pipeline, stage, limit.unwrap_or(50)).await?;
             out!("{total} dead letters in {}.{stage}.dead", pipeline.name);
@@ -43,14 +43,14 @@ pub async fn run(file: &Path, stage: &str, action: Action, limit: Option<usize>)
                 );
             }
         }
-        Action::Replay => {
+        DlqAction::Replay => {
             let sent = dead_letters::replay(&pipeline, stage, limit.unwrap_or(usize::MAX)).await?;
             out!(
                 "replayed {sent} dead letters to {}.{stage} (attempts start again at 1)",
                 pipeline.name
             );
         }
-        Action::Purge => {
+        DlqAction::Purge => {
             let purged = dead_letters::purge(&pipeline, stage, limit).await?;
             out!("dropped {purged} dead letters of {}.{stage}", pipeline.name);
         }

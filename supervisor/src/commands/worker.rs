@@ -1,26 +1,35 @@
 //! `warren worker FILE --stage S`: one worker of a built-in stage (the
 //! supervisor starts these; they can be run by hand too).
 
-use std::{path::Path, sync::Arc};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use anyhow::{Result, bail};
 use serde_json::Value;
 use warren::{Context, StageKind, Worker, worker};
 
-use crate::builtin::{
-    http::HttpStage,
-    sink::{Sink, SinkHandler},
+use crate::{
+    builtin::{
+        exec::{ExecStage, program::Identity},
+        http::HttpStage,
+        sink::{Sink, SinkHandler},
+    },
+    signals,
 };
+
+/// Time an exec stage's program gets to exit once the worker drained.
+const PROGRAM_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves stage `stage` until SIGTERM or SIGINT.
 pub async fn run(file: &Path, stage: &str) -> Result<()> {
     let pipeline = warren::config::load(file)?;
     let settings = pipeline.require_stage(stage)?.clone();
+    let setup = |e: String| warren::Error::Setup(format!("stage `{stage}`: {e}"));
+    let mut program = None;
     let worker = match &settings.kind {
         StageKind::Http(spec) => {
             let http = Arc::new(
                 HttpStage::new(spec, settings.concurrency, !settings.outputs.is_empty())
-                    .map_err(|e| warren::Error::Setup(format!("stage `{stage}`: {e}")))?,
+                    .map_err(setup)?,
             );
             Worker::new().stage(stage, move |message: Value, ctx: Context| {
                 let http = http.clone();
@@ -28,22 +37,46 @@ pub async fn run(file: &Path, stage: &str) -> Result<()> {
             })
         }
         StageKind::Sink(spec) => {
-            let sink = Sink::open(&spec.path)
-                .map_err(|e| warren::Error::Setup(format!("stage `{stage}`: {e}")))?;
+            let sink = Sink::open(&spec.path).map_err(setup)?;
             Worker::new().handler(stage, Arc::new(SinkHandler(Arc::new(sink))))
+        }
+        StageKind::Exec(spec) => {
+            let who = Identity {
+                pipeline_file: std::fs::canonicalize(file)?,
+                stage: stage.to_string(),
+                worker: std::env::var("WARREN_WORKER").unwrap_or_else(|_| "0".into()),
+                concurrency: settings.concurrency,
+            };
+            let exec =
+                Arc::new(ExecStage::start(spec.clone(), who, settings.timeout).map_err(setup)?);
+            program = Some(exec.clone());
+            Worker::new().handler(stage, exec)
         }
         StageKind::Command(command) => bail!(crate::exit::Usage(format!(
             "stage `{stage}` runs its own program ({}); `warren worker` runs built-in stages only",
             command.argv[0]
         ))),
     };
-    worker
-        .pipeline(pipeline)
-        .serve_stages([stage])
-        .run()
-        .await
-        .map_err(|error| {
-            let code = worker::exit_code(&error);
-            anyhow::Error::new(error).context(format!("worker of stage `{stage}` (exit {code})"))
-        })
+    let worker = worker.pipeline(pipeline).serve_stages([stage]);
+    let served = match &program {
+        // The program's stdin closes as the worker starts draining: it
+        // finishes what it holds and exits.
+        Some(exec) => {
+            let (stop, _reload) = signals::install()?;
+            let closing = exec.clone();
+            let ran = worker
+                .run_until(async move {
+                    stop.cancelled().await;
+                    closing.close();
+                })
+                .await;
+            exec.stop(PROGRAM_GRACE).await;
+            ran
+        }
+        None => worker.run().await,
+    };
+    served.map_err(|error| {
+        let code = worker::exit_code(&error);
+        anyhow::Error::new(error).context(format!("worker of stage `{stage}` (exit {code})"))
+    })
 }

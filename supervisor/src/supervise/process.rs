@@ -121,7 +121,7 @@ pub fn spawn(
     if std::env::var_os("RUST_LOG").is_none() {
         command.env("RUST_LOG", env.log_filter);
     }
-    die_with_parent(&mut command);
+    die_with_parent(&mut command, Signal::TERM);
     let mut child = command.spawn().map_err(|error| {
         io::Error::new(
             error.kind(),
@@ -216,20 +216,20 @@ async fn relay(output: impl AsyncRead + Unpin, stage: String, worker: u32, tail:
     }
 }
 
-/// Asks the kernel to send SIGTERM to the child when the supervisor dies.
-/// The supervisor runs on a single-threaded runtime, so the thread that
-/// forks lives as long as the process (the signal follows the thread). If
-/// the supervisor died between the fork and this request, the child has a
-/// new parent already and would never get the signal: it does not start.
+/// Asks the kernel to send `signal` to the child when this process dies.
+/// warren runs on a single-threaded runtime, so the thread that forks lives
+/// as long as the process (the signal follows the thread). If this process
+/// died between the fork and this request, the child has a new parent
+/// already and would never get the signal: it does not start.
 #[allow(unsafe_code)]
-fn die_with_parent(command: &mut Command) {
+pub fn die_with_parent(command: &mut Command, signal: Signal) {
     let parent = rustix::process::getpid();
     // SAFETY: the closure runs in the child between fork and exec and only
     // makes async-signal-safe system calls (prctl, getppid); it allocates
     // nothing.
     unsafe {
         command.pre_exec(move || {
-            rustix::process::set_parent_process_death_signal(Some(Signal::TERM))?;
+            rustix::process::set_parent_process_death_signal(Some(signal))?;
             if rustix::process::getppid() != Some(parent) {
                 return Err(io::Error::other("the supervisor is gone"));
             }

@@ -1,0 +1,169 @@
+//! The built-in `exec` stage: a program in any language, kept running, that
+//! speaks JSON lines (DESIGN.md, *exec stages*). Each message handled by
+//! the worker is one line on the program's stdin; the handling waits for
+//! the program's answers about it, emits what it says to emit (confirmed by
+//! the broker, every [`FLUSH_EVERY`] emits and at the end), and ends as the
+//! program says: done, retry (after a delay), or dead. Everything else of a
+//! Rust stage applies unchanged (prefetch, concurrency, timeout, retries,
+//! dead letters, rate limit, circuit breaker, drain), since this is an
+//! ordinary handler of the worker runtime.
+//!
+//! [`program`] keeps the program running, one run of it at a time
+//! (`child`: the process and its pipes); [`protocol`] is the line format.
+
+mod child;
+pub mod program;
+pub mod protocol;
+
+use std::time::Duration;
+
+use tokio::{
+    sync::{mpsc, oneshot},
+    time::Instant,
+};
+use warren::{
+    Context, Error, Failure, Outcome,
+    worker::{Handler, HandlerFuture},
+};
+
+use program::Request;
+use protocol::{Answer, Input};
+
+/// Emits confirmed at least this often, so that the program's output is
+/// read no faster than the broker takes it.
+pub const FLUSH_EVERY: u32 = 128;
+
+/// How much earlier than the stage timeout the program's deadline falls.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(300);
+
+/// Answers about one message buffered before the program is read no more.
+const ANSWERS_BUFFERED: usize = 64;
+
+/// An `exec` stage's handler.
+pub struct ExecStage {
+    requests: mpsc::UnboundedSender<Request>,
+    stage: String,
+    timeout: Duration,
+}
+
+impl ExecStage {
+    /// Starts the program; an error (it cannot be started at all) names it.
+    pub fn start(
+        spec: warren::pipeline::ExecSpec,
+        who: program::Identity,
+        timeout: Duration,
+    ) -> Result<ExecStage, String> {
+        let stage = who.stage.clone();
+        let requests = program::start(spec, who)?;
+        Ok(ExecStage {
+            requests,
+            stage,
+            timeout,
+        })
+    }
+
+    /// Closes the program's stdin: it finishes what it holds and exits.
+    pub fn close(&self) {
+        let _ = self.requests.send(Request::Close);
+    }
+
+    /// Waits until the program exited, at most `grace`, then kills it.
+    pub async fn stop(&self, grace: Duration) {
+        let (done, stopped) = oneshot::channel();
+        if self.requests.send(Request::Stop { grace, done }).is_ok() {
+            let _ = stopped.await;
+        }
+    }
+}
+
+impl Handler for ExecStage {
+    fn start(&self, body: &[u8], ctx: Context) -> Result<HandlerFuture, String> {
+        let body = protocol::one_line_json(body)?;
+        // A little before the stage's own timeout, so that the program is
+        // stopped (and the message's reason says so) before the worker
+        // gives up on the handling.
+        let left = self
+            .timeout
+            .saturating_sub(DEADLINE_MARGIN)
+            .max(self.timeout / 2);
+        let deadline = Instant::now() + left;
+        let line = Input {
+            id: ctx.id(),
+            job: ctx.job(),
+            stage: &self.stage,
+            attempt: ctx.attempt(),
+            deadline_ms: left.as_millis() as u64,
+            body: &body,
+        }
+        .line();
+        let requests = self.requests.clone();
+        Ok(Box::pin(async move {
+            let (answers_tx, answers) = mpsc::channel(ANSWERS_BUFFERED);
+            let (started, taken) = oneshot::channel();
+            requests
+                .send(Request::Start {
+                    id: ctx.id().to_string(),
+                    line,
+                    deadline,
+                    events: answers_tx,
+                    started,
+                })
+                .map_err(|_| Failure::crashed("the program's keeper stopped"))?;
+            let crash = match taken.await {
+                Ok(Ok(crash)) => crash,
+                Ok(Err(why)) => return Err(Failure::crashed(why)),
+                Err(_) => return Err(Failure::crashed("the program's keeper stopped")),
+            };
+            follow(answers, crash, &ctx).await
+        }))
+    }
+}
+
+/// Carries out the program's answers about one message until the last.
+async fn follow(
+    mut answers: mpsc::Receiver<Answer>,
+    mut crash: program::Crash,
+    ctx: &Context,
+) -> Outcome {
+    let mut emitted = 0u32;
+    loop {
+        let answer = tokio::select! {
+            answer = answers.recv() => answer,
+            _ = crash.changed() => None,
+        };
+        let Some(answer) = answer else {
+            let why = crash
+                .borrow()
+                .clone()
+                .unwrap_or_else(|| "the program stopped".into());
+            return Err(Failure::crashed(why));
+        };
+        match answer {
+            Answer::Emit { to, body, .. } => {
+                let sent = match &to {
+                    Some(stage) => ctx.emit_to(stage, &body).await,
+                    None => ctx.emit(&body).await,
+                };
+                if let Err(error) = sent {
+                    return Err(match error {
+                        // A stage it may not emit to: its bug, for this message.
+                        Error::Setup(why) => Failure::dead(format!("the program's emit: {why}")),
+                        other => Failure::retry(other),
+                    });
+                }
+                emitted += 1;
+                if emitted.is_multiple_of(FLUSH_EVERY) {
+                    ctx.flush().await?;
+                }
+            }
+            Answer::Done { .. } => return Ok(()),
+            Answer::Retry { reason, after, .. } => {
+                return Err(match after {
+                    Some(after) => Failure::retry_after(after, reason),
+                    None => Failure::retry(reason),
+                });
+            }
+            Answer::Dead { reason, .. } => return Err(Failure::dead(reason)),
+        }
+    }
+}

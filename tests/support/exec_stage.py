@@ -1,0 +1,81 @@
+"""An exec stage for the integration tests, speaking the protocol by hand
+(not through clients/python, which has tests of its own) and driven by the
+fields of each message:
+
+- `sleep_ms`: take this long (messages are handled on threads, so answers
+  interleave);
+- `emit`: a list of bodies to emit to every output; `emit_to`: {stage: body};
+- `retry_until` (with `after`): answer retry while the attempt is below it;
+- `dead`: answer dead with this reason;
+- `exit_until`: exit the whole program (code 3) while the attempt is below it;
+- `hang_until`: never answer while the attempt is below it;
+- `garbage_until`: write a line that is not the protocol while the attempt
+  is below it.
+
+With MODE=noread in its environment it never reads stdin. Every message it
+starts is appended to the file WARREN_TEST_RECORD as `id attempt pid`.
+"""
+
+import json
+import os
+import sys
+import threading
+import time
+
+out_lock = threading.Lock()
+
+
+def say(answer):
+    with out_lock:
+        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.flush()
+
+
+def record(message):
+    path = os.environ.get("WARREN_TEST_RECORD")
+    if path:
+        with open(path, "a") as f:
+            f.write("%s %d %d\n" % (message["id"], message["attempt"], os.getpid()))
+
+
+def handle(message):
+    body, mid, attempt = message["body"], message["id"], message["attempt"]
+    record(message)
+    time.sleep(body.get("sleep_ms", 0) / 1000.0)
+    if attempt < body.get("exit_until", 0):
+        sys.stderr.write("exiting on purpose at %s\n" % mid)
+        sys.stderr.flush()
+        os._exit(3)
+    if attempt < body.get("hang_until", 0):
+        time.sleep(3600)
+    if attempt < body.get("garbage_until", 0):
+        with out_lock:
+            sys.stdout.write("this is not the protocol\n")
+            sys.stdout.flush()
+        return
+    for item in body.get("emit", []):
+        say({"id": mid, "emit": item})
+    for stage, item in body.get("emit_to", {}).items():
+        say({"id": mid, "emit": item, "to": stage})
+    if attempt < body.get("retry_until", 0):
+        say({"id": mid, "retry": "not yet", "after": body.get("after", "1s")})
+    elif "dead" in body:
+        say({"id": mid, "dead": body["dead"]})
+    else:
+        say({"id": mid, "done": True})
+
+
+def main():
+    if os.environ.get("MODE") == "noread":
+        time.sleep(3600)
+    threads = []
+    for line in sys.stdin:
+        thread = threading.Thread(target=handle, args=(json.loads(line),))
+        thread.start()
+        threads.append(thread)
+    for thread in threads:
+        thread.join()
+    sys.stderr.write("stdin closed; all done\n")
+
+
+main()
