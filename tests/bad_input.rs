@@ -63,7 +63,7 @@ fn every_command_refuses_every_bad_file_and_declares_nothing() {
     let mut failures = Vec::new();
     for file in &files {
         let path = file.to_str().unwrap();
-        let commands: [&[&str]; 9] = [
+        let commands: [&[&str]; 10] = [
             &["validate", path],
             &["declare", path],
             &["run", path, "--input", input],
@@ -73,6 +73,7 @@ fn every_command_refuses_every_bad_file_and_declares_nothing() {
             &["drain", path, "--timeout", "1s"],
             &["dlq", path, "a", "list"],
             &["worker", path, "--stage", "a"],
+            &["job", path, "some-id"],
         ];
         for args in commands {
             // The file's own broker URL, not the tests' AMQP_URL, applies.
@@ -243,6 +244,12 @@ async fn bad_command_lines_and_inputs_get_their_exit_code_and_send_nothing() {
             "'-5'",
         ),
         (vec!["status", p, "--jsn"], b"", 2, "--json"),
+        (
+            vec!["job", p, "some-id", "--wait", "soon"],
+            b"",
+            2,
+            "is not a duration",
+        ),
         (
             vec!["worker", p, "--stage", "nosuch"],
             b"",

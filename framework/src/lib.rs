@@ -16,6 +16,7 @@ pub mod dead_letters;
 pub mod duration;
 pub mod error;
 pub mod exit;
+pub mod jobs;
 pub(crate) mod limits;
 #[cfg(feature = "logging")]
 pub mod logging;

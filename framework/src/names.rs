@@ -34,6 +34,13 @@ pub fn retry_queue(pipeline: &str, stage: &str, delay: Duration) -> String {
     format!("{pipeline}.{stage}.retry.{}", duration::format(delay))
 }
 
+/// A tracked pipeline's job stream (a RabbitMQ stream): one event per
+/// handling, read by every box that answers for jobs. No stage queue ends
+/// in `.events`, so it cannot meet a stage named `jobs`.
+pub fn job_stream(pipeline: &str) -> String {
+    format!("{pipeline}.jobs.events")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

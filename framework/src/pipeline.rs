@@ -16,6 +16,8 @@ pub struct Pipeline {
     pub name: String,
     /// Where the broker is and how it is configured.
     pub broker: Broker,
+    /// Job tracking (`jobs:`).
+    pub jobs: Jobs,
     /// The stages, in file order.
     pub stages: Vec<Stage>,
     /// The file the pipeline was read from.
@@ -32,6 +34,24 @@ pub struct UnknownStage {
     pub stage: String,
     /// The stages it has.
     pub known: String,
+}
+
+/// Job tracking settings (`jobs:`; DESIGN.md, *Jobs*).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Jobs {
+    /// Workers record each handling in the job stream.
+    pub track: bool,
+    /// How long a job's record is kept after its last change.
+    pub keep: Duration,
+}
+
+impl Default for Jobs {
+    fn default() -> Jobs {
+        Jobs {
+            track: false,
+            keep: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
 }
 
 /// Broker settings.

@@ -15,7 +15,8 @@ use crate::{
     broker::BrokerUrl,
     connection,
     error::Error,
-    message,
+    jobs::{Event, What},
+    message, names,
     pipeline::{Pipeline, UnknownStage},
     publisher::{Publisher, Unconfirmed, target},
 };
@@ -30,6 +31,8 @@ const COOL_DOWN: Duration = Duration::from_secs(1);
 /// A message written to the broker whose confirm has not been awaited.
 pub struct Sent {
     unconfirmed: Unconfirmed,
+    /// The job stream's `sent` event, when the pipeline tracks jobs.
+    event: Option<Unconfirmed>,
     target: String,
     timeout: Duration,
 }
@@ -38,7 +41,13 @@ impl Sent {
     /// Waits for the broker's confirm (within the producer's timeout).
     pub async fn confirmed(self) -> Result<(), Error> {
         let target = self.target;
-        match tokio::time::timeout(self.timeout, self.unconfirmed.confirmed()).await {
+        let both = async {
+            if let Some(event) = self.event {
+                event.confirmed().await?;
+            }
+            self.unconfirmed.confirmed().await
+        };
+        match tokio::time::timeout(self.timeout, both).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(reason)) => Err(Error::Publish { target, reason }),
             Err(_) => Err(Error::Publish {
@@ -63,6 +72,8 @@ struct Inner {
     stages: Vec<String>,
     url: BrokerUrl,
     timeout: Duration,
+    /// The job stream, when the pipeline tracks jobs.
+    job_stream: Option<String>,
     link: Mutex<Link>,
 }
 
@@ -96,6 +107,10 @@ impl Producer {
                     .collect(),
                 url: pipeline.broker.url.clone(),
                 timeout,
+                job_stream: pipeline
+                    .jobs
+                    .track
+                    .then(|| names::job_stream(&pipeline.name)),
                 link: Mutex::new(Link::default()),
             }),
         };
@@ -172,12 +187,36 @@ impl Producer {
         if let Some(url) = callback {
             properties = message::with_header(properties, message::CALLBACK, message::text(url));
         }
-        let unconfirmed = self
+        let event = self.inner.job_stream.as_ref().map(|stream| {
+            let event = Event {
+                job: id.to_string(),
+                id: id.to_string(),
+                stage: stage.to_string(),
+                what: What::Sent,
+                emitted: Vec::new(),
+                at_ms: message::epoch_ms(),
+            };
+            (stream, event.encode())
+        });
+        let (event, unconfirmed) = self
             .within_timeout(async {
                 let publisher = self.publisher().await?;
-                let written = publisher
-                    .publish(&self.inner.pipeline, stage, body, properties)
-                    .await;
+                // The event first: a job is never handled before it is known.
+                let event = match &event {
+                    Some((stream, body)) => Some(
+                        publisher
+                            .publish("", stream, body, message::new_properties(id, id))
+                            .await,
+                    ),
+                    None => None,
+                };
+                let written = match event {
+                    Some(Err(error)) => Err(error),
+                    event => publisher
+                        .publish(&self.inner.pipeline, stage, body, properties)
+                        .await
+                        .map(|written| (event.and_then(Result::ok), written)),
+                };
                 if written.is_err() && !publisher.is_open() {
                     self.inner.link.lock().await.open = None;
                 }
@@ -186,6 +225,7 @@ impl Producer {
             .await?;
         Ok(Sent {
             unconfirmed,
+            event,
             target,
             timeout: self.inner.timeout,
         })

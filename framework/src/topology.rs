@@ -60,6 +60,8 @@ pub enum Role {
     Dead,
     /// Messages whose worker stopped while holding them, handled alone.
     Isolation,
+    /// The job stream of a tracked pipeline (`jobs.track`).
+    JobStream,
 }
 
 /// A queue argument value.
@@ -84,11 +86,25 @@ impl fmt::Display for Arg {
 impl Topology {
     /// The objects `pipeline` needs.
     pub fn plan(pipeline: &Pipeline) -> Topology {
-        let queues = pipeline
+        let mut queues: Vec<Queue> = pipeline
             .stages
             .iter()
             .flat_map(|stage| stage_queues(&pipeline.name, stage))
             .collect();
+        if pipeline.jobs.track {
+            queues.push(Queue {
+                name: names::job_stream(&pipeline.name),
+                role: Role::JobStream,
+                args: vec![
+                    ("x-queue-type", Arg::Text("stream".into())),
+                    (
+                        "x-max-age",
+                        Arg::Text(format!("{}s", pipeline.jobs.keep.as_secs())),
+                    ),
+                ],
+                binding: None,
+            });
+        }
         Topology {
             exchange: names::exchange(&pipeline.name),
             queues,
@@ -105,6 +121,7 @@ impl Topology {
                 Role::Retry(delay) => format!("retries wait {} here", duration::format(*delay)),
                 Role::Dead => "dead letters".to_string(),
                 Role::Isolation => "handled alone after their worker stopped".to_string(),
+                Role::JobStream => "job events, a stream".to_string(),
             };
             let bound = match &queue.binding {
                 Some(key) => format!(", bound to {} with key {key}", self.exchange),

@@ -104,6 +104,20 @@ pub enum Command {
         #[arg(long, value_parser = duration)]
         timeout: Option<Duration>,
     },
+    /// What became of a job (pipelines with `jobs.track`): its state, per
+    /// stage counts and dead letters.
+    Job {
+        /// The pipeline file.
+        file: PathBuf,
+        /// The job's id (the id of the message that started it).
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Wait until the job is done or failed, at most this long.
+        #[arg(long, value_parser = duration)]
+        wait: Option<Duration>,
+    },
     /// Inspect, re-send or drop the dead letters of a stage.
     Dlq {
         /// The pipeline file.

@@ -25,6 +25,7 @@ mod drained;
 mod exit;
 mod feed;
 mod input;
+mod jobs;
 mod management;
 mod progress;
 mod signals;
@@ -95,6 +96,12 @@ fn main() -> ExitCode {
                 .await
             }
             Command::Drain { file, timeout } => commands::drain::run(&file, timeout).await,
+            Command::Job {
+                file,
+                id,
+                json,
+                wait,
+            } => commands::job::run(&file, &id, json, wait).await,
             Command::Dlq {
                 file,
                 stage,

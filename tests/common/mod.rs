@@ -327,7 +327,7 @@ pub async fn queue_report(file: &PipelineFile, stages: &[&str]) -> String {
     let conn = connect().await;
     let mut out = String::new();
     for stage in stages {
-        for suffix in ["", ".retry.1s", ".dead"] {
+        for suffix in ["", ".retry.1s", ".retry.3s", ".dead", ".isolated"] {
             let queue = format!("{}.{stage}{suffix}", file.name);
             out.push_str(&format!(
                 "{queue}: {:?}\n",

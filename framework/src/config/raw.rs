@@ -12,6 +12,7 @@ use serde::Deserialize;
 pub(crate) struct RawFile {
     pub pipeline: Option<String>,
     pub broker: Option<RawBroker>,
+    pub jobs: Option<RawJobs>,
     pub defaults: Option<RawStage>,
     pub stages: Option<IndexMap<String, Option<RawStage>>>,
 }
@@ -22,6 +23,15 @@ pub(crate) struct RawFile {
 pub(crate) struct RawBroker {
     pub url: Option<String>,
     pub ack_timeout: Option<Text>,
+}
+
+/// `jobs:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawJobs {
+    pub track: Option<bool>,
+    pub keep: Option<Text>,
+    pub callback: Option<String>,
 }
 
 /// A stage, and `defaults:` (which may hold only the settings, not the kind

@@ -521,3 +521,31 @@ fn nested_settings_of_a_stage_can_be_overridden_from_the_environment() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn jobs_are_untracked_unless_asked_and_their_settings_are_checked() {
+    let untracked = load(GOOD).unwrap();
+    assert!(!untracked.jobs.track);
+    let tracked = load(&with(
+        "defaults:",
+        "jobs: { track: true, keep: 2h }\ndefaults:",
+    ))
+    .unwrap();
+    assert!(tracked.jobs.track);
+    assert_eq!(tracked.jobs.keep, Duration::from_secs(7200));
+    assert_problem(
+        &with("defaults:", "jobs: { track: true, keep: 5s }\ndefaults:"),
+        &["p.yaml", "jobs.keep", "between 1m and 365d"],
+    );
+    assert_problem(
+        &with("defaults:", "jobs: { track: yes please }\ndefaults:"),
+        &["jobs.track"],
+    );
+    assert_problem(
+        &with(
+            "defaults:",
+            "jobs: { track: true, callback: \"http://app/done\" }\ndefaults:",
+        ),
+        &["jobs.callback", "not built"],
+    );
+}

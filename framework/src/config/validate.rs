@@ -19,7 +19,7 @@ use super::{
 use crate::{
     broker::{BrokerUrl, DEFAULT_URL},
     duration,
-    pipeline::{Broker, Pipeline, QueueKind, QueueSpec, Scale, Stage, StageKind},
+    pipeline::{Broker, Jobs, Pipeline, QueueKind, QueueSpec, Scale, Stage, StageKind},
     rate::RateLimit,
     retry::RetryPolicy,
 };
@@ -44,6 +44,7 @@ pub(crate) fn validate(raw: &RawFile, source: &Path) -> Result<Pipeline, Vec<Pro
         }
     };
     let broker = broker(&mut v, raw);
+    let jobs = jobs(&mut v, raw);
     let empty = RawStage::default();
     let defaults = raw.defaults.as_ref().unwrap_or(&empty);
     for key in kind::KIND_KEYS.iter().copied().chain(["outputs"]) {
@@ -76,6 +77,7 @@ pub(crate) fn validate(raw: &RawFile, source: &Path) -> Result<Pipeline, Vec<Pro
         Ok(Pipeline {
             name,
             broker,
+            jobs,
             stages,
             source: source.to_path_buf(),
         })
@@ -102,6 +104,32 @@ fn broker(v: &mut Checker, raw: &RawFile) -> Broker {
         None => defaults::ACK_TIMEOUT,
     };
     Broker { url, ack_timeout }
+}
+
+fn jobs(v: &mut Checker, raw: &RawFile) -> Jobs {
+    let mut jobs = Jobs::default();
+    let Some(raw) = raw.jobs.as_ref() else {
+        return jobs;
+    };
+    jobs.track = raw.track.unwrap_or(false);
+    if let Some(keep) = raw
+        .keep
+        .as_deref()
+        .and_then(|text| v.duration("jobs.keep", text))
+    {
+        if keep < Duration::from_secs(60) || keep > Duration::from_secs(365 * 24 * 3600) {
+            v.problem("jobs.keep", "must be between 1m and 365d");
+        }
+        jobs.keep = keep;
+    }
+    if raw.callback.is_some() {
+        // Refused rather than ignored: a user who sets it counts on it.
+        v.problem(
+            "jobs.callback",
+            "completion callbacks are not built in this version yet; poll `warren job FILE ID --wait D` instead",
+        );
+    }
+    jobs
 }
 
 fn stage(

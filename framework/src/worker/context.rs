@@ -45,6 +45,9 @@ struct Emits {
     /// handler went on after the error.
     failed: Option<String>,
     closed: bool,
+    /// What was emitted (output index, n), kept when the pipeline tracks
+    /// jobs.
+    sent: Vec<(usize, u32)>,
 }
 
 /// An emitted message on its way: being written, or waiting for its confirm.
@@ -64,6 +67,9 @@ pub(crate) struct StageInfo {
     pub outputs: Vec<String>,
     /// The queue of each output, in the same order.
     pub output_queues: Vec<String>,
+    /// The pipeline's job stream, when it tracks jobs: each handling's
+    /// emitted ids are kept for its event.
+    pub job_stream: Option<String>,
 }
 
 impl StageInfo {
@@ -76,6 +82,7 @@ impl StageInfo {
                 .iter()
                 .map(|o| names::stage_queue(pipeline, o))
                 .collect(),
+            job_stream: None,
         }
     }
 }
@@ -201,7 +208,11 @@ impl Context {
                 ));
             }
             emits.next += 1;
-            emits.next - 1
+            let n = emits.next - 1;
+            if self.inner.stage.job_stream.is_some() {
+                emits.sent.extend(indexes.clone().map(|index| (index, n)));
+            }
+            n
         };
         let id = message::child_id(&self.inner.id, n);
         match &self.inner.outlet {
@@ -333,6 +344,20 @@ impl Context {
                 .map_err(|reason| format!("an emitted message was not confirmed: {reason}"))?;
         }
         Ok(())
+    }
+
+    /// What the handling emitted, for its job event (empty unless the
+    /// pipeline tracks jobs).
+    pub(crate) fn emitted(&self) -> Vec<crate::jobs::Emitted> {
+        let emits = self.inner.emits.lock().expect("emit state");
+        emits
+            .sent
+            .iter()
+            .map(|&(index, n)| crate::jobs::Emitted {
+                to: self.inner.stage.outputs[index].clone(),
+                id: message::child_id(&self.inner.id, n),
+            })
+            .collect()
     }
 
     /// Ends emitting: later emits fail. Returns the unconfirmed emits.

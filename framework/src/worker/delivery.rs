@@ -23,7 +23,9 @@ use super::{
 };
 use crate::{
     backoff::Backoff,
-    duration, message, names,
+    duration,
+    jobs::{Emitted, Event, What},
+    message, names,
     publisher::{Publisher, Unconfirmed},
 };
 
@@ -83,6 +85,10 @@ impl StageRuntime {
                 }
             }
             Intake::Dead { reason } => {
+                let dead = Disposition::Dead {
+                    reason: reason.clone(),
+                };
+                self.record(publisher, &job, &id, &dead, Vec::new()).await?;
                 return self
                     .carry_out(
                         publisher,
@@ -221,13 +227,18 @@ impl StageRuntime {
         }
         let ctx = Context::new(
             id.clone(),
-            job,
+            job.clone(),
             attempt,
             self.info.clone(),
             Outlet::Broker(publisher.clone()),
         );
-        let disposition = match invoke(&*self.handler, &delivery.data, ctx, self.stage.timeout)
-            .await
+        let disposition = match invoke(
+            &*self.handler,
+            &delivery.data,
+            ctx.clone(),
+            self.stage.timeout,
+        )
+        .await
         {
             Handled::Undecodable(reason) => Disposition::Dead { reason },
             Handled::Panicked(failure) => decide(Err(failure), attempt, &self.stage.retry),
@@ -251,8 +262,58 @@ impl StageRuntime {
             // nothing per message; the session says it once.
             return Err(Settle::Requeue);
         }
+        let emitted = match disposition {
+            Disposition::Done => ctx.emitted(),
+            _ => Vec::new(),
+        };
+        self.record(publisher, &job, &id, &disposition, emitted)
+            .await?;
         self.carry_out(publisher, delivery, &id, disposition, attempt)
             .await
+    }
+
+    /// Writes the handling's event to the job stream (when the pipeline
+    /// tracks jobs), confirmed, before anything settles the delivery: a
+    /// settled message always has its record. A requeue or a wait for a
+    /// later time is not an attempt and writes nothing. `Err` (the broker
+    /// did not take it) requeues the delivery.
+    async fn record(
+        &self,
+        publisher: &Publisher,
+        job: &str,
+        id: &str,
+        disposition: &Disposition,
+        emitted: Vec<Emitted>,
+    ) -> Result<(), Settle> {
+        let Some(stream) = &self.info.job_stream else {
+            return Ok(());
+        };
+        let what = match disposition {
+            Disposition::Done => What::Done,
+            Disposition::Retry { reason, .. } if !reason.is_empty() => What::Retrying {
+                reason: reason.clone(),
+            },
+            Disposition::Dead { reason } => What::Dead {
+                reason: reason.clone(),
+            },
+            Disposition::Retry { .. } | Disposition::Requeue { .. } => return Ok(()),
+        };
+        let event = Event {
+            job: job.to_string(),
+            id: id.to_string(),
+            stage: self.info.name.clone(),
+            what,
+            emitted,
+            at_ms: message::epoch_ms(),
+        };
+        let props = message::new_properties(&format!("{id}@{}", self.info.name), job);
+        publisher
+            .publish_before_ack("", stream, &event.encode(), props)
+            .await
+            .map_err(|error| {
+                warn!(stage = %self.info.name, %id, %error, "the job stream did not take the handling's event; the message goes back to the queue");
+                Settle::Requeue
+            })
     }
 
     /// Carries out a disposition of a message handled at `attempt`.

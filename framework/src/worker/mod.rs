@@ -190,7 +190,7 @@ impl Worker {
                         registered.join(", ")
                     ))
                 })?;
-            stages.push(Arc::new(StageRuntime::new(&pipeline.name, stage, handler)));
+            stages.push(Arc::new(StageRuntime::new(&pipeline, stage, handler)));
         }
         let grace = stages
             .iter()

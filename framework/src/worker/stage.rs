@@ -5,7 +5,12 @@
 use std::sync::Arc;
 
 use super::{breaker::Breaker, context::StageInfo, handler::Handler};
-use crate::{names, pipeline::Stage, rate::Limiter, report::StageStats};
+use crate::{
+    names,
+    pipeline::{Pipeline, Stage},
+    rate::Limiter,
+    report::StageStats,
+};
 
 /// A served stage.
 pub(crate) struct StageRuntime {
@@ -32,9 +37,15 @@ pub(crate) struct StageRuntime {
 
 impl StageRuntime {
     /// The runtime of `stage` of `pipeline`, served by `handler`.
-    pub fn new(pipeline: &str, stage: Stage, handler: Arc<dyn Handler>) -> StageRuntime {
+    pub fn new(pipeline: &Pipeline, stage: Stage, handler: Arc<dyn Handler>) -> StageRuntime {
+        let mut info = StageInfo::new(&pipeline.name, &stage.name, &stage.outputs);
+        info.job_stream = pipeline
+            .jobs
+            .track
+            .then(|| names::job_stream(&pipeline.name));
+        let pipeline = &pipeline.name;
         StageRuntime {
-            info: Arc::new(StageInfo::new(pipeline, &stage.name, &stage.outputs)),
+            info: Arc::new(info),
             queue: names::stage_queue(pipeline, &stage.name),
             dead_queue: names::dead_queue(pipeline, &stage.name),
             isolation_queue: names::isolation_queue(pipeline, &stage.name),

@@ -1,0 +1,96 @@
+//! One record of a tracked pipeline's job stream: a message sent, or the
+//! outcome of one handling and the ids it emitted. Workers write it before
+//! acknowledging the delivery it is about, so that a settled message always
+//! has its record.
+
+use serde::{Deserialize, Serialize};
+
+/// What happened to one message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "lowercase")]
+pub enum What {
+    /// A producer sent it into the pipeline.
+    Sent,
+    /// A handling finished it.
+    Done,
+    /// A handling failed; it waits for another attempt.
+    Retrying {
+        /// Why.
+        reason: String,
+    },
+    /// It was dead-lettered.
+    Dead {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A message emitted by a handling: its id and the stage it went to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Emitted {
+    /// Stage.
+    pub to: String,
+    /// Id.
+    pub id: String,
+}
+
+/// One event of the job stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// The job (`x-warren-job`).
+    pub job: String,
+    /// The message.
+    pub id: String,
+    /// The stage the message is (or was sent) to.
+    pub stage: String,
+    /// What happened.
+    #[serde(flatten)]
+    pub what: What,
+    /// What the handling emitted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub emitted: Vec<Emitted>,
+    /// When (ms since the Unix epoch).
+    pub at_ms: u64,
+}
+
+impl Event {
+    /// The event as the stream's message body.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an event is always JSON")
+    }
+
+    /// An event from the stream's message body.
+    pub fn decode(body: &[u8]) -> Result<Event, String> {
+        serde_json::from_slice(body).map_err(|e| format!("not a job event: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_reads_back_as_written() {
+        let event = Event {
+            job: "c0".into(),
+            id: "c0.1".into(),
+            stage: "grade".into(),
+            what: What::Dead {
+                reason: "404".into(),
+            },
+            emitted: vec![Emitted {
+                to: "results".into(),
+                id: "c0.1.0".into(),
+            }],
+            at_ms: 7,
+        };
+        let body = event.encode();
+        assert!(
+            String::from_utf8_lossy(&body).contains(r#""outcome":"dead","reason":"404""#),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(Event::decode(&body).unwrap(), event);
+        assert!(Event::decode(b"{}").is_err());
+    }
+}

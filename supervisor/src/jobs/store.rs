@@ -1,0 +1,145 @@
+//! This box's copy of a pipeline's job records: an embedded database
+//! (`redb`) with each job's record and the offset of the next event of the
+//! job stream to fold in, so that a tracker that starts again goes on from
+//! there instead of reading the stream from its start.
+
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use warren::jobs::{Event, JobRecord};
+
+/// Job id -> record ([`JobRecord::to_bytes`]).
+const JOBS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("jobs");
+/// `next_offset`: the stream offset of the first event not folded in.
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+
+/// The open store of one pipeline.
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path) -> Result<Store, String> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        let db =
+            Database::create(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        Ok(Store {
+            db,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn fail(&self, error: impl std::fmt::Display) -> String {
+        format!("{}: {error}", self.path.display())
+    }
+
+    /// The offset of the first event not folded in yet.
+    pub fn next_offset(&self) -> Result<u64, String> {
+        let read = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let meta = match read.open_table(META) {
+            Ok(meta) => meta,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+            Err(error) => return Err(self.fail(error)),
+        };
+        Ok(meta
+            .get("next_offset")
+            .map_err(|e| self.fail(e))?
+            .map_or(0, |offset| offset.value()))
+    }
+
+    /// The record of `job`, if any event of it was folded in.
+    pub fn get(&self, job: &str) -> Result<Option<JobRecord>, String> {
+        let read = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let jobs = match read.open_table(JOBS) {
+            Ok(jobs) => jobs,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(error) => return Err(self.fail(error)),
+        };
+        match jobs.get(job).map_err(|e| self.fail(e))? {
+            Some(bytes) => JobRecord::from_bytes(bytes.value())
+                .map(Some)
+                .map_err(|e| self.fail(e)),
+            None => Ok(None),
+        }
+    }
+
+    /// Folds `events` in, in one transaction, with the offset that follows
+    /// them: a crash keeps all of them or none.
+    pub fn fold(&self, events: &[Event], next_offset: u64) -> Result<(), String> {
+        let write = self.db.begin_write().map_err(|e| self.fail(e))?;
+        {
+            let mut jobs = write.open_table(JOBS).map_err(|e| self.fail(e))?;
+            let mut records: std::collections::HashMap<&str, JobRecord> =
+                std::collections::HashMap::new();
+            for event in events {
+                if !records.contains_key(event.job.as_str()) {
+                    let known = match jobs.get(event.job.as_str()).map_err(|e| self.fail(e))? {
+                        Some(bytes) => {
+                            JobRecord::from_bytes(bytes.value()).map_err(|e| self.fail(e))?
+                        }
+                        None => JobRecord::default(),
+                    };
+                    records.insert(event.job.as_str(), known);
+                }
+                records
+                    .get_mut(event.job.as_str())
+                    .expect("inserted above")
+                    .apply(event);
+            }
+            for (job, record) in records {
+                jobs.insert(job, record.to_bytes().as_slice())
+                    .map_err(|e| self.fail(e))?;
+            }
+            let mut meta = write.open_table(META).map_err(|e| self.fail(e))?;
+            meta.insert("next_offset", next_offset)
+                .map_err(|e| self.fail(e))?;
+        }
+        write.commit().map_err(|e| self.fail(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use warren::jobs::{JobState, What};
+
+    use super::*;
+
+    fn event(job: &str, id: &str, what: What) -> Event {
+        Event {
+            job: job.into(),
+            id: id.into(),
+            stage: "a".into(),
+            what,
+            emitted: Vec::new(),
+            at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn records_and_the_offset_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            assert_eq!(store.next_offset().unwrap(), 0);
+            assert!(store.get("j1").unwrap().is_none());
+            store
+                .fold(
+                    &[event("j1", "j1", What::Sent), event("j2", "j2", What::Done)],
+                    2,
+                )
+                .unwrap();
+            store.fold(&[event("j1", "j1", What::Done)], 3).unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.next_offset().unwrap(), 3);
+        let j1 = store.get("j1").unwrap().unwrap();
+        assert_eq!(j1.state(1, 1000), JobState::Done);
+        assert!(store.get("j3").unwrap().is_none());
+    }
+}

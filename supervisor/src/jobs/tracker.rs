@@ -1,0 +1,175 @@
+//! Reads a tracked pipeline's job stream into this box's [`Store`]: from
+//! the offset the store has reached, in batches (one transaction each),
+//! acknowledging as it goes (a stream gives a consumer more only as it
+//! acknowledges). Any box reading the same stream folds the same events in
+//! the same order, so every box answers the same for every job.
+
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use lapin::{
+    Channel, Connection, Consumer,
+    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions},
+    types::{AMQPValue, FieldTable},
+};
+use tokio::time::Instant;
+use tracing::warn;
+use warren::{
+    Pipeline,
+    jobs::{Event, JobView},
+    names,
+};
+
+use super::store::Store;
+
+/// Events folded per transaction at most.
+const BATCH: usize = 1000;
+
+/// Without an event for this long, the stream is taken as read to its end.
+const QUIET: Duration = Duration::from_millis(300);
+
+/// A consumer of the job stream and the store it folds into.
+pub struct Tracker {
+    store: Store,
+    keep: Duration,
+    connection: Connection,
+    channel: Channel,
+    consumer: Consumer,
+    next: u64,
+}
+
+impl Tracker {
+    /// Opens the store at `path` and starts reading the stream of
+    /// `pipeline` where the store left off.
+    pub async fn open(pipeline: &Pipeline, store: Store) -> Result<Tracker, warren::Error> {
+        let next = store.next_offset().map_err(warren::Error::Setup)?;
+        let connection =
+            warren::connection::open(&pipeline.broker.url, "warren job tracker").await?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| warren::Error::broker("open a channel", e))?;
+        channel
+            .basic_qos(BATCH as u16, BasicQosOptions::default())
+            .await
+            .map_err(|e| warren::Error::broker("set the prefetch", e))?;
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-stream-offset".into(),
+            AMQPValue::LongLongInt(next as i64),
+        );
+        let stream = names::job_stream(&pipeline.name);
+        let consumer = channel
+            .basic_consume(
+                stream.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                args,
+            )
+            .await
+            .map_err(|e| warren::Error::broker(format!("read the job stream {stream}"), e))?;
+        Ok(Tracker {
+            store,
+            keep: pipeline.jobs.keep,
+            connection,
+            channel,
+            consumer,
+            next,
+        })
+    }
+
+    /// Folds events until none came for a moment (the end of the stream,
+    /// as far as can be told) or until `deadline`.
+    pub async fn catch_up(&mut self, deadline: Instant) -> Result<(), warren::Error> {
+        while self.fold_some(deadline.min(Instant::now() + QUIET)).await? > 0 {
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The job as this box knows it now.
+    pub fn view(&self, job: &str) -> Result<JobView, warren::Error> {
+        let now = warren::message::epoch_ms();
+        Ok(match self.store.get(job).map_err(warren::Error::Setup)? {
+            Some(record) => record.view(job, now, self.keep.as_millis() as u64),
+            None => JobView::unknown(job),
+        })
+    }
+
+    /// Folds events as they come until `job` is done or failed or
+    /// `deadline` passes; returns its view then.
+    pub async fn wait(&mut self, job: &str, deadline: Instant) -> Result<JobView, warren::Error> {
+        loop {
+            let view = self.view(job)?;
+            if view.state.is_settled() || Instant::now() >= deadline {
+                return Ok(view);
+            }
+            self.fold_some(deadline).await?;
+        }
+    }
+
+    /// Folds the events that arrive until a batch is full or nothing came
+    /// before `until`; returns how many.
+    async fn fold_some(&mut self, until: Instant) -> Result<usize, warren::Error> {
+        let mut events = Vec::new();
+        let mut last_tag = None;
+        while events.len() < BATCH {
+            let wait = if events.is_empty() {
+                until
+            } else {
+                // A batch started: take what is already there.
+                Instant::now() + Duration::from_millis(20)
+            };
+            let delivery = match tokio::time::timeout_at(wait, self.consumer.next()).await {
+                Err(_) => break,
+                Ok(None) => {
+                    return Err(warren::Error::Setup(
+                        "the job stream's consumer was cancelled".into(),
+                    ));
+                }
+                Ok(Some(delivery)) => {
+                    delivery.map_err(|e| warren::Error::broker("read the job stream", e))?
+                }
+            };
+            last_tag = Some(delivery.delivery_tag);
+            let offset = offset_of(&delivery.properties).unwrap_or(self.next);
+            if offset < self.next {
+                continue; // the stream starts a read at its chunk's start
+            }
+            self.next = offset + 1;
+            match Event::decode(&delivery.data) {
+                Ok(event) => events.push(event),
+                Err(why) => warn!("job stream offset {offset}: {why}; skipped"),
+            }
+        }
+        if let Some(tag) = last_tag {
+            self.store
+                .fold(&events, self.next)
+                .map_err(warren::Error::Setup)?;
+            self.channel
+                .basic_ack(tag, BasicAckOptions { multiple: true })
+                .await
+                .map_err(|e| warren::Error::broker("acknowledge job events", e))?;
+        }
+        Ok(events.len())
+    }
+
+    /// Closes the connection.
+    pub async fn close(self) {
+        let _ = self.connection.close(200, "done".into()).await;
+    }
+}
+
+/// The stream offset of a delivery (`x-stream-offset`).
+fn offset_of(props: &lapin::BasicProperties) -> Option<u64> {
+    let headers = props.headers().as_ref()?;
+    match headers.inner().get("x-stream-offset")? {
+        AMQPValue::LongLongInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::LongInt(n) => u64::try_from(*n).ok(),
+        AMQPValue::LongUInt(n) => Some(u64::from(*n)),
+        AMQPValue::ShortInt(n) => u64::try_from(*n).ok(),
+        _ => None,
+    }
+}

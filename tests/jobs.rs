@@ -1,0 +1,148 @@
+//! Jobs (DESIGN.md, *Jobs*) against the real broker: with `jobs.track`,
+//! every handling's outcome reaches the job stream before its ack, and
+//! `warren job` folds the stream into its answer: a job's state through
+//! every value, the same answer from two stores, counts that duplicates do
+//! not change, and `unknown` for a job never sent.
+
+mod common;
+
+use std::{path::Path, time::Duration};
+
+use common::*;
+use serde_json::{Value, json};
+use warren::{Context, Failure, Producer, Worker};
+
+const TRACKED: &str = "
+pipeline: {name}
+jobs: { track: true, keep: 1h }
+defaults:
+  prefetch: 20
+  concurrency: 10
+  retry: { attempts: 2, backoff: [5s] }
+stages:
+  split:
+    command: [unused]
+    outputs: [query]
+  query:
+    command: [unused]
+";
+
+/// `warren job FILE ID --json [more]` run in `dir`: (exit code, the view).
+/// Awaited, so that the worker in this process goes on meanwhile.
+async fn job(file: &PipelineFile, dir: &Path, id: &str, more: &[&str]) -> (i32, Value) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["job", file.path.to_str().unwrap(), id, "--json"])
+        .args(more)
+        .env("AMQP_URL", amqp_url())
+        .current_dir(dir)
+        .output()
+        .await
+        .expect("run warren job");
+    let (stdout, stderr) = text(&out);
+    let view = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not a job view ({e}): {stdout} / {stderr}"));
+    (out.status.code().unwrap_or(-1), view)
+}
+
+/// A worker for TRACKED: `split` emits `{"n", "fail": bool, "dead": bool}`
+/// for each of the body's `parts`; `query` fails its first attempt when
+/// asked to, and dead-letters when asked to.
+fn worker(pipeline: &warren::Pipeline) -> Worker {
+    Worker::new()
+        .pipeline(pipeline.clone())
+        .stage("split", |body: Value, ctx: Context| async move {
+            for part in body["parts"].as_array().cloned().unwrap_or_default() {
+                ctx.emit(&part).await?;
+            }
+            Ok(())
+        })
+        .stage("query", |part: Value, ctx: Context| async move {
+            if part["dead"] == json!(true) {
+                return Err(Failure::dead("no such database"));
+            }
+            if part["fail"] == json!(true) && ctx.attempt() == 1 {
+                return Err(Failure::retry("the database is busy"));
+            }
+            Ok(())
+        })
+}
+
+#[tokio::test]
+async fn a_job_goes_from_queued_through_retrying_to_done_or_failed() {
+    let file = PipelineFile::new("jobs", TRACKED);
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let pipeline = warren::config::load(&file.path).unwrap();
+    declare(&pipeline).await;
+    let box_a = tempfile::tempdir().unwrap();
+    let box_b = tempfile::tempdir().unwrap();
+
+    // Never sent: unknown at once, exit 1, even with --wait.
+    let (code, view) = job(&file, box_a.path(), "nope", &["--wait", "30s"]).await;
+    assert_eq!((code, view["state"].as_str()), (1, Some("unknown")));
+
+    let producer = Producer::connect(&pipeline).await.unwrap();
+    let parts =
+        |dead: bool| json!({"parts": [{"n": 0, "fail": true}, {"n": 1}, {"n": 2, "dead": dead}]});
+    producer
+        .send_with_id("split", "ok", &parts(false))
+        .await
+        .unwrap();
+    producer
+        .send_with_id("split", "bad", &parts(true))
+        .await
+        .unwrap();
+    // Sent twice: the same job, counted once.
+    producer
+        .send_with_id("split", "ok", &parts(false))
+        .await
+        .unwrap();
+
+    // No worker yet: queued.
+    let (code, view) = job(&file, box_a.path(), "ok", &[]).await;
+    assert_eq!(
+        (code, view["state"].as_str()),
+        (0, Some("queued")),
+        "{view}"
+    );
+
+    let running = spawn_worker(worker(&pipeline));
+    // Part 0 waits 5 s for its second attempt.
+    let retrying = eventually(Duration::from_secs(20), || async {
+        job(&file, box_a.path(), "ok", &[]).await.1["state"] == "retrying"
+    })
+    .await;
+    assert!(retrying, "ok never showed as retrying");
+
+    let (code, done) = job(&file, box_a.path(), "ok", &["--wait", "60s"]).await;
+    assert_eq!((code, done["state"].as_str()), (0, Some("done")), "{done}");
+    assert_eq!(done["stages"]["split"]["done"], 1, "{done}");
+    assert_eq!(done["stages"]["query"]["done"], 3, "{done}");
+    assert!(done["finished_ms"].as_u64() >= done["created_ms"].as_u64());
+
+    let (code, failed) = job(&file, box_a.path(), "bad", &["--wait", "60s"]).await;
+    assert_eq!(
+        (code, failed["state"].as_str()),
+        (1, Some("failed")),
+        "{failed}"
+    );
+    assert_eq!(failed["dead_letters"][0]["id"], "bad.2", "{failed}");
+    assert_eq!(failed["dead_letters"][0]["stage"], "query");
+    assert_eq!(failed["dead_letters"][0]["reason"], "no such database");
+
+    // Another box, reading the stream from its start, agrees.
+    assert_eq!(job(&file, box_b.path(), "ok", &[]).await.1, done);
+    assert_eq!(job(&file, box_b.path(), "bad", &[]).await.1, failed);
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_untracked_pipeline_says_so() {
+    let file = PipelineFile::new(
+        "untracked",
+        "pipeline: {name}\nstages:\n  a:\n    command: [unused]\n",
+    );
+    let out = warren(&["job", file.path.to_str().unwrap(), "x"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("does not track jobs"), "{stderr}");
+}
