@@ -38,6 +38,7 @@ pub async fn run(file: &Path, id: &str, json: bool, wait: Option<Duration>) -> R
     let store = open_store(&store_path(&pipeline.name)).await?;
     let mut tracker = Tracker::open(&pipeline, store).await?;
     tracker.catch_up(Instant::now() + CATCH_UP).await?;
+    tracker.prune()?;
     let mut view = tracker.view(id)?;
     if let Some(wait) = wait
         && view.state != JobState::Unknown

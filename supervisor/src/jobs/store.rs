@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use warren::jobs::{Event, JobRecord};
 
 /// Job id -> record ([`JobRecord::to_bytes`]).
@@ -103,6 +103,39 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Forgets the records whose last change is more than `keep_ms` before
+    /// `now_ms` (they answer `unknown` anyway), at most once an hour;
+    /// returns how many went.
+    pub fn prune(&self, now_ms: u64, keep_ms: u64) -> Result<usize, String> {
+        const EVERY_MS: u64 = 3600 * 1000;
+        let write = self.db.begin_write().map_err(|e| self.fail(e))?;
+        let pruned = {
+            let mut meta = write.open_table(META).map_err(|e| self.fail(e))?;
+            let last = meta
+                .get("pruned_at_ms")
+                .map_err(|e| self.fail(e))?
+                .map_or(0, |at| at.value());
+            if now_ms.saturating_sub(last) < EVERY_MS {
+                return Ok(0);
+            }
+            meta.insert("pruned_at_ms", now_ms)
+                .map_err(|e| self.fail(e))?;
+            let mut jobs = write.open_table(JOBS).map_err(|e| self.fail(e))?;
+            let before = jobs.len().map_err(|e| self.fail(e))?;
+            jobs.retain(|_, bytes| {
+                JobRecord::from_bytes(bytes)
+                    .map(|record| now_ms.saturating_sub(record.last_ms()) <= keep_ms)
+                    .unwrap_or(false)
+            })
+            .map_err(|e| self.fail(e))?;
+            before - jobs.len().map_err(|e| self.fail(e))?
+        };
+        write.commit().map_err(|e| self.fail(e))?;
+        Ok(pruned as usize)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use warren::jobs::{JobState, What};
@@ -110,14 +143,42 @@ mod tests {
     use super::*;
 
     fn event(job: &str, id: &str, what: What) -> Event {
+        event_at(job, id, what, 1)
+    }
+
+    fn event_at(job: &str, id: &str, what: What, at_ms: u64) -> Event {
         Event {
             job: job.into(),
             id: id.into(),
             stage: "a".into(),
             what,
             emitted: Vec::new(),
-            at_ms: 1,
+            at_ms,
         }
+    }
+
+    #[test]
+    fn records_older_than_keep_are_pruned_at_most_hourly() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("jobs.redb")).unwrap();
+        let hour = 3600 * 1000;
+        store
+            .fold(
+                &[
+                    event_at("old", "old", What::Done, 10 * hour),
+                    event_at("new", "new", What::Done, 20 * hour),
+                ],
+                2,
+            )
+            .unwrap();
+        // keep = 5 h, now = 21 h: `old` (11 h ago) goes, `new` stays.
+        assert_eq!(store.prune(21 * hour, 5 * hour).unwrap(), 1);
+        assert!(store.get("old").unwrap().is_none());
+        assert!(store.get("new").unwrap().is_some());
+        // Not again within the hour, even when due by age.
+        assert_eq!(store.prune(21 * hour + 10, 0).unwrap(), 0);
+        assert!(store.get("new").unwrap().is_some());
+        assert_eq!(store.next_offset().unwrap(), 2);
     }
 
     #[test]

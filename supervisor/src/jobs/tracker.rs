@@ -89,6 +89,13 @@ impl Tracker {
         Ok(())
     }
 
+    /// Forgets records older than `jobs.keep` (at most once an hour).
+    pub fn prune(&self) -> Result<usize, warren::Error> {
+        self.store
+            .prune(warren::message::epoch_ms(), self.keep.as_millis() as u64)
+            .map_err(warren::Error::Setup)
+    }
+
     /// The job as this box knows it now.
     pub fn view(&self, job: &str) -> Result<JobView, warren::Error> {
         let now = warren::message::epoch_ms();

@@ -267,3 +267,44 @@ async fn read_line(
 pub fn kill(pid: u32) {
     signal_group(pid, Signal::KILL);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn lines(input: &[u8], max: usize) -> Vec<(String, &'static str)> {
+        let mut reader = BufReader::with_capacity(16, input);
+        let mut out = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            let kind = match read_line(&mut reader, &mut line, max).await.unwrap() {
+                Line::End => return out,
+                Line::Whole => "whole",
+                Line::TooLong => "too long",
+            };
+            out.push((String::from_utf8_lossy(&line).into_owned(), kind));
+            if kind == "too long" {
+                return out;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn lines_are_read_whole_across_buffers_and_a_long_one_is_refused() {
+        assert_eq!(
+            lines(b"{\"id\":\"a\",\"done\":true}\nlast", 64).await,
+            vec![
+                ("{\"id\":\"a\",\"done\":true}".to_string(), "whole"),
+                ("last".to_string(), "whole")
+            ]
+        );
+        // 40 bytes and its newline fit a limit of 40; 41 do not, and the
+        // reader stops without holding more than the limit.
+        let exact = format!("{}\n", "x".repeat(40));
+        assert_eq!(lines(exact.as_bytes(), 40).await[0].1, "whole");
+        let long = format!("{}\nnext\n", "x".repeat(41));
+        let read = lines(long.as_bytes(), 40).await;
+        assert_eq!(read.last().unwrap().1, "too long");
+        assert!(read.last().unwrap().0.len() <= 41);
+    }
+}
