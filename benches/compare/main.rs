@@ -17,6 +17,7 @@
 //! `--skip-exec`.
 
 mod bare;
+mod cleanup;
 mod crawl;
 mod exec;
 mod fanout;
@@ -407,4 +408,5 @@ async fn main() {
     println!(
         "supervisor reaction (poll 1s): backlog sent -> 4 workers consuming in {reaction:.2}s"
     );
+    cleanup::run(&url).await;
 }
