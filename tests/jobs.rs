@@ -6,7 +6,11 @@
 
 mod common;
 
-use std::{path::Path, time::Duration};
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+    time::Duration,
+};
 
 use common::*;
 use serde_json::{Value, json};
@@ -133,6 +137,111 @@ async fn a_job_goes_from_queued_through_retrying_to_done_or_failed() {
     assert_eq!(job(&file, box_b.path(), "ok", &[]).await.1, done);
     assert_eq!(job(&file, box_b.path(), "bad", &[]).await.1, failed);
     running.stop().await.unwrap();
+}
+
+const KILLED: &str = "
+pipeline: {name}
+jobs: { track: true }
+defaults:
+  prefetch: 20
+  concurrency: 10
+  timeout: 10s
+  retry: { attempts: 3, backoff: [1s] }
+stages:
+  work:
+    command: [unused]
+    outputs: [last]
+  last:
+    command: [unused]
+";
+
+/// The test worker serving `work` and `last`, recording to `record`.
+fn test_worker(file: &PipelineFile, record: &Path) -> ChildGuard {
+    ChildGuard(
+        Command::new(example_bin("test-worker"))
+            .args(["work", "last"])
+            .env("WARREN_PIPELINE", &file.path)
+            .env("WARREN_STAGE", "work,last")
+            .env("WARREN_TEST_RECORD", record)
+            .env("AMQP_URL", amqp_url())
+            .stdout(Stdio::null())
+            .stderr(log_file(&record.with_extension("log")))
+            .spawn()
+            .expect("start test-worker"),
+    )
+}
+
+/// Workers SIGKILLed mid-job, and a `warren job` SIGKILLed while it folds:
+/// every job still ends done with exact counts, whatever was handled twice.
+#[tokio::test]
+async fn kills_of_workers_and_of_a_tracker_change_no_final_count() {
+    let file = PipelineFile::new("jobkill", KILLED);
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let pipeline = warren::config::load(&file.path).unwrap();
+    declare(&pipeline).await;
+    let store = tempfile::tempdir().unwrap();
+    let record = file.file("record.txt");
+    let mut worker = test_worker(&file, &record);
+    let producer = Producer::connect(&pipeline).await.unwrap();
+    let jobs = 40;
+    for n in 0..jobs {
+        producer
+            .send_with_id(
+                "work",
+                &format!("m{n}"),
+                &json!({"n": n, "children": 5, "sleep_ms": 30}),
+            )
+            .await
+            .unwrap();
+    }
+    // A tracker folding while the workers work, killed mid-way.
+    let mut tracker = ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_warren"))
+            .args(["job", file.path.to_str().unwrap(), "m39", "--wait", "60s"])
+            .env("AMQP_URL", amqp_url())
+            .current_dir(store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for round in 0..2 {
+        let seen = 40 + round * 60;
+        assert!(
+            eventually(Duration::from_secs(30), || async {
+                records(&record).len() >= seen
+            })
+            .await,
+            "the workers did not get going"
+        );
+        if round == 0 {
+            tracker.signal("KILL");
+            tracker.wait();
+        }
+        worker.signal("KILL");
+        worker.wait();
+        worker = test_worker(&file, &record);
+    }
+    let handled = records(&record).len();
+    for n in 0..jobs {
+        let (code, view) = job(&file, store.path(), &format!("m{n}"), &["--wait", "60s"]).await;
+        assert_eq!(
+            (code, view["state"].as_str()),
+            (0, Some("done")),
+            "m{n}: {view}"
+        );
+        assert_eq!(view["stages"]["work"]["done"], 1, "m{n}: {view}");
+        assert_eq!(view["stages"]["last"]["done"], 5, "m{n}: {view}");
+        assert_eq!(view["stages"]["last"]["waiting"], 0, "m{n}: {view}");
+    }
+    worker.signal("TERM");
+    worker.wait();
+    let handled_after = records(&record).len();
+    assert!(
+        handled_after >= jobs as usize * 6,
+        "every message was handled at least once: {handled_after}"
+    );
+    eprintln!("handlings: {handled} when the last kill came, {handled_after} in all");
 }
 
 #[tokio::test]
