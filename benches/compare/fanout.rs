@@ -27,6 +27,8 @@ pub enum Work {
     Python,
     /// benches/exec/work.php, an exec stage with the PHP helper.
     Php,
+    /// The Rust worker, with job tracking on (`jobs.track`).
+    Tracked,
 }
 
 impl Work {
@@ -36,6 +38,7 @@ impl Work {
             Work::Rust => "warren",
             Work::Python => "warren+py",
             Work::Php => "warren+php",
+            Work::Tracked => "warren+jobs",
         }
     }
 
@@ -44,7 +47,7 @@ impl Work {
     fn stage(self, worker: &Path) -> String {
         let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/exec");
         match self {
-            Work::Rust => format!("command: [{}]", worker.display()),
+            Work::Rust | Work::Tracked => format!("command: [{}]", worker.display()),
             Work::Python => format!("exec: [python3, {}]", scripts.join("work.py").display()),
             Work::Php => format!(
                 "exec: [php, {}]\n    prefetch: 64\n    concurrency: 8",
@@ -58,7 +61,7 @@ impl Work {
 fn pipeline(name: &str, kind: &str, worker: &Path, work: Work, sink: &Path) -> String {
     format!(
         "pipeline: {name}
-defaults:
+{jobs}defaults:
   prefetch: {prefetch}
   concurrency: {prefetch}
   timeout: 30s
@@ -79,6 +82,11 @@ stages:
   sink:
     sink: {{ path: {sink} }}
 ",
+        jobs = if work == Work::Tracked {
+            "jobs: { track: true, keep: 1h }\n"
+        } else {
+            ""
+        },
         worker = worker.display(),
         work = work.stage(worker),
         sink = sink.display(),
@@ -102,6 +110,7 @@ pub async fn run(
         Work::Rust => format!("bench_warren_{kind}"),
         Work::Python => format!("bench_warren_{kind}_py"),
         Work::Php => format!("bench_warren_{kind}_php"),
+        Work::Tracked => format!("bench_warren_{kind}_jobs"),
     };
     let file = dir.join(format!("{name}.yaml"));
     let sink = dir.join(format!("{name}.jsonl"));

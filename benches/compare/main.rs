@@ -12,7 +12,8 @@
 //! latency-bound crawl, the producer's one-at-a-time publish latency and the
 //! supervisor's reaction to a backlog. fanout3's `work` stage also runs as
 //! a Python and a PHP exec stage (classic queues), and the exec protocol's
-//! CPU per message is measured. Options: `--n 2000 --f 10`, `--rounds 3`
+//! CPU per message is measured; and the Rust pipeline runs again with job
+//! tracking on (`warren+jobs`). Options: `--n 2000 --f 10`, `--rounds 3`
 //! (fanout3 rounds for every system, the median is kept), `--skip-crawl`,
 //! `--skip-exec`.
 
@@ -254,6 +255,38 @@ async fn main() {
             });
         }
     }
+    // Job tracking's cost: the Rust pipeline again with `jobs.track`.
+    if !options.bare_only {
+        for kind in ["quorum", "classic"] {
+            let mut times = Vec::new();
+            let mut rss = Vec::new();
+            for round in 0..options.rounds {
+                let measured = fanout::run(
+                    &url,
+                    kind,
+                    fanout,
+                    dir.path(),
+                    &warren,
+                    &worker,
+                    fanout::Work::Tracked,
+                )
+                .await;
+                eprintln!(
+                    "  warren+jobs {kind} round {}: {:.2}s",
+                    round + 1,
+                    measured.seconds
+                );
+                times.push(measured.seconds);
+                rss = measured.worker_rss_kib;
+            }
+            rows.push(Row {
+                system: "warren+jobs".into(),
+                queue: kind,
+                seconds: median(times),
+                rss: mib(&rss),
+            });
+        }
+    }
     let mut exec_overhead = None;
     if options.exec && !options.bare_only {
         for work in [fanout::Work::Python, fanout::Work::Php] {
@@ -360,6 +393,18 @@ async fn main() {
                 "warren (classic) is {:.1}x {}",
                 peer.seconds / w,
                 peer.system
+            );
+        }
+    }
+    for tracked in rows.iter().filter(|r| r.system == "warren+jobs") {
+        if let Some(plain) = rows
+            .iter()
+            .find(|r| r.system == "warren" && r.queue == tracked.queue)
+        {
+            println!(
+                "job tracking ({}): {:.2}x the throughput without it",
+                tracked.queue,
+                plain.seconds / tracked.seconds
             );
         }
     }

@@ -63,6 +63,15 @@ impl Event {
     pub fn decode(body: &[u8]) -> Result<Event, String> {
         serde_json::from_slice(body).map_err(|e| format!("not a job event: {e}"))
     }
+
+    /// The events of a stream message: one event, or an array of them
+    /// (workers write the events of many handlings in one message).
+    pub fn decode_all(body: &[u8]) -> Result<Vec<Event>, String> {
+        match body.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'[') => serde_json::from_slice(body).map_err(|e| format!("not job events: {e}")),
+            _ => Event::decode(body).map(|event| vec![event]),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -92,5 +101,12 @@ mod tests {
         );
         assert_eq!(Event::decode(&body).unwrap(), event);
         assert!(Event::decode(b"{}").is_err());
+        assert_eq!(Event::decode_all(&body).unwrap(), vec![event.clone()]);
+        let batch = serde_json::to_vec(&[&event, &event]).unwrap();
+        assert_eq!(
+            Event::decode_all(&batch).unwrap(),
+            vec![event.clone(), event]
+        );
+        assert!(Event::decode_all(b"[{}]").is_err());
     }
 }

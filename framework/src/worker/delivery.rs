@@ -306,9 +306,8 @@ impl StageRuntime {
             emitted,
             at_ms: message::epoch_ms(),
         };
-        let props = message::new_properties(&format!("{id}@{}", self.info.name), job);
-        publisher
-            .publish_before_ack("", stream, &event.encode(), props)
+        self.recorder
+            .record(stream, publisher, event)
             .await
             .map_err(|error| {
                 warn!(stage = %self.info.name, %id, %error, "the job stream did not take the handling's event; the message goes back to the queue");

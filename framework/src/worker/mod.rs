@@ -40,6 +40,7 @@ mod handlers;
 mod intake;
 mod outcome;
 mod reconnect;
+mod recorder;
 mod session;
 #[cfg(feature = "signals")]
 mod signals;

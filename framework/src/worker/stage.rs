@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{breaker::Breaker, context::StageInfo, handler::Handler};
+use super::{breaker::Breaker, context::StageInfo, handler::Handler, recorder::Recorder};
 use crate::{
     names,
     pipeline::{Pipeline, Stage},
@@ -33,6 +33,8 @@ pub(crate) struct StageRuntime {
     pub limiter: Option<Arc<Limiter>>,
     /// Pauses consumption when calls fail at a high rate.
     pub breaker: Breaker,
+    /// Writes the handlings' job events, when the pipeline tracks jobs.
+    pub recorder: Recorder,
 }
 
 impl StageRuntime {
@@ -51,6 +53,7 @@ impl StageRuntime {
             isolation_queue: names::isolation_queue(pipeline, &stage.name),
             limiter: stage.rate_limit.map(|limit| Arc::new(Limiter::new(limit))),
             breaker: Breaker::new(&stage.name),
+            recorder: Recorder::default(),
             stage,
             handler,
             stats: Arc::default(),

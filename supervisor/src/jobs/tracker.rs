@@ -146,8 +146,8 @@ impl Tracker {
                 continue; // the stream starts a read at its chunk's start
             }
             self.next = offset + 1;
-            match Event::decode(&delivery.data) {
-                Ok(event) => events.push(event),
+            match Event::decode_all(&delivery.data) {
+                Ok(batch) => events.extend(batch),
                 Err(why) => warn!("job stream offset {offset}: {why}; skipped"),
             }
         }
