@@ -139,49 +139,20 @@ async fn a_job_goes_from_queued_through_retrying_to_done_or_failed() {
     running.stop().await.unwrap();
 }
 
-const KILLED: &str = "
-pipeline: {name}
-jobs: { track: true }
-defaults:
-  prefetch: 20
-  concurrency: 10
-  timeout: 10s
-  retry: { attempts: 3, backoff: [1s] }
-stages:
-  work:
-    command: [unused]
-    outputs: [last]
-  last:
-    command: [unused]
-";
-
-/// The test worker serving `work` and `last`, recording to `record`.
-fn test_worker(file: &PipelineFile, record: &Path) -> ChildGuard {
-    ChildGuard(
-        Command::new(example_bin("test-worker"))
-            .args(["work", "last"])
-            .env("WARREN_PIPELINE", &file.path)
-            .env("WARREN_STAGE", "work,last")
-            .env("WARREN_TEST_RECORD", record)
-            .env("AMQP_URL", amqp_url())
-            .stdout(Stdio::null())
-            .stderr(log_file(&record.with_extension("log")))
-            .spawn()
-            .expect("start test-worker"),
-    )
-}
-
 /// Workers SIGKILLed mid-job, and a `warren job` SIGKILLed while it folds:
 /// every job still ends done with exact counts, whatever was handled twice.
 #[tokio::test]
 async fn kills_of_workers_and_of_a_tracker_change_no_final_count() {
-    let file = PipelineFile::new("jobkill", KILLED);
+    let file = PipelineFile::new(
+        "jobkill",
+        &WORK_LAST.replace("defaults:", "jobs: { track: true }\ndefaults:"),
+    );
     let _cleanup = Cleanup::pipeline(&file.path, &[]);
     let pipeline = warren::config::load(&file.path).unwrap();
     declare(&pipeline).await;
     let store = tempfile::tempdir().unwrap();
     let record = file.file("record.txt");
-    let mut worker = test_worker(&file, &record);
+    let mut worker = test_worker(&file, &["work", "last"], &record);
     let producer = Producer::connect(&pipeline).await.unwrap();
     let jobs = 40;
     for n in 0..jobs {
@@ -220,7 +191,7 @@ async fn kills_of_workers_and_of_a_tracker_change_no_final_count() {
         }
         worker.signal("KILL");
         worker.wait();
-        worker = test_worker(&file, &record);
+        worker = test_worker(&file, &["work", "last"], &record);
     }
     let handled = records(&record).len();
     for n in 0..jobs {

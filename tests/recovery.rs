@@ -7,7 +7,6 @@ mod common;
 
 use std::{
     collections::HashSet,
-    process::{Command, Stdio},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -19,40 +18,15 @@ use warren::{Context, Producer, Worker};
 /// One test at a time: they disturb the whole broker.
 static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-const PIPELINE: &str = "
-pipeline: {name}
-defaults:
-  prefetch: 20
-  concurrency: 10
-  timeout: 10s
-  retry: { attempts: 3, backoff: [1s] }
-stages:
-  work:
-    command: [unused]
-    outputs: [last]
-  last:
-    command: [unused]
-";
-
 #[tokio::test]
 async fn a_worker_resumes_by_itself_after_close_all_connections() {
     let _alone = ALONE.lock().await;
-    let file = PipelineFile::new("closeall", PIPELINE);
+    let file = PipelineFile::new("closeall", WORK_LAST);
     let _cleanup = Cleanup::pipeline(&file.path, &[]);
     let pipeline = warren::config::load(&file.path).unwrap();
     declare(&pipeline).await;
     let record = file.file("record.txt");
-    let mut worker = ChildGuard(
-        Command::new(example_bin("test-worker"))
-            .args(["work", "last"])
-            .env("WARREN_PIPELINE", &file.path)
-            .env("WARREN_TEST_RECORD", &record)
-            .env("AMQP_URL", amqp_url())
-            .stdout(Stdio::null())
-            .stderr(log_file(&file.file("record.log")))
-            .spawn()
-            .unwrap(),
-    );
+    let mut worker = test_worker(&file, &["work", "last"], &record);
     let producer = Producer::connect(&pipeline).await.unwrap();
     for n in 0..600u64 {
         producer

@@ -6,7 +6,6 @@ mod common;
 
 use std::{
     collections::HashMap,
-    process::{Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -405,45 +404,14 @@ async fn a_panicking_handler_does_not_stop_the_worker() {
     );
 }
 
-const PROCESS: &str = "
-pipeline: {name}
-defaults:
-  prefetch: 20
-  concurrency: 10
-  timeout: 10s
-  retry: { attempts: 3, backoff: [1s] }
-stages:
-  work:
-    command: [unused]
-    outputs: [last]
-  last:
-    command: [unused]
-";
-
-/// Starts the test worker for `stages` on `file`, recording to `record`.
-fn start_worker(file: &PipelineFile, stages: &[&str], record: &std::path::Path) -> ChildGuard {
-    ChildGuard(
-        Command::new(example_bin("test-worker"))
-            .args(stages)
-            .env("WARREN_PIPELINE", &file.path)
-            .env("WARREN_STAGE", stages.join(","))
-            .env("WARREN_TEST_RECORD", record)
-            .env("AMQP_URL", amqp_url())
-            .stdout(Stdio::null())
-            .stderr(log_file(&record.with_extension("log")))
-            .spawn()
-            .expect("start test-worker"),
-    )
-}
-
 #[tokio::test]
 async fn a_worker_killed_mid_batch_loses_nothing() {
-    let file = PipelineFile::new("sigkill", PROCESS);
+    let file = PipelineFile::new("sigkill", WORK_LAST);
     let _cleanup = Cleanup::pipeline(&file.path, &[]);
     let pipeline = load(&file);
     declare(&pipeline).await;
     let record = file.file("record.txt");
-    let mut worker = start_worker(&file, &["work", "last"], &record);
+    let mut worker = test_worker(&file, &["work", "last"], &record);
     let producer = Producer::connect(&pipeline).await.unwrap();
     for n in 0..200u64 {
         producer
@@ -463,7 +431,7 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
     let before = records(&record).iter().filter(|r| r.0 == "last").count();
     assert!(before < 200, "the kill came too late to prove anything");
 
-    let mut restarted = start_worker(&file, &["work", "last"], &record);
+    let mut restarted = test_worker(&file, &["work", "last"], &record);
     let complete = eventually(Duration::from_secs(60), || async {
         let mut last: Vec<String> = records(&record)
             .into_iter()
@@ -501,12 +469,12 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
 
 #[tokio::test]
 async fn sigterm_lets_messages_in_flight_finish_and_exits_0() {
-    let file = PipelineFile::new("sigterm", PROCESS);
+    let file = PipelineFile::new("sigterm", WORK_LAST);
     let _cleanup = Cleanup::pipeline(&file.path, &[]);
     let pipeline = load(&file);
     declare(&pipeline).await;
     let record = file.file("record.txt");
-    let mut worker = start_worker(&file, &["work"], &record);
+    let mut worker = test_worker(&file, &["work"], &record);
     let producer = Producer::connect(&pipeline).await.unwrap();
     // Wait until the worker consumes, then give it ten slow messages.
     let conn = connect().await;
@@ -548,7 +516,7 @@ async fn sigterm_lets_messages_in_flight_finish_and_exits_0() {
 
 #[tokio::test]
 async fn the_producer_sends_confirmed_and_fails_fast() {
-    let file = PipelineFile::new("producer", PROCESS);
+    let file = PipelineFile::new("producer", WORK_LAST);
     let _cleanup = Cleanup::pipeline(&file.path, &[]);
     let pipeline = load(&file);
     // Not declared yet: nothing routes the message, and that is an error.

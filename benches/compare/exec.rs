@@ -10,7 +10,6 @@ use std::{
     time::Duration,
 };
 
-use futures_util::StreamExt as _;
 use lapin::options::QueueDeclareOptions;
 
 use crate::rss;
@@ -37,19 +36,12 @@ stages:
     .unwrap();
     let run = crate::run::Declared::new(url, &file).await;
     let producer = warren::Producer::connect(&run.pipeline).await.unwrap();
-    let sends = (0..messages).map(|i| {
-        let producer = producer.clone();
-        async move {
-            producer
-                .send_with_id("noop", &format!("m{i}"), &serde_json::json!({"n": i}))
-                .await
-                .unwrap();
-        }
-    });
-    futures_util::stream::iter(sends)
-        .buffer_unordered(256)
-        .collect::<Vec<()>>()
-        .await;
+    crate::send_all(
+        &producer,
+        "noop",
+        (0..messages).map(|i| (format!("m{i}"), serde_json::json!({"n": i}))),
+    )
+    .await;
     producer.close().await;
 
     let mut worker = Command::new(warren)

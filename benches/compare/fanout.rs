@@ -18,9 +18,9 @@ pub struct Measured {
     pub worker_rss_kib: Vec<u64>,
 }
 
-/// What runs fanout3's `work` stage.
+/// Which warren pipeline runs fanout3: the plain one, or a variant.
 #[derive(Clone, Copy, PartialEq)]
-pub enum Work {
+pub enum Variant {
     /// The Rust worker (examples/fanout3/worker.rs), as `expand`.
     Rust,
     /// benches/exec/work.py, an exec stage with the Python helper.
@@ -31,14 +31,14 @@ pub enum Work {
     Tracked,
 }
 
-impl Work {
+impl Variant {
     /// The system's name in the results table.
     pub fn system(self) -> &'static str {
         match self {
-            Work::Rust => "warren",
-            Work::Python => "warren+py",
-            Work::Php => "warren+php",
-            Work::Tracked => "warren+jobs",
+            Variant::Rust => "warren",
+            Variant::Python => "warren+py",
+            Variant::Php => "warren+php",
+            Variant::Tracked => "warren+jobs",
         }
     }
 
@@ -47,9 +47,9 @@ impl Work {
     fn stage(self, worker: &Path) -> String {
         let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/exec");
         match self {
-            Work::Rust | Work::Tracked => format!("command: [{}]", worker.display()),
-            Work::Python => format!("exec: [python3, {}]", scripts.join("work.py").display()),
-            Work::Php => format!(
+            Variant::Rust | Variant::Tracked => format!("command: [{}]", worker.display()),
+            Variant::Python => format!("exec: [python3, {}]", scripts.join("work.py").display()),
+            Variant::Php => format!(
                 "exec: [php, {}]\n    prefetch: 64\n    concurrency: 8",
                 scripts.join("work.php").display()
             ),
@@ -58,7 +58,7 @@ impl Work {
 }
 
 /// The fanout3 pipeline with queues of `kind`.
-fn pipeline(name: &str, kind: &str, worker: &Path, work: Work, sink: &Path) -> String {
+fn pipeline(name: &str, kind: &str, worker: &Path, variant: Variant, sink: &Path) -> String {
     format!(
         "pipeline: {name}
 {jobs}defaults:
@@ -82,13 +82,13 @@ stages:
   sink:
     sink: {{ path: {sink} }}
 ",
-        jobs = if work == Work::Tracked {
+        jobs = if variant == Variant::Tracked {
             "jobs: { track: true, keep: 1h }\n"
         } else {
             ""
         },
         worker = worker.display(),
-        work = work.stage(worker),
+        work = variant.stage(worker),
         sink = sink.display(),
         prefetch = std::env::var("WARREN_BENCH_PREFETCH").unwrap_or_else(|_| "500".into()),
         expand = expand_concurrency(),
@@ -104,19 +104,19 @@ pub async fn run(
     dir: &Path,
     warren: &Path,
     worker: &Path,
-    work: Work,
+    variant: Variant,
 ) -> Measured {
-    let name = match work {
-        Work::Rust => format!("bench_warren_{kind}"),
-        Work::Python => format!("bench_warren_{kind}_py"),
-        Work::Php => format!("bench_warren_{kind}_php"),
-        Work::Tracked => format!("bench_warren_{kind}_jobs"),
+    let name = match variant {
+        Variant::Rust => format!("bench_warren_{kind}"),
+        Variant::Python => format!("bench_warren_{kind}_py"),
+        Variant::Php => format!("bench_warren_{kind}_php"),
+        Variant::Tracked => format!("bench_warren_{kind}_jobs"),
     };
     let file = dir.join(format!("{name}.yaml"));
     let sink = dir.join(format!("{name}.jsonl"));
     let _ = std::fs::remove_file(&sink);
     let _ = std::fs::remove_file(sink.with_extension("jsonl.index"));
-    std::fs::write(&file, pipeline(&name, kind, worker, work, &sink)).unwrap();
+    std::fs::write(&file, pipeline(&name, kind, worker, variant, &sink)).unwrap();
     let mut run = crate::run::Declared::new(url, &file).await;
 
     // Seeds first, through the framework's producer.

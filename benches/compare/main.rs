@@ -50,14 +50,30 @@ impl Fanout {
 
 /// Sends the seeds `{"id": i, "body": "x" * 64}` to `expand`.
 pub async fn send_seeds(producer: &warren::Producer, fanout: &Fanout) {
-    let sends = (0..fanout.n).map(|i| {
+    send_all(
+        producer,
+        "expand",
+        (0..fanout.n).map(|i| {
+            (
+                format!("s{i}"),
+                serde_json::json!({"id": i, "body": "x".repeat(64)}),
+            )
+        }),
+    )
+    .await;
+}
+
+/// Sends `(id, body)` messages to `stage`, 256 awaiting their confirms at
+/// once.
+pub async fn send_all(
+    producer: &warren::Producer,
+    stage: &str,
+    messages: impl Iterator<Item = (String, serde_json::Value)>,
+) {
+    let sends = messages.map(|(id, body)| {
         let producer = producer.clone();
         async move {
-            let seed = serde_json::json!({"id": i, "body": "x".repeat(64)});
-            producer
-                .send_with_id("expand", &format!("s{i}"), &seed)
-                .await
-                .unwrap();
+            producer.send_with_id(stage, &id, &body).await.unwrap();
         }
     });
     futures_util::stream::iter(sends)
@@ -66,6 +82,7 @@ pub async fn send_seeds(producer: &warren::Producer, fanout: &Fanout) {
         .await;
 }
 
+use fanout::Variant;
 use futures_util::StreamExt;
 
 /// Counts the lines of a growing file without reading it again.
@@ -171,6 +188,53 @@ fn mib(kib: &[u64]) -> String {
         .join(" / ")
 }
 
+/// What every warren run of fanout3 shares.
+struct Setup<'a> {
+    url: &'a str,
+    fanout: &'a Fanout,
+    dir: &'a Path,
+    warren: &'a Path,
+    worker: &'a Path,
+}
+
+/// `rounds` runs of a variant of warren's fanout3 on `kind` queues, as one
+/// row (the median time).
+async fn variant_rounds(
+    setup: &Setup<'_>,
+    kind: &'static str,
+    variant: Variant,
+    rounds: usize,
+) -> Row {
+    let mut times = Vec::new();
+    let mut rss = Vec::new();
+    for round in 0..rounds {
+        let measured = fanout::run(
+            setup.url,
+            kind,
+            setup.fanout,
+            setup.dir,
+            setup.warren,
+            setup.worker,
+            variant,
+        )
+        .await;
+        eprintln!(
+            "  {} {kind} round {}: {:.2}s",
+            variant.system(),
+            round + 1,
+            measured.seconds
+        );
+        times.push(measured.seconds);
+        rss = measured.worker_rss_kib;
+    }
+    Row {
+        system: variant.system().into(),
+        queue: kind,
+        seconds: median(times),
+        rss: mib(&rss),
+    }
+}
+
 struct Row {
     system: String,
     queue: &'static str,
@@ -228,7 +292,7 @@ async fn main() {
                 dir.path(),
                 &warren,
                 &worker,
-                fanout::Work::Rust,
+                Variant::Rust,
             )
             .await;
             warren_times.push(measured.seconds);
@@ -255,70 +319,35 @@ async fn main() {
             });
         }
     }
+    let setup = Setup {
+        url: &url,
+        fanout,
+        dir: dir.path(),
+        warren: &warren,
+        worker: &worker,
+    };
     // Job tracking's cost: the Rust pipeline again with `jobs.track`.
     if !options.bare_only {
         for kind in ["quorum", "classic"] {
-            let mut times = Vec::new();
-            let mut rss = Vec::new();
-            for round in 0..options.rounds {
-                let measured = fanout::run(
-                    &url,
-                    kind,
-                    fanout,
-                    dir.path(),
-                    &warren,
-                    &worker,
-                    fanout::Work::Tracked,
-                )
-                .await;
-                eprintln!(
-                    "  warren+jobs {kind} round {}: {:.2}s",
-                    round + 1,
-                    measured.seconds
-                );
-                times.push(measured.seconds);
-                rss = measured.worker_rss_kib;
-            }
-            rows.push(Row {
-                system: "warren+jobs".into(),
-                queue: kind,
-                seconds: median(times),
-                rss: mib(&rss),
-            });
+            rows.push(variant_rounds(&setup, kind, Variant::Tracked, options.rounds).await);
         }
     }
     let mut exec_overhead = None;
     if options.exec && !options.bare_only {
-        for work in [fanout::Work::Python, fanout::Work::Php] {
-            let program = if work == fanout::Work::Php {
+        for variant in [Variant::Python, Variant::Php] {
+            let program = if variant == Variant::Php {
                 "php"
             } else {
                 "python3"
             };
             if Command::new(program).arg("--version").output().is_err() {
-                eprintln!("{}: `{program}` is not installed; not run", work.system());
+                eprintln!(
+                    "{}: `{program}` is not installed; not run",
+                    variant.system()
+                );
                 continue;
             }
-            let mut times = Vec::new();
-            let mut rss = Vec::new();
-            for round in 0..options.rounds {
-                let measured =
-                    fanout::run(&url, "classic", fanout, dir.path(), &warren, &worker, work).await;
-                eprintln!(
-                    "  {} round {}: {:.2}s",
-                    work.system(),
-                    round + 1,
-                    measured.seconds
-                );
-                times.push(measured.seconds);
-                rss = measured.worker_rss_kib;
-            }
-            rows.push(Row {
-                system: work.system().into(),
-                queue: "classic",
-                seconds: median(times),
-                rss: mib(&rss),
-            });
+            rows.push(variant_rounds(&setup, "classic", variant, options.rounds).await);
         }
         let mut per_message = Vec::new();
         for _ in 0..options.rounds {

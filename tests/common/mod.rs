@@ -400,3 +400,36 @@ pub fn rabbitmqctl(args: &[&str]) {
         .expect("rabbitmqctl");
     assert!(status.success(), "rabbitmqctl {args:?}");
 }
+
+/// A pipeline of two stages for the test worker: `work` -> `last`.
+pub const WORK_LAST: &str = "
+pipeline: {name}
+defaults:
+  prefetch: 20
+  concurrency: 10
+  timeout: 10s
+  retry: { attempts: 3, backoff: [1s] }
+stages:
+  work:
+    command: [unused]
+    outputs: [last]
+  last:
+    command: [unused]
+";
+
+/// Starts the test worker (`tests/support/test_worker.rs`) for `stages`
+/// of `file`, recording to `record` (its log beside it, `.log`).
+pub fn test_worker(file: &PipelineFile, stages: &[&str], record: &Path) -> ChildGuard {
+    ChildGuard(
+        Command::new(example_bin("test-worker"))
+            .args(stages)
+            .env("WARREN_PIPELINE", &file.path)
+            .env("WARREN_STAGE", stages.join(","))
+            .env("WARREN_TEST_RECORD", record)
+            .env("AMQP_URL", amqp_url())
+            .stdout(std::process::Stdio::null())
+            .stderr(log_file(&record.with_extension("log")))
+            .spawn()
+            .expect("start test-worker"),
+    )
+}

@@ -299,6 +299,12 @@ mod tests {
         }
     }
 
+    fn dead(reason: &str) -> What {
+        What::Dead {
+            reason: reason.into(),
+        }
+    }
+
     fn retrying() -> What {
         What::Retrying {
             reason: "503".into(),
@@ -349,15 +355,7 @@ mod tests {
                 &[("query", "j.0"), ("query", "j.1")],
                 1,
             ),
-            event(
-                "query",
-                "j.0",
-                What::Dead {
-                    reason: "no such database".into(),
-                },
-                &[],
-                2,
-            ),
+            event("query", "j.0", dead("no such database"), &[], 2),
         ]);
         assert_eq!(
             record.state(2, KEEP),
@@ -388,15 +386,7 @@ mod tests {
         // Everything twice, and a late failure of a duplicate handling.
         let mut twice = fold(&[events.clone(), events].concat());
         twice.apply(&event("query", "j.0", retrying(), &[], 3));
-        twice.apply(&event(
-            "query",
-            "j.0",
-            What::Dead {
-                reason: "late".into(),
-            },
-            &[],
-            4,
-        ));
+        twice.apply(&event("query", "j.0", dead("late"), &[], 4));
         assert_eq!(once.state(4, KEEP), JobState::Done);
         assert_eq!(twice.state(4, KEEP), JobState::Done);
         assert_eq!(
@@ -418,15 +408,7 @@ mod tests {
     #[test]
     fn a_replayed_dead_letter_that_succeeds_makes_the_job_done() {
         let record = fold(&[
-            event(
-                "query",
-                "j",
-                What::Dead {
-                    reason: "outage".into(),
-                },
-                &[],
-                1,
-            ),
+            event("query", "j", dead("outage"), &[], 1),
             event("query", "j", What::Done, &[], 2),
         ]);
         assert_eq!(record.state(2, KEEP), JobState::Done);
@@ -443,15 +425,7 @@ mod tests {
                 1,
             ),
             event("query", "j.0", retrying(), &[], 2),
-            event(
-                "query",
-                "j.1",
-                What::Dead {
-                    reason: "a \"quoted\" reason".into(),
-                },
-                &[],
-                3,
-            ),
+            event("query", "j.1", dead("a \"quoted\" reason"), &[], 3),
         ]);
         assert_eq!(JobRecord::from_bytes(&record.to_bytes()).unwrap(), record);
         assert!(JobRecord::from_bytes(b"[]").is_err());

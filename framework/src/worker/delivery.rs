@@ -88,7 +88,7 @@ impl StageRuntime {
                 let dead = Disposition::Dead {
                     reason: reason.clone(),
                 };
-                self.record(publisher, &job, &id, &dead, Vec::new()).await?;
+                self.record(publisher, &job, &id, &dead, Vec::new).await?;
                 return self
                     .carry_out(
                         publisher,
@@ -227,7 +227,7 @@ impl StageRuntime {
         }
         let ctx = Context::new(
             id.clone(),
-            job.clone(),
+            job,
             attempt,
             self.info.clone(),
             Outlet::Broker(publisher.clone()),
@@ -262,11 +262,7 @@ impl StageRuntime {
             // nothing per message; the session says it once.
             return Err(Settle::Requeue);
         }
-        let emitted = match disposition {
-            Disposition::Done => ctx.emitted(),
-            _ => Vec::new(),
-        };
-        self.record(publisher, &job, &id, &disposition, emitted)
+        self.record(publisher, ctx.job(), &id, &disposition, || ctx.emitted())
             .await?;
         self.carry_out(publisher, delivery, &id, disposition, attempt)
             .await
@@ -274,16 +270,17 @@ impl StageRuntime {
 
     /// Writes the handling's event to the job stream (when the pipeline
     /// tracks jobs), confirmed, before anything settles the delivery: a
-    /// settled message always has its record. A requeue or a wait for a
-    /// later time is not an attempt and writes nothing. `Err` (the broker
-    /// did not take it) requeues the delivery.
+    /// settled message always has its record. `emitted` lists what a
+    /// successful handling emitted (asked only then). A requeue or a wait
+    /// for a later time is not an attempt and writes nothing. `Err` (the
+    /// broker did not take it) requeues the delivery.
     async fn record(
         &self,
         publisher: &Publisher,
         job: &str,
         id: &str,
         disposition: &Disposition,
-        emitted: Vec<Emitted>,
+        emitted: impl FnOnce() -> Vec<Emitted>,
     ) -> Result<(), Settle> {
         let Some(stream) = &self.info.job_stream else {
             return Ok(());
@@ -297,6 +294,11 @@ impl StageRuntime {
                 reason: reason.clone(),
             },
             Disposition::Retry { .. } | Disposition::Requeue { .. } => return Ok(()),
+        };
+        let emitted = if what == What::Done {
+            emitted()
+        } else {
+            Vec::new()
         };
         let event = Event {
             job: job.to_string(),

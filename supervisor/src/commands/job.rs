@@ -73,9 +73,17 @@ async fn open_store(path: &Path) -> Result<Store> {
     let started = Instant::now();
     loop {
         match Store::open(path) {
-            Ok(store) => return Ok(store),
-            Err(why) if started.elapsed() < STORE_BUSY && why.contains("already open") => {
+            Ok(Some(store)) => return Ok(store),
+            Ok(None) if started.elapsed() < STORE_BUSY => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Ok(None) => {
+                return Err(Failed(format!(
+                    "{} is held by another `warren job` for more than {}s; try again when it is done",
+                    path.display(),
+                    STORE_BUSY.as_secs()
+                ))
+                .into());
             }
             Err(why) => return Err(anyhow::anyhow!(why)).context("the job store"),
         }

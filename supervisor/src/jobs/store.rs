@@ -20,18 +20,22 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store at `path`.
-    pub fn open(path: &Path) -> Result<Store, String> {
+    /// Opens (or creates) the store at `path`; `Ok(None)` while another
+    /// process holds it.
+    pub fn open(path: &Path) -> Result<Option<Store>, String> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
                 .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
         }
-        let db =
-            Database::create(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        Ok(Store {
+        let db = match Database::create(path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Ok(None),
+            Err(e) => return Err(format!("cannot open {}: {e}", path.display())),
+        };
+        Ok(Some(Store {
             db,
             path: path.to_path_buf(),
-        })
+        }))
     }
 
     fn fail(&self, error: impl std::fmt::Display) -> String {
@@ -160,7 +164,7 @@ mod tests {
     #[test]
     fn records_older_than_keep_are_pruned_at_most_hourly() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("jobs.redb")).unwrap();
+        let store = Store::open(&dir.path().join("jobs.redb")).unwrap().unwrap();
         let hour = 3600 * 1000;
         store
             .fold(
@@ -186,7 +190,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("jobs.redb");
         {
-            let store = Store::open(&path).unwrap();
+            let store = Store::open(&path).unwrap().unwrap();
             assert_eq!(store.next_offset().unwrap(), 0);
             assert!(store.get("j1").unwrap().is_none());
             store
@@ -197,7 +201,7 @@ mod tests {
                 .unwrap();
             store.fold(&[event("j1", "j1", What::Done)], 3).unwrap();
         }
-        let store = Store::open(&path).unwrap();
+        let store = Store::open(&path).unwrap().unwrap();
         assert_eq!(store.next_offset().unwrap(), 3);
         let j1 = store.get("j1").unwrap().unwrap();
         assert_eq!(j1.state(1, 1000), JobState::Done);

@@ -67,7 +67,12 @@ impl Tracker {
                 args,
             )
             .await
-            .map_err(|e| warren::Error::broker(format!("read the job stream {stream}"), e))?;
+            .map_err(|e| {
+                warren::Error::broker(
+                    format!("read the job stream {stream} (declared by `warren declare`, the workers or `warren run` of a pipeline with jobs.track)"),
+                    e,
+                )
+            })?;
         Ok(Tracker {
             store,
             keep: pipeline.jobs.keep,
@@ -118,12 +123,13 @@ impl Tracker {
     }
 
     /// Folds the events that arrive until a batch is full or nothing came
-    /// before `until`; returns how many.
+    /// before `until`; returns how many stream messages were read.
     async fn fold_some(&mut self, until: Instant) -> Result<usize, warren::Error> {
         let mut events = Vec::new();
         let mut last_tag = None;
-        while events.len() < BATCH {
-            let wait = if events.is_empty() {
+        let mut read = 0;
+        while read < BATCH {
+            let wait = if read == 0 {
                 until
             } else {
                 // A batch started: take what is already there.
@@ -141,6 +147,7 @@ impl Tracker {
                 }
             };
             last_tag = Some(delivery.delivery_tag);
+            read += 1;
             let offset = offset_of(&delivery.properties).unwrap_or(self.next);
             if offset < self.next {
                 continue; // the stream starts a read at its chunk's start
@@ -160,7 +167,7 @@ impl Tracker {
                 .await
                 .map_err(|e| warren::Error::broker("acknowledge job events", e))?;
         }
-        Ok(events.len())
+        Ok(read)
     }
 
     /// Closes the connection.
