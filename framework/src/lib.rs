@@ -25,7 +25,7 @@ pub mod mismatch;
 pub mod names;
 pub mod pipeline;
 pub mod producer;
-pub(crate) mod publisher;
+pub mod publisher;
 pub mod rate;
 pub mod report;
 pub mod retry;

@@ -41,6 +41,12 @@ pub fn job_stream(pipeline: &str) -> String {
     format!("{pipeline}.jobs.events")
 }
 
+/// A tracked pipeline's keeper election queue: one token message, held by
+/// the supervisor that fires callbacks and releases gathers.
+pub fn keeper_queue(pipeline: &str) -> String {
+    format!("{pipeline}.jobs.keeper")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

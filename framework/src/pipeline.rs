@@ -43,6 +43,8 @@ pub struct Jobs {
     pub track: bool,
     /// How long a job's record is kept after its last change.
     pub keep: Duration,
+    /// Where settled jobs are POSTed when their producer gave no URL.
+    pub callback: Option<String>,
 }
 
 impl Default for Jobs {
@@ -50,6 +52,7 @@ impl Default for Jobs {
         Jobs {
             track: false,
             keep: Duration::from_secs(7 * 24 * 3600),
+            callback: None,
         }
     }
 }
@@ -101,6 +104,9 @@ pub enum StageKind {
     Http(HttpSpec),
     /// Built in: each message written once as a JSON line.
     Sink(SinkSpec),
+    /// Built in: holds a job's messages until nothing else of the job is
+    /// in flight upstream, then emits them as one (DESIGN.md, *Jobs*).
+    Gather,
 }
 
 impl StageKind {
@@ -111,6 +117,7 @@ impl StageKind {
             StageKind::Exec(_) => "exec",
             StageKind::Http(_) => "http",
             StageKind::Sink(_) => "sink",
+            StageKind::Gather => "gather",
         }
     }
 }
@@ -264,6 +271,21 @@ impl Pipeline {
                     .any(|other| other.outputs.contains(&stage.name))
             })
             .collect()
+    }
+
+    /// The stages from which a message can reach `stage` (not itself: the
+    /// graph has no cycles).
+    pub fn upstream(&self, stage: &str) -> std::collections::BTreeSet<String> {
+        let mut found = std::collections::BTreeSet::new();
+        let mut todo = vec![stage.to_string()];
+        while let Some(next) = todo.pop() {
+            for from in &self.stages {
+                if from.outputs.contains(&next) && found.insert(from.name.clone()) {
+                    todo.push(from.name.clone());
+                }
+            }
+        }
+        found
     }
 
     /// A one-line picture of the stage graph: `lookup -> grade -> results`.

@@ -194,6 +194,7 @@ impl Producer {
                 stage: stage.to_string(),
                 what: What::Sent,
                 emitted: Vec::new(),
+                callback: callback.map(str::to_string),
                 at_ms: message::epoch_ms(),
             };
             (stream, event.encode())

@@ -1,6 +1,7 @@
 //! A channel in confirm mode: every publish is mandatory and its confirm
 //! awaited by whoever needs it; a nack, a return (nothing routed it) or a
-//! closed channel is an error, never a silent drop.
+//! closed channel is an error, never a silent drop. Public because the
+//! `warren` binary's job keeper publishes with it.
 
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, PublisherConfirm,
@@ -13,12 +14,12 @@ use crate::limits::SETTLE_TIMEOUT;
 
 /// A confirm-mode channel; cheap to clone, safe to share between tasks.
 #[derive(Clone, Debug)]
-pub(crate) struct Publisher {
+pub struct Publisher {
     channel: Channel,
 }
 
 /// A published message whose confirm has not arrived yet.
-pub(crate) struct Unconfirmed {
+pub struct Unconfirmed {
     confirm: PublisherConfirm,
 }
 

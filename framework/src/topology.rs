@@ -62,6 +62,10 @@ pub enum Role {
     Isolation,
     /// The job stream of a tracked pipeline (`jobs.track`).
     JobStream,
+    /// Elects the job keeper of a tracked pipeline: one token message in a
+    /// single-active-consumer queue; the supervisor holding it fires the
+    /// callbacks and releases the gathers.
+    Keeper,
 }
 
 /// A queue argument value.
@@ -71,6 +75,8 @@ pub enum Arg {
     Text(String),
     /// An integer argument.
     Int(i64),
+    /// A boolean argument.
+    Bool(bool),
 }
 
 impl fmt::Display for Arg {
@@ -79,6 +85,7 @@ impl fmt::Display for Arg {
             Arg::Text(text) if text.is_empty() => f.write_str("\"\""),
             Arg::Text(text) => f.write_str(text),
             Arg::Int(n) => write!(f, "{n}"),
+            Arg::Bool(b) => write!(f, "{b}"),
         }
     }
 }
@@ -104,6 +111,15 @@ impl Topology {
                 ],
                 binding: None,
             });
+            queues.push(Queue {
+                name: names::keeper_queue(&pipeline.name),
+                role: Role::Keeper,
+                args: vec![
+                    ("x-queue-type", Arg::Text("quorum".into())),
+                    ("x-single-active-consumer", Arg::Bool(true)),
+                ],
+                binding: None,
+            });
         }
         Topology {
             exchange: names::exchange(&pipeline.name),
@@ -122,6 +138,7 @@ impl Topology {
                 Role::Dead => "dead letters".to_string(),
                 Role::Isolation => "handled alone after their worker stopped".to_string(),
                 Role::JobStream => "job events, a stream".to_string(),
+                Role::Keeper => "elects the job keeper".to_string(),
             };
             let bound = match &queue.binding {
                 Some(key) => format!(", bound to {} with key {key}", self.exchange),
@@ -286,6 +303,7 @@ fn arguments(args: &[(&'static str, Arg)]) -> FieldTable {
         let value = match value {
             Arg::Text(text) => AMQPValue::LongString(LongString::from(text.as_str())),
             Arg::Int(n) => AMQPValue::LongLongInt(*n),
+            Arg::Bool(b) => AMQPValue::Boolean(*b),
         };
         table.insert((*key).into(), value);
     }

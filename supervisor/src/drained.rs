@@ -106,7 +106,7 @@ impl Watcher {
                 }
                 // Isolated messages wait their turn like retries do.
                 Role::Retry(_) | Role::Isolation => stage.retrying += ready,
-                Role::Dead | Role::JobStream => {}
+                Role::Dead | Role::JobStream | Role::Keeper => {}
             }
         }
         Some(left)

@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// The keys that choose a stage's kind.
-pub(crate) const KIND_KEYS: [&str; 4] = ["command", "exec", "http", "sink"];
+pub(crate) const KIND_KEYS: [&str; 5] = ["command", "exec", "gather", "http", "sink"];
 
 /// The kind of the stage at `path`, or `None` after recording why.
 pub(crate) fn kind(v: &mut Checker, path: &str, own: &RawStage) -> Option<StageKind> {
@@ -24,7 +24,7 @@ pub(crate) fn kind(v: &mut Checker, path: &str, own: &RawStage) -> Option<StageK
         [] => {
             v.problem(
                 path,
-                "has no kind; give it exactly one of `command`, `exec`, `http` or `sink`",
+                "has no kind; give it exactly one of `command`, `exec`, `gather`, `http` or `sink`",
             );
             return None;
         }
@@ -53,6 +53,9 @@ pub(crate) fn kind(v: &mut Checker, path: &str, own: &RawStage) -> Option<StageK
     }
     if let Some(raw) = &own.exec {
         return exec(v, &format!("{path}.exec"), raw).map(StageKind::Exec);
+    }
+    if own.gather.is_some() {
+        return Some(StageKind::Gather);
     }
     if let Some(raw) = &own.http {
         return http(v, &format!("{path}.http"), raw).map(StageKind::Http);

@@ -43,6 +43,7 @@ pub(crate) struct RawStage {
     pub exec: Option<RawExec>,
     pub http: Option<RawHttp>,
     pub sink: Option<RawSink>,
+    pub gather: Option<RawGather>,
     pub outputs: Option<Vec<String>>,
     pub prefetch: Option<Number>,
     pub concurrency: Option<Number>,
@@ -61,6 +62,7 @@ impl RawStage {
             "exec" => self.exec.is_some(),
             "http" => self.http.is_some(),
             "sink" => self.sink.is_some(),
+            "gather" => self.gather.is_some(),
             "outputs" => self.outputs.is_some(),
             _ => false,
         }
@@ -131,6 +133,11 @@ pub(crate) struct RawExecFull {
 pub(crate) struct RawSink {
     pub path: Option<String>,
 }
+
+/// `gather: {}` (it has no settings yet).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGather {}
 
 /// Any number as written; validation checks that it is whole and in range.
 #[derive(Clone, Copy, Debug, PartialEq)]

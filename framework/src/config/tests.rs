@@ -541,11 +541,55 @@ fn jobs_are_untracked_unless_asked_and_their_settings_are_checked() {
         &with("defaults:", "jobs: { track: yes please }\ndefaults:"),
         &["jobs.track"],
     );
+    let called = load(&with(
+        "defaults:",
+        "jobs: { track: true, callback: \"http://app/done\" }\ndefaults:",
+    ))
+    .unwrap();
+    assert_eq!(called.jobs.callback.as_deref(), Some("http://app/done"));
     assert_problem(
         &with(
             "defaults:",
-            "jobs: { track: true, callback: \"http://app/done\" }\ndefaults:",
+            "jobs: { track: true, callback: \"ftp://app/done\" }\ndefaults:",
         ),
-        &["jobs.callback", "not built"],
+        &["jobs.callback", "not an http or https URL"],
+    );
+    assert_problem(
+        &with(
+            "defaults:",
+            "jobs: { callback: \"http://app/done\" }\ndefaults:",
+        ),
+        &["jobs.callback", "jobs.track: true"],
+    );
+}
+
+#[test]
+fn a_gather_stage_needs_outputs_and_tracking() {
+    let gathering = "\
+pipeline: report
+jobs: { track: true }
+stages:
+  split: { command: [split], outputs: [sum] }
+  sum: { gather: {}, outputs: [add] }
+  add: { command: [add] }
+";
+    let pipeline = load(gathering).unwrap();
+    assert_eq!(pipeline.stage("sum").unwrap().kind, StageKind::Gather);
+    assert_eq!(
+        pipeline.upstream("add").into_iter().collect::<Vec<_>>(),
+        ["split", "sum"]
+    );
+    assert!(pipeline.upstream("split").is_empty());
+    assert_problem(
+        &gathering.replace("jobs: { track: true }\n", ""),
+        &["stages.sum.gather", "jobs.track: true"],
+    );
+    assert_problem(
+        &gathering.replace(", outputs: [add] }", " }"),
+        &["stages.sum.outputs", "missing"],
+    );
+    assert_problem(
+        &gathering.replace("gather: {}", "gather: { wait: 5s }"),
+        &["stages.sum", "wait"],
     );
 }

@@ -68,7 +68,14 @@ pub(crate) fn validate(raw: &RawFile, source: &Path) -> Result<Pipeline, Vec<Pro
             defaults,
             path: format!("stages.{stage_name}"),
         };
-        if let Some(stage) = self::stage(&mut v, stage_name, &layers, &stage_names, &broker) {
+        if let Some(stage) = self::stage(
+            &mut v,
+            stage_name,
+            &layers,
+            &stage_names,
+            &broker,
+            jobs.track,
+        ) {
             stages.push(stage);
         }
     }
@@ -122,12 +129,28 @@ fn jobs(v: &mut Checker, raw: &RawFile) -> Jobs {
         }
         jobs.keep = keep;
     }
-    if raw.callback.is_some() {
-        // Refused rather than ignored: a user who sets it counts on it.
-        v.problem(
-            "jobs.callback",
-            "completion callbacks are not built in this version yet; poll `warren job FILE ID --wait D` instead",
-        );
+    if let Some(text) = &raw.callback {
+        match url::Url::parse(text) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => {
+                jobs.callback = Some(text.clone());
+            }
+            Ok(url) => v.problem(
+                "jobs.callback",
+                format!("`{}` is not an http or https URL", url.scheme()),
+            ),
+            Err(error) => v.problem(
+                "jobs.callback",
+                format!(
+                    "`{text}` is not a URL ({error}); give one like http://app.internal/jobs/done"
+                ),
+            ),
+        }
+        if !jobs.track {
+            v.problem(
+                "jobs.callback",
+                "needs `jobs.track: true`: callbacks fire when a tracked job settles",
+            );
+        }
     }
     jobs
 }
@@ -138,6 +161,7 @@ fn stage(
     layers: &Layers<'_>,
     all: &[&str],
     broker: &Broker,
+    tracked: bool,
 ) -> Option<Stage> {
     let own = layers.stage;
     let path = &layers.path;
@@ -149,6 +173,20 @@ fn stage(
             format!("{path}.outputs"),
             "a sink stage emits nothing, so it has no outputs",
         );
+    }
+    if matches!(kind, Some(StageKind::Gather)) {
+        if outputs.is_empty() {
+            v.problem(
+                format!("{path}.outputs"),
+                "missing; a gather stage emits each job's gathered items to its outputs",
+            );
+        }
+        if !tracked {
+            v.problem(
+                format!("{path}.gather"),
+                "needs `jobs.track: true`: a gather stage waits on the job records",
+            );
+        }
     }
     let prefetch = v.number(
         layers,

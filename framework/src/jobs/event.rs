@@ -23,6 +23,35 @@ pub enum What {
         /// Why.
         reason: String,
     },
+    /// A gather stage holds it until the rest of its job upstream settles.
+    Held {
+        /// The message's body.
+        item: serde_json::Value,
+    },
+    /// The job keeper released the gather stage `stage` of the job: its held
+    /// messages are done, and `emitted` lists the gathered message.
+    Released,
+    /// The job keeper POSTed the job's callback and got a 2xx.
+    Called {
+        /// The HTTP status.
+        status: u16,
+    },
+    /// A POST of the job's callback failed; it is tried again later.
+    CallFailed {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl What {
+    /// Whether the event is about the job rather than one of its messages
+    /// (it adds no message to the job's record).
+    pub fn is_about_the_job(&self) -> bool {
+        matches!(
+            self,
+            What::Released | What::Called { .. } | What::CallFailed { .. }
+        )
+    }
 }
 
 /// A message emitted by a handling: its id and the stage it went to.
@@ -49,6 +78,10 @@ pub struct Event {
     /// What the handling emitted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub emitted: Vec<Emitted>,
+    /// The URL its producer asked the job's callback to go to
+    /// (`x-warren-callback`), on the events of the job's first message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<String>,
     /// When (ms since the Unix epoch).
     pub at_ms: u64,
 }
@@ -91,6 +124,7 @@ mod tests {
                 to: "results".into(),
                 id: "c0.1.0".into(),
             }],
+            callback: Some("http://app/done".into()),
             at_ms: 7,
         };
         let body = event.encode();

@@ -3,32 +3,79 @@
 //! handing the same event in twice, or events of a redelivery or a
 //! duplicate handling, never changes the result (sets, not counters).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::event::{Event, What};
+use super::{
+    event::{Event, What},
+    view::DeadLetter,
+};
 
 /// Where one message of a job stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Message {
+pub(super) enum Message {
     /// Sent or emitted, no handling finished yet.
     Waiting,
     /// Its last handling failed; it waits for another attempt.
     Retrying,
+    /// Held by a gather stage (its body), until the stage is released.
+    Held(serde_json::Value),
     /// Handled.
     Done,
     /// Dead-lettered, with the reason.
     Dead(String),
 }
 
-/// Everything known of one job.
+impl Message {
+    /// Still to be handled (a held message is handled, but not released).
+    fn is_open(&self) -> bool {
+        matches!(self, Message::Waiting | Message::Retrying)
+    }
+}
+
+/// What became of the job's completion callback.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) enum Call {
+    /// Not POSTed yet (or the job is not settled).
+    #[default]
+    Pending,
+    /// POSTed, answered with a 2xx.
+    Delivered,
+    /// POSTed `attempts` times, every one failed; the last said `reason`.
+    Failing { attempts: u32, reason: String },
+}
+
+/// Everything known of one job.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JobRecord {
-    messages: BTreeMap<(String, String), Message>,
-    created_ms: u64,
-    started_ms: Option<u64>,
-    last_ms: u64,
+    pub(super) messages: BTreeMap<(String, String), Message>,
+    pub(super) created_ms: u64,
+    pub(super) started_ms: Option<u64>,
+    pub(super) last_ms: u64,
+    /// An event of the job's first message (id = job id) was folded in:
+    /// until then, what it emitted is not known, so the job is open.
+    pub(super) root: bool,
+    /// The callback URL its producer gave.
+    pub(super) callback: Option<String>,
+    pub(super) call: Call,
+    /// Gather stages released for the job.
+    pub(super) released: BTreeSet<String>,
+}
+
+impl Default for JobRecord {
+    fn default() -> JobRecord {
+        JobRecord {
+            messages: BTreeMap::new(),
+            created_ms: 0,
+            started_ms: None,
+            last_ms: 0,
+            root: false,
+            callback: None,
+            call: Call::Pending,
+            released: BTreeSet::new(),
+        }
+    }
 }
 
 /// A job's state, as `warren job` and `GET /v1/jobs/{id}` show it.
@@ -56,74 +103,73 @@ impl JobState {
     }
 }
 
-/// Messages of one stage of a job, by where they stand.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct StageCounts {
-    /// Sent or emitted to the stage, not handled yet.
-    pub waiting: u64,
-    /// Waiting for another attempt.
-    pub retrying: u64,
-    /// Handled.
-    pub done: u64,
-    /// Dead-lettered.
-    pub dead: u64,
-}
-
-/// One dead letter of a job.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct DeadLetter {
-    /// The message's id.
-    pub id: String,
-    /// The stage that dead-lettered it.
-    pub stage: String,
-    /// Why.
-    pub reason: String,
-}
-
-/// A job as it is shown.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct JobView {
-    /// The job's id (its first message's id).
-    pub id: String,
-    /// Where it stands.
-    pub state: JobState,
-    /// Per stage, in name order.
-    pub stages: BTreeMap<String, StageCounts>,
-    /// Its dead letters.
+/// What a gather stage emits for a job once it is released.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Gathered {
+    /// The job.
+    pub job: String,
+    /// The bodies of the messages the stage holds, in id order.
+    pub items: Vec<serde_json::Value>,
+    /// The job's dead letters upstream of the stage (and at it).
     pub dead_letters: Vec<DeadLetter>,
-    /// When it was first seen (ms since the Unix epoch).
-    pub created_ms: Option<u64>,
-    /// When its first handling finished.
-    pub started_ms: Option<u64>,
-    /// When it settled.
-    pub finished_ms: Option<u64>,
 }
 
 impl JobRecord {
     /// Folds one event in.
     pub fn apply(&mut self, event: &Event) {
+        if self.callback.is_none() {
+            self.callback.clone_from(&event.callback);
+        }
+        match &event.what {
+            What::Called { .. } => {
+                self.call = Call::Delivered;
+                return;
+            }
+            What::CallFailed { reason } => {
+                if let Call::Failing { attempts, .. } = self.call {
+                    self.call = Call::Failing {
+                        attempts: attempts + 1,
+                        reason: reason.clone(),
+                    };
+                } else if self.call == Call::Pending {
+                    self.call = Call::Failing {
+                        attempts: 1,
+                        reason: reason.clone(),
+                    };
+                }
+                return;
+            }
+            _ => {}
+        }
         if self.messages.is_empty() || event.at_ms < self.created_ms {
             self.created_ms = event.at_ms;
         }
         self.last_ms = self.last_ms.max(event.at_ms);
-        let key = (event.stage.clone(), event.id.clone());
-        let now = self.messages.entry(key).or_insert(Message::Waiting);
-        match &event.what {
-            What::Sent => {}
-            What::Done => *now = Message::Done,
-            What::Retrying { .. } => {
-                if *now == Message::Waiting {
-                    *now = Message::Retrying;
+        if event.what == What::Released {
+            self.released.insert(event.stage.clone());
+            for ((stage, _), message) in self.messages.iter_mut() {
+                if *stage == event.stage && matches!(message, Message::Held(_)) {
+                    *message = Message::Done;
                 }
             }
-            What::Dead { reason } => {
-                if *now != Message::Done {
+        } else {
+            self.root |= event.id == event.job;
+            let key = (event.stage.clone(), event.id.clone());
+            let now = self.messages.entry(key).or_insert(Message::Waiting);
+            match &event.what {
+                What::Done => *now = Message::Done,
+                What::Retrying { .. } if *now == Message::Waiting => *now = Message::Retrying,
+                What::Dead { reason } if *now != Message::Done => {
                     *now = Message::Dead(reason.clone());
                 }
+                What::Held { item } if *now != Message::Done => {
+                    *now = Message::Held(item.clone());
+                }
+                _ => {}
             }
-        }
-        if !matches!(event.what, What::Sent) {
-            self.started_ms = Some(self.started_ms.map_or(event.at_ms, |s| s.min(event.at_ms)));
+            if event.what != What::Sent {
+                self.started_ms = Some(self.started_ms.map_or(event.at_ms, |s| s.min(event.at_ms)));
+            }
         }
         for emitted in &event.emitted {
             self.messages
@@ -145,13 +191,13 @@ impl JobRecord {
         }
         let mut dead = false;
         let mut retrying = false;
-        let mut open = false;
+        let mut open = !self.root;
         for message in self.messages.values() {
             match message {
                 Message::Done => {}
                 Message::Dead(_) => dead = true,
                 Message::Retrying => retrying = true,
-                Message::Waiting => open = true,
+                Message::Waiting | Message::Held(_) => open = true,
             }
         }
         match (open || retrying, retrying, dead) {
@@ -163,122 +209,75 @@ impl JobRecord {
         }
     }
 
-    /// The job `id` as it is shown.
-    pub fn view(&self, id: &str, now_ms: u64, keep_ms: u64) -> JobView {
-        let state = self.state(now_ms, keep_ms);
-        if state == JobState::Unknown {
-            return JobView::unknown(id);
+    /// The URL to POST the settled job to (its producer's, else
+    /// `default`), while that is still to do: the job is settled, not
+    /// forgotten, and no POST got a 2xx yet.
+    pub fn callback_due<'a>(
+        &'a self,
+        default: Option<&'a str>,
+        now_ms: u64,
+        keep_ms: u64,
+    ) -> Option<&'a str> {
+        if self.call == Call::Delivered || !self.state(now_ms, keep_ms).is_settled() {
+            return None;
         }
-        let mut stages: BTreeMap<String, StageCounts> = BTreeMap::new();
+        self.callback.as_deref().or(default)
+    }
+
+    /// Failed POSTs of the callback so far.
+    pub fn callback_attempts(&self) -> u32 {
+        match self.call {
+            Call::Failing { attempts, .. } => attempts,
+            _ => 0,
+        }
+    }
+
+    /// What gather stage `stage` emits for job `job`, once it is due: the
+    /// job reached the stage or the stages `upstream` of it, nothing of it
+    /// there is still to be handled, and the stage was not released yet. A
+    /// job that failed upstream is released too, with its dead letters.
+    pub fn gather_due(
+        &self,
+        job: &str,
+        stage: &str,
+        upstream: &BTreeSet<String>,
+    ) -> Option<Gathered> {
+        if !self.root || self.released.contains(stage) {
+            return None;
+        }
+        let mut reached = false;
+        let mut items = Vec::new();
         let mut dead_letters = Vec::new();
-        for ((stage, message_id), message) in &self.messages {
-            let counts = stages.entry(stage.clone()).or_default();
+        for ((at, id), message) in &self.messages {
+            if at != stage && !upstream.contains(at) {
+                continue;
+            }
+            reached = true;
             match message {
-                Message::Waiting => counts.waiting += 1,
-                Message::Retrying => counts.retrying += 1,
-                Message::Done => counts.done += 1,
-                Message::Dead(reason) => {
-                    counts.dead += 1;
-                    dead_letters.push(DeadLetter {
-                        id: message_id.clone(),
-                        stage: stage.clone(),
-                        reason: reason.clone(),
-                    });
-                }
+                open if open.is_open() => return None,
+                Message::Held(item) if at == stage => items.push(item.clone()),
+                // An upstream gather not released yet: more is to come.
+                Message::Held(_) => return None,
+                Message::Dead(reason) => dead_letters.push(DeadLetter {
+                    id: id.clone(),
+                    stage: at.clone(),
+                    reason: reason.clone(),
+                }),
+                _ => {}
             }
         }
-        JobView {
-            id: id.to_string(),
-            state,
-            stages,
+        reached.then(|| Gathered {
+            job: job.to_string(),
+            items,
             dead_letters,
-            created_ms: Some(self.created_ms),
-            started_ms: self.started_ms,
-            finished_ms: state.is_settled().then_some(self.last_ms),
-        }
-    }
-}
-
-/// A record as it is stored: one row per message.
-#[derive(Serialize, Deserialize)]
-struct Stored {
-    /// (stage, id, state, reason) with state `w`, `r`, `d` (done) or `x`
-    /// (dead).
-    m: Vec<(String, String, char, String)>,
-    c: u64,
-    s: Option<u64>,
-    l: u64,
-}
-
-impl JobRecord {
-    /// The record as bytes, for a store.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let stored = Stored {
-            m: self
-                .messages
-                .iter()
-                .map(|((stage, id), message)| {
-                    let (state, reason) = match message {
-                        Message::Waiting => ('w', ""),
-                        Message::Retrying => ('r', ""),
-                        Message::Done => ('d', ""),
-                        Message::Dead(reason) => ('x', reason.as_str()),
-                    };
-                    (stage.clone(), id.clone(), state, reason.to_string())
-                })
-                .collect(),
-            c: self.created_ms,
-            s: self.started_ms,
-            l: self.last_ms,
-        };
-        serde_json::to_vec(&stored).expect("a record is always JSON")
-    }
-
-    /// A record from [`JobRecord::to_bytes`].
-    pub fn from_bytes(bytes: &[u8]) -> Result<JobRecord, String> {
-        let stored: Stored =
-            serde_json::from_slice(bytes).map_err(|e| format!("not a job record: {e}"))?;
-        let messages = stored
-            .m
-            .into_iter()
-            .map(|(stage, id, state, reason)| {
-                let message = match state {
-                    'r' => Message::Retrying,
-                    'd' => Message::Done,
-                    'x' => Message::Dead(reason),
-                    _ => Message::Waiting,
-                };
-                ((stage, id), message)
-            })
-            .collect();
-        Ok(JobRecord {
-            messages,
-            created_ms: stored.c,
-            started_ms: stored.s,
-            last_ms: stored.l,
         })
-    }
-}
-
-impl JobView {
-    /// A job nothing is known of.
-    pub fn unknown(id: &str) -> JobView {
-        JobView {
-            id: id.to_string(),
-            state: JobState::Unknown,
-            stages: BTreeMap::new(),
-            dead_letters: Vec::new(),
-            created_ms: None,
-            started_ms: None,
-            finished_ms: None,
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jobs::event::Emitted;
+    use crate::jobs::{event::Emitted, view::JobView};
 
     const KEEP: u64 = 7 * 24 * 3600 * 1000;
 
@@ -295,6 +294,7 @@ mod tests {
                     id: id.to_string(),
                 })
                 .collect(),
+            callback: None,
             at_ms,
         }
     }
@@ -437,5 +437,193 @@ mod tests {
         assert_eq!(record.state(1000 + KEEP, KEEP), JobState::Done);
         assert_eq!(record.state(1001 + KEEP, KEEP), JobState::Unknown);
         assert_eq!(record.view("j", 1001 + KEEP, KEEP), JobView::unknown("j"));
+    }
+
+    #[test]
+    fn a_child_reported_before_the_first_message_keeps_the_job_open() {
+        // Sent by a producer that wrote no `sent` event: until the first
+        // message's own event, what it emitted is not known.
+        let mut record = fold(&[event("query", "j.0", What::Done, &[], 1)]);
+        assert_eq!(record.state(1, KEEP), JobState::Running);
+        record.apply(&event("split", "j", What::Done, &[("query", "j.0")], 2));
+        assert_eq!(record.state(2, KEEP), JobState::Done);
+    }
+
+    fn held(n: u64) -> What {
+        What::Held {
+            item: serde_json::json!({ "total": n }),
+        }
+    }
+
+    fn upstream() -> BTreeSet<String> {
+        ["split".to_string(), "query".to_string()].into()
+    }
+
+    #[test]
+    fn a_gather_is_due_once_nothing_upstream_is_open_and_only_once() {
+        let mut record = fold(&[
+            event("split", "j", What::Sent, &[], 1),
+            event(
+                "split",
+                "j",
+                What::Done,
+                &[("query", "j.0"), ("query", "j.1")],
+                2,
+            ),
+            event("query", "j.0", What::Done, &[("sum", "j.0.0")], 3),
+            event("sum", "j.0.0", held(5), &[], 4),
+        ]);
+        assert_eq!(
+            record.gather_due("j", "sum", &upstream()),
+            None,
+            "j.1 is open"
+        );
+        assert_eq!(record.state(4, KEEP), JobState::Running);
+        record.apply(&event("query", "j.1", retrying(), &[], 5));
+        assert_eq!(
+            record.gather_due("j", "sum", &upstream()),
+            None,
+            "j.1 retries"
+        );
+        record.apply(&event("query", "j.1", What::Done, &[("sum", "j.1.0")], 6));
+        assert_eq!(
+            record.gather_due("j", "sum", &upstream()),
+            None,
+            "j.1.0 on its way"
+        );
+        record.apply(&event("sum", "j.1.0", held(7), &[], 7));
+        let due = record.gather_due("j", "sum", &upstream()).unwrap();
+        assert_eq!(
+            due.items,
+            vec![
+                serde_json::json!({"total": 5}),
+                serde_json::json!({"total": 7})
+            ]
+        );
+        assert!(due.dead_letters.is_empty());
+        // Held messages keep the job open until the release.
+        assert_eq!(record.state(7, KEEP), JobState::Running);
+        let mut released = event("sum", "j.gather", What::Released, &[("add", "j.gather")], 8);
+        record.apply(&released);
+        assert_eq!(
+            record.gather_due("j", "sum", &upstream()),
+            None,
+            "released once"
+        );
+        assert_eq!(record.view("j", 8, KEEP).stages["sum"].done, 2);
+        assert_eq!(record.state(8, KEEP), JobState::Running, "add is open");
+        // A duplicate release and a redelivered item change nothing.
+        released.at_ms = 9;
+        record.apply(&released);
+        record.apply(&event("sum", "j.0.0", held(5), &[], 9));
+        assert_eq!(record.view("j", 9, KEEP).stages["sum"].done, 2);
+        record.apply(&event("add", "j.gather", What::Done, &[], 10));
+        assert_eq!(record.state(10, KEEP), JobState::Done);
+    }
+
+    #[test]
+    fn a_gather_whose_branches_failed_is_released_with_the_dead_letters() {
+        let record = fold(&[
+            event(
+                "split",
+                "j",
+                What::Done,
+                &[("query", "j.0"), ("query", "j.1")],
+                1,
+            ),
+            event("query", "j.0", dead("no such database"), &[], 2),
+            event("query", "j.1", dead("timeout"), &[], 3),
+        ]);
+        let due = record.gather_due("j", "sum", &upstream()).unwrap();
+        assert!(due.items.is_empty());
+        assert_eq!(
+            due.dead_letters
+                .iter()
+                .map(|d| d.id.as_str())
+                .collect::<Vec<_>>(),
+            ["j.0", "j.1"]
+        );
+        // Not before the first message is known, nor for a job that never
+        // came near the stage.
+        let orphan = fold(&[event("query", "j.0", dead("x"), &[], 1)]);
+        assert_eq!(orphan.gather_due("j", "sum", &upstream()), None);
+        let elsewhere = fold(&[event("other", "j", What::Done, &[], 1)]);
+        assert_eq!(elsewhere.gather_due("j", "sum", &upstream()), None);
+    }
+
+    #[test]
+    fn a_callback_is_due_when_settled_until_delivered() {
+        let mut first = event("split", "j", What::Sent, &[], 1);
+        first.callback = Some("http://app/done".into());
+        let mut record = fold(&[first]);
+        assert_eq!(record.callback_due(None, 1, KEEP), None, "not settled");
+        record.apply(&event("split", "j", What::Done, &[], 2));
+        assert_eq!(
+            record.callback_due(Some("http://default"), 2, KEEP),
+            Some("http://app/done")
+        );
+        let failed = |reason: &str| What::CallFailed {
+            reason: reason.into(),
+        };
+        record.apply(&event("split", "j", failed("503"), &[], 3));
+        record.apply(&event("split", "j", failed("refused"), &[], 4));
+        assert_eq!(record.callback_attempts(), 2);
+        let view = record.view("j", 4, KEEP);
+        assert_eq!(
+            view.finished_ms,
+            Some(2),
+            "callback events are not the job's changes"
+        );
+        let callback = view.callback.unwrap();
+        assert_eq!(
+            (callback.state, callback.last_error.as_deref()),
+            ("failing", Some("refused"))
+        );
+        assert_eq!(record.callback_due(None, 4, KEEP), Some("http://app/done"));
+        record.apply(&event("split", "j", What::Called { status: 200 }, &[], 5));
+        assert_eq!(record.callback_due(None, 5, KEEP), None);
+        assert_eq!(
+            record.view("j", 5, KEEP).callback.unwrap().state,
+            "delivered"
+        );
+        // Without the producer's URL, the pipeline's; none once forgotten.
+        let plain = fold(&[event("split", "j", What::Done, &[], 1)]);
+        assert_eq!(
+            plain.callback_due(Some("http://default"), 1, KEEP),
+            Some("http://default")
+        );
+        assert_eq!(plain.callback_due(None, 1, KEEP), None);
+        assert_eq!(
+            plain.callback_due(Some("http://default"), 2 + KEEP, KEEP),
+            None
+        );
+        assert_eq!(plain.view("j", 1, KEEP).callback, None);
+        assert_eq!(JobView::unknown("j").callback, None);
+    }
+
+    #[test]
+    fn held_items_and_callbacks_read_back_from_bytes() {
+        let mut first = event("split", "j", What::Done, &[("sum", "j.0")], 1);
+        first.callback = Some("http://app/done".into());
+        let record = fold(&[
+            first,
+            event("sum", "j.0", held(3), &[], 2),
+            event("sum", "j.gather", What::Released, &[("add", "j.gather")], 3),
+            event(
+                "split",
+                "j",
+                What::CallFailed {
+                    reason: "503".into(),
+                },
+                &[],
+                4,
+            ),
+        ]);
+        assert_eq!(JobRecord::from_bytes(&record.to_bytes()).unwrap(), record);
+        let still = fold(&[
+            event("split", "j", What::Done, &[("sum", "j.0")], 1),
+            event("sum", "j.0", held(3), &[], 2),
+        ]);
+        assert_eq!(JobRecord::from_bytes(&still.to_bytes()).unwrap(), still);
     }
 }

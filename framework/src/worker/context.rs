@@ -70,6 +70,8 @@ pub(crate) struct StageInfo {
     /// The pipeline's job stream, when it tracks jobs: each handling's
     /// emitted ids are kept for its event.
     pub job_stream: Option<String>,
+    /// A gather stage: a successful handling holds the message.
+    pub gather: bool,
 }
 
 impl StageInfo {
@@ -83,6 +85,7 @@ impl StageInfo {
                 .map(|o| names::stage_queue(pipeline, o))
                 .collect(),
             job_stream: None,
+            gather: false,
         }
     }
 }

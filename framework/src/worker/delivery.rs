@@ -88,7 +88,8 @@ impl StageRuntime {
                 let dead = Disposition::Dead {
                     reason: reason.clone(),
                 };
-                self.record(publisher, &job, &id, &dead, Vec::new).await?;
+                self.record(publisher, delivery, &job, &id, &dead, Vec::new)
+                    .await?;
                 return self
                     .carry_out(
                         publisher,
@@ -262,8 +263,10 @@ impl StageRuntime {
             // nothing per message; the session says it once.
             return Err(Settle::Requeue);
         }
-        self.record(publisher, ctx.job(), &id, &disposition, || ctx.emitted())
-            .await?;
+        self.record(publisher, delivery, ctx.job(), &id, &disposition, || {
+            ctx.emitted()
+        })
+        .await?;
         self.carry_out(publisher, delivery, &id, disposition, attempt)
             .await
     }
@@ -277,6 +280,7 @@ impl StageRuntime {
     async fn record(
         &self,
         publisher: &Publisher,
+        delivery: &Delivery,
         job: &str,
         id: &str,
         disposition: &Disposition,
@@ -286,6 +290,11 @@ impl StageRuntime {
             return Ok(());
         };
         let what = match disposition {
+            // A gather stage's handling holds the message (its body is
+            // JSON: the handler took it) until the job keeper releases it.
+            Disposition::Done if self.info.gather => What::Held {
+                item: serde_json::from_slice(&delivery.data).unwrap_or_default(),
+            },
             Disposition::Done => What::Done,
             Disposition::Retry { reason, .. } if !reason.is_empty() => What::Retrying {
                 reason: reason.clone(),
@@ -295,7 +304,7 @@ impl StageRuntime {
             },
             Disposition::Retry { .. } | Disposition::Requeue { .. } => return Ok(()),
         };
-        let emitted = if what == What::Done {
+        let emitted = if matches!(what, What::Done | What::Held { .. }) {
             emitted()
         } else {
             Vec::new()
@@ -306,6 +315,9 @@ impl StageRuntime {
             stage: self.info.name.clone(),
             what,
             emitted,
+            callback: (id == job)
+                .then(|| message::text_header(&delivery.properties, message::CALLBACK))
+                .flatten(),
             at_ms: message::epoch_ms(),
         };
         self.recorder

@@ -45,6 +45,7 @@ impl StageRuntime {
             .jobs
             .track
             .then(|| names::job_stream(&pipeline.name));
+        info.gather = stage.kind == crate::StageKind::Gather;
         let pipeline = &pipeline.name;
         StageRuntime {
             info: Arc::new(info),

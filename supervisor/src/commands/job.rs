@@ -15,7 +15,10 @@ use warren::jobs::{JobState, JobView};
 
 use crate::{
     exit::{Failed, Usage},
-    jobs::{store::Store, tracker::Tracker},
+    jobs::{
+        store::{self, Store},
+        tracker::Tracker,
+    },
 };
 
 /// Longest time spent reading what the stream holds before answering.
@@ -35,7 +38,7 @@ pub async fn run(file: &Path, id: &str, json: bool, wait: Option<Duration>) -> R
         ))
         .into());
     }
-    let store = open_store(&store_path(&pipeline.name)).await?;
+    let store = open_store(&store::path(&pipeline.name, "jobs")).await?;
     let mut tracker = Tracker::open(&pipeline, store).await?;
     tracker.catch_up(Instant::now() + CATCH_UP).await?;
     tracker.prune()?;
@@ -61,11 +64,6 @@ pub async fn run(file: &Path, id: &str, json: bool, wait: Option<Duration>) -> R
         _ if wait.is_some() => Err(Failed(format!("job {id} is still running")).into()),
         _ => Ok(()),
     }
-}
-
-/// This box's store of the pipeline's job records.
-pub fn store_path(pipeline: &str) -> std::path::PathBuf {
-    Path::new(".warren").join(format!("{pipeline}.jobs.redb"))
 }
 
 /// Opens the store, waiting while another `warren job` holds it.

@@ -84,6 +84,22 @@ pub async fn run(file: &Path, json: bool) -> Result<()> {
             line.state
         );
     }
+    for supervisor in &report.supervisors {
+        if let Some(keeper) = &supervisor.keeper {
+            out!(
+                "job keeper: supervisor pid {}; callbacks delivered {}, failing {}{}; gathers released {}",
+                supervisor.pid,
+                keeper.callbacks_delivered,
+                keeper.callbacks_failing,
+                keeper
+                    .last_failure
+                    .as_ref()
+                    .map(|f| format!(" (last failure: {f})"))
+                    .unwrap_or_default(),
+                keeper.gathers_released
+            );
+        }
+    }
     if report.supervisors.is_empty() {
         out!(
             "(no supervisor of this pipeline runs on this box: workers, restarts and state are this box's)"

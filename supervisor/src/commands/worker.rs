@@ -52,6 +52,9 @@ pub async fn run(file: &Path, stage: &str) -> Result<()> {
             program = Some(exec.clone());
             Worker::new().handler(stage, exec)
         }
+        // A gather stage's handling only checks that the body is JSON: the
+        // worker records it as held, and the job keeper releases it.
+        StageKind::Gather => Worker::new().stage(stage, |_: Value, _: Context| async { Ok(()) }),
         StageKind::Command(command) => bail!(crate::exit::Usage(format!(
             "stage `{stage}` runs its own program ({}); `warren worker` runs built-in stages only",
             command.argv[0]

@@ -1,5 +1,10 @@
 //! Job tracking on this box: the [`store`] of job records and the
-//! [`tracker`] that folds the pipeline's job stream into it.
+//! [`tracker`] that folds the pipeline's job stream into it; the
+//! [`keeper`] (one supervisor of the pipeline at a time) and its
+//! [`duties`]: gathers released, [`callback`]s POSTed.
 
+pub mod callback;
+pub mod duties;
+pub mod keeper;
 pub mod store;
 pub mod tracker;

@@ -13,6 +13,14 @@ const JOBS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("jobs");
 /// `next_offset`: the stream offset of the first event not folded in.
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 
+/// Where this box keeps a store of `pipeline`'s job records for `user`
+/// (`jobs` for `warren job`, `keeper` for the job keeper): each process
+/// that reads the stream has its own, in `.warren/` of the directory it
+/// runs in.
+pub fn path(pipeline: &str, user: &str) -> PathBuf {
+    Path::new(".warren").join(format!("{pipeline}.{user}.redb"))
+}
+
 /// The open store of one pipeline.
 pub struct Store {
     db: Database,
@@ -72,10 +80,32 @@ impl Store {
         }
     }
 
+    /// Every record, in job id order, to `each` (stopping at its first
+    /// error): for the job keeper, which looks at every job once when it
+    /// takes over.
+    pub fn each(&self, mut each: impl FnMut(&str, JobRecord)) -> Result<(), String> {
+        let read = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let jobs = match read.open_table(JOBS) {
+            Ok(jobs) => jobs,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(error) => return Err(self.fail(error)),
+        };
+        for row in jobs.iter().map_err(|e| self.fail(e))? {
+            let (job, bytes) = row.map_err(|e| self.fail(e))?;
+            each(
+                job.value(),
+                JobRecord::from_bytes(bytes.value()).map_err(|e| self.fail(e))?,
+            );
+        }
+        Ok(())
+    }
+
     /// Folds `events` in, in one transaction, with the offset that follows
-    /// them: a crash keeps all of them or none.
-    pub fn fold(&self, events: &[Event], next_offset: u64) -> Result<(), String> {
+    /// them: a crash keeps all of them or none. Returns the jobs whose
+    /// records changed.
+    pub fn fold(&self, events: &[Event], next_offset: u64) -> Result<Vec<String>, String> {
         let write = self.db.begin_write().map_err(|e| self.fail(e))?;
+        let changed;
         {
             let mut jobs = write.open_table(JOBS).map_err(|e| self.fail(e))?;
             let mut records: std::collections::HashMap<&str, JobRecord> =
@@ -95,15 +125,17 @@ impl Store {
                     .expect("inserted above")
                     .apply(event);
             }
-            for (job, record) in records {
-                jobs.insert(job, record.to_bytes().as_slice())
+            for (job, record) in &records {
+                jobs.insert(*job, record.to_bytes().as_slice())
                     .map_err(|e| self.fail(e))?;
             }
+            changed = records.into_keys().map(str::to_string).collect();
             let mut meta = write.open_table(META).map_err(|e| self.fail(e))?;
             meta.insert("next_offset", next_offset)
                 .map_err(|e| self.fail(e))?;
         }
-        write.commit().map_err(|e| self.fail(e))
+        write.commit().map_err(|e| self.fail(e))?;
+        Ok(changed)
     }
 }
 
@@ -157,6 +189,7 @@ mod tests {
             stage: "a".into(),
             what,
             emitted: Vec::new(),
+            callback: None,
             at_ms,
         }
     }

@@ -36,6 +36,12 @@ pub struct Tracker {
     channel: Channel,
     consumer: Consumer,
     next: u64,
+    /// Jobs whose records changed since [`Tracker::take_changed`], once
+    /// it was first called (`warren job` does not keep them).
+    changed: Option<std::collections::BTreeSet<String>>,
+    /// The id of a stream message [`Tracker::catch_up_to`] waits for, and
+    /// whether it was read.
+    marker: Option<(String, bool)>,
 }
 
 impl Tracker {
@@ -80,6 +86,8 @@ impl Tracker {
             channel,
             consumer,
             next,
+            changed: None,
+            marker: None,
         })
     }
 
@@ -91,6 +99,17 @@ impl Tracker {
                 break;
             }
         }
+        Ok(())
+    }
+
+    /// Folds events until the stream message with id `marker` (written
+    /// after everything this call must see) has been read.
+    pub async fn catch_up_to(&mut self, marker: &str) -> Result<(), warren::Error> {
+        self.marker = Some((marker.to_string(), false));
+        while self.marker.as_ref().is_some_and(|(_, seen)| !seen) {
+            self.fold_some(Instant::now() + QUIET).await?;
+        }
+        self.marker = None;
         Ok(())
     }
 
@@ -122,9 +141,28 @@ impl Tracker {
         }
     }
 
+    /// The record of `job`, if any event of it was folded in.
+    pub fn record(&self, job: &str) -> Result<Option<warren::jobs::JobRecord>, warren::Error> {
+        self.store.get(job).map_err(warren::Error::Setup)
+    }
+
+    /// Every record (see [`Store::each`]).
+    pub fn each(
+        &self,
+        each: impl FnMut(&str, warren::jobs::JobRecord),
+    ) -> Result<(), warren::Error> {
+        self.store.each(each).map_err(warren::Error::Setup)
+    }
+
+    /// The jobs whose records changed since the last call (none at the
+    /// first: from then on they are kept).
+    pub fn take_changed(&mut self) -> std::collections::BTreeSet<String> {
+        self.changed.replace(Default::default()).unwrap_or_default()
+    }
+
     /// Folds the events that arrive until a batch is full or nothing came
     /// before `until`; returns how many stream messages were read.
-    async fn fold_some(&mut self, until: Instant) -> Result<usize, warren::Error> {
+    pub async fn fold_some(&mut self, until: Instant) -> Result<usize, warren::Error> {
         let mut events = Vec::new();
         let mut last_tag = None;
         let mut read = 0;
@@ -153,15 +191,27 @@ impl Tracker {
                 continue; // the stream starts a read at its chunk's start
             }
             self.next = offset + 1;
+            if let Some((marker, seen)) = &mut self.marker {
+                *seen |= delivery
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map(|id| id.as_str())
+                    == Some(marker.as_str());
+            }
             match Event::decode_all(&delivery.data) {
                 Ok(batch) => events.extend(batch),
                 Err(why) => warn!("job stream offset {offset}: {why}; skipped"),
             }
         }
         if let Some(tag) = last_tag {
-            self.store
+            let changed = self
+                .store
                 .fold(&events, self.next)
                 .map_err(warren::Error::Setup)?;
+            if let Some(kept) = &mut self.changed {
+                kept.extend(changed);
+            }
             self.channel
                 .basic_ack(tag, BasicAckOptions { multiple: true })
                 .await

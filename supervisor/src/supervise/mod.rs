@@ -95,6 +95,7 @@ impl Supervisor {
             pid: std::process::id(),
             pipeline: pipeline.name.clone(),
             stages: Vec::new(),
+            keeper: None,
         }));
         let (reports_tx, reports) = mpsc::unbounded_channel();
         let shares = status::Shares::default();
@@ -166,6 +167,15 @@ impl Supervisor {
     ) -> anyhow::Result<()> {
         let stages: Vec<&str> = self.pools.iter().map(|p| p.stage.name.as_str()).collect();
         info!(pipeline = %self.pipeline.name, broker = %self.pipeline.broker.url, "supervising {}", stages.join(", "));
+        // A tracked pipeline's supervisors elect the job keeper among them.
+        let keeper_stop = CancellationToken::new();
+        let keeper = self.pipeline.jobs.track.then(|| {
+            tokio::spawn(crate::jobs::keeper::run(
+                self.pipeline.clone(),
+                self.status.clone(),
+                keeper_stop.clone(),
+            ))
+        });
         let mut tick = tokio::time::interval(self.options.poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -178,7 +188,13 @@ impl Supervisor {
             }
             self.publish();
         }
+        // The keeper goes last: gathers of what the workers finish while
+        // draining are still released.
         self.shutdown(&mut tick).await;
+        keeper_stop.cancel();
+        if let Some(keeper) = keeper {
+            let _ = tokio::time::timeout(Duration::from_secs(10), keeper).await;
+        }
         Ok(())
     }
 

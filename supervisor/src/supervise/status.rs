@@ -28,6 +28,9 @@ pub struct SupervisorStatus {
     pub pipeline: String,
     /// Its stages.
     pub stages: Vec<StageStatus>,
+    /// The job keeper, while this supervisor is it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keeper: Option<crate::jobs::keeper::KeeperStatus>,
 }
 
 /// One stage of a supervisor.

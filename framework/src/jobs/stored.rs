@@ -1,0 +1,103 @@
+//! A job's record as bytes, for a store: compact JSON, one row per message.
+
+use serde::{Deserialize, Serialize};
+
+use super::state::{Call, JobRecord, Message};
+
+/// The stored form.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    /// (stage, id, state, detail) with state `w` (waiting), `r`
+    /// (retrying), `d` (done), `x` (dead, detail = reason) or `h` (held,
+    /// detail = the body as JSON).
+    m: Vec<(String, String, char, String)>,
+    c: u64,
+    s: Option<u64>,
+    l: u64,
+    /// The first message's event was folded in.
+    #[serde(default = "yes")]
+    r: bool,
+    /// The producer's callback URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cb: Option<String>,
+    /// The callback: delivered, or failed attempts and the last reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    call: Option<(u32, String)>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    called: bool,
+    /// Released gather stages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    g: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl JobRecord {
+    /// The record as bytes, for a store.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let stored = Stored {
+            m: self
+                .messages
+                .iter()
+                .map(|((stage, id), message)| {
+                    let (state, detail) = match message {
+                        Message::Waiting => ('w', String::new()),
+                        Message::Retrying => ('r', String::new()),
+                        Message::Held(item) => ('h', item.to_string()),
+                        Message::Done => ('d', String::new()),
+                        Message::Dead(reason) => ('x', reason.clone()),
+                    };
+                    (stage.clone(), id.clone(), state, detail)
+                })
+                .collect(),
+            c: self.created_ms,
+            s: self.started_ms,
+            l: self.last_ms,
+            r: self.root,
+            cb: self.callback.clone(),
+            call: match &self.call {
+                Call::Failing { attempts, reason } => Some((*attempts, reason.clone())),
+                _ => None,
+            },
+            called: self.call == Call::Delivered,
+            g: self.released.iter().cloned().collect(),
+        };
+        serde_json::to_vec(&stored).expect("a record is always JSON")
+    }
+
+    /// A record from [`JobRecord::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<JobRecord, String> {
+        let stored: Stored =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a job record: {e}"))?;
+        let mut messages = std::collections::BTreeMap::new();
+        for (stage, id, state, detail) in stored.m {
+            let message = match state {
+                'r' => Message::Retrying,
+                'd' => Message::Done,
+                'x' => Message::Dead(detail),
+                'h' => Message::Held(
+                    serde_json::from_str(&detail)
+                        .map_err(|e| format!("a held message of the record: {e}"))?,
+                ),
+                _ => Message::Waiting,
+            };
+            messages.insert((stage, id), message);
+        }
+        Ok(JobRecord {
+            messages,
+            created_ms: stored.c,
+            started_ms: stored.s,
+            last_ms: stored.l,
+            root: stored.r,
+            callback: stored.cb,
+            call: match (stored.called, stored.call) {
+                (true, _) => Call::Delivered,
+                (false, Some((attempts, reason))) => Call::Failing { attempts, reason },
+                (false, None) => Call::Pending,
+            },
+            released: stored.g.into_iter().collect(),
+        })
+    }
+}

@@ -1,0 +1,148 @@
+//! A job as `warren job` and `GET /v1/jobs/{id}` show it, made from its
+//! record (pure).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::state::{Call, JobRecord, JobState, Message};
+
+/// Messages of one stage of a job, by where they stand.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct StageCounts {
+    /// Sent or emitted to the stage, not handled yet.
+    pub waiting: u64,
+    /// Waiting for another attempt.
+    pub retrying: u64,
+    /// Held by a gather stage until the rest of the job upstream settles.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub held: u64,
+    /// Handled.
+    pub done: u64,
+    /// Dead-lettered.
+    pub dead: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// One dead letter of a job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DeadLetter {
+    /// The message's id.
+    pub id: String,
+    /// The stage that dead-lettered it.
+    pub stage: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// What became of a job's completion callback.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CallbackView {
+    /// `pending` (the job is not settled, or not POSTed yet), `delivered`
+    /// (a 2xx came back) or `failing` (tried again later).
+    pub state: &'static str,
+    /// Failed POSTs so far.
+    pub failed_attempts: u32,
+    /// What the last failed POST got.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// A job as it is shown.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct JobView {
+    /// The job's id (its first message's id).
+    pub id: String,
+    /// Where it stands.
+    pub state: JobState,
+    /// Per stage, in name order.
+    pub stages: BTreeMap<String, StageCounts>,
+    /// Its dead letters.
+    pub dead_letters: Vec<DeadLetter>,
+    /// When it was first seen (ms since the Unix epoch).
+    pub created_ms: Option<u64>,
+    /// When its first handling finished.
+    pub started_ms: Option<u64>,
+    /// When it settled.
+    pub finished_ms: Option<u64>,
+    /// Its completion callback, when it has one (its producer gave a URL;
+    /// `jobs.callback` shows once a POST was made).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback: Option<CallbackView>,
+}
+
+impl JobView {
+    /// A job nothing is known of.
+    pub fn unknown(id: &str) -> JobView {
+        JobView {
+            id: id.to_string(),
+            state: JobState::Unknown,
+            stages: BTreeMap::new(),
+            dead_letters: Vec::new(),
+            created_ms: None,
+            started_ms: None,
+            finished_ms: None,
+            callback: None,
+        }
+    }
+}
+
+impl JobRecord {
+    /// The job `id` as it is shown.
+    pub fn view(&self, id: &str, now_ms: u64, keep_ms: u64) -> JobView {
+        let state = self.state(now_ms, keep_ms);
+        if state == JobState::Unknown {
+            return JobView::unknown(id);
+        }
+        let mut stages: BTreeMap<String, StageCounts> = BTreeMap::new();
+        let mut dead_letters = Vec::new();
+        for ((stage, message_id), message) in &self.messages {
+            let counts = stages.entry(stage.clone()).or_default();
+            match message {
+                Message::Waiting => counts.waiting += 1,
+                Message::Retrying => counts.retrying += 1,
+                Message::Held(_) => counts.held += 1,
+                Message::Done => counts.done += 1,
+                Message::Dead(reason) => {
+                    counts.dead += 1;
+                    dead_letters.push(DeadLetter {
+                        id: message_id.clone(),
+                        stage: stage.clone(),
+                        reason: reason.clone(),
+                    });
+                }
+            }
+        }
+        let callback = match &self.call {
+            Call::Pending if self.callback.is_none() => None,
+            Call::Pending => Some(CallbackView {
+                state: "pending",
+                failed_attempts: 0,
+                last_error: None,
+            }),
+            Call::Delivered => Some(CallbackView {
+                state: "delivered",
+                failed_attempts: 0,
+                last_error: None,
+            }),
+            Call::Failing { attempts, reason } => Some(CallbackView {
+                state: "failing",
+                failed_attempts: *attempts,
+                last_error: Some(reason.clone()),
+            }),
+        };
+        JobView {
+            id: id.to_string(),
+            state,
+            stages,
+            dead_letters,
+            created_ms: Some(self.created_ms),
+            started_ms: self.started_ms,
+            finished_ms: state.is_settled().then_some(self.last_ms),
+            callback,
+        }
+    }
+}

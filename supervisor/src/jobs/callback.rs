@@ -1,0 +1,82 @@
+//! A settled job's completion callback (DESIGN.md, *Jobs*): its state POSTed
+//! as JSON with the job id as `Idempotency-Key`, tried again with growing
+//! delays until a 2xx answers or the job is forgotten.
+
+use std::time::Duration;
+
+/// Time a callback server gets to answer one POST.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest wait between two attempts.
+const MAX_DELAY: Duration = Duration::from_secs(300);
+
+/// The wait before trying again after `failed` failed POSTs (pure): one
+/// second, doubling, at most five minutes.
+pub fn retry_delay(failed: u32) -> Duration {
+    let doublings = failed.saturating_sub(1).min(16);
+    (Duration::from_secs(1) * 2u32.pow(doublings)).min(MAX_DELAY)
+}
+
+/// An HTTP client for callbacks.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .user_agent(concat!("warren/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("an HTTP client with a timeout builds")
+}
+
+/// POSTs `body` (the job's state) to `url`; the HTTP status of a 2xx, or
+/// why it failed.
+pub async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    job: &str,
+    body: Vec<u8>,
+) -> Result<u16, String> {
+    let answer = client
+        .post(url)
+        .header("Content-Type", warren::message::JSON)
+        .header("Idempotency-Key", job)
+        .body(body)
+        .send()
+        .await
+        .map_err(|error| {
+            let error = error.without_url();
+            format!("POST {}: {error}", without_query(url))
+        })?;
+    let status = answer.status();
+    if status.is_success() {
+        Ok(status.as_u16())
+    } else {
+        Err(format!("POST {}: HTTP {status}", without_query(url)))
+    }
+}
+
+/// The URL without its query string, which may hold a secret.
+fn without_query(url: &str) -> &str {
+    url.split(['?', '#']).next().unwrap_or(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_double_from_a_second_up_to_five_minutes() {
+        let delays: Vec<u64> = [1, 2, 3, 4, 9, 10, 100]
+            .map(|n| retry_delay(n).as_secs())
+            .to_vec();
+        assert_eq!(delays, [1, 2, 4, 8, 256, 300, 300]);
+        assert_eq!(retry_delay(0), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_url_is_shown_without_its_query() {
+        assert_eq!(
+            without_query("http://app/done?token=s3cret"),
+            "http://app/done"
+        );
+        assert_eq!(without_query("http://app/done"), "http://app/done");
+    }
+}
