@@ -6,7 +6,7 @@ mod common;
 
 use std::{
     collections::HashMap,
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -16,24 +16,12 @@ use warren::Producer;
 
 /// Starts `warren supervise` on `file`, logging to `{log}`.
 fn supervise(file: &PipelineFile, log: &str, extra: &[&str]) -> ChildGuard {
-    ChildGuard(
-        Command::new(env!("CARGO_BIN_EXE_warren"))
-            .args(["supervise", file.path.to_str().unwrap(), "--poll", "500ms"])
-            .args(extra)
-            .env("AMQP_URL", amqp_url())
-            .env("WARREN_TEST_RECORD", file.file("record.txt"))
-            .stdout(Stdio::null())
-            .stderr(log_file(&file.file(log)))
-            .spawn()
-            .expect("start warren supervise"),
-    )
+    supervise_in(file, std::path::Path::new("."), log, extra)
 }
 
 /// `warren status --json`.
 fn status(file: &PipelineFile) -> Value {
-    let out = warren(&["status", file.path.to_str().unwrap(), "--json"]);
-    assert!(out.status.success(), "{}", text(&out).1);
-    serde_json::from_slice(&out.stdout).expect("status JSON")
+    status_json(file)
 }
 
 /// A stage's line of `warren status --json`.

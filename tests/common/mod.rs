@@ -433,3 +433,28 @@ pub fn test_worker(file: &PipelineFile, stages: &[&str], record: &Path) -> Child
             .expect("start test-worker"),
     )
 }
+
+/// Starts `warren supervise FILE --poll 500ms EXTRA` in `dir` (where its
+/// `.warren/` stores and relative sink files go), logging to `log` in the
+/// pipeline file's directory.
+pub fn supervise_in(file: &PipelineFile, dir: &Path, log: &str, extra: &[&str]) -> ChildGuard {
+    ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_warren"))
+            .args(["supervise", file.path.to_str().unwrap(), "--poll", "500ms"])
+            .args(extra)
+            .env("AMQP_URL", amqp_url())
+            .env("WARREN_TEST_RECORD", file.file("record.txt"))
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(log_file(&file.file(log)))
+            .spawn()
+            .expect("start warren supervise"),
+    )
+}
+
+/// `warren status FILE --json`.
+pub fn status_json(file: &PipelineFile) -> serde_json::Value {
+    let out = warren(&["status", file.path.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", text(&out).1);
+    serde_json::from_slice(&out.stdout).expect("status JSON")
+}

@@ -36,14 +36,13 @@ impl Message {
 
 /// What became of the job's completion callback.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(super) enum Call {
-    /// Not POSTed yet (or the job is not settled).
-    #[default]
-    Pending,
-    /// POSTed, answered with a 2xx.
-    Delivered,
-    /// POSTed `attempts` times, every one failed; the last said `reason`.
-    Failing { attempts: u32, reason: String },
+pub(super) struct Call {
+    /// A POST got a 2xx.
+    pub delivered: bool,
+    /// POSTs that failed.
+    pub failed: u32,
+    /// Why the last failed POST failed.
+    pub last_error: Option<String>,
 }
 
 /// Everything known of one job.
@@ -72,7 +71,7 @@ impl Default for JobRecord {
             last_ms: 0,
             root: false,
             callback: None,
-            call: Call::Pending,
+            call: Call::default(),
             released: BTreeSet::new(),
         }
     }
@@ -122,21 +121,12 @@ impl JobRecord {
         }
         match &event.what {
             What::Called { .. } => {
-                self.call = Call::Delivered;
+                self.call.delivered = true;
                 return;
             }
             What::CallFailed { reason } => {
-                if let Call::Failing { attempts, .. } = self.call {
-                    self.call = Call::Failing {
-                        attempts: attempts + 1,
-                        reason: reason.clone(),
-                    };
-                } else if self.call == Call::Pending {
-                    self.call = Call::Failing {
-                        attempts: 1,
-                        reason: reason.clone(),
-                    };
-                }
+                self.call.failed += 1;
+                self.call.last_error = Some(reason.clone());
                 return;
             }
             _ => {}
@@ -218,7 +208,7 @@ impl JobRecord {
         now_ms: u64,
         keep_ms: u64,
     ) -> Option<&'a str> {
-        if self.call == Call::Delivered || !self.state(now_ms, keep_ms).is_settled() {
+        if self.call.delivered || !self.state(now_ms, keep_ms).is_settled() {
             return None;
         }
         self.callback.as_deref().or(default)
@@ -226,10 +216,7 @@ impl JobRecord {
 
     /// Failed POSTs of the callback so far.
     pub fn callback_attempts(&self) -> u32 {
-        match self.call {
-            Call::Failing { attempts, .. } => attempts,
-            _ => 0,
-        }
+        self.call.failed
     }
 
     /// What gather stage `stage` emits for job `job`, once it is due: the
@@ -585,6 +572,10 @@ mod tests {
         assert_eq!(
             record.view("j", 5, KEEP).callback.unwrap().state,
             "delivered"
+        );
+        assert_eq!(
+            record.view("j", 5, KEEP).callback.unwrap().failed_attempts,
+            2
         );
         // Without the producer's URL, the pipeline's; none once forgotten.
         let plain = fold(&[event("split", "j", What::Done, &[], 1)]);

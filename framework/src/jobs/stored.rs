@@ -57,11 +57,13 @@ impl JobRecord {
             l: self.last_ms,
             r: self.root,
             cb: self.callback.clone(),
-            call: match &self.call {
-                Call::Failing { attempts, reason } => Some((*attempts, reason.clone())),
-                _ => None,
-            },
-            called: self.call == Call::Delivered,
+            call: (self.call.failed > 0).then(|| {
+                (
+                    self.call.failed,
+                    self.call.last_error.clone().unwrap_or_default(),
+                )
+            }),
+            called: self.call.delivered,
             g: self.released.iter().cloned().collect(),
         };
         serde_json::to_vec(&stored).expect("a record is always JSON")
@@ -92,10 +94,10 @@ impl JobRecord {
             last_ms: stored.l,
             root: stored.r,
             callback: stored.cb,
-            call: match (stored.called, stored.call) {
-                (true, _) => Call::Delivered,
-                (false, Some((attempts, reason))) => Call::Failing { attempts, reason },
-                (false, None) => Call::Pending,
+            call: Call {
+                delivered: stored.called,
+                failed: stored.call.as_ref().map_or(0, |(failed, _)| *failed),
+                last_error: stored.call.map(|(_, reason)| reason),
             },
             released: stored.g.into_iter().collect(),
         })

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::state::{Call, JobRecord, JobState, Message};
+use super::state::{JobRecord, JobState, Message};
 
 /// Messages of one stage of a job, by where they stand.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -116,24 +116,19 @@ impl JobRecord {
                 }
             }
         }
-        let callback = match &self.call {
-            Call::Pending if self.callback.is_none() => None,
-            Call::Pending => Some(CallbackView {
-                state: "pending",
-                failed_attempts: 0,
-                last_error: None,
-            }),
-            Call::Delivered => Some(CallbackView {
-                state: "delivered",
-                failed_attempts: 0,
-                last_error: None,
-            }),
-            Call::Failing { attempts, reason } => Some(CallbackView {
-                state: "failing",
-                failed_attempts: *attempts,
-                last_error: Some(reason.clone()),
-            }),
-        };
+        let call = &self.call;
+        let callback =
+            (self.callback.is_some() || call.delivered || call.failed > 0).then(|| CallbackView {
+                state: if call.delivered {
+                    "delivered"
+                } else if call.failed > 0 {
+                    "failing"
+                } else {
+                    "pending"
+                },
+                failed_attempts: call.failed,
+                last_error: call.last_error.clone(),
+            });
         JobView {
             id: id.to_string(),
             state,

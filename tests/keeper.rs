@@ -1,0 +1,477 @@
+//! The job keeper (DESIGN.md, *Jobs*) against the real broker, with
+//! `warren supervise` processes: gather stages release each job's items
+//! once (1, 100 and 10,000 of them; through a SIGKILL of the gather worker;
+//! with a failed branch), and completion callbacks reach a server that
+//! fails, once per job, with the job id as `Idempotency-Key`, also when the
+//! keeper is SIGKILLed and another supervisor takes over.
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use common::*;
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+};
+use warren::{Context, Failure, Producer, Worker};
+
+const GATHERING: &str = "
+pipeline: {name}
+jobs: { track: true, keep: 1h }
+defaults:
+  prefetch: 200
+  concurrency: 50
+  timeout: 60s
+  retry: { attempts: 2, backoff: [1s] }
+stages:
+  split:
+    command: [unused]
+    outputs: [query]
+  query:
+    command: [unused]
+    outputs: [sum]
+  sum:
+    gather: {}
+    outputs: [results]
+  results:
+    sink: { path: results.jsonl }
+";
+
+/// `split` emits `{"n": i}` for i below the body's `parts`, marking those
+/// in `dead` to be dead-lettered; `query` answers `{"total": n}` after
+/// `sleep_ms`.
+fn gathering_worker(pipeline: &warren::Pipeline) -> Worker {
+    Worker::new()
+        .pipeline(pipeline.clone())
+        .stage("split", |body: Value, ctx: Context| async move {
+            let dead = body["dead"].as_array().cloned().unwrap_or_default();
+            for n in 0..body["parts"].as_u64().unwrap_or(0) {
+                let part =
+                    json!({"n": n, "dead": dead.contains(&json!(n)), "sleep_ms": body["sleep_ms"]});
+                ctx.emit(&part).await?;
+            }
+            Ok(())
+        })
+        .stage("query", |part: Value, ctx: Context| async move {
+            if part["dead"] == json!(true) {
+                return Err(Failure::dead("no such database"));
+            }
+            if let Some(ms) = part["sleep_ms"].as_u64() {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            ctx.emit(&json!({"total": part["n"]})).await?;
+            Ok(())
+        })
+}
+
+/// The gathered messages the sink wrote, by job.
+fn gathered(results: &Path) -> HashMap<String, Vec<Value>> {
+    let mut by_job: HashMap<String, Vec<Value>> = HashMap::new();
+    for line in std::fs::read_to_string(results).unwrap_or_default().lines() {
+        let value: Value = serde_json::from_str(line).expect("a JSON line");
+        let job = value["job"].as_str().expect("a job id").to_string();
+        by_job.entry(job).or_default().push(value);
+    }
+    by_job
+}
+
+/// The sorted totals of a gathered message.
+fn totals(message: &Value) -> Vec<u64> {
+    let mut totals: Vec<u64> = message["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| item["total"].as_u64().expect("a total"))
+        .collect();
+    totals.sort_unstable();
+    totals
+}
+
+/// `warren job FILE ID --json MORE` in `dir`: (exit code, the view).
+async fn job(file: &PipelineFile, dir: &Path, id: &str, more: &[&str]) -> (i32, Value) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["job", file.path.to_str().unwrap(), id, "--json"])
+        .args(more)
+        .env("AMQP_URL", amqp_url())
+        .current_dir(dir)
+        .output()
+        .await
+        .expect("run warren job");
+    let (stdout, stderr) = text(&out);
+    let view = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not a job view ({e}): {stdout} / {stderr}"));
+    (out.status.code().unwrap_or(-1), view)
+}
+
+#[tokio::test]
+async fn a_gather_releases_each_job_once_with_all_its_items() {
+    let file = PipelineFile::new("gather", GATHERING);
+    let _cleanup = Cleanup::pipeline(&file.path, &[format!("{}.supervisors", file.name)]);
+    let pipeline = warren::config::load(&file.path).unwrap();
+    declare(&pipeline).await;
+    let dir = file.file("box");
+    std::fs::create_dir_all(&dir).unwrap();
+    let _supervisor = supervise_in(&file, &dir, "supervisor.log", &["--stages", "sum,results"]);
+    let worker = spawn_worker(gathering_worker(&pipeline));
+    let producer = Producer::connect(&pipeline).await.unwrap();
+    for parts in [1u64, 100, 10_000] {
+        producer
+            .send_with_id("split", &format!("g{parts}"), &json!({ "parts": parts }))
+            .await
+            .unwrap();
+    }
+    let results = dir.join("results.jsonl");
+    let all_there = eventually(Duration::from_secs(240), || async {
+        gathered(&results).len() == 3
+    })
+    .await;
+    assert!(all_there, "gathered: {:?}", gathered(&results).keys());
+    for parts in [1u64, 100, 10_000] {
+        let id = format!("g{parts}");
+        let (code, view) = job(&file, &dir, &id, &["--wait", "60s"]).await;
+        assert_eq!((code, view["state"].as_str()), (0, Some("done")), "{view}");
+        assert_eq!(view["stages"]["sum"]["done"], parts, "{view}");
+        assert_eq!(view["stages"]["results"]["done"], 1, "{view}");
+        let messages = &gathered(&results)[&id];
+        assert_eq!(messages.len(), 1, "{id} written once");
+        assert_eq!(totals(&messages[0]), (0..parts).collect::<Vec<_>>(), "{id}");
+        assert_eq!(messages[0]["dead_letters"], json!([]));
+    }
+    // Nothing more comes: each job was released once.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(gathered(&results).values().map(Vec::len).sum::<usize>(), 3);
+    let status = status_json(&file);
+    let keeper = status["supervisors"][0]["keeper"].clone();
+    assert_eq!(keeper["leader"], true, "{status}");
+    assert_eq!(keeper["gathers_released"], 3, "{status}");
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_gather_survives_a_killed_worker_and_a_failed_branch_still_releases() {
+    let file = PipelineFile::new("gatherkill", GATHERING);
+    let _cleanup = Cleanup::pipeline(&file.path, &[format!("{}.supervisors", file.name)]);
+    let pipeline = warren::config::load(&file.path).unwrap();
+    declare(&pipeline).await;
+    let dir = file.file("box");
+    std::fs::create_dir_all(&dir).unwrap();
+    let _supervisor = supervise_in(&file, &dir, "supervisor.log", &["--stages", "sum,results"]);
+    let worker = spawn_worker(gathering_worker(&pipeline));
+    let producer = Producer::connect(&pipeline).await.unwrap();
+    producer
+        .send_with_id(
+            "split",
+            "k",
+            &json!({"parts": 400, "dead": [7, 8], "sleep_ms": 1000}),
+        )
+        .await
+        .unwrap();
+    // Kill the gather worker once it holds some of the items.
+    let holding = eventually(Duration::from_secs(60), || async {
+        job(&file, &dir, "k", &[]).await.1["stages"]["sum"]["held"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 50
+    })
+    .await;
+    assert!(holding, "the gather stage never held 50 items");
+    let gatherers: Vec<u32> = processes_of(&file.path)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmd| String::from_utf8_lossy(&cmd).contains("sum"))
+        })
+        .collect();
+    assert!(!gatherers.is_empty(), "no gather worker found");
+    for pid in &gatherers {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    let (code, view) = job(&file, &dir, "k", &["--wait", "120s"]).await;
+    assert_eq!(
+        (code, view["state"].as_str()),
+        (1, Some("failed")),
+        "{view}"
+    );
+    let messages = &gathered(&dir.join("results.jsonl"))["k"];
+    assert_eq!(messages.len(), 1, "released once");
+    let expected: Vec<u64> = (0..400).filter(|n| *n != 7 && *n != 8).collect();
+    assert_eq!(totals(&messages[0]), expected);
+    let dead: Vec<&str> = messages[0]["dead_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(dead, ["k.7", "k.8"], "{}", messages[0]["dead_letters"]);
+    assert_eq!(messages[0]["dead_letters"][0]["stage"], "query");
+    worker.stop().await.unwrap();
+}
+
+/// What a callback server saw: per path, (Idempotency-Key, body, status
+/// answered).
+type Seen = Arc<Mutex<HashMap<String, Vec<(String, Value, u16)>>>>;
+
+/// A callback server on a free port: `/flaky` answers 503 twice, then 200;
+/// `/down` answers 500 while `down` is set; any other path 200.
+async fn callback_server(down: Arc<AtomicBool>) -> (u16, Seen) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Seen = Arc::default();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let record = record.clone();
+            let down = down.clone();
+            tokio::spawn(async move {
+                let mut bytes = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let (head, body) = loop {
+                    let n = socket.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    bytes.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&bytes).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let head = text[..end].to_string();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap())
+                            })
+                            .unwrap_or(0);
+                        if bytes.len() >= end + 4 + length {
+                            break (head, bytes[end + 4..end + 4 + length].to_vec());
+                        }
+                    }
+                };
+                let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                let key = head
+                    .lines()
+                    .find_map(|l| {
+                        let (name, value) = l.split_once(':')?;
+                        name.eq_ignore_ascii_case("idempotency-key")
+                            .then(|| value.trim().to_string())
+                    })
+                    .unwrap_or_default();
+                let status = {
+                    let mut seen = record.lock().unwrap();
+                    let earlier = seen.get(&path).map_or(0, Vec::len);
+                    let status = match path.as_str() {
+                        "/flaky" if earlier < 2 => 503,
+                        "/down" if down.load(Ordering::SeqCst) => 500,
+                        _ => 200,
+                    };
+                    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    seen.entry(path).or_default().push((key, body, status));
+                    status
+                };
+                let answer = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// A pipeline whose jobs end at a sink, with `callback` as `jobs.callback`.
+fn calling(callback: &str) -> String {
+    format!(
+        "
+pipeline: {{name}}
+jobs: {{ track: true, keep: 1h, callback: \"{callback}\" }}
+defaults:
+  retry: {{ attempts: 2, backoff: [1s] }}
+stages:
+  split:
+    command: [unused]
+    outputs: [results]
+  results:
+    sink: {{ path: results.jsonl }}
+"
+    )
+}
+
+/// `split` emits its body once.
+fn passing_worker(pipeline: &warren::Pipeline) -> Worker {
+    Worker::new().pipeline(pipeline.clone()).stage(
+        "split",
+        |body: Value, ctx: Context| async move {
+            ctx.emit(&body).await?;
+            Ok(())
+        },
+    )
+}
+
+/// The requests a path got.
+fn requests(seen: &Seen, path: &str) -> Vec<(String, Value, u16)> {
+    seen.lock().unwrap().get(path).cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_callback_that_fails_twice_is_posted_until_answered_once() {
+    let (port, seen) = callback_server(Arc::default()).await;
+    let file = PipelineFile::new(
+        "callback",
+        &calling(&format!("http://127.0.0.1:{port}/flaky")),
+    );
+    let _cleanup = Cleanup::pipeline(&file.path, &[format!("{}.supervisors", file.name)]);
+    let pipeline = warren::config::load(&file.path).unwrap();
+    declare(&pipeline).await;
+    let dir = file.file("box");
+    std::fs::create_dir_all(&dir).unwrap();
+    let _supervisor = supervise_in(&file, &dir, "supervisor.log", &["--stages", "results"]);
+    let worker = spawn_worker(passing_worker(&pipeline));
+    let producer = Producer::connect(&pipeline).await.unwrap();
+    producer
+        .send_with_id("split", "cb", &json!({"n": 1}))
+        .await
+        .unwrap();
+    // The producer's own URL wins over jobs.callback.
+    let own = format!("http://127.0.0.1:{port}/own?token=s3cret");
+    producer
+        .publish_with("split", "own", br#"{"n": 2}"#, Some(&own))
+        .await
+        .unwrap()
+        .confirmed()
+        .await
+        .unwrap();
+    let answered = eventually(Duration::from_secs(60), || async {
+        requests(&seen, "/flaky").iter().any(|r| r.2 == 200)
+            && !requests(&seen, "/own?token=s3cret").is_empty()
+    })
+    .await;
+    assert!(answered, "callbacks: {:?}", seen.lock().unwrap());
+    // Nothing more comes once answered.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let flaky = requests(&seen, "/flaky");
+    assert_eq!(
+        flaky.iter().map(|r| r.2).collect::<Vec<_>>(),
+        [503, 503, 200],
+        "{flaky:?}"
+    );
+    assert!(flaky.iter().all(|r| r.0 == "cb"), "{flaky:?}");
+    assert_eq!(flaky[2].1["id"], "cb");
+    assert_eq!(flaky[2].1["state"], "done");
+    assert_eq!(flaky[2].1["stages"]["results"]["done"], 1);
+    let own = requests(&seen, "/own?token=s3cret");
+    assert_eq!(own.len(), 1, "{own:?}");
+    assert_eq!(own[0].0, "own");
+
+    let (code, view) = job(&file, &dir, "cb", &[]).await;
+    assert_eq!(code, 0, "{view}");
+    let callback_done = eventually(Duration::from_secs(10), || async {
+        job(&file, &dir, "cb", &[]).await.1["callback"]["state"] == "delivered"
+    })
+    .await;
+    assert!(callback_done, "{}", job(&file, &dir, "cb", &[]).await.1);
+    let (_, view) = job(&file, &dir, "cb", &[]).await;
+    assert_eq!(view["callback"]["failed_attempts"], 2, "{view}");
+    let status = warren(&["status", file.path.to_str().unwrap()]);
+    let (stdout, _) = text(&status);
+    assert!(
+        stdout.contains("callbacks delivered 2, failing 0"),
+        "{stdout}"
+    );
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn another_supervisor_takes_over_the_callbacks_of_a_killed_keeper() {
+    let down = Arc::new(AtomicBool::new(true));
+    let (port, seen) = callback_server(down.clone()).await;
+    let file = PipelineFile::new(
+        "takeover",
+        &calling(&format!("http://127.0.0.1:{port}/down")),
+    );
+    let _cleanup = Cleanup::pipeline(&file.path, &[format!("{}.supervisors", file.name)]);
+    let pipeline = warren::config::load(&file.path).unwrap();
+    declare(&pipeline).await;
+    let (box_a, box_b) = (file.file("a"), file.file("b"));
+    std::fs::create_dir_all(&box_a).unwrap();
+    std::fs::create_dir_all(&box_b).unwrap();
+    let mut first = supervise_in(&file, &box_a, "a.log", &["--stages", "results"]);
+    let mut second = supervise_in(&file, &box_b, "b.log", &["--stages", "results"]);
+    let worker = spawn_worker(passing_worker(&pipeline));
+    let producer = Producer::connect(&pipeline).await.unwrap();
+    producer
+        .send_with_id("split", "x", &json!({"n": 1}))
+        .await
+        .unwrap();
+    let failing = eventually(Duration::from_secs(60), || async {
+        requests(&seen, "/down").len() >= 2
+    })
+    .await;
+    assert!(failing, "{:?}", seen.lock().unwrap());
+    // The failures show in `warren status`.
+    let shown = eventually(Duration::from_secs(10), || async {
+        let (stdout, _) = text(&warren(&["status", file.path.to_str().unwrap()]));
+        stdout.contains("failing 1 (last failure: job x: POST http://127.0.0.1")
+            && stdout.contains("/down: HTTP 500")
+    })
+    .await;
+    assert!(
+        shown,
+        "{}",
+        text(&warren(&["status", file.path.to_str().unwrap()])).0
+    );
+    let status = status_json(&file);
+    let leader = status["supervisors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["keeper"]["leader"] == true)
+        .unwrap_or_else(|| panic!("no keeper: {status}"))["pid"]
+        .as_u64()
+        .unwrap() as u32;
+    let (killed, survivor) = if first.0.id() == leader {
+        (&mut first, &mut second)
+    } else {
+        (&mut second, &mut first)
+    };
+    killed.signal("KILL");
+    killed.wait();
+    down.store(false, Ordering::SeqCst);
+    let answered = eventually(Duration::from_secs(60), || async {
+        requests(&seen, "/down").iter().any(|r| r.2 == 200)
+    })
+    .await;
+    assert!(answered, "{:?}", requests(&seen, "/down"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let down_requests = requests(&seen, "/down");
+    assert!(
+        down_requests.iter().all(|r| r.0 == "x"),
+        "{down_requests:?}"
+    );
+    assert_eq!(
+        down_requests.iter().filter(|r| r.2 == 200).count(),
+        1,
+        "{down_requests:?}"
+    );
+    assert!(survivor.running());
+    let status = status_json(&file);
+    assert_eq!(
+        status["supervisors"][0]["keeper"]["callbacks_delivered"], 1,
+        "{status}"
+    );
+    worker.stop().await.unwrap();
+}
