@@ -46,7 +46,7 @@ pub(super) struct Call {
 }
 
 /// Everything known of one job.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct JobRecord {
     pub(super) messages: BTreeMap<(String, String), Message>,
     pub(super) created_ms: u64,
@@ -60,21 +60,6 @@ pub struct JobRecord {
     pub(super) call: Call,
     /// Gather stages released for the job.
     pub(super) released: BTreeSet<String>,
-}
-
-impl Default for JobRecord {
-    fn default() -> JobRecord {
-        JobRecord {
-            messages: BTreeMap::new(),
-            created_ms: 0,
-            started_ms: None,
-            last_ms: 0,
-            root: false,
-            callback: None,
-            call: Call::default(),
-            released: BTreeSet::new(),
-        }
-    }
 }
 
 /// A job's state, as `warren job` and `GET /v1/jobs/{id}` show it.
