@@ -226,3 +226,61 @@ async fn an_untracked_pipeline_says_so() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("does not track jobs"), "{stderr}");
 }
+
+/// `warren run` on a tracked pipeline ends when every job it sent settled,
+/// and names the failed ones.
+#[tokio::test]
+async fn run_waits_for_its_jobs_and_names_the_failed_ones() {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/exec_stage.py");
+    let file = PipelineFile::new(
+        "jobrun",
+        &format!(
+            "
+pipeline: {{name}}
+jobs: {{ track: true }}
+defaults:
+  retry: {{ attempts: 2, backoff: [1s] }}
+stages:
+  work:
+    exec: [python3, {}]
+    concurrency: 8
+    outputs: [results]
+  results:
+    sink: {{ path: results.jsonl }}
+",
+            script.display()
+        ),
+    );
+    let _cleanup = Cleanup::pipeline(&file.path, &[format!("{}.supervisors", file.name)]);
+    let mut input = String::new();
+    for n in 0..30 {
+        let line = match n {
+            // Retried once, then fine; dead-lettered.
+            4 => json!({"id": "j4", "retry_until": 2, "after": "1s", "emit": [{"n": n}]}),
+            11 | 23 => json!({"id": format!("j{n}"), "dead": "bad input"}),
+            _ => json!({"id": format!("j{n}"), "sleep_ms": 50, "emit": [{"n": n}]}),
+        };
+        input.push_str(&format!("{line}\n"));
+    }
+    std::fs::write(file.file("input.jsonl"), input).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["run", file.path.to_str().unwrap(), "--input", "input.jsonl"])
+        .args(["--id-field", "id"])
+        .current_dir(file.dir.path())
+        .env("AMQP_URL", amqp_url())
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("failed jobs: j11 j23 (`warren job")
+            || stdout.contains("failed jobs: j23 j11 (`warren job"),
+        "{stdout}"
+    );
+    let written = std::fs::read_to_string(file.file("results.jsonl")).unwrap();
+    assert_eq!(written.lines().count(), 28, "{written}");
+    let (code, view) = job(&file, file.dir.path(), "j4", &[]).await;
+    assert_eq!((code, view["state"].as_str()), (0, Some("done")), "{view}");
+}

@@ -30,6 +30,10 @@ use crate::{
     exit::{Failed, Usage},
     feed::{self, BadLines, Feed},
     input::{self, Source, Start},
+    jobs::{
+        settling::Settling,
+        store::{self, Store},
+    },
     progress::Progress,
     signals,
     supervise::{Options, Supervisor, status::SupervisorStatus},
@@ -142,6 +146,7 @@ pub async fn run(args: Args) -> Result<()> {
     declare(&pipeline).await?;
     let dead_before = dead_counts(&pipeline).await?;
 
+    let settling = settling(&pipeline).await?;
     let (interrupt, _reload) = signals::install()?;
     let options = Options {
         poll: EVERY,
@@ -163,6 +168,7 @@ pub async fn run(args: Args) -> Result<()> {
         status: &status,
         interrupt: &interrupt,
         total,
+        settling,
     };
     let driven = async {
         let outcome = driver.drive(start).await;
@@ -172,6 +178,14 @@ pub async fn run(args: Args) -> Result<()> {
     let (outcome, supervised) =
         tokio::join!(driven, supervisor.run(stop_supervisor.clone(), no_reload));
     supervised?;
+    let failed_jobs = match driver.settling.take() {
+        Some(settling) => {
+            let failed = settling.failed().to_vec();
+            settling.close().await;
+            failed
+        }
+        None => Vec::new(),
+    };
     if let Some(path) = &state_path {
         save_state(path, &state);
     }
@@ -183,6 +197,20 @@ pub async fn run(args: Args) -> Result<()> {
     let sent_now = state.sent.saturating_sub(sent_before);
     let inputs = total.unwrap_or(state.sent);
     summary(&pipeline, &finals, inputs, sent_now, elapsed);
+    if !failed_jobs.is_empty() {
+        const SHOWN: usize = 20;
+        let more = failed_jobs.len().saturating_sub(SHOWN);
+        out!(
+            "failed jobs: {}{} (`warren job {} ID` says why)",
+            failed_jobs[..failed_jobs.len().min(SHOWN)].join(" "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            },
+            args.file.display()
+        );
+    }
     let new_dead: Vec<(String, u32)> = pipeline
         .stages
         .iter()
@@ -242,6 +270,8 @@ struct Driver<'a> {
     interrupt: &'a CancellationToken,
     /// Good lines of a file (unknown for a pipe).
     total: Option<usize>,
+    /// The jobs sent and not settled yet, on a tracked pipeline.
+    settling: Option<Settling>,
 }
 
 impl Driver<'_> {
@@ -267,6 +297,7 @@ impl Driver<'_> {
             bad: self.bad,
         };
         let (state, state_path) = (&mut *self.state, self.state_path);
+        let settling = &mut self.settling;
         let (interrupt, status) = (self.interrupt, self.status);
         let failed = Mutex::new(None);
         let mut last: Option<Sha256> = None;
@@ -275,6 +306,9 @@ impl Driver<'_> {
             lines,
             |line| line.id.clone().unwrap_or_else(|| line.derived_id()),
             |line| {
+                if let Some(settling) = settling.as_mut() {
+                    settling.sent(line.id.clone().unwrap_or_else(|| line.derived_id()));
+                }
                 state.sent += 1;
                 state.lines = line.number;
                 state.offset = line.end;
@@ -320,18 +354,32 @@ impl Driver<'_> {
         Ok(None)
     }
 
-    /// Waits until the pipeline drained, a stage fails, or Ctrl-C.
-    async fn wait(&self) -> Result<Outcome> {
+    /// Waits until the pipeline drained (and, on a tracked pipeline, every
+    /// job this run sent settled), a stage fails, or Ctrl-C.
+    async fn wait(&mut self) -> Result<Outcome> {
         let mut watcher = Watcher::new(self.pipeline);
         let total = self.total.unwrap_or(self.state.sent) as u64;
         let mut progress = Progress::new("working", total);
+        let mut first = true;
         loop {
-            tokio::select! {
-                _ = self.interrupt.cancelled() => {
-                    watcher.close().await;
-                    return Ok(Outcome::Interrupted);
+            match self.settling.as_mut() {
+                // Folding is not cut short: it stops by itself within EVERY.
+                Some(settling) => {
+                    settling
+                        .follow(tokio::time::Instant::now() + EVERY, first)
+                        .await?;
+                    first = false;
                 }
-                _ = tokio::time::sleep(EVERY) => {}
+                None => {
+                    tokio::select! {
+                        _ = self.interrupt.cancelled() => {}
+                        _ = tokio::time::sleep(EVERY) => {}
+                    }
+                }
+            }
+            if self.interrupt.is_cancelled() {
+                watcher.close().await;
+                return Ok(Outcome::Interrupted);
             }
             if let Some(reason) = failing(self.status) {
                 watcher.close().await;
@@ -359,12 +407,41 @@ impl Driver<'_> {
             let Some(left) = watcher.look(&local).await else {
                 continue;
             };
-            progress.set(entry_done, &format!("done: {}", done.join(", ")));
-            if watcher.settled(&left) {
+            let jobs_open = self.settling.as_ref().map_or(0, Settling::going);
+            let jobs = match &self.settling {
+                Some(settling) => format!(
+                    "; jobs: {} done, {} failed, {jobs_open} open",
+                    settling.done(),
+                    settling.failed().len()
+                ),
+                None => String::new(),
+            };
+            progress.set(entry_done, &format!("done: {}{jobs}", done.join(", ")));
+            if jobs_open == 0 && watcher.settled(&left) {
                 progress.finish("drained");
                 watcher.close().await;
                 return Ok(Outcome::Drained);
             }
+        }
+    }
+}
+
+/// On a tracked pipeline, what follows the jobs of the run (`None` when
+/// untracked, or when another `warren run` of the pipeline in this
+/// directory holds the store: then the queues alone say when it is over).
+async fn settling(pipeline: &Pipeline) -> Result<Option<Settling>> {
+    if !pipeline.jobs.track {
+        return Ok(None);
+    }
+    let path = store::path(&pipeline.name, "run");
+    match Store::open(&path).map_err(anyhow::Error::msg)? {
+        Some(store) => Ok(Some(Settling::open(pipeline, store).await?)),
+        None => {
+            tracing::warn!(
+                "{} is held by another process; this run watches the queues only",
+                path.display()
+            );
+            Ok(None)
         }
     }
 }
