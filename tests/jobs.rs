@@ -231,8 +231,7 @@ async fn an_untracked_pipeline_says_so() {
 /// and names the failed ones.
 #[tokio::test]
 async fn run_waits_for_its_jobs_and_names_the_failed_ones() {
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/exec_stage.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/exec_stage.py");
     let file = PipelineFile::new(
         "jobrun",
         &format!(
