@@ -283,3 +283,32 @@ stages:
     let (code, view) = job(&file, file.dir.path(), "j4", &[]).await;
     assert_eq!((code, view["state"].as_str()), (0, Some("done")), "{view}");
 }
+
+/// A record is forgotten `jobs.keep` after its last change: `unknown`.
+#[tokio::test]
+async fn a_job_is_unknown_once_older_than_keep() {
+    let file = PipelineFile::new("jobkeep", &TRACKED.replace("keep: 1h", "keep: 1m"));
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let pipeline = warren::config::load(&file.path).unwrap();
+    declare(&pipeline).await;
+    let dir = tempfile::tempdir().unwrap();
+    let producer = Producer::connect(&pipeline).await.unwrap();
+    producer
+        .send_with_id("split", "old", &json!({"parts": [{"n": 0}]}))
+        .await
+        .unwrap();
+    let running = spawn_worker(worker(&pipeline));
+    let (code, view) = job(&file, dir.path(), "old", &["--wait", "60s"]).await;
+    assert_eq!((code, view["state"].as_str()), (0, Some("done")), "{view}");
+    running.stop().await.unwrap();
+    let finished = view["finished_ms"].as_u64().unwrap();
+    // A minute after its last change, plus the clock's second.
+    let wait = (finished + 61_000).saturating_sub(warren::message::epoch_ms());
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    let (code, view) = job(&file, dir.path(), "old", &["--wait", "10s"]).await;
+    assert_eq!(
+        (code, view["state"].as_str()),
+        (1, Some("unknown")),
+        "{view}"
+    );
+}
