@@ -137,6 +137,11 @@ impl JobRecord {
                 What::Dead { reason } if *now != Message::Done => {
                     *now = Message::Dead(reason.clone());
                 }
+                // Held again after its stage was released (a dead letter
+                // replayed, say): it is too late to gather, so it is done.
+                What::Held { .. } if self.released.contains(&event.stage) => {
+                    *now = Message::Done;
+                }
                 What::Held { item } if *now != Message::Done => {
                     *now = Message::Held(item.clone());
                 }
@@ -491,6 +496,10 @@ mod tests {
         assert_eq!(record.view("j", 9, KEEP).stages["sum"].done, 2);
         record.apply(&event("add", "j.gather", What::Done, &[], 10));
         assert_eq!(record.state(10, KEEP), JobState::Done);
+        // A late item (a replayed dead letter) does not reopen the job.
+        record.apply(&event("sum", "j.2.0", held(9), &[], 11));
+        assert_eq!(record.state(11, KEEP), JobState::Done);
+        assert_eq!(record.gather_due("j", "sum", &upstream()), None);
     }
 
     #[test]

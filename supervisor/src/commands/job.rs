@@ -103,6 +103,19 @@ fn describe(view: &JobView) -> String {
             "\n  {stage:<20} done {:>6}  waiting {:>6}  retrying {:>6}  dead {:>6}",
             counts.done, counts.waiting, counts.retrying, counts.dead
         ));
+        if counts.held > 0 {
+            text.push_str(&format!("  held {:>6}", counts.held));
+        }
+    }
+    if let Some(callback) = &view.callback {
+        text.push_str(&format!("\n  callback: {}", callback.state));
+        if callback.failed_attempts > 0 {
+            text.push_str(&format!(
+                " after {} failed attempts (last: {})",
+                callback.failed_attempts,
+                callback.last_error.as_deref().unwrap_or("?")
+            ));
+        }
     }
     for dead in &view.dead_letters {
         text.push_str(&format!(

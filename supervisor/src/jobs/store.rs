@@ -21,10 +21,17 @@ pub fn path(pipeline: &str, user: &str) -> PathBuf {
     Path::new(".warren").join(format!("{pipeline}.{user}.redb"))
 }
 
+/// Longest time between two commits synced to disk. The commits between
+/// are not (redb's `Durability::None`): a crash takes the store back to the
+/// last synced one, records and offset together, and the tracker reads
+/// those events again, which changes nothing (sets, not counters).
+const SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The open store of one pipeline.
 pub struct Store {
     db: Database,
     path: PathBuf,
+    synced_at: std::sync::Mutex<std::time::Instant>,
 }
 
 impl Store {
@@ -43,6 +50,7 @@ impl Store {
         Ok(Some(Store {
             db,
             path: path.to_path_buf(),
+            synced_at: std::sync::Mutex::new(std::time::Instant::now()),
         }))
     }
 
@@ -104,7 +112,17 @@ impl Store {
     /// them: a crash keeps all of them or none. Returns the jobs whose
     /// records changed.
     pub fn fold(&self, events: &[Event], next_offset: u64) -> Result<Vec<String>, String> {
-        let write = self.db.begin_write().map_err(|e| self.fail(e))?;
+        let mut write = self.db.begin_write().map_err(|e| self.fail(e))?;
+        {
+            let mut synced_at = self.synced_at.lock().expect("synced_at");
+            if synced_at.elapsed() < SYNC_EVERY {
+                write
+                    .set_durability(redb::Durability::None)
+                    .map_err(|e| self.fail(e))?;
+            } else {
+                *synced_at = std::time::Instant::now();
+            }
+        }
         let changed;
         {
             let mut jobs = write.open_table(JOBS).map_err(|e| self.fail(e))?;
@@ -140,6 +158,15 @@ impl Store {
 }
 
 impl Store {
+    /// Syncs what was folded in to disk (an empty commit that is synced
+    /// makes the unsynced ones before it durable too).
+    pub fn sync(&self) -> Result<(), String> {
+        let write = self.db.begin_write().map_err(|e| self.fail(e))?;
+        write.commit().map_err(|e| self.fail(e))?;
+        *self.synced_at.lock().expect("synced_at") = std::time::Instant::now();
+        Ok(())
+    }
+
     /// Forgets the records whose last change is more than `keep_ms` before
     /// `now_ms` (they answer `unknown` anyway), at most once an hour;
     /// returns how many went.

@@ -220,8 +220,11 @@ impl Tracker {
         Ok(read)
     }
 
-    /// Closes the connection.
+    /// Syncs the store to disk and closes the connection.
     pub async fn close(self) {
+        if let Err(error) = self.store.sync() {
+            warn!("{error}; the next start reads some events again");
+        }
         let _ = self.connection.close(200, "done".into()).await;
     }
 }
