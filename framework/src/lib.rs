@@ -31,6 +31,7 @@ pub mod report;
 pub mod retry;
 pub mod template;
 pub mod testing;
+pub mod timings;
 pub mod topology;
 pub mod worker;
 

@@ -18,6 +18,8 @@ pub struct Pipeline {
     pub broker: Broker,
     /// Job tracking (`jobs:`).
     pub jobs: Jobs,
+    /// The HTTP front door (`serve:`).
+    pub serve: Serve,
     /// The stages, in file order.
     pub stages: Vec<Stage>,
     /// The file the pipeline was read from.
@@ -54,6 +56,34 @@ impl Default for Jobs {
             keep: Duration::from_secs(7 * 24 * 3600),
             callback: None,
         }
+    }
+}
+
+/// The HTTP front door's settings (`serve:`; DESIGN.md, *HTTP*).
+#[derive(Clone, PartialEq)]
+pub struct Serve {
+    /// The bearer token every route but `/healthz` needs, if set
+    /// (`WARREN_SERVE_TOKEN` overrides it). Never displayed.
+    pub token: Option<String>,
+    /// Ready messages in a stage queue above which ingest answers 429.
+    pub max_backlog: u64,
+}
+
+impl Default for Serve {
+    fn default() -> Serve {
+        Serve {
+            token: None,
+            max_backlog: 100_000,
+        }
+    }
+}
+
+impl std::fmt::Debug for Serve {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Serve")
+            .field("token", &self.token.as_ref().map(|_| "(set)"))
+            .field("max_backlog", &self.max_backlog)
+            .finish()
     }
 }
 

@@ -164,6 +164,22 @@ impl Producer {
         body: &[u8],
         callback: Option<&str>,
     ) -> Result<Sent, Error> {
+        let mut sent = self.publish_many(stage, &[(id, body)], callback).await?;
+        Ok(sent.pop().expect("one message, one Sent"))
+    }
+
+    /// Writes several messages (`(id, JSON text)`) for `stage` on one
+    /// channel, taking the connection once, without waiting for their
+    /// confirms: await each [`Sent::confirmed`]. Each message starts its own
+    /// job; `callback` is the URL to call back when each is done. An id
+    /// that is empty or too long fails the whole call before anything is
+    /// written.
+    pub async fn publish_many(
+        &self,
+        stage: &str,
+        messages: &[(&str, &[u8])],
+        callback: Option<&str>,
+    ) -> Result<Vec<Sent>, Error> {
         if !self.inner.stages.iter().any(|s| s == stage) {
             return Err(UnknownStage {
                 pipeline: self.inner.pipeline.clone(),
@@ -173,61 +189,79 @@ impl Producer {
             .into());
         }
         let target = target(&self.inner.pipeline, stage);
-        if id.is_empty() || id.len() > message::MAX_ID {
-            return Err(Error::Publish {
-                target,
-                reason: format!(
-                    "a message id must be 1 to {} bytes long, not {}",
-                    message::MAX_ID,
-                    id.len()
-                ),
-            });
+        for (id, _) in messages {
+            if id.is_empty() || id.len() > message::MAX_ID {
+                return Err(Error::Publish {
+                    target,
+                    reason: format!(
+                        "a message id must be 1 to {} bytes long, not {}",
+                        message::MAX_ID,
+                        id.len()
+                    ),
+                });
+            }
         }
+        self.within_timeout(async {
+            let publisher = self.publisher().await?;
+            let mut sent = Vec::with_capacity(messages.len());
+            for (id, body) in messages {
+                let written = self.write_one(&publisher, stage, id, body, callback).await;
+                match written {
+                    Ok(one) => sent.push(one),
+                    Err(error) => {
+                        if !publisher.is_open() {
+                            self.inner.link.lock().await.open = None;
+                        }
+                        return Err(error);
+                    }
+                }
+            }
+            Ok(sent)
+        })
+        .await
+    }
+
+    /// Writes one message, after its job's `sent` event when the pipeline
+    /// tracks jobs (a job is never handled before it is known).
+    async fn write_one(
+        &self,
+        publisher: &Publisher,
+        stage: &str,
+        id: &str,
+        body: &[u8],
+        callback: Option<&str>,
+    ) -> Result<Sent, Error> {
         let mut properties = message::new_properties(id, id);
         if let Some(url) = callback {
             properties = message::with_header(properties, message::CALLBACK, message::text(url));
         }
-        let event = self.inner.job_stream.as_ref().map(|stream| {
-            let event = Event {
-                job: id.to_string(),
-                id: id.to_string(),
-                stage: stage.to_string(),
-                what: What::Sent,
-                emitted: Vec::new(),
-                callback: callback.map(str::to_string),
-                at_ms: message::epoch_ms(),
-            };
-            (stream, event.encode())
-        });
-        let (event, unconfirmed) = self
-            .within_timeout(async {
-                let publisher = self.publisher().await?;
-                // The event first: a job is never handled before it is known.
-                let event = match &event {
-                    Some((stream, body)) => Some(
-                        publisher
-                            .publish("", stream, body, message::new_properties(id, id))
-                            .await,
-                    ),
-                    None => None,
+        let event = match &self.inner.job_stream {
+            Some(stream) => {
+                let event = Event {
+                    job: id.to_string(),
+                    id: id.to_string(),
+                    stage: stage.to_string(),
+                    what: What::Sent,
+                    emitted: Vec::new(),
+                    callback: callback.map(str::to_string),
+                    at_ms: message::epoch_ms(),
                 };
-                let written = match event {
-                    Some(Err(error)) => Err(error),
-                    event => publisher
-                        .publish(&self.inner.pipeline, stage, body, properties)
-                        .await
-                        .map(|written| (event.and_then(Result::ok), written)),
-                };
-                if written.is_err() && !publisher.is_open() {
-                    self.inner.link.lock().await.open = None;
-                }
-                written
-            })
+                let props = message::new_properties(id, id);
+                Some(
+                    publisher
+                        .publish("", stream, &event.encode(), props)
+                        .await?,
+                )
+            }
+            None => None,
+        };
+        let unconfirmed = publisher
+            .publish(&self.inner.pipeline, stage, body, properties)
             .await?;
         Ok(Sent {
             unconfirmed,
             event,
-            target,
+            target: target(&self.inner.pipeline, stage),
             timeout: self.inner.timeout,
         })
     }

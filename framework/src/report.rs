@@ -16,7 +16,10 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::rate::Limiter;
+use crate::{
+    rate::Limiter,
+    timings::{Histogram, Recording},
+};
 
 /// The environment variable with the supervisor's socket path.
 pub const SOCKET_ENV: &str = "WARREN_SUPERVISOR_SOCKET";
@@ -55,6 +58,24 @@ pub struct StageCounts {
     /// The broker blocks this worker's publishing (a memory or disk alarm).
     #[serde(default)]
     pub blocked: bool,
+    /// How long handlings took.
+    #[serde(default)]
+    pub handle: Histogram,
+    /// How long messages waited in the queue before their handling
+    /// (from their timestamp, whole seconds).
+    #[serde(default)]
+    pub queue_wait: Histogram,
+}
+
+impl StageCounts {
+    /// Adds the monotonic totals of `other` (what finished workers did).
+    pub fn add_totals(&mut self, other: &StageCounts) {
+        self.done += other.done;
+        self.retried += other.retried;
+        self.dead += other.dead;
+        self.handle.add(&other.handle);
+        self.queue_wait.add(&other.queue_wait);
+    }
 }
 
 /// Live counters of one stage, updated by the handlers.
@@ -67,6 +88,8 @@ pub(crate) struct StageStats {
     pub consuming: AtomicBool,
     pub breaker_open: AtomicBool,
     pub blocked: AtomicBool,
+    pub handle: Recording,
+    pub queue_wait: Recording,
 }
 
 impl StageStats {
@@ -87,6 +110,8 @@ impl StageStats {
             consuming: self.consuming.load(Ordering::Relaxed),
             breaker_open: self.breaker_open.load(Ordering::Relaxed),
             blocked: self.blocked.load(Ordering::Relaxed),
+            handle: self.handle.snapshot(),
+            queue_wait: self.queue_wait.snapshot(),
         }
     }
 }

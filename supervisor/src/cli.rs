@@ -118,6 +118,15 @@ pub enum Command {
         #[arg(long, value_parser = duration)]
         wait: Option<Duration>,
     },
+    /// The HTTP front door: ingest, job tickets, metrics and health
+    /// (DESIGN.md, HTTP) until SIGTERM or SIGINT.
+    Serve {
+        /// The pipeline file.
+        file: PathBuf,
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Inspect, re-send or drop the dead letters of a stage.
     Dlq {
         /// The pipeline file.

@@ -28,6 +28,7 @@ mod input;
 mod jobs;
 mod management;
 mod progress;
+mod serve;
 mod signals;
 mod supervise;
 
@@ -102,6 +103,7 @@ fn main() -> ExitCode {
                 json,
                 wait,
             } => commands::job::run(&file, &id, json, wait).await,
+            Command::Serve { file, listen } => commands::serve::run(&file, listen).await,
             Command::Dlq {
                 file,
                 stage,

@@ -13,6 +13,7 @@ pub(crate) struct RawFile {
     pub pipeline: Option<String>,
     pub broker: Option<RawBroker>,
     pub jobs: Option<RawJobs>,
+    pub serve: Option<RawServe>,
     pub defaults: Option<RawStage>,
     pub stages: Option<IndexMap<String, Option<RawStage>>>,
 }
@@ -32,6 +33,14 @@ pub(crate) struct RawJobs {
     pub track: Option<bool>,
     pub keep: Option<Text>,
     pub callback: Option<String>,
+}
+
+/// `serve:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServe {
+    pub token: Option<String>,
+    pub max_backlog: Option<Number>,
 }
 
 /// A stage, and `defaults:` (which may hold only the settings, not the kind

@@ -593,3 +593,23 @@ stages:
         &["stages.sum", "wait"],
     );
 }
+
+#[test]
+fn the_front_door_settings_are_checked_and_the_token_never_shown() {
+    let p = load(&with(
+        "defaults:",
+        "serve: { token: \"0123456789abcdef0123\", max_backlog: 500 }\ndefaults:",
+    ))
+    .unwrap();
+    assert_eq!(p.serve.token.as_deref(), Some("0123456789abcdef0123"));
+    assert_eq!(p.serve.max_backlog, 500);
+    assert!(!format!("{p:?}").contains("0123456789abcdef0123"));
+    assert_eq!(load(GOOD).unwrap().serve.max_backlog, 100_000);
+    let short = with("defaults:", "serve: { token: \"hunter2\" }\ndefaults:");
+    assert_problem(&short, &["serve.token", "at least 16"]);
+    assert!(!problems(&short).join("\n").contains("hunter2"));
+    assert_problem(
+        &with("defaults:", "serve: { max_backlog: 0 }\ndefaults:"),
+        &["serve.max_backlog"],
+    );
+}

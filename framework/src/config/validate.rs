@@ -19,7 +19,7 @@ use super::{
 use crate::{
     broker::{BrokerUrl, DEFAULT_URL},
     duration,
-    pipeline::{Broker, Jobs, Pipeline, QueueKind, QueueSpec, Scale, Stage, StageKind},
+    pipeline::{Broker, Jobs, Pipeline, QueueKind, QueueSpec, Scale, Serve, Stage, StageKind},
     rate::RateLimit,
     retry::RetryPolicy,
 };
@@ -45,6 +45,7 @@ pub(crate) fn validate(raw: &RawFile, source: &Path) -> Result<Pipeline, Vec<Pro
     };
     let broker = broker(&mut v, raw);
     let jobs = jobs(&mut v, raw);
+    let serve = serve(&mut v, raw);
     let empty = RawStage::default();
     let defaults = raw.defaults.as_ref().unwrap_or(&empty);
     for key in kind::KIND_KEYS.iter().copied().chain(["outputs"]) {
@@ -85,6 +86,7 @@ pub(crate) fn validate(raw: &RawFile, source: &Path) -> Result<Pipeline, Vec<Pro
             name,
             broker,
             jobs,
+            serve,
             stages,
             source: source.to_path_buf(),
         })
@@ -153,6 +155,30 @@ fn jobs(v: &mut Checker, raw: &RawFile) -> Jobs {
         }
     }
     jobs
+}
+
+fn serve(v: &mut Checker, raw: &RawFile) -> Serve {
+    let mut serve = Serve::default();
+    let Some(raw) = raw.serve.as_ref() else {
+        return serve;
+    };
+    if let Some(token) = &raw.token {
+        if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            // The token itself is never shown.
+            v.problem(
+                "serve.token",
+                "must be at least 16 characters, without spaces (use a random one, like `openssl rand -hex 24`)",
+            );
+        } else {
+            serve.token = Some(token.clone());
+        }
+    }
+    if let Some(n) = raw.max_backlog {
+        serve.max_backlog = v
+            .whole("serve.max_backlog", n, 1, 1_000_000_000)
+            .unwrap_or(serve.max_backlog);
+    }
+    serve
 }
 
 fn stage(

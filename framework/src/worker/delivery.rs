@@ -233,14 +233,20 @@ impl StageRuntime {
             self.info.clone(),
             Outlet::Broker(publisher.clone()),
         );
-        let disposition = match invoke(
+        if let Some(sent) = delivery.properties.timestamp() {
+            let waited = message::epoch_ms().saturating_sub(sent.saturating_mul(1000));
+            self.stats.queue_wait.observe(Duration::from_millis(waited));
+        }
+        let started = std::time::Instant::now();
+        let handled = invoke(
             &*self.handler,
             &delivery.data,
             ctx.clone(),
             self.stage.timeout,
         )
-        .await
-        {
+        .await;
+        self.stats.handle.observe(started.elapsed());
+        let disposition = match handled {
             Handled::Undecodable(reason) => Disposition::Dead { reason },
             Handled::Panicked(failure) => decide(Err(failure), attempt, &self.stage.retry),
             Handled::Finished(outcome) => {

@@ -6,6 +6,7 @@ pub mod drain;
 pub mod job;
 pub mod run;
 pub mod send;
+pub mod serve;
 pub mod status;
 pub mod supervise;
 pub mod validate;

@@ -5,13 +5,36 @@
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
-use warren::jobs::{Event, JobRecord};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use warren::jobs::{Event, JobRecord, JobState};
 
 /// Job id -> record ([`JobRecord::to_bytes`]).
 const JOBS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("jobs");
-/// `next_offset`: the stream offset of the first event not folded in.
+/// `next_offset`: the stream offset of the first event not folded in;
+/// `pruned_at_ms`; `jobs.{state}`: how many records are in each state.
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+/// Failed jobs -> when their record last changed (for the list of recent
+/// failures).
+const FAILED: TableDefinition<'_, &str, u64> = TableDefinition::new("failed");
+
+/// The states a record is counted in (`unknown` is no record).
+pub const COUNTED: [JobState; 5] = [
+    JobState::Queued,
+    JobState::Running,
+    JobState::Retrying,
+    JobState::Done,
+    JobState::Failed,
+];
+
+/// A record's state for the counts: as of its own events, whatever its age.
+fn counted_state(record: &JobRecord) -> JobState {
+    record.state(record.last_ms(), u64::MAX)
+}
+
+fn count_key(state: JobState) -> String {
+    let name = serde_json::to_value(state).expect("a state is JSON");
+    format!("jobs.{}", name.as_str().unwrap_or("?"))
+}
 
 /// Where this box keeps a store of `pipeline`'s job records for `user`
 /// (`jobs` for `warren job`, `keeper` for the job keeper): each process
@@ -128,6 +151,8 @@ impl Store {
             let mut jobs = write.open_table(JOBS).map_err(|e| self.fail(e))?;
             let mut records: std::collections::HashMap<&str, JobRecord> =
                 std::collections::HashMap::new();
+            let mut before: std::collections::HashMap<&str, Option<JobState>> =
+                std::collections::HashMap::new();
             for event in events {
                 if !records.contains_key(event.job.as_str()) {
                     let known = match jobs.get(event.job.as_str()).map_err(|e| self.fail(e))? {
@@ -136,6 +161,8 @@ impl Store {
                         }
                         None => JobRecord::default(),
                     };
+                    let state = (known != JobRecord::default()).then(|| counted_state(&known));
+                    before.insert(event.job.as_str(), state);
                     records.insert(event.job.as_str(), known);
                 }
                 records
@@ -147,8 +174,38 @@ impl Store {
                 jobs.insert(*job, record.to_bytes().as_slice())
                     .map_err(|e| self.fail(e))?;
             }
-            changed = records.into_keys().map(str::to_string).collect();
             let mut meta = write.open_table(META).map_err(|e| self.fail(e))?;
+            let mut failed = write.open_table(FAILED).map_err(|e| self.fail(e))?;
+            for (job, record) in &records {
+                let now = counted_state(record);
+                let was = before.get(job).copied().flatten();
+                if was == Some(now) {
+                    continue;
+                }
+                if let Some(was) = was {
+                    let key = count_key(was);
+                    let n = meta
+                        .get(key.as_str())
+                        .map_err(|e| self.fail(e))?
+                        .map_or(0, |n| n.value());
+                    meta.insert(key.as_str(), n.saturating_sub(1))
+                        .map_err(|e| self.fail(e))?;
+                }
+                let key = count_key(now);
+                let n = meta
+                    .get(key.as_str())
+                    .map_err(|e| self.fail(e))?
+                    .map_or(0, |n| n.value());
+                meta.insert(key.as_str(), n + 1).map_err(|e| self.fail(e))?;
+                if now == JobState::Failed {
+                    failed
+                        .insert(*job, record.last_ms())
+                        .map_err(|e| self.fail(e))?;
+                } else if was == Some(JobState::Failed) {
+                    failed.remove(*job).map_err(|e| self.fail(e))?;
+                }
+            }
+            changed = records.into_keys().map(str::to_string).collect();
             meta.insert("next_offset", next_offset)
                 .map_err(|e| self.fail(e))?;
         }
@@ -158,6 +215,47 @@ impl Store {
 }
 
 impl Store {
+    /// How many records are in each state (unknown ones aside), as of
+    /// their own events: a record older than `jobs.keep` counts until the
+    /// hourly prune.
+    pub fn counts(&self) -> Result<Vec<(JobState, u64)>, String> {
+        let read = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let meta = match read.open_table(META) {
+            Ok(meta) => Some(meta),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(error) => return Err(self.fail(error)),
+        };
+        let mut counts = Vec::new();
+        for state in COUNTED {
+            let n = match &meta {
+                Some(meta) => meta
+                    .get(count_key(state).as_str())
+                    .map_err(|e| self.fail(e))?
+                    .map_or(0, |n| n.value()),
+                None => 0,
+            };
+            counts.push((state, n));
+        }
+        Ok(counts)
+    }
+
+    /// The `limit` failed jobs that changed last, newest first.
+    pub fn failed(&self, limit: usize) -> Result<Vec<String>, String> {
+        let read = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let failed = match read.open_table(FAILED) {
+            Ok(failed) => failed,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(error) => return Err(self.fail(error)),
+        };
+        let mut all = Vec::new();
+        for row in failed.iter().map_err(|e| self.fail(e))? {
+            let (job, at) = row.map_err(|e| self.fail(e))?;
+            all.push((at.value(), job.value().to_string()));
+        }
+        all.sort_unstable_by(|a, b| b.cmp(a));
+        Ok(all.into_iter().take(limit).map(|(_, job)| job).collect())
+    }
+
     /// Syncs what was folded in to disk (an empty commit that is synced
     /// makes the unsynced ones before it durable too).
     pub fn sync(&self) -> Result<(), String> {
@@ -185,17 +283,33 @@ impl Store {
             meta.insert("pruned_at_ms", now_ms)
                 .map_err(|e| self.fail(e))?;
             let mut jobs = write.open_table(JOBS).map_err(|e| self.fail(e))?;
-            let before = jobs.len().map_err(|e| self.fail(e))?;
-            jobs.retain(|_, bytes| {
-                JobRecord::from_bytes(bytes)
-                    .map(|record| now_ms.saturating_sub(record.last_ms()) <= keep_ms)
-                    .unwrap_or(false)
-            })
-            .map_err(|e| self.fail(e))?;
-            before - jobs.len().map_err(|e| self.fail(e))?
+            let mut gone = Vec::new();
+            for row in jobs.iter().map_err(|e| self.fail(e))? {
+                let (job, bytes) = row.map_err(|e| self.fail(e))?;
+                let state = JobRecord::from_bytes(bytes.value())
+                    .ok()
+                    .filter(|r| now_ms.saturating_sub(r.last_ms()) > keep_ms)
+                    .map(|r| counted_state(&r));
+                if let Some(state) = state {
+                    gone.push((job.value().to_string(), state));
+                }
+            }
+            let mut failed = write.open_table(FAILED).map_err(|e| self.fail(e))?;
+            for (job, state) in &gone {
+                jobs.remove(job.as_str()).map_err(|e| self.fail(e))?;
+                failed.remove(job.as_str()).map_err(|e| self.fail(e))?;
+                let key = count_key(*state);
+                let n = meta
+                    .get(key.as_str())
+                    .map_err(|e| self.fail(e))?
+                    .map_or(0, |n| n.value());
+                meta.insert(key.as_str(), n.saturating_sub(1))
+                    .map_err(|e| self.fail(e))?;
+            }
+            gone.len()
         };
         write.commit().map_err(|e| self.fail(e))?;
-        Ok(pruned as usize)
+        Ok(pruned)
     }
 }
 
@@ -243,6 +357,60 @@ mod tests {
         assert_eq!(store.prune(21 * hour + 10, 0).unwrap(), 0);
         assert!(store.get("new").unwrap().is_some());
         assert_eq!(store.next_offset().unwrap(), 2);
+    }
+
+    #[test]
+    fn records_are_counted_by_state_and_failures_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("jobs.redb")).unwrap().unwrap();
+        let dead = || What::Dead {
+            reason: "gone".into(),
+        };
+        store
+            .fold(
+                &[
+                    event("a", "a", What::Sent),
+                    event("b", "b", What::Sent),
+                    event_at("c", "c", dead(), 5),
+                ],
+                3,
+            )
+            .unwrap();
+        let count = |state| {
+            store
+                .counts()
+                .unwrap()
+                .into_iter()
+                .find(|(s, _)| *s == state)
+                .unwrap()
+                .1
+        };
+        assert_eq!(count(JobState::Queued), 2);
+        assert_eq!(count(JobState::Failed), 1);
+        // The same events again change nothing; a job moves between states.
+        store
+            .fold(
+                &[event("a", "a", What::Sent), event("a", "a", What::Done)],
+                5,
+            )
+            .unwrap();
+        store.fold(&[event_at("b", "b", dead(), 9)], 6).unwrap();
+        assert_eq!(count(JobState::Queued), 0);
+        assert_eq!(count(JobState::Done), 1);
+        assert_eq!(count(JobState::Failed), 2);
+        assert_eq!(store.failed(10).unwrap(), ["b", "c"]);
+        assert_eq!(store.failed(1).unwrap(), ["b"]);
+        // A replayed dead letter that succeeds leaves the failures.
+        store
+            .fold(&[event_at("c", "c", What::Done, 10)], 7)
+            .unwrap();
+        assert_eq!(store.failed(10).unwrap(), ["b"]);
+        assert_eq!(count(JobState::Done), 2);
+        // Pruned records leave the counts.
+        let hour = 3600 * 1000;
+        assert_eq!(store.prune(2 * hour, hour).unwrap(), 3);
+        assert!(store.counts().unwrap().iter().all(|(_, n)| *n == 0));
+        assert!(store.failed(10).unwrap().is_empty());
     }
 
     #[test]

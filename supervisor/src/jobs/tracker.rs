@@ -30,7 +30,7 @@ const QUIET: Duration = Duration::from_millis(300);
 
 /// A consumer of the job stream and the store it folds into.
 pub struct Tracker {
-    store: Store,
+    store: std::sync::Arc<Store>,
     keep: Duration,
     connection: Connection,
     channel: Channel,
@@ -80,7 +80,7 @@ impl Tracker {
                 )
             })?;
         Ok(Tracker {
-            store,
+            store: std::sync::Arc::new(store),
             keep: pipeline.jobs.keep,
             connection,
             channel,
@@ -139,6 +139,11 @@ impl Tracker {
             }
             self.fold_some(deadline).await?;
         }
+    }
+
+    /// The store it folds into, for readers beside it.
+    pub fn store(&self) -> std::sync::Arc<Store> {
+        self.store.clone()
     }
 
     /// The record of `job`, if any event of it was folded in.

@@ -272,9 +272,7 @@ impl Pool {
             return false;
         };
         let counts = slot.counts;
-        self.finished.done += counts.done;
-        self.finished.retried += counts.retried;
-        self.finished.dead += counts.dead;
+        self.finished.add_totals(&counts);
         match slot.state {
             SlotState::Draining { .. } => {
                 info!(stage = %self.stage.name, worker = index, "worker stopped ({})", exit.how);
@@ -348,9 +346,7 @@ impl Pool {
         let mut total = self.finished;
         for slot in self.slots.values() {
             total.in_flight += slot.counts.in_flight;
-            total.done += slot.counts.done;
-            total.retried += slot.counts.retried;
-            total.dead += slot.counts.dead;
+            total.add_totals(&slot.counts);
         }
         total
     }

@@ -1,0 +1,116 @@
+//! How long stages take, as fixed-bucket histograms: a worker counts each
+//! handling's duration and each message's wait in the queue, reports the
+//! totals to its supervisor with its counters, and `/metrics` shows them
+//! as `warren_handle_seconds` and `warren_queue_wait_seconds`. Public
+//! because the `warren` binary adds them up.
+
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+/// The buckets' upper bounds, in seconds (plus `+Inf`: the count).
+pub const BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// A histogram's totals: observations per bucket (not cumulative), their
+/// count and their sum.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Histogram {
+    /// Observations at most `BUCKETS[i]` and above the bucket before.
+    pub buckets: [u64; 12],
+    /// All observations.
+    pub count: u64,
+    /// Their sum, in microseconds.
+    pub sum_us: u64,
+}
+
+impl Histogram {
+    /// Adds another histogram's observations.
+    pub fn add(&mut self, other: &Histogram) {
+        for (mine, theirs) in self.buckets.iter_mut().zip(other.buckets) {
+            *mine += theirs;
+        }
+        self.count += other.count;
+        self.sum_us += other.sum_us;
+    }
+
+    /// `(upper bound, cumulative count)` per bucket, `+Inf` last: the
+    /// Prometheus form.
+    pub fn cumulative(&self) -> Vec<(f64, u64)> {
+        let mut total = 0;
+        let mut out: Vec<(f64, u64)> = BUCKETS
+            .iter()
+            .zip(self.buckets)
+            .map(|(bound, n)| {
+                total += n;
+                (*bound, total)
+            })
+            .collect();
+        out.push((f64::INFINITY, self.count));
+        out
+    }
+
+    /// The sum in seconds.
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_us as f64 / 1e6
+    }
+}
+
+/// A histogram handlers add to at once.
+#[derive(Debug, Default)]
+pub(crate) struct Recording {
+    buckets: [AtomicU64; 12],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Recording {
+    /// Counts one observation.
+    pub fn observe(&self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|bound| seconds <= *bound) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// The totals so far.
+    pub fn snapshot(&self) -> Histogram {
+        Histogram {
+            buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
+            count: self.count.load(Ordering::Relaxed),
+            sum_us: self.sum_us.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn observations_land_in_their_bucket_and_add_up() {
+        let recording = Recording::default();
+        recording.observe(Duration::from_millis(3));
+        recording.observe(Duration::from_millis(5));
+        recording.observe(Duration::from_millis(700));
+        recording.observe(Duration::from_secs(60));
+        let mut h = recording.snapshot();
+        assert_eq!(h.buckets[0], 2, "<= 5 ms");
+        assert_eq!(h.buckets[7], 1, "<= 1 s");
+        assert_eq!(h.count, 4, "+Inf holds the minute");
+        assert_eq!(h.sum_us, 60_708_000);
+        h.add(&recording.snapshot());
+        let cumulative = h.cumulative();
+        assert_eq!(cumulative[0], (0.005, 4));
+        assert_eq!(cumulative[11], (30.0, 6));
+        assert_eq!(cumulative[12], (f64::INFINITY, 8));
+        assert!((h.sum_seconds() - 121.416).abs() < 1e-9);
+    }
+}

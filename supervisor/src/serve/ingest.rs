@@ -1,0 +1,264 @@
+//! `POST /v1/stages/{stage}/messages`: a JSON body is one message, an
+//! `application/x-ndjson` body up to 500 (one per line). Every line is
+//! checked before anything is sent (a bad one refuses the request whole,
+//! 400, naming each bad line); the messages go out on the front door's one
+//! connection, and the answer (202) comes only once the broker confirmed
+//! every one of them.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::{
+    Json,
+    extract::{Path, Query, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use warren::message;
+
+use super::App;
+
+/// Messages in one request at most.
+pub const MAX_LINES: usize = 500;
+
+/// Time the broker gets to confirm a request's messages once written.
+const CONFIRM_WITHIN: Duration = Duration::from_secs(10);
+
+/// The query string.
+#[derive(Debug, Deserialize)]
+pub struct Params {
+    /// The field of each message that holds its id.
+    id_field: Option<String>,
+    /// The URL to POST each job's state to when it settles.
+    callback: Option<String>,
+}
+
+/// An error answer: `{"error": ..., more}`.
+pub fn refuse(status: StatusCode, error: impl Into<String>, more: Value) -> Response {
+    let mut body = json!({ "error": error.into() });
+    if let (Some(body), Value::Object(more)) = (body.as_object_mut(), more) {
+        body.extend(more);
+    }
+    (status, Json(body)).into_response()
+}
+
+/// The handler.
+pub async fn post(
+    State(app): State<App>,
+    Path(stage): Path<String>,
+    Query(params): Query<Params>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if app.pipeline.stage(&stage).is_none() {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            format!("pipeline `{}` has no stage `{stage}`", app.pipeline.name),
+            json!({ "stages": app.pipeline.stage_names() }),
+        );
+    }
+    if let Some(url) = &params.callback {
+        let fine = url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
+        if !fine {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "?callback= is not an http or https URL",
+                json!({}),
+            );
+        }
+        if !app.pipeline.jobs.track {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "?callback= needs a pipeline that tracks jobs (jobs.track)",
+                json!({}),
+            );
+        }
+    }
+    let batch = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/x-ndjson"));
+    let key = headers
+        .get("idempotency-key")
+        .map(|v| v.to_str().map(str::to_string));
+    let messages = match parse(&body, batch, key, params.id_field.as_deref()) {
+        Ok(messages) => messages,
+        Err(refused) => return *refused,
+    };
+    if let Some(ready) = app.backlog(&stage)
+        && ready > app.pipeline.serve.max_backlog
+    {
+        let mut answer = refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "stage `{stage}` has {ready} messages waiting, over serve.max_backlog ({}); try again later",
+                app.pipeline.serve.max_backlog
+            ),
+            json!({}),
+        );
+        answer
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return answer;
+    }
+    if !app.ready.load(std::sync::atomic::Ordering::Relaxed) {
+        // The last look (every second) found the broker away: say so now
+        // rather than make the request wait for a connection.
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the broker is unreachable; nothing was sent",
+            json!({ "confirmed": [] }),
+        );
+    }
+    send(&app, &stage, &messages, params.callback.as_deref()).await
+}
+
+/// The messages of a body, each with its id; or the 400 (or 413) answer.
+fn parse(
+    body: &[u8],
+    batch: bool,
+    key: Option<Result<String, header::ToStrError>>,
+    id_field: Option<&str>,
+) -> Result<Vec<(String, Vec<u8>)>, Box<Response>> {
+    let lines: Vec<(usize, &[u8])> = if batch {
+        body.split(|b| *b == b'\n')
+            .enumerate()
+            .map(|(n, line)| (n + 1, line.strip_suffix(b"\r").unwrap_or(line)))
+            .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+            .collect()
+    } else {
+        vec![(1, body)]
+    };
+    if lines.is_empty() {
+        return Err(Box::new(refuse(
+            StatusCode::BAD_REQUEST,
+            "no message in the body",
+            json!({}),
+        )));
+    }
+    if lines.len() > MAX_LINES {
+        return Err(Box::new(refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{} messages; at most {MAX_LINES} per request", lines.len()),
+            json!({}),
+        )));
+    }
+    let key = match key {
+        Some(Ok(key)) if lines.len() == 1 => Some(key),
+        Some(Ok(_)) => {
+            return Err(Box::new(refuse(
+                StatusCode::BAD_REQUEST,
+                "Idempotency-Key names one message; give the ids of a batch with ?id_field=",
+                json!({}),
+            )));
+        }
+        Some(Err(_)) => {
+            return Err(Box::new(refuse(
+                StatusCode::BAD_REQUEST,
+                "Idempotency-Key is not visible ASCII",
+                json!({}),
+            )));
+        }
+        None => None,
+    };
+    let mut messages = Vec::with_capacity(lines.len());
+    let mut bad = Vec::new();
+    for (n, line) in lines {
+        let value: Value = match serde_json::from_slice(line) {
+            Ok(value) => value,
+            Err(error) => {
+                bad.push(json!({"line": n, "error": format!("not valid JSON: {error}")}));
+                continue;
+            }
+        };
+        let id = match (&key, id_field) {
+            (Some(key), _) => key.clone(),
+            (None, Some(field)) => match &value[field] {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => {
+                    bad.push(json!({"line": n, "error": format!("no string or number field `{field}` for its id")}));
+                    continue;
+                }
+            },
+            (None, None) => message::new_id(),
+        };
+        if id.is_empty() || id.len() > message::MAX_ID {
+            bad.push(json!({"line": n, "error": format!("an id must be 1 to {} bytes long", message::MAX_ID)}));
+            continue;
+        }
+        // One line per message on the broker: compact what spans lines.
+        let text = if line.contains(&b'\n') {
+            serde_json::to_vec(&value).expect("JSON")
+        } else {
+            line.to_vec()
+        };
+        messages.push((id, text));
+    }
+    if !bad.is_empty() {
+        return Err(Box::new(refuse(
+            StatusCode::BAD_REQUEST,
+            format!("{} bad line(s); nothing was sent", bad.len()),
+            json!({ "lines": bad }),
+        )));
+    }
+    Ok(messages)
+}
+
+/// Publishes the messages and waits for every confirm.
+async fn send(
+    app: &App,
+    stage: &str,
+    messages: &[(String, Vec<u8>)],
+    callback: Option<&str>,
+) -> Response {
+    let refs: Vec<(&str, &[u8])> = messages
+        .iter()
+        .map(|(id, body)| (id.as_str(), body.as_slice()))
+        .collect();
+    let ids: Vec<&str> = refs.iter().map(|(id, _)| *id).collect();
+    let sent = match app.producer.publish_many(stage, &refs, callback).await {
+        Ok(sent) => sent,
+        Err(error) => {
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the broker did not take the messages: {error}"),
+                json!({ "confirmed": [] }),
+            );
+        }
+    };
+    let mut confirmed = Vec::with_capacity(sent.len());
+    let mut failure = None;
+    let waiting = async {
+        for (sent, id) in sent.into_iter().zip(&ids) {
+            match sent.confirmed().await {
+                Ok(()) => confirmed.push(*id),
+                Err(error) => {
+                    failure = Some(error.to_string());
+                    break;
+                }
+            }
+        }
+    };
+    if tokio::time::timeout(CONFIRM_WITHIN, waiting).await.is_err() {
+        failure = Some("no confirm in time".into());
+    }
+    if let Some(failure) = failure {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} of {} messages confirmed by the broker: {failure}; send the others again (same ids)",
+                confirmed.len(),
+                ids.len()
+            ),
+            json!({ "confirmed": confirmed }),
+        );
+    }
+    let mut answer = json!({ "ids": ids, "jobs": ids });
+    if ids.len() == 1 {
+        answer["job"] = json!(ids[0]);
+    }
+    (StatusCode::ACCEPTED, Json(answer)).into_response()
+}

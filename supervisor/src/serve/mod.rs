@@ -1,0 +1,259 @@
+//! `warren serve` (and `warren supervise --http`): the HTTP front door of
+//! DESIGN.md, *HTTP*, on axum. One producer connection carries every
+//! request's messages ([`ingest`]); tickets come from a job store kept
+//! folded by a follower ([`tickets`]); `/metrics` shows the last look of a
+//! refresher ([`metrics`], [`refresh`]). Every route but `/healthz` needs
+//! the bearer token when one is set ([`auth`]).
+
+pub mod auth;
+pub mod ingest;
+pub mod metrics;
+mod refresh;
+pub mod tickets;
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Json, Router,
+    extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State},
+    http::{StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::Deserialize;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+use warren::{Pipeline, Producer, jobs::JobState};
+
+use ingest::refuse;
+use tickets::Tickets;
+
+/// Largest request body.
+pub const MAX_BODY: usize = 5 * 1024 * 1024;
+
+/// Requests handled at once at most; more wait.
+const MAX_REQUESTS: usize = 1024;
+
+/// Longest time one request may take (a `?wait=` of up to a minute fits).
+const REQUEST_TIME: Duration = Duration::from_secs(70);
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct App {
+    pipeline: Arc<Pipeline>,
+    producer: Producer,
+    tickets: Option<Tickets>,
+    figures: metrics::Shared,
+    registry: Arc<prometheus_client::registry::Registry>,
+    ready: Arc<AtomicBool>,
+    token: Option<Arc<str>>,
+}
+
+impl App {
+    /// The ready messages of `stage` at the last look, if known.
+    fn backlog(&self, stage: &str) -> Option<u64> {
+        self.figures
+            .lock()
+            .expect("metrics")
+            .stages
+            .get(stage)
+            .map(|f| f.ready)
+    }
+}
+
+/// Serves `pipeline` on `listener` until `stop`; then finishes the requests
+/// in flight (their confirms included) and returns.
+pub async fn serve(
+    pipeline: Pipeline,
+    listener: tokio::net::TcpListener,
+    token: Option<String>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let producer = Producer::connect(&pipeline).await?;
+    let tickets = if pipeline.jobs.track {
+        Some(Tickets::start(&pipeline, stop.clone()).await?)
+    } else {
+        None
+    };
+    let figures: metrics::Shared = Arc::new(Mutex::new(metrics::Snapshot::empty(
+        &pipeline.stage_names(),
+    )));
+    let ready = Arc::new(AtomicBool::new(true));
+    tokio::spawn(refresh::run(
+        pipeline.clone(),
+        figures.clone(),
+        tickets.clone(),
+        ready.clone(),
+        stop.clone(),
+    ));
+    let app = App {
+        registry: Arc::new(metrics::registry(figures.clone())),
+        pipeline: Arc::new(pipeline),
+        producer: producer.clone(),
+        tickets,
+        figures,
+        ready,
+        token: token.map(Into::into),
+    };
+    let router = router(app);
+    let address = listener.local_addr()?;
+    info!("warren serve: listening on http://{address}");
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { stop.cancelled().await })
+    .await?;
+    producer.close().await;
+    Ok(())
+}
+
+/// The routes and their layers.
+pub fn router(app: App) -> Router {
+    let guarded = Router::new()
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_page))
+        .route("/v1/stages/{stage}/messages", post(ingest::post))
+        .route("/v1/jobs/{id}", get(job))
+        .route("/v1/jobs", get(jobs))
+        .layer(middleware::from_fn_with_state(app.clone(), auth::check));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(guarded)
+        .fallback(|| async { refuse(StatusCode::NOT_FOUND, "no such route", json!({})) })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(access_log))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(|_| async {
+                    refuse(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "the request took too long",
+                        json!({}),
+                    )
+                }))
+                .timeout(REQUEST_TIME)
+                .concurrency_limit(MAX_REQUESTS),
+        )
+        .with_state(app)
+}
+
+/// One line per request at info: method, route template, status, time.
+/// Bodies and query strings are never logged.
+async fn access_log(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "(no route)".to_string(), |p| p.as_str().to_string());
+    let response = next.run(request).await;
+    info!(
+        target: "warren::access",
+        %method,
+        route,
+        status = response.status().as_u16(),
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    response
+}
+
+async fn readyz(State(app): State<App>) -> Response {
+    if app.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the broker is unreachable\n",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics_page(State(app): State<App>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics::encode(&app.registry),
+    )
+        .into_response()
+}
+
+/// `?wait=30s`.
+#[derive(Debug, Deserialize)]
+struct Wait {
+    wait: Option<String>,
+}
+
+async fn job(State(app): State<App>, Path(id): Path<String>, Query(wait): Query<Wait>) -> Response {
+    let Some(tickets) = &app.tickets else {
+        return untracked(&app);
+    };
+    let view = match wait.wait.as_deref() {
+        None => tickets.lookup(&id).await,
+        Some(text) => match warren::duration::parse(text) {
+            Ok(wait) => tickets.wait(&id, wait).await,
+            Err(error) => {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    format!("?wait={text}: {error}"),
+                    json!({}),
+                );
+            }
+        },
+    };
+    match view {
+        Ok(view) if view.state == JobState::Unknown => {
+            (StatusCode::NOT_FOUND, Json(view)).into_response()
+        }
+        Ok(view) => Json(view).into_response(),
+        Err(error) => refuse(StatusCode::INTERNAL_SERVER_ERROR, error, json!({})),
+    }
+}
+
+/// `?state=failed&limit=50`.
+#[derive(Debug, Deserialize)]
+struct Listing {
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn jobs(State(app): State<App>, Query(listing): Query<Listing>) -> Response {
+    let Some(tickets) = &app.tickets else {
+        return untracked(&app);
+    };
+    if listing.state.as_deref() != Some("failed") {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "list jobs with ?state=failed (the most recent failures first)",
+            json!({}),
+        );
+    }
+    match tickets.failed(listing.limit.unwrap_or(50).min(1000)) {
+        Ok(views) => Json(json!({ "jobs": views })).into_response(),
+        Err(error) => refuse(StatusCode::INTERNAL_SERVER_ERROR, error, json!({})),
+    }
+}
+
+fn untracked(app: &App) -> Response {
+    refuse(
+        StatusCode::NOT_FOUND,
+        format!(
+            "pipeline `{}` does not track jobs (jobs.track is off)",
+            app.pipeline.name
+        ),
+        json!({}),
+    )
+}

@@ -1,0 +1,417 @@
+//! `warren serve` (DESIGN.md, *HTTP*) as a real process over TCP against the
+//! real broker: every status code of ingest, a batch with bad lines, the
+//! same `Idempotency-Key` twice making one job, tickets, `/metrics` parsed
+//! by a Prometheus text parser, the token, the broker's connection closed
+//! under load (503 saying what was confirmed), and SIGTERM with requests in
+//! flight.
+
+mod common;
+
+use std::{
+    collections::HashSet,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use common::*;
+use serde_json::{Value, json};
+
+const TOKEN: &str = "0123456789abcdef0123";
+
+/// A tracked pipeline with a token, a small backlog limit, and no workers
+/// (so messages stay in the queue where the test can count them).
+fn pipeline(prefix: &str, max_backlog: u64) -> PipelineFile {
+    PipelineFile::new(
+        prefix,
+        &format!(
+            "
+pipeline: {{name}}
+jobs: {{ track: true }}
+serve: {{ token: \"{TOKEN}\", max_backlog: {max_backlog} }}
+stages:
+  a:
+    command: [unused]
+    outputs: [b]
+  b:
+    command: [unused]
+"
+        ),
+    )
+}
+
+/// A free local port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `warren serve` on a free port, ready to answer; its base URL.
+async fn serve(file: &PipelineFile) -> (ChildGuard, String) {
+    let port = free_port();
+    let child = ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_warren"))
+            .args(["serve", file.path.to_str().unwrap()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("AMQP_URL", amqp_url())
+            .env("RUST_LOG", "info")
+            .current_dir(file.dir.path())
+            .stdout(Stdio::null())
+            .stderr(log_file(&file.file("serve.log")))
+            .spawn()
+            .expect("start warren serve"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let up = eventually(Duration::from_secs(20), || async {
+        reqwest::get(format!("{base}/healthz")).await.is_ok()
+    })
+    .await;
+    assert!(up, "warren serve did not start: {}", serve_log(file));
+    (child, base)
+}
+
+fn serve_log(file: &PipelineFile) -> String {
+    std::fs::read_to_string(file.file("serve.log")).unwrap_or_default()
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+/// POSTs `body` to stage `stage` with the token: (status, JSON answer).
+async fn post(
+    base: &str,
+    stage: &str,
+    query: &str,
+    body: Vec<u8>,
+    ndjson: bool,
+    key: Option<&str>,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut request = client()
+        .post(format!("{base}/v1/stages/{stage}/messages{query}"))
+        .bearer_auth(TOKEN)
+        .header(
+            "Content-Type",
+            if ndjson {
+                "application/x-ndjson"
+            } else {
+                "application/json"
+            },
+        )
+        .body(body);
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let answer = request.send().await.expect("an answer");
+    let status = answer.status().as_u16();
+    let headers = answer.headers().clone();
+    let json =
+        serde_json::from_slice(&answer.bytes().await.unwrap_or_default()).unwrap_or(Value::Null);
+    (status, json, headers)
+}
+
+async fn get(base: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut request = client().get(format!("{base}{path}"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let answer = request.send().await.expect("an answer");
+    (answer.status().as_u16(), answer.text().await.unwrap())
+}
+
+/// Ready messages of a stage queue.
+async fn ready(file: &PipelineFile, stage: &str) -> u32 {
+    let conn = connect().await;
+    let (messages, _) = queue_state(&conn, &format!("{}.{stage}", file.name))
+        .await
+        .expect("the queue");
+    let _ = conn.close(200, "".into()).await;
+    messages
+}
+
+#[tokio::test]
+async fn ingest_answers_after_confirms_and_names_what_it_refuses() {
+    let file = pipeline("serve", 1_000_000);
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let (_server, base) = serve(&file).await;
+
+    // The token: everything but /healthz needs it.
+    assert_eq!(get(&base, "/healthz", None).await.0, 200);
+    assert_eq!(get(&base, "/readyz", None).await.0, 401);
+    assert_eq!(
+        get(&base, "/metrics", Some("wrong-token-0000000")).await.0,
+        401
+    );
+    assert_eq!(get(&base, "/readyz", Some(TOKEN)).await.0, 200);
+
+    // One message, with an Idempotency-Key, twice: one job.
+    for _ in 0..2 {
+        let (status, answer, _) =
+            post(&base, "a", "", br#"{"n": 1}"#.to_vec(), false, Some("k1")).await;
+        assert_eq!(status, 202, "{answer}");
+        assert_eq!(answer["ids"], json!(["k1"]));
+        assert_eq!(answer["job"], "k1");
+    }
+    let (status, job) = get(&base, "/v1/jobs/k1", Some(TOKEN)).await;
+    let job: Value = serde_json::from_str(&job).unwrap();
+    assert_eq!(
+        (status, job["state"].as_str()),
+        (200, Some("queued")),
+        "{job}"
+    );
+    assert_eq!(
+        job["stages"]["a"]["waiting"], 1,
+        "one job, one message: {job}"
+    );
+
+    // A batch with ids from a field.
+    let batch = b"{\"id\": \"b1\"}\n{\"id\": \"b2\"}\n\n{\"id\": 3}\n".to_vec();
+    let (status, answer, _) = post(&base, "a", "?id_field=id", batch, true, None).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["ids"], json!(["b1", "b2", "3"]));
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            ready(&file, "a").await == 5
+        })
+        .await,
+        "2 + 3 messages in the queue, not {}",
+        ready(&file, "a").await
+    );
+
+    // Bad lines: each named, nothing sent.
+    let bad = b"{\"id\": \"c1\"}\nnot json\n{\"id\": \"c3\"}\n{\"other\": 1}\n".to_vec();
+    let (status, answer, _) = post(&base, "a", "?id_field=id", bad, true, None).await;
+    assert_eq!(status, 400, "{answer}");
+    let lines: Vec<u64> = answer["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, [2, 4], "{answer}");
+    assert!(
+        answer["lines"][1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("`id`")
+    );
+    // A key for a batch, a bad callback, an unknown stage, too much.
+    let two = b"{}\n{}\n".to_vec();
+    assert_eq!(post(&base, "a", "", two, true, Some("k")).await.0, 400);
+    let (status, answer, _) =
+        post(&base, "a", "?callback=ftp://x", b"{}".to_vec(), false, None).await;
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer, _) = post(&base, "nosuch", "", b"{}".to_vec(), false, None).await;
+    assert_eq!(status, 404, "{answer}");
+    assert_eq!(answer["stages"], json!(["a", "b"]));
+    let many = "{}\n".repeat(501).into_bytes();
+    assert_eq!(post(&base, "a", "", many, true, None).await.0, 413);
+    let huge = format!("{{\"x\": \"{}\"}}", "y".repeat(6 * 1024 * 1024)).into_bytes();
+    assert_eq!(post(&base, "a", "", huge, false, None).await.0, 413);
+    assert_eq!(
+        ready(&file, "a").await,
+        5,
+        "nothing of the refused requests was sent"
+    );
+
+    // Tickets: unknown is 404; failed jobs are listed (none yet).
+    let (status, unknown) = get(&base, "/v1/jobs/never-sent", Some(TOKEN)).await;
+    assert_eq!(status, 404, "{unknown}");
+    assert!(unknown.contains("\"unknown\""), "{unknown}");
+    let (status, failed) = get(&base, "/v1/jobs?state=failed", Some(TOKEN)).await;
+    assert_eq!((status, failed.as_str()), (200, "{\"jobs\":[]}"));
+
+    // Metrics: every series DESIGN.md names, parsed; the queue's depth.
+    let scraped = eventually(Duration::from_secs(10), || async {
+        get(&base, "/metrics", Some(TOKEN))
+            .await
+            .1
+            .contains("warren_queue_ready{stage=\"a\"} 5")
+    })
+    .await;
+    let (_, text) = get(&base, "/metrics", Some(TOKEN)).await;
+    assert!(scraped, "{text}");
+    let scrape =
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("parsed");
+    let names: HashSet<&str> = scrape.samples.iter().map(|s| s.metric.as_str()).collect();
+    for name in [
+        "warren_messages_total",
+        "warren_handle_seconds",
+        "warren_queue_wait_seconds",
+        "warren_in_flight",
+        "warren_queue_ready",
+        "warren_dead_letters",
+        "warren_workers",
+        "warren_breaker_open",
+        "warren_broker_blocked",
+        "warren_jobs",
+    ] {
+        assert!(names.contains(name), "{name} missing from:\n{text}");
+    }
+    let queued = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "warren_jobs" && s.labels.get("state") == Some("queued"))
+        .expect("warren_jobs{state=queued}");
+    assert!(
+        matches!(queued.value, prometheus_parse::Value::Gauge(n) if n == 4.0),
+        "k1, b1, b2, 3 are queued: {text}"
+    );
+    let log = serve_log(&file);
+    assert!(!log.contains(TOKEN), "the token was logged");
+    assert!(
+        log.contains("route=\"/v1/stages/{stage}/messages\" status=202"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_stage_over_its_backlog_answers_429() {
+    let file = pipeline("serve429", 3);
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let (_server, base) = serve(&file).await;
+    let batch = "{}\n{}\n{}\n{}\n".as_bytes().to_vec();
+    assert_eq!(post(&base, "a", "", batch, true, None).await.0, 202);
+    let refused = eventually(Duration::from_secs(10), || async {
+        let (status, _, headers) = post(&base, "b", "", b"{}".to_vec(), false, None).await;
+        assert_eq!(status, 202, "stage b has no backlog");
+        let (status, _, headers_a) = post(&base, "a", "", b"{}".to_vec(), false, None).await;
+        drop(headers);
+        status == 429 && headers_a.get("retry-after").is_some()
+    })
+    .await;
+    assert!(refused, "{}", serve_log(&file));
+}
+
+/// The connection names the management API lists for `name`.
+async fn close_connections_named(name: &str) -> usize {
+    let management = "http://guest:guest@127.0.0.1:15672/api/connections";
+    let Ok(answer) = client().get(management).send().await else {
+        return 0;
+    };
+    let connections: Value =
+        serde_json::from_slice(&answer.bytes().await.unwrap_or_default()).unwrap_or(Value::Null);
+    let mut closed = 0;
+    for connection in connections.as_array().cloned().unwrap_or_default() {
+        let named = connection["client_properties"]["connection_name"]
+            .as_str()
+            .unwrap_or("");
+        if named.contains(name) {
+            let id = connection["name"].as_str().unwrap();
+            let url = format!(
+                "http://guest:guest@127.0.0.1:15672/api/connections/{}",
+                percent(id)
+            );
+            if client().delete(url).send().await.is_ok() {
+                closed += 1;
+            }
+        }
+    }
+    closed
+}
+
+fn percent(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_lost_connection_answers_503_with_what_was_confirmed() {
+    let file = pipeline("serve503", 1_000_000);
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let (_server, base) = serve(&file).await;
+    let producer_name = format!("warren producer {}", file.name);
+    let mut claimed = Vec::new();
+    let mut refused = 0;
+    let mut closed = 0;
+    for round in 0..40 {
+        let batch: String = (0..200)
+            .map(|i| format!("{{\"id\": \"r{round}-{i}\"}}\n"))
+            .collect();
+        let sending = post(&base, "a", "?id_field=id", batch.into_bytes(), true, None);
+        let closing = async {
+            if round % 8 == 3 {
+                close_connections_named(&producer_name).await
+            } else {
+                0
+            }
+        };
+        let ((status, answer, _), n) = tokio::join!(sending, closing);
+        closed += n;
+        match status {
+            202 => claimed.extend(answer["ids"].as_array().unwrap().clone()),
+            503 => {
+                refused += 1;
+                let confirmed = answer["confirmed"].as_array().expect("confirmed ids");
+                claimed.extend(confirmed.iter().cloned());
+            }
+            other => panic!("status {other}: {answer}"),
+        }
+    }
+    eprintln!("{closed} connections closed, {refused} answers 503");
+    assert!(
+        closed > 0,
+        "the management API never listed the producer's connection"
+    );
+    // Every id claimed confirmed is in the queue.
+    let conn = connect().await;
+    let held: HashSet<String> = drain_queue(&conn, &format!("{}.a", file.name))
+        .await
+        .iter()
+        .filter_map(|m| m.properties.message_id().as_ref().map(|id| id.to_string()))
+        .collect();
+    let _ = conn.close(200, "".into()).await;
+    let missing: Vec<&Value> = claimed
+        .iter()
+        .filter(|id| !held.contains(id.as_str().unwrap()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "confirmed but not in the queue: {missing:?}"
+    );
+    assert!(claimed.len() >= 200, "most batches went through");
+}
+
+#[tokio::test]
+async fn sigterm_answers_every_request_in_flight_then_exits_0() {
+    let file = pipeline("serveterm", 1_000_000);
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let (mut server, base) = serve(&file).await;
+    assert_eq!(
+        post(&base, "a", "", b"{}".to_vec(), false, Some("w"))
+            .await
+            .0,
+        202
+    );
+    // Long polls of a job that stays queued, and batches, all in flight.
+    let mut requests = Vec::new();
+    for n in 0..8 {
+        let base = base.clone();
+        requests.push(tokio::spawn(async move {
+            let (status, _) = get(&base, "/v1/jobs/w?wait=3s", Some(TOKEN)).await;
+            (format!("poll {n}"), status)
+        }));
+    }
+    for n in 0..8 {
+        let base = base.clone();
+        requests.push(tokio::spawn(async move {
+            let batch = "{}\n".repeat(500).into_bytes();
+            let (status, answer, _) = post(&base, "a", "", batch, true, None).await;
+            (format!("batch {n}: {answer}"), status)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.signal("TERM");
+    for request in requests {
+        let (what, status) = request.await.expect("an answer, not a dropped connection");
+        assert!(status == 200 || status == 202, "{what}: {status}");
+    }
+    let exit = server.wait();
+    assert_eq!(exit.code(), Some(0), "{}", serve_log(&file));
+}
