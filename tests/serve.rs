@@ -415,3 +415,71 @@ async fn sigterm_answers_every_request_in_flight_then_exits_0() {
     let exit = server.wait();
     assert_eq!(exit.code(), Some(0), "{}", serve_log(&file));
 }
+
+#[tokio::test]
+async fn supervise_http_shows_its_workers_figures() {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/exec_stage.py");
+    let file = PipelineFile::new(
+        "servesup",
+        &format!(
+            "
+pipeline: {{name}}
+stages:
+  work:
+    exec: [python3, {}]
+    outputs: [results]
+  results:
+    sink: {{ path: results.jsonl }}
+",
+            script.display()
+        ),
+    );
+    let _cleanup = Cleanup::pipeline(&file.path, &[format!("{}.supervisors", file.name)]);
+    let port = free_port();
+    let dir = file.file("box");
+    std::fs::create_dir_all(&dir).unwrap();
+    let _supervisor = supervise_in(
+        &file,
+        &dir,
+        "supervisor.log",
+        &["--http", &format!("127.0.0.1:{port}")],
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let up = eventually(Duration::from_secs(20), || async {
+        reqwest::get(format!("{base}/healthz")).await.is_ok()
+    })
+    .await;
+    assert!(up, "no HTTP routes on the supervisor");
+    // No token: the routes are open (loopback).
+    let batch: String = (0..20)
+        .map(|n| format!("{{\"n\": {n}, \"sleep_ms\": 20, \"emit\": [{{\"n\": {n}}}]}}\n"))
+        .collect();
+    let answer = client()
+        .post(format!("{base}/v1/stages/work/messages"))
+        .header("Content-Type", "application/x-ndjson")
+        .body(batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 202);
+    let counted = eventually(Duration::from_secs(60), || async {
+        let (_, text) = get(&base, "/metrics", None).await;
+        text.contains("warren_messages_total{stage=\"work\",outcome=\"done\"} 20")
+            && text.contains("warren_handle_seconds_count{stage=\"work\"} 20")
+            && text.contains("warren_queue_wait_seconds_count{stage=\"work\"} 20")
+            && text.contains("warren_messages_total{stage=\"results\",outcome=\"done\"} 20")
+    })
+    .await;
+    let (_, text) = get(&base, "/metrics", None).await;
+    assert!(counted, "{text}");
+    // The handlings slept 20 ms: none in the 5 ms bucket, all by 1 s.
+    assert!(
+        text.contains("warren_handle_seconds_bucket{stage=\"work\",le=\"0.005\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("warren_handle_seconds_bucket{stage=\"work\",le=\"1\"} 20"),
+        "{text}"
+    );
+}

@@ -38,19 +38,13 @@ impl Histogram {
         self.sum_us += other.sum_us;
     }
 
-    /// `(upper bound, cumulative count)` per bucket, `+Inf` last: the
-    /// Prometheus form.
-    pub fn cumulative(&self) -> Vec<(f64, u64)> {
-        let mut total = 0;
-        let mut out: Vec<(f64, u64)> = BUCKETS
-            .iter()
-            .zip(self.buckets)
-            .map(|(bound, n)| {
-                total += n;
-                (*bound, total)
-            })
-            .collect();
-        out.push((f64::INFINITY, self.count));
+    /// `(upper bound, observations in the bucket)`, the last bucket
+    /// `+Inf` (what the others do not hold): the form `prometheus-client`
+    /// encodes (it adds them up into Prometheus' cumulative buckets).
+    pub fn per_bucket(&self) -> Vec<(f64, u64)> {
+        let mut out: Vec<(f64, u64)> = BUCKETS.iter().copied().zip(self.buckets).collect();
+        let held: u64 = self.buckets.iter().sum();
+        out.push((f64::INFINITY, self.count.saturating_sub(held)));
         out
     }
 
@@ -107,10 +101,11 @@ mod tests {
         assert_eq!(h.count, 4, "+Inf holds the minute");
         assert_eq!(h.sum_us, 60_708_000);
         h.add(&recording.snapshot());
-        let cumulative = h.cumulative();
-        assert_eq!(cumulative[0], (0.005, 4));
-        assert_eq!(cumulative[11], (30.0, 6));
-        assert_eq!(cumulative[12], (f64::INFINITY, 8));
+        let buckets = h.per_bucket();
+        assert_eq!(buckets[0], (0.005, 4));
+        assert_eq!(buckets[7], (1.0, 2));
+        assert_eq!(buckets[11], (30.0, 0));
+        assert_eq!(buckets[12], (f64::INFINITY, 2), "the two minutes");
         assert!((h.sum_seconds() - 121.416).abs() < 1e-9);
     }
 }

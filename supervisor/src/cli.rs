@@ -53,6 +53,10 @@ pub enum Command {
         /// Time between looks at the queues.
         #[arg(long, default_value = "1s", value_parser = duration)]
         poll: Duration,
+        /// Also serve the HTTP routes of `warren serve` (metrics, health,
+        /// ingest, tickets) on this address.
+        #[arg(long)]
+        http: Option<std::net::SocketAddr>,
     },
     /// Publish one message per JSON line of INPUT (or stdin) to a stage, each
     /// confirmed by the broker. A file with bad lines is refused whole.

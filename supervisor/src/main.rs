@@ -73,9 +73,12 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Validate { .. } => unreachable!("handled above"),
             Command::Declare { file, dry_run } => commands::declare::run(&file, dry_run).await,
-            Command::Supervise { file, stages, poll } => {
-                commands::supervise::run(&file, stages, poll, json_logs).await
-            }
+            Command::Supervise {
+                file,
+                stages,
+                poll,
+                http,
+            } => commands::supervise::run(&file, stages, poll, json_logs, http).await,
             Command::Status { file, json } => commands::status::run(&file, json).await,
             Command::Worker { file, stage } => commands::worker::run(&file, &stage).await,
             Command::Run {

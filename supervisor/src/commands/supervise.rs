@@ -1,4 +1,4 @@
-//! `warren supervise FILE [--stages a,b]`.
+//! `warren supervise FILE [--stages a,b] [--http ADDR]`.
 
 use std::{path::Path, time::Duration};
 
@@ -16,6 +16,7 @@ pub async fn run(
     stages: Option<Vec<String>>,
     poll: Duration,
     json_logs: bool,
+    http: Option<std::net::SocketAddr>,
 ) -> Result<()> {
     let pipeline = warren::config::load(file)?;
     if let Some(stages) = &stages {
@@ -32,7 +33,23 @@ pub async fn run(
         json_logs,
         ..Options::default()
     };
-    Supervisor::new(file, pipeline, options)?
+    // The HTTP routes stop with the supervisor, once its workers drained.
+    let http_stop = tokio_util::sync::CancellationToken::new();
+    let server = match http {
+        Some(listen) => {
+            let token = crate::commands::serve::token(&pipeline)?;
+            let listener = crate::commands::serve::bind(listen, token.is_some()).await?;
+            let served = crate::serve::serve(pipeline.clone(), listener, token, http_stop.clone());
+            Some(tokio::spawn(served))
+        }
+        None => None,
+    };
+    let supervised = Supervisor::new(file, pipeline, options)?
         .run(stop, reload)
-        .await
+        .await;
+    http_stop.cancel();
+    if let Some(server) = server {
+        server.await??;
+    }
+    supervised
 }

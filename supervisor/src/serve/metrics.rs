@@ -113,7 +113,7 @@ impl Figures {
                 .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
                     h.sum_seconds(),
                     h.count,
-                    &h.cumulative(),
+                    &h.per_bucket(),
                     None,
                 )?;
         }
