@@ -483,3 +483,58 @@ stages:
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn the_php_snippet_enqueues_through_the_front_door_and_polls_its_ticket() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let script = root.join("tests/support/exec_stage.py");
+    let file = PipelineFile::new(
+        "servephp",
+        &format!(
+            "
+pipeline: {{name}}
+jobs: {{ track: true }}
+serve: {{ token: \"{TOKEN}\" }}
+stages:
+  lookup:
+    exec: [python3, {}]
+",
+            script.display()
+        ),
+    );
+    let _cleanup = Cleanup::pipeline(&file.path, &[format!("{}.supervisors", file.name)]);
+    let port = free_port();
+    let dir = file.file("box");
+    std::fs::create_dir_all(&dir).unwrap();
+    let _supervisor = supervise_in(
+        &file,
+        &dir,
+        "supervisor.log",
+        &["--http", &format!("127.0.0.1:{port}")],
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let up = eventually(Duration::from_secs(20), || async {
+        reqwest::get(format!("{base}/healthz")).await.is_ok()
+    })
+    .await;
+    assert!(up, "no HTTP routes on the supervisor");
+    let mut php = tokio::process::Command::new("php")
+        .arg(root.join("examples/grading/enqueue.php"))
+        .args([&base, TOKEN])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("php (Debian: php-cli php-curl; .ci/test installs them)");
+    use tokio::io::AsyncWriteExt as _;
+    let mut stdin = php.stdin.take().unwrap();
+    stdin
+        .write_all(b"{\"id\": 1, \"company\": \"A\", \"sleep_ms\": 200}\n{\"id\": 2, \"company\": \"B\"}\n")
+        .await
+        .unwrap();
+    drop(stdin);
+    let out = php.wait_with_output().await.unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(stdout, "accepted 2 companies\njob 1: done\n", "{stderr}");
+}

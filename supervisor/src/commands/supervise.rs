@@ -39,6 +39,8 @@ pub async fn run(
         Some(listen) => {
             let token = crate::commands::serve::token(&pipeline)?;
             let listener = crate::commands::serve::bind(listen, token.is_some()).await?;
+            // The routes read the job stream and the queues: declared first.
+            crate::commands::declare::declare(&pipeline).await?;
             let served = crate::serve::serve(pipeline.clone(), listener, token, http_stop.clone());
             Some(tokio::spawn(served))
         }
