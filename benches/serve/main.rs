@@ -1,0 +1,242 @@
+//! The HTTP front door's figures (README, *HTTP*; BENCHMARKS.md):
+//!
+//! ```sh
+//! cargo bench -p warren-supervisor --bench serve      # --messages 200000
+//! ```
+//!
+//! Against `warren serve` (release build) on this machine, a pipeline of
+//! one quorum stage without workers, the queue purged between runs:
+//!
+//! 1. NDJSON batches of 500 from 16 concurrent clients: messages accepted
+//!    (202, after the broker's confirms) per second;
+//! 2. `warren send` of the same lines, for comparison;
+//! 3. single-message POSTs from 64 concurrent keep-alive clients: latency
+//!    median and p99, and requests per second;
+//! 4. RabbitMQ's management API publish (`POST /api/exchanges/.../publish`)
+//!    of single messages from 16 concurrent clients, for comparison.
+
+use std::{
+    process::{Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures_util::StreamExt as _;
+
+fn value(args: &[String], name: &str, default: u64) -> u64 {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Ready messages of `queue`, then purged.
+async fn purge(url: &str, queue: &str) -> u32 {
+    let connection = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+        .await
+        .expect("the broker");
+    let channel = connection.create_channel().await.expect("a channel");
+    let purged = channel
+        .queue_purge(queue.into(), Default::default())
+        .await
+        .expect("purge");
+    let _ = connection.close(200, "".into()).await;
+    purged
+}
+
+async fn ndjson(base: &str, stage: &str, lines: &[String], clients: usize) -> f64 {
+    let client = reqwest::Client::new();
+    let batches: Vec<String> = lines.chunks(500).map(|c| c.concat()).collect();
+    let started = Instant::now();
+    let answers = futures_util::stream::iter(batches.into_iter().map(|batch| {
+        let client = client.clone();
+        let url = format!("{base}/v1/stages/{stage}/messages");
+        async move {
+            let answer = client
+                .post(url)
+                .header("Content-Type", "application/x-ndjson")
+                .body(batch)
+                .send()
+                .await
+                .expect("an answer");
+            assert_eq!(answer.status().as_u16(), 202, "{:?}", answer.text().await);
+        }
+    }))
+    .buffer_unordered(clients)
+    .collect::<Vec<()>>()
+    .await;
+    drop(answers);
+    lines.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn singles(
+    base: &str,
+    stage: &str,
+    count: usize,
+    clients: usize,
+) -> (Duration, Duration, f64) {
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let mut times: Vec<Duration> = futures_util::stream::iter((0..count).map(|n| {
+        let client = client.clone();
+        let url = format!("{base}/v1/stages/{stage}/messages");
+        async move {
+            let sent = Instant::now();
+            let answer = client
+                .post(url)
+                .header("Content-Type", "application/json")
+                .body(format!("{{\"n\": {n}}}"))
+                .send()
+                .await
+                .expect("an answer");
+            assert_eq!(answer.status().as_u16(), 202);
+            sent.elapsed()
+        }
+    }))
+    .buffer_unordered(clients)
+    .collect()
+    .await;
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    times.sort();
+    (times[times.len() / 2], times[times.len() * 99 / 100], rate)
+}
+
+async fn management(exchange: &str, stage: &str, count: usize, clients: usize) -> f64 {
+    let client = reqwest::Client::new();
+    let url = format!("http://guest:guest@127.0.0.1:15672/api/exchanges/%2f/{exchange}/publish");
+    let started = Instant::now();
+    futures_util::stream::iter((0..count).map(|n| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let body = serde_json::json!({
+                "properties": {"delivery_mode": 2, "content_type": "application/json"},
+                "routing_key": stage,
+                "payload": format!("{{\"n\": {n}}}"),
+                "payload_encoding": "string",
+            });
+            let answer = client
+                .post(url)
+                .header("Content-Type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .expect("an answer");
+            assert!(answer.status().is_success(), "{:?}", answer.text().await);
+        }
+    }))
+    .buffer_unordered(clients)
+    .collect::<Vec<()>>()
+    .await;
+    count as f64 / started.elapsed().as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let messages = value(&args, "--messages", 200_000) as usize;
+    let url = std::env::var("AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let warren = env!("CARGO_BIN_EXE_warren");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let name = format!("bench_serve_{}", std::process::id());
+    let file = dir.path().join("p.yaml");
+    std::fs::write(
+        &file,
+        format!("pipeline: {name}\nstages:\n  ingest:\n    command: [unused]\n"),
+    )
+    .expect("write the pipeline");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = Command::new(warren)
+        .args([
+            "serve",
+            file.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("AMQP_URL", &url)
+        .env("RUST_LOG", "warn")
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("warren serve");
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if reqwest::get(format!("{base}/healthz")).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let queue = format!("{name}.ingest");
+    let lines: Arc<Vec<String>> = Arc::new(
+        (0..messages)
+            .map(|n| format!("{{\"n\": {n}, \"body\": \"{}\"}}\n", "x".repeat(64)))
+            .collect(),
+    );
+    println!("{messages} messages of about 90 bytes, one quorum queue, 2 cores");
+
+    let rate = ndjson(&base, "ingest", &lines, 16).await;
+    let held = purge(&url, &queue).await;
+    println!(
+        "warren serve, NDJSON batches of 500, 16 clients: {rate:.0} messages/s accepted ({held} in the queue)"
+    );
+
+    let input = dir.path().join("input.jsonl");
+    std::fs::write(&input, lines.concat()).expect("write the input");
+    let started = Instant::now();
+    let status = Command::new(warren)
+        .args([
+            "send",
+            file.to_str().unwrap(),
+            "ingest",
+            input.to_str().unwrap(),
+        ])
+        .env("AMQP_URL", &url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("warren send");
+    assert!(status.success());
+    let send_rate = messages as f64 / started.elapsed().as_secs_f64();
+    purge(&url, &queue).await;
+    println!(
+        "warren send of the same lines: {send_rate:.0} messages/s; serve/send = {:.2}x",
+        rate / send_rate
+    );
+
+    let singles_count = (messages / 10).max(1000);
+    let (p50, p99, single_rate) = singles(&base, "ingest", singles_count, 64).await;
+    purge(&url, &queue).await;
+    println!(
+        "warren serve, single-message POSTs, 64 keep-alive clients, {singles_count} requests: p50 {:.2} ms, p99 {:.2} ms, {single_rate:.0} requests/s",
+        p50.as_secs_f64() * 1000.0,
+        p99.as_secs_f64() * 1000.0
+    );
+
+    let management_count = (messages / 40).max(1000);
+    let management_rate = management(&name, "ingest", management_count, 16).await;
+    purge(&url, &queue).await;
+    println!(
+        "RabbitMQ management API publish, single messages, 16 clients, {management_count} requests: {management_rate:.0} messages/s; warren serve NDJSON = {:.1}x, single POSTs = {:.1}x",
+        rate / management_rate,
+        single_rate / management_rate
+    );
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let _ = server.wait();
+    let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
+        .await
+        .expect("the broker");
+    let pipeline = warren::config::load(&file).expect("the pipeline");
+    let topology = warren::Topology::plan(&pipeline);
+    let _ = topology.delete(&connection).await;
+    let _ = connection.close(200, "".into()).await;
+}
