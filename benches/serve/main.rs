@@ -144,7 +144,9 @@ async fn main() {
     let file = dir.path().join("p.yaml");
     std::fs::write(
         &file,
-        format!("pipeline: {name}\nstages:\n  ingest:\n    command: [unused]\n"),
+        format!(
+            "pipeline: {name}\nserve: {{ max_backlog: 100000000 }}\nstages:\n  ingest:\n    command: [unused]\n"
+        ),
     )
     .expect("write the pipeline");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
