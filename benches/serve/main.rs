@@ -154,20 +154,32 @@ async fn main() {
         .local_addr()
         .unwrap()
         .port();
-    let mut server = Command::new(warren)
-        .args([
-            "serve",
-            file.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .env("AMQP_URL", &url)
-        .env("RUST_LOG", "warn")
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("warren serve");
+    /// Stops the server, also when the benchmark panics.
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.0.id().to_string()])
+                .status();
+            let _ = self.0.wait();
+        }
+    }
+    let server = Server(
+        Command::new(warren)
+            .args([
+                "serve",
+                file.to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .env("AMQP_URL", &url)
+            .env("RUST_LOG", "warn")
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("warren serve"),
+    );
     let base = format!("http://127.0.0.1:{port}");
     for _ in 0..100 {
         if reqwest::get(format!("{base}/healthz")).await.is_ok() {
@@ -230,10 +242,7 @@ async fn main() {
         single_rate / management_rate
     );
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    let _ = server.wait();
+    drop(server);
     let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
         .await
         .expect("the broker");
