@@ -538,3 +538,38 @@ stages:
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert_eq!(stdout, "accepted 2 companies\njob 1: done\n", "{stderr}");
 }
+
+#[tokio::test]
+async fn slow_or_huge_request_headers_are_cut_off() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let file = pipeline("serveslow", 1_000_000);
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let (_server, base) = serve(&file).await;
+    let address = base.trim_start_matches("http://").to_string();
+    // Headers trickled and never finished: the server closes the connection
+    // (after its 10 s allowance; the limit here only keeps a failing test
+    // from hanging).
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buffer = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(60), slow.read_to_end(&mut buffer)).await;
+    assert!(
+        closed.is_ok(),
+        "a connection that never finished its headers stayed open"
+    );
+    // 100 KB of headers: 431, not a buffer that grows.
+    let mut huge = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let request = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "y".repeat(100 * 1024)
+    );
+    let _ = huge.write_all(request.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), huge.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    // The server still answers others.
+    assert_eq!(get(&base, "/healthz", None).await.0, 200);
+}

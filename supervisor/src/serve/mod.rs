@@ -12,7 +12,6 @@ mod refresh;
 pub mod tickets;
 
 use std::{
-    net::SocketAddr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -45,6 +44,15 @@ const MAX_REQUESTS: usize = 1024;
 
 /// Longest time one request may take (a `?wait=` of up to a minute fits).
 const REQUEST_TIME: Duration = Duration::from_secs(70);
+
+/// Time a connection gets to send a request's headers.
+pub const HEADER_TIME: Duration = Duration::from_secs(10);
+
+/// Bytes of request headers at most (more: 431).
+const MAX_HEADERS: usize = 64 * 1024;
+
+/// Connections open at once at most.
+const MAX_CONNECTIONS: usize = 4096;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -107,14 +115,55 @@ pub async fn serve(
     let router = router(app);
     let address = listener.local_addr()?;
     info!("warren serve: listening on http://{address}");
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { stop.cancelled().await })
-    .await?;
+    accept(listener, router, stop).await;
     producer.close().await;
     Ok(())
+}
+
+/// Serves connections until `stop`, then lets the requests in flight finish
+/// (idle connections close at once). Each connection gets
+/// [`HEADER_TIME`] to send its request headers (a slow client cannot hold
+/// a connection open by trickling them), at most [`MAX_HEADERS`] bytes of
+/// them, and at most [`MAX_CONNECTIONS`] are open at once (more are closed
+/// as they come).
+async fn accept(listener: tokio::net::TcpListener, router: Router, stop: CancellationToken) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of file descriptors, say: wait instead of spinning.
+                tracing::warn!(%error, "accepting a connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            tracing::warn!("{MAX_CONNECTIONS} connections open: closing a new one");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_TIME)
+            .max_header_size(MAX_HEADERS);
+        let connection = http.serve_connection(
+            hyper_util::rt::TokioIo::new(stream),
+            hyper_util::service::TowerToHyperService::new(router.clone()),
+        );
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// The routes and their layers.
