@@ -7,11 +7,7 @@
 
 mod common;
 
-use std::{
-    collections::HashSet,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{collections::HashSet, process::Stdio, time::Duration};
 
 use common::*;
 use serde_json::{Value, json};
@@ -37,43 +33,6 @@ stages:
 "
         ),
     )
-}
-
-/// A free local port.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `warren serve` on a free port, ready to answer; its base URL.
-async fn serve(file: &PipelineFile) -> (ChildGuard, String) {
-    let port = free_port();
-    let child = ChildGuard(
-        Command::new(env!("CARGO_BIN_EXE_warren"))
-            .args(["serve", file.path.to_str().unwrap()])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("AMQP_URL", amqp_url())
-            .env("RUST_LOG", "info")
-            .current_dir(file.dir.path())
-            .stdout(Stdio::null())
-            .stderr(log_file(&file.file("serve.log")))
-            .spawn()
-            .expect("start warren serve"),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    let up = eventually(Duration::from_secs(20), || async {
-        reqwest::get(format!("{base}/healthz")).await.is_ok()
-    })
-    .await;
-    assert!(up, "warren serve did not start: {}", serve_log(file));
-    (child, base)
-}
-
-fn serve_log(file: &PipelineFile) -> String {
-    std::fs::read_to_string(file.file("serve.log")).unwrap_or_default()
 }
 
 fn client() -> reqwest::Client {

@@ -20,6 +20,8 @@ pub struct DeadLetter {
     pub reason: String,
     /// Its body.
     pub body: Vec<u8>,
+    /// Its headers, as text (`x-warren-*` and any the producer set).
+    pub headers: Vec<(String, String)>,
 }
 
 /// Opens a connection for dead-letter work on `stage`, checking it exists.
@@ -87,14 +89,34 @@ pub async fn list(
 /// replayed: messages dead-lettered again meanwhile (by workers running now)
 /// stay, instead of going round for ever. Returns how many were sent.
 pub async fn replay(pipeline: &Pipeline, stage: &str, limit: usize) -> Result<usize, Error> {
+    replay_matching(pipeline, stage, limit, |_| true).await
+}
+
+/// [`replay`] of the dead letters `chosen` picks (the others stay, in
+/// their order).
+pub async fn replay_matching(
+    pipeline: &Pipeline,
+    stage: &str,
+    limit: usize,
+    chosen: impl Fn(&DeadLetter) -> bool,
+) -> Result<usize, Error> {
     let (conn, channel, queue) = open(pipeline, stage).await?;
     let there = depth(&channel, &queue).await? as usize;
     let publisher = Publisher::open(&conn).await?;
     let mut sent = 0;
-    while sent < limit.min(there) {
+    let mut seen = 0;
+    while sent < limit && seen < there {
         let Some(got) = get(&channel, &queue).await? else {
             break;
         };
+        seen += 1;
+        if !chosen(&describe(
+            &got.delivery.properties,
+            got.delivery.data.clone(),
+        )) {
+            // Left unacknowledged: closing the channel gives it back.
+            continue;
+        }
         let props = message::republish_properties(
             &got.delivery.properties,
             &[(message::ATTEMPT, message::int(1))],
@@ -149,6 +171,36 @@ pub async fn purge(pipeline: &Pipeline, stage: &str, limit: Option<usize>) -> Re
     Ok(purged)
 }
 
+/// Drops the dead letters of `stage` that `chosen` picks (looking at what
+/// the queue held when it started); returns how many.
+pub async fn purge_matching(
+    pipeline: &Pipeline,
+    stage: &str,
+    chosen: impl Fn(&DeadLetter) -> bool,
+) -> Result<usize, Error> {
+    let (conn, channel, queue) = open(pipeline, stage).await?;
+    let there = depth(&channel, &queue).await? as usize;
+    let mut purged = 0;
+    for _ in 0..there {
+        let Some(got) = get(&channel, &queue).await? else {
+            break;
+        };
+        if chosen(&describe(
+            &got.delivery.properties,
+            got.delivery.data.clone(),
+        )) {
+            channel
+                .basic_ack(got.delivery.delivery_tag, BasicAckOptions::default())
+                .await
+                .map_err(|e| Error::broker(format!("drop a message of {queue}"), e))?;
+            purged += 1;
+        }
+    }
+    // Closing the channel gives back the messages not chosen.
+    let _ = conn.close(200, "done".into()).await;
+    Ok(purged)
+}
+
 async fn get(
     channel: &Channel,
     queue: &str,
@@ -165,10 +217,37 @@ fn describe(props: &BasicProperties, body: Vec<u8>) -> DeadLetter {
             message::death_reason(props).map(|r| format!("dead-lettered by the broker: {r}"))
         })
         .unwrap_or_else(|| "(no reason recorded)".into());
+    let headers = props
+        .headers()
+        .as_ref()
+        .map(|table| {
+            table
+                .inner()
+                .iter()
+                .map(|(name, value)| (name.to_string(), header_text(value)))
+                .collect()
+        })
+        .unwrap_or_default();
     DeadLetter {
         id: message::id_of(props).unwrap_or_default().to_string(),
         attempts: message::attempt_of(props),
         reason,
         body,
+        headers,
+    }
+}
+
+/// A header's value as text (nested tables shown in their debug form).
+fn header_text(value: &lapin::types::AMQPValue) -> String {
+    use lapin::types::AMQPValue;
+    match value {
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::ShortString(s) => s.to_string(),
+        AMQPValue::LongLongInt(n) => n.to_string(),
+        AMQPValue::LongInt(n) => n.to_string(),
+        AMQPValue::LongUInt(n) => n.to_string(),
+        AMQPValue::ShortInt(n) => n.to_string(),
+        AMQPValue::Boolean(b) => b.to_string(),
+        other => format!("{other:?}"),
     }
 }

@@ -67,6 +67,9 @@ pub struct Serve {
     pub token: Option<String>,
     /// Ready messages in a stage queue above which ingest answers 429.
     pub max_backlog: u64,
+    /// The dashboard may replay and purge dead letters (else it only
+    /// shows them).
+    pub allow_actions: bool,
 }
 
 impl Default for Serve {
@@ -74,6 +77,7 @@ impl Default for Serve {
         Serve {
             token: None,
             max_backlog: 100_000,
+            allow_actions: false,
         }
     }
 }
@@ -83,6 +87,7 @@ impl std::fmt::Debug for Serve {
         f.debug_struct("Serve")
             .field("token", &self.token.as_ref().map(|_| "(set)"))
             .field("max_backlog", &self.max_backlog)
+            .field("allow_actions", &self.allow_actions)
             .finish()
     }
 }

@@ -41,6 +41,7 @@ pub(crate) struct RawJobs {
 pub(crate) struct RawServe {
     pub token: Option<String>,
     pub max_backlog: Option<Number>,
+    pub allow_actions: Option<bool>,
 }
 
 /// A stage, and `defaults:` (which may hold only the settings, not the kind

@@ -598,11 +598,13 @@ stages:
 fn the_front_door_settings_are_checked_and_the_token_never_shown() {
     let p = load(&with(
         "defaults:",
-        "serve: { token: \"0123456789abcdef0123\", max_backlog: 500 }\ndefaults:",
+        "serve: { token: \"0123456789abcdef0123\", max_backlog: 500, allow_actions: true }\ndefaults:",
     ))
     .unwrap();
     assert_eq!(p.serve.token.as_deref(), Some("0123456789abcdef0123"));
     assert_eq!(p.serve.max_backlog, 500);
+    assert!(p.serve.allow_actions);
+    assert!(!load(GOOD).unwrap().serve.allow_actions);
     assert!(!format!("{p:?}").contains("0123456789abcdef0123"));
     assert_eq!(load(GOOD).unwrap().serve.max_backlog, 100_000);
     let short = with("defaults:", "serve: { token: \"hunter2\" }\ndefaults:");

@@ -178,6 +178,7 @@ fn serve(v: &mut Checker, raw: &RawFile) -> Serve {
             .whole("serve.max_backlog", n, 1, 1_000_000_000)
             .unwrap_or(serve.max_backlog);
     }
+    serve.allow_actions = raw.allow_actions.unwrap_or(false);
     serve
 }
 

@@ -1,12 +1,15 @@
 //! The bearer token (`serve.token` or `WARREN_SERVE_TOKEN`): when one is
-//! set, every route but `/healthz` answers 401 without
-//! `Authorization: Bearer TOKEN`. Compared in constant time; never logged.
+//! set, every route but `/healthz` and `/login` needs it, as
+//! `Authorization: Bearer TOKEN` or as the dashboard's session cookie (set
+//! by `/login`: HttpOnly, SameSite=Strict). Without it the API answers 401
+//! and the dashboard's pages send the browser to `/login`. Compared in
+//! constant time; never logged.
 
 use axum::{
     extract::{Request, State},
     http::{HeaderValue, StatusCode, header},
     middleware::Next,
-    response::Response,
+    response::{IntoResponse as _, Response},
 };
 use serde_json::json;
 use subtle::ConstantTimeEq as _;
@@ -18,14 +21,24 @@ pub async fn check(State(app): State<App>, request: Request, next: Next) -> Resp
     let Some(token) = &app.token else {
         return next.run(request).await;
     };
-    let given = request
+    let bearer = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if matches(given, token) {
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let given = match bearer {
+        Some(given) => given.to_string(),
+        None => cookie(request.headers()).unwrap_or_default(),
+    };
+    if matches(&given, token) {
         return next.run(request).await;
+    }
+    let path = request.uri().path();
+    let api = ["/v1/", "/metrics", "/readyz", "/dashboard/"]
+        .iter()
+        .any(|prefix| path.starts_with(prefix));
+    if !api {
+        return axum::response::Redirect::to("/login").into_response();
     }
     let mut answer = refuse(
         StatusCode::UNAUTHORIZED,
@@ -38,9 +51,28 @@ pub async fn check(State(app): State<App>, request: Request, next: Next) -> Resp
     answer
 }
 
+/// The dashboard's session cookie.
+pub const COOKIE: &str = "warren_token";
+
+/// The token the session cookie holds, if any.
+fn cookie(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| {
+            percent_encoding::percent_decode_str(value)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+}
+
 /// Whether `given` is `token`, in time that does not depend on where they
 /// differ.
-fn matches(given: &str, token: &str) -> bool {
+pub fn matches(given: &str, token: &str) -> bool {
     bool::from(given.as_bytes().ct_eq(token.as_bytes()))
 }
 

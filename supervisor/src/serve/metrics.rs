@@ -22,7 +22,7 @@ use warren::{jobs::JobState, report::StageCounts, timings::Histogram};
 use crate::jobs::store::COUNTED;
 
 /// One stage's figures.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct StageFigures {
     /// Done, retried and dead-lettered, handle and queue-wait timings
     /// (this box's supervisors).
@@ -36,6 +36,12 @@ pub struct StageFigures {
     /// Unacknowledged deliveries: every box when the management API
     /// answers, else this box's workers.
     pub in_flight: u64,
+    /// Messages waiting in the stage's retry queues (broker).
+    pub retrying: u64,
+    /// Worker processes of this box's supervisors.
+    pub local_workers: u64,
+    /// A supervisor of this box has the stage in a crash loop.
+    pub failing: bool,
 }
 
 /// Everything `/metrics` shows.

@@ -6,6 +6,7 @@
 //! the bearer token when one is set ([`auth`]).
 
 pub mod auth;
+pub mod dashboard;
 pub mod ingest;
 pub mod metrics;
 mod refresh;
@@ -174,9 +175,20 @@ pub fn router(app: App) -> Router {
         .route("/v1/stages/{stage}/messages", post(ingest::post))
         .route("/v1/jobs/{id}", get(job))
         .route("/v1/jobs", get(jobs))
+        .route("/", get(dashboard::overview))
+        .route("/dashboard/overview.json", get(dashboard::overview_json))
+        .route(
+            "/stages/{stage}/dead",
+            get(dashboard::dead).post(dashboard::act),
+        )
+        .route("/jobs", get(dashboard::jobs))
         .layer(middleware::from_fn_with_state(app.clone(), auth::check));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/login",
+            get(|| async { dashboard::login_page(false) }).post(dashboard::login),
+        )
         .merge(guarded)
         .fallback(|| async { refuse(StatusCode::NOT_FOUND, "no such route", json!({})) })
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -13,7 +13,7 @@ use std::{
 };
 
 use tokio_util::sync::CancellationToken;
-use warren::{Pipeline, names};
+use warren::{Pipeline, names, topology::Role};
 
 use super::{metrics::Shared, tickets::Tickets};
 use crate::{
@@ -34,11 +34,24 @@ pub async fn run(
 ) {
     let mut monitor = Monitor::new(pipeline.broker.url.clone(), &pipeline.name, "serve", false);
     let management = Management::for_broker(&pipeline.broker.url);
-    let mut queues = Vec::new();
-    for stage in &pipeline.stages {
-        queues.push(names::stage_queue(&pipeline.name, &stage.name));
-        queues.push(names::dead_queue(&pipeline.name, &stage.name));
-    }
+    // Each queue looked at, with its stage and what it holds.
+    let topology = warren::Topology::plan(&pipeline);
+    let looked: Vec<(usize, &Role, String)> = topology
+        .queues
+        .iter()
+        .filter_map(|queue| {
+            let stage = pipeline.stages.iter().position(|stage| {
+                queue.name == names::stage_queue(&pipeline.name, &stage.name)
+                    || queue.name == names::dead_queue(&pipeline.name, &stage.name)
+                    || queue
+                        .name
+                        .starts_with(&format!("{}.{}.retry.", pipeline.name, stage.name))
+            })?;
+            matches!(queue.role, Role::Stage | Role::Dead | Role::Retry(_))
+                .then(|| (stage, &queue.role, queue.name.clone()))
+        })
+        .collect();
+    let queues: Vec<String> = looked.iter().map(|(_, _, name)| name.clone()).collect();
     while !stop.is_cancelled() {
         let states = monitor.queues(&queues).await;
         ready.store(states.is_some(), Ordering::Relaxed);
@@ -51,23 +64,35 @@ pub async fn run(
             for (i, stage) in pipeline.stages.iter().enumerate() {
                 let figures = snapshot.stages.entry(stage.name.clone()).or_default();
                 if let Some(states) = &states {
-                    if let Some(queue) = &states[2 * i] {
-                        figures.ready = queue.ready;
-                        figures.workers = u64::from(queue.consumers);
-                    }
-                    if let Some(dead) = &states[2 * i + 1] {
-                        figures.dead_letters = dead.ready;
+                    figures.retrying = 0;
+                    for ((_, role, _), state) in
+                        looked.iter().zip(states).filter(|((at, _, _), _)| *at == i)
+                    {
+                        let Some(state) = state else { continue };
+                        match role {
+                            Role::Stage => {
+                                figures.ready = state.ready;
+                                figures.workers = u64::from(state.consumers);
+                            }
+                            Role::Dead => figures.dead_letters = state.ready,
+                            _ => figures.retrying += state.ready,
+                        }
                     }
                 }
                 let mut counts = warren::report::StageCounts::default();
+                let (mut local_workers, mut failing) = (0, false);
                 for supervisor in &supervisors {
                     for local in supervisor.stages.iter().filter(|s| s.name == stage.name) {
                         counts.add_totals(&local.counts);
                         counts.in_flight += local.counts.in_flight;
                         counts.breaker_open |= local.state == "calls failing";
                         counts.blocked |= local.state == "blocked";
+                        local_workers += u64::from(local.workers);
+                        failing |= local.state == "failing";
                     }
                 }
+                figures.local_workers = local_workers;
+                figures.failing = failing;
                 let everywhere = unacked
                     .as_ref()
                     .and_then(|u| u.get(&names::stage_queue(&pipeline.name, &stage.name)))

@@ -1,0 +1,331 @@
+//! The dashboard (`GET /` of `warren serve`) in a real browser: headless
+//! Chromium driven through WebDriver (`chromedriver`, Debian's
+//! `chromium-driver`; `.ci/test` installs it) against a real `warren
+//! serve` and the real broker. A backlog shown falling, dead letters in
+//! their group with their payload, a group replayed after confirming and
+//! then processed, a job looked up by id, and a read-only dashboard with
+//! no actions and 403 from the action route. Screenshots go to `target/`.
+
+mod common;
+
+use std::{
+    process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use common::*;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use warren::{Context, Failure, Producer, Worker};
+
+const TOKEN: &str = "0123456789abcdef0123";
+
+fn pipeline_text(allow_actions: bool) -> String {
+    format!(
+        "
+pipeline: {{name}}
+jobs: {{ track: true }}
+serve: {{ token: \"{TOKEN}\", allow_actions: {allow_actions} }}
+defaults:
+  retry: {{ attempts: 1 }}
+stages:
+  work:
+    command: [unused]
+    concurrency: 20
+"
+    )
+}
+
+/// `work` dead-letters a message with a `company` field while `broken` is
+/// set, with the reason `HTTP 404 for /company/{n}`, and one with a `dead`
+/// field always, with that reason; it takes 2 ms per message otherwise.
+fn worker(pipeline: &warren::Pipeline, broken: Arc<AtomicBool>) -> Worker {
+    Worker::new()
+        .pipeline(pipeline.clone())
+        .stage("work", move |body: Value, _ctx: Context| {
+            let broken = broken.clone();
+            async move {
+                if let Some(reason) = body["dead"].as_str() {
+                    return Err(Failure::dead(reason));
+                }
+                if let Some(n) = body["company"].as_u64()
+                    && broken.load(Ordering::SeqCst)
+                {
+                    return Err(Failure::dead(format!("HTTP 404 for /company/{n}")));
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                Ok(())
+            }
+        })
+}
+
+/// chromedriver on a free port and a headless Chromium session.
+async fn browser() -> (ChildGuard, Client) {
+    let port = free_port();
+    let driver = ChildGuard(
+        Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian: chromium chromium-driver; .ci/test installs them)"),
+    );
+    let up = eventually(Duration::from_secs(20), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await;
+    assert!(up, "chromedriver did not start");
+    let capabilities = json!({
+        "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=1280,800"]
+        }
+    });
+    // Plain HTTP to chromedriver on this box: no TLS stack needed.
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let client = ClientBuilder::new(connector)
+        .capabilities(capabilities.as_object().unwrap().clone())
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("a Chromium session");
+    (driver, client)
+}
+
+/// The text of `css` once the page has it (after a click that navigates,
+/// say), or `None` after 20 s.
+async fn wait_text(client: &Client, css: &str) -> Option<String> {
+    let found = client
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css(css))
+        .await
+        .ok()?;
+    found.text().await.ok()
+}
+
+/// The text of the first element `css` finds, if any.
+async fn text(client: &Client, css: &str) -> Option<String> {
+    client.find(Locator::Css(css)).await.ok()?.text().await.ok()
+}
+
+/// Reloads `url` until `css` has text `wanted` (or `limit` passes).
+async fn until_text(client: &Client, url: &str, css: &str, wanted: &str, limit: Duration) -> bool {
+    eventually(limit, || async {
+        client.goto(url).await.unwrap();
+        text(client, css).await.as_deref() == Some(wanted)
+    })
+    .await
+}
+
+async fn screenshot(client: &Client, name: &str) {
+    let png = client.screenshot().await.expect("a screenshot");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(format!("dashboard-{name}.png")), png).unwrap();
+}
+
+#[tokio::test]
+async fn an_operator_watches_a_backlog_and_replays_a_group_of_dead_letters() {
+    let file = PipelineFile::new("dash", &pipeline_text(true));
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let pipeline = warren::config::load(&file.path).unwrap();
+    declare(&pipeline).await;
+    let (_server, base) = serve(&file).await;
+    let (_driver, client) = browser().await;
+
+    // Signing in: the overview sends the browser to /login first.
+    client.goto(&format!("{base}/")).await.unwrap();
+    assert!(
+        client
+            .current_url()
+            .await
+            .unwrap()
+            .path()
+            .ends_with("/login")
+    );
+    let field = client
+        .find(Locator::Css("input[name=token]"))
+        .await
+        .unwrap();
+    field.send_keys(TOKEN).await.unwrap();
+    client
+        .find(Locator::Css("form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(wait_text(&client, "#overview").await.is_some());
+    assert_eq!(client.current_url().await.unwrap().path(), "/");
+
+    // A backlog, shown live, then falling to nothing once a worker runs.
+    let producer = Producer::connect(&pipeline).await.unwrap();
+    for n in 0..300 {
+        producer
+            .send_with_id("work", &format!("m{n}"), &json!({ "n": n }))
+            .await
+            .unwrap();
+    }
+    let ready = "tr[data-stage=work] td[data-field=ready]";
+    let shown = eventually(Duration::from_secs(20), || async {
+        text(&client, ready).await.as_deref() == Some("300")
+    })
+    .await;
+    assert!(
+        shown,
+        "the overview showed {:?}",
+        text(&client, ready).await
+    );
+    screenshot(&client, "overview").await;
+    let broken = Arc::new(AtomicBool::new(false));
+    let running = spawn_worker(worker(&pipeline, broken.clone()));
+    let fell = eventually(Duration::from_secs(60), || async {
+        text(&client, ready).await.as_deref() == Some("0")
+    })
+    .await;
+    assert!(
+        fell,
+        "without reloading, the overview showed {:?}",
+        text(&client, ready).await
+    );
+
+    // Five dead letters of one cause, and one of another.
+    broken.store(true, Ordering::SeqCst);
+    for n in 1..=5 {
+        producer
+            .send_with_id("work", &format!("d{n}"), &json!({ "company": n * 111 }))
+            .await
+            .unwrap();
+    }
+    producer
+        .send_with_id("work", "other", &json!({ "dead": "deadline exceeded" }))
+        .await
+        .unwrap();
+    let dead_page = format!("{base}/stages/work/dead");
+    let group = "tr[data-cause='HTTP # for /company/#'] td.count";
+    assert!(
+        until_text(&client, &dead_page, group, "5", Duration::from_secs(30)).await,
+        "{}",
+        client.source().await.unwrap()
+    );
+    client
+        .find(Locator::Css("tr[data-cause='HTTP # for /company/#'] a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let payload = text(&client, ".letter[data-id=d3] pre.payload")
+        .await
+        .unwrap();
+    assert!(payload.contains("\"company\": 333"), "{payload}");
+    screenshot(&client, "dead-letters").await;
+
+    // Replay the group: a page says how many, then they are processed.
+    broken.store(false, Ordering::SeqCst);
+    client
+        .find(Locator::Css(
+            "tr[data-cause='HTTP # for /company/#'] button.replay-group",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let asked = wait_text(&client, "#confirm-count").await.unwrap();
+    assert!(asked.contains("replay 5 message(s)"), "{asked}");
+    client
+        .find(Locator::Css("#confirm"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let said = wait_text(&client, "p.note").await.unwrap_or_default();
+    assert_eq!(said, "Replayed 5 message(s)");
+    let jobs = format!("{base}/jobs?id=d3");
+    assert!(
+        until_text(
+            &client,
+            &jobs,
+            "#job-state",
+            "done",
+            Duration::from_secs(30)
+        )
+        .await,
+        "{}",
+        client.source().await.unwrap()
+    );
+    screenshot(&client, "job").await;
+    // The other cause is still there, alone.
+    client.goto(&dead_page).await.unwrap();
+    assert_eq!(
+        text(&client, "#groups tr[data-cause] td.count")
+            .await
+            .as_deref(),
+        Some("1")
+    );
+    client.close().await.unwrap();
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_read_only_dashboard_shows_no_actions_and_refuses_them() {
+    let file = PipelineFile::new("dashro", &pipeline_text(false));
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let pipeline = warren::config::load(&file.path).unwrap();
+    declare(&pipeline).await;
+    let (_server, base) = serve(&file).await;
+    let broken = Arc::new(AtomicBool::new(true));
+    let running = spawn_worker(worker(&pipeline, broken));
+    let producer = Producer::connect(&pipeline).await.unwrap();
+    producer
+        .send_with_id("work", "d1", &json!({ "company": 7 }))
+        .await
+        .unwrap();
+    let (_driver, client) = browser().await;
+    client.goto(&format!("{base}/login")).await.unwrap();
+    let field = client
+        .find(Locator::Css("input[name=token]"))
+        .await
+        .unwrap();
+    field.send_keys(TOKEN).await.unwrap();
+    client
+        .find(Locator::Css("form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let dead_page = format!("{base}/stages/work/dead");
+    let group = "tr[data-cause='HTTP # for /company/#'] td.count";
+    assert!(until_text(&client, &dead_page, group, "1", Duration::from_secs(30)).await);
+    let buttons = client
+        .find_all(Locator::Css("button.replay-group, button.purge-all"))
+        .await
+        .unwrap();
+    assert!(buttons.is_empty(), "a read-only dashboard shows actions");
+    client.close().await.unwrap();
+    let refused = reqwest::Client::new()
+        .post(format!("{base}/stages/work/dead"))
+        .bearer_auth(TOKEN)
+        .form(&[("action", "purge"), ("scope", "all"), ("confirmed", "yes")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 403);
+    let conn = connect().await;
+    let (dead, _) = queue_state(&conn, &format!("{}.work.dead", file.name))
+        .await
+        .unwrap();
+    assert_eq!(dead, 1, "nothing was purged");
+    let _ = conn.close(200, "".into()).await;
+    running.stop().await.unwrap();
+}
