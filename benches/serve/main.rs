@@ -132,6 +132,69 @@ async fn management(exchange: &str, stage: &str, count: usize, clients: usize) -
     count as f64 / started.elapsed().as_secs_f64()
 }
 
+/// 10,000 dead letters of one cause, and the time the dashboard takes to
+/// answer the page of that group.
+async fn dead_letter_page(url: &str, base: &str, name: &str) {
+    let connection = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+        .await
+        .expect("the broker");
+    let channel = connection.create_channel().await.expect("a channel");
+    channel
+        .confirm_select(Default::default())
+        .await
+        .expect("confirms");
+    let queue = format!("{name}.ingest.dead");
+    let mut confirms = Vec::new();
+    for n in 0..10_000 {
+        let mut headers = lapin::types::FieldTable::default();
+        headers.insert(
+            "x-warren-error".into(),
+            lapin::types::AMQPValue::LongString(format!("HTTP 404 for /company/{n}").into()),
+        );
+        let props = lapin::BasicProperties::default()
+            .with_message_id(format!("d{n}").into())
+            .with_headers(headers)
+            .with_delivery_mode(2);
+        let body = format!("{{\"company\": {n}}}");
+        confirms.push(
+            channel
+                .basic_publish(
+                    "".into(),
+                    queue.as_str().into(),
+                    Default::default(),
+                    body.as_bytes(),
+                    props,
+                )
+                .await
+                .expect("publish"),
+        );
+    }
+    for confirm in confirms {
+        confirm.await.expect("confirmed");
+    }
+    let _ = connection.close(200, "".into()).await;
+    let client = reqwest::Client::new();
+    let page = format!("{base}/stages/ingest/dead?group=HTTP%20%23%20for%20%2Fcompany%2F%23");
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let asked = Instant::now();
+        let answer = client.get(&page).send().await.expect("an answer");
+        assert!(answer.status().is_success());
+        let html = answer.text().await.expect("a page");
+        assert!(html.contains("10000 messages"), "the page lists the 10,000");
+        times.push(asked.elapsed());
+    }
+    println!(
+        "dashboard, a dead-letter group of 10,000 messages: page in {} ms",
+        times
+            .iter()
+            .map(|t| format!("{:.0}", t.as_secs_f64() * 1000.0))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    );
+    purge(url, &queue).await;
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -241,6 +304,8 @@ async fn main() {
         rate / management_rate,
         single_rate / management_rate
     );
+
+    dead_letter_page(&url, &base, &name).await;
 
     drop(server);
     let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())

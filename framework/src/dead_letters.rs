@@ -3,9 +3,14 @@
 
 use lapin::{
     BasicProperties, Channel, Connection,
-    options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions, QueuePurgeOptions},
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicQosOptions,
+        QueueDeclareOptions, QueuePurgeOptions,
+    },
     types::FieldTable,
 };
+
+use futures_util::StreamExt as _;
 
 use crate::{connection, error::Error, message, names, pipeline::Pipeline, publisher::Publisher};
 
@@ -60,22 +65,40 @@ async fn depth(channel: &Channel, queue: &str) -> Result<u32, Error> {
         .map_err(|e| Error::broker(format!("look at {queue}"), e))
 }
 
-/// The first `limit` dead letters of `stage`, left in the queue.
+/// The first `limit` dead letters of `stage`, left in the queue. They are
+/// taken with one consumer and a prefetch as large as what is wanted (not a
+/// `basic.get` each), then given back by closing the channel.
 pub async fn list(
     pipeline: &Pipeline,
     stage: &str,
     limit: usize,
 ) -> Result<Vec<DeadLetter>, Error> {
     let (conn, channel, queue) = open(pipeline, stage).await?;
-    let mut out = Vec::new();
-    while out.len() < limit {
-        let Some(got) = get(&channel, &queue).await? else {
-            break;
-        };
-        out.push(describe(
-            &got.delivery.properties,
-            got.delivery.data.clone(),
-        ));
+    let wanted = limit.min(depth(&channel, &queue).await? as usize);
+    let mut out = Vec::with_capacity(wanted);
+    if wanted > 0 {
+        channel
+            .basic_qos(wanted.min(65_535) as u16, BasicQosOptions::default())
+            .await
+            .map_err(|e| Error::broker(format!("set the prefetch on {queue}"), e))?;
+        let mut consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| Error::broker(format!("read {queue}"), e))?;
+        while out.len() < wanted {
+            // Fewer than counted (another reader took some): stop waiting.
+            let next = tokio::time::timeout(std::time::Duration::from_secs(2), consumer.next());
+            match next.await {
+                Ok(Some(Ok(delivery))) => out.push(describe(&delivery.properties, delivery.data)),
+                Ok(Some(Err(error))) => return Err(Error::broker(format!("read {queue}"), error)),
+                Ok(None) | Err(_) => break,
+            }
+        }
     }
     // Closing the channel gives back every message taken.
     let _ = channel.close(200, "listed".into()).await;
