@@ -166,16 +166,28 @@ fn parse(
     let mut messages = Vec::with_capacity(lines.len());
     let mut bad = Vec::new();
     for (n, line) in lines {
-        let value: Value = match serde_json::from_slice(line) {
-            Ok(value) => value,
-            Err(error) => {
+        // A document tree only when something must be read from it (the
+        // id field) or rewritten (a body over several lines); otherwise the
+        // line is only checked.
+        let spans_lines = line.contains(&b'\n');
+        let value = if spans_lines || (key.is_none() && id_field.is_some()) {
+            match serde_json::from_slice::<Value>(line) {
+                Ok(value) => Some(value),
+                Err(error) => {
+                    bad.push(json!({"line": n, "error": format!("not valid JSON: {error}")}));
+                    continue;
+                }
+            }
+        } else {
+            if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(line) {
                 bad.push(json!({"line": n, "error": format!("not valid JSON: {error}")}));
                 continue;
             }
+            None
         };
-        let id = match (&key, id_field) {
-            (Some(key), _) => key.clone(),
-            (None, Some(field)) => match &value[field] {
+        let id = match (&key, id_field, &value) {
+            (Some(key), _, _) => key.clone(),
+            (None, Some(field), Some(value)) => match &value[field] {
                 Value::String(s) => s.clone(),
                 Value::Number(n) => n.to_string(),
                 _ => {
@@ -183,17 +195,16 @@ fn parse(
                     continue;
                 }
             },
-            (None, None) => message::new_id(),
+            _ => message::new_id(),
         };
         if id.is_empty() || id.len() > message::MAX_ID {
             bad.push(json!({"line": n, "error": format!("an id must be 1 to {} bytes long", message::MAX_ID)}));
             continue;
         }
         // One line per message on the broker: compact what spans lines.
-        let text = if line.contains(&b'\n') {
-            serde_json::to_vec(&value).expect("JSON")
-        } else {
-            line.to_vec()
+        let text = match (&value, spans_lines) {
+            (Some(value), true) => serde_json::to_vec(value).expect("JSON"),
+            _ => line.to_vec(),
         };
         messages.push((id, text));
     }
