@@ -100,7 +100,7 @@ impl Publisher {
         })
     }
 
-    /// [`Publisher::publish_confirmed`] within [`SETTLE_TIMEOUT`], the
+    /// [`Publisher::publish_confirmed`] within `limits::SETTLE_TIMEOUT` (10 s), the
     /// frames' write included (a blocked connection stops it): for retries,
     /// dead letters and hand-backs, after which a delivery is acknowledged.
     pub async fn publish_before_ack(
