@@ -63,8 +63,25 @@ fn worker(pipeline: &warren::Pipeline, broken: Arc<AtomicBool>) -> Worker {
         })
 }
 
+/// chromedriver and the Chromium it starts, whose profile is in `dir`:
+/// killed when dropped, also when a test fails before closing its session
+/// (Chromium would outlive chromedriver otherwise).
+struct Driver {
+    _driver: ChildGuard,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f", &self.dir.path().display().to_string()])
+            .status();
+    }
+}
+
 /// chromedriver on a free port and a headless Chromium session.
-async fn browser() -> (ChildGuard, Client) {
+async fn browser() -> (Driver, Client) {
+    let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let driver = ChildGuard(
         Command::new("chromedriver")
@@ -85,7 +102,8 @@ async fn browser() -> (ChildGuard, Client) {
         "goog:chromeOptions": {
             "binary": "/usr/bin/chromium",
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                     "--disable-dev-shm-usage", "--window-size=1280,800"]
+                     "--disable-dev-shm-usage", "--window-size=1280,800",
+                     format!("--user-data-dir={}", dir.path().display())]
         }
     });
     // Plain HTTP to chromedriver on this box: no TLS stack needed.
@@ -95,7 +113,13 @@ async fn browser() -> (ChildGuard, Client) {
         .connect(&format!("http://127.0.0.1:{port}"))
         .await
         .expect("a Chromium session");
-    (driver, client)
+    (
+        Driver {
+            _driver: driver,
+            dir,
+        },
+        client,
+    )
 }
 
 /// The text of `css` once the page has it (after a click that navigates,
