@@ -266,6 +266,15 @@ impl Producer {
         })
     }
 
+    /// Whether the producer holds an open connection now (a send would not
+    /// have to connect first).
+    pub async fn is_connected(&self) -> bool {
+        let link = self.inner.link.lock().await;
+        link.open.as_ref().is_some_and(|(connection, publisher)| {
+            connection.status().connected() && publisher.is_open()
+        })
+    }
+
     /// Closes the connection.
     pub async fn close(&self) {
         if let Some((connection, _)) = self.inner.link.lock().await.open.take() {

@@ -23,6 +23,9 @@ use super::App;
 /// Messages in one request at most.
 pub const MAX_LINES: usize = 500;
 
+/// Time a request waits for a new connection to the broker.
+const CONNECT_WITHIN: Duration = Duration::from_secs(2);
+
 /// Time the broker gets to confirm a request's messages once written.
 const CONFIRM_WITHIN: Duration = Duration::from_secs(10);
 
@@ -230,7 +233,23 @@ async fn send(
         .map(|(id, body)| (id.as_str(), body.as_slice()))
         .collect();
     let ids: Vec<&str> = refs.iter().map(|(id, _)| *id).collect();
-    let sent = match app.producer.publish_many(stage, &refs, callback).await {
+    // Without a connection the send must make one: a web request waits 2 s
+    // for that at most, not the producer's whole send timeout.
+    let connected = app.producer.is_connected().await;
+    let publishing = app.producer.publish_many(stage, &refs, callback);
+    let published = if connected {
+        publishing.await
+    } else {
+        tokio::time::timeout(CONNECT_WITHIN, publishing)
+            .await
+            .unwrap_or_else(|_| {
+                Err(warren::Error::Unreachable {
+                    address: app.pipeline.broker.url.address(),
+                    reason: format!("no connection within {}s", CONNECT_WITHIN.as_secs()),
+                })
+            })
+    };
+    let sent = match published {
         Ok(sent) => sent,
         Err(error) => {
             return refuse(
