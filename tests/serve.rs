@@ -349,6 +349,12 @@ async fn sigterm_answers_every_request_in_flight_then_exits_0() {
             .0,
         202
     );
+    // The job's record is folded (the follower may lag on a loaded box).
+    let known = eventually(Duration::from_secs(20), || async {
+        get(&base, "/v1/jobs/w", Some(TOKEN)).await.0 == 200
+    })
+    .await;
+    assert!(known, "job w never became known");
     // Long polls of a job that stays queued, and batches, all in flight.
     let mut requests = Vec::new();
     for n in 0..8 {
