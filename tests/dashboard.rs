@@ -122,6 +122,22 @@ async fn browser() -> (Driver, Client) {
     )
 }
 
+/// Fills the sign-in page the browser is on with the token and sends it.
+async fn sign_in(client: &Client) {
+    let field = client
+        .find(Locator::Css("input[name=token]"))
+        .await
+        .unwrap();
+    field.send_keys(TOKEN).await.unwrap();
+    client
+        .find(Locator::Css("form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 /// The text of `css` once the page has it (after a click that navigates,
 /// say), or `None` after 20 s.
 async fn wait_text(client: &Client, css: &str) -> Option<String> {
@@ -174,18 +190,7 @@ async fn an_operator_watches_a_backlog_and_replays_a_group_of_dead_letters() {
             .path()
             .ends_with("/login")
     );
-    let field = client
-        .find(Locator::Css("input[name=token]"))
-        .await
-        .unwrap();
-    field.send_keys(TOKEN).await.unwrap();
-    client
-        .find(Locator::Css("form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    sign_in(&client).await;
     assert!(wait_text(&client, "#overview").await.is_some());
     assert_eq!(client.current_url().await.unwrap().path(), "/");
 
@@ -316,18 +321,7 @@ async fn a_read_only_dashboard_shows_no_actions_and_refuses_them() {
         .unwrap();
     let (_driver, client) = browser().await;
     client.goto(&format!("{base}/login")).await.unwrap();
-    let field = client
-        .find(Locator::Css("input[name=token]"))
-        .await
-        .unwrap();
-    field.send_keys(TOKEN).await.unwrap();
-    client
-        .find(Locator::Css("form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    sign_in(&client).await;
     let dead_page = format!("{base}/stages/work/dead");
     let group = "tr[data-cause='HTTP # for /company/#'] td.count";
     assert!(until_text(&client, &dead_page, group, "1", Duration::from_secs(30)).await);

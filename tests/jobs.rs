@@ -31,23 +31,6 @@ stages:
     command: [unused]
 ";
 
-/// `warren job FILE ID --json [more]` run in `dir`: (exit code, the view).
-/// Awaited, so that the worker in this process goes on meanwhile.
-async fn job(file: &PipelineFile, dir: &Path, id: &str, more: &[&str]) -> (i32, Value) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_warren"))
-        .args(["job", file.path.to_str().unwrap(), id, "--json"])
-        .args(more)
-        .env("AMQP_URL", amqp_url())
-        .current_dir(dir)
-        .output()
-        .await
-        .expect("run warren job");
-    let (stdout, stderr) = text(&out);
-    let view = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("not a job view ({e}): {stdout} / {stderr}"));
-    (out.status.code().unwrap_or(-1), view)
-}
-
 /// A worker for TRACKED: `split` emits `{"n", "fail": bool, "dead": bool}`
 /// for each of the body's `parts`; `query` fails its first attempt when
 /// asked to, and dead-letters when asked to.
@@ -81,7 +64,7 @@ async fn a_job_goes_from_queued_through_retrying_to_done_or_failed() {
     let box_b = tempfile::tempdir().unwrap();
 
     // Never sent: unknown at once, exit 1, even with --wait.
-    let (code, view) = job(&file, box_a.path(), "nope", &["--wait", "30s"]).await;
+    let (code, view) = warren_job(&file, box_a.path(), "nope", &["--wait", "30s"]).await;
     assert_eq!((code, view["state"].as_str()), (1, Some("unknown")));
 
     let producer = Producer::connect(&pipeline).await.unwrap();
@@ -102,7 +85,7 @@ async fn a_job_goes_from_queued_through_retrying_to_done_or_failed() {
         .unwrap();
 
     // No worker yet: queued.
-    let (code, view) = job(&file, box_a.path(), "ok", &[]).await;
+    let (code, view) = warren_job(&file, box_a.path(), "ok", &[]).await;
     assert_eq!(
         (code, view["state"].as_str()),
         (0, Some("queued")),
@@ -112,18 +95,18 @@ async fn a_job_goes_from_queued_through_retrying_to_done_or_failed() {
     let running = spawn_worker(worker(&pipeline));
     // Part 0 waits 5 s for its second attempt.
     let retrying = eventually(Duration::from_secs(20), || async {
-        job(&file, box_a.path(), "ok", &[]).await.1["state"] == "retrying"
+        warren_job(&file, box_a.path(), "ok", &[]).await.1["state"] == "retrying"
     })
     .await;
     assert!(retrying, "ok never showed as retrying");
 
-    let (code, done) = job(&file, box_a.path(), "ok", &["--wait", "60s"]).await;
+    let (code, done) = warren_job(&file, box_a.path(), "ok", &["--wait", "60s"]).await;
     assert_eq!((code, done["state"].as_str()), (0, Some("done")), "{done}");
     assert_eq!(done["stages"]["split"]["done"], 1, "{done}");
     assert_eq!(done["stages"]["query"]["done"], 3, "{done}");
     assert!(done["finished_ms"].as_u64() >= done["created_ms"].as_u64());
 
-    let (code, failed) = job(&file, box_a.path(), "bad", &["--wait", "60s"]).await;
+    let (code, failed) = warren_job(&file, box_a.path(), "bad", &["--wait", "60s"]).await;
     assert_eq!(
         (code, failed["state"].as_str()),
         (1, Some("failed")),
@@ -134,8 +117,8 @@ async fn a_job_goes_from_queued_through_retrying_to_done_or_failed() {
     assert_eq!(failed["dead_letters"][0]["reason"], "no such database");
 
     // Another box, reading the stream from its start, agrees.
-    assert_eq!(job(&file, box_b.path(), "ok", &[]).await.1, done);
-    assert_eq!(job(&file, box_b.path(), "bad", &[]).await.1, failed);
+    assert_eq!(warren_job(&file, box_b.path(), "ok", &[]).await.1, done);
+    assert_eq!(warren_job(&file, box_b.path(), "bad", &[]).await.1, failed);
     running.stop().await.unwrap();
 }
 
@@ -195,7 +178,8 @@ async fn kills_of_workers_and_of_a_tracker_change_no_final_count() {
     }
     let handled = records(&record).len();
     for n in 0..jobs {
-        let (code, view) = job(&file, store.path(), &format!("m{n}"), &["--wait", "60s"]).await;
+        let (code, view) =
+            warren_job(&file, store.path(), &format!("m{n}"), &["--wait", "60s"]).await;
         assert_eq!(
             (code, view["state"].as_str()),
             (0, Some("done")),
@@ -280,7 +264,7 @@ stages:
     );
     let written = std::fs::read_to_string(file.file("results.jsonl")).unwrap();
     assert_eq!(written.lines().count(), 28, "{written}");
-    let (code, view) = job(&file, file.dir.path(), "j4", &[]).await;
+    let (code, view) = warren_job(&file, file.dir.path(), "j4", &[]).await;
     assert_eq!((code, view["state"].as_str()), (0, Some("done")), "{view}");
 }
 
@@ -298,14 +282,14 @@ async fn a_job_is_unknown_once_older_than_keep() {
         .await
         .unwrap();
     let running = spawn_worker(worker(&pipeline));
-    let (code, view) = job(&file, dir.path(), "old", &["--wait", "60s"]).await;
+    let (code, view) = warren_job(&file, dir.path(), "old", &["--wait", "60s"]).await;
     assert_eq!((code, view["state"].as_str()), (0, Some("done")), "{view}");
     running.stop().await.unwrap();
     let finished = view["finished_ms"].as_u64().unwrap();
     // A minute after its last change, plus the clock's second.
     let wait = (finished + 61_000).saturating_sub(warren::message::epoch_ms());
     tokio::time::sleep(Duration::from_millis(wait)).await;
-    let (code, view) = job(&file, dir.path(), "old", &["--wait", "10s"]).await;
+    let (code, view) = warren_job(&file, dir.path(), "old", &["--wait", "10s"]).await;
     assert_eq!(
         (code, view["state"].as_str()),
         (1, Some("unknown")),

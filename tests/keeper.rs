@@ -97,33 +97,44 @@ fn totals(message: &Value) -> Vec<u64> {
     totals
 }
 
-/// `warren job FILE ID --json MORE` in `dir`: (exit code, the view).
-async fn job(file: &PipelineFile, dir: &Path, id: &str, more: &[&str]) -> (i32, Value) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_warren"))
-        .args(["job", file.path.to_str().unwrap(), id, "--json"])
-        .args(more)
-        .env("AMQP_URL", amqp_url())
-        .current_dir(dir)
-        .output()
-        .await
-        .expect("run warren job");
-    let (stdout, stderr) = text(&out);
-    let view = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("not a job view ({e}): {stdout} / {stderr}"));
-    (out.status.code().unwrap_or(-1), view)
+/// A GATHERING pipeline at work: `warren supervise` for `sum` and
+/// `results` in `dir`, the in-process worker for `split` and `query`, and
+/// a producer.
+struct Gathering {
+    file: PipelineFile,
+    dir: std::path::PathBuf,
+    producer: Producer,
+    worker: InProcess,
+    _supervisor: ChildGuard,
+    _cleanup: Cleanup,
+}
+
+impl Gathering {
+    async fn start(prefix: &str) -> Gathering {
+        let file = PipelineFile::new(prefix, GATHERING);
+        let cleanup = Cleanup::pipeline(&file.path, &[format!("{}.supervisors", file.name)]);
+        let pipeline = warren::config::load(&file.path).unwrap();
+        declare(&pipeline).await;
+        let dir = file.file("box");
+        std::fs::create_dir_all(&dir).unwrap();
+        let supervisor = supervise_in(&file, &dir, "supervisor.log", &["--stages", "sum,results"]);
+        let worker = spawn_worker(gathering_worker(&pipeline));
+        let producer = Producer::connect(&pipeline).await.unwrap();
+        Gathering {
+            file,
+            dir,
+            producer,
+            worker,
+            _supervisor: supervisor,
+            _cleanup: cleanup,
+        }
+    }
 }
 
 #[tokio::test]
 async fn a_gather_releases_each_job_once_with_all_its_items() {
-    let file = PipelineFile::new("gather", GATHERING);
-    let _cleanup = Cleanup::pipeline(&file.path, &[format!("{}.supervisors", file.name)]);
-    let pipeline = warren::config::load(&file.path).unwrap();
-    declare(&pipeline).await;
-    let dir = file.file("box");
-    std::fs::create_dir_all(&dir).unwrap();
-    let _supervisor = supervise_in(&file, &dir, "supervisor.log", &["--stages", "sum,results"]);
-    let worker = spawn_worker(gathering_worker(&pipeline));
-    let producer = Producer::connect(&pipeline).await.unwrap();
+    let gathering = Gathering::start("gather").await;
+    let (file, dir, producer) = (&gathering.file, &gathering.dir, &gathering.producer);
     for parts in [1u64, 100, 10_000] {
         producer
             .send_with_id("split", &format!("g{parts}"), &json!({ "parts": parts }))
@@ -138,7 +149,7 @@ async fn a_gather_releases_each_job_once_with_all_its_items() {
     assert!(all_there, "gathered: {:?}", gathered(&results).keys());
     for parts in [1u64, 100, 10_000] {
         let id = format!("g{parts}");
-        let (code, view) = job(&file, &dir, &id, &["--wait", "60s"]).await;
+        let (code, view) = warren_job(file, dir, &id, &["--wait", "60s"]).await;
         assert_eq!((code, view["state"].as_str()), (0, Some("done")), "{view}");
         assert_eq!(view["stages"]["sum"]["done"], parts, "{view}");
         assert_eq!(view["stages"]["results"]["done"], 1, "{view}");
@@ -150,24 +161,17 @@ async fn a_gather_releases_each_job_once_with_all_its_items() {
     // Nothing more comes: each job was released once.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(gathered(&results).values().map(Vec::len).sum::<usize>(), 3);
-    let status = status_json(&file);
+    let status = status_json(file);
     let keeper = status["supervisors"][0]["keeper"].clone();
     assert_eq!(keeper["leader"], true, "{status}");
     assert_eq!(keeper["gathers_released"], 3, "{status}");
-    worker.stop().await.unwrap();
+    gathering.worker.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn a_gather_survives_a_killed_worker_and_a_failed_branch_still_releases() {
-    let file = PipelineFile::new("gatherkill", GATHERING);
-    let _cleanup = Cleanup::pipeline(&file.path, &[format!("{}.supervisors", file.name)]);
-    let pipeline = warren::config::load(&file.path).unwrap();
-    declare(&pipeline).await;
-    let dir = file.file("box");
-    std::fs::create_dir_all(&dir).unwrap();
-    let _supervisor = supervise_in(&file, &dir, "supervisor.log", &["--stages", "sum,results"]);
-    let worker = spawn_worker(gathering_worker(&pipeline));
-    let producer = Producer::connect(&pipeline).await.unwrap();
+    let gathering = Gathering::start("gatherkill").await;
+    let (file, dir, producer) = (&gathering.file, &gathering.dir, &gathering.producer);
     producer
         .send_with_id(
             "split",
@@ -178,7 +182,7 @@ async fn a_gather_survives_a_killed_worker_and_a_failed_branch_still_releases() 
         .unwrap();
     // Kill the gather worker once it holds some of the items.
     let holding = eventually(Duration::from_secs(60), || async {
-        job(&file, &dir, "k", &[]).await.1["stages"]["sum"]["held"]
+        warren_job(file, dir, "k", &[]).await.1["stages"]["sum"]["held"]
             .as_u64()
             .unwrap_or(0)
             >= 50
@@ -198,7 +202,7 @@ async fn a_gather_survives_a_killed_worker_and_a_failed_branch_still_releases() 
             .args(["-KILL", &pid.to_string()])
             .status();
     }
-    let (code, view) = job(&file, &dir, "k", &["--wait", "120s"]).await;
+    let (code, view) = warren_job(file, dir, "k", &["--wait", "120s"]).await;
     assert_eq!(
         (code, view["state"].as_str()),
         (1, Some("failed")),
@@ -216,7 +220,7 @@ async fn a_gather_survives_a_killed_worker_and_a_failed_branch_still_releases() 
         .collect();
     assert_eq!(dead, ["k.7", "k.8"], "{}", messages[0]["dead_letters"]);
     assert_eq!(messages[0]["dead_letters"][0]["stage"], "query");
-    worker.stop().await.unwrap();
+    gathering.worker.stop().await.unwrap();
 }
 
 /// What a callback server saw: per path, (Idempotency-Key, body, status
@@ -377,14 +381,18 @@ async fn a_callback_that_fails_twice_is_posted_until_answered_once() {
     assert_eq!(own.len(), 1, "{own:?}");
     assert_eq!(own[0].0, "own");
 
-    let (code, view) = job(&file, &dir, "cb", &[]).await;
+    let (code, view) = warren_job(&file, &dir, "cb", &[]).await;
     assert_eq!(code, 0, "{view}");
     let callback_done = eventually(Duration::from_secs(10), || async {
-        job(&file, &dir, "cb", &[]).await.1["callback"]["state"] == "delivered"
+        warren_job(&file, &dir, "cb", &[]).await.1["callback"]["state"] == "delivered"
     })
     .await;
-    assert!(callback_done, "{}", job(&file, &dir, "cb", &[]).await.1);
-    let (_, view) = job(&file, &dir, "cb", &[]).await;
+    assert!(
+        callback_done,
+        "{}",
+        warren_job(&file, &dir, "cb", &[]).await.1
+    );
+    let (_, view) = warren_job(&file, &dir, "cb", &[]).await;
     assert_eq!(view["callback"]["failed_attempts"], 2, "{view}");
     let status = warren(&["status", file.path.to_str().unwrap()]);
     let (stdout, _) = text(&status);

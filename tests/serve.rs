@@ -402,21 +402,7 @@ stages:
         ),
     );
     let _cleanup = Cleanup::pipeline(&file.path, &[format!("{}.supervisors", file.name)]);
-    let port = free_port();
-    let dir = file.file("box");
-    std::fs::create_dir_all(&dir).unwrap();
-    let _supervisor = supervise_in(
-        &file,
-        &dir,
-        "supervisor.log",
-        &["--http", &format!("127.0.0.1:{port}")],
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    let up = eventually(Duration::from_secs(20), || async {
-        reqwest::get(format!("{base}/healthz")).await.is_ok()
-    })
-    .await;
-    assert!(up, "no HTTP routes on the supervisor");
+    let (_supervisor, base) = supervise_http(&file).await;
     // No token: the routes are open (loopback).
     let batch: String = (0..20)
         .map(|n| format!("{{\"n\": {n}, \"sleep_ms\": 20, \"emit\": [{{\"n\": {n}}}]}}\n"))
@@ -469,21 +455,7 @@ stages:
         ),
     );
     let _cleanup = Cleanup::pipeline(&file.path, &[format!("{}.supervisors", file.name)]);
-    let port = free_port();
-    let dir = file.file("box");
-    std::fs::create_dir_all(&dir).unwrap();
-    let _supervisor = supervise_in(
-        &file,
-        &dir,
-        "supervisor.log",
-        &["--http", &format!("127.0.0.1:{port}")],
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    let up = eventually(Duration::from_secs(20), || async {
-        reqwest::get(format!("{base}/healthz")).await.is_ok()
-    })
-    .await;
-    assert!(up, "no HTTP routes on the supervisor");
+    let (_supervisor, base) = supervise_http(&file).await;
     let mut php = tokio::process::Command::new("php")
         .arg(root.join("examples/grading/enqueue.php"))
         .args([&base, TOKEN])

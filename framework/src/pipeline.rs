@@ -82,6 +82,20 @@ impl Default for Serve {
     }
 }
 
+impl Serve {
+    /// Whether `token` may be the front door's token (from the file or
+    /// `WARREN_SERVE_TOKEN`); why not, in words that never repeat it.
+    pub fn check_token(token: &str) -> Result<(), &'static str> {
+        if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            Err(
+                "must be at least 16 characters, without spaces (use a random one, like `openssl rand -hex 24`)",
+            )
+        } else {
+            Ok(())
+        }
+    }
+}
+
 impl std::fmt::Debug for Serve {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Serve")

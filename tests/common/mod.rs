@@ -495,3 +495,47 @@ pub async fn serve(file: &PipelineFile) -> (ChildGuard, String) {
 pub fn serve_log(file: &PipelineFile) -> String {
     std::fs::read_to_string(file.file("serve.log")).unwrap_or_default()
 }
+
+/// `warren job FILE ID --json MORE` run in `dir` (where its store is):
+/// (exit code, the view). Awaited, so that a worker in this process goes on
+/// meanwhile.
+pub async fn warren_job(
+    file: &PipelineFile,
+    dir: &Path,
+    id: &str,
+    more: &[&str],
+) -> (i32, serde_json::Value) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["job", file.path.to_str().unwrap(), id, "--json"])
+        .args(more)
+        .env("AMQP_URL", amqp_url())
+        .current_dir(dir)
+        .output()
+        .await
+        .expect("run warren job");
+    let (stdout, stderr) = text(&out);
+    let view = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not a job view ({e}): {stdout} / {stderr}"));
+    (out.status.code().unwrap_or(-1), view)
+}
+
+/// `warren supervise FILE --http` on a free port, in a `box` directory of
+/// its own, answering: the supervisor and the routes' base URL.
+pub async fn supervise_http(file: &PipelineFile) -> (ChildGuard, String) {
+    let port = free_port();
+    let dir = file.file("box");
+    std::fs::create_dir_all(&dir).unwrap();
+    let supervisor = supervise_in(
+        file,
+        &dir,
+        "supervisor.log",
+        &["--http", &format!("127.0.0.1:{port}")],
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let up = eventually(Duration::from_secs(20), || async {
+        reqwest::get(format!("{base}/healthz")).await.is_ok()
+    })
+    .await;
+    assert!(up, "no HTTP routes on the supervisor");
+    (supervisor, base)
+}

@@ -163,14 +163,10 @@ fn serve(v: &mut Checker, raw: &RawFile) -> Serve {
         return serve;
     };
     if let Some(token) = &raw.token {
-        if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            // The token itself is never shown.
-            v.problem(
-                "serve.token",
-                "must be at least 16 characters, without spaces (use a random one, like `openssl rand -hex 24`)",
-            );
-        } else {
-            serve.token = Some(token.clone());
+        // The token itself is never shown.
+        match Serve::check_token(token) {
+            Ok(()) => serve.token = Some(token.clone()),
+            Err(why) => v.problem("serve.token", why),
         }
     }
     if let Some(n) = raw.max_backlog {

@@ -204,6 +204,11 @@ impl JobRecord {
         self.callback.as_deref().or(default)
     }
 
+    /// Whether gather stage `stage` was released for this job.
+    pub fn released(&self, stage: &str) -> bool {
+        self.released.contains(stage)
+    }
+
     /// Failed POSTs of the callback so far.
     pub fn callback_attempts(&self) -> u32 {
         self.call.failed
@@ -480,6 +485,7 @@ mod tests {
         assert!(due.dead_letters.is_empty());
         // Held messages keep the job open until the release.
         assert_eq!(record.state(7, KEEP), JobState::Running);
+        assert!(!record.released("sum"));
         let mut released = event("sum", "j.gather", What::Released, &[("add", "j.gather")], 8);
         record.apply(&released);
         assert_eq!(
@@ -487,6 +493,7 @@ mod tests {
             None,
             "released once"
         );
+        assert!(record.released("sum"));
         assert_eq!(record.view("j", 8, KEEP).stages["sum"].done, 2);
         assert_eq!(record.state(8, KEEP), JobState::Running, "add is open");
         // A duplicate release and a redelivered item change nothing.

@@ -16,11 +16,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// The token: `WARREN_SERVE_TOKEN`, else `serve.token`.
 pub fn token(pipeline: &warren::Pipeline) -> Result<Option<String>> {
     match std::env::var("WARREN_SERVE_TOKEN") {
-        Ok(token) if token.len() >= 16 && !token.contains(char::is_whitespace) => Ok(Some(token)),
-        Ok(_) => Err(Usage(
-            "WARREN_SERVE_TOKEN must be at least 16 characters, without spaces".into(),
-        )
-        .into()),
+        Ok(token) => match warren::pipeline::Serve::check_token(&token) {
+            Ok(()) => Ok(Some(token)),
+            Err(why) => Err(Usage(format!("WARREN_SERVE_TOKEN {why}")).into()),
+        },
         Err(_) => Ok(pipeline.serve.token.clone()),
     }
 }

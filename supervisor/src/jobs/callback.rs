@@ -1,20 +1,17 @@
 //! A settled job's completion callback (DESIGN.md, *Jobs*): its state POSTed
 //! as JSON with the job id as `Idempotency-Key`, tried again with growing
-//! delays until a 2xx answers or the job is forgotten.
+//! delays (the shared [`warren::backoff::Backoff`]) until a 2xx answers or
+//! the job is forgotten.
 
 use std::time::Duration;
 
 /// Time a callback server gets to answer one POST.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Longest wait between two attempts.
-const MAX_DELAY: Duration = Duration::from_secs(300);
-
-/// The wait before trying again after `failed` failed POSTs (pure): one
-/// second, doubling, at most five minutes.
-pub fn retry_delay(failed: u32) -> Duration {
-    let doublings = failed.saturating_sub(1).min(16);
-    (Duration::from_secs(1) * 2u32.pow(doublings)).min(MAX_DELAY)
+/// The delays between attempts: doubling from a second, at most five
+/// minutes before jitter.
+pub fn backoff() -> warren::backoff::Backoff {
+    warren::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(300))
 }
 
 /// An HTTP client for callbacks.
@@ -61,15 +58,6 @@ fn without_query(url: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn delays_double_from_a_second_up_to_five_minutes() {
-        let delays: Vec<u64> = [1, 2, 3, 4, 9, 10, 100]
-            .map(|n| retry_delay(n).as_secs())
-            .to_vec();
-        assert_eq!(delays, [1, 2, 4, 8, 256, 300, 300]);
-        assert_eq!(retry_delay(0), Duration::from_secs(1));
-    }
 
     #[test]
     fn a_url_is_shown_without_its_query() {

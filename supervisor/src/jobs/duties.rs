@@ -11,6 +11,7 @@ use tokio::{sync::mpsc, time::Instant};
 use tracing::{info, warn};
 use warren::{
     Pipeline, StageKind,
+    backoff::Backoff,
     jobs::{Emitted, Event, Gathered, JobRecord, What},
     message, names,
     publisher::Publisher,
@@ -33,6 +34,9 @@ struct Call {
     url: String,
     body: Vec<u8>,
     failed: u32,
+    /// Delays between tries: doubling from a second to five minutes, with
+    /// jitter.
+    backoff: Backoff,
     due: Instant,
     /// When the job is forgotten (ms since the Unix epoch): no more tries.
     expires_ms: u64,
@@ -51,7 +55,8 @@ pub struct Duties {
     gathers: Vec<Gather>,
     publisher: Publisher,
     client: reqwest::Client,
-    /// (job, gather stage) released (or to release) in this term.
+    /// (job, gather stage) released (or to release) in this term, until
+    /// the release is read back from the stream.
     released: HashSet<(String, String)>,
     /// Gathers due, not released yet: the stage and what it emits.
     to_release: Vec<(String, Gathered)>,
@@ -103,6 +108,11 @@ impl Duties {
         for gather in &self.gathers {
             let key = (job.to_string(), gather.stage.clone());
             if self.released.contains(&key) {
+                // Its release came back through the stream: the record
+                // remembers it from now on.
+                if record.released(&gather.stage) {
+                    self.released.remove(&key);
+                }
                 continue;
             }
             if let Some(gathered) = record.gather_due(job, &gather.stage, &gather.upstream) {
@@ -121,10 +131,11 @@ impl Duties {
             Some(url) => {
                 let failed = record.callback_attempts();
                 let view = record.view(job, now_ms, self.keep_ms);
-                let due = if failed == 0 {
-                    Instant::now()
-                } else {
-                    Instant::now() + callback::retry_delay(failed)
+                // Taken over after `failed` tries: go on where they were.
+                let mut backoff = callback::backoff();
+                let due = match (0..failed).map(|_| backoff.next_delay()).last() {
+                    Some(delay) => Instant::now() + delay,
+                    None => Instant::now(),
                 };
                 self.calls.insert(
                     job.to_string(),
@@ -132,6 +143,7 @@ impl Duties {
                         url: url.to_string(),
                         body: serde_json::to_vec(&view).expect("a view is JSON"),
                         failed,
+                        backoff,
                         due,
                         expires_ms: record.last_ms() + self.keep_ms,
                         posting: false,
@@ -257,8 +269,9 @@ impl Duties {
                 if let Some(call) = self.calls.get_mut(&job) {
                     call.failed += 1;
                     call.posting = false;
-                    call.due = Instant::now() + callback::retry_delay(call.failed);
-                    warn!(pipeline = %self.pipeline, %job, attempt = call.failed, %reason, "callback failed; trying again in {:?}", callback::retry_delay(call.failed));
+                    let delay = call.backoff.next_delay();
+                    call.due = Instant::now() + delay;
+                    warn!(pipeline = %self.pipeline, %job, attempt = call.failed, %reason, "callback failed; trying again in {delay:?}");
                 }
                 self.status.last_failure = Some(format!("job {job}: {reason}"));
             }

@@ -120,11 +120,10 @@ async fn elect_and_lead(
         let mut recycled = Instant::now();
         while !stop.is_cancelled() {
             tracker.fold_some(Instant::now() + TURN).await?;
-            for job in tracker.take_changed() {
-                if let Some(record) = tracker.record(&job)? {
-                    duties.consider(&job, &record);
-                }
+            for (job, record) in tracker.take_changed() {
+                duties.consider(&job, &record);
             }
+            tracker.prune()?;
             duties.act().await?;
             status.lock().expect("status").keeper = Some(duties.status());
             while let Some(more) = tokens.next().now_or_never() {

@@ -25,6 +25,7 @@ impl Settling {
     /// Follows `pipeline`'s job stream into `store`.
     pub async fn open(pipeline: &Pipeline, store: Store) -> Result<Settling, warren::Error> {
         let mut tracker = Tracker::open(pipeline, store).await?;
+        tracker.prune()?;
         tracker.take_changed();
         Ok(Settling {
             tracker,
@@ -60,20 +61,19 @@ impl Settling {
     /// may have settled before the tracker started).
     pub async fn follow(&mut self, until: Instant, everyone: bool) -> Result<(), warren::Error> {
         self.tracker.fold_some(until).await?;
-        let changed = self.tracker.take_changed();
-        let look: Vec<String> = if everyone {
-            self.open.iter().cloned().collect()
-        } else {
-            changed
-                .into_iter()
-                .filter(|job| self.open.contains(job))
-                .collect()
-        };
+        let mut look = self.tracker.take_changed();
+        look.retain(|job, _| self.open.contains(job));
+        if everyone {
+            for job in &self.open {
+                if !look.contains_key(job)
+                    && let Some(record) = self.tracker.record(job)?
+                {
+                    look.insert(job.clone(), record);
+                }
+            }
+        }
         let now = warren::message::epoch_ms();
-        for job in look {
-            let Some(record) = self.tracker.record(&job)? else {
-                continue;
-            };
+        for (job, record) in look {
             match record.state(now, self.keep_ms) {
                 JobState::Done => self.done += 1,
                 JobState::Failed => self.failed.push(job.clone()),

@@ -83,6 +83,11 @@ impl Store {
 
     /// The offset of the first event not folded in yet.
     pub fn next_offset(&self) -> Result<u64, String> {
+        self.meta("next_offset")
+    }
+
+    /// A value of the `meta` table (0 when there is none).
+    fn meta(&self, key: &str) -> Result<u64, String> {
         let read = self.db.begin_read().map_err(|e| self.fail(e))?;
         let meta = match read.open_table(META) {
             Ok(meta) => meta,
@@ -90,9 +95,26 @@ impl Store {
             Err(error) => return Err(self.fail(error)),
         };
         Ok(meta
-            .get("next_offset")
+            .get(key)
             .map_err(|e| self.fail(e))?
-            .map_or(0, |offset| offset.value()))
+            .map_or(0, |value| value.value()))
+    }
+
+    /// Counts one record more (`up`) or less in `state`.
+    fn count(
+        &self,
+        meta: &mut redb::Table<'_, &'static str, u64>,
+        state: JobState,
+        up: bool,
+    ) -> Result<(), String> {
+        let key = count_key(state);
+        let n = meta
+            .get(key.as_str())
+            .map_err(|e| self.fail(e))?
+            .map_or(0, |n| n.value());
+        let n = if up { n + 1 } else { n.saturating_sub(1) };
+        meta.insert(key.as_str(), n).map_err(|e| self.fail(e))?;
+        Ok(())
     }
 
     /// The record of `job`, if any event of it was folded in.
@@ -132,9 +154,13 @@ impl Store {
     }
 
     /// Folds `events` in, in one transaction, with the offset that follows
-    /// them: a crash keeps all of them or none. Returns the jobs whose
-    /// records changed.
-    pub fn fold(&self, events: &[Event], next_offset: u64) -> Result<Vec<String>, String> {
+    /// them: a crash keeps all of them or none. Returns the records that
+    /// changed, as they are now.
+    pub fn fold(
+        &self,
+        events: &[Event],
+        next_offset: u64,
+    ) -> Result<Vec<(String, JobRecord)>, String> {
         let mut write = self.db.begin_write().map_err(|e| self.fail(e))?;
         {
             let mut synced_at = self.synced_at.lock().expect("synced_at");
@@ -183,20 +209,9 @@ impl Store {
                     continue;
                 }
                 if let Some(was) = was {
-                    let key = count_key(was);
-                    let n = meta
-                        .get(key.as_str())
-                        .map_err(|e| self.fail(e))?
-                        .map_or(0, |n| n.value());
-                    meta.insert(key.as_str(), n.saturating_sub(1))
-                        .map_err(|e| self.fail(e))?;
+                    self.count(&mut meta, was, false)?;
                 }
-                let key = count_key(now);
-                let n = meta
-                    .get(key.as_str())
-                    .map_err(|e| self.fail(e))?
-                    .map_or(0, |n| n.value());
-                meta.insert(key.as_str(), n + 1).map_err(|e| self.fail(e))?;
+                self.count(&mut meta, now, true)?;
                 if now == JobState::Failed {
                     failed
                         .insert(*job, record.last_ms())
@@ -205,7 +220,10 @@ impl Store {
                     failed.remove(*job).map_err(|e| self.fail(e))?;
                 }
             }
-            changed = records.into_keys().map(str::to_string).collect();
+            changed = records
+                .into_iter()
+                .map(|(job, record)| (job.to_string(), record))
+                .collect();
             meta.insert("next_offset", next_offset)
                 .map_err(|e| self.fail(e))?;
         }
@@ -219,24 +237,10 @@ impl Store {
     /// their own events: a record older than `jobs.keep` counts until the
     /// hourly prune.
     pub fn counts(&self) -> Result<Vec<(JobState, u64)>, String> {
-        let read = self.db.begin_read().map_err(|e| self.fail(e))?;
-        let meta = match read.open_table(META) {
-            Ok(meta) => Some(meta),
-            Err(redb::TableError::TableDoesNotExist(_)) => None,
-            Err(error) => return Err(self.fail(error)),
-        };
-        let mut counts = Vec::new();
-        for state in COUNTED {
-            let n = match &meta {
-                Some(meta) => meta
-                    .get(count_key(state).as_str())
-                    .map_err(|e| self.fail(e))?
-                    .map_or(0, |n| n.value()),
-                None => 0,
-            };
-            counts.push((state, n));
-        }
-        Ok(counts)
+        COUNTED
+            .iter()
+            .map(|state| Ok((*state, self.meta(&count_key(*state))?)))
+            .collect()
     }
 
     /// The `limit` failed jobs that changed last, newest first.
@@ -270,16 +274,14 @@ impl Store {
     /// returns how many went.
     pub fn prune(&self, now_ms: u64, keep_ms: u64) -> Result<usize, String> {
         const EVERY_MS: u64 = 3600 * 1000;
+        // Asked often (each turn of a follower): a read says whether it is
+        // due before the write lock is taken.
+        if now_ms.saturating_sub(self.meta("pruned_at_ms")?) < EVERY_MS {
+            return Ok(0);
+        }
         let write = self.db.begin_write().map_err(|e| self.fail(e))?;
         let pruned = {
             let mut meta = write.open_table(META).map_err(|e| self.fail(e))?;
-            let last = meta
-                .get("pruned_at_ms")
-                .map_err(|e| self.fail(e))?
-                .map_or(0, |at| at.value());
-            if now_ms.saturating_sub(last) < EVERY_MS {
-                return Ok(0);
-            }
             meta.insert("pruned_at_ms", now_ms)
                 .map_err(|e| self.fail(e))?;
             let mut jobs = write.open_table(JOBS).map_err(|e| self.fail(e))?;
@@ -298,13 +300,7 @@ impl Store {
             for (job, state) in &gone {
                 jobs.remove(job.as_str()).map_err(|e| self.fail(e))?;
                 failed.remove(job.as_str()).map_err(|e| self.fail(e))?;
-                let key = count_key(*state);
-                let n = meta
-                    .get(key.as_str())
-                    .map_err(|e| self.fail(e))?
-                    .map_or(0, |n| n.value());
-                meta.insert(key.as_str(), n.saturating_sub(1))
-                    .map_err(|e| self.fail(e))?;
+                self.count(&mut meta, *state, false)?;
             }
             gone.len()
         };

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tracing::warn;
 use warren::{
     Pipeline,
-    jobs::{Event, JobView},
+    jobs::{Event, JobRecord, JobView},
     names,
 };
 
@@ -36,9 +36,9 @@ pub struct Tracker {
     channel: Channel,
     consumer: Consumer,
     next: u64,
-    /// Jobs whose records changed since [`Tracker::take_changed`], once
-    /// it was first called (`warren job` does not keep them).
-    changed: Option<std::collections::BTreeSet<String>>,
+    /// The records that changed since [`Tracker::take_changed`], as they
+    /// are now, once it was first called (`warren job` does not keep them).
+    changed: Option<std::collections::BTreeMap<String, JobRecord>>,
     /// The id of a stream message [`Tracker::catch_up_to`] waits for, and
     /// whether it was read.
     marker: Option<(String, bool)>,
@@ -147,21 +147,18 @@ impl Tracker {
     }
 
     /// The record of `job`, if any event of it was folded in.
-    pub fn record(&self, job: &str) -> Result<Option<warren::jobs::JobRecord>, warren::Error> {
+    pub fn record(&self, job: &str) -> Result<Option<JobRecord>, warren::Error> {
         self.store.get(job).map_err(warren::Error::Setup)
     }
 
     /// Every record (see [`Store::each`]).
-    pub fn each(
-        &self,
-        each: impl FnMut(&str, warren::jobs::JobRecord),
-    ) -> Result<(), warren::Error> {
+    pub fn each(&self, each: impl FnMut(&str, JobRecord)) -> Result<(), warren::Error> {
         self.store.each(each).map_err(warren::Error::Setup)
     }
 
-    /// The jobs whose records changed since the last call (none at the
+    /// The records that changed since the last call, by job (none at the
     /// first: from then on they are kept).
-    pub fn take_changed(&mut self) -> std::collections::BTreeSet<String> {
+    pub fn take_changed(&mut self) -> std::collections::BTreeMap<String, JobRecord> {
         self.changed.replace(Default::default()).unwrap_or_default()
     }
 

@@ -102,7 +102,7 @@ pub struct DeadQuery {
     done: Option<String>,
 }
 
-fn matches(letter: &DeadLetter, q: Option<&str>) -> bool {
+fn found_by(letter: &DeadLetter, q: Option<&str>) -> bool {
     let Some(q) = q.filter(|q| !q.is_empty()) else {
         return true;
     };
@@ -135,7 +135,7 @@ pub async fn dead(
         }
     };
     let q = query.q.as_deref();
-    let found: Vec<DeadLetter> = letters.into_iter().filter(|l| matches(l, q)).collect();
+    let found: Vec<DeadLetter> = letters.into_iter().filter(|l| found_by(l, q)).collect();
     let groups = groups::group(&found);
     let actions = app.pipeline.serve.allow_actions;
     let base = format!("/stages/{stage}/dead");
