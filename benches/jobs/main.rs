@@ -176,7 +176,7 @@ async fn catch_up_figures(events: u64) {
     tracker.close().await;
     assert_eq!(state, JobState::Done, "the last job was folded in");
     println!(
-        "tracker catch-up: {} events ({} stream messages, written in {:.1}s) read and folded in {:.1}s (including 0.3 s of quiet at the end), {:.0} events/s",
+        "tracker catch-up: {} events ({} stream messages, written in {:.1}s) read and folded in {:.1}s, {:.0} events/s",
         jobs * 4,
         jobs * 4 / 100,
         written.as_secs_f64(),

@@ -107,13 +107,11 @@ async fn elect_and_lead(
         let store = open_store(pipeline, stop).await?;
         let Some(store) = store else { return Ok(()) };
         let mut tracker = Tracker::open(pipeline, store).await?;
-        // Everything the last keeper wrote is before this marker: read to
-        // it before looking at any job, so that nothing done is done again.
-        let marker = format!("keeper-{}", warren::message::new_id());
-        let stream = names::job_stream(&pipeline.name);
-        let props = warren::message::new_properties(&marker, &marker);
-        publisher.publish_confirmed("", &stream, b"[]", props).await?;
-        tracker.catch_up_to(&marker).await?;
+        // Everything the last keeper wrote is read before looking at any
+        // job, so that nothing done is done again.
+        tracker
+            .catch_up(Instant::now() + Duration::from_secs(24 * 3600))
+            .await?;
         tracker.take_changed();
         let mut duties = Duties::new(pipeline, publisher);
         tracker.each(|job, record| duties.consider(job, &record))?;

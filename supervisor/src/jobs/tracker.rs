@@ -18,6 +18,7 @@ use warren::{
     Pipeline,
     jobs::{Event, JobRecord, JobView},
     names,
+    publisher::Publisher,
 };
 
 use super::store::Store;
@@ -25,7 +26,7 @@ use super::store::Store;
 /// Events folded per transaction at most.
 const BATCH: usize = 1000;
 
-/// Without an event for this long, the stream is taken as read to its end.
+/// Longest wait for the first event of a batch.
 const QUIET: Duration = Duration::from_millis(300);
 
 /// A consumer of the job stream and the store it folds into.
@@ -35,11 +36,13 @@ pub struct Tracker {
     connection: Connection,
     channel: Channel,
     consumer: Consumer,
+    /// The job stream's name.
+    stream: String,
     next: u64,
     /// The records that changed since [`Tracker::take_changed`], as they
     /// are now, once it was first called (`warren job` does not keep them).
     changed: Option<std::collections::BTreeMap<String, JobRecord>>,
-    /// The id of a stream message [`Tracker::catch_up_to`] waits for, and
+    /// The id of the stream message [`Tracker::catch_up`] waits for, and
     /// whether it was read.
     marker: Option<(String, bool)>,
 }
@@ -85,29 +88,28 @@ impl Tracker {
             connection,
             channel,
             consumer,
+            stream,
             next,
             changed: None,
             marker: None,
         })
     }
 
-    /// Folds events until none came for a moment (the end of the stream,
-    /// as far as can be told) or until `deadline`.
+    /// Folds everything the stream held when this was called, or until
+    /// `deadline`: it writes a marker to the stream and reads up to it (a
+    /// pause in the stream's deliveries, on a busy broker, is not its end).
     pub async fn catch_up(&mut self, deadline: Instant) -> Result<(), warren::Error> {
-        while self.fold_some(deadline.min(Instant::now() + QUIET)).await? > 0 {
-            if Instant::now() >= deadline {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    /// Folds events until the stream message with id `marker` (written
-    /// after everything this call must see) has been read.
-    pub async fn catch_up_to(&mut self, marker: &str) -> Result<(), warren::Error> {
-        self.marker = Some((marker.to_string(), false));
-        while self.marker.as_ref().is_some_and(|(_, seen)| !seen) {
-            self.fold_some(Instant::now() + QUIET).await?;
+        let marker = format!("catch-up-{}", warren::message::new_id());
+        let publisher = Publisher::open(&self.connection).await?;
+        let props = warren::message::new_properties(&marker, &marker);
+        let written = publisher
+            .publish_confirmed("", &self.stream, b"[]", props)
+            .await;
+        publisher.close().await;
+        written?;
+        self.marker = Some((marker, false));
+        while self.marker.as_ref().is_some_and(|(_, seen)| !seen) && Instant::now() < deadline {
+            self.fold_some(deadline.min(Instant::now() + QUIET)).await?;
         }
         self.marker = None;
         Ok(())
