@@ -247,29 +247,40 @@ async fn a_stage_over_its_backlog_answers_429() {
 
 /// The connection names the management API lists for `name`.
 async fn close_connections_named(name: &str) -> usize {
-    let management = "http://guest:guest@127.0.0.1:15672/api/connections";
-    let Ok(answer) = client().get(management).send().await else {
-        return 0;
-    };
-    let connections: Value =
-        serde_json::from_slice(&answer.bytes().await.unwrap_or_default()).unwrap_or(Value::Null);
     let mut closed = 0;
-    for connection in connections.as_array().cloned().unwrap_or_default() {
-        let named = connection["client_properties"]["connection_name"]
-            .as_str()
-            .unwrap_or("");
-        if named.contains(name) {
-            let id = connection["name"].as_str().unwrap();
-            let url = format!(
-                "http://guest:guest@127.0.0.1:15672/api/connections/{}",
-                percent(id)
-            );
-            if client().delete(url).send().await.is_ok() {
-                closed += 1;
-            }
+    for id in connections_named(name).await {
+        let url = format!(
+            "http://guest:guest@127.0.0.1:15672/api/connections/{}",
+            percent(&id)
+        );
+        if client().delete(url).send().await.is_ok() {
+            closed += 1;
         }
     }
     closed
+}
+
+/// The management API's names of the connections whose client name
+/// contains `name`.
+async fn connections_named(name: &str) -> Vec<String> {
+    let management = "http://guest:guest@127.0.0.1:15672/api/connections";
+    let Ok(answer) = client().get(management).send().await else {
+        return Vec::new();
+    };
+    let connections: Value =
+        serde_json::from_slice(&answer.bytes().await.unwrap_or_default()).unwrap_or(Value::Null);
+    connections
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| {
+            c["client_properties"]["connection_name"]
+                .as_str()
+                .is_some_and(|named| named.contains(name))
+        })
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect()
 }
 
 fn percent(text: &str) -> String {
@@ -287,6 +298,14 @@ async fn a_lost_connection_answers_503_with_what_was_confirmed() {
     let _cleanup = Cleanup::pipeline(&file.path, &[]);
     let (_server, base) = serve(&file).await;
     let producer_name = format!("warren producer {}", file.name);
+    // The management API lists a connection some seconds after it opened.
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            !connections_named(&producer_name).await.is_empty()
+        })
+        .await,
+        "the management API never listed the producer's connection"
+    );
     let mut claimed = Vec::new();
     let mut refused = 0;
     let mut closed = 0;

@@ -32,7 +32,8 @@ impl Peaks {
         }
     }
 
-    fn sample(&mut self, pid: u32) {
+    /// Records the peak RSS of `pid`.
+    pub fn sample(&mut self, pid: u32) {
         if let Some(kib) = peak_kib(pid) {
             let peak = self.by_pid.entry(pid).or_default();
             *peak = (*peak).max(kib);

@@ -203,20 +203,20 @@ impl Producer {
         }
         self.within_timeout(async {
             let publisher = self.publisher().await?;
-            let mut sent = Vec::with_capacity(messages.len());
-            for (id, body) in messages {
-                let written = self.write_one(&publisher, stage, id, body, callback).await;
-                match written {
-                    Ok(one) => sent.push(one),
-                    Err(error) => {
-                        if !publisher.is_open() {
-                            self.inner.link.lock().await.open = None;
-                        }
-                        return Err(error);
-                    }
-                }
+            // All written at once: the client queues their frames in this
+            // order and writes them together, instead of one write (and
+            // one wake of its I/O thread) per message.
+            let writes = messages
+                .iter()
+                .map(|(id, body)| self.write_one(&publisher, stage, id, body, callback));
+            let written: Result<Vec<Sent>, Error> = futures_util::future::join_all(writes)
+                .await
+                .into_iter()
+                .collect();
+            if written.is_err() && !publisher.is_open() {
+                self.inner.link.lock().await.open = None;
             }
-            Ok(sent)
+            written
         })
         .await
     }

@@ -82,14 +82,15 @@ pub async fn send(
     let mut last_progress = Instant::now();
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
-        // Fill the window while lines come.
-        while !ended && window.len() < WINDOW {
+        // Fill the window while lines come, and write them all at once.
+        let mut batch: Vec<(Line, String)> = Vec::new();
+        while !ended && window.len() + batch.len() < WINDOW {
             if stop() {
                 fed.interrupted = true;
                 ended = true;
                 break;
             }
-            let next = if window.is_empty() {
+            let next = if window.is_empty() && batch.is_empty() {
                 tokio::select! {
                     next = lines.recv() => next,
                     _ = wait_for(&stop) => { fed.interrupted = true; ended = true; break; }
@@ -107,6 +108,7 @@ pub async fn send(
                     break;
                 }
                 Some(Err(error)) => {
+                    publish(producer, stage, batch, &mut window).await;
                     finish(&mut window, &mut fed, &mut confirmed).await;
                     return Err(BadInput(format!("{input}: cannot read it: {error}")).into());
                 }
@@ -118,6 +120,7 @@ pub async fn send(
                         fed.skipped += 1;
                         continue;
                     }
+                    publish(producer, stage, batch, &mut window).await;
                     finish(&mut window, &mut fed, &mut confirmed).await;
                     return Err(BadInput(format!(
                         "{input}:{number} is not a message; the {} lines before it were sent. Fix it and send the rest, or pass --skip-bad to skip bad lines",
@@ -128,9 +131,9 @@ pub async fn send(
                 Some(Ok(Item::Good(line))) => line,
             };
             let id = id_of(&line);
-            let sent = producer.publish(stage, &id, &line.body).await.ok();
-            window.push_back((line, id, sent));
+            batch.push((line, id));
         }
+        publish(producer, stage, batch, &mut window).await;
         let Some((line, id, sent)) = window.pop_front() else {
             if ended {
                 return Ok(fed);
@@ -163,11 +166,39 @@ pub async fn send(
                 // Everything after the failed one is sent again, in order,
                 // with the same ids.
                 window.push_front((line, id, None));
-                for (line, id, sent) in window.iter_mut() {
-                    *sent = producer.publish(stage, id, &line.body).await.ok();
-                }
+                let again: Vec<(Line, String)> =
+                    window.drain(..).map(|(line, id, _)| (line, id)).collect();
+                publish(producer, stage, again, &mut window).await;
             }
         }
+    }
+}
+
+/// Writes `batch` in one go and appends it to the window; if the writes
+/// failed, each entry has no confirm to wait for and is sent again.
+async fn publish(
+    producer: &Producer,
+    stage: &str,
+    batch: Vec<(Line, String)>,
+    window: &mut VecDeque<(Line, String, Option<Sent>)>,
+) {
+    if batch.is_empty() {
+        return;
+    }
+    let messages: Vec<(&str, &[u8])> = batch
+        .iter()
+        .map(|(line, id)| (id.as_str(), line.body.as_slice()))
+        .collect();
+    let written = producer.publish_many(stage, &messages, None).await;
+    drop(messages);
+    match written {
+        Ok(sent) => window.extend(
+            batch
+                .into_iter()
+                .zip(sent)
+                .map(|((line, id), sent)| (line, id, Some(sent))),
+        ),
+        Err(_) => window.extend(batch.into_iter().map(|(line, id)| (line, id, None))),
     }
 }
 
