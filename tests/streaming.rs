@@ -152,7 +152,7 @@ stages:
             worker.display()
         ),
     );
-    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let _cleanup = Cleanup::pipeline(&file.path, &[format!("{}.supervisors", file.name)]);
     let input = file.file("input.jsonl");
     let text: String = (0..LINES).map(|n| format!("{{\"n\": {n}}}\n")).collect();
     std::fs::write(&input, text).unwrap();

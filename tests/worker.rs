@@ -555,7 +555,7 @@ async fn the_producer_sends_confirmed_and_fails_fast() {
 
     // A broker that is not there: a clear error, quickly.
     let mut away = pipeline.clone();
-    away.broker.url = warren::BrokerUrl::parse("amqp://app:hunter2@127.0.0.1:1/%2f").unwrap();
+    away.broker.urls = warren::BrokerUrls::parse("amqp://app:hunter2@127.0.0.1:1/%2f").unwrap();
     // It gives up by itself (a hang would end in this test's own limit).
     let attempt = Producer::connect_with_timeout(&away, Duration::from_secs(2));
     let error = tokio::time::timeout(Duration::from_secs(60), attempt)

@@ -126,7 +126,7 @@ async fn catch_up_figures(events: u64) {
     .expect("write the pipeline");
     let pipeline = warren::config::load(&file).expect("a pipeline");
     let topology = warren::Topology::plan(&pipeline);
-    let connection = warren::connection::open(&pipeline.broker.url, "bench jobs")
+    let connection = warren::connection::open(&pipeline.broker.urls, "bench jobs")
         .await
         .expect("the broker");
     topology.declare(&connection).await.expect("declare");

@@ -1,4 +1,5 @@
-//! The broker URL: parsed once, displayed without its password.
+//! The broker's URLs: each parsed once, displayed without its password;
+//! one for a single broker, one per node for a cluster ([`BrokerUrls`]).
 
 use std::fmt;
 
@@ -111,6 +112,79 @@ impl fmt::Debug for BrokerUrl {
     }
 }
 
+/// The nodes of the broker: one URL, or one per node of a cluster, in the
+/// order the file gives them. Connections try them from a random one on
+/// (so the processes of many boxes spread over the nodes) and take the
+/// first that answers.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BrokerUrls {
+    urls: Vec<BrokerUrl>,
+}
+
+impl BrokerUrls {
+    /// The nodes `urls`; `None` if there are none.
+    pub fn new(urls: Vec<BrokerUrl>) -> Option<BrokerUrls> {
+        (!urls.is_empty()).then_some(BrokerUrls { urls })
+    }
+
+    /// Parses one URL, or several separated by commas (as `AMQP_URL`
+    /// holds them); the error names the one that failed by its place.
+    pub fn parse(text: &str) -> Result<BrokerUrls, String> {
+        let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+        let mut urls = Vec::with_capacity(parts.len());
+        for (index, part) in parts.iter().enumerate() {
+            match BrokerUrl::parse(part) {
+                Ok(url) => urls.push(url),
+                Err(error) if parts.len() == 1 => return Err(error),
+                Err(error) => return Err(format!("URL {} of {}: {error}", index + 1, parts.len())),
+            }
+        }
+        Ok(BrokerUrls { urls })
+    }
+
+    /// The first node, as written.
+    pub fn first(&self) -> &BrokerUrl {
+        &self.urls[0]
+    }
+
+    /// Every node, as written.
+    pub fn all(&self) -> &[BrokerUrl] {
+        &self.urls
+    }
+
+    /// Every node, from a random one on, then round the list: where a
+    /// connection tries them.
+    pub fn from_random(&self) -> impl Iterator<Item = &BrokerUrl> {
+        let start = fastrand::usize(..self.urls.len());
+        self.urls.iter().cycle().skip(start).take(self.urls.len())
+    }
+
+    /// `host:port` of every node, separated by commas.
+    pub fn addresses(&self) -> String {
+        let addresses: Vec<String> = self.urls.iter().map(BrokerUrl::address).collect();
+        addresses.join(", ")
+    }
+}
+
+impl From<BrokerUrl> for BrokerUrls {
+    fn from(url: BrokerUrl) -> BrokerUrls {
+        BrokerUrls { urls: vec![url] }
+    }
+}
+
+impl fmt::Display for BrokerUrls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown: Vec<&str> = self.urls.iter().map(|u| u.redacted.as_str()).collect();
+        f.write_str(&shown.join(","))
+    }
+}
+
+impl fmt::Debug for BrokerUrls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BrokerUrls({self})")
+    }
+}
+
 /// The URL with the password replaced by `***`.
 pub fn redact(text: &str) -> String {
     let Some(scheme_end) = text.find("://") else {
@@ -173,5 +247,31 @@ mod tests {
         let url = BrokerUrl::parse("amqp://127.0.0.1?heartbeat=30").unwrap();
         assert_eq!(url.uri().query.heartbeat, Some(30));
         assert_eq!(url.to_string(), "amqp://127.0.0.1?heartbeat=30");
+    }
+
+    #[test]
+    fn several_urls_are_tried_from_a_random_one_round_the_list() {
+        let urls =
+            BrokerUrls::parse("amqp://u:pw@a:1/%2f, amqp://u:pw@b:2/%2f,amqp://u:pw@c:3/%2f")
+                .unwrap();
+        assert_eq!(urls.addresses(), "a:1, b:2, c:3");
+        assert!(!format!("{urls} {urls:?}").contains("pw"));
+        let mut starts = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let order: Vec<String> = urls.from_random().map(BrokerUrl::address).collect();
+            assert_eq!(order.len(), 3);
+            let at = ["a:1", "b:2", "c:3"]
+                .iter()
+                .position(|a| *a == order[0])
+                .unwrap();
+            for (i, address) in order.iter().enumerate() {
+                assert_eq!(address, ["a:1", "b:2", "c:3"][(at + i) % 3]);
+            }
+            starts.insert(order[0].clone());
+        }
+        assert_eq!(starts.len(), 3, "every node comes first sometimes");
+        let error = BrokerUrls::parse("amqp://u:pw@a:1/%2f,http://u:pw@b/").unwrap_err();
+        assert!(error.starts_with("URL 2 of 2:"), "{error}");
+        assert!(!error.contains("pw@"), "{error}");
     }
 }

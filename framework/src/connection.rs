@@ -1,17 +1,48 @@
 //! Opening a connection to the broker, with a bounded retry and errors that
-//! name the host and port but never the password. Used by the worker, the
-//! producer and the `warren` binary's commands.
+//! name the host and port but never the password. With several nodes (a
+//! cluster) it tries them from a random one on and takes the first that
+//! answers, so a lost node costs a reconnection, not the box. Used by the
+//! worker, the producer and the `warren` binary's commands.
 
 use std::time::Duration;
 
 use lapin::{Connection, ConnectionProperties, ErrorKind};
 use tracing::{debug, warn};
 
-use crate::{backoff::Backoff, broker::BrokerUrl, error::Error};
+use crate::{
+    backoff::Backoff,
+    broker::{BrokerUrl, BrokerUrls},
+    error::Error,
+};
 
-/// Opens one connection, once. `name` shows in the broker's connection
-/// list (management UI, `rabbitmqctl list_connections name`).
-pub async fn open(url: &BrokerUrl, name: &str) -> Result<Connection, Error> {
+/// Opens one connection to the first node that answers, trying each once
+/// from a random one on. `name` shows in the broker's connection list
+/// (management UI, `rabbitmqctl list_connections name`). A refused login
+/// is not tried on the other nodes: they share their users.
+pub async fn open(urls: &BrokerUrls, name: &str) -> Result<Connection, Error> {
+    let mut failures = Vec::new();
+    for url in urls.from_random() {
+        match open_node(url, name).await {
+            Ok(connection) => return Ok(connection),
+            Err(error @ Error::LoginRefused { .. }) => return Err(error),
+            Err(error) if urls.all().len() == 1 => return Err(error),
+            Err(error) => {
+                debug!(%error, "node not reachable; trying the next");
+                failures.push(match error {
+                    Error::Unreachable { address, reason } => format!("{address}: {reason}"),
+                    other => other.to_string(),
+                });
+            }
+        }
+    }
+    Err(Error::Unreachable {
+        address: urls.addresses(),
+        reason: format!("no node answered ({})", failures.join("; ")),
+    })
+}
+
+/// Opens one connection to one node, once.
+async fn open_node(url: &BrokerUrl, name: &str) -> Result<Connection, Error> {
     let properties = ConnectionProperties::default().with_connection_name(name.into());
     let timeout =
         Duration::from_millis(url.uri().query.connection_timeout.unwrap_or(5_000) + 1_000);
@@ -29,14 +60,14 @@ pub async fn open(url: &BrokerUrl, name: &str) -> Result<Connection, Error> {
 /// Opens a connection, trying `attempts` times with a short growing pause
 /// (from 0.5 s, jittered); a refused login is not retried.
 pub async fn open_with_retry(
-    url: &BrokerUrl,
+    urls: &BrokerUrls,
     name: &str,
     attempts: u32,
 ) -> Result<Connection, Error> {
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
     let mut attempt = 1;
     loop {
-        match open(url, name).await {
+        match open(urls, name).await {
             Ok(connection) => return Ok(connection),
             Err(error @ Error::LoginRefused { .. }) => return Err(error),
             Err(error) if attempt >= attempts => return Err(error),

@@ -33,7 +33,7 @@ pub struct DeadLetter {
 async fn open(pipeline: &Pipeline, stage: &str) -> Result<(Connection, Channel, String), Error> {
     pipeline.require_stage(stage)?;
     let name = format!("warren dlq {}.{stage}", pipeline.name);
-    let conn = connection::open_with_retry(&pipeline.broker.url, &name, 3).await?;
+    let conn = connection::open_with_retry(&pipeline.broker.urls, &name, 3).await?;
     let channel = conn
         .create_channel()
         .await

@@ -35,7 +35,7 @@ pub mod timings;
 pub mod topology;
 pub mod worker;
 
-pub use broker::BrokerUrl;
+pub use broker::{BrokerUrl, BrokerUrls};
 pub use error::{Error, Result};
 pub use pipeline::{Pipeline, Stage, StageKind};
 pub use producer::Producer;

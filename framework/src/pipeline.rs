@@ -7,7 +7,7 @@
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
-use crate::{broker::BrokerUrl, rate::RateLimit, retry::RetryPolicy};
+use crate::{broker::BrokerUrls, rate::RateLimit, retry::RetryPolicy};
 
 /// A validated pipeline.
 #[derive(Clone, Debug, PartialEq)]
@@ -109,8 +109,9 @@ impl std::fmt::Debug for Serve {
 /// Broker settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Broker {
-    /// The AMQP URL (its password is never displayed).
-    pub url: BrokerUrl,
+    /// The broker's nodes (`broker.url` or `broker.urls`; passwords are
+    /// never displayed).
+    pub urls: BrokerUrls,
     /// The broker's delivery-acknowledgement timeout (`consumer_timeout`);
     /// stage timeouts must stay below it.
     pub ack_timeout: Duration,

@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 
 use crate::{
-    broker::BrokerUrl,
+    broker::BrokerUrls,
     connection,
     error::Error,
     jobs::{Event, What},
@@ -70,7 +70,7 @@ pub struct Producer {
 struct Inner {
     pipeline: String,
     stages: Vec<String>,
-    url: BrokerUrl,
+    url: BrokerUrls,
     timeout: Duration,
     /// The job stream, when the pipeline tracks jobs.
     job_stream: Option<String>,
@@ -105,7 +105,7 @@ impl Producer {
                     .into_iter()
                     .map(String::from)
                     .collect(),
-                url: pipeline.broker.url.clone(),
+                url: pipeline.broker.urls.clone(),
                 timeout,
                 job_stream: pipeline
                     .jobs
@@ -296,7 +296,7 @@ impl Producer {
             && at.elapsed() < COOL_DOWN
         {
             return Err(Error::Unreachable {
-                address: self.inner.url.address(),
+                address: self.inner.url.addresses(),
                 reason: reason.clone(),
             });
         }
@@ -331,7 +331,7 @@ impl Producer {
         match tokio::time::timeout(self.inner.timeout, work).await {
             Ok(result) => result,
             Err(_) => Err(Error::Publish {
-                target: format!("the broker at {}", self.inner.url.address()),
+                target: format!("the broker at {}", self.inner.url.addresses()),
                 reason: format!(
                     "no confirm within {}ms (the broker is slow, blocking publishers, or away)",
                     self.inner.timeout.as_millis()

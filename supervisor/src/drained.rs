@@ -56,8 +56,8 @@ impl Watcher {
         Watcher {
             queue_names: topology.queues.iter().map(|q| q.name.clone()).collect(),
             topology,
-            monitor: Monitor::new(pipeline.broker.url.clone(), &pipeline.name, "drain", false),
-            management: Management::for_broker(&pipeline.broker.url),
+            monitor: Monitor::new(pipeline.broker.urls.clone(), &pipeline.name, "drain", false),
+            management: Management::for_broker(&pipeline.broker.urls),
             pipeline: pipeline.clone(),
             management_seen: false,
             empty_since: None,

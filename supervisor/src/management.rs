@@ -3,21 +3,29 @@
 //! acknowledged, on every box. Its figures are sampled (every 5 s by
 //! default), so they are used together with live counts, never alone.
 //!
-//! The address is `WARREN_MANAGEMENT_URL`, or the broker's host on port
-//! 15671 over https when the broker URL is `amqps` (15672 over http for
-//! `amqp`, whose login travels in clear anyway); the login is the broker
-//! URL's. Credentials go over plain http to an `amqps` broker only when
-//! `WARREN_MANAGEMENT_URL` says so.
+//! The address is `WARREN_MANAGEMENT_URL` (several separated by commas for
+//! a cluster), or each broker node's host on port 15671 over https when its
+//! URL is `amqps` (15672 over http for `amqp`, whose login travels in clear
+//! anyway); the login is the first broker URL's. Credentials go over plain
+//! http to an `amqps` broker only when `WARREN_MANAGEMENT_URL` says so. The
+//! nodes are asked in turn from the one that answered last.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
 
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
-use warren::BrokerUrl;
+use warren::{BrokerUrl, BrokerUrls};
 
 /// A management API client for one vhost.
 pub struct Management {
-    queues_url: String,
+    /// The queue list's URL on each node.
+    queues_urls: Vec<String>,
+    /// The node that answered last.
+    answered: AtomicUsize,
     user: String,
     password: String,
     client: reqwest::Client,
@@ -31,28 +39,41 @@ struct QueueRow {
 }
 
 impl Management {
-    /// The management API of `broker`.
-    pub fn for_broker(broker: &BrokerUrl) -> Management {
+    /// The management API of the broker's nodes.
+    pub fn for_broker(broker: &BrokerUrls) -> Management {
         Management::at(broker, std::env::var("WARREN_MANAGEMENT_URL").ok())
     }
 
-    /// The management API at `base`, or where `broker` suggests.
-    fn at(broker: &BrokerUrl, base: Option<String>) -> Management {
-        let base = base.unwrap_or_else(|| {
-            if broker.is_tls() {
-                format!("https://{}:15671", broker.host())
+    /// The management API at `bases` (separated by commas), or where the
+    /// broker's URLs suggest.
+    fn at(broker: &BrokerUrls, bases: Option<String>) -> Management {
+        let suggested = |url: &BrokerUrl| {
+            if url.is_tls() {
+                format!("https://{}:15671", url.host())
             } else {
-                format!("http://{}:15672", broker.host())
+                format!("http://{}:15672", url.host())
             }
-        });
-        let vhost = utf8_percent_encode(broker.vhost(), NON_ALPHANUMERIC);
+        };
+        let mut bases: Vec<String> = match bases {
+            Some(bases) => bases.split(',').map(|b| b.trim().to_string()).collect(),
+            None => broker.all().iter().map(suggested).collect(),
+        };
+        bases.dedup();
+        let first = broker.first();
+        let vhost = utf8_percent_encode(first.vhost(), NON_ALPHANUMERIC);
         Management {
-            queues_url: format!(
-                "{}/api/queues/{vhost}?columns=name,messages_unacknowledged",
-                base.trim_end_matches('/')
-            ),
-            user: broker.user().to_string(),
-            password: broker.password().to_string(),
+            queues_urls: bases
+                .iter()
+                .map(|base| {
+                    format!(
+                        "{}/api/queues/{vhost}?columns=name,messages_unacknowledged",
+                        base.trim_end_matches('/')
+                    )
+                })
+                .collect(),
+            answered: AtomicUsize::new(0),
+            user: first.user().to_string(),
+            password: first.password().to_string(),
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(2))
                 .build()
@@ -63,9 +84,27 @@ impl Management {
     /// Unacknowledged messages of every queue whose name starts with
     /// `prefix`; `None` when the API does not answer.
     pub async fn unacked(&self, prefix: &str) -> Option<HashMap<String, u64>> {
+        let first = self.answered.load(Ordering::Relaxed);
+        for offset in 0..self.queues_urls.len() {
+            let index = (first + offset) % self.queues_urls.len();
+            if let Some(rows) = self.queues(&self.queues_urls[index]).await {
+                self.answered.store(index, Ordering::Relaxed);
+                return Some(
+                    rows.into_iter()
+                        .filter(|r| r.name.starts_with(prefix))
+                        .map(|r| (r.name, r.messages_unacknowledged))
+                        .collect(),
+                );
+            }
+        }
+        None
+    }
+
+    /// The queue rows one node's API gives; `None` if it does not answer.
+    async fn queues(&self, url: &str) -> Option<Vec<QueueRow>> {
         let response = self
             .client
-            .get(&self.queues_url)
+            .get(url)
             .basic_auth(&self.user, Some(&self.password))
             .send()
             .await
@@ -73,13 +112,7 @@ impl Management {
         if !response.status().is_success() {
             return None;
         }
-        let rows: Vec<QueueRow> = serde_json::from_slice(&response.bytes().await.ok()?).ok()?;
-        Some(
-            rows.into_iter()
-                .filter(|r| r.name.starts_with(prefix))
-                .map(|r| (r.name, r.messages_unacknowledged))
-                .collect(),
-        )
+        serde_json::from_slice(&response.bytes().await.ok()?).ok()
     }
 }
 
@@ -89,24 +122,37 @@ mod tests {
 
     #[test]
     fn a_tls_broker_is_asked_over_https_unless_told_otherwise() {
-        let tls = BrokerUrl::parse("amqps://u:p@rabbit.internal:5671/prod").unwrap();
+        let tls = BrokerUrls::parse("amqps://u:p@rabbit.internal:5671/prod").unwrap();
         let api = Management::at(&tls, None);
         assert!(
-            api.queues_url
-                .starts_with("https://rabbit.internal:15671/api/queues/prod?"),
-            "{}",
-            api.queues_url
+            api.queues_urls[0].starts_with("https://rabbit.internal:15671/api/queues/prod?"),
+            "{:?}",
+            api.queues_urls
         );
-        let plain = BrokerUrl::parse("amqp://u:p@rabbit.internal:5672/%2f").unwrap();
+        let plain = BrokerUrls::parse("amqp://u:p@rabbit.internal:5672/%2f").unwrap();
         assert!(
-            Management::at(&plain, None)
-                .queues_url
+            Management::at(&plain, None).queues_urls[0]
                 .starts_with("http://rabbit.internal:15672/api/queues/%2F?")
         );
         let told = Management::at(&tls, Some("http://127.0.0.1:15672/".into()));
-        assert!(
-            told.queues_url
-                .starts_with("http://127.0.0.1:15672/api/queues/")
-        );
+        assert!(told.queues_urls[0].starts_with("http://127.0.0.1:15672/api/queues/"));
+    }
+
+    #[test]
+    fn every_node_of_a_cluster_is_asked() {
+        let cluster = BrokerUrls::parse(
+            "amqp://u:p@r1:5672/%2f,amqp://u:p@r2:5672/%2f,amqp://u:p@r2:5673/%2f",
+        )
+        .unwrap();
+        let api = Management::at(&cluster, None);
+        let hosts: Vec<&str> = api
+            .queues_urls
+            .iter()
+            .map(|u| u.split("/api").next().unwrap())
+            .collect();
+        assert_eq!(hosts, ["http://r1:15672", "http://r2:15672"]);
+        let told = Management::at(&cluster, Some("http://a:1, http://b:2".into()));
+        assert_eq!(told.queues_urls.len(), 2);
+        assert!(told.queues_urls[1].starts_with("http://b:2/api/queues/%2F?"));
     }
 }

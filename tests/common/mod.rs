@@ -11,9 +11,30 @@ use std::{
 
 use lapin::{Connection, ConnectionProperties, options::QueueDeclareOptions, types::FieldTable};
 
-/// The broker the tests use.
+/// The broker the tests use: `AMQP_URL`, unless this test binary chose
+/// another with [`use_broker`].
 pub fn amqp_url() -> String {
+    if let Some((urls, _)) = BROKER.get() {
+        return urls.clone();
+    }
     std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+/// The management API's URLs chosen with [`use_broker`], if any.
+pub fn management_url() -> Option<String> {
+    BROKER.get().map(|(_, management)| management.clone())
+}
+
+static BROKER: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+/// Makes `urls` (one URL, or a cluster's separated by commas) and its
+/// management API (`management`, the same way) the broker of every helper
+/// here and of the `warren` processes they start, for the rest of this
+/// test binary.
+pub fn use_broker(urls: &str, management: &str) {
+    BROKER
+        .set((urls.to_string(), management.to_string()))
+        .expect("the broker is chosen once");
 }
 
 /// A pipeline name no other test uses: `{prefix}_{random}`.
@@ -75,9 +96,19 @@ pub fn text(output: &Output) -> (String, String) {
 
 /// Opens a plain client connection.
 pub async fn connect() -> Connection {
-    Connection::connect(&amqp_url(), ConnectionProperties::default())
+    try_connect()
         .await
         .expect("the tests need RabbitMQ on AMQP_URL (default 127.0.0.1:5672)")
+}
+
+/// Opens a plain client connection to the first node that answers.
+pub async fn try_connect() -> Option<Connection> {
+    for url in amqp_url().split(',') {
+        if let Ok(conn) = Connection::connect(url.trim(), ConnectionProperties::default()).await {
+            return Some(conn);
+        }
+    }
+    None
 }
 
 /// Ready messages and consumers of a queue, or `None` if it does not exist.

@@ -8,7 +8,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lapin::{Connection, ConnectionProperties};
 use serde_json::Value;
 
 use crate::common::{self, ChildGuard, Cleanup, PipelineFile};
@@ -195,7 +194,9 @@ impl Run {
         .unwrap();
         let file = probe;
         let cleanup = Cleanup::pipeline(&file.path, &[format!("{}.supervisors", file.name)]);
-        let pipeline = warren::config::load(&file.path).expect("a valid pipeline");
+        let mut pipeline = warren::config::load(&file.path).expect("a valid pipeline");
+        // The test's own connections go where its `warren` processes go.
+        pipeline.broker.urls = warren::BrokerUrls::parse(&common::amqp_url()).expect("broker URLs");
         common::declare(&pipeline).await;
         Run {
             file,
@@ -227,9 +228,7 @@ impl Run {
 
     /// Messages in the dead-letter queues, or `None` if the broker is away.
     pub async fn dead(&self) -> Option<u64> {
-        let conn = Connection::connect(&common::amqp_url(), ConnectionProperties::default())
-            .await
-            .ok()?;
+        let conn = common::try_connect().await?;
         let mut total = 0;
         for stage in &self.pipeline.stages {
             let queue = format!("{}.{}.dead", self.pipeline.name, stage.name);
@@ -417,8 +416,12 @@ stages:
 }
 
 fn supervise(file: &PipelineFile) -> ChildGuard {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_warren"));
+    if let Some(management) = common::management_url() {
+        command.env("WARREN_MANAGEMENT_URL", management);
+    }
     ChildGuard(
-        Command::new(env!("CARGO_BIN_EXE_warren"))
+        command
             .args(["supervise", file.path.to_str().unwrap(), "--poll", "500ms"])
             .env("AMQP_URL", common::amqp_url())
             .env("WARREN_TEST_RECORD", file.file("record.txt"))

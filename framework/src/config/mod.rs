@@ -202,8 +202,11 @@ fn layered(
                 .source(Some(env_map)),
         );
     if let Some((_, url)) = env.iter().find(|(var, _)| var == "AMQP_URL") {
+        // AMQP_URL (one URL, or several separated by commas) replaces
+        // whichever of `broker.url` and `broker.urls` the file gives.
         builder = builder
             .set_override("broker.url", url.clone())
+            .and_then(|b| b.set_override("broker.urls", config::Value::from(None::<String>)))
             .map_err(|error| error.to_string())?;
     }
     let config = builder.build().map_err(|error| {

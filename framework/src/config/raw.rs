@@ -23,6 +23,7 @@ pub(crate) struct RawFile {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawBroker {
     pub url: Option<String>,
+    pub urls: Option<Vec<String>>,
     pub ack_timeout: Option<Text>,
 }
 

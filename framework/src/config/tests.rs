@@ -487,7 +487,7 @@ fn environment_overrides_apply_and_are_named_in_problems() {
     .unwrap();
     assert_eq!(p.name, "grading", "WARREN_PIPELINE is not an override");
     assert_eq!(p.stage("grade").unwrap().concurrency, 3);
-    assert_eq!(p.broker.url.address(), "rabbit:5673");
+    assert_eq!(p.broker.urls.addresses(), "rabbit:5673");
 
     let invalid = load_env(GOOD, &[("WARREN_DEFAULTS__PREFETCH", "0")]).unwrap_err();
     let line = invalid.lines().join("\n");
@@ -504,6 +504,55 @@ fn broker_url_problems_never_show_the_password() {
     let lines = problems(&text).join("\n");
     assert!(lines.contains("broker.url"), "{lines}");
     assert!(!lines.contains("hunter2"), "{lines}");
+}
+
+#[test]
+fn a_cluster_is_named_by_the_urls_of_its_nodes() {
+    let text = with(
+        "pipeline: grading",
+        "pipeline: grading\nbroker:\n  urls:\n    - amqp://app:pw@r1:5672/%2f\n    - amqp://app:pw@r2:5672/%2f",
+    );
+    let p = load_env(&text, &[]).unwrap();
+    assert_eq!(p.broker.urls.addresses(), "r1:5672, r2:5672");
+    // AMQP_URL, one URL or several, replaces the file's list.
+    let p = load_env(
+        &text,
+        &[("AMQP_URL", "amqp://app:pw@x:1/%2f, amqp://app:pw@y:2/%2f")],
+    )
+    .unwrap();
+    assert_eq!(p.broker.urls.addresses(), "x:1, y:2");
+    let p = load_env(&text, &[("AMQP_URL", "amqp://app:pw@z:3/%2f")]).unwrap();
+    assert_eq!(p.broker.urls.addresses(), "z:3");
+
+    let bad = with(
+        "pipeline: grading",
+        "pipeline: grading\nbroker:\n  urls:\n    - amqp://app:pw@r1:5672/%2f\n    - http://app:hunter2@r2/",
+    );
+    let lines = problems(&bad).join("\n");
+    assert!(lines.contains("broker.urls[1]"), "{lines}");
+    assert!(!lines.contains("hunter2"), "{lines}");
+    let both = with(
+        "pipeline: grading",
+        "pipeline: grading\nbroker: { url: \"amqp://a\", urls: [\"amqp://b\"] }",
+    );
+    assert!(problems(&both).join("\n").contains("not both"));
+    let none = with(
+        "pipeline: grading",
+        "pipeline: grading\nbroker: { urls: [] }",
+    );
+    assert!(problems(&none).join("\n").contains("broker.urls"));
+    let env = load_env(
+        GOOD,
+        &[("AMQP_URL", "amqp://app:pw@x:1/%2f,http://app:hunter2@y/")],
+    )
+    .unwrap_err()
+    .lines()
+    .join("\n");
+    assert!(
+        env.contains("URL 2 of 2") && env.contains("AMQP_URL"),
+        "{env}"
+    );
+    assert!(!env.contains("hunter2"), "{env}");
 }
 
 #[test]

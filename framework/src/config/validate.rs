@@ -17,7 +17,7 @@ use super::{
     raw::{RawFile, RawStage},
 };
 use crate::{
-    broker::{BrokerUrl, DEFAULT_URL},
+    broker::{BrokerUrl, BrokerUrls, DEFAULT_URL},
     duration,
     pipeline::{Broker, Jobs, Pipeline, QueueKind, QueueSpec, Scale, Serve, Stage, StageKind},
     rate::RateLimit,
@@ -99,20 +99,46 @@ pub(crate) fn validate(raw: &RawFile, source: &Path) -> Result<Pipeline, Vec<Pro
 
 fn broker(v: &mut Checker, raw: &RawFile) -> Broker {
     let broker = raw.broker.as_ref();
-    let text = broker
-        .and_then(|b| b.url.clone())
-        .unwrap_or_else(|| DEFAULT_URL.to_string());
-    let url = BrokerUrl::parse(&text).unwrap_or_else(|error| {
-        v.problem("broker.url", error);
-        BrokerUrl::parse(DEFAULT_URL).expect("the default URL is valid")
-    });
+    let default =
+        || BrokerUrls::from(BrokerUrl::parse(DEFAULT_URL).expect("the default URL is valid"));
+    let urls = match (
+        broker.and_then(|b| b.url.as_deref()),
+        broker.and_then(|b| b.urls.as_deref()),
+    ) {
+        (Some(_), Some(_)) => {
+            v.problem(
+                "broker.urls",
+                "give `broker.url` (one node) or `broker.urls` (the nodes of a cluster), not both",
+            );
+            default()
+        }
+        (Some(text), None) => BrokerUrls::parse(text).unwrap_or_else(|error| {
+            v.problem("broker.url", error);
+            default()
+        }),
+        (None, Some([])) => {
+            v.problem("broker.urls", "lists no URL; give at least one");
+            default()
+        }
+        (None, Some(texts)) => {
+            let mut urls = Vec::new();
+            for (index, text) in texts.iter().enumerate() {
+                match BrokerUrl::parse(text) {
+                    Ok(url) => urls.push(url),
+                    Err(error) => v.problem(format!("broker.urls[{index}]"), error),
+                }
+            }
+            BrokerUrls::new(urls).unwrap_or_else(default)
+        }
+        (None, None) => default(),
+    };
     let ack_timeout = match broker.and_then(|b| b.ack_timeout.as_deref()) {
         Some(text) => v
             .duration("broker.ack_timeout", text)
             .unwrap_or(defaults::ACK_TIMEOUT),
         None => defaults::ACK_TIMEOUT,
     };
-    Broker { url, ack_timeout }
+    Broker { urls, ack_timeout }
 }
 
 fn jobs(v: &mut Checker, raw: &RawFile) -> Jobs {

@@ -60,7 +60,7 @@ impl Served {
         let names: Vec<&str> = self.stages.iter().map(|s| s.info.name.as_str()).collect();
         let index = std::env::var("WARREN_WORKER").unwrap_or_else(|_| "0".into());
         let label = format!("{}.{}#{index}", self.pipeline.name, names.join("+"));
-        let url = &self.pipeline.broker.url;
+        let url = &self.pipeline.broker.urls;
         let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         let mut down_since: Option<std::time::Instant> = None;
         let mut session_count = 0u32;
@@ -159,7 +159,7 @@ impl Served {
 }
 
 /// Opens a session's two connections.
-async fn open(url: &crate::BrokerUrl, name: &str) -> Result<Connections, Error> {
+async fn open(url: &crate::BrokerUrls, name: &str) -> Result<Connections, Error> {
     let consume = connection::open(url, &format!("{name} consume")).await?;
     let publish = match connection::open(url, &format!("{name} publish")).await {
         Ok(publish) => publish,

@@ -49,10 +49,20 @@ pub(crate) struct Connections {
     pub publish: Connection,
 }
 
+/// How long closing a connection may wait for the broker's answer: one
+/// cut off without a reset (packets dropped) never answers, and the
+/// session must not wait for it to reconnect elsewhere.
+const CLOSE_WITHIN: Duration = Duration::from_secs(1);
+
 impl Connections {
     async fn close(&self, why: &str) {
-        let _ = self.consume.close(200, why.into()).await;
-        let _ = self.publish.close(200, why.into()).await;
+        let both = async {
+            tokio::join!(
+                self.consume.close(200, why.into()),
+                self.publish.close(200, why.into())
+            )
+        };
+        let _ = tokio::time::timeout(CLOSE_WITHIN, both).await;
     }
 }
 

@@ -16,7 +16,7 @@ pub async fn run(file: &Path, dry_run: bool) -> Result<()> {
         out!(
             "pipeline `{}` on {} would declare:",
             pipeline.name,
-            pipeline.broker.url
+            pipeline.broker.urls
         );
         for line in topology.describe() {
             out!("  {line}");
@@ -27,7 +27,7 @@ pub async fn run(file: &Path, dry_run: bool) -> Result<()> {
     out!(
         "declared pipeline `{}` on {}: exchange {} and {} queues",
         pipeline.name,
-        pipeline.broker.url,
+        pipeline.broker.urls,
         topology.exchange,
         topology.queues.len()
     );
@@ -38,7 +38,7 @@ pub async fn run(file: &Path, dry_run: bool) -> Result<()> {
 /// `send` and `run` before they send, so what they send has queues.
 pub async fn declare(pipeline: &warren::Pipeline) -> Result<Topology> {
     let name = format!("warren {}", pipeline.name);
-    let conn = connection::open_with_retry(&pipeline.broker.url, &name, CONNECT_ATTEMPTS).await?;
+    let conn = connection::open_with_retry(&pipeline.broker.urls, &name, CONNECT_ATTEMPTS).await?;
     let topology = Topology::plan(pipeline);
     let declared = topology.declare(&conn).await;
     let _ = conn.close(200, "done".into()).await;

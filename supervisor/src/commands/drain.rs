@@ -36,7 +36,7 @@ pub async fn run(file: &Path, timeout: Option<Duration>) -> Result<()> {
         }
         let Some(left) = watcher.look(&local).await else {
             return Err(warren::Error::Unreachable {
-                address: pipeline.broker.url.address(),
+                address: pipeline.broker.urls.addresses(),
                 reason: "no connection".into(),
             }
             .into());

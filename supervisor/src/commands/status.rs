@@ -113,17 +113,22 @@ pub async fn collect(file: &Path) -> Result<Report> {
     let pipeline = warren::config::load(file)?;
     let topology = Topology::plan(&pipeline);
     let queues: Vec<String> = topology.queues.iter().map(|q| q.name.clone()).collect();
-    let mut monitor = Monitor::new(pipeline.broker.url.clone(), &pipeline.name, "status", false);
+    let mut monitor = Monitor::new(
+        pipeline.broker.urls.clone(),
+        &pipeline.name,
+        "status",
+        false,
+    );
     let states = monitor
         .queues(&queues)
         .await
         .ok_or_else(|| Error::Unreachable {
-            address: pipeline.broker.url.address(),
+            address: pipeline.broker.urls.addresses(),
             reason: "no connection".into(),
         })?;
     monitor.close().await;
     let supervisors = status::query_all(&pipeline.name).await;
-    let unacked = Management::for_broker(&pipeline.broker.url)
+    let unacked = Management::for_broker(&pipeline.broker.urls)
         .unacked(&format!("{}.", pipeline.name))
         .await;
     let mut stages = Vec::new();
@@ -166,7 +171,7 @@ pub async fn collect(file: &Path) -> Result<Report> {
     }
     Ok(Report {
         pipeline: pipeline.name.clone(),
-        broker: pipeline.broker.url.to_string(),
+        broker: pipeline.broker.urls.to_string(),
         stages,
         supervisors,
     })

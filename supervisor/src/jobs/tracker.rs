@@ -53,7 +53,7 @@ impl Tracker {
     pub async fn open(pipeline: &Pipeline, store: Store) -> Result<Tracker, warren::Error> {
         let next = store.next_offset().map_err(warren::Error::Setup)?;
         let connection =
-            warren::connection::open(&pipeline.broker.url, "warren job tracker").await?;
+            warren::connection::open(&pipeline.broker.urls, "warren job tracker").await?;
         let channel = connection
             .create_channel()
             .await

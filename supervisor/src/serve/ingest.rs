@@ -244,7 +244,7 @@ async fn send(
             .await
             .unwrap_or_else(|_| {
                 Err(warren::Error::Unreachable {
-                    address: app.pipeline.broker.url.address(),
+                    address: app.pipeline.broker.urls.addresses(),
                     reason: format!("no connection within {}s", CONNECT_WITHIN.as_secs()),
                 })
             })

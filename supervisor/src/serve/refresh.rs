@@ -32,8 +32,8 @@ pub async fn run(
     ready: Arc<AtomicBool>,
     stop: CancellationToken,
 ) {
-    let mut monitor = Monitor::new(pipeline.broker.url.clone(), &pipeline.name, "serve", false);
-    let management = Management::for_broker(&pipeline.broker.url);
+    let mut monitor = Monitor::new(pipeline.broker.urls.clone(), &pipeline.name, "serve", false);
+    let management = Management::for_broker(&pipeline.broker.urls);
     // Each queue looked at, with its stage and what it holds.
     let topology = warren::Topology::plan(&pipeline);
     let looked: Vec<(usize, &Role, String)> = topology

@@ -134,7 +134,7 @@ impl Supervisor {
         }
         Ok(Supervisor {
             monitor: Monitor::new(
-                pipeline.broker.url.clone(),
+                pipeline.broker.urls.clone(),
                 &pipeline.name,
                 "supervisor",
                 true,
@@ -166,7 +166,7 @@ impl Supervisor {
         mut reload: mpsc::UnboundedReceiver<()>,
     ) -> anyhow::Result<()> {
         let stages: Vec<&str> = self.pools.iter().map(|p| p.stage.name.as_str()).collect();
-        info!(pipeline = %self.pipeline.name, broker = %self.pipeline.broker.url, "supervising {}", stages.join(", "));
+        info!(pipeline = %self.pipeline.name, broker = %self.pipeline.broker.urls, "supervising {}", stages.join(", "));
         // A tracked pipeline's supervisors elect the job keeper among them.
         let keeper_stop = CancellationToken::new();
         let keeper = self.pipeline.jobs.track.then(|| {

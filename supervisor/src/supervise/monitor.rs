@@ -12,7 +12,7 @@ use lapin::{
     types::{AMQPValue, FieldTable},
 };
 use tracing::{info, warn};
-use warren::{BrokerUrl, Error, connection};
+use warren::{BrokerUrls, Error, connection};
 
 /// Ready messages and consumers of a queue.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -30,7 +30,7 @@ pub fn presence_queue(pipeline: &str) -> String {
 
 /// A connection for observing, reopened when lost.
 pub struct Monitor {
-    url: BrokerUrl,
+    url: BrokerUrls,
     pipeline: String,
     name: String,
     connected: Option<Connected>,
@@ -50,7 +50,7 @@ struct Connected {
 impl Monitor {
     /// A monitor for `pipeline` (not connected yet). With `present`, it also
     /// counts itself among the pipeline's supervisors.
-    pub fn new(url: BrokerUrl, pipeline: &str, role: &str, present: bool) -> Monitor {
+    pub fn new(url: BrokerUrls, pipeline: &str, role: &str, present: bool) -> Monitor {
         Monitor {
             url,
             pipeline: pipeline.to_string(),
@@ -77,7 +77,7 @@ impl Monitor {
         match self.open().await {
             Ok(link) => {
                 if self.quiet {
-                    info!("broker reachable again at {}", self.url.address());
+                    info!("broker reachable again at {}", self.url.addresses());
                 }
                 self.quiet = false;
                 self.connected = Some(link);
