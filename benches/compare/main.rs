@@ -15,10 +15,12 @@
 //! CPU per message is measured; and the Rust pipeline runs again with job
 //! tracking on (`warren+jobs`). Options: `--n 2000 --f 10`, `--rounds 3`
 //! (fanout3 rounds for every system, the median is kept), `--skip-crawl`,
-//! `--skip-exec`.
+//! `--skip-exec`; `--cluster` runs only warren's fanout3 on quorum queues,
+//! on the single broker and on a three-node cluster started for the run.
 
 mod bare;
 mod cleanup;
+mod cluster;
 mod crawl;
 mod exec;
 mod fanout;
@@ -129,6 +131,9 @@ struct Options {
     warren_only: bool,
     /// fanout3 with exec `work` stages, and the protocol's cost.
     exec: bool,
+    /// Only warren's fanout3 on the single broker and on a three-node
+    /// cluster started for the run.
+    cluster: bool,
 }
 
 fn options() -> Options {
@@ -151,6 +156,7 @@ fn options() -> Options {
         bare_only: args.iter().any(|a| a == "--bare-only"),
         warren_only: args.iter().any(|a| a == "--warren-only"),
         exec: !args.iter().any(|a| a == "--skip-exec"),
+        cluster: args.iter().any(|a| a == "--cluster"),
     }
 }
 
@@ -261,6 +267,10 @@ async fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 
+    if options.cluster {
+        cluster::run(&url, fanout, dir.path(), &warren, &worker, options.rounds).await;
+        return;
+    }
     let mut rows: Vec<Row> = Vec::new();
     for kind in ["quorum", "classic"] {
         let mut bare_times = Vec::new();

@@ -23,10 +23,13 @@ pub struct Declared {
 }
 
 impl Declared {
-    /// Loads `file` and declares its topology afresh.
+    /// Loads `file` and declares its topology afresh, on `url` (one URL,
+    /// or a cluster's separated by commas: then through the first node).
     pub async fn new(url: &str, file: &Path) -> Declared {
-        let pipeline = warren::config::load(file).unwrap();
-        let conn = Connection::connect(url, ConnectionProperties::default())
+        let mut pipeline = warren::config::load(file).unwrap();
+        pipeline.broker.urls = warren::BrokerUrls::parse(url).unwrap();
+        let first = url.split(',').next().unwrap_or(url).trim();
+        let conn = Connection::connect(first, ConnectionProperties::default())
             .await
             .unwrap();
         let topology = warren::Topology::plan(&pipeline);

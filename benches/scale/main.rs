@@ -39,6 +39,9 @@ use lapin::{
 use rss::Peaks;
 use run::Declared;
 
+/// Sizes up to which sending alone and working alone are measured too.
+const FULL_UP_TO: u64 = 1_000_000;
+
 /// One size's figures.
 struct Row {
     lines: u64,
@@ -114,63 +117,14 @@ async fn measure(url: &str, warren: &Path, dir: &Path, input: &Path, lines: u64)
     };
     remove_results();
 
-    // The bare client and `warren send`, round after round (so drift hits
-    // both); the median of each is kept. The last send's backlog stays for
-    // the sink alone.
-    let rounds = if lines > 1_000_000 { 1 } else { 3 };
-    let (mut bare, mut send, mut send_rss) = (Vec::new(), Vec::new(), 0);
-    let mut declared = None;
-    for round in 0..rounds {
-        bare.push(bare_publish(url, &format!("bench_scale_bare_{lines}"), input).await);
-        let file = pipeline_file(dir, lines);
-        let fresh = Declared::new(url, &file).await;
-        let started = Instant::now();
-        let (status, peaks) = watch(
-            Command::new(warren)
-                .args(["send", file.to_str().unwrap(), "out"])
-                .arg(input)
-                .env("AMQP_URL", url)
-                .current_dir(dir)
-                .stdout(Stdio::null())
-                .stderr(log(dir, "send.log")),
-            |_| false,
-        );
-        assert!(
-            status.success(),
-            "warren send failed: {}",
-            std::fs::read_to_string(dir.join("send.log")).unwrap_or_default()
-        );
-        send.push(started.elapsed().as_secs_f64());
-        send_rss = send_rss.max(peaks.into_iter().max().unwrap_or(0));
-        if round + 1 < rounds {
-            fresh.tear_down().await;
-        } else {
-            declared = Some(fresh);
-        }
-    }
-    let (bare, send) = (median(bare), median(send));
-    let declared = declared.expect("a last round");
-    let file = pipeline_file(dir, lines);
-
-    let started = Instant::now();
+    // Above FULL_UP_TO lines only `warren run` is measured (sending alone
+    // and working alone would take the better part of an hour more).
     let mut sink_peaks = Peaks::default();
-    let supervisor = Command::new(warren)
-        .args(["supervise", file.to_str().unwrap()])
-        .env("AMQP_URL", url)
-        .env("RUST_LOG", "warn")
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start warren supervise");
-    let mut counter = LineCount::new(results.clone());
-    while counter.count() < lines {
-        sink_peaks.sample_children_of(supervisor.id());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let work = started.elapsed().as_secs_f64();
-    stop(supervisor);
-    declared.tear_down().await;
+    let (bare, send, send_rss, work) = if lines <= FULL_UP_TO {
+        alone(url, warren, dir, input, lines, &mut sink_peaks).await
+    } else {
+        (f64::NAN, f64::NAN, 0, f64::NAN)
+    };
     remove_results();
 
     // Sending while working (tear_down removed the file).
@@ -235,6 +189,76 @@ async fn measure(url: &str, warren: &Path, dir: &Path, input: &Path, lines: u64)
         sink_rss: sink_peaks.values().into_iter().max().unwrap_or(0),
         sink_start,
     }
+}
+
+/// The bare client and `warren send` alone, then the sink alone on the
+/// backlog: (bare seconds, send seconds, send peak RSS, sink seconds).
+async fn alone(
+    url: &str,
+    warren: &Path,
+    dir: &Path,
+    input: &Path,
+    lines: u64,
+    peaks: &mut Peaks,
+) -> (f64, f64, u64, f64) {
+    let results = dir.join(format!("out-{lines}.jsonl"));
+    // The bare client and `warren send`, round after round (so drift hits
+    // both); the median of each is kept. The last send's backlog stays for
+    // the sink alone.
+    let rounds = 3;
+    let (mut bare, mut send, mut send_rss) = (Vec::new(), Vec::new(), 0);
+    let mut declared = None;
+    for round in 0..rounds {
+        bare.push(bare_publish(url, &format!("bench_scale_bare_{lines}"), input).await);
+        let file = pipeline_file(dir, lines);
+        let fresh = Declared::new(url, &file).await;
+        let started = Instant::now();
+        let (status, peaks) = watch(
+            Command::new(warren)
+                .args(["send", file.to_str().unwrap(), "out"])
+                .arg(input)
+                .env("AMQP_URL", url)
+                .current_dir(dir)
+                .stdout(Stdio::null())
+                .stderr(log(dir, "send.log")),
+            |_| false,
+        );
+        assert!(
+            status.success(),
+            "warren send failed: {}",
+            std::fs::read_to_string(dir.join("send.log")).unwrap_or_default()
+        );
+        send.push(started.elapsed().as_secs_f64());
+        send_rss = send_rss.max(peaks.into_iter().max().unwrap_or(0));
+        if round + 1 < rounds {
+            fresh.tear_down().await;
+        } else {
+            declared = Some(fresh);
+        }
+    }
+    let (bare, send) = (median(bare), median(send));
+    let declared = declared.expect("a last round");
+    let file = pipeline_file(dir, lines);
+
+    let started = Instant::now();
+    let supervisor = Command::new(warren)
+        .args(["supervise", file.to_str().unwrap()])
+        .env("AMQP_URL", url)
+        .env("RUST_LOG", "warn")
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start warren supervise");
+    let mut counter = LineCount::new(results.clone());
+    while counter.count() < lines {
+        peaks.sample_children_of(supervisor.id());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let work = started.elapsed().as_secs_f64();
+    stop(supervisor);
+    declared.tear_down().await;
+    (bare, send, send_rss, work)
 }
 
 /// Runs `command` to its end, sampling its peak RSS (and calling `each`

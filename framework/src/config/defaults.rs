@@ -6,6 +6,12 @@ use std::time::Duration;
 pub const PREFETCH: u16 = 64;
 /// Messages handled at once per worker.
 pub const CONCURRENCY: u32 = 32;
+
+/// `prefetch` and `concurrency` of a sink stage that sets neither (nor
+/// `defaults:`): the sink writes what arrives together in one batch (one
+/// pair of syncs), so the more it holds at once, the fewer syncs per
+/// message. 1,000 made a sink about 4x faster than 64/32.
+pub const SINK_HOLDS: u16 = 1000;
 /// Time allowed per message.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 /// Attempts, the first included.

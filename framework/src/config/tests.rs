@@ -78,6 +78,15 @@ fn the_good_file_loads_with_defaults_merged_field_by_field() {
     assert_eq!(p.stage("results").unwrap().queue.kind, QueueKind::Classic);
     assert_eq!(p.stage("lookup").unwrap().queue.kind, QueueKind::Quorum);
     assert_eq!(p.entry_stages()[0].name, "lookup");
+    // `defaults:` applies to the sink too; without it a sink holds 1,000.
+    assert_eq!(p.stage("results").unwrap().prefetch, 16);
+    let bare = load(&GOOD.replace("defaults:\n  prefetch: 16\n", "defaults:\n")).unwrap();
+    let (sink, lookup) = (
+        bare.stage("results").unwrap(),
+        bare.stage("lookup").unwrap(),
+    );
+    assert_eq!((sink.prefetch, sink.concurrency), (1000, 1000));
+    assert_eq!((lookup.prefetch, lookup.concurrency), (64, 32));
 }
 
 #[test]

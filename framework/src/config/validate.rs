@@ -237,19 +237,28 @@ fn stage(
             );
         }
     }
+    let sink = matches!(kind, Some(StageKind::Sink(_)));
     let prefetch = v.number(
         layers,
         "prefetch",
         |s| s.prefetch,
         (1, 65_535),
-        u64::from(defaults::PREFETCH),
+        u64::from(if sink {
+            defaults::SINK_HOLDS
+        } else {
+            defaults::PREFETCH
+        }),
     ) as u16;
     let concurrency = v.number(
         layers,
         "concurrency",
         |s| s.concurrency,
         (1, 10_000),
-        u64::from(defaults::CONCURRENCY),
+        u64::from(if sink {
+            u32::from(defaults::SINK_HOLDS)
+        } else {
+            defaults::CONCURRENCY
+        }),
     ) as u32;
     let (timeout, timeout_path) =
         v.layered_duration(layers, "timeout", |s| s.timeout.clone(), defaults::TIMEOUT);
