@@ -498,7 +498,7 @@ async fn cut_a_box(cluster: &Cluster) -> Row {
 
 /// Work while the nodes are restarted one after the other.
 async fn rolling_restart(cluster: &Cluster) -> Row {
-    let run = paced("croll", 8_000, 2).await;
+    let run = paced("croll", 12_000, 2).await;
     let started = Instant::now();
     while run.progress() < 500 && started.elapsed() < Duration::from_secs(120) {
         tokio::time::sleep(Duration::from_millis(100)).await;
