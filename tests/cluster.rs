@@ -174,46 +174,20 @@ impl Drop for Cluster {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_loses_nothing_when_a_node_or_a_box_goes() {
-    let wanted: Option<Vec<String>> = std::env::var("WARREN_CLUSTER")
-        .ok()
-        .map(|list| list.split(',').map(|s| s.trim().to_string()).collect());
     let cluster = Cluster::start();
     use_broker(&cluster.urls("127.0.0.1"), &cluster.management());
-    let mut rows = Vec::new();
-    for &scenario in SCENARIOS {
-        if wanted
-            .as_ref()
-            .is_some_and(|w| !w.iter().any(|s| s == scenario))
-        {
-            continue;
-        }
-        let started = Instant::now();
-        let row = match scenario {
-            "stop" => lose_a_node(&cluster, false).await,
-            "kill" => lose_a_node(&cluster, true).await,
-            "cut" => cut_a_box(&cluster).await,
-            "rolling" => rolling_restart(&cluster).await,
+    let cluster = &cluster;
+    let rows = run_scenarios("WARREN_CLUSTER", SCENARIOS, |scenario| async move {
+        match scenario {
+            "stop" => lose_a_node(cluster, false).await,
+            "kill" => lose_a_node(cluster, true).await,
+            "cut" => cut_a_box(cluster).await,
+            "rolling" => rolling_restart(cluster).await,
             other => unreachable!("scenario {other}"),
-        };
-        eprintln!(
-            "{scenario}: {} ({:.0}s)",
-            if row.ok() { "ok" } else { "FAILED" },
-            started.elapsed().as_secs_f64()
-        );
-        rows.push(row);
-    }
-    let table = table(&rows);
-    eprintln!("\n{table}");
-    let failed: Vec<&Row> = rows.iter().filter(|r| !r.ok()).collect();
-    assert!(
-        failed.is_empty(),
-        "{table}\n{}",
-        failed
-            .iter()
-            .map(|r| format!("{}: {}", r.scenario, r.problem))
-            .collect::<Vec<_>>()
-            .join("\n\n")
-    );
+        }
+    })
+    .await;
+    assert_all_ok(&rows);
 }
 
 /// Seconds each worker took to consume again after losing its node, from
@@ -275,26 +249,22 @@ async fn lose_a_node(cluster: &Cluster, kill: bool) -> Row {
         counts.iter().sum::<usize>(),
         run.expected.len()
     );
-    finish(run, scenario, fault, done, at, resumed.is_empty()).await
+    finish(run, scenario, fault, done, &[at], true).await
 }
 
-/// Stops the run and checks it; `at` is the progress when the fault came.
+/// [`finish_with_faults`] for faults at `at`; and a worker must say it
+/// reconnected, when `resumes`.
 async fn finish(
-    mut run: Run,
+    run: Run,
     scenario: &'static str,
     fault: String,
     done: bool,
-    at: usize,
-    no_resume: bool,
+    at: &[usize],
+    resumes: bool,
 ) -> Row {
-    let expected = run.expected.len();
-    let mut row = run.finish(scenario, fault, done).await;
-    if at >= expected {
-        row.fail(format!(
-            "the fault came after the run ended ({at} of {expected})"
-        ));
-    }
-    if no_resume {
+    let reconnected = !resume_times(&run.log()).is_empty();
+    let mut row = finish_with_faults(run, scenario, fault, done, at, at.len()).await;
+    if resumes && !reconnected {
         row.fail("no worker says it reconnected");
     }
     row
@@ -477,7 +447,7 @@ async fn cut_a_box(cluster: &Cluster) -> Row {
     let fault = format!(
         "the second box's packets dropped (iptables, no reset) for 40 s at {at} of {MESSAGES} records"
     );
-    let mut row = finish(run, "cluster: cut", fault, done, at, false).await;
+    let mut row = finish(run, "cluster: cut", fault, done, &[at], false).await;
     if before_heal <= at {
         row.fail("the other box did not go on while the box was cut off");
     }
@@ -522,14 +492,5 @@ async fn rolling_restart(cluster: &Cluster) -> Row {
         "nodes 1, 2, 3 restarted one by one (stop_app, 3 s, start_app) at {at:?} of {} records",
         run.expected.len()
     );
-    let last = *at.last().unwrap();
-    finish(
-        run,
-        "cluster: rolling",
-        fault,
-        done,
-        last,
-        resumed.is_empty(),
-    )
-    .await
+    finish(run, "cluster: rolling", fault, done, &at, true).await
 }

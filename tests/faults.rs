@@ -41,45 +41,14 @@ const SCENARIOS: &[&str] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_lost_under_faults() {
-    let wanted: Option<Vec<String>> = std::env::var("WARREN_FAULTS")
-        .ok()
-        .map(|list| list.split(',').map(|s| s.trim().to_string()).collect());
-    let mut rows = Vec::new();
-    for &scenario in SCENARIOS {
-        if wanted
-            .as_ref()
-            .is_some_and(|w| !w.iter().any(|s| s == scenario))
-        {
-            continue;
-        }
-        let started = std::time::Instant::now();
+    let rows = run_scenarios("WARREN_FAULTS", SCENARIOS, |scenario| async move {
         // A task of its own, so a panic in one scenario is a failed row.
-        let row = tokio::spawn(run(scenario))
+        tokio::spawn(run(scenario))
             .await
-            .unwrap_or_else(|panic| Row::failed(scenario, format!("panicked: {panic}")));
-        eprintln!(
-            "{scenario}: {} ({:.0}s)",
-            match (&row.skipped, row.ok()) {
-                (Some(why), _) => format!("skipped ({why})"),
-                (None, true) => "ok".to_string(),
-                (None, false) => "FAILED".to_string(),
-            },
-            started.elapsed().as_secs_f64()
-        );
-        rows.push(row);
-    }
-    let table = table(&rows);
-    eprintln!("\n{table}");
-    let failed: Vec<&Row> = rows.iter().filter(|r| !r.ok()).collect();
-    assert!(
-        failed.is_empty(),
-        "{table}\n{}",
-        failed
-            .iter()
-            .map(|r| format!("{}: {}", r.scenario, r.problem))
-            .collect::<Vec<_>>()
-            .join("\n\n")
-    );
+            .unwrap_or_else(|panic| Row::failed(scenario, format!("panicked: {panic}")))
+    })
+    .await;
+    assert_all_ok(&rows);
 }
 
 async fn run(scenario: &'static str) -> Row {
@@ -223,26 +192,6 @@ async fn close_connections() -> Row {
         3,
     )
     .await
-}
-
-/// Finishes a run whose `wanted` faults had to come before its end, at
-/// the progress given in `at`.
-async fn finish_with_faults(
-    mut run: Run,
-    scenario: &'static str,
-    fault: String,
-    done: bool,
-    at: &[usize],
-    wanted: usize,
-) -> Row {
-    let expected = run.expected.len();
-    let mut row = run.finish(scenario, fault, done).await;
-    if at.len() < wanted || at.iter().any(|p| *p >= expected) {
-        row.fail(format!(
-            "{wanted} faults were wanted during the run; they came at {at:?} of {expected}"
-        ));
-    }
-    row
 }
 
 /// `rabbitmqctl stop_app`, a pause, `start_app`, with quorum queues.

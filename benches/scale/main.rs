@@ -45,15 +45,21 @@ const FULL_UP_TO: u64 = 1_000_000;
 /// One size's figures.
 struct Row {
     lines: u64,
-    bare: f64,
-    send: f64,
-    work: f64,
+    /// Sending alone and working alone (up to [`FULL_UP_TO`] lines).
+    alone: Option<Alone>,
     run: f64,
     run_results: f64,
-    send_rss: u64,
     run_rss: u64,
     sink_rss: u64,
     sink_start: f64,
+}
+
+/// The phases measured alone, in seconds, and `warren send`'s peak RSS.
+struct Alone {
+    bare: f64,
+    send: f64,
+    send_rss: u64,
+    work: f64,
 }
 
 #[tokio::main]
@@ -120,10 +126,10 @@ async fn measure(url: &str, warren: &Path, dir: &Path, input: &Path, lines: u64)
     // Above FULL_UP_TO lines only `warren run` is measured (sending alone
     // and working alone would take the better part of an hour more).
     let mut sink_peaks = Peaks::default();
-    let (bare, send, send_rss, work) = if lines <= FULL_UP_TO {
-        alone(url, warren, dir, input, lines, &mut sink_peaks).await
+    let alone = if lines <= FULL_UP_TO {
+        Some(alone(url, warren, dir, input, lines, &mut sink_peaks).await)
     } else {
-        (f64::NAN, f64::NAN, 0, f64::NAN)
+        None
     };
     remove_results();
 
@@ -179,12 +185,9 @@ async fn measure(url: &str, warren: &Path, dir: &Path, input: &Path, lines: u64)
 
     Row {
         lines,
-        bare,
-        send,
-        work,
+        alone,
         run,
         run_results,
-        send_rss,
         run_rss: run_rss.iter().copied().max().unwrap_or(0),
         sink_rss: sink_peaks.values().into_iter().max().unwrap_or(0),
         sink_start,
@@ -192,7 +195,7 @@ async fn measure(url: &str, warren: &Path, dir: &Path, input: &Path, lines: u64)
 }
 
 /// The bare client and `warren send` alone, then the sink alone on the
-/// backlog: (bare seconds, send seconds, send peak RSS, sink seconds).
+/// backlog.
 async fn alone(
     url: &str,
     warren: &Path,
@@ -200,7 +203,7 @@ async fn alone(
     input: &Path,
     lines: u64,
     peaks: &mut Peaks,
-) -> (f64, f64, u64, f64) {
+) -> Alone {
     let results = dir.join(format!("out-{lines}.jsonl"));
     // The bare client and `warren send`, round after round (so drift hits
     // both); the median of each is kept. The last send's backlog stays for
@@ -258,7 +261,12 @@ async fn alone(
     let work = started.elapsed().as_secs_f64();
     stop(supervisor);
     declared.tear_down().await;
-    (bare, send, send_rss, work)
+    Alone {
+        bare,
+        send,
+        send_rss,
+        work,
+    }
 }
 
 /// Runs `command` to its end, sampling its peak RSS (and calling `each`
@@ -402,23 +410,34 @@ fn mib(kib: u64) -> String {
 
 fn print_row(row: &Row) {
     let n = row.lines as f64;
+    let alone = match &row.alone {
+        Some(a) => format!(
+            "bare client {:.0} msgs/s, warren send {:.0} msgs/s ({:.2}x bare, peak RSS {} MiB); \
+             sink alone {:.0} inputs/s; ",
+            n / a.bare,
+            n / a.send,
+            a.bare / a.send,
+            mib(a.send_rss),
+            n / a.work,
+        ),
+        None => String::new(),
+    };
+    let overlap = match &row.alone {
+        Some(a) => format!(
+            ", {:.2}x the longer of sending alone ({:.1} s) and working alone ({:.1} s)",
+            row.run_results / a.send.max(a.work),
+            a.send,
+            a.work
+        ),
+        None => String::new(),
+    };
     println!(
-        "{:>9} lines: bare client {:>7.0} msgs/s, warren send {:>7.0} msgs/s ({:.2}x bare); \
-         sink alone {:>7.0} inputs/s; warren run {:>7.0} inputs/s to the last result \
-         ({:.1} s; {:.1} s to exit), {:.2}x the longer of sending alone ({:.1} s) and working alone ({:.1} s); \
-         peak RSS MiB: send {}, run {}, sink worker {}; a sink worker started on {} results in {:.2} s",
+        "{:>9} lines: {alone}warren run {:.0} inputs/s to the last result ({:.1} s; {:.1} s to exit){overlap}; \
+         peak RSS MiB: run {}, sink worker {}; a sink worker started on {} results in {:.2} s",
         row.lines,
-        n / row.bare,
-        n / row.send,
-        row.bare / row.send,
-        n / row.work,
         n / row.run_results,
         row.run_results,
         row.run,
-        row.run_results / row.send.max(row.work),
-        row.send,
-        row.work,
-        mib(row.send_rss),
         mib(row.run_rss),
         mib(row.sink_rss),
         row.lines,
@@ -444,15 +463,26 @@ fn summary(rows: &[Row]) {
     );
     for row in rows {
         let n = row.lines as f64;
+        let (bare, send, vs, over, send_mib) = match &row.alone {
+            Some(a) => (
+                format!("{:.0}", n / a.bare),
+                format!("{:.0}", n / a.send),
+                format!("{:.2}", a.bare / a.send),
+                format!("{:.2}", row.run_results / a.send.max(a.work)),
+                mib(a.send_rss),
+            ),
+            None => Default::default(),
+        };
+        let dash = |text: String| if text.is_empty() { "-".into() } else { text };
         println!(
-            "{:>10} {:>9.0} {:>9.0} {:>7.2} {:>9.0} {:>9.2} {:>8} {:>8} {:>8} {:>8.1} {:>9.2}",
+            "{:>10} {:>9} {:>9} {:>7} {:>9.0} {:>9} {:>8} {:>8} {:>8} {:>8.1} {:>9.2}",
             row.lines,
-            n / row.bare,
-            n / row.send,
-            row.bare / row.send,
+            dash(bare),
+            dash(send),
+            dash(vs),
             n / row.run_results,
-            row.run_results / row.send.max(row.work),
-            mib(row.send_rss),
+            dash(over),
+            dash(send_mib),
             mib(row.run_rss),
             mib(row.sink_rss),
             row.run,

@@ -57,6 +57,17 @@ async fn open_node(url: &BrokerUrl, name: &str) -> Result<Connection, Error> {
     }
 }
 
+/// How long closing a connection may wait for the broker's answer: a
+/// broker cut off without a reset (packets dropped) never answers, and
+/// nobody should wait for it before reconnecting elsewhere or exiting.
+const CLOSE_WITHIN: Duration = Duration::from_secs(1);
+
+/// Closes `connection` saying `why`, waiting at most [`CLOSE_WITHIN`] for
+/// the broker's answer.
+pub async fn close(connection: &Connection, why: &str) {
+    let _ = tokio::time::timeout(CLOSE_WITHIN, connection.close(200, why.into())).await;
+}
+
 /// Opens a connection, trying `attempts` times with a short growing pause
 /// (from 0.5 s, jittered); a refused login is not retried.
 pub async fn open_with_retry(

@@ -45,7 +45,7 @@ async fn open(pipeline: &Pipeline, stage: &str) -> Result<(Connection, Channel, 
 pub async fn count(pipeline: &Pipeline, stage: &str) -> Result<u32, Error> {
     let (conn, channel, queue) = open(pipeline, stage).await?;
     let counted = depth(&channel, &queue).await;
-    let _ = conn.close(200, "done".into()).await;
+    connection::close(&conn, "done").await;
     counted
 }
 
@@ -102,7 +102,7 @@ pub async fn list(
     }
     // Closing the channel gives back every message taken.
     let _ = channel.close(200, "listed".into()).await;
-    let _ = conn.close(200, "done".into()).await;
+    connection::close(&conn, "done").await;
     Ok(out)
 }
 
@@ -151,7 +151,7 @@ pub async fn replay_matching(
             .await;
         if let Err(error) = replayed {
             // Closing the channel gives the message back to the queue.
-            let _ = conn.close(200, "done".into()).await;
+            connection::close(&conn, "done").await;
             return Err(error);
         }
         channel
@@ -161,7 +161,7 @@ pub async fn replay_matching(
         sent += 1;
     }
     publisher.close().await;
-    let _ = conn.close(200, "done".into()).await;
+    connection::close(&conn, "done").await;
     Ok(sent)
 }
 
@@ -190,7 +190,7 @@ pub async fn purge(pipeline: &Pipeline, stage: &str, limit: Option<usize>) -> Re
             purged
         }
     };
-    let _ = conn.close(200, "done".into()).await;
+    connection::close(&conn, "done").await;
     Ok(purged)
 }
 
@@ -220,7 +220,7 @@ pub async fn purge_matching(
         }
     }
     // Closing the channel gives back the messages not chosen.
-    let _ = conn.close(200, "done".into()).await;
+    connection::close(&conn, "done").await;
     Ok(purged)
 }
 

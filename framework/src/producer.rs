@@ -70,7 +70,7 @@ pub struct Producer {
 struct Inner {
     pipeline: String,
     stages: Vec<String>,
-    url: BrokerUrls,
+    urls: BrokerUrls,
     timeout: Duration,
     /// The job stream, when the pipeline tracks jobs.
     job_stream: Option<String>,
@@ -105,7 +105,7 @@ impl Producer {
                     .into_iter()
                     .map(String::from)
                     .collect(),
-                url: pipeline.broker.urls.clone(),
+                urls: pipeline.broker.urls.clone(),
                 timeout,
                 job_stream: pipeline
                     .jobs
@@ -278,7 +278,7 @@ impl Producer {
     /// Closes the connection.
     pub async fn close(&self) {
         if let Some((connection, _)) = self.inner.link.lock().await.open.take() {
-            let _ = connection.close(200, "producer closed".into()).await;
+            connection::close(&connection, "producer closed").await;
         }
     }
 
@@ -296,7 +296,7 @@ impl Producer {
             && at.elapsed() < COOL_DOWN
         {
             return Err(Error::Unreachable {
-                address: self.inner.url.addresses(),
+                address: self.inner.urls.addresses(),
                 reason: reason.clone(),
             });
         }
@@ -306,7 +306,7 @@ impl Producer {
             std::process::id()
         );
         let opened = async {
-            let connection = connection::open(&self.inner.url, &name).await?;
+            let connection = connection::open(&self.inner.urls, &name).await?;
             let publisher = Publisher::open(&connection).await?;
             Ok::<_, Error>((connection, publisher))
         }
@@ -331,7 +331,7 @@ impl Producer {
         match tokio::time::timeout(self.inner.timeout, work).await {
             Ok(result) => result,
             Err(_) => Err(Error::Publish {
-                target: format!("the broker at {}", self.inner.url.addresses()),
+                target: format!("the broker at {}", self.inner.urls.addresses()),
                 reason: format!(
                     "no confirm within {}ms (the broker is slow, blocking publishers, or away)",
                     self.inner.timeout.as_millis()

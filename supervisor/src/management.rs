@@ -58,7 +58,9 @@ impl Management {
             Some(bases) => bases.split(',').map(|b| b.trim().to_string()).collect(),
             None => broker.all().iter().map(suggested).collect(),
         };
-        bases.dedup();
+        // Nodes on one host share its API: ask it once.
+        let mut seen = std::collections::HashSet::new();
+        bases.retain(|base| seen.insert(base.clone()));
         let first = broker.first();
         let vhost = utf8_percent_encode(first.vhost(), NON_ALPHANUMERIC);
         Management {
@@ -141,7 +143,7 @@ mod tests {
     #[test]
     fn every_node_of_a_cluster_is_asked() {
         let cluster = BrokerUrls::parse(
-            "amqp://u:p@r1:5672/%2f,amqp://u:p@r2:5672/%2f,amqp://u:p@r2:5673/%2f",
+            "amqp://u:p@r1:5672/%2f,amqp://u:p@r2:5672/%2f,amqp://u:p@r1:5673/%2f",
         )
         .unwrap();
         let api = Management::at(&cluster, None);

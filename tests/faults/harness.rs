@@ -81,6 +81,58 @@ impl Row {
     }
 }
 
+/// Runs `scenarios` one after another with `run` (those named in the
+/// variable `filter`, separated by commas, when it is set), saying how each
+/// went as it ends.
+pub async fn run_scenarios<F, Fut>(filter: &str, scenarios: &[&'static str], mut run: F) -> Vec<Row>
+where
+    F: FnMut(&'static str) -> Fut,
+    Fut: Future<Output = Row>,
+{
+    let wanted: Option<Vec<String>> = std::env::var(filter)
+        .ok()
+        .map(|list| list.split(',').map(|s| s.trim().to_string()).collect());
+    let mut rows = Vec::new();
+    for &scenario in scenarios {
+        if wanted
+            .as_ref()
+            .is_some_and(|w| !w.iter().any(|s| s == scenario))
+        {
+            continue;
+        }
+        let started = Instant::now();
+        let row = run(scenario).await;
+        eprintln!(
+            "{scenario}: {} ({:.0}s)",
+            match (&row.skipped, row.ok()) {
+                (Some(why), _) => format!("skipped ({why})"),
+                (None, true) => "ok".to_string(),
+                (None, false) => "FAILED".to_string(),
+            },
+            started.elapsed().as_secs_f64()
+        );
+        rows.push(row);
+    }
+    rows
+}
+
+/// Prints the table of `rows` and fails with the problems of those that
+/// are not ok.
+pub fn assert_all_ok(rows: &[Row]) {
+    let table = table(rows);
+    eprintln!("\n{table}");
+    let failed: Vec<&Row> = rows.iter().filter(|r| !r.ok()).collect();
+    assert!(
+        failed.is_empty(),
+        "{table}\n{}",
+        failed
+            .iter()
+            .map(|r| format!("{}: {}", r.scenario, r.problem))
+            .collect::<Vec<_>>()
+            .join("\n\n")
+    );
+}
+
 /// The table of results, as Markdown.
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::from(
@@ -299,6 +351,26 @@ impl Run {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.file.file("supervisor.log")).unwrap_or_default()
     }
+}
+
+/// Finishes a run whose `wanted` faults had to come before its end, at
+/// the progress given in `at`.
+pub async fn finish_with_faults(
+    mut run: Run,
+    scenario: &'static str,
+    fault: String,
+    done: bool,
+    at: &[usize],
+    wanted: usize,
+) -> Row {
+    let expected = run.expected.len();
+    let mut row = run.finish(scenario, fault, done).await;
+    if at.len() < wanted || at.iter().any(|p| *p >= expected) {
+        row.fail(format!(
+            "{wanted} faults were wanted during the run; they came at {at:?} of {expected}"
+        ));
+    }
+    row
 }
 
 /// How the seeds of fanout3 are sent.

@@ -60,7 +60,7 @@ impl Served {
         let names: Vec<&str> = self.stages.iter().map(|s| s.info.name.as_str()).collect();
         let index = std::env::var("WARREN_WORKER").unwrap_or_else(|_| "0".into());
         let label = format!("{}.{}#{index}", self.pipeline.name, names.join("+"));
-        let url = &self.pipeline.broker.urls;
+        let urls = &self.pipeline.broker.urls;
         let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
         let mut down_since: Option<std::time::Instant> = None;
         let mut session_count = 0u32;
@@ -76,7 +76,7 @@ impl Served {
             let name = format!("warren worker {label} pid {}", std::process::id());
             let opened = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
-                opened = open(url, &name) => opened,
+                opened = open(urls, &name) => opened,
             };
             let connections = match opened {
                 Ok(connections) => connections,
@@ -107,7 +107,7 @@ impl Served {
                     info!(serving = %label, "reconnected after {:.1}s; consuming again", since.elapsed().as_secs_f64())
                 }
                 None if session_count == 1 => {
-                    info!(serving = %label, broker = %url, "connected; consuming")
+                    info!(serving = %label, broker = %urls, "connected; consuming")
                 }
                 None => info!(serving = %label, "reconnected; consuming again"),
             }
@@ -159,12 +159,12 @@ impl Served {
 }
 
 /// Opens a session's two connections.
-async fn open(url: &crate::BrokerUrls, name: &str) -> Result<Connections, Error> {
-    let consume = connection::open(url, &format!("{name} consume")).await?;
-    let publish = match connection::open(url, &format!("{name} publish")).await {
+async fn open(urls: &crate::BrokerUrls, name: &str) -> Result<Connections, Error> {
+    let consume = connection::open(urls, &format!("{name} consume")).await?;
+    let publish = match connection::open(urls, &format!("{name} publish")).await {
         Ok(publish) => publish,
         Err(error) => {
-            let _ = consume.close(200, "giving up".into()).await;
+            connection::close(&consume, "giving up").await;
             return Err(error);
         }
     };

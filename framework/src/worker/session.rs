@@ -30,7 +30,9 @@ use super::{
     consumer::{Channels, StageLoop},
     stage::StageRuntime,
 };
-use crate::{error::Error, pipeline::Pipeline, publisher::Publisher, topology::Topology};
+use crate::{
+    connection, error::Error, pipeline::Pipeline, publisher::Publisher, topology::Topology,
+};
 
 /// How a session ended.
 #[derive(Debug)]
@@ -49,20 +51,12 @@ pub(crate) struct Connections {
     pub publish: Connection,
 }
 
-/// How long closing a connection may wait for the broker's answer: one
-/// cut off without a reset (packets dropped) never answers, and the
-/// session must not wait for it to reconnect elsewhere.
-const CLOSE_WITHIN: Duration = Duration::from_secs(1);
-
 impl Connections {
     async fn close(&self, why: &str) {
-        let both = async {
-            tokio::join!(
-                self.consume.close(200, why.into()),
-                self.publish.close(200, why.into())
-            )
-        };
-        let _ = tokio::time::timeout(CLOSE_WITHIN, both).await;
+        tokio::join!(
+            connection::close(&self.consume, why),
+            connection::close(&self.publish, why)
+        );
     }
 }
 

@@ -41,7 +41,7 @@ pub async fn declare(pipeline: &warren::Pipeline) -> Result<Topology> {
     let conn = connection::open_with_retry(&pipeline.broker.urls, &name, CONNECT_ATTEMPTS).await?;
     let topology = Topology::plan(pipeline);
     let declared = topology.declare(&conn).await;
-    let _ = conn.close(200, "done".into()).await;
+    connection::close(&conn, "done").await;
     declared?;
     Ok(topology)
 }

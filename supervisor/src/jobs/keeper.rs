@@ -136,7 +136,7 @@ async fn elect_and_lead(
         Ok(())
     }
     .await;
-    let _ = connection.close(200, "job keeper done".into()).await;
+    warren::connection::close(&connection, "job keeper done").await;
     ran
 }
 

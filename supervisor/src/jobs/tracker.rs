@@ -229,7 +229,7 @@ impl Tracker {
         if let Err(error) = self.store.sync() {
             warn!("{error}; the next start reads some events again");
         }
-        let _ = self.connection.close(200, "done".into()).await;
+        warren::connection::close(&self.connection, "done").await;
     }
 }
 

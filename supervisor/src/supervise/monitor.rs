@@ -30,7 +30,7 @@ pub fn presence_queue(pipeline: &str) -> String {
 
 /// A connection for observing, reopened when lost.
 pub struct Monitor {
-    url: BrokerUrls,
+    urls: BrokerUrls,
     pipeline: String,
     name: String,
     connected: Option<Connected>,
@@ -50,9 +50,9 @@ struct Connected {
 impl Monitor {
     /// A monitor for `pipeline` (not connected yet). With `present`, it also
     /// counts itself among the pipeline's supervisors.
-    pub fn new(url: BrokerUrls, pipeline: &str, role: &str, present: bool) -> Monitor {
+    pub fn new(urls: BrokerUrls, pipeline: &str, role: &str, present: bool) -> Monitor {
         Monitor {
-            url,
+            urls,
             pipeline: pipeline.to_string(),
             name: format!("warren {role} {pipeline} pid {}", std::process::id()),
             connected: None,
@@ -77,7 +77,7 @@ impl Monitor {
         match self.open().await {
             Ok(link) => {
                 if self.quiet {
-                    info!("broker reachable again at {}", self.url.addresses());
+                    info!("broker reachable again at {}", self.urls.addresses());
                 }
                 self.quiet = false;
                 self.connected = Some(link);
@@ -94,7 +94,7 @@ impl Monitor {
     }
 
     async fn open(&self) -> Result<Connected, Error> {
-        let connection = connection::open(&self.url, &self.name).await?;
+        let connection = connection::open(&self.urls, &self.name).await?;
         let channel = connection
             .create_channel()
             .await
@@ -199,7 +199,7 @@ impl Monitor {
     /// Closes the connection (and with it this supervisor's presence).
     pub async fn close(&mut self) {
         if let Some(link) = self.connected.take() {
-            let _ = link.connection.close(200, "stopping".into()).await;
+            connection::close(&link.connection, "stopping").await;
         }
     }
 }
