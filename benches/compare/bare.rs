@@ -117,6 +117,8 @@ pub async fn run(url: &str, kind: &str, fanout: &Fanout, sink_path: &Path, prefe
 
     let written = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
+    let ticks = crate::rss::machine_ticks();
+    let cpu = crate::rss::cpu_seconds(std::process::id()).map_or(0.0, |(s, _)| s);
     let f = fanout.f;
     let expand = tokio::spawn(stage(
         conn.create_channel().await.unwrap(),
@@ -160,6 +162,13 @@ pub async fn run(url: &str, kind: &str, fanout: &Fanout, sink_path: &Path, prefe
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
+    if std::env::var_os("WARREN_BENCH_CPU").is_some() {
+        let used = crate::rss::cpu_seconds(std::process::id()).map_or(0.0, |(s, _)| s) - cpu;
+        eprintln!(
+            "    bare: cpu {used:.2}s (all three stages), machine idle {:.0}% of the round",
+            100.0 * crate::rss::idle_share(ticks, crate::rss::machine_ticks())
+        );
+    }
     expand.abort();
     work.abort();
     sink.abort();

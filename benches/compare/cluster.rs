@@ -52,16 +52,15 @@ pub async fn run(
             (single, &mut one, "single node"),
             (nodes.as_str(), &mut three, "3-node cluster"),
         ] {
-            let measured = fanout::run(
+            let setup = fanout::Setup {
                 url,
-                "quorum",
                 fanout,
                 dir,
                 warren,
                 worker,
-                fanout::Variant::Rust,
-            )
-            .await;
+                wrapper: &[],
+            };
+            let measured = fanout::run(&setup, "quorum", fanout::Variant::Rust).await;
             eprintln!(
                 "  warren quorum on the {name}, round {}: {:.2}s",
                 round + 1,

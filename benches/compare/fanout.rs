@@ -47,7 +47,9 @@ impl Variant {
     fn stage(self, worker: &Path) -> String {
         let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/exec");
         match self {
-            Variant::Rust | Variant::Tracked => format!("command: [{}]", worker.display()),
+            // The stage's name as an argument (the worker ignores it) tells
+            // the processes apart by their command lines.
+            Variant::Rust | Variant::Tracked => format!("command: [{}, work]", worker.display()),
             Variant::Python => format!("exec: [python3, {}]", scripts.join("work.py").display()),
             Variant::Php => format!(
                 "exec: [php, {}]\n    prefetch: 64\n    concurrency: 8",
@@ -70,7 +72,7 @@ fn pipeline(name: &str, kind: &str, worker: &Path, variant: Variant, sink: &Path
   queue: {{ type: {kind} }}
 stages:
   expand:
-    command: [{worker}]
+    command: [{worker}, expand]
     outputs: [work]
     # Each seed emits F parts: fewer seeds at once keep the same number of
     # messages in flight.
@@ -96,16 +98,33 @@ stages:
     )
 }
 
+/// What every warren run of fanout3 shares.
+pub struct Setup<'a> {
+    /// The broker (one URL, or a cluster's separated by commas).
+    pub url: &'a str,
+    /// The workload's size.
+    pub fanout: &'a Fanout,
+    /// Where pipeline files and sinks go.
+    pub dir: &'a Path,
+    /// The `warren` binary.
+    pub warren: &'a Path,
+    /// The fanout3 worker program.
+    pub worker: &'a Path,
+    /// A program (with its arguments) that `warren supervise` runs under,
+    /// such as valgrind; empty for none.
+    pub wrapper: &'a [String],
+}
+
 /// Runs fanout3 on warren with queues of `kind`.
-pub async fn run(
-    url: &str,
-    kind: &str,
-    fanout: &Fanout,
-    dir: &Path,
-    warren: &Path,
-    worker: &Path,
-    variant: Variant,
-) -> Measured {
+pub async fn run(setup: &Setup<'_>, kind: &str, variant: Variant) -> Measured {
+    let Setup {
+        url,
+        fanout,
+        dir,
+        warren,
+        worker,
+        wrapper,
+    } = *setup;
     let name = match variant {
         Variant::Rust => format!("bench_warren_{kind}"),
         Variant::Python => format!("bench_warren_{kind}_py"),
@@ -124,11 +143,12 @@ pub async fn run(
     crate::send_seeds(&producer, fanout).await;
     producer.close().await;
 
-    let supervisor = run.supervise(warren, url, &[("FANOUT", fanout.f.to_string())]);
+    let supervisor = run.supervise_under(wrapper, warren, url, &[("FANOUT", fanout.f.to_string())]);
     // The clock starts when the first stage consumes.
     run.wait_for_consumers("expand", 1, Duration::from_millis(2))
         .await;
     let started = Instant::now();
+    let ticks = rss::machine_ticks();
     if std::env::var_os("WARREN_BENCH_CPU").is_some() {
         for stage in ["work", "sink"] {
             run.wait_for_consumers(stage, 1, Duration::from_millis(1))
@@ -166,6 +186,10 @@ pub async fn run(
         if let Some((cpu, _)) = rss::cpu_seconds(supervisor) {
             eprintln!("    cpu {cpu:.2}s supervisor");
         }
+        eprintln!(
+            "    machine idle {:.0}% of the round",
+            100.0 * rss::idle_share(ticks, rss::machine_ticks())
+        );
     }
     run.tear_down().await;
     Measured {

@@ -15,7 +15,7 @@
 //! CPU per message is measured; and the Rust pipeline runs again with job
 //! tracking on (`warren+jobs`). Options: `--n 2000 --f 10`, `--rounds 3`
 //! (fanout3 rounds for every system, the median is kept), `--skip-crawl`,
-//! `--skip-exec`; `--cluster` runs only warren's fanout3 on quorum queues,
+//! `--skip-exec`, `--skip-tracking`, `--skip-instructions`, `--kind quorum|classic`; `--cluster` runs only warren's fanout3 on quorum queues,
 //! on the single broker and on a three-node cluster started for the run.
 
 mod bare;
@@ -24,6 +24,7 @@ mod cluster;
 mod crawl;
 mod exec;
 mod fanout;
+mod instructions;
 mod latency;
 mod peers;
 mod rss;
@@ -84,7 +85,7 @@ pub async fn send_all(
         .await;
 }
 
-use fanout::Variant;
+use fanout::{Setup, Variant};
 use futures_util::StreamExt;
 
 /// Counts the lines of a growing file without reading it again.
@@ -134,6 +135,16 @@ struct Options {
     /// Only warren's fanout3 on the single broker and on a three-node
     /// cluster started for the run.
     cluster: bool,
+    /// The queue types run (`--kind quorum` or `--kind classic`: one).
+    kinds: Vec<&'static str>,
+    /// Also fanout3 with job tracking on (not with `--skip-tracking`).
+    tracking: bool,
+    /// Instructions per message under callgrind (not with
+    /// `--skip-instructions`).
+    instructions: bool,
+    /// Only the bare client's fanout3 on quorum queues at this size, and
+    /// nothing else (what [`instructions`] runs under callgrind).
+    bare_child: Option<Fanout>,
 }
 
 fn options() -> Options {
@@ -157,6 +168,29 @@ fn options() -> Options {
         warren_only: args.iter().any(|a| a == "--warren-only"),
         exec: !args.iter().any(|a| a == "--skip-exec"),
         cluster: args.iter().any(|a| a == "--cluster"),
+        kinds: match args
+            .iter()
+            .position(|a| a == "--kind")
+            .and_then(|i| args.get(i + 1))
+        {
+            Some(kind) if kind == "quorum" => vec!["quorum"],
+            Some(kind) if kind == "classic" => vec!["classic"],
+            Some(other) => panic!("--kind {other}: quorum or classic"),
+            None => vec!["quorum", "classic"],
+        },
+        tracking: !args.iter().any(|a| a == "--skip-tracking"),
+        instructions: !args.iter().any(|a| a == "--skip-instructions"),
+        bare_child: args.iter().position(|a| a == "--bare-child").map(|i| {
+            let number = |k: usize| -> u64 {
+                args.get(i + k)
+                    .and_then(|v| v.parse().ok())
+                    .expect("--bare-child N F")
+            };
+            Fanout {
+                n: number(1),
+                f: number(2),
+            }
+        }),
     }
 }
 
@@ -194,15 +228,6 @@ fn mib(kib: &[u64]) -> String {
         .join(" / ")
 }
 
-/// What every warren run of fanout3 shares.
-struct Setup<'a> {
-    url: &'a str,
-    fanout: &'a Fanout,
-    dir: &'a Path,
-    warren: &'a Path,
-    worker: &'a Path,
-}
-
 /// `rounds` runs of a variant of warren's fanout3 on `kind` queues, as one
 /// row (the median time).
 async fn variant_rounds(
@@ -214,16 +239,7 @@ async fn variant_rounds(
     let mut times = Vec::new();
     let mut rss = Vec::new();
     for round in 0..rounds {
-        let measured = fanout::run(
-            setup.url,
-            kind,
-            setup.fanout,
-            setup.dir,
-            setup.warren,
-            setup.worker,
-            variant,
-        )
-        .await;
+        let measured = fanout::run(setup, kind, variant).await;
         eprintln!(
             "  {} {kind} round {}: {:.2}s",
             variant.system(),
@@ -236,16 +252,37 @@ async fn variant_rounds(
     Row {
         system: variant.system().into(),
         queue: kind,
-        seconds: median(times),
+        times,
         rss: mib(&rss),
     }
 }
 
+/// The lowest and highest of `values`, `1.21-1.38`.
+fn spread(values: &[f64]) -> String {
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{min:.2}-{max:.2}")
+}
+
+/// One system's rounds of fanout3 on one queue type.
 struct Row {
     system: String,
     queue: &'static str,
-    seconds: f64,
+    /// Seconds of each round.
+    times: Vec<f64>,
     rss: String,
+}
+
+impl Row {
+    /// The median round's seconds.
+    fn seconds(&self) -> f64 {
+        median(self.times.clone())
+    }
+
+    /// The fastest and slowest rounds.
+    fn spread(&self) -> String {
+        spread(&self.times)
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -253,6 +290,11 @@ async fn main() {
     let options = options();
     let url = std::env::var("AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    if let Some(fanout) = &options.bare_child {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        bare::run(&url, "quorum", fanout, &dir.path().join("sink.jsonl"), 500).await;
+        return;
+    }
     let warren = PathBuf::from(env!("CARGO_BIN_EXE_warren"));
     let worker = example("fanout3-worker");
     let api = example("fake-grading-api");
@@ -271,8 +313,16 @@ async fn main() {
         cluster::run(&url, fanout, dir.path(), &warren, &worker, options.rounds).await;
         return;
     }
+    let setup = Setup {
+        url: &url,
+        fanout,
+        dir: dir.path(),
+        warren: &warren,
+        worker: &worker,
+        wrapper: &[],
+    };
     let mut rows: Vec<Row> = Vec::new();
-    for kind in ["quorum", "classic"] {
+    for &kind in &options.kinds {
         let mut bare_times = Vec::new();
         let mut warren_times = Vec::new();
         let mut rss_seen = Vec::new();
@@ -295,16 +345,7 @@ async fn main() {
                 );
                 continue;
             }
-            let measured = fanout::run(
-                &url,
-                kind,
-                fanout,
-                dir.path(),
-                &warren,
-                &worker,
-                Variant::Rust,
-            )
-            .await;
+            let measured = fanout::run(&setup, kind, Variant::Rust).await;
             warren_times.push(measured.seconds);
             rss_seen = measured.worker_rss_kib;
             eprintln!(
@@ -317,31 +358,29 @@ async fn main() {
         rows.push(Row {
             system: "bare lapin".into(),
             queue: kind,
-            seconds: median(bare_times),
+            times: bare_times,
             rss: "-".into(),
         });
         if !warren_times.is_empty() {
             rows.push(Row {
                 system: "warren".into(),
                 queue: kind,
-                seconds: median(warren_times),
+                times: warren_times,
                 rss: mib(&rss_seen),
             });
         }
     }
-    let setup = Setup {
-        url: &url,
-        fanout,
-        dir: dir.path(),
-        warren: &warren,
-        worker: &worker,
-    };
     // Job tracking's cost: the Rust pipeline again with `jobs.track`.
-    if !options.bare_only {
-        for kind in ["quorum", "classic"] {
+    if !options.bare_only && options.tracking {
+        for &kind in &options.kinds {
             rows.push(variant_rounds(&setup, kind, Variant::Tracked, options.rounds).await);
         }
     }
+    let instructions = if options.instructions && !options.bare_only {
+        Some(instructions::run(&setup).await)
+    } else {
+        None
+    };
     let mut exec_overhead = None;
     if options.exec && !options.bare_only {
         for variant in [Variant::Python, Variant::Php] {
@@ -388,7 +427,7 @@ async fn main() {
                         rows.push(Row {
                             system: system.into(),
                             queue: "classic",
-                            seconds: median(times),
+                            times,
                             rss,
                         });
                     }
@@ -400,29 +439,55 @@ async fn main() {
 
     println!();
     println!(
-        "{:<11} {:<8} {:>9} {:>8} {:>9} {:>8}  peak RSS per worker process (MiB)",
-        "system", "queue", "messages", "seconds", "msgs/s", "vs bare"
+        "{:<11} {:<8} {:>9} {:>8} {:>11} {:>9} {:>8}  peak RSS per worker process (MiB)",
+        "system", "queue", "messages", "seconds", "min-max", "msgs/s", "vs bare"
     );
     for row in &rows {
         let bare = rows
             .iter()
             .find(|r| r.system == "bare lapin" && r.queue == row.queue)
-            .map_or(f64::NAN, |r| r.seconds);
+            .map_or(f64::NAN, Row::seconds);
         println!(
-            "{:<11} {:<8} {:>9} {:>8.2} {:>9.0} {:>8.2}  {}",
+            "{:<11} {:<8} {:>9} {:>8.2} {:>11} {:>9.0} {:>8.2}  {}",
             row.system,
             row.queue,
             fanout.messages(),
-            row.seconds,
-            fanout.messages() as f64 / row.seconds,
-            bare / row.seconds,
+            row.seconds(),
+            row.spread(),
+            fanout.messages() as f64 / row.seconds(),
+            bare / row.seconds(),
             row.rss
         );
+    }
+    // Interleaved rounds: the ratio of each round to the bare round run
+    // just before it, so drift between rounds hits both.
+    for &kind in &options.kinds {
+        let bare = rows
+            .iter()
+            .find(|r| r.system == "bare lapin" && r.queue == kind);
+        let warren = rows
+            .iter()
+            .find(|r| r.system == "warren" && r.queue == kind);
+        if let (Some(bare), Some(warren)) = (bare, warren) {
+            let ratios: Vec<f64> = bare
+                .times
+                .iter()
+                .zip(&warren.times)
+                .map(|(b, w)| b / w)
+                .collect();
+            if ratios.iter().all(|r| r.is_finite()) && !ratios.is_empty() {
+                println!(
+                    "warren vs bare ({kind}), round by round: median {:.2}x ({})",
+                    median(ratios.clone()),
+                    spread(&ratios)
+                );
+            }
+        }
     }
     let warren_classic = rows
         .iter()
         .find(|r| r.system == "warren" && r.queue == "classic")
-        .map(|r| r.seconds);
+        .map(Row::seconds);
     for peer in rows
         .iter()
         .filter(|r| r.system == "celery" || r.system == "dramatiq")
@@ -430,7 +495,7 @@ async fn main() {
         if let Some(w) = warren_classic {
             println!(
                 "warren (classic) is {:.1}x {}",
-                peer.seconds / w,
+                peer.seconds() / w,
                 peer.system
             );
         }
@@ -443,7 +508,7 @@ async fn main() {
             println!(
                 "job tracking ({}): {:.2}x the throughput without it",
                 tracked.queue,
-                plain.seconds / tracked.seconds
+                plain.seconds() / tracked.seconds()
             );
         }
     }
@@ -456,13 +521,16 @@ async fn main() {
             print!(
                 "{}: exec work stage at {:.2}x the Rust stage's throughput",
                 exec.system,
-                w / exec.seconds
+                w / exec.seconds()
             );
         }
         match celery {
-            Some(celery) => println!(", {:.1}x Celery", celery.seconds / exec.seconds),
+            Some(celery) => println!(", {:.1}x Celery", celery.seconds() / exec.seconds()),
             None => println!(),
         }
+    }
+    if let Some(instructions) = instructions {
+        println!("{instructions}");
     }
     if let Some(us) = exec_overhead {
         println!(
@@ -471,22 +539,42 @@ async fn main() {
     }
 
     if options.crawl {
-        let crawl = crawl::run(&url, dir.path(), &warren, &api, 2000, 100).await;
-        println!();
-        println!(
-            "crawl: {} inputs x {} stages x {:.0} ms / {} in flight = limit {:.2}s; warren took {:.2}s: {:.2}x the limit",
-            crawl.inputs,
-            crawl.stages,
-            crawl.latency * 1000.0,
-            crawl.concurrency,
-            crawl.limit(),
-            crawl.seconds,
-            crawl.seconds / crawl.limit()
-        );
+        let mut ratios = Vec::new();
+        let mut last = None;
+        for round in 0..options.rounds {
+            let crawl = crawl::run(&url, dir.path(), &warren, &api, 2000, 100).await;
+            eprintln!("  crawl round {}: {:.2}s", round + 1, crawl.seconds);
+            ratios.push(crawl.seconds / crawl.limit());
+            last = Some(crawl);
+        }
+        if let Some(crawl) = last {
+            println!();
+            println!(
+                "crawl: {} inputs x {} stages x {:.0} ms / {} in flight = limit {:.2}s; warren took {:.2}x the limit (median of {}, {})",
+                crawl.inputs,
+                crawl.stages,
+                crawl.latency * 1000.0,
+                crawl.concurrency,
+                crawl.limit(),
+                median(ratios.clone()),
+                ratios.len(),
+                spread(&ratios)
+            );
+        }
     }
-    let (p50, p99) = latency::publish(&url, dir.path(), 2000).await;
+    let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
+    for _ in 0..options.rounds {
+        let (p50, p99) = latency::publish(&url, dir.path(), 2000).await;
+        p50s.push(p50);
+        p99s.push(p99);
+    }
     println!(
-        "publish latency (Producer::send_with_id, one at a time, quorum queue, 2000 sends): p50 {p50:.2} ms, p99 {p99:.2} ms"
+        "publish latency (Producer::send_with_id, one at a time, quorum queue, 2000 sends; median of {} rounds): p50 {:.2} ms ({}), p99 {:.2} ms ({})",
+        p50s.len(),
+        median(p50s.clone()),
+        spread(&p50s),
+        median(p99s.clone()),
+        spread(&p99s)
     );
     let reaction = latency::reaction(&url, dir.path(), &warren, &api).await;
     println!(

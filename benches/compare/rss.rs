@@ -85,3 +85,29 @@ pub fn cpu_seconds(pid: u32) -> Option<(f64, String)> {
 pub fn children(parent: u32) -> Vec<u32> {
     children_of(parent)
 }
+
+/// The machine's busy and idle CPU ticks so far (all cores, from
+/// /proc/stat): how much of a round the cores were idle tells a run held
+/// up by waiting from one held up by work.
+pub fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq (steal: another guest's)
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    let busy = fields.iter().take(7).sum::<u64>() - idle;
+    (busy, idle)
+}
+
+/// The share of ticks idle between two [`machine_ticks`] readings.
+pub fn idle_share(before: (u64, u64), after: (u64, u64)) -> f64 {
+    let busy = after.0.saturating_sub(before.0) as f64;
+    let idle = after.1.saturating_sub(before.1) as f64;
+    idle / (busy + idle).max(1.0)
+}

@@ -48,7 +48,27 @@ impl Declared {
 
     /// Starts `warren supervise` on the file, with `env`; returns its pid.
     pub fn supervise(&mut self, warren: &Path, url: &str, env: &[(&str, String)]) -> u32 {
-        let child = Command::new(warren)
+        self.supervise_under(&[], warren, url, env)
+    }
+
+    /// [`Declared::supervise`] under `wrapper` (a program and its
+    /// arguments, such as valgrind; none when empty).
+    pub fn supervise_under(
+        &mut self,
+        wrapper: &[String],
+        warren: &Path,
+        url: &str,
+        env: &[(&str, String)],
+    ) -> u32 {
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(warren);
+                command
+            }
+            None => Command::new(warren),
+        };
+        let child = command
             .args(["supervise", self.file.to_str().unwrap()])
             .env("AMQP_URL", url)
             .env("RUST_LOG", "warn")
