@@ -1,6 +1,9 @@
 //! The latency-bound crawl: inputs through two http stages that each call a
-//! local server answering after 100 ms. Its limit is
-//! inputs x stages x latency / total concurrency.
+//! local server answering after 100 ms. Its limit: each stage needs
+//! inputs / its concurrency rounds of calls, and the stages are a
+//! pipeline, so the last answer can come no sooner than the rounds plus
+//! one per further stage, times the latency (the second stage has nothing
+//! to call during the first round, the first nothing during the last).
 
 use std::{
     io::{BufRead, BufReader},
@@ -40,8 +43,19 @@ pub struct Crawl {
 }
 
 impl Crawl {
-    /// The limit: inputs x stages x latency / total concurrency.
+    /// Rounds of calls each stage needs.
+    pub fn rounds(&self) -> u64 {
+        self.inputs.div_ceil(self.concurrency / self.stages)
+    }
+
+    /// The limit: (rounds + stages - 1) x latency.
     pub fn limit(&self) -> f64 {
+        (self.rounds() + self.stages - 1) as f64 * self.latency
+    }
+
+    /// The limit as first given: inputs x stages x latency / total
+    /// concurrency, which leaves out filling and emptying the pipeline.
+    pub fn flat_limit(&self) -> f64 {
         self.inputs as f64 * self.stages as f64 * self.latency / self.concurrency as f64
     }
 }
@@ -60,7 +74,9 @@ pub async fn run(
     let file = dir.join(format!("{name}.yaml"));
     let sink = dir.join(format!("{name}.jsonl"));
     let _ = std::fs::remove_file(&sink);
-    let _ = std::fs::remove_file(sink.with_extension("jsonl.index"));
+    for index in ["jsonl.keys", "jsonl.log"] {
+        let _ = std::fs::remove_file(sink.with_extension(index));
+    }
     let http = format!("{{ url: \"http://127.0.0.1:{port}/grade\", timeout: 5s, emit: merge }}");
     std::fs::write(
         &file,

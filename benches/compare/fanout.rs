@@ -134,7 +134,9 @@ pub async fn run(setup: &Setup<'_>, kind: &str, variant: Variant) -> Measured {
     let file = dir.join(format!("{name}.yaml"));
     let sink = dir.join(format!("{name}.jsonl"));
     let _ = std::fs::remove_file(&sink);
-    let _ = std::fs::remove_file(sink.with_extension("jsonl.index"));
+    for index in ["jsonl.keys", "jsonl.log"] {
+        let _ = std::fs::remove_file(sink.with_extension(index));
+    }
     std::fs::write(&file, pipeline(&name, kind, worker, variant, &sink)).unwrap();
     let mut run = crate::run::Declared::new(url, &file).await;
 

@@ -540,25 +540,33 @@ async fn main() {
 
     if options.crawl {
         let mut ratios = Vec::new();
+        let mut flat = Vec::new();
         let mut last = None;
         for round in 0..options.rounds {
             let crawl = crawl::run(&url, dir.path(), &warren, &api, 2000, 100).await;
             eprintln!("  crawl round {}: {:.2}s", round + 1, crawl.seconds);
             ratios.push(crawl.seconds / crawl.limit());
+            flat.push(crawl.seconds / crawl.flat_limit());
             last = Some(crawl);
         }
         if let Some(crawl) = last {
             println!();
             println!(
-                "crawl: {} inputs x {} stages x {:.0} ms / {} in flight = limit {:.2}s; warren took {:.2}x the limit (median of {}, {})",
+                "crawl: {} inputs, {} stages of {} calls in flight, {:.0} ms each: {} rounds per stage, limit ({} + {}) x {:.0} ms = {:.2}s; warren took {:.2}x the limit (median of {}, {}); {:.2}x inputs x stages x latency / calls in flight = {:.2}s",
                 crawl.inputs,
                 crawl.stages,
+                crawl.concurrency / crawl.stages,
                 crawl.latency * 1000.0,
-                crawl.concurrency,
+                crawl.rounds(),
+                crawl.rounds(),
+                crawl.stages - 1,
+                crawl.latency * 1000.0,
                 crawl.limit(),
                 median(ratios.clone()),
                 ratios.len(),
-                spread(&ratios)
+                spread(&ratios),
+                median(flat),
+                crawl.flat_limit(),
             );
         }
     }

@@ -68,6 +68,11 @@ impl Declared {
             }
             None => Command::new(warren),
         };
+        // In the pipeline file's folder: what the supervisor keeps under
+        // `.warren/` (a tracked pipeline's job store) goes there too.
+        if let Some(dir) = self.file.parent() {
+            command.current_dir(dir);
+        }
         let child = command
             .args(["supervise", self.file.to_str().unwrap()])
             .env("AMQP_URL", url)

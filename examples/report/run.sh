@@ -13,7 +13,7 @@ warren=target/release/warren
 pipeline=examples/report/pipeline.yaml
 out=examples/report/out
 mkdir -p "$out"
-rm -f "$out"/reports.jsonl "$out"/reports.jsonl.index "$out"/callbacks.jsonl "$out"/*.log
+rm -f "$out"/reports.jsonl "$out"/reports.jsonl.keys "$out"/callbacks.jsonl "$out"/*.log
 
 python3 examples/report/callbacks.py 8091 "$out/callbacks.jsonl" &
 callbacks=$!

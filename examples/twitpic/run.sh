@@ -15,7 +15,7 @@ warren=target/release/warren
 pipeline=examples/twitpic/pipeline.yaml
 out=examples/twitpic/out
 mkdir -p "$out"
-rm -f "$out"/posted.jsonl "$out"/posted.jsonl.index "$out"/*.log
+rm -f "$out"/posted.jsonl "$out"/posted.jsonl.keys "$out"/*.log
 
 state=$(mktemp -d)
 TWITTER_STATE=$state TWITTER_OUTAGE=3..13 TWITTER_RATE=30 PHP_CLI_SERVER_WORKERS=4 \

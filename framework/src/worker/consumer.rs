@@ -20,7 +20,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::{
     Channel, Consumer,
     message::Delivery,
@@ -206,12 +206,28 @@ impl StageLoop {
             return Step::Next;
         }
         let consumer = main.as_mut().expect("consuming");
-        let (from, next) = tokio::select! {
-            biased;
-            _ = self.stop.cancelled() => return Step::Next,
-            _ = blocked.changed() => return Step::Next,
-            next = next_of(isolated) => (From::Isolation, next),
-            next = consumer.next() => (From::Main, next),
+        // Under load a delivery is waiting already (the mode was checked
+        // just now): take it without setting up the wait below.
+        let ready = match next_of(isolated).now_or_never() {
+            Some(next) => Some((From::Isolation, next)),
+            None => consumer
+                .next()
+                .now_or_never()
+                .map(|next| (From::Main, next)),
+        };
+        let (from, next) = match ready {
+            Some(ready) => {
+                // Still lets the handlers and ackers run now and then.
+                tokio::task::consume_budget().await;
+                ready
+            }
+            None => tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return Step::Next,
+                _ = blocked.changed() => return Step::Next,
+                next = next_of(isolated) => (From::Isolation, next),
+                next = consumer.next() => (From::Main, next),
+            },
         };
         let delivery = match self.delivered(from, next) {
             Ok(delivery) => delivery,
@@ -226,14 +242,17 @@ impl StageLoop {
         match (from, self.intake_of(&delivery)) {
             (From::Isolation, Intake::Handle) => self.isolate(delivery, main, isolated, work).await,
             (From::Main, Intake::Handle) => {
-                let permit = tokio::select! {
-                    biased;
-                    _ = self.stop.cancelled() => {
-                        // Not started: give it back with the rest.
-                        work.give_back(delivery, From::Main);
-                        return Step::Next;
-                    }
-                    permit = work.permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                let permit = match work.permits.clone().try_acquire_owned() {
+                    Ok(permit) => permit,
+                    Err(_) => tokio::select! {
+                        biased;
+                        _ = self.stop.cancelled() => {
+                            // Not started: give it back with the rest.
+                            work.give_back(delivery, From::Main);
+                            return Step::Next;
+                        }
+                        permit = work.permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                    },
                 };
                 work.handle(delivery, false, From::Main, Some(permit));
                 Step::Next

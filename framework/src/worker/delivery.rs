@@ -218,9 +218,7 @@ impl StageRuntime {
                     delay,
                     reason: String::new(),
                 };
-                return self
-                    .carry_out(publisher, delivery, &id, wait, attempt)
-                    .await;
+                return Box::pin(self.carry_out(publisher, delivery, &id, wait, attempt)).await;
             }
         }
         if let Some(limiter) = &self.limiter {
@@ -269,12 +267,22 @@ impl StageRuntime {
             // nothing per message; the session says it once.
             return Err(Settle::Requeue);
         }
-        self.record(publisher, delivery, ctx.job(), &id, &disposition, || {
-            ctx.emitted()
-        })
-        .await?;
-        self.carry_out(publisher, delivery, &id, disposition, attempt)
-            .await
+        // The common path (untracked, done) stays small: the task of each
+        // delivery holds this future, and is moved with it. The rest is
+        // boxed where it is taken.
+        if self.info.job_stream.is_some() {
+            Box::pin(
+                self.record(publisher, delivery, ctx.job(), &id, &disposition, || {
+                    ctx.emitted()
+                }),
+            )
+            .await?;
+        }
+        if disposition == Disposition::Done {
+            self.stats.done.fetch_add(1, Ordering::Relaxed);
+            return Ok(Settle::Ack);
+        }
+        Box::pin(self.carry_out(publisher, delivery, &id, disposition, attempt)).await
     }
 
     /// Writes the handling's event to the job stream (when the pipeline

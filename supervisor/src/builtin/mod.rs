@@ -4,3 +4,4 @@ pub mod exec;
 pub mod http;
 pub mod sink;
 pub mod sink_index;
+pub mod sink_sorted;

@@ -2,11 +2,11 @@
 //! line, each message id once, synced to disk before the message is
 //! acknowledged.
 //!
-//! Next to the data file `{path}` lives its index, `{path}.index`
-//! ([`super::sink_index`]): the ids written (hashed) and the data length
-//! they cover. A batch of messages is written as: data lines, fsync, then
-//! the ids and the new length in one synced transaction, then every
-//! message of the batch is acknowledged (group commit: two syncs per
+//! Next to the data file `{path}` lives its index ([`super::sink_index`]:
+//! `{path}.log` and `{path}.keys`): the ids written (hashed) and the data
+//! length they cover. A batch of messages is written as: data lines,
+//! fsync, then the ids and the new length as one synced record, then
+//! every message of the batch is acknowledged (group commit: two syncs per
 //! batch, not per message). After a crash between the two, the data file
 //! has lines beyond the recorded length; those messages were not
 //! acknowledged, so the broker delivers them again, and on start the data
@@ -145,7 +145,7 @@ impl Files {
             lock.lock()
                 .map_err(|e| format!("cannot lock {shown}: {e}"))?;
         }
-        let (index, mut data_len) = Index::open(path)?;
+        let (mut index, mut data_len) = Index::open(path)?;
         // The directory entries of files just created must survive a crash
         // as well as their contents.
         let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -155,7 +155,7 @@ impl Files {
         File::open(&dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| format!("cannot sync the directory {}: {e}", dir.display()))?;
-        if let Some(imported) = import_ids_file(path, &data, &index)? {
+        if let Some(imported) = import_ids_file(path, &data, &mut index)? {
             data_len = imported;
         }
         let on_disk = data
@@ -276,7 +276,7 @@ impl Files {
 /// Indexes the ids file of an earlier version (one id per line, in the
 /// order of the data lines) and renames it; returns the data length it
 /// covers, or `None` when there is no such file.
-fn import_ids_file(path: &Path, data: &File, index: &Index) -> Result<Option<u64>, String> {
+fn import_ids_file(path: &Path, data: &File, index: &mut Index) -> Result<Option<u64>, String> {
     let ids_path = PathBuf::from(format!("{}.ids", path.display()));
     let Ok(file) = File::open(&ids_path) else {
         return Ok(None);
