@@ -73,10 +73,7 @@ pub async fn run(
     let name = "bench_crawl";
     let file = dir.join(format!("{name}.yaml"));
     let sink = dir.join(format!("{name}.jsonl"));
-    let _ = std::fs::remove_file(&sink);
-    for index in ["jsonl.keys", "jsonl.log"] {
-        let _ = std::fs::remove_file(sink.with_extension(index));
-    }
+    crate::run::remove_sink(&sink);
     let http = format!("{{ url: \"http://127.0.0.1:{port}/grade\", timeout: 5s, emit: merge }}");
     std::fs::write(
         &file,

@@ -133,10 +133,7 @@ pub async fn run(setup: &Setup<'_>, kind: &str, variant: Variant) -> Measured {
     };
     let file = dir.join(format!("{name}.yaml"));
     let sink = dir.join(format!("{name}.jsonl"));
-    let _ = std::fs::remove_file(&sink);
-    for index in ["jsonl.keys", "jsonl.log"] {
-        let _ = std::fs::remove_file(sink.with_extension(index));
-    }
+    crate::run::remove_sink(&sink);
     std::fs::write(&file, pipeline(&name, kind, worker, variant, &sink)).unwrap();
     let mut run = crate::run::Declared::new(url, &file).await;
 

@@ -96,8 +96,9 @@ pub async fn run(setup: &Setup<'_>) -> String {
     let mut warren = Vec::new();
     for size in sizes(f) {
         let out = fresh(setup.dir, &format!("callgrind-bare-{}", size.n));
-        let status = Command::new(&callgrind(&out)[0])
-            .args(&callgrind(&out)[1..])
+        let valgrind = callgrind(&out);
+        let status = Command::new(&valgrind[0])
+            .args(&valgrind[1..])
             .arg(std::env::current_exe().unwrap())
             .args(["--bare-child", &size.n.to_string(), &f.to_string()])
             .env("AMQP_URL", setup.url)

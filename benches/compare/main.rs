@@ -15,8 +15,10 @@
 //! CPU per message is measured; and the Rust pipeline runs again with job
 //! tracking on (`warren+jobs`). Options: `--n 2000 --f 10`, `--rounds 3`
 //! (fanout3 rounds for every system, the median is kept), `--skip-crawl`,
-//! `--skip-exec`, `--skip-tracking`, `--skip-instructions`, `--kind quorum|classic`; `--cluster` runs only warren's fanout3 on quorum queues,
-//! on the single broker and on a three-node cluster started for the run.
+//! `--skip-exec`, `--skip-tracking`, `--skip-instructions`, `--kind
+//! quorum|classic`; `--cluster` runs only warren's fanout3 on quorum
+//! queues, on the single broker and on a three-node cluster started for
+//! the run.
 
 mod bare;
 mod cleanup;

@@ -11,6 +11,15 @@ use lapin::{
     Channel, Connection, ConnectionProperties, options::QueueDeclareOptions, types::FieldTable,
 };
 
+/// Removes a sink's data file and its index (`.keys`, `.log`), as a
+/// fresh run needs.
+pub fn remove_sink(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    for index in ["keys", "log"] {
+        let _ = std::fs::remove_file(format!("{}.{index}", path.display()));
+    }
+}
+
 /// A pipeline file declared on the broker (anything left from an earlier
 /// run deleted first), with a supervisor once [`Declared::supervise`] ran.
 pub struct Declared {

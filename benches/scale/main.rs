@@ -116,13 +116,7 @@ fn pipeline_file(dir: &Path, lines: u64) -> PathBuf {
 async fn measure(url: &str, warren: &Path, dir: &Path, input: &Path, lines: u64) -> Row {
     let results = dir.join(format!("out-{lines}.jsonl"));
     let remove_results = || {
-        for path in [
-            results.clone(),
-            results.with_extension("jsonl.keys"),
-            results.with_extension("jsonl.log"),
-        ] {
-            let _ = std::fs::remove_file(path);
-        }
+        run::remove_sink(&results);
         let _ = std::fs::remove_dir_all(dir.join(".warren"));
     };
     remove_results();

@@ -279,10 +279,15 @@ impl StageRuntime {
             .await?;
         }
         if disposition == Disposition::Done {
-            self.stats.done.fetch_add(1, Ordering::Relaxed);
-            return Ok(Settle::Ack);
+            return Ok(self.done());
         }
         Box::pin(self.carry_out(publisher, delivery, &id, disposition, attempt)).await
+    }
+
+    /// Counts a handling done: the delivery is acknowledged as it is.
+    fn done(&self) -> Settle {
+        self.stats.done.fetch_add(1, Ordering::Relaxed);
+        Settle::Ack
     }
 
     /// Writes the handling's event to the job stream (when the pipeline
@@ -355,10 +360,7 @@ impl StageRuntime {
         let job = message::job_of(&delivery.properties).unwrap_or_else(|| id.to_string());
         let job_header = (message::JOB, AMQPValue::LongString(job.as_str().into()));
         match disposition {
-            Disposition::Done => {
-                self.stats.done.fetch_add(1, Ordering::Relaxed);
-                Ok(Settle::Ack)
-            }
+            Disposition::Done => Ok(self.done()),
             Disposition::Requeue { reason } => {
                 debug!(stage = %self.info.name, %id, attempt, "back to the queue while the calls fail: {reason}");
                 let back = Forward {

@@ -40,7 +40,10 @@ use warren::{
     worker::{Handler, HandlerFuture},
 };
 
-use super::sink_index::{self, Index, Key};
+use super::{
+    sink_index::{self, Index, Key},
+    sink_sorted,
+};
 
 /// Most messages written in one batch.
 const MAX_BATCH: usize = 2048;
@@ -148,13 +151,7 @@ impl Files {
         let (mut index, mut data_len) = Index::open(path)?;
         // The directory entries of files just created must survive a crash
         // as well as their contents.
-        let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            Some(dir) => dir.to_path_buf(),
-            None => PathBuf::from("."),
-        };
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| format!("cannot sync the directory {}: {e}", dir.display()))?;
+        sink_sorted::sync_dir(path)?;
         if let Some(imported) = import_ids_file(path, &data, &mut index)? {
             data_len = imported;
         }

@@ -36,10 +36,8 @@ use std::{
 
 use sha2::{Digest, Sha256};
 
-use super::sink_sorted::Sorted;
-
-/// An id's key in the index.
-pub type Key = [u8; 16];
+pub use super::sink_sorted::Key;
+use super::sink_sorted::{Sorted, fail, sync_dir};
 
 /// Hashes the log holds before they are merged into the sorted file: a
 /// hash set of 2^19 slots (about 9 MB) holds 458,752 before it doubles,
@@ -71,11 +69,6 @@ pub struct Index {
     /// The data length of the last record.
     data_len: u64,
     compact_at: usize,
-}
-
-/// An error about the file at `path`.
-pub(super) fn fail(path: &Path, error: impl std::fmt::Display) -> String {
-    format!("{}: {error}", path.display())
 }
 
 impl Index {
@@ -132,7 +125,16 @@ impl Index {
             Some(generation) if generation > self.sorted.generation => {
                 self.generation = generation;
             }
-            // New, emptied by a crash, or merged already: start it over.
+            // Whole but not a log: its records cannot be read, and going on
+            // without them would cut acknowledged lines off the data file.
+            None if bytes.len() >= LOG_HEADER as usize => {
+                return Err(fail(
+                    &path,
+                    "not a sink log (its first bytes are damaged); the sink does not start rather than cut the data file back to an older length",
+                ));
+            }
+            // New, emptied by a crash while starting over, or merged
+            // already: start it over.
             _ => return self.restart_log(),
         }
         let mut at = LOG_HEADER as usize;
@@ -156,6 +158,9 @@ impl Index {
         let mut header = Vec::with_capacity(LOG_HEADER as usize);
         header.extend_from_slice(LOG_MAGIC);
         header.extend_from_slice(&self.generation.to_le_bytes());
+        // Until the header is written, nothing may be appended (a record
+        // after a missing header could not be read back).
+        self.log_len = 0;
         (|| {
             self.log.set_len(0)?;
             self.log.write_all_at(&header, 0)?;
@@ -189,6 +194,10 @@ impl Index {
 
     /// Records `keys` and the data length that now holds them, durably.
     pub fn record(&mut self, keys: &[Key], data_len: u64) -> Result<(), String> {
+        if self.log_len == 0 {
+            // Starting the log over failed after a merge: again, first.
+            self.restart_log()?;
+        }
         let mut record = Vec::with_capacity(20 + 16 * keys.len() + 8);
         record.extend_from_slice(&(keys.len() as u32).to_le_bytes());
         record.extend_from_slice(&data_len.to_le_bytes());
@@ -228,7 +237,12 @@ impl Index {
         let aside = PathBuf::from(format!("{}.new", self.keys_path.display()));
         let mut sorted = self
             .sorted
-            .merge(&fresh, &aside, self.data_len, self.generation)
+            .merge(
+                fresh.into_iter().map(Ok),
+                &aside,
+                self.data_len,
+                self.generation,
+            )
             .map_err(|e| fail(&aside, e))?;
         std::fs::rename(&aside, &self.keys_path).map_err(|e| fail(&self.keys_path, e))?;
         sync_dir(&self.keys_path)?;
@@ -264,57 +278,63 @@ fn checksum(bytes: &[u8]) -> u64 {
     })
 }
 
-/// Syncs the directory holding `path`, so a rename in it survives a crash.
-fn sync_dir(path: &Path) -> Result<(), String> {
-    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        Some(dir) => dir.to_path_buf(),
-        None => PathBuf::from("."),
-    };
-    File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| fail(&dir, e))
-}
-
 /// Converts an index of the previous format (a `redb` database of hashes,
 /// read in key order, so already sorted) into a sorted file, and renames
 /// it `.index.imported`.
 fn convert(old: &Path, keys_path: &Path) -> Result<(), String> {
-    use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+    use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
     const IDS: TableDefinition<'_, &[u8], ()> = TableDefinition::new("ids");
     const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
     let db = redb::Database::open(old).map_err(|e| fail(old, e))?;
     let read = db.begin_read().map_err(|e| fail(old, e))?;
-    let mut keys = Vec::new();
-    if let Ok(ids) = read.open_table(IDS) {
-        for entry in ids.iter().map_err(|e| fail(old, e))? {
-            let (key, _) = entry.map_err(|e| fail(old, e))?;
-            let key = key.value();
-            keys.push(
-                key.try_into()
-                    .map_err(|_| fail(old, "a hash not 16 bytes long"))?,
-            );
-        }
-    }
+    // A table that is not there is an index that never recorded a batch;
+    // any other error stops the start (going on would cut the data file
+    // back to nothing).
+    let ids = match read.open_table(IDS) {
+        Ok(ids) => Some(ids),
+        Err(redb::TableError::TableDoesNotExist(_)) => None,
+        Err(error) => return Err(fail(old, error)),
+    };
     let data_len = match read.open_table(META) {
         Ok(meta) => meta
             .get("data_len")
             .map_err(|e| fail(old, e))?
-            .map_or(0, |len| len.value()),
-        Err(_) => 0,
+            .map(|l| l.value()),
+        Err(redb::TableError::TableDoesNotExist(_)) => None,
+        Err(error) => return Err(fail(old, error)),
     };
-    let empty = Sorted::empty(0, 0);
+    let count = match &ids {
+        Some(ids) => ids.len().map_err(|e| fail(old, e))?,
+        None => 0,
+    };
+    let data_len = match data_len {
+        Some(len) => len,
+        None if count == 0 => 0,
+        None => return Err(fail(old, "holds ids but not the data length they cover")),
+    };
+    // Read in key order: already sorted, streamed into the new file.
+    let entries = match &ids {
+        Some(ids) => Some(ids.iter().map_err(|e| fail(old, e))?),
+        None => None,
+    };
+    let keys = entries.into_iter().flat_map(|entries| {
+        entries.map(|entry| {
+            let (key, _) = entry.map_err(std::io::Error::other)?;
+            Key::try_from(key.value())
+                .map_err(|_| std::io::Error::other("a hash not 16 bytes long"))
+        })
+    });
     let aside = PathBuf::from(format!("{}.new", keys_path.display()));
-    empty
-        .merge(&keys, &aside, data_len, 0)
-        .map_err(|e| fail(&aside, e))?;
+    Sorted::empty(0, 0)
+        .merge(keys, &aside, data_len, 0)
+        .map_err(|e| fail(old, format!("converting it into {}: {e}", aside.display())))?;
     std::fs::rename(&aside, keys_path).map_err(|e| fail(keys_path, e))?;
     let imported = PathBuf::from(format!("{}.imported", old.display()));
     std::fs::rename(old, &imported).map_err(|e| fail(old, e))?;
     sync_dir(keys_path)?;
     tracing::info!(
-        "{}: {} ids of an earlier version indexed",
-        old.display(),
-        keys.len()
+        "{}: {count} ids of an earlier version indexed",
+        old.display()
     );
     Ok(())
 }

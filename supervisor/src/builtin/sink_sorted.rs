@@ -8,10 +8,28 @@ use std::{
     fs::File,
     io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write},
     os::unix::fs::FileExt,
-    path::Path,
+    path::{Path, PathBuf},
 };
 
-use super::sink_index::{Key, fail};
+/// An id's key in the index: its SHA-256, cut to 16 bytes.
+pub type Key = [u8; 16];
+
+/// An error about the file at `path`.
+pub fn fail(path: &Path, error: impl std::fmt::Display) -> String {
+    format!("{}: {error}", path.display())
+}
+
+/// Syncs the directory holding `path`, so that a file created or renamed
+/// in it survives a crash.
+pub fn sync_dir(path: &Path) -> Result<(), String> {
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => dir.to_path_buf(),
+        None => PathBuf::from("."),
+    };
+    File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| fail(&dir, format!("cannot sync the directory: {e}")))
+}
 
 /// Every `FENCE`th sorted hash is kept in memory: a lookup reads one block
 /// of `FENCE` hashes (4 KiB).
@@ -106,11 +124,12 @@ impl Sorted {
         Ok(false)
     }
 
-    /// Writes the union of these hashes and `fresh` (sorted) to `to`,
-    /// synced; returns it as the new sorted hashes (without its file).
+    /// Writes the union of these hashes and `fresh` (in ascending order) to
+    /// `to`, synced; returns it as the new sorted hashes (without its
+    /// file).
     pub(super) fn merge(
         &self,
-        fresh: &[Key],
+        fresh: impl IntoIterator<Item = std::io::Result<Key>>,
         to: &Path,
         data_len: u64,
         generation: u64,
@@ -127,8 +146,8 @@ impl Sorted {
             None => None,
         };
         let mut left = self.count;
-        let mut next_old = |reader: &mut Option<BufReader<File>>| -> std::io::Result<Option<Key>> {
-            match reader {
+        let mut next_old = || -> std::io::Result<Option<Key>> {
+            match &mut old {
                 Some(reader) if left > 0 => {
                     left -= 1;
                     let mut key = [0u8; 16];
@@ -138,36 +157,25 @@ impl Sorted {
                 _ => Ok(None),
             }
         };
+        let mut fresh = fresh.into_iter();
+        let mut next_fresh = || fresh.next().transpose();
         let mut merged = Sorted::empty(data_len, generation);
-        let mut push = |key: &Key, writer: &mut BufWriter<&File>| -> std::io::Result<()> {
+        let (mut a, mut b) = (next_old()?, next_fresh()?);
+        // The smaller of the two heads goes first; equal heads once.
+        while let Some(key) = match (a, b) {
+            (Some(x), Some(y)) => Some(x.min(y)),
+            (x, y) => x.or(y),
+        } {
             if merged.count.is_multiple_of(FENCE) {
-                merged.fences.push(*key);
+                merged.fences.push(key);
             }
             merged.count += 1;
-            writer.write_all(key)
-        };
-        let mut a = next_old(&mut old)?;
-        let mut fresh = fresh.iter().peekable();
-        loop {
-            match (a, fresh.peek()) {
-                (Some(x), Some(&&y)) if x == y => {
-                    push(&x, &mut writer)?;
-                    a = next_old(&mut old)?;
-                    fresh.next();
-                }
-                (Some(x), Some(&&y)) if x < y => {
-                    push(&x, &mut writer)?;
-                    a = next_old(&mut old)?;
-                }
-                (_, Some(&&y)) => {
-                    push(&y, &mut writer)?;
-                    fresh.next();
-                }
-                (Some(x), None) => {
-                    push(&x, &mut writer)?;
-                    a = next_old(&mut old)?;
-                }
-                (None, None) => break,
+            writer.write_all(&key)?;
+            if a == Some(key) {
+                a = next_old()?;
+            }
+            if b == Some(key) {
+                b = next_fresh()?;
             }
         }
         writer.flush()?;
