@@ -13,6 +13,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use serde::{
+    Deserialize as _, Deserializer,
+    de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor},
+};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -291,16 +295,24 @@ pub fn prefix(path: &Path, len: u64) -> std::io::Result<Option<Start>> {
 }
 
 /// Checks one non-empty line: JSON, and the id field when asked for.
+/// Nothing but the id is kept: the line is read through once, without
+/// building a document (most of the cost of a line, before).
 fn check_line(text: &str, id_field: Option<&str>) -> Result<Option<String>, String> {
-    let value: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let mut reader = serde_json::Deserializer::from_str(text);
+    let found = match id_field {
+        None => IgnoredAny::deserialize(&mut reader).map(|_| Found::Absent),
+        Some(field) => FieldOf(field).deserialize(&mut reader),
+    };
+    let found = found
+        .and_then(|found| reader.end().map(|()| found))
+        .map_err(|e| format!("not valid JSON: {e}"))?;
     let Some(field) = id_field else {
         return Ok(None);
     };
-    let id = match value.get(field) {
-        Some(Value::String(text)) => text.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        Some(_) => return Err(format!("the id field `{field}` is not text or a number")),
-        None => return Err(format!("has no `{field}` field (--id-field {field})")),
+    let id = match found {
+        Found::Text(id) => id,
+        Found::Other => return Err(format!("the id field `{field}` is not text or a number")),
+        Found::Absent => return Err(format!("has no `{field}` field (--id-field {field})")),
     };
     if id.is_empty() || id.len() > warren::message::MAX_ID {
         return Err(format!(
@@ -309,6 +321,80 @@ fn check_line(text: &str, id_field: Option<&str>) -> Result<Option<String>, Stri
         ));
     }
     Ok(Some(id))
+}
+
+/// What a line holds in its id field.
+enum Found {
+    /// Text, or a number as written.
+    Text(String),
+    /// Something else (an object, a list, a boolean, null).
+    Other,
+    /// No such field (or the line is not an object).
+    Absent,
+}
+
+/// Reads a JSON document, keeping only the top-level field of this name.
+struct FieldOf<'a>(&'a str);
+
+impl<'de> DeserializeSeed<'de> for FieldOf<'_> {
+    type Value = Found;
+
+    fn deserialize<D: Deserializer<'de>>(self, reader: D) -> Result<Found, D::Error> {
+        reader.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FieldOf<'_> {
+    type Value = Found;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON document")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Found, A::Error> {
+        let mut found = Found::Absent;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == self.0 {
+                found = match map.next_value::<Value>()? {
+                    Value::String(text) => Found::Text(text),
+                    Value::Number(n) => Found::Text(n.to_string()),
+                    _ => Found::Other,
+                };
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Found, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Found::Absent)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Found, E> {
+        Ok(Found::Absent)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Found, E> {
+        Ok(Found::Absent)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Found, E> {
+        Ok(Found::Absent)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Found, E> {
+        Ok(Found::Absent)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Found, E> {
+        Ok(Found::Absent)
+    }
+
+    fn visit_unit<E>(self) -> Result<Found, E> {
+        Ok(Found::Absent)
+    }
 }
 
 #[cfg(test)]
@@ -335,6 +421,54 @@ mod tests {
             4,
             "any JSON document is a message"
         );
+    }
+
+    #[test]
+    fn a_line_is_checked_without_building_it() {
+        let id = |text: &str| check_line(text, Some("id"));
+        assert_eq!(
+            id(r#"{"a": [1, {"id": 2}], "id": "x\"y"}"#),
+            Ok(Some("x\"y".into()))
+        );
+        assert_eq!(id(r#"{"id": 12.5}"#), Ok(Some("12.5".into())));
+        assert_eq!(
+            id(r#"{"id": 1, "id": 2}"#),
+            Ok(Some("2".into())),
+            "the last one, as JSON parsers do"
+        );
+        assert!(
+            id(r#"{"a": {"id": 1}}"#)
+                .unwrap_err()
+                .contains("has no `id` field")
+        );
+        assert!(
+            id(r#"{"id": {"a": 1}}"#)
+                .unwrap_err()
+                .contains("not text or a number")
+        );
+        assert!(
+            id(r#"{"id": null}"#)
+                .unwrap_err()
+                .contains("not text or a number")
+        );
+        assert!(id(r#"{"id": ""}"#).unwrap_err().contains("1 to"));
+        assert!(id("7").unwrap_err().contains("has no `id` field"));
+        for bad in [
+            r#"{"id": 1} x"#,
+            r#"{"id": 1"#,
+            r#"{"id": 1,}"#,
+            "nul",
+            "[1 2]",
+        ] {
+            assert!(id(bad).unwrap_err().starts_with("not valid JSON"), "{bad}");
+            assert!(
+                check_line(bad, None)
+                    .unwrap_err()
+                    .starts_with("not valid JSON"),
+                "{bad}"
+            );
+        }
+        assert_eq!(check_line(r#"[{"a": null}, 1.5e3, "x"]"#, None), Ok(None));
     }
 
     #[tokio::test]
