@@ -65,6 +65,11 @@ pub struct StageCounts {
     /// (from their timestamp, whole seconds).
     #[serde(default)]
     pub queue_wait: Histogram,
+    /// When the worker took these counts (milliseconds since the Unix
+    /// epoch; 0 from a worker that does not say): `warren drain` and
+    /// `warren run` know from it that `in_flight` is newer than a moment.
+    #[serde(default)]
+    pub at_ms: u64,
 }
 
 impl StageCounts {
@@ -112,6 +117,7 @@ impl StageStats {
             blocked: self.blocked.load(Ordering::Relaxed),
             handle: self.handle.snapshot(),
             queue_wait: self.queue_wait.snapshot(),
+            at_ms: crate::message::epoch_ms(),
         }
     }
 }

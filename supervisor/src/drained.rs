@@ -1,5 +1,5 @@
 //! Is a pipeline done? Every stage queue and retry queue empty, and nothing
-//! in flight, seen twice in a row.
+//! in flight, seen for long enough.
 
 use std::{
     collections::HashMap,
@@ -8,7 +8,10 @@ use std::{
 
 use warren::{Pipeline, Topology, names, topology::Role};
 
-use crate::{management::Management, supervise::monitor::Monitor};
+use crate::{
+    management::Management,
+    supervise::{monitor::Monitor, status::StageStatus},
+};
 
 /// What is left of one stage.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -21,12 +24,55 @@ pub struct Left {
     pub retrying: u64,
     /// Delivered and not acknowledged (or being handled).
     pub in_flight: u64,
+    /// The management API counted what is in flight, and its figures for
+    /// the stage queue are missing or older than the broker's live count
+    /// of ready messages: what they say is not known yet.
+    pub unsure: bool,
 }
 
 impl Left {
     /// Messages left in all.
     pub fn total(&self) -> u64 {
         self.ready + self.retrying + self.in_flight
+    }
+}
+
+/// What this box's workers of one stage last reported.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Local {
+    /// Messages they are handling.
+    pub in_flight: u64,
+    /// Workers consuming the stage queue.
+    pub consuming: u32,
+    /// One of them holds deliveries back: its breaker is open, or the
+    /// broker blocks its publishing (what it prefetched waits in it).
+    pub held_back: bool,
+    /// When the oldest of their last reports was taken (milliseconds since
+    /// the epoch; 0 when a worker has not reported, or does not say when);
+    /// `None` without workers.
+    pub oldest_report_ms: Option<u64>,
+}
+
+impl Local {
+    /// Adds one supervisor's workers of a stage.
+    pub fn add(&mut self, stage: &StageStatus) {
+        self.in_flight += stage.counts.in_flight;
+        for process in stage.processes.iter().filter(|p| p.pid != 0) {
+            let counts = &process.counts;
+            self.consuming += u32::from(counts.consuming);
+            self.held_back |= counts.breaker_open || counts.blocked;
+            self.oldest_report_ms = Some(
+                self.oldest_report_ms
+                    .map_or(counts.at_ms, |oldest| oldest.min(counts.at_ms)),
+            );
+        }
+    }
+
+    /// [`Local::add`] for every stage of `stages`, by stage name.
+    pub fn add_all(locals: &mut HashMap<String, Local>, stages: &[StageStatus]) {
+        for stage in stages {
+            locals.entry(stage.name.clone()).or_default().add(stage);
+        }
     }
 }
 
@@ -38,16 +84,51 @@ pub struct Watcher {
     queue_names: Vec<String>,
     monitor: Monitor,
     management: Management,
-    /// The management API answered at least once.
-    pub management_seen: bool,
+    /// The last look needed the management API and it did not answer.
+    pub management_missing: bool,
     /// Since when every look found nothing left.
-    empty_since: Option<Instant>,
+    streak: Option<Streak>,
+    /// Whether the last look was decided by the workers' reports alone,
+    /// and the oldest of those reports.
+    last: (bool, Option<u64>),
 }
 
-/// How long the pipeline must look empty before it counts as drained:
-/// longer than two of the workers' one-second reports, so a message just
-/// taken by a worker that has not reported it yet is not missed.
-const SETTLE: Duration = Duration::from_millis(2500);
+/// A run of looks that found nothing left.
+#[derive(Clone, Copy, Debug)]
+struct Streak {
+    since: Instant,
+    /// The same moment, in milliseconds since the epoch (the clock of the
+    /// workers' reports).
+    since_ms: u64,
+    /// Every look of it was decided by the workers' reports alone.
+    by_reports: bool,
+}
+
+/// How long the pipeline must look empty when the management API counted
+/// what is in flight: two of its 5 s samples (RabbitMQ's
+/// `collect_statistics_interval`), as it can lag by more than one, so a
+/// message a consumer took just after the last figures is not missed.
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// How long it must look empty when every consumer is one of this box's
+/// workers (whose reports count what they hold)...
+const SETTLE_BY_REPORTS: Duration = Duration::from_millis(1500);
+
+/// ... and every one of them must have reported this long after the
+/// pipeline first looked empty, so no report is older than the looks.
+const FRESH: u64 = 500;
+
+/// The rule, apart from the clock: empty for long enough, and, when the
+/// workers' reports decided, every report taken well after it first looked
+/// empty (a worker whose report is late holds the decision back).
+fn settled_at(streak: &Streak, now: Instant, oldest_report_ms: Option<u64>) -> bool {
+    let empty_for = now.saturating_duration_since(streak.since);
+    if !streak.by_reports {
+        return empty_for >= SETTLE;
+    }
+    empty_for >= SETTLE_BY_REPORTS
+        && oldest_report_ms.is_none_or(|oldest| oldest >= streak.since_ms + FRESH)
+}
 
 impl Watcher {
     /// A watcher of `pipeline`.
@@ -59,50 +140,87 @@ impl Watcher {
             monitor: Monitor::new(pipeline.broker.urls.clone(), &pipeline.name, "drain", false),
             management: Management::for_broker(&pipeline.broker.urls),
             pipeline: pipeline.clone(),
-            management_seen: false,
-            empty_since: None,
+            management_missing: false,
+            streak: None,
+            last: (false, None),
         }
     }
 
-    /// What is left per stage, adding `local_in_flight` (messages handled
-    /// right now by workers this process knows of). `None` when the broker
-    /// cannot be reached.
-    pub async fn look(&mut self, local_in_flight: &HashMap<String, u64>) -> Option<Vec<Left>> {
+    /// The stage a queue of the pipeline belongs to.
+    fn stage_of<'a>(&self, queue: &str, stages: &'a [String]) -> Option<&'a String> {
+        stages.iter().find(|stage| {
+            queue.starts_with(&format!("{}.{stage}.", self.pipeline.name))
+                || queue == names::stage_queue(&self.pipeline.name, stage)
+        })
+    }
+
+    /// What is left per stage, with `local` (what this box's workers last
+    /// reported). Messages delivered and not yet acknowledged are counted
+    /// from the workers' reports when every consumer of every stage queue is
+    /// one of those workers, and from the management API otherwise (its
+    /// figures are up to 5 s old). `None` when the broker cannot be reached.
+    pub async fn look(&mut self, local: &HashMap<String, Local>) -> Option<Vec<Left>> {
         let states = self.monitor.queues(&self.queue_names).await?;
-        let unacked = self
-            .management
-            .unacked(&format!("{}.", self.pipeline.name))
-            .await;
-        self.management_seen |= unacked.is_some();
-        let mut left: Vec<Left> = self
+        let stages: Vec<String> = self
             .pipeline
             .stages
             .iter()
-            .map(|s| Left {
-                stage: s.name.clone(),
-                in_flight: local_in_flight.get(&s.name).copied().unwrap_or(0),
+            .map(|s| s.name.clone())
+            .collect();
+        let local_of = |stage: Option<&String>| {
+            stage
+                .and_then(|s| local.get(s))
+                .copied()
+                .unwrap_or_default()
+        };
+        let by_reports = self
+            .topology
+            .queues
+            .iter()
+            .zip(&states)
+            .filter(|(queue, _)| queue.role == Role::Stage)
+            .all(|(queue, state)| {
+                let local = local_of(self.stage_of(&queue.name, &stages));
+                state.as_ref().map_or(0, |s| s.consumers) <= local.consuming
+                    && !local.held_back
+                    && local.oldest_report_ms != Some(0)
+            });
+        let sampled = if by_reports {
+            None
+        } else {
+            let sampled = self
+                .management
+                .figures(&format!("{}.", self.pipeline.name))
+                .await;
+            self.management_missing = sampled.is_none();
+            sampled
+        };
+        let oldest_report_ms = local.values().filter_map(|l| l.oldest_report_ms).min();
+        self.last = (by_reports, oldest_report_ms);
+        let mut left: Vec<Left> = stages
+            .iter()
+            .map(|stage| Left {
+                stage: stage.clone(),
+                in_flight: local_of(Some(stage)).in_flight,
                 ..Default::default()
             })
             .collect();
         for (queue, state) in self.topology.queues.iter().zip(states) {
-            let Some(stage) = left.iter_mut().find(|l| {
-                queue
-                    .name
-                    .starts_with(&format!("{}.{}.", self.pipeline.name, l.stage))
-                    || queue.name == names::stage_queue(&self.pipeline.name, &l.stage)
-            }) else {
+            let Some(stage) = self
+                .stage_of(&queue.name, &stages)
+                .and_then(|name| left.iter_mut().find(|l| &l.stage == name))
+            else {
                 continue;
             };
-            let ready = state.map_or(0, |s| s.ready);
+            let ready = state.as_ref().map_or(0, |s| s.ready);
             match queue.role {
                 Role::Stage => {
                     stage.ready = ready;
-                    let remote = unacked
-                        .as_ref()
-                        .and_then(|u| u.get(&queue.name))
-                        .copied()
-                        .unwrap_or(0);
-                    stage.in_flight = stage.in_flight.max(remote);
+                    if let Some(sampled) = &sampled {
+                        let figures = sampled.get(&queue.name);
+                        stage.in_flight = stage.in_flight.max(figures.map_or(0, |f| f.unacked));
+                        stage.unsure |= figures.map(|f| f.ready) != Some(ready);
+                    }
                 }
                 // Isolated messages wait their turn like retries do.
                 Role::Retry(_) | Role::Isolation => stage.retrying += ready,
@@ -112,14 +230,21 @@ impl Watcher {
         Some(left)
     }
 
-    /// True when `left` is empty and every look for [`SETTLE`] was too.
+    /// True when `left` (the last look) is empty and every look was for
+    /// long enough (see [`settled_at`]).
     pub fn settled(&mut self, left: &[Left]) -> bool {
-        if left.iter().any(|l| l.total() > 0) {
-            self.empty_since = None;
+        if left.iter().any(|l| l.total() > 0 || l.unsure) {
+            self.streak = None;
             return false;
         }
-        let since = *self.empty_since.get_or_insert_with(Instant::now);
-        since.elapsed() >= SETTLE
+        let (by_reports, oldest_report_ms) = self.last;
+        let streak = self.streak.get_or_insert_with(|| Streak {
+            since: Instant::now(),
+            since_ms: warren::message::epoch_ms(),
+            by_reports: true,
+        });
+        streak.by_reports &= by_reports;
+        settled_at(streak, Instant::now(), oldest_report_ms)
     }
 
     /// Closes the connection.
@@ -132,10 +257,15 @@ impl Watcher {
 pub fn describe(left: &[Left]) -> String {
     let busy: Vec<String> = left
         .iter()
-        .filter(|l| l.total() > 0)
+        .filter(|l| l.total() > 0 || l.unsure)
         .map(|l| {
+            let unsure = if l.unsure {
+                " (the management API's figures are not current yet)"
+            } else {
+                ""
+            };
             format!(
-                "{}: {} ready, {} retrying, {} in flight",
+                "{}: {} ready, {} retrying, {} in flight{unsure}",
                 l.stage, l.ready, l.retrying, l.in_flight
             )
         })
@@ -144,5 +274,89 @@ pub fn describe(left: &[Left]) -> String {
         "nothing left".into()
     } else {
         busy.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn streak(by_reports: bool) -> (Streak, Instant) {
+        let since = Instant::now();
+        let streak = Streak {
+            since,
+            since_ms: 1_000_000,
+            by_reports,
+        };
+        (streak, since)
+    }
+
+    #[test]
+    fn reports_decide_once_every_worker_reported_after_it_looked_empty() {
+        let (streak, since) = streak(true);
+        let at = |ms: u64| since + Duration::from_millis(ms);
+        // Long enough, but one worker's last report is from before.
+        assert!(!settled_at(&streak, at(3000), Some(999_000)));
+        assert!(!settled_at(&streak, at(3000), Some(1_000_400)));
+        // Fresh reports, but not empty for long enough yet.
+        assert!(!settled_at(&streak, at(1400), Some(1_000_600)));
+        assert!(settled_at(&streak, at(1500), Some(1_000_500)));
+        // No workers on this box: the time alone.
+        assert!(settled_at(&streak, at(1500), None));
+    }
+
+    #[test]
+    fn the_management_api_needs_the_longer_wait() {
+        let (streak, since) = streak(false);
+        let at = |ms: u64| since + Duration::from_millis(ms);
+        assert!(!settled_at(&streak, at(9500), Some(2_000_000)));
+        assert!(settled_at(&streak, at(10_000), Some(0)));
+    }
+
+    #[test]
+    fn local_counts_add_up_over_supervisors_and_keep_the_oldest_report() {
+        use crate::supervise::status::ProcessStatus;
+        use warren::report::StageCounts;
+        let process = |pid, in_flight, at_ms, blocked| ProcessStatus {
+            pid,
+            counts: StageCounts {
+                in_flight,
+                consuming: pid != 3,
+                blocked,
+                at_ms,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let stage = |processes: Vec<ProcessStatus>| StageStatus {
+            name: "work".into(),
+            counts: StageCounts {
+                in_flight: processes.iter().map(|p| p.counts.in_flight).sum(),
+                ..Default::default()
+            },
+            processes,
+            ..Default::default()
+        };
+        let mut locals = HashMap::new();
+        Local::add_all(
+            &mut locals,
+            &[stage(vec![
+                process(1, 2, 700, false),
+                process(0, 0, 0, false),
+            ])],
+        );
+        Local::add_all(&mut locals, &[stage(vec![process(3, 1, 500, false)])]);
+        assert_eq!(
+            locals["work"],
+            Local {
+                in_flight: 3,
+                consuming: 1,
+                held_back: false,
+                oldest_report_ms: Some(500),
+            },
+            "a restarting slot (pid 0) is not a worker"
+        );
+        Local::add_all(&mut locals, &[stage(vec![process(4, 0, 900, true)])]);
+        assert!(locals["work"].held_back);
     }
 }

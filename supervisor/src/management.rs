@@ -34,8 +34,20 @@ pub struct Management {
 #[derive(Deserialize)]
 struct QueueRow {
     name: String,
-    #[serde(default)]
-    messages_unacknowledged: u64,
+    #[serde(flatten)]
+    figures: Figures,
+}
+
+/// A queue's figures as the management API last sampled them (every 5 s
+/// by default: they can be older than the broker's live counts).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct Figures {
+    /// Delivered and not yet acknowledged.
+    #[serde(default, rename = "messages_unacknowledged")]
+    pub unacked: u64,
+    /// Ready for delivery.
+    #[serde(default, rename = "messages_ready")]
+    pub ready: u64,
 }
 
 impl Management {
@@ -86,6 +98,13 @@ impl Management {
     /// Unacknowledged messages of every queue whose name starts with
     /// `prefix`; `None` when the API does not answer.
     pub async fn unacked(&self, prefix: &str) -> Option<HashMap<String, u64>> {
+        let figures = self.figures(prefix).await?;
+        Some(figures.into_iter().map(|(q, f)| (q, f.unacked)).collect())
+    }
+
+    /// The figures of every queue whose name starts with `prefix`; `None`
+    /// when the API does not answer.
+    pub async fn figures(&self, prefix: &str) -> Option<HashMap<String, Figures>> {
         let first = self.answered.load(Ordering::Relaxed);
         for offset in 0..self.queues_urls.len() {
             let index = (first + offset) % self.queues_urls.len();
@@ -94,7 +113,7 @@ impl Management {
                 return Some(
                     rows.into_iter()
                         .filter(|r| r.name.starts_with(prefix))
-                        .map(|r| (r.name, r.messages_unacknowledged))
+                        .map(|r| (r.name, r.figures))
                         .collect(),
                 );
             }

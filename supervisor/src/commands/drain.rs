@@ -10,7 +10,7 @@ use anyhow::Result;
 use tracing::warn;
 
 use crate::{
-    drained::{self, Watcher},
+    drained::{self, Local, Watcher},
     exit::Failed,
     progress::Progress,
     supervise::status,
@@ -30,9 +30,7 @@ pub async fn run(file: &Path, timeout: Option<Duration>) -> Result<()> {
     loop {
         let mut local = HashMap::new();
         for supervisor in status::query_all(&pipeline.name).await {
-            for stage in supervisor.stages {
-                *local.entry(stage.name).or_insert(0) += stage.counts.in_flight;
-            }
+            Local::add_all(&mut local, &supervisor.stages);
         }
         let Some(left) = watcher.look(&local).await else {
             return Err(warren::Error::Unreachable {
@@ -41,7 +39,7 @@ pub async fn run(file: &Path, timeout: Option<Duration>) -> Result<()> {
             }
             .into());
         };
-        if !watcher.management_seen && !warned {
+        if watcher.management_missing && !warned {
             warn!(
                 "the management API does not answer: messages in flight are counted only for this box's workers"
             );

@@ -26,7 +26,7 @@ use warren::{Pipeline, Producer, dead_letters};
 
 use crate::{
     commands::declare::declare,
-    drained::Watcher,
+    drained::{Local, Watcher},
     exit::{Failed, Usage},
     feed::{self, BadLines, Feed},
     input::{self, Source, Start},
@@ -387,11 +387,8 @@ impl Driver<'_> {
             }
             let (local, done, entry_done) = {
                 let status = self.status.lock().expect("status");
-                let local: HashMap<String, u64> = status
-                    .stages
-                    .iter()
-                    .map(|s| (s.name.clone(), s.counts.in_flight))
-                    .collect();
+                let mut local = HashMap::new();
+                Local::add_all(&mut local, &status.stages);
                 let done: Vec<String> = status
                     .stages
                     .iter()
