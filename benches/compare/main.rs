@@ -18,7 +18,9 @@
 //! `--skip-exec`, `--skip-tracking`, `--skip-instructions`, `--kind
 //! quorum|classic`; `--cluster` runs only warren's fanout3 on quorum
 //! queues, on the single broker and on a three-node cluster started for
-//! the run.
+//! the run. `WARREN_BENCH_BEFORE=DIR` (a `target/release` folder of an
+//! earlier build, with `warren` and `examples/fanout3-worker`) runs that
+//! build's fanout3 too, in the same rounds, as the row `before`.
 
 mod bare;
 mod cleanup;
@@ -215,6 +217,9 @@ fn example(name: &str) -> PathBuf {
     warren.parent().unwrap().join("examples").join(name)
 }
 
+/// The row of the earlier build named by `WARREN_BENCH_BEFORE`.
+const BEFORE: &str = "before";
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -323,10 +328,22 @@ async fn main() {
         worker: &worker,
         wrapper: &[],
     };
+    // An earlier build of warren, run in the same rounds (bare, warren,
+    // earlier), so a change is judged against what it replaced.
+    let before_dir = std::env::var_os("WARREN_BENCH_BEFORE").map(PathBuf::from);
+    let before_paths = before_dir
+        .as_ref()
+        .map(|d| (d.join("warren"), d.join("examples/fanout3-worker")));
+    let before = before_paths.as_ref().map(|(warren, worker)| Setup {
+        warren,
+        worker,
+        ..setup
+    });
     let mut rows: Vec<Row> = Vec::new();
     for &kind in &options.kinds {
         let mut bare_times = Vec::new();
         let mut warren_times = Vec::new();
+        let mut before_times = Vec::new();
         let mut rss_seen = Vec::new();
         for round in 0..options.rounds {
             let sink = dir.path().join(format!("bare-{kind}-{round}.jsonl"));
@@ -356,6 +373,14 @@ async fn main() {
                 bare_times[round],
                 warren_times[round]
             );
+            if let Some(before) = &before {
+                before_times.push(fanout::run(before, kind, Variant::Rust).await.seconds);
+                eprintln!(
+                    "  {kind} round {}: before {:.2}s",
+                    round + 1,
+                    before_times[round]
+                );
+            }
         }
         rows.push(Row {
             system: "bare lapin".into(),
@@ -371,6 +396,14 @@ async fn main() {
                 rss: mib(&rss_seen),
             });
         }
+        if !before_times.is_empty() {
+            rows.push(Row {
+                system: BEFORE.into(),
+                queue: kind,
+                times: before_times,
+                rss: "-".into(),
+            });
+        }
     }
     // Job tracking's cost: the Rust pipeline again with `jobs.track`.
     if !options.bare_only && options.tracking {
@@ -379,7 +412,11 @@ async fn main() {
         }
     }
     let instructions = if options.instructions && !options.bare_only {
-        Some(instructions::run(&setup).await)
+        let mut counted = instructions::run(&setup).await;
+        if let Some(before) = &before {
+            counted += &format!("\n{BEFORE}: {}", instructions::run(before).await);
+        }
+        Some(counted)
     } else {
         None
     };
@@ -467,22 +504,22 @@ async fn main() {
         let bare = rows
             .iter()
             .find(|r| r.system == "bare lapin" && r.queue == kind);
-        let warren = rows
-            .iter()
-            .find(|r| r.system == "warren" && r.queue == kind);
-        if let (Some(bare), Some(warren)) = (bare, warren) {
-            let ratios: Vec<f64> = bare
-                .times
-                .iter()
-                .zip(&warren.times)
-                .map(|(b, w)| b / w)
-                .collect();
-            if ratios.iter().all(|r| r.is_finite()) && !ratios.is_empty() {
-                println!(
-                    "warren vs bare ({kind}), round by round: median {:.2}x ({})",
-                    median(ratios.clone()),
-                    spread(&ratios)
-                );
+        for system in ["warren", BEFORE] {
+            let warren = rows.iter().find(|r| r.system == system && r.queue == kind);
+            if let (Some(bare), Some(warren)) = (bare, warren) {
+                let ratios: Vec<f64> = bare
+                    .times
+                    .iter()
+                    .zip(&warren.times)
+                    .map(|(b, w)| b / w)
+                    .collect();
+                if ratios.iter().all(|r| r.is_finite()) && !ratios.is_empty() {
+                    println!(
+                        "{system} vs bare ({kind}), round by round: median {:.2}x ({})",
+                        median(ratios.clone()),
+                        spread(&ratios)
+                    );
+                }
             }
         }
     }

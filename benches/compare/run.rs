@@ -15,7 +15,16 @@ use lapin::{
 /// fresh run needs.
 pub fn remove_sink(path: &Path) {
     let _ = std::fs::remove_file(path);
-    for index in ["keys", "log"] {
+    // Earlier formats' indexes too (an earlier build's run, with
+    // `WARREN_BENCH_BEFORE`, leaves them, and the sink would import them).
+    for index in [
+        "keys",
+        "log",
+        "ids",
+        "ids.imported",
+        "index",
+        "index.imported",
+    ] {
         let _ = std::fs::remove_file(format!("{}.{index}", path.display()));
     }
 }

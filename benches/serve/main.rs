@@ -12,7 +12,9 @@
 //! 2. `warren send` of the same lines, for comparison;
 //! 3. single-message POSTs from 64 concurrent keep-alive clients: latency
 //!    median and p99, and requests per second;
-//! 4. RabbitMQ's management API publish (`POST /api/exchanges/.../publish`)
+//! 4. the bare lapin client publishing the same single messages, 64 at
+//!    once, each waiting for its confirm: the broker's floor under 3;
+//! 5. RabbitMQ's management API publish (`POST /api/exchanges/.../publish`)
 //!    of single messages from 16 concurrent clients, for comparison.
 
 use std::{
@@ -98,6 +100,56 @@ async fn singles(
     .collect()
     .await;
     let rate = count as f64 / started.elapsed().as_secs_f64();
+    times.sort();
+    (times[times.len() / 2], times[times.len() * 99 / 100], rate)
+}
+
+/// The floor under single POSTs: the bare lapin client publishing single
+/// persistent messages to the same queue, `clients` at once, each waiting
+/// for its own confirm (no HTTP). Latency median and p99, and messages/s.
+async fn bare_singles(
+    url: &str,
+    queue: &str,
+    count: usize,
+    clients: usize,
+) -> (Duration, Duration, f64) {
+    let connection = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+        .await
+        .expect("the broker");
+    let channel = connection.create_channel().await.expect("a channel");
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    let started = Instant::now();
+    let mut times: Vec<Duration> = futures_util::stream::iter((0..count).map(|n| {
+        let channel = channel.clone();
+        async move {
+            let sent = Instant::now();
+            let body = format!("{{\"n\": {n}}}");
+            let confirm = channel
+                .basic_publish(
+                    "".into(),
+                    queue.into(),
+                    lapin::options::BasicPublishOptions::default(),
+                    body.as_bytes(),
+                    lapin::BasicProperties::default()
+                        .with_delivery_mode(2)
+                        .with_content_type("application/json".into()),
+                )
+                .await
+                .expect("publish")
+                .await
+                .expect("a confirm");
+            assert!(confirm.is_ack(), "the broker refused a message");
+            sent.elapsed()
+        }
+    }))
+    .buffer_unordered(clients)
+    .collect()
+    .await;
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    let _ = connection.close(200, "".into()).await;
     times.sort();
     (times[times.len() / 2], times[times.len() * 99 / 100], rate)
 }
@@ -292,6 +344,14 @@ async fn main() {
     purge(&url, &queue).await;
     println!(
         "warren serve, single-message POSTs, 64 keep-alive clients, {singles_count} requests: p50 {:.2} ms, p99 {:.2} ms, {single_rate:.0} requests/s",
+        p50.as_secs_f64() * 1000.0,
+        p99.as_secs_f64() * 1000.0
+    );
+
+    let (p50, p99, bare_rate) = bare_singles(&url, &queue, singles_count, 64).await;
+    purge(&url, &queue).await;
+    println!(
+        "bare lapin client, single persistent messages, 64 at once each awaiting its confirm (no HTTP), {singles_count} messages: p50 {:.2} ms, p99 {:.2} ms, {bare_rate:.0} messages/s",
         p50.as_secs_f64() * 1000.0,
         p99.as_secs_f64() * 1000.0
     );
