@@ -16,7 +16,7 @@ use warren::{Error, Producer, backoff::Backoff, producer::Sent};
 
 use crate::{
     exit::BadInput,
-    input::{Item, Line},
+    input::{Item, Line, Lines},
 };
 
 /// Messages written and not yet confirmed, at most.
@@ -65,7 +65,7 @@ pub struct Fed {
 /// every line before it), in input order; `stop` is checked between lines.
 pub async fn send(
     feed: &Feed<'_>,
-    mut lines: mpsc::Receiver<std::io::Result<Item>>,
+    mut lines: Lines,
     id_of: impl Fn(&Line) -> String,
     mut confirmed: impl FnMut(&Line),
     stop: impl Fn() -> bool,

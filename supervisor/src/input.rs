@@ -26,8 +26,12 @@ use crate::exit::BadInput;
 /// Most bad lines listed; the rest are counted.
 pub const SHOWN: usize = 20;
 
-/// Lines read ahead of the sender.
-const READ_AHEAD: usize = 1024;
+/// Lines handed to the sender at once, at most: the reader and the sender
+/// wake each other once per chunk, not once per line.
+const CHUNK: usize = 256;
+
+/// Chunks read ahead of the sender (so at most 1,024 lines).
+const READ_AHEAD: usize = 4;
 
 /// Where lines come from.
 #[derive(Clone, Debug)]
@@ -65,14 +69,14 @@ impl Source {
         }
     }
 
-    fn open(&self, from: u64) -> std::io::Result<Box<dyn BufRead + Send>> {
+    fn open(&self, from: u64) -> std::io::Result<BufReader<Box<dyn Read + Send>>> {
         Ok(match self {
             Source::File(path) => {
                 let mut file = File::open(path)?;
                 file.seek(SeekFrom::Start(from))?;
-                Box::new(BufReader::with_capacity(64 * 1024, file))
+                BufReader::with_capacity(64 * 1024, Box::new(file))
             }
-            Source::Stdin => Box::new(BufReader::new(std::io::stdin())),
+            Source::Stdin => BufReader::new(Box::new(std::io::stdin())),
         })
     }
 }
@@ -120,20 +124,46 @@ impl Line {
     }
 }
 
-/// Reads `source` on a thread of its own from `start`, sending each line
-/// as it is read (at most [`READ_AHEAD`] lines ahead of the receiver).
-/// The channel ends at the end of the input; a read error ends it with
-/// `Err`.
-pub fn stream(
-    source: &Source,
-    start: Start,
-    id_field: Option<String>,
-) -> mpsc::Receiver<std::io::Result<Item>> {
-    let (lines, receiver) = mpsc::channel(READ_AHEAD);
+/// The lines of an input, as [`stream`] reads them.
+pub struct Lines {
+    chunks: mpsc::Receiver<Vec<std::io::Result<Item>>>,
+    chunk: std::vec::IntoIter<std::io::Result<Item>>,
+}
+
+impl Lines {
+    /// The next line; `None` at the end of the input.
+    pub async fn recv(&mut self) -> Option<std::io::Result<Item>> {
+        loop {
+            if let Some(item) = self.chunk.next() {
+                return Some(item);
+            }
+            self.chunk = self.chunks.recv().await?.into_iter();
+        }
+    }
+
+    /// The next line if one was read already.
+    pub fn try_recv(&mut self) -> Result<std::io::Result<Item>, mpsc::error::TryRecvError> {
+        loop {
+            if let Some(item) = self.chunk.next() {
+                return Ok(item);
+            }
+            self.chunk = self.chunks.try_recv()?.into_iter();
+        }
+    }
+}
+
+/// Reads `source` on a thread of its own from `start`, handing lines over
+/// as they are read: in chunks of up to [`CHUNK`] while more is at hand,
+/// at once when the next read could wait (an endless pipe), at most
+/// [`READ_AHEAD`] chunks ahead of the receiver. The lines end at the end of
+/// the input; a read error ends them with `Err`.
+pub fn stream(source: &Source, start: Start, id_field: Option<String>) -> Lines {
+    let (chunks, receiver) = mpsc::channel(READ_AHEAD);
     let source = source.clone();
     std::thread::Builder::new()
         .name("warren-input".into())
         .spawn(move || {
+            let mut chunk = Vec::with_capacity(CHUNK);
             let result = (|| -> std::io::Result<()> {
                 let mut reader = source.open(start.offset)?;
                 let mut number = start.lines;
@@ -149,21 +179,29 @@ pub fn stream(
                     number += 1;
                     end += read as u64;
                     digest.update(&raw);
-                    let Some(item) = classify(&raw, number, end, &digest, id_field.as_deref())
-                    else {
-                        continue;
-                    };
-                    if lines.blocking_send(Ok(item)).is_err() {
+                    if let Some(item) = classify(&raw, number, end, &digest, id_field.as_deref()) {
+                        chunk.push(Ok(item));
+                    }
+                    if (chunk.len() >= CHUNK || reader.buffer().is_empty())
+                        && !chunk.is_empty()
+                        && chunks.blocking_send(std::mem::take(&mut chunk)).is_err()
+                    {
                         return Ok(());
                     }
                 }
             })();
             if let Err(error) = result {
-                let _ = lines.blocking_send(Err(error));
+                chunk.push(Err(error));
+            }
+            if !chunk.is_empty() {
+                let _ = chunks.blocking_send(chunk);
             }
         })
         .expect("start the input reader");
-    receiver
+    Lines {
+        chunks: receiver,
+        chunk: Vec::new().into_iter(),
+    }
 }
 
 /// A line as read (its newline included); `None` for a blank line.
