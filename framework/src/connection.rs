@@ -62,8 +62,8 @@ async fn open_node(url: &BrokerUrl, name: &str) -> Result<Connection, Error> {
 /// nobody should wait for it before reconnecting elsewhere or exiting.
 const CLOSE_WITHIN: Duration = Duration::from_secs(1);
 
-/// Closes `connection` saying `why`, waiting at most [`CLOSE_WITHIN`] for
-/// the broker's answer.
+/// Closes `connection` saying `why`, waiting at most 1 s for the broker's
+/// answer (a broker cut off without a reset never answers).
 pub async fn close(connection: &Connection, why: &str) {
     let _ = tokio::time::timeout(CLOSE_WITHIN, connection.close(200, why.into())).await;
 }
