@@ -439,10 +439,11 @@ stages:
     assert_eq!(unknown.status.code(), Some(2));
 }
 
-#[test]
-fn drain_waits_for_an_empty_pipeline_and_times_out_with_what_is_left() {
+/// A one-stage pipeline without workers, with `lines` sent to its stage
+/// `first` (the pipeline is removed when the cleanup drops).
+fn sent_to_first(prefix: &str, lines: &str) -> (PipelineFile, Cleanup) {
     let file = PipelineFile::new(
-        "drain",
+        prefix,
         "
 pipeline: {name}
 stages:
@@ -450,15 +451,22 @@ stages:
     command: [unused]
 ",
     );
-    let _cleanup = Cleanup::pipeline(&file.path, &[]);
-    let path = file.path.to_str().unwrap();
+    let cleanup = Cleanup::pipeline(&file.path, &[]);
     let input = file.file("in.jsonl");
-    std::fs::write(&input, "{}\n{}\n{}\n").unwrap();
+    std::fs::write(&input, lines).unwrap();
+    let path = file.path.to_str().unwrap();
     assert!(
         warren(&["send", path, "first", input.to_str().unwrap()])
             .status
             .success()
     );
+    (file, cleanup)
+}
+
+#[test]
+fn drain_waits_for_an_empty_pipeline_and_times_out_with_what_is_left() {
+    let (file, _cleanup) = sent_to_first("drain", "{}\n{}\n{}\n");
+    let path = file.path.to_str().unwrap();
     let started = Instant::now();
     let waited = warren(&["drain", path, "--timeout", "2s"]);
     let (_, stderr) = text(&waited);
@@ -483,24 +491,8 @@ fn drain_counts_a_message_held_by_a_consumer_that_is_not_this_boxs_worker() {
     // holds a message unacknowledged: the queues look empty, and only the
     // management API can tell. Drain must ask it, not decide from the
     // workers' reports.
-    let file = PipelineFile::new(
-        "drainheld",
-        "
-pipeline: {name}
-stages:
-  first:
-    command: [unused]
-",
-    );
-    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let (file, _cleanup) = sent_to_first("drainheld", "{}\n");
     let path = file.path.to_str().unwrap();
-    let input = file.file("in.jsonl");
-    std::fs::write(&input, "{}\n").unwrap();
-    assert!(
-        warren(&["send", path, "first", input.to_str().unwrap()])
-            .status
-            .success()
-    );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let queue = format!("{}.first", file.name);
     let (conn, _channel, _consumer, _delivery) = runtime.block_on(async {

@@ -79,18 +79,28 @@ impl Local {
 /// Looks at a pipeline's queues.
 pub struct Watcher {
     pipeline: Pipeline,
-    /// The pipeline's queues, and their names (planned once).
+    /// The pipeline's queues, their names and the stage each belongs to
+    /// (planned once).
     topology: Topology,
     queue_names: Vec<String>,
+    queue_stages: Vec<Option<String>>,
     monitor: Monitor,
     management: Management,
     /// The last look needed the management API and it did not answer.
     pub management_missing: bool,
     /// Since when every look found nothing left.
     streak: Option<Streak>,
-    /// Whether the last look was decided by the workers' reports alone,
-    /// and the oldest of those reports.
-    last: (bool, Option<u64>),
+    /// How the last look counted what is in flight.
+    last: Counted,
+}
+
+/// How a look counted what is in flight.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counted {
+    /// From the workers' reports alone (not the management API).
+    by_reports: bool,
+    /// The oldest of those reports (milliseconds since the epoch).
+    oldest_report_ms: Option<u64>,
 }
 
 /// A run of looks that found nothing left.
@@ -134,24 +144,28 @@ impl Watcher {
     /// A watcher of `pipeline`.
     pub fn new(pipeline: &Pipeline) -> Watcher {
         let topology = Topology::plan(pipeline);
+        let stage_of = |queue: &str| {
+            pipeline
+                .stages
+                .iter()
+                .map(|s| &s.name)
+                .find(|stage| {
+                    queue.starts_with(&format!("{}.{stage}.", pipeline.name))
+                        || queue == names::stage_queue(&pipeline.name, stage)
+                })
+                .cloned()
+        };
         Watcher {
             queue_names: topology.queues.iter().map(|q| q.name.clone()).collect(),
+            queue_stages: topology.queues.iter().map(|q| stage_of(&q.name)).collect(),
             topology,
             monitor: Monitor::new(pipeline.broker.urls.clone(), &pipeline.name, "drain", false),
             management: Management::for_broker(&pipeline.broker.urls),
             pipeline: pipeline.clone(),
             management_missing: false,
             streak: None,
-            last: (false, None),
+            last: Counted::default(),
         }
-    }
-
-    /// The stage a queue of the pipeline belongs to.
-    fn stage_of<'a>(&self, queue: &str, stages: &'a [String]) -> Option<&'a String> {
-        stages.iter().find(|stage| {
-            queue.starts_with(&format!("{}.{stage}.", self.pipeline.name))
-                || queue == names::stage_queue(&self.pipeline.name, stage)
-        })
     }
 
     /// What is left per stage, with `local` (what this box's workers last
@@ -161,26 +175,16 @@ impl Watcher {
     /// figures are up to 5 s old). `None` when the broker cannot be reached.
     pub async fn look(&mut self, local: &HashMap<String, Local>) -> Option<Vec<Left>> {
         let states = self.monitor.queues(&self.queue_names).await?;
-        let stages: Vec<String> = self
-            .pipeline
-            .stages
-            .iter()
-            .map(|s| s.name.clone())
-            .collect();
-        let local_of = |stage: Option<&String>| {
-            stage
-                .and_then(|s| local.get(s))
-                .copied()
-                .unwrap_or_default()
-        };
+        let local_of = |stage: &str| local.get(stage).copied().unwrap_or_default();
         let by_reports = self
             .topology
             .queues
             .iter()
+            .zip(&self.queue_stages)
             .zip(&states)
-            .filter(|(queue, _)| queue.role == Role::Stage)
-            .all(|(queue, state)| {
-                let local = local_of(self.stage_of(&queue.name, &stages));
+            .filter(|((queue, _), _)| queue.role == Role::Stage)
+            .all(|((_, stage), state)| {
+                let local = stage.as_deref().map(local_of).unwrap_or_default();
                 state.as_ref().map_or(0, |s| s.consumers) <= local.consuming
                     && !local.held_back
                     && local.oldest_report_ms != Some(0)
@@ -195,19 +199,24 @@ impl Watcher {
             self.management_missing = sampled.is_none();
             sampled
         };
-        let oldest_report_ms = local.values().filter_map(|l| l.oldest_report_ms).min();
-        self.last = (by_reports, oldest_report_ms);
-        let mut left: Vec<Left> = stages
+        self.last = Counted {
+            by_reports,
+            oldest_report_ms: local.values().filter_map(|l| l.oldest_report_ms).min(),
+        };
+        let mut left: Vec<Left> = self
+            .pipeline
+            .stages
             .iter()
             .map(|stage| Left {
-                stage: stage.clone(),
-                in_flight: local_of(Some(stage)).in_flight,
+                stage: stage.name.clone(),
+                in_flight: local_of(&stage.name).in_flight,
                 ..Default::default()
             })
             .collect();
-        for (queue, state) in self.topology.queues.iter().zip(states) {
-            let Some(stage) = self
-                .stage_of(&queue.name, &stages)
+        let queues = self.topology.queues.iter().zip(&self.queue_stages);
+        for ((queue, stage), state) in queues.zip(states) {
+            let Some(stage) = stage
+                .as_ref()
                 .and_then(|name| left.iter_mut().find(|l| &l.stage == name))
             else {
                 continue;
@@ -237,7 +246,10 @@ impl Watcher {
             self.streak = None;
             return false;
         }
-        let (by_reports, oldest_report_ms) = self.last;
+        let Counted {
+            by_reports,
+            oldest_report_ms,
+        } = self.last;
         let streak = self.streak.get_or_insert_with(|| Streak {
             since: Instant::now(),
             since_ms: warren::message::epoch_ms(),

@@ -184,7 +184,9 @@ pub fn stream(source: &Source, start: Start, id_field: Option<String>) -> Lines 
                     }
                     if (chunk.len() >= CHUNK || reader.buffer().is_empty())
                         && !chunk.is_empty()
-                        && chunks.blocking_send(std::mem::take(&mut chunk)).is_err()
+                        && chunks
+                            .blocking_send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
+                            .is_err()
                     {
                         return Ok(());
                     }
