@@ -141,7 +141,7 @@ impl Harness {
             info,
             Outlet::Memory(emitted.clone()),
         );
-        let disposition = match invoke(&*self.handler, body, ctx, self.timeout).await {
+        let disposition = match invoke(&*self.handler, body, ctx, self.timeout, ()).await {
             Handled::Undecodable(reason) => Disposition::Dead { reason },
             Handled::Panicked(failure) => decide(Err(failure), self.attempt, &self.retry),
             Handled::Finished(outcome) => decide(outcome, self.attempt, &self.retry),

@@ -11,6 +11,7 @@ use lapin::{
     options::{BasicAckOptions, BasicPublishOptions},
     types::AMQPValue,
 };
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, info, warn};
 
 use super::{
@@ -182,8 +183,9 @@ impl StageRuntime {
         Settle::Acked
     }
 
-    /// Handles one delivery (`probe`: it is the circuit breaker's probe) and
-    /// says how to settle it. `Err` means the broker refused a publish: the
+    /// Handles one delivery (`probe`: it is the circuit breaker's probe),
+    /// holding `slot` (a place in the stage's `concurrency`, if it takes one)
+    /// while its handler runs, and says how to settle it. `Err` means the broker refused a publish: the
     /// delivery is requeued and the session should start over
     /// (re-declaring what may be missing).
     pub async fn handle(
@@ -191,6 +193,7 @@ impl StageRuntime {
         publisher: &Publisher,
         delivery: &Delivery,
         probe: bool,
+        slot: Option<OwnedSemaphorePermit>,
     ) -> Result<Settle, Settle> {
         /// Counts a handling out even when its task is aborted (a lost
         /// session, the end of the grace period).
@@ -241,6 +244,7 @@ impl StageRuntime {
             &delivery.data,
             ctx.clone(),
             self.stage.timeout,
+            slot,
         )
         .await;
         self.stats.handle.observe(started.elapsed());

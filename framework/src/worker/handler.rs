@@ -85,12 +85,15 @@ pub(crate) enum Handled {
 /// Runs `handler` on `body`: the handler and the confirms of what it
 /// emitted share one `timeout` (validation counts on it). A panic or the
 /// timeout is a retryable failure, and success requires every emit to be
-/// confirmed.
-pub(crate) async fn invoke(
+/// confirmed. `slot` (a place in the stage's `concurrency`) is held while
+/// the handler runs and given back before the confirms are awaited: the
+/// next message's handler need not wait for this one's broker round trip.
+pub(crate) async fn invoke<S>(
     handler: &dyn Handler,
     body: &[u8],
     ctx: Context,
     timeout: Duration,
+    slot: S,
 ) -> Handled {
     let deadline = tokio::time::Instant::now() + timeout;
     let started = std::panic::catch_unwind(AssertUnwindSafe(|| handler.start(body, ctx.clone())));
@@ -100,6 +103,7 @@ pub(crate) async fn invoke(
         Err(panic) => return Handled::Panicked(Failure::crashed(panicked(&*panic))),
     };
     let ran = tokio::time::timeout_at(deadline, AssertUnwindSafe(future).catch_unwind()).await;
+    drop(slot);
     let outcome = match ran {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(panic)) => {
@@ -140,7 +144,13 @@ fn panicked(panic: &(dyn std::any::Any + Send)) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    };
+
     use super::*;
+    use crate::worker::context::{Outlet, StageInfo};
 
     #[allow(dead_code)]
     #[derive(Debug, serde::Deserialize)]
@@ -160,6 +170,86 @@ mod tests {
     #[derive(Debug, serde::Deserialize)]
     enum Kind {
         Standard,
+    }
+
+    /// Sets `true` when dropped: stands for a place in the concurrency.
+    struct Slot(Arc<AtomicBool>);
+    impl Drop for Slot {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// The next message's handler need not wait for this one's confirms:
+    /// the slot comes back as soon as the handler ends, while the emit's
+    /// confirm (a broker round trip, which cannot arrive within one poll
+    /// on this thread) is still awaited; the handling then succeeds.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_slot_comes_back_before_the_emits_are_confirmed() {
+        let url = std::env::var("AMQP_URL")
+            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+        let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
+            .await
+            .expect("the tests need RabbitMQ on AMQP_URL (default 127.0.0.1:5672)");
+        let publisher = crate::publisher::Publisher::open(&connection)
+            .await
+            .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                lapin::options::QueueDeclareOptions {
+                    exclusive: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .unwrap()
+            .name()
+            .to_string();
+        let mut info = StageInfo::new("slot", "first", &["next".to_string()]);
+        info.output_queues = vec![queue.clone()];
+        let ctx = Context::new(
+            "m1".into(),
+            "m1".into(),
+            1,
+            Arc::new(info),
+            Outlet::Broker(publisher),
+        );
+        let handler = typed(|n: u32, ctx: Context| async move {
+            ctx.emit(&(n + 1)).await?;
+            Ok(())
+        });
+        let given_back = Arc::new(AtomicBool::new(false));
+        let slot = Slot(given_back.clone());
+        let mut handling =
+            std::pin::pin!(invoke(&handler, b"1", ctx, Duration::from_secs(10), slot));
+        let first =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(handling.as_mut().poll(cx))).await;
+        assert!(first.is_pending(), "the emit's confirm cannot be in yet");
+        assert!(
+            given_back.load(Ordering::SeqCst),
+            "the slot is held while the confirm is awaited"
+        );
+        assert!(
+            matches!(handling.await, Handled::Finished(Ok(()))),
+            "the handling succeeds once the emit is confirmed"
+        );
+        let waiting = channel
+            .queue_declare(
+                queue.as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .unwrap()
+            .message_count();
+        assert_eq!(waiting, 1, "the emitted message is in its queue");
+        connection.close(0, "done".into()).await.unwrap();
     }
 
     /// Found by `fuzz/` (target `message_body`): serde quotes unknown field

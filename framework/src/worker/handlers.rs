@@ -116,7 +116,8 @@ impl Handlers {
     }
 
     /// Handles a delivery (`probe`: it is the circuit breaker's probe),
-    /// holding `permit` (a slot of the stage's concurrency) meanwhile.
+    /// holding `permit` (a slot of the stage's concurrency) while its
+    /// handler runs.
     pub fn handle(
         &mut self,
         delivery: Delivery,
@@ -130,14 +131,13 @@ impl Handlers {
         let acks = self.side(from).1.clone();
         self.tasks.spawn(async move {
             let settle = runtime
-                .handle(&publisher, &delivery, probe)
+                .handle(&publisher, &delivery, probe, permit)
                 .await
                 .unwrap_or_else(|settle| {
                     trouble.cancel();
                     settle
                 });
             let _ = acks.send((delivery.delivery_tag, settle));
-            drop(permit);
         });
     }
 
