@@ -23,6 +23,7 @@
 //! build's fanout3 too, in the same rounds, as the row `before`.
 
 mod bare;
+mod bare_sink;
 mod cleanup;
 mod cluster;
 mod crawl;

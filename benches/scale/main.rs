@@ -13,9 +13,14 @@
 //! median of 3 rounds each up to 1,000,000 lines, one round above); the sink alone
 //! working off that backlog; `warren run` (sending while working) with its
 //! total time and the time to the last result; inputs/s; the peak RSS of
-//! `warren send`, of `warren run` and of the sink worker; and how long a
-//! sink worker takes to start on the results file the run wrote.
+//! `warren send`, of `warren run` and of the sink worker; how long a
+//! sink worker takes to start on the results file the run wrote; and, up
+//! to 1,000,000 lines, the bare client's own overlap (`bare/max`): its sink
+//! (`benches/compare/bare_sink.rs`) alone on the backlog, then publishing
+//! while that sink works, against the longer of the two alone.
 
+#[path = "../compare/bare_sink.rs"]
+mod bare_sink;
 #[allow(dead_code)]
 #[path = "../compare/rss.rs"]
 mod rss;
@@ -28,11 +33,15 @@ use std::{
     io::{BufRead, BufReader, BufWriter, Write},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use lapin::{
-    BasicProperties, Connection, ConnectionProperties,
+    BasicProperties, Channel, Connection, ConnectionProperties,
     options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable},
 };
@@ -60,6 +69,18 @@ struct Alone {
     send: f64,
     send_rss: u64,
     work: f64,
+    /// The bare client's sink alone on the backlog, and the bare client
+    /// publishing while its sink works (to the last line on disk).
+    bare_work: f64,
+    bare_together: f64,
+}
+
+impl Alone {
+    /// The bare client's own overlap: publishing while its sink works,
+    /// against the longer of the two alone.
+    fn bare_overlap(&self) -> f64 {
+        self.bare_together / self.bare.max(self.bare_work)
+    }
 }
 
 #[tokio::main]
@@ -259,11 +280,15 @@ async fn alone(
     let work = started.elapsed().as_secs_f64();
     stop(supervisor);
     declared.tear_down().await;
+    let (bare_work, bare_together) =
+        bare_pair(url, &format!("bench_scale_bare_{lines}"), input, lines, dir).await;
     Alone {
         bare,
         send,
         send_rss,
         work,
+        bare_work,
+        bare_together,
     }
 }
 
@@ -306,6 +331,56 @@ async fn bare_publish(url: &str, queue: &str, input: &Path) -> f64 {
     let conn = Connection::connect(url, ConnectionProperties::default())
         .await
         .expect("connect");
+    let channel = fresh_queue(&conn, queue).await;
+    let seconds = publish_lines(&channel, queue, input).await;
+    let _ = channel.queue_delete(queue.into(), Default::default()).await;
+    let _ = conn.close(200, "done".into()).await;
+    seconds
+}
+
+/// The bare client's own run, the floor under `warren run`'s overlap: its
+/// sink (`benches/compare/bare_sink.rs`) alone on a backlog of the lines,
+/// then publishing the lines while that sink works, timed to the last line
+/// on disk. Seconds (working alone, together).
+async fn bare_pair(url: &str, queue: &str, input: &Path, lines: u64, dir: &Path) -> (f64, f64) {
+    let conn = Connection::connect(url, ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let sink_path = dir.join("bare-sink.jsonl");
+    let mut phases = Vec::new();
+    for together in [false, true] {
+        run::remove_sink(&sink_path);
+        let channel = fresh_queue(&conn, queue).await;
+        if !together {
+            publish_lines(&channel, queue, input).await;
+        }
+        let written = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let sink = tokio::spawn(bare_sink::sink(
+            conn.create_channel().await.expect("channel"),
+            queue.to_string(),
+            sink_path.clone(),
+            1000,
+            written.clone(),
+        ));
+        if together {
+            publish_lines(&channel, queue, input).await;
+        }
+        while written.load(Ordering::Relaxed) < lines {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        phases.push(started.elapsed().as_secs_f64());
+        sink.abort();
+        let _ = channel.queue_delete(queue.into(), Default::default()).await;
+    }
+    run::remove_sink(&sink_path);
+    let _ = conn.close(200, "done".into()).await;
+    (phases[0], phases[1])
+}
+
+/// A confirm-mode channel on `conn` and `queue` declared afresh (quorum,
+/// durable).
+async fn fresh_queue(conn: &Connection, queue: &str) -> Channel {
     let channel = conn.create_channel().await.expect("channel");
     channel
         .confirm_select(ConfirmSelectOptions::default())
@@ -328,6 +403,12 @@ async fn bare_publish(url: &str, queue: &str, input: &Path) -> f64 {
         )
         .await
         .expect("declare");
+    channel
+}
+
+/// Publishes every line of `input` to `queue`: persistent, confirmed, at
+/// most 512 unconfirmed. Seconds.
+async fn publish_lines(channel: &Channel, queue: &str, input: &Path) -> f64 {
     let started = Instant::now();
     let reader = BufReader::with_capacity(64 * 1024, std::fs::File::open(input).expect("input"));
     let mut window = VecDeque::new();
@@ -355,10 +436,7 @@ async fn bare_publish(url: &str, queue: &str, input: &Path) -> f64 {
     for confirm in window {
         assert!(confirm.await.expect("confirm").is_ack());
     }
-    let seconds = started.elapsed().as_secs_f64();
-    let _ = channel.queue_delete(queue.into(), Default::default()).await;
-    let _ = conn.close(200, "done".into()).await;
-    seconds
+    started.elapsed().as_secs_f64()
 }
 
 /// Counts the lines of a growing file, reading each byte once.
@@ -422,10 +500,15 @@ fn print_row(row: &Row) {
     };
     let overlap = match &row.alone {
         Some(a) => format!(
-            ", {:.2}x the longer of sending alone ({:.1} s) and working alone ({:.1} s)",
+            ", {:.2}x the longer of sending alone ({:.1} s) and working alone ({:.1} s); \
+             the bare client publishing while its sink works {:.1} s, {:.2}x the longer of \
+             the two alone (its sink alone {:.1} s)",
             row.run_results / a.send.max(a.work),
             a.send,
-            a.work
+            a.work,
+            a.bare_together,
+            a.bare_overlap(),
+            a.bare_work,
         ),
         None => String::new(),
     };
@@ -446,13 +529,14 @@ fn print_row(row: &Row) {
 fn summary(rows: &[Row]) {
     println!();
     println!(
-        "{:>10} {:>9} {:>9} {:>7} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9}",
+        "{:>10} {:>9} {:>9} {:>7} {:>9} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9}",
         "lines",
         "bare/s",
         "send/s",
         "vs bare",
         "run in/s",
         "run/max",
+        "bare/max",
         "send MiB",
         "run MiB",
         "sink MiB",
@@ -461,25 +545,27 @@ fn summary(rows: &[Row]) {
     );
     for row in rows {
         let n = row.lines as f64;
-        let (bare, send, vs, over, send_mib) = match &row.alone {
+        let (bare, send, vs, over, bare_over, send_mib) = match &row.alone {
             Some(a) => (
                 format!("{:.0}", n / a.bare),
                 format!("{:.0}", n / a.send),
                 format!("{:.2}", a.bare / a.send),
                 format!("{:.2}", row.run_results / a.send.max(a.work)),
+                format!("{:.2}", a.bare_overlap()),
                 mib(a.send_rss),
             ),
             None => Default::default(),
         };
         let dash = |text: String| if text.is_empty() { "-".into() } else { text };
         println!(
-            "{:>10} {:>9} {:>9} {:>7} {:>9.0} {:>9} {:>8} {:>8} {:>8} {:>8.1} {:>9.2}",
+            "{:>10} {:>9} {:>9} {:>7} {:>9.0} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8.1} {:>9.2}",
             row.lines,
             dash(bare),
             dash(send),
             dash(vs),
             n / row.run_results,
             dash(over),
+            dash(bare_over),
             dash(send_mib),
             mib(row.run_rss),
             mib(row.sink_rss),
