@@ -344,7 +344,7 @@ async fn a_drain_lets_the_program_finish_what_it_holds() {
     assert_eq!(started(&file).len(), 6, "nothing was handled twice");
     let conn = connect().await;
     assert_eq!(
-        queue_state(&conn, &format!("{}.step", file.name)).await,
+        state_once_unconsumed(&conn, &format!("{}.step", file.name)).await,
         Some((0, 0)),
         "everything was acknowledged"
     );

@@ -130,6 +130,24 @@ pub async fn queue_state(conn: &Connection, queue: &str) -> Option<(u32, u32)> {
         .map(|q| (q.message_count(), q.consumer_count()))
 }
 
+/// A queue's state once its consumers are gone (waiting up to 10 s: the
+/// broker drops a closed connection's consumers a moment after the
+/// process exits, later on a loaded machine). With no consumer, a message
+/// that was delivered and not acknowledged counts as ready again, so
+/// `Some((0, 0))` means everything was acknowledged.
+pub async fn state_once_unconsumed(conn: &Connection, queue: &str) -> Option<(u32, u32)> {
+    let start = std::time::Instant::now();
+    loop {
+        let state = queue_state(conn, queue).await;
+        if !matches!(state, Some((_, consumers)) if consumers > 0)
+            || start.elapsed() > Duration::from_secs(10)
+        {
+            return state;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// `rabbitmqctl list_queues name` filtered by prefix.
 pub fn broker_queues(prefix: &str) -> Vec<String> {
     let out = Command::new("rabbitmqctl")
