@@ -17,8 +17,8 @@ use futures_util::{StreamExt, stream::FuturesOrdered};
 use lapin::{
     BasicProperties, Channel, Connection, ConnectionProperties,
     options::{
-        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-        ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+        BasicAckOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
+        QueueDeleteOptions,
     },
     types::{AMQPValue, FieldTable},
 };
@@ -195,19 +195,7 @@ async fn stage(
         .confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();
-    consume
-        .basic_qos(prefetch, BasicQosOptions::default())
-        .await
-        .unwrap();
-    let mut consumer = consume
-        .basic_consume(
-            from.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut consumer = crate::bare_sink::consumer(&consume, &from, prefetch).await;
     // Read once: the variables only choose how the run publishes.
     let like_warren = std::env::var_os("BARE_LIKE_WARREN").is_some();
     let default_exchange = std::env::var_os("BARE_DEFAULT_EXCHANGE").is_some();

@@ -14,7 +14,7 @@ use std::{
 
 use futures_util::StreamExt;
 use lapin::{
-    Channel,
+    Channel, Consumer,
     options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions},
     types::FieldTable,
 };
@@ -29,19 +29,7 @@ pub async fn sink(
     prefetch: u16,
     written: Arc<AtomicU64>,
 ) {
-    consume
-        .basic_qos(prefetch, BasicQosOptions::default())
-        .await
-        .unwrap();
-    let mut consumer = consume
-        .basic_consume(
-            from.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+    let mut consumer = consumer(&consume, &from, prefetch).await;
     let (to_writer, mut batches) =
         tokio::sync::mpsc::unbounded_channel::<Vec<(u64, String, Vec<u8>)>>();
     let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel::<(u64, u64)>();
@@ -96,4 +84,22 @@ pub async fn sink(
             }
         }
     }
+}
+
+/// A consumer of `queue` on `channel` with `prefetch` unacknowledged
+/// deliveries at most (the bare client's stages and its sink).
+pub async fn consumer(channel: &Channel, queue: &str, prefetch: u16) -> Consumer {
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .unwrap();
+    channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap()
 }
