@@ -1,8 +1,8 @@
 //! Reading a pipeline file: raw file -> validated [`Pipeline`].
 //!
-//! The file is layered through the `config` crate: the YAML file, then
-//! environment overrides `WARREN_<PATH>` where `__` separates the path's
-//! parts (`WARREN_DEFAULTS__PREFETCH=8`, `WARREN_STAGES__GRADE__CONCURRENCY=4`,
+//! The file is read as YAML, then environment overrides are laid over it
+//! (`overlay.rs`): `WARREN_<PATH>` where `__` separates the path's parts
+//! (`WARREN_DEFAULTS__PREFETCH=8`, `WARREN_STAGES__GRADE__CONCURRENCY=4`,
 //! `WARREN_BROKER__URL=...`), then `AMQP_URL` for `broker.url`. Variables
 //! without `__` (like `WARREN_STAGE`, set for workers) are not overrides.
 //!
@@ -14,6 +14,7 @@ mod graph;
 mod holding;
 mod kind;
 mod lines;
+mod overlay;
 mod problem;
 mod raw;
 mod tests;
@@ -111,7 +112,7 @@ pub fn parse_str(
     }
     let mut problems = Vec::new();
 
-    let value = layered(text, env, &overrides)
+    let value = overlay::layered(text, env, &overrides)
         .map_err(|message| invalid(vec![Problem::new("", message)]))?;
     let (raw, bad_paths, type_problems) = deserialize(value);
     problems.extend(type_problems);
@@ -181,50 +182,6 @@ fn overrides(env: &[(String, String)]) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The file with the environment layered over it, as one JSON value.
-fn layered(
-    text: &str,
-    env: &[(String, String)],
-    overrides: &BTreeMap<String, String>,
-) -> Result<serde_json::Value, String> {
-    let env_map: config::Map<String, String> = env
-        .iter()
-        .filter(|(var, _)| overrides.values().any(|v| v == var) && var != "AMQP_URL")
-        .cloned()
-        .collect();
-    let mut builder = config::Config::builder()
-        .add_source(config::File::from_str(text, config::FileFormat::Yaml))
-        .add_source(
-            config::Environment::with_prefix("WARREN")
-                .prefix_separator("_")
-                .separator("__")
-                .try_parsing(true)
-                .source(Some(env_map)),
-        );
-    if let Some((_, url)) = env.iter().find(|(var, _)| var == "AMQP_URL") {
-        // AMQP_URL (one URL, or several separated by commas) replaces
-        // whichever of `broker.url` and `broker.urls` the file gives.
-        builder = builder
-            .set_override("broker.url", url.clone())
-            .and_then(|b| b.set_override("broker.urls", config::Value::from(None::<String>)))
-            .map_err(|error| error.to_string())?;
-    }
-    let config = builder.build().map_err(|error| {
-        let error = error.to_string();
-        if error.contains("expected a map") {
-            "must be a mapping with `pipeline:` and `stages:`".to_string()
-        } else {
-            format!(
-                "cannot be read as a pipeline: {}",
-                crate::broker::redact(&error)
-            )
-        }
-    })?;
-    config
-        .try_deserialize::<serde_json::Value>()
-        .map_err(|error| format!("cannot be read as a pipeline: {error}"))
-}
-
 /// Reads the raw file, collecting every type error and unknown key: each
 /// offending key is reported, removed, and reading starts again.
 fn deserialize(mut value: serde_json::Value) -> (Option<RawFile>, Vec<String>, Vec<Problem>) {
@@ -291,29 +248,15 @@ fn hint(path: &str, message: &str) -> String {
         }
         "outputs" => "; write it as a list of stage names: [next, other]",
         "backoff" => "; write it as a list of durations: [1s, 10s, 1m]",
-        "" if message.contains("expected struct RawFile") => {
+        "" if message.starts_with("invalid type") => {
             return "must be a mapping with `pipeline:` and `stages:`".into();
         }
         _ => "",
     };
-    let message = message
-        .replace("struct RawStage", "a stage mapping")
-        .replace("struct RawRetry", "a mapping with attempts and backoff")
-        .replace(
-            "struct RawScale",
-            "a mapping with min, max, backlog_per_worker and idle",
-        )
-        .replace("struct RawQueue", "a mapping with type and delivery_limit")
-        .replace(
-            "struct RawHttp",
-            "a mapping with method, url, body, headers, timeout, emit and idempotency_key",
-        )
-        .replace("struct RawSink", "a mapping with path")
-        .replace("struct RawBroker", "a mapping with url and ack_timeout");
     if message.starts_with("invalid type") {
         format!("{message}{wanted}")
     } else {
-        message
+        message.to_string()
     }
 }
 

@@ -8,7 +8,10 @@ use serde::Deserialize;
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with `pipeline:` and `stages:`"
+)]
 pub(crate) struct RawFile {
     pub pipeline: Option<String>,
     pub broker: Option<RawBroker>,
@@ -20,7 +23,7 @@ pub(crate) struct RawFile {
 
 /// `broker:`
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping with url and ack_timeout")]
 pub(crate) struct RawBroker {
     pub url: Option<String>,
     pub urls: Option<Vec<String>>,
@@ -29,7 +32,10 @@ pub(crate) struct RawBroker {
 
 /// `jobs:`
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with track, keep and callback"
+)]
 pub(crate) struct RawJobs {
     pub track: Option<bool>,
     pub keep: Option<Text>,
@@ -38,7 +44,10 @@ pub(crate) struct RawJobs {
 
 /// `serve:`
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with token, max_backlog and allow_actions"
+)]
 pub(crate) struct RawServe {
     pub token: Option<String>,
     pub max_backlog: Option<Number>,
@@ -48,7 +57,7 @@ pub(crate) struct RawServe {
 /// A stage, and `defaults:` (which may hold only the settings, not the kind
 /// or the outputs).
 #[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a stage mapping")]
 pub(crate) struct RawStage {
     pub command: Option<Vec<String>>,
     pub exec: Option<RawExec>,
@@ -82,7 +91,7 @@ impl RawStage {
 
 /// `retry:`
 #[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping with attempts and backoff")]
 pub(crate) struct RawRetry {
     pub attempts: Option<Number>,
     pub backoff: Option<Vec<Text>>,
@@ -90,7 +99,10 @@ pub(crate) struct RawRetry {
 
 /// `queue:`
 #[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with type and delivery_limit"
+)]
 pub(crate) struct RawQueue {
     #[serde(rename = "type")]
     pub kind: Option<String>,
@@ -99,7 +111,10 @@ pub(crate) struct RawQueue {
 
 /// `scale:`
 #[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with min, max, backlog_per_worker and idle"
+)]
 pub(crate) struct RawScale {
     pub min: Option<Number>,
     pub max: Option<Number>,
@@ -109,7 +124,10 @@ pub(crate) struct RawScale {
 
 /// `http:`
 #[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with method, url, body, headers, timeout, emit and idempotency_key"
+)]
 pub(crate) struct RawHttp {
     pub method: Option<String>,
     pub url: Option<String>,
@@ -132,7 +150,7 @@ pub(crate) enum RawExec {
 
 /// `exec: { command: [...], env: {...} }`
 #[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping with command and env")]
 pub(crate) struct RawExecFull {
     pub command: Option<Vec<String>>,
     pub env: Option<IndexMap<String, String>>,
@@ -140,14 +158,14 @@ pub(crate) struct RawExecFull {
 
 /// `sink:`
 #[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a mapping with path")]
 pub(crate) struct RawSink {
     pub path: Option<String>,
 }
 
 /// `gather: {}` (it has no settings yet).
 #[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "an empty mapping, {}")]
 pub(crate) struct RawGather {}
 
 /// Any number as written; validation checks that it is whole and in range.
