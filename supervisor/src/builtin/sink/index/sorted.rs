@@ -1,4 +1,4 @@
-//! The sink index's sorted file, `{path}.keys` ([`super::sink_index`]):
+//! The sink index's sorted file, `{path}.keys` ([`super`]):
 //! a header (magic, count, data length, the generation of the last log
 //! merged), then every hash written, sorted. Every [`FENCE`]th hash is kept
 //! in memory, so a lookup reads one block of hashes; a merge writes the

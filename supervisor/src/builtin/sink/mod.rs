@@ -2,7 +2,7 @@
 //! line, each message id once, synced to disk before the message is
 //! acknowledged.
 //!
-//! Next to the data file `{path}` lives its index ([`super::sink_index`]:
+//! Next to the data file `{path}` lives its index ([`index`]:
 //! `{path}.log` and `{path}.keys`): the ids written (hashed) and the data
 //! length they cover. A batch of messages is written as: data lines,
 //! fsync, then the ids and the new length as one synced record, then
@@ -40,10 +40,9 @@ use warren::{
     worker::{Handler, HandlerFuture},
 };
 
-use super::{
-    sink_index::{self, Index, Key},
-    sink_sorted,
-};
+mod index;
+
+use index::{Index, Key};
 
 /// Most messages written in one batch.
 const MAX_BATCH: usize = 2048;
@@ -78,7 +77,7 @@ impl Sink {
     async fn write_line(&self, id: &str, line: Vec<u8>) -> Outcome {
         let (done, written) = oneshot::channel();
         let write = Pending {
-            key: sink_index::key(id),
+            key: index::key(id),
             line,
             done,
         };
@@ -151,7 +150,7 @@ impl Files {
         let (mut index, mut data_len) = Index::open(path)?;
         // The directory entries of files just created must survive a crash
         // as well as their contents.
-        sink_sorted::sync_dir(path)?;
+        index::sync_dir(path)?;
         if let Some(imported) = import_ids_file(path, &data, &mut index)? {
             data_len = imported;
         }
@@ -290,7 +289,7 @@ fn import_ids_file(path: &Path, data: &File, index: &mut Index) -> Result<Option
         if read == 0 || line.last() != Some(&b'\n') {
             break; // end, or a line cut by a crash
         }
-        keys.push(sink_index::key(&String::from_utf8_lossy(
+        keys.push(index::key(&String::from_utf8_lossy(
             &line[..line.len() - 1],
         )));
     }
@@ -340,7 +339,7 @@ mod tests {
         let (done, rx) = oneshot::channel();
         (
             Pending {
-                key: sink_index::key(id),
+                key: index::key(id),
                 line: format!("{body}\n").into_bytes(),
                 done,
             },
@@ -375,9 +374,9 @@ mod tests {
         let known = files
             .index
             .contains(&[
-                sink_index::key("a\nb"),
-                sink_index::key("a"),
-                sink_index::key("\"b\""),
+                index::key("a\nb"),
+                index::key("a"),
+                index::key("\"b\""),
             ])
             .unwrap();
         assert_eq!(known, vec![true, false, true]);

@@ -36,8 +36,10 @@ use std::{
 
 use sha2::{Digest, Sha256};
 
-pub use super::sink_sorted::Key;
-use super::sink_sorted::{Sorted, fail, sync_dir};
+mod sorted;
+
+pub use sorted::{Key, sync_dir};
+use sorted::{Sorted, fail};
 
 /// Hashes the log holds before they are merged into the sorted file: a
 /// hash set of 2^19 slots (about 9 MB) holds 458,752 before it doubles,
