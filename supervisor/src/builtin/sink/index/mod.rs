@@ -38,6 +38,8 @@ use sha2::{Digest, Sha256};
 
 mod sorted;
 
+use super::disk;
+
 pub use sorted::{Key, sync_dir};
 use sorted::{Sorted, fail};
 
@@ -148,8 +150,8 @@ impl Index {
         self.log_len = at as u64;
         if (at as u64) < bytes.len() as u64 {
             // A record cut by a crash: its batch was never acknowledged.
-            self.log.set_len(self.log_len).map_err(|e| fail(&path, e))?;
-            self.log.sync_data().map_err(|e| fail(&path, e))?;
+            disk::set_len(&self.log, &path, self.log_len).map_err(|e| fail(&path, e))?;
+            disk::sync(&self.log, &path).map_err(|e| fail(&path, e))?;
         }
         Ok(())
     }
@@ -164,9 +166,9 @@ impl Index {
         // after a missing header could not be read back).
         self.log_len = 0;
         (|| {
-            self.log.set_len(0)?;
-            self.log.write_all_at(&header, 0)?;
-            self.log.sync_data()
+            disk::set_len(&self.log, &path, 0)?;
+            disk::write_at(&self.log, &path, 0, &header)?;
+            disk::sync(&self.log, &path)
         })()
         .map_err(|e| fail(&path, e))?;
         self.log_len = LOG_HEADER;
@@ -209,13 +211,11 @@ impl Index {
         let sum = checksum(&record);
         record.extend_from_slice(&sum.to_le_bytes());
         let path = self.log_path.clone();
-        let written = self
-            .log
-            .write_all_at(&record, self.log_len)
-            .and_then(|()| self.log.sync_data());
+        let written = disk::write_at(&self.log, &path, self.log_len, &record)
+            .and_then(|()| disk::sync(&self.log, &path));
         if let Err(error) = written {
             // Nothing may follow a partial record.
-            let _ = self.log.set_len(self.log_len);
+            let _ = disk::set_len(&self.log, &path, self.log_len);
             return Err(fail(&path, error));
         }
         self.log_len += record.len() as u64;
@@ -246,7 +246,7 @@ impl Index {
                 self.generation,
             )
             .map_err(|e| fail(&aside, e))?;
-        std::fs::rename(&aside, &self.keys_path).map_err(|e| fail(&self.keys_path, e))?;
+        disk::rename(&aside, &self.keys_path).map_err(|e| fail(&self.keys_path, e))?;
         sync_dir(&self.keys_path)?;
         sorted.file = Some(File::open(&self.keys_path).map_err(|e| fail(&self.keys_path, e))?);
         self.sorted = sorted;

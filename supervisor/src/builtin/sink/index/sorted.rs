@@ -22,13 +22,12 @@ pub fn fail(path: &Path, error: impl std::fmt::Display) -> String {
 /// Syncs the directory holding `path`, so that a file created or renamed
 /// in it survives a crash.
 pub fn sync_dir(path: &Path) -> Result<(), String> {
-    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        Some(dir) => dir.to_path_buf(),
-        None => PathBuf::from("."),
-    };
-    File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| fail(&dir, format!("cannot sync the directory: {e}")))
+    super::disk::sync_dir(path).map_err(|e| {
+        fail(
+            &super::disk::folder(path),
+            format!("cannot sync the directory: {e}"),
+        )
+    })
 }
 
 /// Every `FENCE`th sorted hash is kept in memory: a lookup reads one block
@@ -134,8 +133,8 @@ impl Sorted {
         data_len: u64,
         generation: u64,
     ) -> std::io::Result<Sorted> {
-        let out = File::create(to)?;
-        let mut writer = BufWriter::with_capacity(1 << 20, &out);
+        let out = super::disk::create(to)?;
+        let mut writer = BufWriter::with_capacity(1 << 20, super::disk::Writer::new(&out, to, 0));
         writer.write_all(&[0u8; KEYS_HEADER as usize])?;
         let mut old = match &self.file {
             Some(file) => {
@@ -185,8 +184,8 @@ impl Sorted {
         header.extend_from_slice(&merged.count.to_le_bytes());
         header.extend_from_slice(&data_len.to_le_bytes());
         header.extend_from_slice(&generation.to_le_bytes());
-        out.write_all_at(&header, 0)?;
-        out.sync_all()?;
+        super::disk::write_at(&out, to, 0, &header)?;
+        super::disk::sync(&out, to)?;
         Ok(merged)
     }
 }
