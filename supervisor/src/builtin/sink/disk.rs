@@ -13,7 +13,7 @@ use std::{
 
 /// One change to the sink's files, as tests see it before it is made.
 #[cfg_attr(not(test), allow(dead_code))]
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub enum Op<'a> {
     /// `bytes` written at `at`, or at the end (`None`: the data file is
     /// opened to append).
@@ -132,6 +132,16 @@ pub fn folder(path: &Path) -> PathBuf {
 pub fn sync_dir(path: &Path) -> io::Result<()> {
     before(Op::SyncDir { path })?;
     File::open(folder(path))?.sync_all()
+}
+
+/// An error about the file at `path`.
+pub fn fail(path: &Path, error: impl std::fmt::Display) -> String {
+    format!("{}: {error}", path.display())
+}
+
+/// [`sync_dir`], its error naming the folder.
+pub fn sync_folder(path: &Path) -> Result<(), String> {
+    sync_dir(path).map_err(|e| fail(&folder(path), format!("cannot sync the folder: {e}")))
 }
 
 /// A file written from the start through [`write_at`] (for a

@@ -4,7 +4,6 @@
 use std::{
     collections::HashSet,
     fs::{File, OpenOptions},
-    io::{BufRead, BufReader, Read, Seek, SeekFrom},
     path::{Path, PathBuf},
 };
 
@@ -12,25 +11,35 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::{
-    MAX_BATCH, Pending, disk,
-    index::{self, Index, Key},
+    MAX_BATCH, Pending, aside,
+    disk::{self, fail},
+    ids_file,
+    index::{self, Found, Index, Key},
+    tail::{Facts, When, Why, plan},
 };
 
+/// The data file, its index and its lock.
 pub(super) struct Files {
     data_path: PathBuf,
     data: File,
     /// Length after the last complete batch.
     data_len: u64,
+    /// Bytes beyond `data_len` are this run's, of a batch that failed
+    /// (never acknowledged): cut before the next batch.
+    own_tail: bool,
     pub(super) index: Index,
     /// Keeps the lock for the life of the writer.
     _lock: File,
 }
 
 impl Files {
+    /// Opens (or creates) the data file and its index, takes the lock and
+    /// repairs them after a crash.
     pub(super) fn open(path: &Path) -> Result<Files, String> {
         Files::open_compacting_at(path, index::COMPACT_AT)
     }
 
+    /// [`Files::open`], merging the index's log every `compact_at` ids.
     pub(super) fn open_compacting_at(path: &Path, compact_at: usize) -> Result<Files, String> {
         let shown = path.display();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -51,35 +60,25 @@ impl Files {
             lock.lock()
                 .map_err(|e| format!("cannot lock {shown}: {e}"))?;
         }
-        let (mut index, mut data_len) = Index::open_compacting_at(path, compact_at)?;
-        // The directory entries of files just created must survive a crash
-        // as well as their contents.
-        index::sync_dir(path)?;
-        if let Some(imported) = import_ids_file(path, &data, &mut index)? {
-            data_len = imported;
-        }
-        let on_disk = data
-            .metadata()
-            .map_err(|e| format!("cannot read {shown}: {e}"))?
-            .len();
-        if on_disk < data_len {
-            warn!(
-                "{shown} is shorter ({on_disk} bytes) than the {data_len} bytes its index records: lines were removed by hand; their messages count as written"
-            );
-            data_len = on_disk;
+        // The data file's name must survive a crash as well as its lines.
+        disk::sync_folder(path)?;
+        let (mut index, mut found) = Index::open_compacting_at(path, compact_at)?;
+        if ids_file::path_of(path).exists() {
+            if found == Found::NoLog {
+                index.begin(index.data_len())?;
+                found = Found::Log;
+            }
+            ids_file::import(path, &data, &mut index)?;
         }
         let mut files = Files {
             data_path: path.to_path_buf(),
             data,
-            data_len,
+            data_len: index.data_len(),
+            own_tail: false,
             index,
             _lock: lock,
         };
-        // Lines beyond the recorded length belong to unacknowledged
-        // messages, which come again: drop them now.
-        files
-            .cut_back()
-            .map_err(|e| format!("cannot repair {shown}: {e}"))?;
+        files.repair(found, When::Start)?;
         let written = files.index.count()?;
         if written > 0 {
             info!("{shown}: {written} messages already written");
@@ -87,6 +86,62 @@ impl Files {
         Ok(files)
     }
 
+    /// Keeps what the data file holds against what the index records
+    /// ([`super::tail`]): moves aside what is not kept, and records the
+    /// kept length when it is not what the index holds.
+    fn repair(&mut self, found: Found, when: When) -> Result<(), String> {
+        let path = self.data_path.clone();
+        let facts = Facts::read(&self.data, found == Found::Log, self.data_len)
+            .map_err(|e| fail(&path, e))?;
+        let plan = plan(&facts, when);
+        if plan.keep < facts.on_disk {
+            let aside = aside::move_aside(&path, &self.data, plan.keep, facts.on_disk)
+                .map_err(|e| fail(&path, format!("cannot move its last bytes aside: {e}")))?;
+            let reason = match plan.why {
+                Why::CrashTail => {
+                    "they were written before a crash and never acknowledged: their messages come again"
+                }
+                _ => "a line cut short (no newline at its end)",
+            };
+            warn!(
+                "{}: moved {} bytes from byte {} to {}: {reason}",
+                path.display(),
+                facts.on_disk - plan.keep,
+                plan.keep,
+                aside.display()
+            );
+        }
+        let whole_lines = plan.keep.min(facts.last_line_end);
+        match plan.why {
+            Why::Same | Why::CrashTail => {}
+            Why::Adopted if facts.recorded < whole_lines => warn!(
+                "{}: kept {} bytes its index did not record (a new or copied file, or its index deleted): each of their lines counts as written; a message of one of them sent again is written once more",
+                path.display(),
+                whole_lines - facts.recorded
+            ),
+            Why::Adopted => {}
+            Why::Shorter => warn!(
+                "{}: shorter ({} bytes) than the {} bytes written: lines were removed by someone else (logrotate's copytruncate?); their messages count as written",
+                path.display(),
+                facts.on_disk,
+                facts.recorded
+            ),
+            Why::Foreign => warn!(
+                "{}: holds lines the sink did not write (after byte {}): kept, each counting as written",
+                path.display(),
+                facts.recorded
+            ),
+        }
+        match (found, plan.record) {
+            (Found::NoLog, _) => self.index.begin(plan.keep)?,
+            (Found::Log, true) => self.index.record(&[], plan.keep)?,
+            (Found::Log, false) => {}
+        }
+        self.data_len = plan.keep;
+        Ok(())
+    }
+
+    /// Writes batches of what arrives until the sink is dropped.
     pub(super) fn write_batches(mut self, mut writes: mpsc::UnboundedReceiver<Pending>) {
         while let Some(first) = writes.blocking_recv() {
             let mut batch = vec![first];
@@ -119,111 +174,72 @@ impl Files {
         self.append(&fresh)
     }
 
-    /// Data lines, sync, then the index; on any error the data file is cut
-    /// back (now, and again before the next batch if that fails).
+    /// Data lines, sync, then the index. On an error, the batch's bytes are
+    /// cut back, once the log is known not to hold its record.
     fn append(&mut self, batch: &[&Pending]) -> Result<(), String> {
         if batch.is_empty() {
             return Ok(());
         }
+        self.check_file()?;
         let data_path = self.data_path.display().to_string();
-        let written = (|| -> std::io::Result<u64> {
-            // A failed batch was cut back; if that failed too, it is done
-            // now, so nothing follows a partial line.
-            self.cut_back()?;
-            let mut data = Vec::with_capacity(batch.iter().map(|w| w.line.len()).sum());
-            for write in batch {
-                data.extend_from_slice(&write.line);
-            }
-            disk::append(&self.data, &self.data_path, &data)?;
-            disk::sync(&self.data, &self.data_path)?;
-            Ok(self.data_len + data.len() as u64)
-        })()
-        .map_err(|error| format!("writing {data_path} failed: {error}"));
-        let recorded = written.and_then(|len| {
-            let keys: Vec<Key> = batch.iter().map(|w| w.key).collect();
-            self.index.record(&keys, len).map(|()| len)
-        });
-        match recorded {
-            Ok(len) => {
-                self.data_len = len;
-                Ok(())
-            }
-            Err(error) => {
-                let _ = self.cut_back();
-                Err(error)
-            }
+        let mut data = Vec::with_capacity(batch.iter().map(|w| w.line.len()).sum());
+        for write in batch {
+            data.extend_from_slice(&write.line);
         }
+        let written = disk::append(&self.data, &self.data_path, &data)
+            .and_then(|()| disk::sync(&self.data, &self.data_path))
+            .map_err(|error| format!("writing {data_path} failed: {error}"));
+        if let Err(error) = written {
+            self.own_tail = true;
+            let _ = self.cut_own_tail();
+            return Err(error);
+        }
+        let len = self.data_len + data.len() as u64;
+        let keys: Vec<Key> = batch.iter().map(|w| w.key).collect();
+        if let Err(error) = self.index.record(&keys, len) {
+            // Unless the log is cut back (synced), it may hold the record:
+            // then the lines must stay.
+            self.own_tail = true;
+            if self.index.settled() {
+                let _ = self.cut_own_tail();
+            }
+            return Err(error);
+        }
+        self.data_len = len;
+        Ok(())
     }
 
-    /// Truncates the data file to its last good length.
-    fn cut_back(&mut self) -> std::io::Result<()> {
-        if self.data.metadata()?.len() != self.data_len {
-            disk::set_len(&self.data, &self.data_path, self.data_len)?;
-            disk::sync(&self.data, &self.data_path)?;
+    /// Before a batch: what a failed batch left is undone, and a file
+    /// changed by someone else is taken as it is (never filled up again).
+    fn check_file(&mut self) -> Result<(), String> {
+        self.index.settle()?;
+        if self.own_tail {
+            self.cut_own_tail().map_err(|e| {
+                fail(
+                    &self.data_path,
+                    format!("cannot cut back a failed batch: {e}"),
+                )
+            })?;
+        }
+        let on_disk = self
+            .data
+            .metadata()
+            .map_err(|e| fail(&self.data_path, e))?
+            .len();
+        if on_disk != self.data_len {
+            self.repair(Found::Log, When::Running)?;
         }
         Ok(())
     }
-}
 
-/// Indexes the ids file of an earlier version (one id per line, in the
-/// order of the data lines) and renames it; returns the data length it
-/// covers, or `None` when there is no such file.
-fn import_ids_file(path: &Path, data: &File, index: &mut Index) -> Result<Option<u64>, String> {
-    let ids_path = PathBuf::from(format!("{}.ids", path.display()));
-    let Ok(file) = File::open(&ids_path) else {
-        return Ok(None);
-    };
-    let shown = ids_path.display();
-    let mut keys = Vec::new();
-    let mut reader = BufReader::new(file);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        let read = reader
-            .read_until(b'\n', &mut line)
-            .map_err(|e| format!("cannot read {shown}: {e}"))?;
-        if read == 0 || line.last() != Some(&b'\n') {
-            break; // end, or a line cut by a crash
+    /// Cuts this run's bytes of a failed batch (never acknowledged).
+    fn cut_own_tail(&mut self) -> std::io::Result<()> {
+        let on_disk = self.data.metadata()?.len();
+        if on_disk > self.data_len {
+            disk::set_len(&self.data, &self.data_path, self.data_len)?;
+            disk::sync(&self.data, &self.data_path)?;
         }
-        keys.push(index::key(&String::from_utf8_lossy(
-            &line[..line.len() - 1],
-        )));
-    }
-    let len = offset_after_lines(data, keys.len())
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    index.record(&keys, len)?;
-    let imported = PathBuf::from(format!("{}.imported", ids_path.display()));
-    disk::rename(&ids_path, &imported).map_err(|e| format!("cannot rename {shown}: {e}"))?;
-    info!("{shown}: {} ids of an earlier version indexed", keys.len());
-    Ok(Some(len))
-}
-
-/// The byte offset just after the first `lines` lines of the data file (or
-/// its length, if it has fewer: then the index has ids of lines lost in a
-/// crash, which cannot happen when data is synced before ids).
-fn offset_after_lines(file: &File, lines: usize) -> std::io::Result<u64> {
-    let mut reader = BufReader::new(file.try_clone()?);
-    reader.seek(SeekFrom::Start(0))?;
-    let mut offset = 0u64;
-    let mut buffer = [0u8; 64 * 1024];
-    let mut count = 0usize;
-    if lines == 0 {
-        return Ok(0);
-    }
-    loop {
-        let read = reader.read(&mut buffer)?;
-        if read == 0 {
-            return Ok(offset);
-        }
-        for (i, byte) in buffer[..read].iter().enumerate() {
-            if *byte == b'\n' {
-                count += 1;
-                if count == lines {
-                    return Ok(offset + i as u64 + 1);
-                }
-            }
-        }
-        offset += read as u64;
+        self.own_tail = false;
+        Ok(())
     }
 }
-

@@ -2,26 +2,51 @@
 //! line, each message id once, synced to disk before the message is
 //! acknowledged.
 //!
-//! Next to the data file `{path}` lives its index ([`index`]:
-//! `{path}.log` and `{path}.keys`): the ids written (hashed) and the data
-//! length they cover. A batch of messages is written as: data lines,
-//! fsync, then the ids and the new length as one synced record, then
-//! every message of the batch is acknowledged (group commit: two syncs per
-//! batch, not per message). After a crash between the two, the data file
-//! has lines beyond the recorded length; those messages were not
-//! acknowledged, so the broker delivers them again, and on start the data
-//! file is cut back to the recorded length. A message seen again (a
-//! redelivery, a retry, a second run) is acknowledged without being
-//! written twice.
+//! **The data file** (`{path}`) holds one JSON document per line: the
+//! message body as it came (compacted onto one line if it spanned
+//! several), followed by `\n`, in the order written. The sink adds
+//! nothing to it (no id, no wrapper), so the file is the results and
+//! nothing else; the ids live in the index beside it.
 //!
-//! A write that fails (disk full, file not writable) cuts the data file
-//! back to its last good length and fails the whole batch: the messages
+//! **Beside it**, its index ([`index`]: `{path}.log`, `{path}.keys`): the
+//! ids written (hashed) and the data length they cover. A batch of
+//! messages is written as: data lines, fsync, then the ids and the new
+//! length as one synced record, then every message of the batch is
+//! acknowledged (group commit: two syncs per batch, not per message). A
+//! message seen again (a redelivery, a retry, a second run) is
+//! acknowledged without being written twice.
+//!
+//! **The sink never deletes a line it did not write in this run.** On
+//! start ([`tail`] decides, [`aside`] moves):
+//! - Lines beyond the recorded length, at most one batch of them: a crash
+//!   came between the data and its record; those messages were not
+//!   acknowledged and come again. They are moved to `{path}.cut.{n}` (the
+//!   log names it) and the file is cut back.
+//! - A data file without an index (a new box, a restored backup, a
+//!   container that mounts only the data file, the index deleted), or
+//!   longer than the index records by more than a batch: it is adopted.
+//!   Every whole line counts as written, but its id is unknown: a message
+//!   of such a line sent again (a `--fresh` run) is written once more. The
+//!   ids are kept only in the index, so keep the index files with the
+//!   data file when copying or restoring it.
+//! - A data file shorter than recorded (lines removed, logrotate's
+//!   `copytruncate`): kept as it is; the messages of the removed lines
+//!   count as written. The same holds for a file cut under a running
+//!   sink: the sink appends after what is left, never filling the gap.
+//! - A last line without its newline (cut short) is moved aside too.
+//!
+//! A write that fails (disk full, file not writable) fails the whole
+//! batch, and its bytes (this run's, never acknowledged) are cut back
+//! once the log is known not to hold the batch's record: the messages
 //! are retried later, and nothing was acknowledged that was not written.
+//! A damaged index (a record damaged amid the log, a header that is not a
+//! log's) stops the sink with an error naming the file and the offset,
+//! rather than cutting anything.
 //!
 //! One process writes a file at a time (an exclusive lock on the data
 //! file); a sink stage runs one worker per box. A file written by an
 //! earlier version (ids in `{path}.ids`, one per line) is indexed on first
-//! start and its `.ids` file renamed `.ids.imported`.
+//! start ([`ids_file`]).
 
 use std::{path::Path, sync::Arc};
 
@@ -33,9 +58,12 @@ use warren::{
     worker::{Handler, HandlerFuture},
 };
 
+mod aside;
 mod disk;
 mod files;
+mod ids_file;
 mod index;
+mod tail;
 #[cfg(test)]
 mod tests;
 
@@ -43,7 +71,7 @@ use files::Files;
 use index::Key;
 
 /// Most messages written in one batch.
-const MAX_BATCH: usize = 2048;
+const MAX_BATCH: usize = index::MAX_KEYS;
 
 /// A line waiting for the writer, and who waits for it.
 pub(super) struct Pending {
@@ -113,4 +141,3 @@ impl Handler for SinkHandler {
         ))
     }
 }
-

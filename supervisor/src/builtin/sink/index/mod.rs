@@ -5,52 +5,57 @@
 //! hashes once (16 bytes each), never the data file.
 //!
 //! Two files:
-//! - `{path}.log`: appended per batch: its hashes and the new data length,
-//!   synced (one record, with a checksum, so that a record cut by a crash
-//!   is recognised and dropped). Its hashes are also kept in memory.
-//! - `{path}.keys`: every older hash, sorted. When the log holds
-//!   [`COMPACT_AT`] hashes, they are merged into a new `.keys` (written
-//!   aside, synced, renamed over the old one) and the log starts over.
-//!   Looking up a hash that is not in the log reads one block of 256
-//!   hashes, found through every 256th hash kept in memory.
+//! - `{path}.log` ([`log`]): appended per batch: its hashes and the new
+//!   data length, synced (one record with a CRC32C, so that a record torn
+//!   by a crash is recognised and dropped; a damaged record with more
+//!   after it stops the sink instead). Its hashes are also kept in memory.
+//! - `{path}.keys` ([`sorted`]): every older hash, sorted. When the log
+//!   holds [`COMPACT_AT`] hashes, they are merged into a new `.keys`
+//!   (written aside as `.keys.new`, synced, renamed over the old one) and
+//!   the log starts over. A lookup of a hash not in the log reads one
+//!   block of 256 hashes, found through every 256th hash kept in memory.
 //!
-//! Any byte string is an id (newlines, quotes, bytes that were not UTF-8):
-//! only its hash is kept. A batch is recorded after its data lines were
-//! written and synced. After a crash between the two, the data file is
-//! longer than the recorded length: the lines beyond it belong to messages
-//! that were not acknowledged, and [`Index::open`] tells the sink to cut
-//! them off. The log carries a generation number and `.keys` the
-//! generation of the last log merged into it, so a crash between the
-//! rename and the log's restart never counts a log twice.
+//! The log carries a generation number and `.keys` the generation of the
+//! last log merged into it. A log of an older generation than `.keys` was
+//! merged whole and starts over; one of the same generation (a merge that
+//! failed after its rename, or a crash before the log started over) is
+//! read as it is: its records are true whichever `.keys` a crash left, and
+//! a hash both in it and in `.keys` is merged once. A merge that fails
+//! removes its `.keys.new` and is tried again after more batches.
+//!
+//! A log is created whole or not at all (written as `.log.new`, synced,
+//! renamed), so a missing log means a new sink or a log deleted or not
+//! copied: [`Found::NoLog`], and the sink adopts its data file. After a
+//! failed write or sync of a record, the log is cut back to its last whole
+//! record and synced ([`Index::settle`]) before anything else happens.
 //!
 //! An index of the previous format (an embedded database, `{path}.index`)
-//! is converted on first start and renamed `.index.imported`.
+//! is converted on first start ([`legacy`]).
+
+mod legacy;
+mod log;
+mod sorted;
 
 use std::{
     collections::HashSet,
     fs::{File, OpenOptions},
     io::Read,
-    os::unix::fs::FileExt,
     path::{Path, PathBuf},
 };
 
 use sha2::{Digest, Sha256};
+use tracing::warn;
 
-mod sorted;
+pub use log::MAX_KEYS;
+pub use sorted::Key;
+use sorted::Sorted;
 
-use super::disk;
-
-pub use sorted::{Key, sync_dir};
-use sorted::{Sorted, fail};
+use super::disk::{self, fail};
 
 /// Hashes the log holds before they are merged into the sorted file: a
 /// hash set of 2^19 slots (about 9 MB) holds 458,752 before it doubles,
 /// and a batch (at most 2,048) may come on top of this.
 pub const COMPACT_AT: usize = 456_704;
-
-const LOG_MAGIC: &[u8; 8] = b"WLOG0001";
-/// `.log`: magic, generation.
-const LOG_HEADER: u64 = 16;
 
 /// The key of `id`.
 pub fn key(id: &str) -> Key {
@@ -60,12 +65,28 @@ pub fn key(id: &str) -> Key {
     key
 }
 
+/// Whether the index can tell what the data file holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// Its log was there: [`Index::data_len`] is the data its records
+    /// cover; anything beyond was written after the last record.
+    Log,
+    /// No log: a new sink, or its log was deleted or not copied with the
+    /// data file. Nothing tells which lines beyond [`Index::data_len`]
+    /// (what `.keys` covers, 0 without it) were written, nor their ids.
+    /// [`Index::begin`] starts the log.
+    NoLog,
+}
+
 /// The open index of one sink file.
 pub struct Index {
     keys_path: PathBuf,
     log_path: PathBuf,
     sorted: Sorted,
-    log: File,
+    /// The log (none until [`Index::begin`] when there was none).
+    log: Option<File>,
+    version: log::Version,
+    /// Where the next record goes; 0 while the log must start over first.
     log_len: u64,
     generation: u64,
     /// The log's hashes.
@@ -73,107 +94,173 @@ pub struct Index {
     /// The data length of the last record.
     data_len: u64,
     compact_at: usize,
+    /// Merge when the log holds this many hashes.
+    next_compact: usize,
+    /// A record failed: the log may hold part of it beyond `log_len`.
+    unsettled: bool,
 }
 
 impl Index {
-    /// Opens (or creates) the index of the data file `data`; returns it and
-    /// the length of the data file that its records cover.
-    pub fn open(data: &Path) -> Result<(Index, u64), String> {
-        Index::open_compacting_at(data, COMPACT_AT)
-    }
-
-    /// [`Index::open`], merging the log into the sorted file once it holds
-    /// `compact_at` hashes.
-    pub fn open_compacting_at(data: &Path, compact_at: usize) -> Result<(Index, u64), String> {
-        let keys_path = PathBuf::from(format!("{}.keys", data.display()));
-        let log_path = PathBuf::from(format!("{}.log", data.display()));
-        let old = PathBuf::from(format!("{}.index", data.display()));
-        if old.exists() && !keys_path.exists() && !log_path.exists() {
-            convert(&old, &keys_path)?;
+    /// Opens the index of the data file `data` (see [`Found`]), merging
+    /// the log into the sorted file once it holds `compact_at` hashes.
+    pub fn open_compacting_at(data: &Path, compact_at: usize) -> Result<(Index, Found), String> {
+        let beside = |suffix: &str| PathBuf::from(format!("{}{suffix}", data.display()));
+        let (keys_path, log_path, old) = (beside(".keys"), beside(".log"), beside(".index"));
+        // What a merge or a log's creation left when a crash stopped it.
+        for unfinished in [beside(".keys.new"), beside(".log.new")] {
+            disk::remove(&unfinished).map_err(|e| fail(&unfinished, e))?;
+        }
+        let convert = old.exists() && !log_path.exists();
+        if convert {
+            legacy::convert(&old, &keys_path)?;
         }
         let sorted = Sorted::open(&keys_path)?;
-        let log = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&log_path)
-            .map_err(|e| fail(&log_path, e))?;
+        let compact_at = compact_at.max(1);
         let mut index = Index {
             keys_path,
             log_path,
-            data_len: sorted.data_len,
-            generation: sorted.generation + 1,
-            sorted,
-            log,
+            log: None,
+            version: log::Version::V2,
             log_len: 0,
+            generation: sorted.generation + 1,
+            data_len: sorted.data_len,
+            sorted,
             recent: HashSet::new(),
-            compact_at: compact_at.max(1),
+            compact_at,
+            next_compact: compact_at,
+            unsettled: false,
         };
-        index.read_log()?;
-        let data_len = index.data_len;
-        Ok((index, data_len))
+        let found = if convert {
+            index.begin(index.data_len)?;
+            Found::Log
+        } else if index.log_path.exists() {
+            index.read_log()?
+        } else {
+            Found::NoLog
+        };
+        if old.exists() {
+            legacy::set_aside(&old)?;
+        }
+        Ok((index, found))
     }
 
-    /// Reads the log's records into memory; drops a record cut by a crash,
-    /// and a whole log already merged into the sorted file.
-    fn read_log(&mut self) -> Result<(), String> {
+    /// Reads the log's records into memory; drops a record torn by a
+    /// crash, and a whole log already merged into the sorted file.
+    fn read_log(&mut self) -> Result<Found, String> {
         let path = self.log_path.clone();
-        let mut bytes = Vec::new();
-        (&self.log)
-            .read_to_end(&mut bytes)
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
             .map_err(|e| fail(&path, e))?;
-        let generation = (bytes.len() >= LOG_HEADER as usize && &bytes[..8] == LOG_MAGIC)
-            .then(|| u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes")));
-        match generation {
-            Some(generation) if generation > self.sorted.generation => {
-                self.generation = generation;
-            }
-            // Whole but not a log: its records cannot be read, and going on
-            // without them would cut acknowledged lines off the data file.
-            None if bytes.len() >= LOG_HEADER as usize => {
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(|e| fail(&path, e))?;
+        self.log = Some(file);
+        let header = match log::start(&bytes) {
+            log::Start::Damaged => {
                 return Err(fail(
                     &path,
-                    "not a sink log (its first bytes are damaged); the sink does not start rather than cut the data file back to an older length",
+                    "not a sink log (its header is damaged); the sink does not start rather than guess what it recorded. Keep a copy; moving it aside starts the sink, which then keeps every line of the data file, counting those of unknown id as written",
                 ));
             }
-            // New, emptied by a crash while starting over, or merged
-            // already: start it over.
-            _ => return self.restart_log(),
+            // Emptied while starting over after a merge: `.keys` holds all.
+            log::Start::Empty if self.sorted.file.is_some() => {
+                self.restart_log()?;
+                return Ok(Found::Log);
+            }
+            log::Start::Empty => return Ok(Found::NoLog),
+            log::Start::Header(header) => header,
+        };
+        if header.generation < self.sorted.generation {
+            self.restart_log()?; // merged whole
+            return Ok(Found::Log);
         }
-        let mut at = LOG_HEADER as usize;
-        while let Some((keys, data_len, next)) = record_at(&bytes, at) {
+        let read = log::read(header.version, &bytes, header.version.header_len()).map_err(|damaged| {
+            fail(
+                &path,
+                format!(
+                    "the record at byte {} is damaged and more follows it: not the torn end a crash leaves. The sink does not start rather than drop the records after it and cut their lines off the data file. Keep a copy; moving it aside starts the sink, which then keeps every line of the data file, counting those of unknown id as written",
+                    damaged.at
+                ),
+            )
+        })?;
+        self.version = header.version;
+        self.generation = header.generation;
+        self.data_len = header.base_len.unwrap_or(self.sorted.data_len);
+        for (keys, data_len) in read.records {
             self.recent.extend(keys);
             self.data_len = data_len;
-            at = next;
         }
-        self.log_len = at as u64;
-        if (at as u64) < bytes.len() as u64 {
-            // A record cut by a crash: its batch was never acknowledged.
-            disk::set_len(&self.log, &path, self.log_len).map_err(|e| fail(&path, e))?;
-            disk::sync(&self.log, &path).map_err(|e| fail(&path, e))?;
+        self.log_len = read.end as u64;
+        if read.torn {
+            warn!(
+                "{}: dropped a record torn by a crash at byte {} (its batch was not acknowledged)",
+                path.display(),
+                read.end
+            );
+            self.unsettled = true;
+            self.settle()?;
         }
+        if header.generation == self.sorted.generation && !self.recent.is_empty() {
+            // Merged (in part) already: `.keys` covers at least what it
+            // says, and merging again keeps each hash once.
+            self.data_len = self.data_len.max(self.sorted.data_len);
+            if let Err(error) = self.compact() {
+                warn!("the sink's index could not merge its log: {error}");
+            }
+        }
+        Ok(Found::Log)
+    }
+
+    /// Starts the log when there was none ([`Found::NoLog`]): the data file
+    /// holds `base_len` bytes, written. Created whole or not at all.
+    pub fn begin(&mut self, base_len: u64) -> Result<(), String> {
+        let aside = PathBuf::from(format!("{}.new", self.log_path.display()));
+        let header = log::header(self.generation, base_len);
+        let created = (|| {
+            let file = disk::create(&aside)?;
+            disk::write_at(&file, &aside, 0, &header)?;
+            disk::sync(&file, &aside)?;
+            disk::rename(&aside, &self.log_path)?;
+            disk::sync_dir(&self.log_path)?;
+            Ok::<_, std::io::Error>(file)
+        })();
+        let file = created.map_err(|e| {
+            let _ = disk::remove(&aside);
+            fail(&self.log_path, format!("cannot create it: {e}"))
+        })?;
+        self.log = Some(file);
+        self.version = log::Version::V2;
+        self.log_len = header.len() as u64;
+        self.data_len = base_len;
+        self.unsettled = false;
         Ok(())
     }
 
-    /// Empties the log and gives it the next generation.
+    /// Empties the log and gives it the current generation; until this
+    /// succeeds, nothing is recorded.
     fn restart_log(&mut self) -> Result<(), String> {
-        let path = self.log_path.clone();
-        let mut header = Vec::with_capacity(LOG_HEADER as usize);
-        header.extend_from_slice(LOG_MAGIC);
-        header.extend_from_slice(&self.generation.to_le_bytes());
-        // Until the header is written, nothing may be appended (a record
-        // after a missing header could not be read back).
+        let path = &self.log_path;
+        let log = self.log.as_ref().ok_or_else(|| fail(path, "no log"))?;
+        let header = log::header(self.generation, self.data_len);
         self.log_len = 0;
         (|| {
-            disk::set_len(&self.log, &path, 0)?;
-            disk::write_at(&self.log, &path, 0, &header)?;
-            disk::sync(&self.log, &path)
+            disk::set_len(log, path, 0)?;
+            disk::write_at(log, path, 0, &header)?;
+            disk::sync(log, path)
         })()
-        .map_err(|e| fail(&path, e))?;
-        self.log_len = LOG_HEADER;
+        .map_err(|e| fail(path, e))?;
+        self.log_len = header.len() as u64;
+        self.version = log::Version::V2;
         self.recent.clear();
+        self.next_compact = self.compact_at;
+        self.unsettled = false;
         Ok(())
+    }
+
+    /// The data length the records cover.
+    pub fn data_len(&self) -> u64 {
+        self.data_len
     }
 
     /// How many ids are recorded.
@@ -196,48 +283,67 @@ impl Index {
             .collect()
     }
 
+    /// Whether the log is known to end with its last whole record (false
+    /// after a record failed and cutting it back failed too).
+    pub fn settled(&self) -> bool {
+        !self.unsettled
+    }
+
+    /// Cuts the log back to its last whole record, synced, after a record
+    /// failed: until then nothing is recorded, and the data of the failed
+    /// batch must stay (the record may be on disk).
+    pub fn settle(&mut self) -> Result<(), String> {
+        if !self.unsettled {
+            return Ok(());
+        }
+        let path = &self.log_path;
+        let log = self.log.as_ref().ok_or_else(|| fail(path, "no log"))?;
+        disk::set_len(log, path, self.log_len)
+            .and_then(|()| disk::sync(log, path))
+            .map_err(|e| fail(path, format!("cannot cut back a failed record: {e}")))?;
+        self.unsettled = false;
+        Ok(())
+    }
+
     /// Records `keys` and the data length that now holds them, durably.
     pub fn record(&mut self, keys: &[Key], data_len: u64) -> Result<(), String> {
+        self.settle()?;
         if self.log_len == 0 {
             // Starting the log over failed after a merge: again, first.
             self.restart_log()?;
         }
-        let mut record = Vec::with_capacity(20 + 16 * keys.len() + 8);
-        record.extend_from_slice(&(keys.len() as u32).to_le_bytes());
-        record.extend_from_slice(&data_len.to_le_bytes());
-        for key in keys {
-            record.extend_from_slice(key);
-        }
-        let sum = checksum(&record);
-        record.extend_from_slice(&sum.to_le_bytes());
-        let path = self.log_path.clone();
-        let written = disk::write_at(&self.log, &path, self.log_len, &record)
-            .and_then(|()| disk::sync(&self.log, &path));
+        let path = &self.log_path;
+        let log = self.log.as_ref().ok_or_else(|| fail(path, "no log"))?;
+        let record = log::record(self.version, keys, data_len);
+        let written =
+            disk::write_at(log, path, self.log_len, &record).and_then(|()| disk::sync(log, path));
         if let Err(error) = written {
-            // Nothing may follow a partial record.
-            let _ = disk::set_len(&self.log, &path, self.log_len);
-            return Err(fail(&path, error));
+            let error = fail(path, error);
+            self.unsettled = true;
+            let _ = self.settle();
+            return Err(error);
         }
         self.log_len += record.len() as u64;
         self.recent.extend(keys.iter().copied());
         self.data_len = data_len;
-        if self.recent.len() >= self.compact_at {
-            // The batch is recorded either way; a merge that failed (disk
-            // full) is tried again after the next batch.
-            if let Err(error) = self.compact() {
-                tracing::warn!("the sink's index could not merge its log: {error}");
-            }
+        if self.recent.len() >= self.next_compact
+            && let Err(error) = self.compact()
+        {
+            // The batch is recorded either way; the merge is tried again
+            // after more batches (not after each, on a full disk).
+            self.next_compact = self.recent.len() + (self.compact_at / 16).max(1);
+            warn!("the sink's index could not merge its log: {error}");
         }
         Ok(())
     }
 
     /// Merges the log's hashes into a new sorted file, then starts the log
-    /// over.
+    /// over. The log stays as it is until the new file's name is synced.
     fn compact(&mut self) -> Result<(), String> {
         let mut fresh: Vec<Key> = self.recent.iter().copied().collect();
         fresh.sort_unstable();
         let aside = PathBuf::from(format!("{}.new", self.keys_path.display()));
-        let mut sorted = self
+        let merged = self
             .sorted
             .merge(
                 fresh.into_iter().map(Ok),
@@ -245,100 +351,18 @@ impl Index {
                 self.data_len,
                 self.generation,
             )
-            .map_err(|e| fail(&aside, e))?;
-        disk::rename(&aside, &self.keys_path).map_err(|e| fail(&self.keys_path, e))?;
-        sync_dir(&self.keys_path)?;
+            .and_then(|sorted| disk::rename(&aside, &self.keys_path).map(|()| sorted));
+        let mut sorted = merged.map_err(|error| {
+            // Never left behind (on a full disk, it would keep it full).
+            let _ = disk::remove(&aside);
+            fail(&aside, error)
+        })?;
+        disk::sync_folder(&self.keys_path)?;
         sorted.file = Some(File::open(&self.keys_path).map_err(|e| fail(&self.keys_path, e))?);
         self.sorted = sorted;
         self.generation += 1;
         self.restart_log()
     }
-}
-
-/// The record at `at`: its hashes, its data length and where the next one
-/// starts; `None` at the end or at a record cut short or damaged.
-fn record_at(bytes: &[u8], at: usize) -> Option<(Vec<Key>, u64, usize)> {
-    let n = u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize;
-    let end = at.checked_add(12 + 16 * n)?;
-    let body = bytes.get(at..end)?;
-    let sum = u64::from_le_bytes(bytes.get(end..end + 8)?.try_into().ok()?);
-    if checksum(body) != sum {
-        return None;
-    }
-    let data_len = u64::from_le_bytes(body[4..12].try_into().ok()?);
-    let keys = body[12..]
-        .chunks_exact(16)
-        .map(|k| k.try_into().expect("16 bytes"))
-        .collect();
-    Some((keys, data_len, end + 8))
-}
-
-/// FNV-1a, 64 bits: tells a whole record from one cut or torn by a crash.
-fn checksum(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-/// Converts an index of the previous format (a `redb` database of hashes,
-/// read in key order, so already sorted) into a sorted file, and renames
-/// it `.index.imported`.
-fn convert(old: &Path, keys_path: &Path) -> Result<(), String> {
-    use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
-    const IDS: TableDefinition<'_, &[u8], ()> = TableDefinition::new("ids");
-    const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
-    let db = redb::Database::open(old).map_err(|e| fail(old, e))?;
-    let read = db.begin_read().map_err(|e| fail(old, e))?;
-    // A table that is not there is an index that never recorded a batch;
-    // any other error stops the start (going on would cut the data file
-    // back to nothing).
-    let ids = match read.open_table(IDS) {
-        Ok(ids) => Some(ids),
-        Err(redb::TableError::TableDoesNotExist(_)) => None,
-        Err(error) => return Err(fail(old, error)),
-    };
-    let data_len = match read.open_table(META) {
-        Ok(meta) => meta
-            .get("data_len")
-            .map_err(|e| fail(old, e))?
-            .map(|l| l.value()),
-        Err(redb::TableError::TableDoesNotExist(_)) => None,
-        Err(error) => return Err(fail(old, error)),
-    };
-    let count = match &ids {
-        Some(ids) => ids.len().map_err(|e| fail(old, e))?,
-        None => 0,
-    };
-    let data_len = match data_len {
-        Some(len) => len,
-        None if count == 0 => 0,
-        None => return Err(fail(old, "holds ids but not the data length they cover")),
-    };
-    // Read in key order: already sorted, streamed into the new file.
-    let entries = match &ids {
-        Some(ids) => Some(ids.iter().map_err(|e| fail(old, e))?),
-        None => None,
-    };
-    let keys = entries.into_iter().flat_map(|entries| {
-        entries.map(|entry| {
-            let (key, _) = entry.map_err(std::io::Error::other)?;
-            Key::try_from(key.value())
-                .map_err(|_| std::io::Error::other("a hash not 16 bytes long"))
-        })
-    });
-    let aside = PathBuf::from(format!("{}.new", keys_path.display()));
-    Sorted::empty(0, 0)
-        .merge(keys, &aside, data_len, 0)
-        .map_err(|e| fail(old, format!("converting it into {}: {e}", aside.display())))?;
-    std::fs::rename(&aside, keys_path).map_err(|e| fail(keys_path, e))?;
-    let imported = PathBuf::from(format!("{}.imported", old.display()));
-    std::fs::rename(old, &imported).map_err(|e| fail(old, e))?;
-    sync_dir(keys_path)?;
-    tracing::info!(
-        "{}: {count} ids of an earlier version indexed",
-        old.display()
-    );
-    Ok(())
 }
 
 #[cfg(test)]

@@ -4,31 +4,16 @@
 //! in memory, so a lookup reads one block of hashes; a merge writes the
 //! union of the file and a sorted batch of hashes into a new file.
 
+use crate::builtin::sink::disk::{self, fail};
 use std::{
     fs::File,
     io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write},
     os::unix::fs::FileExt,
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 /// An id's key in the index: its SHA-256, cut to 16 bytes.
 pub type Key = [u8; 16];
-
-/// An error about the file at `path`.
-pub fn fail(path: &Path, error: impl std::fmt::Display) -> String {
-    format!("{}: {error}", path.display())
-}
-
-/// Syncs the directory holding `path`, so that a file created or renamed
-/// in it survives a crash.
-pub fn sync_dir(path: &Path) -> Result<(), String> {
-    super::disk::sync_dir(path).map_err(|e| {
-        fail(
-            &super::disk::folder(path),
-            format!("cannot sync the directory: {e}"),
-        )
-    })
-}
 
 /// Every `FENCE`th sorted hash is kept in memory: a lookup reads one block
 /// of `FENCE` hashes (4 KiB).
@@ -133,8 +118,8 @@ impl Sorted {
         data_len: u64,
         generation: u64,
     ) -> std::io::Result<Sorted> {
-        let out = super::disk::create(to)?;
-        let mut writer = BufWriter::with_capacity(1 << 20, super::disk::Writer::new(&out, to, 0));
+        let out = disk::create(to)?;
+        let mut writer = BufWriter::with_capacity(1 << 20, disk::Writer::new(&out, to, 0));
         writer.write_all(&[0u8; KEYS_HEADER as usize])?;
         let mut old = match &self.file {
             Some(file) => {
@@ -184,8 +169,8 @@ impl Sorted {
         header.extend_from_slice(&merged.count.to_le_bytes());
         header.extend_from_slice(&data_len.to_le_bytes());
         header.extend_from_slice(&generation.to_le_bytes());
-        super::disk::write_at(&out, to, 0, &header)?;
-        super::disk::sync(&out, to)?;
+        disk::write_at(&out, to, 0, &header)?;
+        disk::sync(&out, to)?;
         Ok(merged)
     }
 }

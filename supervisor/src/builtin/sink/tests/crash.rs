@@ -29,7 +29,11 @@ const BATCHES: &[&[&str]] = &[
 const BEFORE: &str = "{\"old\":1}\n{\"old\":2}\n";
 
 fn all_ids() -> Vec<String> {
-    let mut all: Vec<String> = BATCHES.iter().flat_map(|b| b.iter()).map(|s| s.to_string()).collect();
+    let mut all: Vec<String> = BATCHES
+        .iter()
+        .flat_map(|b| b.iter())
+        .map(|s| s.to_string())
+        .collect();
     all.sort();
     all.dedup();
     all
@@ -52,6 +56,11 @@ fn run(fail_at: Option<usize>, imaging: bool) -> Recorder {
     let recorder = Rc::new(RefCell::new(Recorder::new(&path)));
     recorder.borrow_mut().fail_at = fail_at;
     recorder.borrow_mut().imaging = imaging;
+    if let Some(failed) = fail_at {
+        // The crash images of the changes after the failed one, until the
+        // next batch is surely on its way.
+        recorder.borrow_mut().window = (failed + 1, failed + 8);
+    }
     let guard = Recorder::install(&recorder);
     let mut files = Files::open_compacting_at(&path, COMPACT)
         .or_else(|_| Files::open_compacting_at(&path, COMPACT))
@@ -97,12 +106,18 @@ fn check(image: &Image) -> Result<(), String> {
     let kept = counts(ids(&path));
     for id in &image.acked {
         if kept.get(id) != Some(&1) {
-            return Err(format!("acknowledged {id} is there {:?} times", kept.get(id)));
+            return Err(format!(
+                "acknowledged {id} is there {:?} times",
+                kept.get(id)
+            ));
         }
     }
     for old in BEFORE.lines() {
         if kept.get(old) != Some(&1) {
-            return Err(format!("the adopted line {old} is there {:?} times", kept.get(old)));
+            return Err(format!(
+                "the adopted line {old} is there {:?} times",
+                kept.get(old)
+            ));
         }
     }
     if let Some((line, n)) = kept.iter().find(|(_, n)| **n > 1) {
@@ -110,10 +125,15 @@ fn check(image: &Image) -> Result<(), String> {
     }
     let all = all_ids();
     let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-    files.write(&batch(&refs)).map_err(|e| format!("sending again: {e}"))?;
+    files
+        .write(&batch(&refs))
+        .map_err(|e| format!("sending again: {e}"))?;
     drop(files);
-    let mut files = Files::open_compacting_at(&path, COMPACT).map_err(|e| format!("restart: {e}"))?;
-    files.write(&batch(&refs)).map_err(|e| format!("sending again: {e}"))?;
+    let mut files =
+        Files::open_compacting_at(&path, COMPACT).map_err(|e| format!("restart: {e}"))?;
+    files
+        .write(&batch(&refs))
+        .map_err(|e| format!("sending again: {e}"))?;
     let mut expected: Vec<String> = all.clone();
     expected.extend(BEFORE.lines().map(String::from));
     let found = counts(ids(&path));
@@ -146,7 +166,12 @@ fn a_crash_at_any_change_loses_no_acknowledged_line_and_writes_none_twice() {
     assert_eq!(recorder.acked.len(), all_ids().len());
     let (checked, failures) = check_all(&recorder.images);
     assert!(
-        recorder.trace.iter().filter(|t| t.starts_with("rename out.jsonl.keys.new")).count() >= 2,
+        recorder
+            .trace
+            .iter()
+            .filter(|t| t.starts_with("rename out.jsonl.keys.new"))
+            .count()
+            >= 2,
         "the run merges the index: {:#?}",
         recorder.trace
     );

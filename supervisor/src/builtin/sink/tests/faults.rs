@@ -43,7 +43,10 @@ fn a_file_cut_under_a_running_sink_is_not_filled_with_nul_bytes() {
         .unwrap();
     files.write(&batch(&["d", "a"])).unwrap();
     assert_eq!(ids(&path), ids_of(&["d"]));
-    assert_eq!(std::fs::read_to_string(&cut_files(&path)[0]).unwrap(), "{\"id");
+    assert_eq!(
+        std::fs::read_to_string(&cut_files(&path)[0]).unwrap(),
+        "{\"id"
+    );
     drop(files);
     let mut files = Files::open(&path).unwrap();
     files.write(&batch(&["a", "b", "c", "d", "e"])).unwrap();
@@ -116,23 +119,26 @@ fn after_a_failed_log_sync_the_log_is_cut_back_durably_before_the_data() {
     let guard = Recorder::install(&recorder);
     let mut files = Files::open(&path).unwrap();
     files.write(&batch(&["a"])).unwrap();
-    // The next change after the batch's data is the log's record, then its
-    // sync: that one fails (its record may have reached the disk).
-    let syncs = |recorder: &Recorder| {
-        recorder
-            .trace
-            .iter()
-            .filter(|op| *op == "sync results.jsonl.log")
-            .count()
-    };
-    let before = syncs(&recorder.borrow());
-    {
+    // The changes of the next batch: write data, sync data, write the
+    // log's record, sync it: that sync fails (the record may be on disk).
+    let failed = {
         let mut recorder = recorder.borrow_mut();
-        let at = recorder.ops + 3; // write data, sync data, write log, sync log
+        let at = recorder.ops + 3;
         recorder.fail_at = Some(at);
-    }
+        at
+    };
     files.write(&batch(&["b"])).unwrap_err();
-    assert_eq!(syncs(&recorder.borrow()), before + 1, "the log's sync failed");
+    let trace = recorder.borrow().trace.clone();
+    assert_eq!(trace[failed], "sync results.jsonl.log", "{trace:#?}");
+    // The log is cut back and synced before the data is cut back.
+    let after = &trace[failed + 1..];
+    let position = |op: &str| after.iter().position(|o| o.starts_with(op));
+    let log_synced = position("sync results.jsonl.log").expect("the cut log is synced");
+    assert!(position("set_len results.jsonl.log").unwrap() < log_synced);
+    assert!(
+        log_synced < position("set_len results.jsonl ").unwrap(),
+        "{after:#?}"
+    );
     drop(files);
     drop(guard);
     // The crash: only what was synced is there (the failed sync counts as

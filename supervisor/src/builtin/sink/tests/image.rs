@@ -44,8 +44,11 @@ pub struct Recorder {
     pub ops: usize,
     /// Fail the change with this number (from 0), once.
     pub fail_at: Option<usize>,
-    /// Take images (off: only count and fail).
+    /// Take images (off: only count and fail, and take the images of the
+    /// changes in `window`).
     pub imaging: bool,
+    /// Changes (from, to, not included) imaged even when `imaging` is off.
+    pub window: (usize, usize),
     /// What each change was, in order (`Op`'s debug form, paths cut to
     /// their names).
     pub trace: Vec<String>,
@@ -90,6 +93,7 @@ impl Recorder {
             ops: 0,
             fail_at: None,
             imaging: true,
+            window: (0, 0),
             trace: Vec::new(),
         }
     }
@@ -111,7 +115,7 @@ impl Recorder {
         self.ops += 1;
         self.trace.push(describe(op));
         let now = read_dir(&self.dir);
-        if self.imaging {
+        if self.imaging || (self.window.0..self.window.1).contains(&number) {
             let label = format!("before change {number}: {op:?}");
             self.take(&label, &now);
             if let Op::Write { path, at, bytes } = op
@@ -173,8 +177,14 @@ impl Recorder {
         }
         self.push(format!("{label}, as written"), now.clone());
         self.push(format!("{label}, as synced"), durable);
-        self.push(format!("{label}, data as written, index as synced"), data_now);
-        self.push(format!("{label}, data as synced, index as written"), data_synced);
+        self.push(
+            format!("{label}, data as written, index as synced"),
+            data_now,
+        );
+        self.push(
+            format!("{label}, data as synced, index as written"),
+            data_synced,
+        );
     }
 
     fn push(&mut self, label: String, files: Files) {
@@ -197,6 +207,6 @@ fn describe(op: &Op<'_>) -> String {
         Op::Create { path } => format!("create {}", name(path)),
         Op::Rename { from, to } => format!("rename {} {}", name(from), name(to)),
         Op::Remove { path } => format!("remove {}", name(path)),
-        Op::SyncDir { .. } => "sync_dir".to_string(),
+        Op::SyncDir { path } => format!("sync_dir of {}", name(path)),
     }
 }

@@ -31,7 +31,7 @@ pub fn batch(ids: &[&str]) -> Vec<Pending> {
 /// is shown as `PARTIAL:` and its text).
 pub fn lines(path: &std::path::Path) -> Vec<String> {
     let text = std::fs::read(path).unwrap_or_default();
-    let mut lines: Vec<String> = text
+    let lines: Vec<String> = text
         .split_inclusive(|b| *b == b'\n')
         .map(|line| match line.strip_suffix(b"\n") {
             Some(line) => String::from_utf8_lossy(line).into_owned(),
@@ -66,7 +66,6 @@ pub fn cut_files(path: &std::path::Path) -> Vec<std::path::PathBuf> {
     found.sort();
     found
 }
-
 
 fn write(id: &str, body: &str) -> (Pending, oneshot::Receiver<Result<(), String>>) {
     let (done, rx) = oneshot::channel();
@@ -106,11 +105,7 @@ fn writes_each_id_once_across_restarts_and_repairs_a_crash() {
     // are different ids; the ones written are known.
     let known = files
         .index
-        .contains(&[
-            index::key("a\nb"),
-            index::key("a"),
-            index::key("\"b\""),
-        ])
+        .contains(&[index::key("a\nb"), index::key("a"), index::key("\"b\"")])
         .unwrap();
     assert_eq!(known, vec![true, false, true]);
 }
