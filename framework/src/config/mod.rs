@@ -16,6 +16,7 @@ mod kind;
 mod lines;
 mod problem;
 mod raw;
+mod sinks;
 mod tests;
 mod validate;
 
