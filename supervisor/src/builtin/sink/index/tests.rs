@@ -1,3 +1,5 @@
+use std::fs::OpenOptions;
+
 use super::*;
 
 fn keys(ids: &[&str]) -> Vec<Key> {
