@@ -17,6 +17,7 @@ mod lines;
 mod overlay;
 mod problem;
 mod raw;
+mod sinks;
 mod tests;
 mod validate;
 

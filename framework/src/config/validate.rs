@@ -15,6 +15,7 @@ use super::{
     holding::{Holding, Overrun},
     kind,
     raw::{RawFile, RawStage},
+    sinks,
 };
 use crate::{
     broker::{BrokerUrl, BrokerUrls, DEFAULT_URL},
@@ -81,6 +82,7 @@ pub(crate) fn validate(raw: &RawFile, source: &Path) -> Result<Pipeline, Vec<Pro
         }
     }
     graph::check_cycles(&mut v, &raw_stages);
+    sinks::check(&mut v, &stages);
     if v.problems.is_empty() {
         Ok(Pipeline {
             name,

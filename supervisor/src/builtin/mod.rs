@@ -3,5 +3,3 @@
 pub mod exec;
 pub mod http;
 pub mod sink;
-pub mod sink_index;
-pub mod sink_sorted;

@@ -1,7 +1,24 @@
+use std::fs::OpenOptions;
+
 use super::*;
 
 fn keys(ids: &[&str]) -> Vec<Key> {
     ids.iter().map(|id| key(id)).collect()
+}
+
+/// The index of `data`, its log started if it had none; and the data
+/// length it covers.
+fn open_at(data: &Path, compact_at: usize) -> (Index, u64) {
+    let (mut index, found) = Index::open_compacting_at(data, compact_at).unwrap();
+    if found == Found::NoLog {
+        index.begin(index.data_len()).unwrap();
+    }
+    let len = index.data_len();
+    (index, len)
+}
+
+fn open(data: &Path) -> (Index, u64) {
+    open_at(data, COMPACT_AT)
 }
 
 #[test]
@@ -10,12 +27,12 @@ fn records_survive_reopening_and_any_id_is_a_key() {
     let data = dir.path().join("out.jsonl");
     let ids = keys(&["plain", "two\nlines", "\"quoted\"", "\\xff\\xfe not utf-8"]);
     {
-        let (mut index, len) = Index::open(&data).unwrap();
+        let (mut index, len) = open(&data);
         assert_eq!(len, 0);
         assert_eq!(index.contains(&ids).unwrap(), vec![false; 4]);
         index.record(&ids[..2], 40).unwrap();
     }
-    let (index, len) = Index::open(&data).unwrap();
+    let (index, len) = open(&data);
     assert_eq!(len, 40);
     assert_eq!(index.count().unwrap(), 2);
     assert_eq!(
@@ -32,14 +49,14 @@ fn hashes_merged_into_the_sorted_file_are_found_across_restarts() {
     let all: Vec<Key> = (0..5000).map(|i| key(&format!("id-{i}"))).collect();
     {
         // Merged every 700 hashes: several sorted files, and a log left.
-        let (mut index, _) = Index::open_compacting_at(&data, 700).unwrap();
+        let (mut index, _) = open_at(&data, 700);
         for (n, batch) in all[..4000].chunks(100).enumerate() {
             index.record(batch, (n as u64 + 1) * 10).unwrap();
         }
         assert!(index.sorted.count >= 3500, "merged: {}", index.sorted.count);
         assert_eq!(index.count().unwrap(), 4000);
     }
-    let (index, len) = Index::open_compacting_at(&data, 700).unwrap();
+    let (index, len) = open_at(&data, 700);
     assert_eq!(len, 400);
     assert_eq!(index.count().unwrap(), 4000);
     let found = index.contains(&all).unwrap();
@@ -56,7 +73,7 @@ fn a_record_cut_by_a_crash_is_dropped() {
     let data = dir.path().join("out.jsonl");
     let ids = keys(&["a", "b", "c"]);
     {
-        let (mut index, _) = Index::open(&data).unwrap();
+        let (mut index, _) = open(&data);
         index.record(&ids[..1], 10).unwrap();
         index.record(&ids[1..], 30).unwrap();
     }
@@ -69,13 +86,13 @@ fn a_record_cut_by_a_crash_is_dropped() {
         .unwrap()
         .set_len(len - 3)
         .unwrap();
-    let (mut index, len) = Index::open(&data).unwrap();
+    let (mut index, len) = open(&data);
     assert_eq!(len, 10);
     assert_eq!(index.contains(&ids).unwrap(), vec![true, false, false]);
     // What follows is readable again.
     index.record(&ids[1..2], 20).unwrap();
     drop(index);
-    let (index, len) = Index::open(&data).unwrap();
+    let (index, len) = open(&data);
     assert_eq!(len, 20);
     assert_eq!(index.count().unwrap(), 2);
 }
@@ -88,7 +105,7 @@ fn a_crash_after_merging_does_not_count_the_log_twice() {
     let log = dir.path().join("out.jsonl.log");
     let before_merge;
     {
-        let (mut index, _) = Index::open_compacting_at(&data, 4).unwrap();
+        let (mut index, _) = open_at(&data, 4);
         index.record(&ids[..3], 30).unwrap();
         before_merge = std::fs::read(&log).unwrap();
         index.record(&ids[3..], 40).unwrap(); // merges
@@ -96,7 +113,7 @@ fn a_crash_after_merging_does_not_count_the_log_twice() {
     }
     // The crash: the sorted file was renamed, the log not yet restarted.
     std::fs::write(&log, &before_merge).unwrap();
-    let (index, len) = Index::open_compacting_at(&data, 4).unwrap();
+    let (index, len) = open_at(&data, 4);
     assert_eq!(len, 40);
     assert_eq!(index.count().unwrap(), 4);
     assert_eq!(index.contains(&ids).unwrap(), vec![true; 4]);
@@ -126,7 +143,7 @@ fn an_index_of_the_previous_format_is_converted() {
         }
         write.commit().unwrap();
     }
-    let (index, len) = Index::open(&data).unwrap();
+    let (index, len) = open(&data);
     assert_eq!(len, 77);
     assert_eq!(index.contains(&ids).unwrap(), vec![true, true, false]);
     assert!(dir.path().join("out.jsonl.index.imported").exists());

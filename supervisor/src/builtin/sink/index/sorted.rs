@@ -1,35 +1,19 @@
-//! The sink index's sorted file, `{path}.keys` ([`super::sink_index`]):
+//! The sink index's sorted file, `{path}.keys` ([`super`]):
 //! a header (magic, count, data length, the generation of the last log
 //! merged), then every hash written, sorted. Every [`FENCE`]th hash is kept
 //! in memory, so a lookup reads one block of hashes; a merge writes the
 //! union of the file and a sorted batch of hashes into a new file.
 
+use crate::builtin::sink::disk::{self, fail};
 use std::{
     fs::File,
     io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write},
     os::unix::fs::FileExt,
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 /// An id's key in the index: its SHA-256, cut to 16 bytes.
 pub type Key = [u8; 16];
-
-/// An error about the file at `path`.
-pub fn fail(path: &Path, error: impl std::fmt::Display) -> String {
-    format!("{}: {error}", path.display())
-}
-
-/// Syncs the directory holding `path`, so that a file created or renamed
-/// in it survives a crash.
-pub fn sync_dir(path: &Path) -> Result<(), String> {
-    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        Some(dir) => dir.to_path_buf(),
-        None => PathBuf::from("."),
-    };
-    File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| fail(&dir, format!("cannot sync the directory: {e}")))
-}
 
 /// Every `FENCE`th sorted hash is kept in memory: a lookup reads one block
 /// of `FENCE` hashes (4 KiB).
@@ -134,8 +118,8 @@ impl Sorted {
         data_len: u64,
         generation: u64,
     ) -> std::io::Result<Sorted> {
-        let out = File::create(to)?;
-        let mut writer = BufWriter::with_capacity(1 << 20, &out);
+        let out = disk::create(to)?;
+        let mut writer = BufWriter::with_capacity(1 << 20, disk::Writer::new(&out, to, 0));
         writer.write_all(&[0u8; KEYS_HEADER as usize])?;
         let mut old = match &self.file {
             Some(file) => {
@@ -185,8 +169,8 @@ impl Sorted {
         header.extend_from_slice(&merged.count.to_le_bytes());
         header.extend_from_slice(&data_len.to_le_bytes());
         header.extend_from_slice(&generation.to_le_bytes());
-        out.write_all_at(&header, 0)?;
-        out.sync_all()?;
+        disk::write_at(&out, to, 0, &header)?;
+        disk::sync(&out, to)?;
         Ok(merged)
     }
 }
