@@ -25,7 +25,7 @@ impl RateLimit {
             .map_err(|_| format!("`{text}`: `{count}` is not a whole number; {hint}"))?;
         if count == 0 {
             return Err(format!(
-                "`{text}`: the count must be at least 1 (to stop a stage, scale it to 0)"
+                "`{text}`: the count must be at least 1 (to hold a stage's messages, run no workers for it: leave it out of `warren supervise --stages`)"
             ));
         }
         let per = match unit.trim() {

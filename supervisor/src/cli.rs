@@ -144,8 +144,8 @@ pub enum Command {
         #[arg(long)]
         limit: Option<usize>,
     },
-    /// Run one worker of a built-in stage (http or sink); the supervisor
-    /// starts these.
+    /// Run one worker of a built-in (http, sink, gather) or exec stage; the
+    /// supervisor starts these, and a platform such as Kubernetes can too.
     Worker {
         /// The pipeline file.
         file: PathBuf,
