@@ -107,11 +107,39 @@ struct Counted {
 #[derive(Clone, Copy, Debug)]
 struct Streak {
     since: Instant,
-    /// The same moment, in milliseconds since the epoch (the clock of the
+    /// Since when its looks, up to the last, were decided by the workers'
+    /// reports alone (a look through the management API ends that run; the
+    /// first looks of a run often come before the workers' first reports).
+    reports: Option<Moment>,
+}
+
+impl Streak {
+    /// Notes a look at `now`, decided by the workers' reports or not.
+    fn note(&mut self, by_reports: bool, now: Moment) {
+        self.reports = match self.reports {
+            Some(run) if by_reports => Some(run),
+            None if by_reports => Some(now),
+            _ => None,
+        };
+    }
+}
+
+/// A moment on the clock of the looks and on the workers' clock.
+#[derive(Clone, Copy, Debug)]
+struct Moment {
+    at: Instant,
+    /// The same moment in milliseconds since the epoch (the clock of the
     /// workers' reports).
-    since_ms: u64,
-    /// Every look of it was decided by the workers' reports alone.
-    by_reports: bool,
+    at_ms: u64,
+}
+
+impl Moment {
+    fn now() -> Moment {
+        Moment {
+            at: Instant::now(),
+            at_ms: warren::message::epoch_ms(),
+        }
+    }
 }
 
 /// How long the pipeline must look empty when the management API counted
@@ -128,16 +156,18 @@ const SETTLE_BY_REPORTS: Duration = Duration::from_millis(1500);
 /// pipeline first looked empty, so no report is older than the looks.
 const FRESH: u64 = 500;
 
-/// The rule, apart from the clock: empty for long enough, and, when the
-/// workers' reports decided, every report taken well after it first looked
-/// empty (a worker whose report is late holds the decision back).
+/// The rule, apart from the clock: empty for [`SETTLE`] whoever counted;
+/// or, since the workers' reports decide, empty for [`SETTLE_BY_REPORTS`]
+/// with every report taken well after they began to decide (a worker whose
+/// report is late holds the decision back).
 fn settled_at(streak: &Streak, now: Instant, oldest_report_ms: Option<u64>) -> bool {
-    let empty_for = now.saturating_duration_since(streak.since);
-    if !streak.by_reports {
-        return empty_for >= SETTLE;
+    if now.saturating_duration_since(streak.since) >= SETTLE {
+        return true;
     }
-    empty_for >= SETTLE_BY_REPORTS
-        && oldest_report_ms.is_none_or(|oldest| oldest >= streak.since_ms + FRESH)
+    streak.reports.is_some_and(|run| {
+        now.saturating_duration_since(run.at) >= SETTLE_BY_REPORTS
+            && oldest_report_ms.is_none_or(|oldest| oldest >= run.at_ms + FRESH)
+    })
 }
 
 impl Watcher {
@@ -250,13 +280,13 @@ impl Watcher {
             by_reports,
             oldest_report_ms,
         } = self.last;
-        let streak = self.streak.get_or_insert_with(|| Streak {
-            since: Instant::now(),
-            since_ms: warren::message::epoch_ms(),
-            by_reports: true,
+        let now = Moment::now();
+        let streak = self.streak.get_or_insert(Streak {
+            since: now.at,
+            reports: None,
         });
-        streak.by_reports &= by_reports;
-        settled_at(streak, Instant::now(), oldest_report_ms)
+        streak.note(by_reports, now);
+        settled_at(streak, now.at, oldest_report_ms)
     }
 
     /// Closes the connection.
@@ -293,19 +323,23 @@ pub fn describe(left: &[Left]) -> String {
 mod tests {
     use super::*;
 
-    fn streak(by_reports: bool) -> (Streak, Instant) {
+    /// A streak that began at `since`, its looks decided by the reports
+    /// from `reports_after` on (milliseconds later), if ever.
+    fn streak(reports_after: Option<u64>) -> (Streak, Instant) {
         let since = Instant::now();
         let streak = Streak {
             since,
-            since_ms: 1_000_000,
-            by_reports,
+            reports: reports_after.map(|ms| Moment {
+                at: since + Duration::from_millis(ms),
+                at_ms: 1_000_000 + ms,
+            }),
         };
         (streak, since)
     }
 
     #[test]
     fn reports_decide_once_every_worker_reported_after_it_looked_empty() {
-        let (streak, since) = streak(true);
+        let (streak, since) = streak(Some(0));
         let at = |ms: u64| since + Duration::from_millis(ms);
         // Long enough, but one worker's last report is from before.
         assert!(!settled_at(&streak, at(3000), Some(999_000)));
@@ -319,10 +353,46 @@ mod tests {
 
     #[test]
     fn the_management_api_needs_the_longer_wait() {
-        let (streak, since) = streak(false);
+        let (streak, since) = streak(None);
         let at = |ms: u64| since + Duration::from_millis(ms);
         assert!(!settled_at(&streak, at(9500), Some(2_000_000)));
         assert!(settled_at(&streak, at(10_000), Some(0)));
+    }
+
+    #[test]
+    fn reports_that_begin_to_decide_late_count_from_then() {
+        // The first looks came before the workers' first reports (the
+        // management API counted); from 2 s on the reports decide.
+        let (streak, since) = streak(Some(2000));
+        let at = |ms: u64| since + Duration::from_millis(ms);
+        assert!(!settled_at(&streak, at(3000), Some(1_002_600)));
+        assert!(
+            !settled_at(&streak, at(3500), Some(1_002_400)),
+            "a report from before they decided"
+        );
+        assert!(settled_at(&streak, at(3500), Some(1_002_500)));
+    }
+
+    #[test]
+    fn a_look_through_the_management_api_ends_the_run_of_reports() {
+        let (mut streak, since) = streak(None);
+        let moment = |ms: u64| Moment {
+            at: since + Duration::from_millis(ms),
+            at_ms: 1_000_000 + ms,
+        };
+        streak.note(true, moment(1000));
+        streak.note(true, moment(2000));
+        assert_eq!(streak.reports.map(|r| r.at_ms), Some(1_001_000));
+        assert!(settled_at(
+            &streak,
+            since + Duration::from_millis(2600),
+            None
+        ));
+        streak.note(false, moment(3000));
+        assert!(streak.reports.is_none());
+        assert!(!settled_at(&streak, since + Duration::from_secs(5), None));
+        streak.note(true, moment(6000));
+        assert_eq!(streak.reports.map(|r| r.at_ms), Some(1_006_000));
     }
 
     #[test]
