@@ -82,7 +82,11 @@ async fn elect_and_lead(
     status: &Arc<Mutex<SupervisorStatus>>,
     stop: &CancellationToken,
 ) -> Result<(), warren::Error> {
-    let connection = warren::connection::open(&pipeline.broker.urls, "warren job keeper").await?;
+    let connection = warren::connection::open(
+        &pipeline.broker.urls,
+        &format!("warren job keeper {}", pipeline.name),
+    )
+    .await?;
     let ran = async {
         Topology::plan(pipeline).declare(&connection).await?;
         let publisher = Publisher::open(&connection).await?;

@@ -52,8 +52,11 @@ impl Tracker {
     /// `pipeline` where the store left off.
     pub async fn open(pipeline: &Pipeline, store: Store) -> Result<Tracker, warren::Error> {
         let next = store.next_offset().map_err(warren::Error::Setup)?;
-        let connection =
-            warren::connection::open(&pipeline.broker.urls, "warren job tracker").await?;
+        let connection = warren::connection::open(
+            &pipeline.broker.urls,
+            &format!("warren job tracker {}", pipeline.name),
+        )
+        .await?;
         let channel = connection
             .create_channel()
             .await
