@@ -682,12 +682,22 @@ async fn a_vanished_keeper_token_is_minted_again() {
     std::fs::create_dir_all(&box_b).unwrap();
     let _a = supervise_in(&file, &box_a, "a.log", &["--stages", "results"]);
     let _b = supervise_in(&file, &box_b, "b.log", &["--stages", "results"]);
-    let conn = connect().await;
     let both = eventually(Duration::from_secs(30), || async {
-        queue_state(&conn, &keeper_queue).await == Some((0, 3))
+        status_json(&file)["supervisors"]
+            .as_array()
+            .is_some_and(|s| s.len() == 2)
     })
     .await;
-    assert!(both, "{:?}", queue_state(&conn, &keeper_queue).await);
+    assert!(both, "{}", status_json(&file));
+    // Both keepers consume behind the stray consumer, which holds nothing.
+    let conn = connect().await;
+    let waiting = eventually(Duration::from_secs(30), || async {
+        queue_state(&conn, &keeper_queue)
+            .await
+            .is_some_and(|(ready, consumers)| ready == 0 && consumers >= 2)
+    })
+    .await;
+    assert!(waiting, "{:?}", queue_state(&conn, &keeper_queue).await);
     let worker = spawn_worker(passing_worker(&pipeline));
     let producer = Producer::connect(&pipeline).await.unwrap();
     producer

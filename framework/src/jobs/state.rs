@@ -209,6 +209,15 @@ impl JobRecord {
         self.released.contains(stage)
     }
 
+    /// The ids of the messages gather stage `stage` holds for the job.
+    pub fn held_ids(&self, stage: &str) -> Vec<String> {
+        self.messages
+            .iter()
+            .filter(|((at, _), message)| at == stage && matches!(message, Message::Held(_)))
+            .map(|((_, id), _)| id.clone())
+            .collect()
+    }
+
     /// Failed POSTs of the callback so far.
     pub fn callback_attempts(&self) -> u32 {
         self.call.failed

@@ -7,6 +7,7 @@
 pub mod callback;
 pub mod duties;
 pub mod keeper;
+pub mod resume;
 pub mod settling;
 pub mod store;
 pub mod tracker;

@@ -3,6 +3,12 @@
 //! acknowledging as it goes (a stream gives a consumer more only as it
 //! acknowledges). Any box reading the same stream folds the same events in
 //! the same order, so every box answers the same for every job.
+//!
+//! Each time it attaches, it first makes sure the stream is the one the
+//! store read ([`resume`](super::resume)): a stream deleted and declared
+//! again is read from its start, and a gap the stream's retention left is
+//! said, with the jobs it may hide. A lost connection is for the owner to
+//! mend with [`Tracker::reconnect`].
 
 use std::time::Duration;
 
@@ -16,12 +22,16 @@ use tokio::time::Instant;
 use tracing::warn;
 use warren::{
     Pipeline,
+    broker::BrokerUrls,
     jobs::{Event, JobRecord, JobView},
     names,
     publisher::Publisher,
 };
 
-use super::store::Store;
+use super::{
+    resume::{self, Found, Resume, Saved},
+    store::Store,
+};
 
 /// Events folded per transaction at most.
 const BATCH: usize = 1000;
@@ -29,15 +39,31 @@ const BATCH: usize = 1000;
 /// Longest wait for the first event of a batch.
 const QUIET: Duration = Duration::from_millis(300);
 
+/// Longest wait for the stream's first message, or the one at the saved
+/// offset, when attaching (a stream's reads answer at once when there is
+/// something to read).
+const PROBE: Duration = Duration::from_secs(3);
+
+/// The id prefix of the keeper's stream messages saying it leads (see
+/// [`Tracker::keeper_alive_ms`]).
+pub const KEEPER_ALIVE: &str = "keeper-alive-";
+
+/// A connection reading the stream.
+struct Link {
+    connection: Connection,
+    channel: Channel,
+    consumer: Consumer,
+}
+
 /// A consumer of the job stream and the store it folds into.
 pub struct Tracker {
     store: std::sync::Arc<Store>,
     keep: Duration,
-    connection: Connection,
-    channel: Channel,
-    consumer: Consumer,
+    urls: BrokerUrls,
+    pipeline: String,
     /// The job stream's name.
     stream: String,
+    link: Option<Link>,
     next: u64,
     /// The records that changed since [`Tracker::take_changed`], as they
     /// are now, once it was first called (`warren job` does not keep them).
@@ -45,18 +71,140 @@ pub struct Tracker {
     /// The id of the stream message [`Tracker::catch_up`] waits for, and
     /// whether it was read.
     marker: Option<(String, bool)>,
+    /// The newest time a keeper said it leads, as read from the stream.
+    keeper_alive_ms: Option<u64>,
 }
 
 impl Tracker {
     /// Opens the store at `path` and starts reading the stream of
     /// `pipeline` where the store left off.
     pub async fn open(pipeline: &Pipeline, store: Store) -> Result<Tracker, warren::Error> {
-        let next = store.next_offset().map_err(warren::Error::Setup)?;
-        let connection = warren::connection::open(
-            &pipeline.broker.urls,
-            &format!("warren job tracker {}", pipeline.name),
-        )
-        .await?;
+        let mut tracker = Tracker::detached(pipeline, store);
+        tracker.reconnect().await?;
+        Ok(tracker)
+    }
+
+    /// A tracker of `pipeline`'s stream into `store`, not reading yet:
+    /// [`Tracker::reconnect`] attaches it.
+    pub fn detached(pipeline: &Pipeline, store: Store) -> Tracker {
+        Tracker {
+            store: std::sync::Arc::new(store),
+            keep: pipeline.jobs.keep,
+            urls: pipeline.broker.urls.clone(),
+            pipeline: pipeline.name.clone(),
+            stream: names::job_stream(&pipeline.name),
+            link: None,
+            next: 0,
+            changed: None,
+            marker: None,
+            keeper_alive_ms: None,
+        }
+    }
+
+    /// Whether it is attached to the stream.
+    pub fn attached(&self) -> bool {
+        self.link.is_some()
+    }
+
+    /// Closes the connection, if any, and attaches again where the store
+    /// left off, once the stream is known to be the one the store read.
+    pub async fn reconnect(&mut self) -> Result<(), warren::Error> {
+        self.disconnect().await;
+        self.marker = None;
+        let connection =
+            warren::connection::open(&self.urls, &format!("warren job tracker {}", self.pipeline))
+                .await?;
+        match self.attach(&connection).await {
+            Ok((channel, consumer)) => {
+                self.link = Some(Link {
+                    connection,
+                    channel,
+                    consumer,
+                });
+                Ok(())
+            }
+            Err(error) => {
+                warren::connection::close(&connection, "could not read the job stream").await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Closes the connection (the store stays).
+    pub async fn disconnect(&mut self) {
+        if let Some(link) = self.link.take() {
+            warren::connection::close(&link.connection, "done").await;
+        }
+    }
+
+    /// Decides where to read ([`resume::resume`]) and starts consuming there.
+    async fn attach(
+        &mut self,
+        connection: &Connection,
+    ) -> Result<(Channel, Consumer), warren::Error> {
+        let saved = Saved {
+            next: self.store.next_offset().map_err(warren::Error::Setup)?,
+            print: self.store.last_print().map_err(warren::Error::Setup)?,
+        };
+        let mut found = Found {
+            first: None,
+            at_last: None,
+        };
+        if saved.next > 0 {
+            found.first = self
+                .probe(connection, None)
+                .await?
+                .map(|(offset, _)| offset);
+            if resume::needs_last(saved, found.first) {
+                found.at_last = self
+                    .probe(connection, Some(saved.next - 1))
+                    .await?
+                    .filter(|(offset, _)| *offset == saved.next - 1)
+                    .map(|(_, print)| print);
+            }
+        }
+        self.next = match resume::resume(saved, found) {
+            Resume::GoOn(next) => next,
+            Resume::Recreated => {
+                warn!(
+                    stream = %self.stream,
+                    "the job stream was re-created (it ends before offset {}, where this store left off, or holds another message there): reading it again from its start; what this store knew of the old stream stays",
+                    saved.next
+                );
+                self.store.restart(0).map_err(warren::Error::Setup)?;
+                0
+            }
+            Resume::Gap(gap) => {
+                let open = self
+                    .store
+                    .note_gap(gap.clone())
+                    .map_err(warren::Error::Setup)?;
+                warn!(
+                    stream = %self.stream,
+                    "this store has a gap: the job stream's retention (x-max-age, jobs.keep) dropped {} events (offsets {}..{}) before they were read; reading on from offset {}",
+                    gap.end - gap.start,
+                    gap.start,
+                    gap.end,
+                    gap.end
+                );
+                if !open.is_empty() {
+                    const SHOWN: usize = 20;
+                    let mut named: Vec<&str> =
+                        open.iter().take(SHOWN).map(String::as_str).collect();
+                    if open.len() > SHOWN {
+                        named.push("...");
+                    }
+                    warn!(
+                        stream = %self.stream,
+                        "the gap may hold events of {} unsettled jobs: this store cannot answer for job {}",
+                        open.len(),
+                        named.join(", job ")
+                    );
+                }
+                self.store.restart(gap.end).map_err(warren::Error::Setup)?;
+                gap.end
+            }
+        };
         let channel = connection
             .create_channel()
             .await
@@ -65,13 +213,22 @@ impl Tracker {
             .basic_qos(BATCH as u16, BasicQosOptions::default())
             .await
             .map_err(|e| warren::Error::broker("set the prefetch", e))?;
+        let consumer = self
+            .consume(&channel, AMQPValue::LongLongInt(self.next as i64))
+            .await?;
+        Ok((channel, consumer))
+    }
+
+    /// Consumes the stream from `offset`.
+    async fn consume(
+        &self,
+        channel: &Channel,
+        offset: AMQPValue,
+    ) -> Result<Consumer, warren::Error> {
         let mut args = FieldTable::default();
-        args.insert(
-            "x-stream-offset".into(),
-            AMQPValue::LongLongInt(next as i64),
-        );
-        let stream = names::job_stream(&pipeline.name);
-        let consumer = channel
+        args.insert("x-stream-offset".into(), offset);
+        let stream = &self.stream;
+        channel
             .basic_consume(
                 stream.as_str().into(),
                 "".into(),
@@ -84,38 +241,103 @@ impl Tracker {
                     format!("read the job stream {stream} (declared by `warren declare`, the workers or `warren run` of a pipeline with jobs.track)"),
                     e,
                 )
-            })?;
-        Ok(Tracker {
-            store: std::sync::Arc::new(store),
-            keep: pipeline.jobs.keep,
-            connection,
-            channel,
-            consumer,
-            stream,
-            next,
-            changed: None,
-            marker: None,
-        })
+            })
+    }
+
+    /// The offset and print of the stream's first message (`at` `None`),
+    /// or of the first one at or after offset `at`; `None` when nothing
+    /// comes within [`PROBE`] (an empty stream, or one that ends before).
+    async fn probe(
+        &self,
+        connection: &Connection,
+        at: Option<u64>,
+    ) -> Result<Option<(u64, u64)>, warren::Error> {
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| warren::Error::broker("open a channel", e))?;
+        let found = async {
+            channel
+                .basic_qos(100, BasicQosOptions::default())
+                .await
+                .map_err(|e| warren::Error::broker("set the prefetch", e))?;
+            let from = match at {
+                None => AMQPValue::LongString("first".into()),
+                Some(offset) => AMQPValue::LongLongInt(offset as i64),
+            };
+            let mut consumer = self.consume(&channel, from).await?;
+            let deadline = Instant::now() + PROBE;
+            loop {
+                let delivery = match tokio::time::timeout_at(deadline, consumer.next()).await {
+                    Err(_) | Ok(None) => return Ok(None),
+                    Ok(Some(delivery)) => {
+                        delivery.map_err(|e| warren::Error::broker("read the job stream", e))?
+                    }
+                };
+                let Some(offset) = offset_of(&delivery.properties) else {
+                    continue;
+                };
+                // A read starts at its chunk's start: the ones before `at`
+                // are passed over.
+                if at.is_some_and(|at| offset < at) {
+                    channel
+                        .basic_ack(delivery.delivery_tag, BasicAckOptions::default())
+                        .await
+                        .map_err(|e| warren::Error::broker("acknowledge job events", e))?;
+                    continue;
+                }
+                return Ok(Some((offset, print_of(&delivery))));
+            }
+        }
+        .await;
+        let _ = channel.close(200, "probed".into()).await;
+        found
     }
 
     /// Folds everything the stream held when this was called, or until
     /// `deadline`: it writes a marker to the stream and reads up to it (a
     /// pause in the stream's deliveries, on a busy broker, is not its end).
     pub async fn catch_up(&mut self, deadline: Instant) -> Result<(), warren::Error> {
-        let marker = format!("catch-up-{}", warren::message::new_id());
-        let publisher = Publisher::open(&self.connection).await?;
-        let props = warren::message::new_properties(&marker, &marker);
+        while !self.catch_up_until(deadline).await? && Instant::now() < deadline {}
+        self.marker = None;
+        Ok(())
+    }
+
+    /// One stretch of [`Tracker::catch_up`], until `until`: writes the
+    /// marker unless one is awaited already; true once it was read (the
+    /// next call writes another).
+    pub async fn catch_up_until(&mut self, until: Instant) -> Result<bool, warren::Error> {
+        if self.marker.is_none() {
+            let marker = format!("catch-up-{}", warren::message::new_id());
+            self.write_marker(&marker).await?;
+            self.marker = Some((marker, false));
+        }
+        while self.marker.as_ref().is_some_and(|(_, seen)| !seen) && Instant::now() < until {
+            self.fold_some(until.min(Instant::now() + QUIET)).await?;
+        }
+        if self.marker.as_ref().is_some_and(|(_, seen)| *seen) {
+            self.marker = None;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Writes a message with id `id` and no events to the stream.
+    pub async fn write_marker(&self, id: &str) -> Result<(), warren::Error> {
+        let link = self.link()?;
+        let publisher = Publisher::open(&link.connection).await?;
+        let props = warren::message::new_properties(id, id);
         let written = publisher
             .publish_confirmed("", &self.stream, b"[]", props)
             .await;
         publisher.close().await;
-        written?;
-        self.marker = Some((marker, false));
-        while self.marker.as_ref().is_some_and(|(_, seen)| !seen) && Instant::now() < deadline {
-            self.fold_some(deadline.min(Instant::now() + QUIET)).await?;
-        }
-        self.marker = None;
-        Ok(())
+        written
+    }
+
+    fn link(&self) -> Result<&Link, warren::Error> {
+        self.link.as_ref().ok_or_else(|| {
+            warren::Error::Setup(format!("not reading the job stream {}", self.stream))
+        })
     }
 
     /// Forgets records older than `jobs.keep` (at most once an hour).
@@ -128,9 +350,18 @@ impl Tracker {
     /// The job as this box knows it now.
     pub fn view(&self, job: &str) -> Result<JobView, warren::Error> {
         let now = warren::message::epoch_ms();
+        let stale = self.store.stale(job).map_err(warren::Error::Setup)?;
+        if stale {
+            warn!(%job, "this store has a gap (events the job stream's retention dropped before it read them) that may hold events of job {job}: it cannot answer for job {job}; what follows is what it has");
+        }
         Ok(match self.store.get(job).map_err(warren::Error::Setup)? {
             Some(record) => record.view(job, now, self.keep.as_millis() as u64),
-            None => JobView::unknown(job),
+            None => {
+                if let Some(gap) = self.store.gap().map_err(warren::Error::Setup)? {
+                    warn!(%job, "this store has a gap (job stream offsets {}..{}, dropped by its retention before they were read): a job whose events all fell in it is unknown here", gap.start, gap.end);
+                }
+                JobView::unknown(job)
+            }
         })
     }
 
@@ -167,11 +398,40 @@ impl Tracker {
         self.changed.replace(Default::default()).unwrap_or_default()
     }
 
+    /// Stops keeping the records that change (see
+    /// [`Tracker::take_changed`]).
+    pub fn forget_changed(&mut self) {
+        self.changed = None;
+    }
+
+    /// When a keeper last said on the stream that it leads (ms since the
+    /// Unix epoch, its clock), as far as this tracker read.
+    pub fn keeper_alive_ms(&self) -> Option<u64> {
+        self.keeper_alive_ms
+    }
+
     /// Folds the events that arrive until a batch is full or nothing came
-    /// before `until`; returns how many stream messages were read.
+    /// before `until`; returns how many stream messages were read. Not
+    /// attached, or the connection lost: an error (see
+    /// [`Tracker::reconnect`]).
     pub async fn fold_some(&mut self, until: Instant) -> Result<usize, warren::Error> {
+        let result = self.fold_batch(until).await;
+        if result.is_err() {
+            self.disconnect().await;
+        }
+        result
+    }
+
+    async fn fold_batch(&mut self, until: Instant) -> Result<usize, warren::Error> {
+        let Some(link) = self.link.as_mut() else {
+            return Err(warren::Error::Setup(format!(
+                "not reading the job stream {}",
+                self.stream
+            )));
+        };
         let mut events = Vec::new();
         let mut last_tag = None;
+        let mut last_print = None;
         let mut read = 0;
         while read < BATCH {
             let wait = if read == 0 {
@@ -180,12 +440,13 @@ impl Tracker {
                 // A batch started: take what is already there.
                 Instant::now() + Duration::from_millis(20)
             };
-            let delivery = match tokio::time::timeout_at(wait, self.consumer.next()).await {
+            let delivery = match tokio::time::timeout_at(wait, link.consumer.next()).await {
                 Err(_) => break,
                 Ok(None) => {
-                    return Err(warren::Error::Setup(
-                        "the job stream's consumer was cancelled".into(),
-                    ));
+                    return Err(warren::Error::Setup(format!(
+                        "the job stream {}'s consumer was cancelled (was the stream deleted?)",
+                        self.stream
+                    )));
                 }
                 Ok(Some(delivery)) => {
                     delivery.map_err(|e| warren::Error::broker("read the job stream", e))?
@@ -198,13 +459,20 @@ impl Tracker {
                 continue; // the stream starts a read at its chunk's start
             }
             self.next = offset + 1;
+            last_print = Some(print_of(&delivery));
+            let id = delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|id| id.as_str());
             if let Some((marker, seen)) = &mut self.marker {
-                *seen |= delivery
-                    .properties
-                    .message_id()
-                    .as_ref()
-                    .map(|id| id.as_str())
-                    == Some(marker.as_str());
+                *seen |= id == Some(marker.as_str());
+            }
+            if let Some(ms) = id
+                .and_then(|id| id.strip_prefix(KEEPER_ALIVE))
+                .and_then(|ms| ms.parse::<u64>().ok())
+            {
+                self.keeper_alive_ms = Some(self.keeper_alive_ms.unwrap_or(0).max(ms));
             }
             match Event::decode_all(&delivery.data) {
                 Ok(batch) => events.extend(batch),
@@ -212,14 +480,16 @@ impl Tracker {
             }
         }
         if let Some(tag) = last_tag {
-            let changed = self
-                .store
-                .fold(&events, self.next)
-                .map_err(warren::Error::Setup)?;
-            if let Some(kept) = &mut self.changed {
-                kept.extend(changed);
+            if let Some(print) = last_print {
+                let changed = self
+                    .store
+                    .fold(&events, self.next, print)
+                    .map_err(warren::Error::Setup)?;
+                if let Some(kept) = &mut self.changed {
+                    kept.extend(changed);
+                }
             }
-            self.channel
+            link.channel
                 .basic_ack(tag, BasicAckOptions { multiple: true })
                 .await
                 .map_err(|e| warren::Error::broker("acknowledge job events", e))?;
@@ -228,12 +498,22 @@ impl Tracker {
     }
 
     /// Syncs the store to disk and closes the connection.
-    pub async fn close(self) {
+    pub async fn close(mut self) {
         if let Err(error) = self.store.sync() {
             warn!("{error}; the next start reads some events again");
         }
-        warren::connection::close(&self.connection, "done").await;
+        self.disconnect().await;
     }
+}
+
+/// A delivery's print ([`resume::print`]).
+fn print_of(delivery: &lapin::message::Delivery) -> u64 {
+    let id = delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .map_or("", |id| id.as_str());
+    resume::print(id, &delivery.data)
 }
 
 /// The stream offset of a delivery (`x-stream-offset`).
