@@ -7,3 +7,6 @@ pub mod store;
 #[allow(dead_code, unused_imports)]
 #[path = "../../supervisor/src/jobs/tracker.rs"]
 pub mod tracker;
+#[allow(dead_code, unused_imports)]
+#[path = "../../supervisor/src/jobs/resume.rs"]
+pub mod resume;
