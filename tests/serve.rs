@@ -103,7 +103,12 @@ async fn ingest_answers_after_confirms_and_names_what_it_refuses() {
         get(&base, "/metrics", Some("wrong-token-0000000")).await.0,
         401
     );
-    assert_eq!(get(&base, "/readyz", Some(TOKEN)).await.0, 200);
+    // Ready once the ticket follower caught up with the job stream.
+    let caught_up = eventually(Duration::from_secs(20), || async {
+        get(&base, "/readyz", Some(TOKEN)).await.0 == 200
+    })
+    .await;
+    assert!(caught_up, "{}", serve_log(&file));
 
     // One message, with an Idempotency-Key, twice: one job.
     for _ in 0..2 {

@@ -2,11 +2,11 @@
 //! their sources (the `warren` binary has no library to link against).
 
 #[allow(dead_code, unused_imports)]
+#[path = "../../supervisor/src/jobs/resume.rs"]
+pub mod resume;
+#[allow(dead_code, unused_imports)]
 #[path = "../../supervisor/src/jobs/store.rs"]
 pub mod store;
 #[allow(dead_code, unused_imports)]
 #[path = "../../supervisor/src/jobs/tracker.rs"]
 pub mod tracker;
-#[allow(dead_code, unused_imports)]
-#[path = "../../supervisor/src/jobs/resume.rs"]
-pub mod resume;

@@ -173,28 +173,31 @@ async fn term(
             leader: true,
             ..KeeperStatus::default()
         });
+        let stream = names::job_stream(&pipeline.name);
+        let mut said: Option<Instant> = None;
+        let mut recycled = Instant::now();
         // Everything the last keeper wrote is read before looking at any
-        // job, so that nothing done is done again.
-        while !tracker.catch_up_until(Instant::now() + RECYCLE).await? {
+        // job, so that nothing done is done again. A long read hands the
+        // token back and takes it again, as leading does.
+        loop {
+            say_alive(&publisher, &stream, &mut said).await?;
+            if tracker.catch_up_until(Instant::now() + ALIVE).await? {
+                break;
+            }
             if stop.is_cancelled() {
                 return Ok(());
             }
-            info!(pipeline = %pipeline.name, "job keeper: still reading the job stream; handing the token back and taking it again meanwhile");
-            held = recycle(&channel, &mut tokens, &publisher, &queue, held).await?;
+            if recycled.elapsed() >= RECYCLE {
+                info!(pipeline = %pipeline.name, "job keeper: still reading the job stream; handing the token back and taking it again meanwhile");
+                held = recycle(&channel, &mut tokens, &publisher, &queue, held).await?;
+                recycled = Instant::now();
+            }
         }
         tracker.take_changed();
         let mut duties = Duties::new(pipeline, publisher.clone());
         tracker.each(|job, record| duties.consider(job, &record))?;
-        let stream = names::job_stream(&pipeline.name);
-        let mut recycled = Instant::now();
-        let mut said: Option<Instant> = None;
         while !stop.is_cancelled() {
-            if said.is_none_or(|at| at.elapsed() >= ALIVE) {
-                let id = format!("{KEEPER_ALIVE}{}", epoch_ms());
-                let props = warren::message::new_properties(&id, &id);
-                publisher.publish_confirmed("", &stream, b"[]", props).await?;
-                said = Some(Instant::now());
-            }
+            say_alive(&publisher, &stream, &mut said).await?;
             tracker.fold_some(Instant::now() + TURN).await?;
             for (job, record) in tracker.take_changed() {
                 duties.consider(&job, &record);
@@ -225,6 +228,25 @@ async fn term(
     .await;
     warren::connection::close(&connection, "job keeper done").await;
     ran
+}
+
+/// Says on the job stream that a keeper leads, at most every [`ALIVE`]
+/// (followers read it: see [`token_lost`]).
+async fn say_alive(
+    publisher: &Publisher,
+    stream: &str,
+    said: &mut Option<Instant>,
+) -> Result<(), warren::Error> {
+    if said.is_some_and(|at| at.elapsed() < ALIVE) {
+        return Ok(());
+    }
+    let id = format!("{KEEPER_ALIVE}{}", epoch_ms());
+    let props = warren::message::new_properties(&id, &id);
+    publisher
+        .publish_confirmed("", stream, b"[]", props)
+        .await?;
+    *said = Some(Instant::now());
+    Ok(())
 }
 
 /// Folds the stream into the store until a token comes (its tag), or
