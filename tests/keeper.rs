@@ -481,11 +481,17 @@ async fn another_supervisor_takes_over_the_callbacks_of_a_killed_keeper() {
         .unwrap_or_else(|| panic!("no keeper: {status}"))["pid"]
         .as_u64()
         .unwrap() as u32;
-    let (killed, survivor) = if first.0.id() == leader {
-        (&mut first, &mut second)
+    let (killed, survivor, follower_box) = if first.0.id() == leader {
+        (&mut first, &mut second, &box_b)
     } else {
-        (&mut second, &mut first)
+        (&mut second, &mut first, &box_a)
     };
+    // The follower keeps its keeper store folded while the other leads, so
+    // that it takes over without reading the whole stream first.
+    let store = follower_box
+        .join(".warren")
+        .join(format!("{}.keeper.redb", file.name));
+    assert!(store.exists(), "the follower has no keeper store");
     killed.signal("KILL");
     killed.wait();
     down.store(false, Ordering::SeqCst);

@@ -297,7 +297,11 @@ impl Duties {
                 )
                 .await;
             if let Err(why) = published {
-                if !connection.status().connected() {
+                // A lost connection, or a nack (a queue without a leader
+                // for a moment): the next term tries again. A return (no
+                // such queue) or a closed channel (too large) would fail
+                // every time.
+                if !connection.status().connected() || why.to_string().contains("(nack)") {
                     return Err(why);
                 }
                 if !self.publisher.is_open() {
