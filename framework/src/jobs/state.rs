@@ -627,4 +627,23 @@ mod tests {
         ]);
         assert_eq!(JobRecord::from_bytes(&still.to_bytes()).unwrap(), still);
     }
+
+    #[test]
+    fn the_ids_a_gather_holds_are_listed() {
+        let record = fold(&[
+            event("a", "j", What::Done, &[("g", "j.0"), ("g", "j.1")], 1),
+            event(
+                "g",
+                "j.0",
+                What::Held {
+                    item: serde_json::json!(0),
+                },
+                &[],
+                2,
+            ),
+            event("g", "j.1", What::Done, &[], 3),
+        ]);
+        assert_eq!(record.held_ids("g"), ["j.0"]);
+        assert!(record.held_ids("a").is_empty());
+    }
 }

@@ -289,7 +289,15 @@ async fn job(State(app): State<App>, Path(id): Path<String>, Query(wait): Query<
             ),
             None => (StatusCode::NOT_FOUND, Json(view)).into_response(),
         },
-        Ok(view) => Json(view).into_response(),
+        Ok(view) => match tickets.gap(&id) {
+            Ok(Some(gap)) => {
+                let mut answer = serde_json::to_value(&view).expect("a view is JSON");
+                answer["gap"] = gap.into();
+                Json(answer).into_response()
+            }
+            Ok(None) => Json(view).into_response(),
+            Err(error) => refuse(StatusCode::INTERNAL_SERVER_ERROR, error, json!({})),
+        },
         Err(error) => refuse(StatusCode::INTERNAL_SERVER_ERROR, error, json!({})),
     }
 }

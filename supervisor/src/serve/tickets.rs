@@ -104,6 +104,15 @@ impl Tickets {
         })
     }
 
+    /// Why this store cannot answer for `job`, if it cannot: it was open
+    /// when the store found a gap (events the stream's retention dropped
+    /// before they were read), so some of its events may be missing.
+    pub fn gap(&self, job: &str) -> Result<Option<String>, String> {
+        Ok(self.store.stale(job)?.then(|| {
+            "this job store has a gap (job stream events dropped by its retention before they were read) that may hold events of this job: its state may be out of date".to_string()
+        }))
+    }
+
     /// Why the tickets are behind the job stream, if they are.
     pub fn behind(&self) -> Option<String> {
         behind(*self.follow.lock().expect("follow"), Instant::now())
