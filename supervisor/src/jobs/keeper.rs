@@ -18,7 +18,7 @@
 //! quorum queues drop a message returned too often): the leader mints one
 //! when its token does not come back, and a follower when the queue is
 //! empty and no keeper said on the job stream that it leads for
-//! [`LOST`] ([`token_lost`]).
+//! [`LOST`] ([`token_lost`]; the token's handling is [`token`](super::token)).
 //!
 //! While waiting, a supervisor keeps its keeper store folded, so that it
 //! takes over quickly; a keeper that still needs long to catch up hands
@@ -32,11 +32,7 @@ use std::{
 use futures_util::{FutureExt as _, StreamExt as _};
 use lapin::{
     Channel, Consumer,
-    options::{
-        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-        QueueDeclareOptions,
-    },
-    types::FieldTable,
+    options::{BasicAckOptions, BasicQosOptions},
 };
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -49,6 +45,7 @@ use warren::{
 use super::{
     duties::Duties,
     store::Store,
+    token::{LOST, consume_tokens, look, mint, recycle, token_lost, token_tag},
     tracker::{KEEPER_ALIVE, Tracker},
 };
 use crate::supervise::status::SupervisorStatus;
@@ -62,23 +59,8 @@ const TURN: Duration = Duration::from_millis(200);
 /// How often the leader says on the job stream that it leads.
 const ALIVE: Duration = Duration::from_secs(15);
 
-/// How long a follower sees no word of a keeper, with the keeper queue
-/// empty, before it mints a token.
-pub const LOST: Duration = Duration::from_secs(60);
-
 /// How often a follower looks at the keeper queue.
 const LOOK: Duration = Duration::from_secs(5);
-
-/// Longest wait for a token handed back to come again.
-const COME_BACK: Duration = Duration::from_secs(10);
-
-/// Whether a follower should mint a token: the keeper queue holds none
-/// (`ready`), and neither the last word of a keeper on the stream
-/// (`alive_ms`) nor the start of this follower's watch is [`LOST`] old.
-pub fn token_lost(ready: u32, alive_ms: Option<u64>, watching_since_ms: u64, now_ms: u64) -> bool {
-    let last = alive_ms.unwrap_or(0).max(watching_since_ms);
-    ready == 0 && now_ms.saturating_sub(last) >= LOST.as_millis() as u64
-}
 
 /// What `warren status` shows of the keeper.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -284,114 +266,6 @@ async fn follow(
     }
 }
 
-/// The keeper queue's ready messages and consumers.
-async fn look(channel: &Channel, queue: &str) -> Result<(u32, u32), warren::Error> {
-    let state = channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| warren::Error::broker(format!("look at queue {queue}"), e))?;
-    Ok((state.message_count(), state.consumer_count()))
-}
-
-/// Puts a token in the keeper queue.
-async fn mint(publisher: &Publisher, queue: &str) -> Result<(), warren::Error> {
-    let props = warren::message::new_properties("keeper-token", "keeper-token");
-    publisher
-        .publish_confirmed("", queue, br#"{"token":"job keeper"}"#, props)
-        .await
-}
-
-/// Consumes the keeper queue, after putting the token in when the queue
-/// is empty and nobody consumes it (two supervisors starting together may
-/// both do: the active consumer then removes the second).
-async fn consume_tokens(
-    queue: &str,
-    channel: &Channel,
-    publisher: &Publisher,
-) -> Result<Consumer, warren::Error> {
-    if look(channel, queue).await? == (0, 0) {
-        mint(publisher, queue).await?;
-    }
-    channel
-        .basic_consume(
-            queue.into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| warren::Error::broker(format!("consume queue {queue}"), e))
-}
-
-/// The delivery tag of a token, or the loss of the consumer as an error.
-fn token_tag(
-    delivery: Option<Result<lapin::message::Delivery, lapin::Error>>,
-) -> Result<u64, warren::Error> {
-    match delivery {
-        Some(Ok(delivery)) => Ok(delivery.delivery_tag),
-        Some(Err(error)) => Err(warren::Error::broker("hold the keeper token", error)),
-        None => Err(warren::Error::Setup(
-            "the keeper token's consumer was cancelled".into(),
-        )),
-    }
-}
-
-/// The next token within [`COME_BACK`], if any.
-async fn next_token(tokens: &mut Consumer) -> Result<Option<u64>, warren::Error> {
-    match tokio::time::timeout(COME_BACK, tokens.next()).await {
-        Ok(delivery) => token_tag(delivery).map(Some),
-        Err(_) => Ok(None),
-    }
-}
-
-/// Hands the token back and takes it again (the single active consumer
-/// stays this one), resetting the broker's acknowledgement timeout. One
-/// that does not come back while the queue is empty vanished (a delivery
-/// limit drops a message returned too often): a new one is minted.
-async fn recycle(
-    channel: &Channel,
-    tokens: &mut Consumer,
-    publisher: &Publisher,
-    queue: &str,
-    held: Vec<u64>,
-) -> Result<Vec<u64>, warren::Error> {
-    for tag in &held {
-        channel
-            .basic_nack(
-                *tag,
-                BasicNackOptions {
-                    requeue: true,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| warren::Error::broker("hand the keeper token back", e))?;
-    }
-    if let Some(tag) = next_token(tokens).await? {
-        return Ok(vec![tag]);
-    }
-    if look(channel, queue).await?.0 == 0 {
-        warn!(
-            queue,
-            "the keeper token handed back did not come back and the queue is empty: it vanished (a delivery limit?); minting a new one"
-        );
-        mint(publisher, queue).await?;
-        if let Some(tag) = next_token(tokens).await? {
-            return Ok(vec![tag]);
-        }
-    }
-    Err(warren::Error::Setup(
-        "the keeper token did not come back; another supervisor leads now".into(),
-    ))
-}
-
 /// Opens the keeper's store, waiting while another process of this box
 /// holds it; `None` when `stop` came first.
 async fn open_store(
@@ -407,26 +281,5 @@ async fn open_store(
             _ = stop.cancelled() => return Ok(None),
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_token_is_lost_when_the_queue_is_empty_and_no_keeper_spoke_for_long() {
-        let lost = LOST.as_millis() as u64;
-        let t0 = 1_000_000;
-        // Just started watching: not yet, whatever the queue.
-        assert!(!token_lost(0, None, t0, t0 + 1000));
-        assert!(token_lost(0, None, t0, t0 + lost));
-        // A token waits in the queue: someone will take it.
-        assert!(!token_lost(1, None, t0, t0 + 10 * lost));
-        // A keeper spoke a moment ago.
-        assert!(!token_lost(0, Some(t0 + lost - 1), t0, t0 + lost));
-        assert!(token_lost(0, Some(t0 + lost), t0, t0 + 2 * lost));
-        // A keeper's word older than the watch counts from the watch.
-        assert!(!token_lost(0, Some(1), t0, t0 + lost - 1));
     }
 }

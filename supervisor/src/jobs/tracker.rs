@@ -5,7 +5,7 @@
 //! the same order, so every box answers the same for every job.
 //!
 //! Each time it attaches, it first makes sure the stream is the one the
-//! store read ([`resume`](super::resume)): a stream deleted and declared
+//! store read ([`attach`](super::attach)): a stream deleted and declared
 //! again is read from its start, and a gap the stream's retention left is
 //! said, with the jobs it may hide. A lost connection is for the owner to
 //! mend with [`Tracker::reconnect`].
@@ -15,8 +15,8 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 use lapin::{
     Channel, Connection, Consumer,
-    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions},
-    types::{AMQPValue, FieldTable},
+    options::{BasicAckOptions, BasicQosOptions},
+    types::AMQPValue,
 };
 use tokio::time::Instant;
 use tracing::warn;
@@ -29,7 +29,7 @@ use warren::{
 };
 
 use super::{
-    resume::{self, Found, Resume, Saved},
+    attach::{self, offset_of, print_of},
     store::Store,
 };
 
@@ -38,11 +38,6 @@ const BATCH: usize = 1000;
 
 /// Longest wait for the first event of a batch.
 const QUIET: Duration = Duration::from_millis(300);
-
-/// Longest wait for the stream's first message, or the one at the saved
-/// offset, when attaching (a stream's reads answer at once when there is
-/// something to read).
-const PROBE: Duration = Duration::from_secs(3);
 
 /// The id prefix of the keeper's stream messages saying it leads (see
 /// [`Tracker::keeper_alive_ms`]).
@@ -137,74 +132,13 @@ impl Tracker {
         }
     }
 
-    /// Decides where to read ([`resume::resume`]) and starts consuming there.
+    /// Decides where to read ([`attach::start_offset`]) and starts
+    /// consuming there.
     async fn attach(
         &mut self,
         connection: &Connection,
     ) -> Result<(Channel, Consumer), warren::Error> {
-        let saved = Saved {
-            next: self.store.next_offset().map_err(warren::Error::Setup)?,
-            print: self.store.last_print().map_err(warren::Error::Setup)?,
-        };
-        let mut found = Found {
-            first: None,
-            at_last: None,
-        };
-        if saved.next > 0 {
-            found.first = self
-                .probe(connection, None)
-                .await?
-                .map(|(offset, _)| offset);
-            if resume::needs_last(saved, found.first) {
-                found.at_last = self
-                    .probe(connection, Some(saved.next - 1))
-                    .await?
-                    .filter(|(offset, _)| *offset == saved.next - 1)
-                    .map(|(_, print)| print);
-            }
-        }
-        self.next = match resume::resume(saved, found) {
-            Resume::GoOn(next) => next,
-            Resume::Recreated => {
-                warn!(
-                    stream = %self.stream,
-                    "the job stream was re-created (it ends before offset {}, where this store left off, or holds another message there): reading it again from its start; what this store knew of the old stream stays",
-                    saved.next
-                );
-                self.store.restart(0).map_err(warren::Error::Setup)?;
-                0
-            }
-            Resume::Gap(gap) => {
-                let open = self
-                    .store
-                    .note_gap(gap.clone())
-                    .map_err(warren::Error::Setup)?;
-                warn!(
-                    stream = %self.stream,
-                    "this store has a gap: the job stream's retention (x-max-age, jobs.keep) dropped {} events (offsets {}..{}) before they were read; reading on from offset {}",
-                    gap.end - gap.start,
-                    gap.start,
-                    gap.end,
-                    gap.end
-                );
-                if !open.is_empty() {
-                    const SHOWN: usize = 20;
-                    let mut named: Vec<&str> =
-                        open.iter().take(SHOWN).map(String::as_str).collect();
-                    if open.len() > SHOWN {
-                        named.push("...");
-                    }
-                    warn!(
-                        stream = %self.stream,
-                        "the gap may hold events of {} unsettled jobs: this store cannot answer for job {}",
-                        open.len(),
-                        named.join(", job ")
-                    );
-                }
-                self.store.restart(gap.end).map_err(warren::Error::Setup)?;
-                gap.end
-            }
-        };
+        self.next = attach::start_offset(connection, &self.stream, &self.store).await?;
         let channel = connection
             .create_channel()
             .await
@@ -213,85 +147,13 @@ impl Tracker {
             .basic_qos(BATCH as u16, BasicQosOptions::default())
             .await
             .map_err(|e| warren::Error::broker("set the prefetch", e))?;
-        let consumer = self
-            .consume(&channel, AMQPValue::LongLongInt(self.next as i64))
-            .await?;
+        let consumer = attach::consume(
+            &channel,
+            &self.stream,
+            AMQPValue::LongLongInt(self.next as i64),
+        )
+        .await?;
         Ok((channel, consumer))
-    }
-
-    /// Consumes the stream from `offset`.
-    async fn consume(
-        &self,
-        channel: &Channel,
-        offset: AMQPValue,
-    ) -> Result<Consumer, warren::Error> {
-        let mut args = FieldTable::default();
-        args.insert("x-stream-offset".into(), offset);
-        let stream = &self.stream;
-        channel
-            .basic_consume(
-                stream.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                args,
-            )
-            .await
-            .map_err(|e| {
-                warren::Error::broker(
-                    format!("read the job stream {stream} (declared by `warren declare`, the workers or `warren run` of a pipeline with jobs.track)"),
-                    e,
-                )
-            })
-    }
-
-    /// The offset and print of the stream's first message (`at` `None`),
-    /// or of the first one at or after offset `at`; `None` when nothing
-    /// comes within [`PROBE`] (an empty stream, or one that ends before).
-    async fn probe(
-        &self,
-        connection: &Connection,
-        at: Option<u64>,
-    ) -> Result<Option<(u64, u64)>, warren::Error> {
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(|e| warren::Error::broker("open a channel", e))?;
-        let found = async {
-            channel
-                .basic_qos(100, BasicQosOptions::default())
-                .await
-                .map_err(|e| warren::Error::broker("set the prefetch", e))?;
-            let from = match at {
-                None => AMQPValue::LongString("first".into()),
-                Some(offset) => AMQPValue::LongLongInt(offset as i64),
-            };
-            let mut consumer = self.consume(&channel, from).await?;
-            let deadline = Instant::now() + PROBE;
-            loop {
-                let delivery = match tokio::time::timeout_at(deadline, consumer.next()).await {
-                    Err(_) | Ok(None) => return Ok(None),
-                    Ok(Some(delivery)) => {
-                        delivery.map_err(|e| warren::Error::broker("read the job stream", e))?
-                    }
-                };
-                let Some(offset) = offset_of(&delivery.properties) else {
-                    continue;
-                };
-                // A read starts at its chunk's start: the ones before `at`
-                // are passed over.
-                if at.is_some_and(|at| offset < at) {
-                    channel
-                        .basic_ack(delivery.delivery_tag, BasicAckOptions::default())
-                        .await
-                        .map_err(|e| warren::Error::broker("acknowledge job events", e))?;
-                    continue;
-                }
-                return Ok(Some((offset, print_of(&delivery))));
-            }
-        }
-        .await;
-        let _ = channel.close(200, "probed".into()).await;
-        found
     }
 
     /// Folds everything the stream held when this was called, or until
@@ -503,27 +365,5 @@ impl Tracker {
             warn!("{error}; the next start reads some events again");
         }
         self.disconnect().await;
-    }
-}
-
-/// A delivery's print ([`resume::print`]).
-fn print_of(delivery: &lapin::message::Delivery) -> u64 {
-    let id = delivery
-        .properties
-        .message_id()
-        .as_ref()
-        .map_or("", |id| id.as_str());
-    resume::print(id, &delivery.data)
-}
-
-/// The stream offset of a delivery (`x-stream-offset`).
-fn offset_of(props: &lapin::BasicProperties) -> Option<u64> {
-    let headers = props.headers().as_ref()?;
-    match headers.inner().get("x-stream-offset")? {
-        AMQPValue::LongLongInt(n) => u64::try_from(*n).ok(),
-        AMQPValue::LongInt(n) => u64::try_from(*n).ok(),
-        AMQPValue::LongUInt(n) => Some(u64::from(*n)),
-        AMQPValue::ShortInt(n) => u64::try_from(*n).ok(),
-        _ => None,
     }
 }
