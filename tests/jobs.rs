@@ -296,3 +296,212 @@ async fn a_job_is_unknown_once_older_than_keep() {
         "{view}"
     );
 }
+
+/// Deletes the job stream of `pipeline` and declares the topology again,
+/// as warren's own mismatch error tells users to when `jobs.keep` changes.
+async fn recreate_job_stream(pipeline: &warren::Pipeline) {
+    let conn = connect().await;
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .queue_delete(
+            warren::names::job_stream(&pipeline.name).as_str().into(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let _ = conn.close(200, "".into()).await;
+    declare(pipeline).await;
+}
+
+/// After the job stream is deleted and declared again, a store that had
+/// read the old one notices (its offset is past the new stream's end),
+/// says so, and reads the new stream from its start.
+#[tokio::test]
+async fn a_recreated_job_stream_is_followed_again() {
+    let file = PipelineFile::new("jobrecreate", TRACKED);
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let pipeline = warren::config::load(&file.path).unwrap();
+    declare(&pipeline).await;
+    let dir = tempfile::tempdir().unwrap();
+    let producer = Producer::connect(&pipeline).await.unwrap();
+    let running = spawn_worker(worker(&pipeline));
+    for n in 0..5 {
+        producer
+            .send_with_id(
+                "split",
+                &format!("before{n}"),
+                &json!({"parts": [{"n": n}]}),
+            )
+            .await
+            .unwrap();
+    }
+    let (code, view) = warren_job(&file, dir.path(), "before4", &["--wait", "60s"]).await;
+    assert_eq!((code, view["state"].as_str()), (0, Some("done")), "{view}");
+    running.stop().await.unwrap();
+    producer.close().await;
+
+    recreate_job_stream(&pipeline).await;
+    let producer = Producer::connect(&pipeline).await.unwrap();
+    let running = spawn_worker(worker(&pipeline));
+    producer
+        .send_with_id("split", "after", &json!({"parts": [{"n": 9}]}))
+        .await
+        .unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["job", file.path.to_str().unwrap(), "after", "--json"])
+        .args(["--wait", "60s"])
+        .env("AMQP_URL", amqp_url())
+        .current_dir(dir.path())
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stdout.contains("\"state\":\"done\""), "{stdout}");
+    assert!(stderr.contains("re-created"), "{stderr}");
+    // What the store knew of the old stream stays.
+    let (code, view) = warren_job(&file, dir.path(), "before0", &[]).await;
+    assert_eq!((code, view["state"].as_str()), (0, Some("done")), "{view}");
+    running.stop().await.unwrap();
+}
+
+/// A store that fell behind the stream's retention (its next event was
+/// dropped before it read it) says that it has a gap and which jobs it
+/// cannot answer for, instead of answering from the hole as if nothing
+/// were missing.
+#[tokio::test]
+async fn a_store_behind_the_retention_names_the_jobs_of_its_gap() {
+    use lapin::{
+        options::{BasicConsumeOptions, QueueDeclareOptions},
+        types::{AMQPValue, FieldTable},
+    };
+    let file = PipelineFile::new("jobgap", TRACKED);
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let pipeline = warren::config::load(&file.path).unwrap();
+    let stream = warren::names::job_stream(&pipeline.name);
+    // The stream declared by hand with tiny segments and a second of
+    // retention, so that old segments go while the test runs.
+    let conn = connect().await;
+    let channel = conn.create_channel().await.unwrap();
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("stream".into()),
+    );
+    args.insert("x-max-age".into(), AMQPValue::LongString("1s".into()));
+    args.insert(
+        "x-stream-max-segment-size-bytes".into(),
+        AMQPValue::LongInt(2000),
+    );
+    channel
+        .queue_declare(
+            stream.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            args,
+        )
+        .await
+        .unwrap();
+    let publisher = warren::publisher::Publisher::open(&conn).await.unwrap();
+    let write = |job: &str, what: warren::jobs::What| {
+        let event = warren::jobs::Event {
+            job: job.into(),
+            id: job.into(),
+            stage: "split".into(),
+            what,
+            emitted: Vec::new(),
+            callback: None,
+            at_ms: warren::message::epoch_ms(),
+        };
+        let publisher = publisher.clone();
+        let stream = stream.clone();
+        async move {
+            publisher
+                .publish_confirmed(
+                    "",
+                    &stream,
+                    &event.encode(),
+                    warren::message::new_properties(&event.id, &event.job),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    write("open", warren::jobs::What::Sent).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (code, view) = warren_job(&file, dir.path(), "open", &[]).await;
+    assert_eq!(
+        (code, view["state"].as_str()),
+        (0, Some("queued")),
+        "{view}"
+    );
+    // Its end falls in what the retention drops before the store reads on.
+    write("open", warren::jobs::What::Done).await;
+    let first_offset = || async {
+        let channel = conn.create_channel().await.unwrap();
+        channel.basic_qos(10, Default::default()).await.unwrap();
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-stream-offset".into(),
+            AMQPValue::LongString("first".into()),
+        );
+        let mut consumer = channel
+            .basic_consume(
+                stream.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                args,
+            )
+            .await
+            .unwrap();
+        use futures_util::StreamExt as _;
+        let first = tokio::time::timeout(Duration::from_secs(5), consumer.next())
+            .await
+            .ok()
+            .flatten()
+            .and_then(|d| d.ok())
+            .and_then(|d| {
+                match d
+                    .properties
+                    .headers()
+                    .as_ref()?
+                    .inner()
+                    .get("x-stream-offset")
+                {
+                    Some(AMQPValue::LongLongInt(n)) => Some(*n as u64),
+                    _ => None,
+                }
+            });
+        let _ = channel.close(200, "".into()).await;
+        first.unwrap_or(0)
+    };
+    let mut n = 0;
+    let dropped = eventually(Duration::from_secs(60), || {
+        n += 1;
+        let filler = format!("filler{n}");
+        let write = &write;
+        let first_offset = &first_offset;
+        async move {
+            for _ in 0..20 {
+                write(&filler, warren::jobs::What::Sent).await;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            first_offset().await > 2
+        }
+    })
+    .await;
+    assert!(dropped, "the stream's retention never dropped a segment");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["job", file.path.to_str().unwrap(), "open", "--json"])
+        .env("AMQP_URL", amqp_url())
+        .current_dir(dir.path())
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(stderr.contains("gap"), "{stdout}\n{stderr}");
+    assert!(stderr.contains("cannot answer for job open"), "{stderr}");
+    let _ = conn.close(200, "".into()).await;
+}

@@ -56,8 +56,7 @@ fn gathering_worker(pipeline: &warren::Pipeline) -> Worker {
         .stage("split", |body: Value, ctx: Context| async move {
             let dead = body["dead"].as_array().cloned().unwrap_or_default();
             for n in 0..body["parts"].as_u64().unwrap_or(0) {
-                let part =
-                    json!({"n": n, "dead": dead.contains(&json!(n)), "sleep_ms": body["sleep_ms"]});
+                let part = json!({"n": n, "dead": dead.contains(&json!(n)), "sleep_ms": body["sleep_ms"], "pad_kb": body["pad_kb"]});
                 ctx.emit(&part).await?;
             }
             Ok(())
@@ -69,7 +68,13 @@ fn gathering_worker(pipeline: &warren::Pipeline) -> Worker {
             if let Some(ms) = part["sleep_ms"].as_u64() {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
             }
-            ctx.emit(&json!({"total": part["n"]})).await?;
+            match part["pad_kb"].as_u64() {
+                Some(kb) => {
+                    let pad = "x".repeat(kb as usize * 1024);
+                    ctx.emit(&json!({"total": part["n"], "pad": pad})).await?;
+                }
+                None => ctx.emit(&json!({"total": part["n"]})).await?,
+            }
             Ok(())
         })
 }
@@ -228,7 +233,9 @@ async fn a_gather_survives_a_killed_worker_and_a_failed_branch_still_releases() 
 type Seen = Arc<Mutex<HashMap<String, Vec<(String, Value, u16)>>>>;
 
 /// A callback server on a free port: `/flaky` answers 503 twice, then 200;
-/// `/down` answers 500 while `down` is set; any other path 200.
+/// `/down` answers 500 while `down` is set; `/slow` is seen at once (status
+/// 0) and answers 200 after 3 s, or notes 499 when the client went away
+/// meanwhile; any other path 200.
 async fn callback_server(down: Arc<AtomicBool>) -> (u16, Seen) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -275,6 +282,29 @@ async fn callback_server(down: Arc<AtomicBool>) -> (u16, Seen) {
                             .then(|| value.trim().to_string())
                     })
                     .unwrap_or_default();
+                if path == "/slow" {
+                    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    let at = {
+                        let mut seen = record.lock().unwrap();
+                        let requests = seen.entry(path.clone()).or_default();
+                        requests.push((key, body, 0));
+                        requests.len() - 1
+                    };
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    let mut probe = [0u8; 1];
+                    let gone = matches!(
+                        tokio::time::timeout(Duration::from_millis(50), socket.read(&mut probe))
+                            .await,
+                        Ok(Ok(0)) | Ok(Err(_))
+                    );
+                    let status = if gone { 499 } else { 200 };
+                    record.lock().unwrap().get_mut(&path).unwrap()[at].2 = status;
+                    let answer = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                    return;
+                }
                 let status = {
                     let mut seen = record.lock().unwrap();
                     let earlier = seen.get(&path).map_or(0, Vec::len);
@@ -451,11 +481,17 @@ async fn another_supervisor_takes_over_the_callbacks_of_a_killed_keeper() {
         .unwrap_or_else(|| panic!("no keeper: {status}"))["pid"]
         .as_u64()
         .unwrap() as u32;
-    let (killed, survivor) = if first.0.id() == leader {
-        (&mut first, &mut second)
+    let (killed, survivor, follower_box) = if first.0.id() == leader {
+        (&mut first, &mut second, &box_b)
     } else {
-        (&mut second, &mut first)
+        (&mut second, &mut first, &box_a)
     };
+    // The follower keeps its keeper store folded while the other leads, so
+    // that it takes over without reading the whole stream first.
+    let store = follower_box
+        .join(".warren")
+        .join(format!("{}.keeper.redb", file.name));
+    assert!(store.exists(), "the follower has no keeper store");
     killed.signal("KILL");
     killed.wait();
     down.store(false, Ordering::SeqCst);
@@ -481,5 +517,254 @@ async fn another_supervisor_takes_over_the_callbacks_of_a_killed_keeper() {
         status["supervisors"][0]["keeper"]["callbacks_delivered"], 1,
         "{status}"
     );
+    worker.stop().await.unwrap();
+}
+
+/// A gathered message over the broker's size limit (16 MiB on RabbitMQ 4)
+/// is refused before it is built: the gather's items are dead-lettered with
+/// the reason, the job fails, and the keeper goes on with other jobs.
+#[tokio::test]
+async fn a_gather_over_the_size_limit_fails_its_job_and_the_keeper_goes_on() {
+    let gathering = Gathering::start("gatherbig").await;
+    let (file, dir, producer) = (&gathering.file, &gathering.dir, &gathering.producer);
+    // 20 items of 1 MiB: 20 MiB gathered.
+    producer
+        .send_with_id("split", "big", &json!({"parts": 20, "pad_kb": 1024}))
+        .await
+        .unwrap();
+    let (code, view) = warren_job(file, dir, "big", &["--wait", "180s"]).await;
+    assert_eq!(
+        (code, view["state"].as_str()),
+        (1, Some("failed")),
+        "{}",
+        &view.to_string()[..view.to_string().len().min(2000)]
+    );
+    let dead = view["dead_letters"].as_array().unwrap();
+    assert_eq!(dead.len(), 20, "{dead:?}");
+    assert!(dead.iter().all(|d| d["stage"] == "sum"), "{dead:?}");
+    let reason = dead[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("MiB"), "{reason}");
+    // The keeper goes on: another job gathers.
+    producer
+        .send_with_id("split", "small", &json!({"parts": 3}))
+        .await
+        .unwrap();
+    let results = dir.join("results.jsonl");
+    let gathered_small = eventually(Duration::from_secs(60), || async {
+        gathered(&results).contains_key("small")
+    })
+    .await;
+    assert!(gathered_small, "{:?}", gathered(&results).keys());
+    assert_eq!(totals(&gathered(&results)["small"][0]), [0, 1, 2]);
+    // What the big job's downstream got: its dead letters, no items.
+    let big = &gathered(&results)["big"];
+    assert_eq!(big.len(), 1);
+    assert_eq!(big[0]["items"], json!([]));
+    assert_eq!(big[0]["dead_letters"].as_array().unwrap().len(), 20);
+    gathering.worker.stop().await.unwrap();
+}
+
+/// The management API's names of the connections whose client name
+/// contains `name`.
+async fn connections_named(name: &str) -> Vec<String> {
+    let management = "http://guest:guest@127.0.0.1:15672/api/connections";
+    let Ok(answer) = reqwest::get(management).await else {
+        return Vec::new();
+    };
+    let connections: Value =
+        serde_json::from_slice(&answer.bytes().await.unwrap_or_default()).unwrap_or(Value::Null);
+    connections
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| {
+            c["client_properties"]["connection_name"]
+                .as_str()
+                .is_some_and(|named| named.contains(name))
+        })
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Closes the connections whose client name contains `name`; how many.
+async fn close_connections_named(name: &str) -> usize {
+    let mut closed = 0;
+    for id in connections_named(name).await {
+        let id: String = id
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let url = format!("http://guest:guest@127.0.0.1:15672/api/connections/{id}");
+        if reqwest::Client::new().delete(url).send().await.is_ok() {
+            closed += 1;
+        }
+    }
+    closed
+}
+
+/// A keeper term that ends while a callback is in flight (its connection
+/// closed by the broker, no crash) ends that POST with it: the next term
+/// POSTs again, and only one POST is answered.
+#[tokio::test]
+async fn a_callback_in_flight_ends_with_its_keeper_term() {
+    let (port, seen) = callback_server(Arc::default()).await;
+    let file = PipelineFile::new("cbterm", &calling(&format!("http://127.0.0.1:{port}/slow")));
+    let _cleanup = Cleanup::pipeline(&file.path, &[format!("{}.supervisors", file.name)]);
+    let pipeline = warren::config::load(&file.path).unwrap();
+    declare(&pipeline).await;
+    let dir = file.file("box");
+    std::fs::create_dir_all(&dir).unwrap();
+    let _supervisor = supervise_in(&file, &dir, "supervisor.log", &["--stages", "results"]);
+    let worker = spawn_worker(passing_worker(&pipeline));
+    let producer = Producer::connect(&pipeline).await.unwrap();
+    producer
+        .send_with_id("split", "s", &json!({"n": 1}))
+        .await
+        .unwrap();
+    let posted = eventually(Duration::from_secs(60), || async {
+        !requests(&seen, "/slow").is_empty()
+    })
+    .await;
+    assert!(posted, "no callback came");
+    // The management API lists a new connection a few seconds late.
+    let keeper = format!("warren job keeper {}", file.name);
+    let closed = eventually(Duration::from_secs(30), || async {
+        close_connections_named(&keeper).await > 0
+    })
+    .await;
+    assert!(closed, "no connection named {keeper}");
+    let answered = eventually(Duration::from_secs(60), || async {
+        requests(&seen, "/slow").iter().any(|r| r.2 == 200)
+    })
+    .await;
+    assert!(answered, "{:?}", requests(&seen, "/slow"));
+    // Nothing more comes once answered.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let slow = requests(&seen, "/slow");
+    assert_eq!(
+        slow.iter().filter(|r| r.2 == 200).count(),
+        1,
+        "answered more than once: {slow:?}"
+    );
+    let delivered = eventually(Duration::from_secs(20), || async {
+        warren_job(&file, &dir, "s", &[]).await.1["callback"]["state"] == "delivered"
+    })
+    .await;
+    assert!(delivered, "{}", warren_job(&file, &dir, "s", &[]).await.1);
+    worker.stop().await.unwrap();
+}
+
+/// The keeper token can vanish (RabbitMQ 4's quorum queues drop a message
+/// after 20 returns): here a stray consumer held the keeper queue while the
+/// supervisors started, so none put a token in. Once it goes, a supervisor
+/// mints one, one keeper leads (never two at once), and the callback goes
+/// out once.
+#[tokio::test]
+async fn a_vanished_keeper_token_is_minted_again() {
+    use lapin::{options::BasicConsumeOptions, types::FieldTable};
+    let (port, seen) = callback_server(Arc::default()).await;
+    let file = PipelineFile::new("token", &calling(&format!("http://127.0.0.1:{port}/ok")));
+    let _cleanup = Cleanup::pipeline(&file.path, &[format!("{}.supervisors", file.name)]);
+    let pipeline = warren::config::load(&file.path).unwrap();
+    declare(&pipeline).await;
+    let stray = connect().await;
+    let channel = stray.create_channel().await.unwrap();
+    let keeper_queue = warren::names::keeper_queue(&pipeline.name);
+    let _consumer = channel
+        .basic_consume(
+            keeper_queue.as_str().into(),
+            "stray".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let (box_a, box_b) = (file.file("a"), file.file("b"));
+    std::fs::create_dir_all(&box_a).unwrap();
+    std::fs::create_dir_all(&box_b).unwrap();
+    let _a = supervise_in(&file, &box_a, "a.log", &["--stages", "results"]);
+    let _b = supervise_in(&file, &box_b, "b.log", &["--stages", "results"]);
+    let both = eventually(Duration::from_secs(30), || async {
+        status_json(&file)["supervisors"]
+            .as_array()
+            .is_some_and(|s| s.len() == 2)
+    })
+    .await;
+    assert!(both, "{}", status_json(&file));
+    // Both keepers consume behind the stray consumer, which holds nothing
+    // (the management API lists the waiting consumers too, a little late).
+    let conn = connect().await;
+    let waiting = eventually(Duration::from_secs(30), || async {
+        let consumers: Value =
+            match reqwest::get("http://guest:guest@127.0.0.1:15672/api/consumers").await {
+                Ok(answer) => serde_json::from_slice(&answer.bytes().await.unwrap_or_default())
+                    .unwrap_or(Value::Null),
+                Err(_) => Value::Null,
+            };
+        let of_queue = consumers.as_array().map_or(0, |all| {
+            all.iter()
+                .filter(|c| c["queue"]["name"] == keeper_queue.as_str())
+                .count()
+        });
+        of_queue >= 3
+            && queue_state(&conn, &keeper_queue)
+                .await
+                .is_some_and(|(ready, _)| ready == 0)
+    })
+    .await;
+    assert!(
+        waiting,
+        "{:?}\n{}",
+        queue_state(&conn, &keeper_queue).await,
+        std::fs::read_to_string(file.file("a.log")).unwrap_or_default()
+    );
+    let worker = spawn_worker(passing_worker(&pipeline));
+    let producer = Producer::connect(&pipeline).await.unwrap();
+    producer
+        .send_with_id("split", "t", &json!({"n": 1}))
+        .await
+        .unwrap();
+    let (code, view) = warren_job(&file, &box_a, "t", &["--wait", "60s"]).await;
+    assert_eq!((code, view["state"].as_str()), (0, Some("done")), "{view}");
+    let _ = stray.close(200, "".into()).await;
+    let most_leaders = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let answered = eventually(Duration::from_secs(240), || async {
+        let status = status_json(&file);
+        let leaders = status["supervisors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["keeper"]["leader"] == true)
+            .count();
+        most_leaders.fetch_max(leaders, Ordering::SeqCst);
+        requests(&seen, "/ok").iter().any(|r| r.2 == 200)
+    })
+    .await;
+    assert!(answered, "no keeper led again: {:?}", status_json(&file));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        requests(&seen, "/ok").len(),
+        1,
+        "{:?}",
+        requests(&seen, "/ok")
+    );
+    assert!(
+        most_leaders.load(Ordering::SeqCst) <= 1,
+        "two keepers at once"
+    );
+    let status = status_json(&file);
+    let leaders = status["supervisors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["keeper"]["leader"] == true)
+        .count();
+    assert_eq!(leaders, 1, "{status}");
     worker.stop().await.unwrap();
 }

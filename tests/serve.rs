@@ -103,7 +103,12 @@ async fn ingest_answers_after_confirms_and_names_what_it_refuses() {
         get(&base, "/metrics", Some("wrong-token-0000000")).await.0,
         401
     );
-    assert_eq!(get(&base, "/readyz", Some(TOKEN)).await.0, 200);
+    // Ready once the ticket follower caught up with the job stream.
+    let caught_up = eventually(Duration::from_secs(20), || async {
+        get(&base, "/readyz", Some(TOKEN)).await.0 == 200
+    })
+    .await;
+    assert!(caught_up, "{}", serve_log(&file));
 
     // One message, with an Idempotency-Key, twice: one job.
     for _ in 0..2 {
@@ -529,4 +534,78 @@ async fn slow_or_huge_request_headers_are_cut_off() {
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
     // The server still answers others.
     assert_eq!(get(&base, "/healthz", None).await.0, 200);
+}
+
+/// Tickets survive the broker: the follower's connection closed, then its
+/// job stream deleted (while gone, `/readyz` says 503) and declared again;
+/// every time, jobs accepted afterwards are answered.
+#[tokio::test]
+async fn tickets_follow_the_job_stream_through_a_lost_connection_and_a_new_stream() {
+    let file = pipeline("servefollow", 1_000_000);
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let pipeline = warren::config::load(&file.path).unwrap();
+    let (_server, base) = serve(&file).await;
+    let accepted = |key: &'static str| {
+        let base = base.clone();
+        async move {
+            let (status, answer, _) = post(&base, "a", "", b"{}".to_vec(), false, Some(key)).await;
+            assert_eq!(status, 202, "{answer}");
+        }
+    };
+    let known = |key: &'static str| {
+        let base = base.clone();
+        async move { get(&base, &format!("/v1/jobs/{key}"), Some(TOKEN)).await.0 == 200 }
+    };
+    accepted("k1").await;
+    assert!(
+        eventually(Duration::from_secs(20), || known("k1")).await,
+        "{}",
+        serve_log(&file)
+    );
+    assert_eq!(get(&base, "/readyz", Some(TOKEN)).await.0, 200);
+
+    // The follower's connection is closed by the broker.
+    let follower = format!("warren job tracker {}", file.name);
+    let closed = eventually(Duration::from_secs(10), || async {
+        close_connections_named(&follower).await > 0
+    })
+    .await;
+    assert!(closed, "no connection named {follower}");
+    accepted("k2").await;
+    assert!(
+        eventually(Duration::from_secs(30), || known("k2")).await,
+        "k2 never answered: {}",
+        serve_log(&file)
+    );
+
+    // The job stream goes: not ready while the follower cannot follow.
+    let conn = connect().await;
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .queue_delete(
+            warren::names::job_stream(&pipeline.name).as_str().into(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let behind = eventually(Duration::from_secs(20), || async {
+        get(&base, "/readyz", Some(TOKEN)).await.0 == 503
+    })
+    .await;
+    assert!(behind, "/readyz never said 503: {}", serve_log(&file));
+    // Declared again: followed again from the new stream's start.
+    declare(&pipeline).await;
+    let _ = conn.close(200, "".into()).await;
+    let ready = eventually(Duration::from_secs(30), || async {
+        get(&base, "/readyz", Some(TOKEN)).await.0 == 200
+    })
+    .await;
+    assert!(ready, "/readyz stayed 503: {}", serve_log(&file));
+    accepted("k3").await;
+    assert!(
+        eventually(Duration::from_secs(30), || known("k3")).await,
+        "k3 never answered: {}",
+        serve_log(&file)
+    );
+    assert!(known("k1").await, "what was known stays known");
 }

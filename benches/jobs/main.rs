@@ -84,7 +84,7 @@ fn store_figures(jobs: u64) {
         batch.extend(events_of(n, now));
         if batch.len() >= 4000 || n + 1 == jobs {
             offset += batch.len() as u64;
-            store.fold(&batch, offset).expect("fold");
+            store.fold(&batch, offset, 1).expect("fold");
             batch.clear();
         }
     }

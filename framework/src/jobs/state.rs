@@ -209,6 +209,15 @@ impl JobRecord {
         self.released.contains(stage)
     }
 
+    /// The ids of the messages gather stage `stage` holds for the job.
+    pub fn held_ids(&self, stage: &str) -> Vec<String> {
+        self.messages
+            .iter()
+            .filter(|((at, _), message)| at == stage && matches!(message, Message::Held(_)))
+            .map(|((_, id), _)| id.clone())
+            .collect()
+    }
+
     /// Failed POSTs of the callback so far.
     pub fn callback_attempts(&self) -> u32 {
         self.call.failed
@@ -617,5 +626,24 @@ mod tests {
             event("sum", "j.0", held(3), &[], 2),
         ]);
         assert_eq!(JobRecord::from_bytes(&still.to_bytes()).unwrap(), still);
+    }
+
+    #[test]
+    fn the_ids_a_gather_holds_are_listed() {
+        let record = fold(&[
+            event("a", "j", What::Done, &[("g", "j.0"), ("g", "j.1")], 1),
+            event(
+                "g",
+                "j.0",
+                What::Held {
+                    item: serde_json::json!(0),
+                },
+                &[],
+                2,
+            ),
+            event("g", "j.1", What::Done, &[], 3),
+        ]);
+        assert_eq!(record.held_ids("g"), ["j.0"]);
+        assert!(record.held_ids("a").is_empty());
     }
 }

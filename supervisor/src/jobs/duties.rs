@@ -4,11 +4,19 @@
 //! act is written to the job stream after it is done, so that the next
 //! keeper does not do it again; until the event comes back through the
 //! stream, this keeper remembers it.
+//!
+//! A release that can never be published (a gathered message over
+//! [`MAX_GATHERED`](super::gathered::MAX_GATHERED), or one the broker refuses) dead-letters the gather's
+//! items with the reason instead of stopping the keeper. The POSTs in
+//! flight belong to the keeper's term: they end when it ends
+//! ([`Duties`] dropped), and [`Duties::finish_calls`] writes their answers
+//! before the token is handed back.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use tokio::{sync::mpsc, time::Instant};
-use tracing::{info, warn};
+use lapin::Connection;
+use tokio::{task::JoinSet, time::Instant};
+use tracing::{error, info, warn};
 use warren::{
     Pipeline, StageKind,
     backoff::Backoff,
@@ -17,10 +25,17 @@ use warren::{
     publisher::Publisher,
 };
 
-use super::{callback, keeper::KeeperStatus};
+use super::{
+    callback,
+    gathered::{json_size, too_large},
+    keeper::KeeperStatus,
+};
 
 /// Callbacks POSTed at once at most.
 const CALLING: usize = 16;
+
+/// Dead events written per stream message at most.
+const DEAD_PER_WRITE: usize = 1000;
 
 /// A gather stage: its name, the stages upstream of it, its outputs.
 struct Gather {
@@ -58,15 +73,14 @@ pub struct Duties {
     /// (job, gather stage) released (or to release) in this term, until
     /// the release is read back from the stream.
     released: HashSet<(String, String)>,
-    /// Gathers due, not released yet: the stage and what it emits.
-    to_release: Vec<(String, Gathered)>,
+    /// Gathers due, not released yet: the stage, what it emits and the ids
+    /// of the items it holds.
+    to_release: Vec<(String, Gathered, Vec<String>)>,
     calls: BTreeMap<String, Call>,
     /// Callbacks delivered in this term whose event has not come back.
     delivered: HashSet<String>,
-    answers: (
-        mpsc::UnboundedSender<Answer>,
-        mpsc::UnboundedReceiver<Answer>,
-    ),
+    /// The POSTs on their way; dropped (aborted) with the term.
+    posts: JoinSet<Answer>,
     status: KeeperStatus,
 }
 
@@ -94,7 +108,7 @@ impl Duties {
             to_release: Vec::new(),
             calls: BTreeMap::new(),
             delivered: HashSet::new(),
-            answers: mpsc::unbounded_channel(),
+            posts: JoinSet::new(),
             status: KeeperStatus {
                 leader: true,
                 ..KeeperStatus::default()
@@ -117,7 +131,8 @@ impl Duties {
             }
             if let Some(gathered) = record.gather_due(job, &gather.stage, &gather.upstream) {
                 self.released.insert(key);
-                self.to_release.push((gather.stage.clone(), gathered));
+                let held = record.held_ids(&gather.stage);
+                self.to_release.push((gather.stage.clone(), gathered, held));
             }
         }
         match record.callback_due(self.default_url.as_deref(), now_ms, self.keep_ms) {
@@ -156,16 +171,18 @@ impl Duties {
     /// Releases the gathers due, takes the callbacks' answers and POSTs the
     /// callbacks due. `Err`: the broker did not take a write (the keeper
     /// starts a new term).
-    pub async fn act(&mut self) -> Result<(), warren::Error> {
-        for (stage, gathered) in std::mem::take(&mut self.to_release) {
-            self.release(&stage, &gathered).await?;
+    pub async fn act(&mut self, connection: &Connection) -> Result<(), warren::Error> {
+        for (stage, gathered, held) in std::mem::take(&mut self.to_release) {
+            self.release(connection, &stage, &gathered, &held).await?;
         }
-        while let Ok((job, answer)) = self.answers.1.try_recv() {
-            self.answered(job, answer).await?;
+        while let Some(done) = self.posts.try_join_next() {
+            if let Ok((job, answer)) = done {
+                self.answered(job, answer).await?;
+            }
         }
         let now = Instant::now();
         let now_ms = message::epoch_ms();
-        let mut posting = self.calls.values().filter(|c| c.posting).count();
+        let mut posting = self.posts.len();
         let mut expired = Vec::new();
         for (job, call) in &mut self.calls {
             if call.posting || call.due > now {
@@ -186,10 +203,9 @@ impl Duties {
                 call.body.clone(),
                 job.clone(),
             );
-            let answers = self.answers.0.clone();
-            tokio::spawn(async move {
+            self.posts.spawn(async move {
                 let answer = callback::post(&client, &url, &job, body).await;
-                let _ = answers.send((job, answer));
+                (job, answer)
             });
         }
         for job in expired {
@@ -200,34 +216,75 @@ impl Duties {
         Ok(())
     }
 
+    /// Waits for the POSTs on their way (each within the callback timeout)
+    /// and writes their answers, starting none: before the token is handed
+    /// back, so that the next keeper knows what this one did.
+    pub async fn finish_calls(&mut self) -> Result<(), warren::Error> {
+        while let Some(done) = self.posts.join_next().await {
+            if let Ok((job, answer)) = done {
+                self.answered(job, answer).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// What `warren status` shows.
     pub fn status(&self) -> KeeperStatus {
         self.status.clone()
     }
 
     /// Emits the gathered message of `gathered.job` to the stage's outputs,
-    /// then writes the release.
-    async fn release(&mut self, stage: &str, gathered: &Gathered) -> Result<(), warren::Error> {
-        let gather = self
+    /// then writes the release. One that cannot be published, while the
+    /// connection is fine, dead-letters the items instead.
+    async fn release(
+        &mut self,
+        connection: &Connection,
+        stage: &str,
+        gathered: &Gathered,
+        held: &[String],
+    ) -> Result<(), warren::Error> {
+        if let Some(reason) = too_large(json_size(gathered)) {
+            return self.refuse(stage, gathered, held, reason).await;
+        }
+        let outputs = self
             .gathers
             .iter()
             .find(|g| g.stage == stage)
-            .expect("a gather of the pipeline");
+            .expect("a gather of the pipeline")
+            .outputs
+            .clone();
         let id = format!("{}.gather", gathered.job);
         let body = serde_json::to_vec(gathered).expect("gathered items are JSON");
-        for output in &gather.outputs {
+        for output in &outputs {
             let queue = names::stage_queue(&self.pipeline, output);
-            self.publisher
+            let published = self
+                .publisher
                 .publish_confirmed(
                     "",
                     &queue,
                     &body,
                     message::new_properties(&id, &gathered.job),
                 )
-                .await?;
+                .await;
+            if let Err(why) = published {
+                // A lost connection, or a nack (a queue without a leader
+                // for a moment): the next term tries again. A return (no
+                // such queue) or a closed channel (too large) would fail
+                // every time.
+                if !connection.status().connected() || why.to_string().contains("(nack)") {
+                    return Err(why);
+                }
+                if !self.publisher.is_open() {
+                    // The broker closed the channel (a message over its
+                    // size limit, say): the next writes need another.
+                    self.publisher = Publisher::open(connection).await?;
+                }
+                let reason =
+                    format!("the gathered message could not be released to {output}: {why}");
+                return self.refuse(stage, gathered, held, reason).await;
+            }
         }
-        let emitted = gather
-            .outputs
+        let emitted = outputs
             .iter()
             .map(|to| Emitted {
                 to: to.clone(),
@@ -238,6 +295,61 @@ impl Duties {
             .await?;
         self.status.gathers_released += 1;
         info!(pipeline = %self.pipeline, job = %gathered.job, stage, items = gathered.items.len(), dead = gathered.dead_letters.len(), "gather released");
+        Ok(())
+    }
+
+    /// A release that cannot be published: its held items are dead-lettered
+    /// with `reason` (the job fails; the stage is due again with them as
+    /// dead letters, a small message); one with no items left is written
+    /// released as it is, unpublished.
+    async fn refuse(
+        &mut self,
+        stage: &str,
+        gathered: &Gathered,
+        held: &[String],
+        reason: String,
+    ) -> Result<(), warren::Error> {
+        let job = &gathered.job;
+        error!(pipeline = %self.pipeline, %job, stage, items = held.len(), %reason, "gather not released");
+        if held.is_empty() {
+            return self
+                .write(
+                    job,
+                    &format!("{job}.gather"),
+                    stage,
+                    What::Released,
+                    Vec::new(),
+                )
+                .await;
+        }
+        let at_ms = message::epoch_ms();
+        for ids in held.chunks(DEAD_PER_WRITE) {
+            let events: Vec<Event> = ids
+                .iter()
+                .map(|id| Event {
+                    job: job.clone(),
+                    id: id.clone(),
+                    stage: stage.to_string(),
+                    what: What::Dead {
+                        reason: reason.clone(),
+                    },
+                    emitted: Vec::new(),
+                    callback: None,
+                    at_ms,
+                })
+                .collect();
+            let body = serde_json::to_vec(&events).expect("events are JSON");
+            self.publisher
+                .publish_confirmed(
+                    "",
+                    &names::job_stream(&self.pipeline),
+                    &body,
+                    message::new_properties(&format!("{job}.gather.dead"), job),
+                )
+                .await?;
+        }
+        // Due again once the dead letters come back through the stream.
+        self.released.remove(&(job.clone(), stage.to_string()));
         Ok(())
     }
 

@@ -1,12 +1,17 @@
 //! Job tracking on this box: the [`store`] of job records and the
-//! [`tracker`] that folds the pipeline's job stream into it; the
-//! [`keeper`] (one supervisor of the pipeline at a time) and its
-//! [`duties`]: gathers released, [`callback`]s POSTed; and how
+//! [`tracker`] that folds the pipeline's job stream into it (where it
+//! starts: [`attach`], [`resume`]); the [`keeper`] (one supervisor of the
+//! pipeline at a time, elected by its [`token`]) and its [`duties`]:
+//! gathers released ([`gathered`] sizes), [`callback`]s POSTed; and how
 //! `warren run` waits for its jobs ([`settling`]).
 
+pub mod attach;
 pub mod callback;
 pub mod duties;
+pub mod gathered;
 pub mod keeper;
+pub mod resume;
 pub mod settling;
 pub mod store;
+pub mod token;
 pub mod tracker;

@@ -11,11 +11,17 @@ use warren::jobs::{Event, JobRecord, JobState};
 /// Job id -> record ([`JobRecord::to_bytes`]).
 const JOBS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("jobs");
 /// `next_offset`: the stream offset of the first event not folded in;
-/// `pruned_at_ms`; `jobs.{state}`: how many records are in each state.
+/// `last_print`: the print of the stream message before it (0: unknown);
+/// `pruned_at_ms`; `jobs.{state}`: how many records are in each state;
+/// `gap_from`, `gap_to`: the offsets of the last gap (events the stream's
+/// retention dropped before this store read them).
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 /// Failed jobs -> when their record last changed (for the list of recent
 /// failures).
 const FAILED: TableDefinition<'_, &str, u64> = TableDefinition::new("failed");
+/// Jobs this store cannot answer for -> the end offset of the gap that
+/// may hold some of their events.
+const STALE: TableDefinition<'_, &str, u64> = TableDefinition::new("stale");
 
 /// The states a record is counted in (`unknown` is no record).
 pub const COUNTED: [JobState; 5] = [
@@ -86,6 +92,73 @@ impl Store {
         self.meta("next_offset")
     }
 
+    /// The print of the stream message before [`Store::next_offset`] (0:
+    /// unknown).
+    pub fn last_print(&self) -> Result<u64, String> {
+        self.meta("last_print")
+    }
+
+    /// Goes on reading the stream at `offset`, with no print of what came
+    /// before (a new stream, or one read on after a gap). Records stay.
+    pub fn restart(&self, offset: u64) -> Result<(), String> {
+        let write = self.db.begin_write().map_err(|e| self.fail(e))?;
+        {
+            let mut meta = write.open_table(META).map_err(|e| self.fail(e))?;
+            meta.insert("next_offset", offset)
+                .map_err(|e| self.fail(e))?;
+            meta.insert("last_print", 0).map_err(|e| self.fail(e))?;
+        }
+        write.commit().map_err(|e| self.fail(e))
+    }
+
+    /// Notes that the events of offsets `gap` were dropped before this
+    /// store read them; returns the jobs it cannot answer for: those not
+    /// settled by the events it has (some of theirs may be in the gap). A
+    /// job entirely in the gap is unknown here.
+    pub fn note_gap(&self, gap: std::ops::Range<u64>) -> Result<Vec<String>, String> {
+        let mut open = Vec::new();
+        self.each(|job, record| {
+            if !counted_state(&record).is_settled() {
+                open.push(job.to_string());
+            }
+        })?;
+        let write = self.db.begin_write().map_err(|e| self.fail(e))?;
+        {
+            let mut stale = write.open_table(STALE).map_err(|e| self.fail(e))?;
+            for job in &open {
+                stale
+                    .insert(job.as_str(), gap.end)
+                    .map_err(|e| self.fail(e))?;
+            }
+            let mut meta = write.open_table(META).map_err(|e| self.fail(e))?;
+            meta.insert("gap_from", gap.start)
+                .map_err(|e| self.fail(e))?;
+            meta.insert("gap_to", gap.end).map_err(|e| self.fail(e))?;
+        }
+        write.commit().map_err(|e| self.fail(e))?;
+        Ok(open)
+    }
+
+    /// Whether `job` was open when this store found a gap (some of its
+    /// events may be missing here).
+    pub fn stale(&self, job: &str) -> Result<bool, String> {
+        let read = self.db.begin_read().map_err(|e| self.fail(e))?;
+        match read.open_table(STALE) {
+            Ok(stale) => Ok(stale.get(job).map_err(|e| self.fail(e))?.is_some()),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(false),
+            Err(error) => Err(self.fail(error)),
+        }
+    }
+
+    /// The offsets of the last gap, if this store ever had one.
+    pub fn gap(&self) -> Result<Option<std::ops::Range<u64>>, String> {
+        let to = self.meta("gap_to")?;
+        Ok((to > 0)
+            .then(|| self.meta("gap_from"))
+            .transpose()?
+            .map(|from| from..to))
+    }
+
     /// A value of the `meta` table (0 when there is none).
     fn meta(&self, key: &str) -> Result<u64, String> {
         let read = self.db.begin_read().map_err(|e| self.fail(e))?;
@@ -154,12 +227,14 @@ impl Store {
     }
 
     /// Folds `events` in, in one transaction, with the offset that follows
-    /// them: a crash keeps all of them or none. Returns the records that
-    /// changed, as they are now.
+    /// them and the print of the stream message they ended with: a crash
+    /// keeps all of them or none. Returns the records that changed, as
+    /// they are now.
     pub fn fold(
         &self,
         events: &[Event],
         next_offset: u64,
+        last_print: u64,
     ) -> Result<Vec<(String, JobRecord)>, String> {
         let mut write = self.db.begin_write().map_err(|e| self.fail(e))?;
         {
@@ -225,6 +300,8 @@ impl Store {
                 .map(|(job, record)| (job.to_string(), record))
                 .collect();
             meta.insert("next_offset", next_offset)
+                .map_err(|e| self.fail(e))?;
+            meta.insert("last_print", last_print)
                 .map_err(|e| self.fail(e))?;
         }
         write.commit().map_err(|e| self.fail(e))?;
@@ -297,9 +374,11 @@ impl Store {
                 }
             }
             let mut failed = write.open_table(FAILED).map_err(|e| self.fail(e))?;
+            let mut stale = write.open_table(STALE).map_err(|e| self.fail(e))?;
             for (job, state) in &gone {
                 jobs.remove(job.as_str()).map_err(|e| self.fail(e))?;
                 failed.remove(job.as_str()).map_err(|e| self.fail(e))?;
+                stale.remove(job.as_str()).map_err(|e| self.fail(e))?;
                 self.count(&mut meta, *state, false)?;
             }
             gone.len()
@@ -343,6 +422,7 @@ mod tests {
                     event_at("new", "new", What::Done, 20 * hour),
                 ],
                 2,
+                1,
             )
             .unwrap();
         // keep = 5 h, now = 21 h: `old` (11 h ago) goes, `new` stays.
@@ -370,6 +450,7 @@ mod tests {
                     event_at("c", "c", dead(), 5),
                 ],
                 3,
+                1,
             )
             .unwrap();
         let count = |state| {
@@ -388,9 +469,10 @@ mod tests {
             .fold(
                 &[event("a", "a", What::Sent), event("a", "a", What::Done)],
                 5,
+                1,
             )
             .unwrap();
-        store.fold(&[event_at("b", "b", dead(), 9)], 6).unwrap();
+        store.fold(&[event_at("b", "b", dead(), 9)], 6, 1).unwrap();
         assert_eq!(count(JobState::Queued), 0);
         assert_eq!(count(JobState::Done), 1);
         assert_eq!(count(JobState::Failed), 2);
@@ -398,7 +480,7 @@ mod tests {
         assert_eq!(store.failed(1).unwrap(), ["b"]);
         // A replayed dead letter that succeeds leaves the failures.
         store
-            .fold(&[event_at("c", "c", What::Done, 10)], 7)
+            .fold(&[event_at("c", "c", What::Done, 10)], 7, 1)
             .unwrap();
         assert_eq!(store.failed(10).unwrap(), ["b"]);
         assert_eq!(count(JobState::Done), 2);
@@ -421,14 +503,41 @@ mod tests {
                 .fold(
                     &[event("j1", "j1", What::Sent), event("j2", "j2", What::Done)],
                     2,
+                    1,
                 )
                 .unwrap();
-            store.fold(&[event("j1", "j1", What::Done)], 3).unwrap();
+            store.fold(&[event("j1", "j1", What::Done)], 3, 1).unwrap();
         }
         let store = Store::open(&path).unwrap().unwrap();
         assert_eq!(store.next_offset().unwrap(), 3);
         let j1 = store.get("j1").unwrap().unwrap();
         assert_eq!(j1.state(1, 1000), JobState::Done);
         assert!(store.get("j3").unwrap().is_none());
+        assert_eq!(store.last_print().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_gap_names_the_open_jobs_and_a_restart_keeps_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("jobs.redb")).unwrap().unwrap();
+        store
+            .fold(
+                &[
+                    event("open", "open", What::Sent),
+                    event("done", "done", What::Done),
+                ],
+                5,
+                77,
+            )
+            .unwrap();
+        assert_eq!(store.gap().unwrap(), None);
+        assert_eq!(store.note_gap(5..9).unwrap(), ["open"]);
+        store.restart(9).unwrap();
+        assert_eq!(store.next_offset().unwrap(), 9);
+        assert_eq!(store.last_print().unwrap(), 0);
+        assert_eq!(store.gap().unwrap(), Some(5..9));
+        assert!(store.stale("open").unwrap());
+        assert!(!store.stale("done").unwrap());
+        assert!(store.get("done").unwrap().is_some());
     }
 }

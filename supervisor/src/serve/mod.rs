@@ -229,16 +229,20 @@ async fn access_log(request: Request, next: Next) -> Response {
     response
 }
 
+/// 200 when the broker answers and job tickets are current; 503 saying
+/// why not.
 async fn readyz(State(app): State<App>) -> Response {
-    if app.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (
+    if !app.ready.load(Ordering::Relaxed) {
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
             "the broker is unreachable\n",
         )
-            .into_response()
+            .into_response();
     }
+    if let Some(behind) = app.tickets.as_ref().and_then(Tickets::behind) {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{behind}\n")).into_response();
+    }
+    (StatusCode::OK, "ready\n").into_response()
 }
 
 async fn metrics_page(State(app): State<App>) -> Response {
@@ -276,10 +280,24 @@ async fn job(State(app): State<App>, Path(id): Path<String>, Query(wait): Query<
         },
     };
     match view {
-        Ok(view) if view.state == JobState::Unknown => {
-            (StatusCode::NOT_FOUND, Json(view)).into_response()
-        }
-        Ok(view) => Json(view).into_response(),
+        Ok(view) if view.state == JobState::Unknown => match tickets.behind() {
+            // Not read yet, maybe: not a 404.
+            Some(behind) => refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{behind}; job {id} may exist, ask again"),
+                json!({}),
+            ),
+            None => (StatusCode::NOT_FOUND, Json(view)).into_response(),
+        },
+        Ok(view) => match tickets.gap(&id) {
+            Ok(Some(gap)) => {
+                let mut answer = serde_json::to_value(&view).expect("a view is JSON");
+                answer["gap"] = gap.into();
+                Json(answer).into_response()
+            }
+            Ok(None) => Json(view).into_response(),
+            Err(error) => refuse(StatusCode::INTERNAL_SERVER_ERROR, error, json!({})),
+        },
         Err(error) => refuse(StatusCode::INTERNAL_SERVER_ERROR, error, json!({})),
     }
 }
