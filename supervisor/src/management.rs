@@ -200,7 +200,10 @@ mod tests {
         // The API samples every 5 s: wait for a sample with the messages.
         let mut seen = None;
         for _ in 0..60 {
-            seen = api.figures(&prefix).await.and_then(|f| f.get(&queue).copied());
+            seen = api
+                .figures(&prefix)
+                .await
+                .and_then(|f| f.get(&queue).copied());
             if seen.is_some_and(|f| f.ready > 0) {
                 break;
             }
