@@ -108,9 +108,9 @@ if [ "$mode" = local ]; then
 
     say "the Debian package, built on the host"
     deb=${WARREN_DEB:-$("$repo/packaging/build-deb.sh" | tail -1)}
-    mkdir -p "$work/deb"
-    cp "$deb" "$work/deb/"
-    ls -l "$work/deb"
+    mkdir -p "$work/deb/out"
+    cp "$deb" "$work/deb/out/"
+    ls -l "$work/deb/out"
     # The build context `deb` stands in for the Containerfile's stage `deb`
     # (its /out/); the rust image is never pulled.
     build_args+=(--build-arg "DEBIAN_IMAGE=$base_image" --build-arg "RUST_IMAGE=$base_image"
@@ -153,15 +153,21 @@ distinct=$(sort -u "$dir/greetings.jsonl" | wc -l)
 echo "sink: $lines greetings for $messages messages, each once"
 
 say "stop = drain: warren supervise under podman stop"
-rm "$dir/greetings.jsonl"
+# New ids: the sink remembers the ids it wrote (greetings.jsonl's index).
+for i in $(seq 1 "$messages"); do
+    printf '{"id": "s%d", "name": "user %d"}\n' "$i" "$i"
+done >"$dir/input.jsonl"
+total=$((messages * 2))
 container=$(podman "${global_flags[@]}" run -d "${run_flags[@]}" --network host \
     -e AMQP_URL="$amqp_url" -v "$dir:/var/lib/warren" localhost/warren supervise pipeline.yaml)
 podman exec -e AMQP_URL="$amqp_url" "$container" warren send pipeline.yaml greet input.jsonl --id-field id
 for _ in $(seq 1 120); do
-    [ "$(cat "$dir/greetings.jsonl" 2>/dev/null | wc -l)" = "$messages" ] && break
+    [ "$(wc -l <"$dir/greetings.jsonl")" = "$total" ] && break
     sleep 1
 done
-[ "$(wc -l <"$dir/greetings.jsonl")" = "$messages" ] || fail "the supervisor did not write the $messages greetings"
+[ "$(wc -l <"$dir/greetings.jsonl")" = "$total" ] ||
+    fail "the supervisor wrote $(($(wc -l <"$dir/greetings.jsonl") - messages)) of $messages greetings"
+echo "supervise: $messages more greetings written"
 podman stop -t 60 "$container" >/dev/null
 code=$(podman inspect --format '{{.State.ExitCode}}' "$container")
 podman logs "$container" 2>&1 | grep -E 'stopping|drain' | tail -3 || true
