@@ -20,8 +20,10 @@
 # and PODMAN_RUN_FLAGS (for run and build, e.g. "--ulimit nofile=1024:1024").
 # Installs podman (and runc for the retry) with apt-get when missing.
 #
-# Takes about 1.5 minutes with the release build up to date and the base
-# root cached (first run: + 1 minute debootstrap, + 8 minutes release build).
+# Takes about 1 minute with the package built (WARREN_DEB) and the base root
+# cached; the first run adds the debootstrap (about 1.5 minutes), and
+# packaging/build-deb.sh its own time (2 minutes, 10 to 16 when the
+# release binary is not up to date).
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)

@@ -341,6 +341,17 @@ if sorted(greetings) != want:
     sys.exit(f"{len(greetings)} lines, {len(set(greetings))} distinct, want {len(want)} once each")
 print(f"across stop and start: {len(greetings)} greetings, each once")
 PY
+    # `warren status` as README.Debian tells an administrator to run it
+    # finds the running supervisor (its socket in /run/warren).
+    local status
+    status=$(in_system sh -c "set -a; . /etc/warren/$service.env; export XDG_RUNTIME_DIR=/run;
+        exec runuser -u warren -- warren status /etc/warren/$service.yaml") ||
+        fail "warren status: $status"
+    if grep -q 'no supervisor of this pipeline runs on this box' <<<"$status"; then
+        fail "warren status does not see the supervisor: $status"
+    fi
+    echo "warren status (as README.Debian says):"
+    sed 's/^/    /' <<<"$status"
     in_system systemctl stop "warren-supervise@$service"
 
     # The front door.
