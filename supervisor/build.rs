@@ -17,6 +17,9 @@ fn main() {
             .ok()
             .filter(|value| !value.trim().is_empty())
     };
+    // Where git looks (watched so that a build that could not see the
+    // repository runs this again when it can).
+    from_env("GIT_DIR");
     let env_commit = from_env("WARREN_COMMIT");
     let env_date = from_env("WARREN_COMMIT_DATE");
     let git_commit = git(&["log", "-1", "--format=%h %cs", "--abbrev=7"]);
