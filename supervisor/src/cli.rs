@@ -6,7 +6,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 /// RabbitMQ worker pipelines declared in one YAML file.
 #[derive(Debug, Parser)]
-#[command(name = "warren", version, about, propagate_version = true)]
+#[command(
+    name = "warren",
+    version = env!("WARREN_VERSION"),
+    about,
+    propagate_version = true
+)]
 pub struct Cli {
     /// Log format on stderr (the level comes from RUST_LOG, default info).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -161,6 +166,19 @@ pub enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Write the man pages into DIR (for packaging).
+    #[command(hide = true)]
+    Man {
+        /// The directory (created if missing).
+        dir: PathBuf,
+    },
+    /// Print a shell completion script (for packaging).
+    #[command(hide = true)]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
 }
 

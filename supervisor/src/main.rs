@@ -21,6 +21,7 @@ mod builtin;
 mod cli;
 mod commands;
 mod digest;
+mod docs;
 mod drained;
 mod exit;
 mod feed;
@@ -51,8 +52,11 @@ fn main() -> ExitCode {
         _ => warren::logging::DEFAULT_FILTER,
     };
     warren::logging::init_with_default(json_logs, default_filter);
-    if let Command::Validate { file } = &cli.command {
-        return commands::validate::run(file);
+    match &cli.command {
+        Command::Validate { file } => return commands::validate::run(file),
+        Command::Man { dir } => return docs::man(dir),
+        Command::Completions { shell } => return docs::completions(*shell),
+        _ => {}
     }
     // One thread for every command. For workers it is the cheapest: the AMQP
     // client has its own I/O thread, and on few cores more threads mostly
@@ -71,7 +75,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Validate { .. } => unreachable!("handled above"),
+            Command::Validate { .. } | Command::Man { .. } | Command::Completions { .. } => {
+                unreachable!("handled above")
+            }
             Command::Declare { file, dry_run } => commands::declare::run(&file, dry_run).await,
             Command::Supervise {
                 file,
