@@ -30,6 +30,7 @@ mod management;
 mod progress;
 mod serve;
 mod signals;
+mod subprocess;
 mod supervise;
 
 use std::{io::Write, process::ExitCode};
@@ -43,6 +44,9 @@ pub const RUN_FILTER: &str = "warn,lapin=off";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Guard = cli.command {
+        return subprocess::guard::run();
+    }
     let json_logs = cli.log_format == LogFormat::Json;
     // `warren run` shows progress bars and a summary; its log (and its
     // workers') only says what needs attention, unless RUST_LOG says more.
@@ -71,7 +75,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Validate { .. } => unreachable!("handled above"),
+            Command::Validate { .. } | Command::Guard => unreachable!("handled above"),
             Command::Declare { file, dry_run } => commands::declare::run(&file, dry_run).await,
             Command::Supervise {
                 file,

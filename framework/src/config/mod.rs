@@ -306,7 +306,7 @@ fn hint(path: &str, message: &str) -> String {
         .replace("struct RawQueue", "a mapping with type and delivery_limit")
         .replace(
             "struct RawHttp",
-            "a mapping with method, url, body, headers, timeout, emit and idempotency_key",
+            "a mapping with method, url, body, headers, timeout, emit, idempotency_key and max_response",
         )
         .replace("struct RawSink", "a mapping with path")
         .replace("struct RawBroker", "a mapping with url and ack_timeout");

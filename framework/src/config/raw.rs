@@ -43,6 +43,7 @@ pub(crate) struct RawServe {
     pub token: Option<String>,
     pub max_backlog: Option<Number>,
     pub allow_actions: Option<bool>,
+    pub hosts: Option<Vec<String>>,
 }
 
 /// A stage, and `defaults:` (which may hold only the settings, not the kind
@@ -119,6 +120,7 @@ pub(crate) struct RawHttp {
     pub emit: Option<String>,
     /// A header name, `true` (the default name) or `false` (none).
     pub idempotency_key: Option<serde_json::Value>,
+    pub max_response: Option<Text>,
 }
 
 /// `exec:` a list (the program and its arguments), or a mapping with the
