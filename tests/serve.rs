@@ -530,3 +530,160 @@ async fn slow_or_huge_request_headers_are_cut_off() {
     // The server still answers others.
     assert_eq!(get(&base, "/healthz", None).await.0, 200);
 }
+
+/// One request written by hand (any `Host`), answered on a fresh
+/// connection: (status, body).
+async fn raw_request(base: &str, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let address = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Messages in a queue.
+async fn held(queue: &str) -> u32 {
+    let conn = connect().await;
+    let (messages, _) = queue_state(&conn, queue).await.expect("the queue");
+    let _ = conn.close(200, "".into()).await;
+    messages
+}
+
+/// The default setup (loopback, no token) with `serve.allow_actions`: a
+/// page of another site, or a name that rebinds to 127.0.0.1, can neither
+/// purge dead letters nor ingest; the dashboard's own requests still can.
+#[tokio::test]
+async fn cross_site_and_rebound_requests_are_refused_and_change_nothing() {
+    let file = PipelineFile::new(
+        "servecsrf",
+        "
+pipeline: {name}
+serve: { allow_actions: true }
+stages:
+  work:
+    command: [unused]
+",
+    );
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let (_server, base) = serve(&file).await;
+    let port = base.rsplit(':').next().unwrap().to_string();
+    let dead_queue = format!("{}.work.dead", file.name);
+    let queue = format!("{}.work", file.name);
+    let conn = connect().await;
+    for id in ["d1", "d2"] {
+        publish_raw(&conn, "", &dead_queue, b"{\"n\": 1}", Some(id)).await;
+    }
+    let _ = conn.close(200, "".into()).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let purge = [("action", "purge"), ("scope", "all"), ("confirmed", "yes")];
+    let dead_route = format!("{base}/stages/work/dead");
+    let ingest = format!("{base}/v1/stages/work/messages");
+
+    // A form another site's page posts: its Origin, or (an old browser) none.
+    let status = |r: reqwest::Response| r.status().as_u16();
+    let cross = client
+        .post(&dead_route)
+        .header("Origin", "http://evil.example")
+        .form(&purge);
+    assert_eq!(cross.send().await.map(status).unwrap(), 403);
+    let no_origin = client.post(&dead_route).form(&purge);
+    assert_eq!(no_origin.send().await.map(status).unwrap(), 403);
+    let fetched = client
+        .post(&dead_route)
+        .header("Sec-Fetch-Site", "cross-site")
+        .form(&purge);
+    assert_eq!(fetched.send().await.map(status).unwrap(), 403);
+    assert_eq!(held(&dead_queue).await, 2, "nothing was purged");
+
+    // Ingest takes JSON only: `text/plain` is what a form or a no-cors
+    // fetch of another site can send.
+    let plain = client
+        .post(&ingest)
+        .header("Origin", "http://evil.example")
+        .header("Content-Type", "text/plain")
+        .body("{\"n\": 1}");
+    let refused = plain.send().await.map(status).unwrap();
+    assert!(matches!(refused, 403 | 415), "{refused}");
+    let plain = client
+        .post(&ingest)
+        .header("Content-Type", "text/plain")
+        .body("{\"n\": 1}");
+    let untyped = client.post(&ingest).body("{\"n\": 1}");
+    let form = client.post(&ingest).form(&[("n", "1")]);
+    let with_token = |r: reqwest::RequestBuilder| r.bearer_auth("no token is set");
+    for request in [plain, untyped, form] {
+        let refused = request
+            .try_clone()
+            .unwrap()
+            .send()
+            .await
+            .map(status)
+            .unwrap();
+        assert!(matches!(refused, 403 | 415), "{refused}");
+        // Not a browser's (it has a bearer token): JSON only all the same.
+        let refused = with_token(request).send().await.map(status).unwrap();
+        assert_eq!(refused, 415);
+    }
+
+    // DNS rebinding: a name of the attacker's that resolves to 127.0.0.1.
+    let (code, body) = raw_request(
+        &base,
+        &format!("GET / HTTP/1.1\r\nHost: evil.example:{port}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("serve.hosts"), "{body}");
+    let (code, body) = raw_request(
+        &base,
+        &format!(
+            "POST /v1/stages/work/messages HTTP/1.1\r\nHost: evil.example:{port}\r\nOrigin: http://evil.example:{port}\r\nContent-Type: application/json\r\nContent-Length: 8\r\nConnection: close\r\n\r\n{{\"n\":1}}"
+        ),
+    )
+    .await;
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(held(&queue).await, 0, "nothing was ingested");
+
+    // The dashboard's own requests and API clients still work.
+    let (code, body) = raw_request(
+        &base,
+        &format!("GET / HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let json = client
+        .post(&ingest)
+        .header("Content-Type", "application/json; charset=utf-8")
+        .body("{\"n\": 1}");
+    assert_eq!(json.send().await.map(status).unwrap(), 202);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            held(&queue).await == 1
+        })
+        .await
+    );
+    let own = client
+        .post(&dead_route)
+        .header("Origin", &base)
+        .header("Sec-Fetch-Site", "same-origin")
+        .form(&purge);
+    assert_eq!(own.send().await.map(status).unwrap(), 303);
+    let purged = eventually(Duration::from_secs(10), || async {
+        held(&dead_queue).await == 0
+    });
+    assert!(purged.await, "the dashboard's own purge");
+}

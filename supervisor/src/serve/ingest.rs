@@ -1,5 +1,7 @@
-//! `POST /v1/stages/{stage}/messages`: a JSON body is one message, an
-//! `application/x-ndjson` body up to 500 (one per line). Every line is
+//! `POST /v1/stages/{stage}/messages`: an `application/json` body is one
+//! message, an `application/x-ndjson` body up to 500 (one per line); any
+//! other type is refused (415), since a form or plain text is what a page
+//! of another site can send. Every line is
 //! checked before anything is sent (a bad one refuses the request whole,
 //! 400, naming each bad line); the messages go out on the front door's one
 //! connection, and the answer (202) comes only once the broker confirmed
@@ -79,10 +81,27 @@ pub async fn post(
             );
         }
     }
-    let batch = headers
+    let kind = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.starts_with("application/x-ndjson"));
+        .map(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    let batch = match kind.as_deref() {
+        Some("application/json") => false,
+        Some("application/x-ndjson") => true,
+        _ => {
+            return refuse(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send `Content-Type: application/json` (one message) or `application/x-ndjson` (one per line)",
+                json!({}),
+            );
+        }
+    };
     let key = headers
         .get("idempotency-key")
         .map(|v| v.to_str().map(str::to_string));

@@ -3,12 +3,15 @@
 //! request's messages ([`ingest`]); tickets come from a job store kept
 //! folded by a follower ([`tickets`]); `/metrics` shows the last look of a
 //! refresher ([`metrics`], [`refresh`]). Every route but `/healthz` needs
-//! the bearer token when one is set ([`auth`]).
+//! the bearer token when one is set ([`auth`]), a `Host` this server
+//! answers to, and, for a change, the `Origin` of its own pages
+//! ([`origin`]).
 
 pub mod auth;
 pub mod dashboard;
 pub mod ingest;
 pub mod metrics;
+pub mod origin;
 mod refresh;
 pub mod tickets;
 
@@ -65,6 +68,7 @@ pub struct App {
     registry: Arc<prometheus_client::registry::Registry>,
     ready: Arc<AtomicBool>,
     token: Option<Arc<str>>,
+    hosts: Arc<origin::Hosts>,
 }
 
 impl App {
@@ -97,6 +101,8 @@ pub async fn serve(
         &pipeline.stage_names(),
     )));
     let ready = Arc::new(AtomicBool::new(true));
+    let address = listener.local_addr()?;
+    let hosts = Arc::new(origin::Hosts::new(address, &pipeline.serve.hosts));
     tokio::spawn(refresh::run(
         pipeline.clone(),
         figures.clone(),
@@ -112,9 +118,9 @@ pub async fn serve(
         figures,
         ready,
         token: token.map(Into::into),
+        hosts,
     };
     let router = router(app);
-    let address = listener.local_addr()?;
     info!("warren serve: listening on http://{address}");
     accept(listener, router, stop).await;
     producer.close().await;
@@ -192,6 +198,7 @@ pub fn router(app: App) -> Router {
         .merge(guarded)
         .fallback(|| async { refuse(StatusCode::NOT_FOUND, "no such route", json!({})) })
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(app.clone(), origin::guard))
         .layer(middleware::from_fn(access_log))
         .layer(
             tower::ServiceBuilder::new()
