@@ -687,3 +687,60 @@ stages:
     });
     assert!(purged.await, "the dashboard's own purge");
 }
+
+/// Request bodies held at once are bounded: past the budget a request is
+/// answered 503 (with Retry-After) before its body is read, small requests
+/// still go through, and the budget comes back when the requests holding
+/// it end.
+#[tokio::test]
+async fn request_bodies_held_at_once_are_bounded() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let file = pipeline("servebudget", 1_000_000);
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let (_server, base) = serve(&file).await;
+    let address = base.trim_start_matches("http://").to_string();
+    // Twenty requests of 5 MiB (the most one may be) whose bodies are slow
+    // to come: together 100 MiB.
+    let (answers, mut answered) = tokio::sync::mpsc::unbounded_channel();
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let head = format!(
+            "POST /v1/stages/a/messages HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            5 * 1024 * 1024
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let answers = answers.clone();
+        held.push(tokio::spawn(async move {
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer).await;
+            let _ = answers.send(String::from_utf8_lossy(&answer).into_owned());
+            // The connection stays open until the test ends or aborts it.
+            std::future::pending::<()>().await;
+        }));
+    }
+    let first = tokio::time::timeout(Duration::from_secs(60), answered.recv())
+        .await
+        .ok()
+        .flatten();
+    let first = first.expect("no request was refused: every body would be held");
+    assert!(first.starts_with("HTTP/1.1 503"), "{first}");
+    assert!(
+        first.to_ascii_lowercase().contains("retry-after"),
+        "{first}"
+    );
+    assert!(first.contains("try again"), "{first}");
+    // A small request still fits.
+    let (status, answer, _) = post(&base, "a", "", b"{\"small\": 1}".to_vec(), false, None).await;
+    assert_eq!(status, 202, "{answer}");
+    // The requests holding the budget end: a large one goes through again.
+    for request in &held {
+        request.abort();
+    }
+    let large = format!("{{\"x\": \"{}\"}}", "y".repeat(4 * 1024 * 1024)).into_bytes();
+    let through = eventually(Duration::from_secs(30), || async {
+        post(&base, "a", "", large.clone(), false, None).await.0 == 202
+    })
+    .await;
+    assert!(through, "the budget never came back\n{}", serve_log(&file));
+}

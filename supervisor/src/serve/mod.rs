@@ -8,6 +8,7 @@
 //! ([`origin`]).
 
 pub mod auth;
+pub mod budget;
 pub mod dashboard;
 pub mod ingest;
 pub mod metrics;
@@ -40,8 +41,11 @@ use warren::{Pipeline, Producer, jobs::JobState};
 use ingest::refuse;
 use tickets::Tickets;
 
-/// Largest request body.
+/// Largest request body (and [`budget::MAX_HELD`] for all at once).
 pub const MAX_BODY: usize = 5 * 1024 * 1024;
+
+/// Largest body of the sign-in form (which needs no token).
+const MAX_LOGIN: usize = 16 * 1024;
 
 /// Requests handled at once at most; more wait.
 const MAX_REQUESTS: usize = 1024;
@@ -188,12 +192,18 @@ pub fn router(app: App) -> Router {
             get(dashboard::dead).post(dashboard::act),
         )
         .route("/jobs", get(dashboard::jobs))
+        .layer(middleware::from_fn_with_state(
+            budget::budget(),
+            budget::hold,
+        ))
         .layer(middleware::from_fn_with_state(app.clone(), auth::check));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/login",
-            get(|| async { dashboard::login_page(false) }).post(dashboard::login),
+            get(|| async { dashboard::login_page(false) })
+                .post(dashboard::login)
+                .layer(DefaultBodyLimit::max(MAX_LOGIN)),
         )
         .merge(guarded)
         .fallback(|| async { refuse(StatusCode::NOT_FOUND, "no such route", json!({})) })
