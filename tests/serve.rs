@@ -744,3 +744,146 @@ async fn request_bodies_held_at_once_are_bounded() {
     .await;
     assert!(through, "the budget never came back\n{}", serve_log(&file));
 }
+
+/// A TCP proxy to the broker that a test can cut (every connection closed,
+/// new ones closed at once) and restore.
+struct Proxy {
+    port: u16,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn start(target: String) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> =
+            Default::default();
+        let (accepting, linked) = (open.clone(), links.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !accepting.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
+                let target = target.clone();
+                linked.lock().unwrap().push(tokio::spawn(async move {
+                    if let Ok(mut broker) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut broker).await;
+                    }
+                }));
+            }
+        });
+        Proxy { port, open, links }
+    }
+
+    fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// When the broker is unreachable, a 503 names the ids the server made up
+/// for the messages, so that sending them again with those ids makes the
+/// same messages, not new ones.
+#[tokio::test]
+async fn a_503_names_the_ids_it_made_up_and_sending_them_again_makes_no_new_messages() {
+    let file = pipeline("serveids", 1_000_000);
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let mut broker = url::Url::parse(&amqp_url()).unwrap();
+    let target = format!(
+        "{}:{}",
+        broker.host_str().unwrap(),
+        broker.port().unwrap_or(5672)
+    );
+    let proxy = Proxy::start(target).await;
+    broker.set_port(Some(proxy.port)).unwrap();
+    let port = free_port();
+    let _server = ChildGuard(
+        std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+            .args(["serve", file.path.to_str().unwrap()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("AMQP_URL", broker.as_str())
+            .env("RUST_LOG", "info")
+            .current_dir(file.dir.path())
+            .stdout(Stdio::null())
+            .stderr(log_file(&file.file("serve.log")))
+            .spawn()
+            .expect("start warren serve"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let up = eventually(Duration::from_secs(20), || async {
+        reqwest::get(format!("{base}/healthz")).await.is_ok()
+    })
+    .await;
+    assert!(up, "{}", serve_log(&file));
+    let (status, answer, _) = post(&base, "a", "", b"{\"n\": 0}".to_vec(), false, None).await;
+    assert_eq!(status, 202, "{answer}");
+    let first_id = answer["ids"][0].as_str().unwrap().to_string();
+
+    proxy.cut();
+    // Every 503 names the ids of its messages (one, then a batch of three).
+    let mut named: Vec<String> = Vec::new();
+    let refused = |body: &[u8], ndjson: bool, lines: usize| {
+        let base = base.clone();
+        let body = body.to_vec();
+        async move {
+            let (status, answer, _) = post(&base, "a", "", body, ndjson, None).await;
+            assert_eq!(status, 503, "{answer}");
+            let ids: Vec<String> = answer["ids"]
+                .as_array()
+                .unwrap_or_else(|| panic!("a 503 without the ids it made up: {answer}"))
+                .iter()
+                .map(|id| id.as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(ids.len(), lines, "{answer}");
+            ids
+        }
+    };
+    let one = refused(b"{\"n\": 1}", false, 1).await;
+    let batch = refused(b"{\"n\": 2}\n{\"n\": 3}\n{\"n\": 4}\n", true, 3).await;
+    named.extend(one.iter().cloned());
+    named.extend(batch.iter().cloned());
+
+    // Sent again with those ids once the broker is back: the same messages.
+    proxy.restore();
+    let again = eventually(Duration::from_secs(60), || async {
+        post(&base, "a", "", b"{\"n\": 1}".to_vec(), false, Some(&one[0]))
+            .await
+            .0
+            == 202
+    })
+    .await;
+    assert!(again, "{}", serve_log(&file));
+    let lines: String = batch
+        .iter()
+        .zip(2..)
+        .map(|(id, n)| format!("{{\"n\": {n}, \"_id\": \"{id}\"}}\n"))
+        .collect();
+    let (status, answer, _) =
+        post(&base, "a", "?id_field=_id", lines.into_bytes(), true, None).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["ids"], json!(batch), "{answer}");
+    let conn = connect().await;
+    let ids: Vec<String> = drain_queue(&conn, &format!("{}.a", file.name))
+        .await
+        .iter()
+        .filter_map(|m| m.properties.message_id().as_ref().map(|id| id.to_string()))
+        .collect();
+    let _ = conn.close(200, "".into()).await;
+    for id in &ids {
+        assert!(
+            *id == first_id || named.contains(id),
+            "a message under an id no answer named: {id} (named: {named:?})"
+        );
+    }
+    for id in &named {
+        assert!(ids.contains(id), "{id} never arrived: {ids:?}");
+    }
+}

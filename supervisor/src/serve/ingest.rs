@@ -5,7 +5,9 @@
 //! checked before anything is sent (a bad one refuses the request whole,
 //! 400, naming each bad line); the messages go out on the front door's one
 //! connection, and the answer (202) comes only once the broker confirmed
-//! every one of them.
+//! every one of them. A 503 (the broker is unreachable) lists every
+//! message's id, made up ones included, so that the client can send them
+//! again under the same ids.
 
 use std::time::Duration;
 
@@ -30,6 +32,11 @@ const CONNECT_WITHIN: Duration = Duration::from_secs(2);
 
 /// Time the broker gets to confirm a request's messages once written.
 const CONFIRM_WITHIN: Duration = Duration::from_secs(10);
+
+/// What a 503 asks of the client. Its `ids` are every message's id in
+/// order (given or made up here), so that what was sent already is
+/// recognised downstream.
+const SEND_AGAIN: &str = "send them again with the same ids (`ids`, in order: Idempotency-Key for one message, ?id_field= for a batch)";
 
 /// The query string.
 #[derive(Debug, Deserialize)]
@@ -128,10 +135,11 @@ pub async fn post(
     if !app.ready.load(std::sync::atomic::Ordering::Relaxed) {
         // The last look (every second) found the broker away: say so now
         // rather than make the request wait for a connection.
+        let ids: Vec<&str> = messages.iter().map(|(id, _)| id.as_str()).collect();
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the broker is unreachable; nothing was sent",
-            json!({ "confirmed": [] }),
+            format!("the broker is unreachable; nothing was sent; {SEND_AGAIN}"),
+            json!({ "ids": ids, "confirmed": [] }),
         );
     }
     send(&app, &stage, &messages, params.callback.as_deref()).await
@@ -273,8 +281,8 @@ async fn send(
         Err(error) => {
             return refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("the broker did not take the messages: {error}"),
-                json!({ "confirmed": [] }),
+                format!("the broker did not take the messages: {error}; {SEND_AGAIN}"),
+                json!({ "ids": ids, "confirmed": [] }),
             );
         }
     };
@@ -298,11 +306,11 @@ async fn send(
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
-                "{} of {} messages confirmed by the broker: {failure}; send the others again (same ids)",
+                "{} of {} messages confirmed by the broker: {failure}; {SEND_AGAIN}",
                 confirmed.len(),
                 ids.len()
             ),
-            json!({ "confirmed": confirmed }),
+            json!({ "ids": ids, "confirmed": confirmed }),
         );
     }
     let mut answer = json!({ "ids": ids, "jobs": ids });
