@@ -4,7 +4,10 @@
 //!   `emit: merge`) goes to the stage's outputs;
 //! - 429 and 5xx: retried, after `Retry-After` when the server sent one;
 //! - other 4xx: dead-lettered with the status and the start of the answer;
-//! - no answer (connection refused, timeout): retried.
+//! - no answer (connection refused, timeout): retried;
+//! - a 2xx answer over `http.max_response` (10 MiB unless set): dead-lettered
+//!   with that reason, without reading it whole (only the answers of a stage
+//!   that emits are read; of a refusal, only its start).
 //!
 //! The message id goes in the `Idempotency-Key` header (or the name the
 //! file gives, `http.idempotency_key`), so an API that dedupes can make a
@@ -128,16 +131,11 @@ impl HttpStage {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let bytes = response.bytes().await.map_err(|e| {
-            Failure::retry(format!(
-                "reading the answer of {shown}: {}",
-                e.without_url()
-            ))
-        })?;
         if status.is_success() {
             if !self.emits {
-                return Ok(());
+                return Ok(()); // the answer is not needed: not read
             }
+            let bytes = read_up_to(response, self.spec.max_response, &shown).await?;
             let answer: Value = serde_json::from_slice(&bytes).map_err(|_| {
                 Failure::retry(format!(
                     "HTTP {} from {shown} is not JSON: {}",
@@ -152,6 +150,7 @@ impl HttpStage {
             ctx.emit(&out).await?;
             return Ok(());
         }
+        let bytes = read_start(response, SNIPPET_BYTES).await;
         let reason = format!("HTTP {} from {shown}: {}", status.as_u16(), snippet(&bytes));
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
             return Err(match retry_after {
@@ -160,6 +159,63 @@ impl HttpStage {
             });
         }
         Err(Failure::dead(reason))
+    }
+}
+
+/// Bytes of a refusal's answer read for its reason.
+const SNIPPET_BYTES: usize = 400;
+
+/// The answer's body, if it is at most `max` bytes (`http.max_response`);
+/// a larger one (declared, or found while reading) is dead-lettered
+/// without being read whole: the same call would answer the same.
+async fn read_up_to(
+    mut response: reqwest::Response,
+    max: u64,
+    shown: &str,
+) -> Result<Vec<u8>, Failure> {
+    let too_large = || {
+        Failure::dead(format!(
+            "the answer of {shown} is larger than http.max_response ({}); raise it and replay the message",
+            size(max)
+        ))
+    };
+    if response.content_length().is_some_and(|length| length > max) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| {
+        Failure::retry(format!(
+            "reading the answer of {shown}: {}",
+            e.without_url()
+        ))
+    })? {
+        if (body.len() + chunk.len()) as u64 > max {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The first `max` bytes of the answer (fewer if reading it fails).
+async fn read_start(mut response: reqwest::Response, max: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < max {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    body.truncate(max);
+    body
+}
+
+/// `10 MiB`, `512 KiB`, or bytes.
+fn size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
     }
 }
 
@@ -284,6 +340,13 @@ mod tests {
         );
         assert_eq!(idempotency_value("é\"q\""), "%C3%A9\"q\"");
         assert_eq!(idempotency_value(" pad"), "%20pad");
+    }
+
+    #[test]
+    fn sizes_are_shown_in_their_unit() {
+        assert_eq!(size(10 * 1024 * 1024), "10 MiB");
+        assert_eq!(size(1536 * 1024), "1536 KiB");
+        assert_eq!(size(1000), "1000 bytes");
     }
 
     #[test]
