@@ -28,6 +28,7 @@ mod input;
 mod jobs;
 mod management;
 mod progress;
+mod redact;
 mod serve;
 mod signals;
 mod subprocess;

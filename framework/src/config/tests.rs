@@ -723,3 +723,19 @@ fn an_exec_env_reference_names_a_variable() {
         "pipeline: p\nstages:\n  s:\n    exec: { command: [sh], env: { A: \"${DB_URL}\" } }\n";
     assert!(load(fine).is_ok());
 }
+
+#[test]
+fn url_problems_never_show_a_password() {
+    let callback = with(
+        "defaults:",
+        "jobs: { track: true, callback: \"http://u:hunter2@host:notaport/done\" }\ndefaults:",
+    );
+    assert_problem(&callback, &["jobs.callback", "u:***@host"]);
+    assert!(!problems(&callback).join("\n").contains("hunter2"));
+    let stage = with(
+        "url: \"http://127.0.0.1:8089/grade\"",
+        "url: \"http://u:hunter2@host:notaport/grade\"",
+    );
+    assert_problem(&stage, &["stages.grade.http.url", "u:***@host"]);
+    assert!(!problems(&stage).join("\n").contains("hunter2"));
+}

@@ -169,7 +169,8 @@ fn jobs(v: &mut Checker, raw: &RawFile) -> Jobs {
             Err(error) => v.problem(
                 "jobs.callback",
                 format!(
-                    "`{text}` is not a URL ({error}); give one like http://app.internal/jobs/done"
+                    "`{}` is not a URL ({error}); give one like http://app.internal/jobs/done",
+                    crate::broker::redact(text)
                 ),
             ),
         }

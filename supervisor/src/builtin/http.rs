@@ -17,7 +17,8 @@
 //!
 //! Header values from environment variables are read once at start and are
 //! marked sensitive, so they appear in no log. URLs in messages and logs lose
-//! their query string, where keys sometimes hide.
+//! their password and their query string, where keys sometimes hide
+//! (`crate::redact`).
 
 use std::{str::FromStr, time::Duration};
 
@@ -93,7 +94,7 @@ impl HttpStage {
     /// Handles one message.
     pub async fn call(&self, message: Value, ctx: Context) -> Outcome {
         let url = template::url(&self.spec.url, &message).map_err(Failure::dead)?;
-        let shown = without_query(&url);
+        let shown = crate::redact::url(&url);
         let mut request = self
             .client
             .request(self.method.clone(), &url)
@@ -277,14 +278,6 @@ fn snippet(bytes: &[u8]) -> String {
     }
 }
 
-/// A URL without its query string.
-fn without_query(url: &str) -> String {
-    match url.split_once('?') {
-        Some((base, _)) => format!("{base}?..."),
-        None => url.to_string(),
-    }
-}
-
 /// An error with its causes, on one line.
 fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -351,7 +344,6 @@ mod tests {
 
     #[test]
     fn shown_urls_and_snippets_hide_and_shorten() {
-        assert_eq!(without_query("http://api/x?key=secret"), "http://api/x?...");
         assert_eq!(snippet(b""), "(empty answer)");
         assert_eq!(snippet(b"line1\nline2"), "line1 line2");
     }
