@@ -116,6 +116,9 @@ pub async fn post(
         Ok(messages) => messages,
         Err(refused) => return *refused,
     };
+    // The messages hold their own copies: while the broker confirms them,
+    // the request holds about its budget's share (`budget`), not twice it.
+    drop(body);
     if let Some(ready) = app.backlog(&stage)
         && ready > app.pipeline.serve.max_backlog
     {

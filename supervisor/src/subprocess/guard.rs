@@ -95,6 +95,7 @@ fn start_guard() -> std::io::Result<Child> {
     #[cfg(not(target_os = "linux"))]
     let program = std::env::current_exe()?;
     Command::new(program)
+        .arg0("warren")
         .arg(COMMAND)
         .env_clear()
         .stdin(Stdio::piped())
