@@ -347,3 +347,108 @@ async fn a_read_only_dashboard_shows_no_actions_and_refuses_them() {
     let _ = conn.close(200, "".into()).await;
     running.stop().await.unwrap();
 }
+
+/// A page of another site the operator has open posts a purge form and a
+/// `text/plain` message to the dashboard of the default setup (loopback,
+/// no token, actions allowed): neither changes anything. The dashboard's
+/// own forms still purge.
+#[tokio::test]
+async fn a_page_of_another_site_can_neither_purge_nor_ingest() {
+    let file = PipelineFile::new(
+        "dashcsrf",
+        "
+pipeline: {name}
+serve: { allow_actions: true }
+stages:
+  work:
+    command: [unused]
+",
+    );
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let pipeline = warren::config::load(&file.path).unwrap();
+    declare(&pipeline).await;
+    let (_server, base) = serve(&file).await;
+    let dead_queue = format!("{}.work.dead", file.name);
+    let conn = connect().await;
+    for id in ["d1", "d2"] {
+        publish_raw(&conn, "", &dead_queue, b"{\"n\": 1}", Some(id)).await;
+    }
+    let count = |queue: String| async move {
+        let conn = connect().await;
+        let (n, _) = queue_state(&conn, &queue).await.unwrap();
+        let _ = conn.close(200, "".into()).await;
+        n
+    };
+    // The other site: `localhost` is another origin than `127.0.0.1`.
+    let page = format!(
+        r#"<!doctype html><html><body>
+<form id="f" method="post" action="{base}/stages/work/dead">
+<input type="hidden" name="action" value="purge"><input type="hidden" name="scope" value="all">
+<input type="hidden" name="confirmed" value="yes"></form>
+<script>
+fetch('{base}/v1/stages/work/messages', {{method: 'POST', mode: 'no-cors', body: '{{"n": 1}}'}})
+  .catch(() => {{}})
+  .finally(() => document.getElementById('f').submit());
+</script></body></html>"#
+    );
+    let evil = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            let page = page.clone();
+            async move { axum::response::Html(page) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let evil_port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, evil).await });
+
+    let (_driver, client) = browser().await;
+    client
+        .goto(&format!("http://localhost:{evil_port}/"))
+        .await
+        .unwrap();
+    let dead_page = format!("{base}/stages/work/dead");
+    let submitted = eventually(Duration::from_secs(30), || async {
+        client
+            .current_url()
+            .await
+            .is_ok_and(|url| url.as_str().starts_with(&dead_page))
+    })
+    .await;
+    assert!(submitted, "the other site's form was never sent");
+    screenshot(&client, "cross-site-refused").await;
+    assert_eq!(
+        count(dead_queue.clone()).await,
+        2,
+        "a cross-site form purged"
+    );
+    assert_eq!(
+        count(format!("{}.work", file.name)).await,
+        0,
+        "a cross-site fetch ingested"
+    );
+
+    // The operator's own purge, from the dashboard's page.
+    client.goto(&dead_page).await.unwrap();
+    client
+        .find(Locator::Css("button.purge-all"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let asked = wait_text(&client, "#confirm-count").await.unwrap();
+    assert!(asked.contains("purge 2 message(s)"), "{asked}");
+    client
+        .find(Locator::Css("#confirm"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let said = wait_text(&client, "p.note").await.unwrap_or_default();
+    assert_eq!(said, "Purged 2 message(s)");
+    assert_eq!(count(dead_queue.clone()).await, 0);
+    client.close().await.unwrap();
+    let _ = conn.close(200, "".into()).await;
+}

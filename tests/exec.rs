@@ -23,14 +23,20 @@ fn script() -> PathBuf {
 /// A pipeline whose stage `step` runs the test program, with `settings`,
 /// emitting to the stages `a` and `b` (queues only).
 fn pipeline(prefix: &str, settings: &str, mode: &str) -> PipelineFile {
-    PipelineFile::new(
-        prefix,
-        &format!(
-            "
-pipeline: {{name}}
+    pipeline_with_env(prefix, settings, mode, "")
+}
+
+/// [`pipeline`] with more variables in the program's `env` (`extra`, like
+/// `K: V, ` ...). The program's record file is given in its `env`: it
+/// inherits no variable it is not given.
+fn pipeline_with_env(prefix: &str, settings: &str, mode: &str, extra: &str) -> PipelineFile {
+    let file = PipelineFile::new(prefix, "");
+    let yaml = format!(
+        "
+pipeline: {name}
 stages:
   step:
-    exec: {{ command: [python3, {script}], env: {{ MODE: \"{mode}\" }} }}
+    exec: {{ command: [python3, {script}], env: {{ {extra}MODE: \"{mode}\", WARREN_TEST_RECORD: \"{record}\" }} }}
     outputs: [a, b]
 {settings}
   a:
@@ -38,19 +44,27 @@ stages:
   b:
     command: [unused]
 ",
-            script = script().display()
-        ),
-    )
+        name = file.name,
+        script = script().display(),
+        record = file.file("record.txt").display(),
+    );
+    std::fs::write(&file.path, yaml).unwrap();
+    file
 }
 
 /// `warren worker` of `step`, logging to `worker.log`.
 fn worker(file: &PipelineFile) -> ChildGuard {
+    worker_env(file, &[])
+}
+
+/// [`worker`] with more variables in the worker's environment.
+fn worker_env(file: &PipelineFile, env: &[(&str, &str)]) -> ChildGuard {
     ChildGuard(
         Command::new(env!("CARGO_BIN_EXE_warren"))
             .args(["worker", file.path.to_str().unwrap(), "--stage", "step"])
             .env("AMQP_URL", amqp_url())
             .env("RUST_LOG", "info")
-            .env("WARREN_TEST_RECORD", file.file("record.txt"))
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file(&file.file("worker.log")))
             .spawn()
@@ -386,4 +400,176 @@ async fn sigkill_of_the_worker_takes_its_program_with_it() {
         "the program outlived its worker ({:?})",
         started_at.elapsed()
     );
+}
+
+/// Whether `pid` is a running `sleep 1000` (not gone, not a zombie
+/// waiting to be reaped).
+fn sleeping(pid: u32) -> bool {
+    let running = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| !stat.contains(") Z "));
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    running && cmdline == b"sleep\x001000\x00"
+}
+
+/// Sends a message that makes the program start `sleep 1000` and then take
+/// a minute; the sleeper's pid once it runs.
+async fn grandchild(file: &PipelineFile, producer: &Producer, log: impl Fn() -> String) -> u32 {
+    let pid_file = file.file("grandchild.pid");
+    producer
+        .send_with_id(
+            "step",
+            "parent",
+            &json!({"spawn_child": pid_file, "sleep_ms": 60000}),
+        )
+        .await
+        .unwrap();
+    let pid = || -> u32 {
+        std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let spawned = eventually(Duration::from_secs(30), || async { sleeping(pid()) }).await;
+    assert!(spawned, "the program never started its child\n{}", log());
+    pid()
+}
+
+#[tokio::test]
+async fn sigkill_of_the_worker_takes_the_programs_own_children_with_it() {
+    let file = pipeline("execorphan", "", "");
+    let (_cleanup, producer) = setup(&file).await;
+    let mut program = worker(&file);
+    let sleeper = grandchild(&file, &producer, || log(&file)).await;
+    program.signal("KILL");
+    program.wait();
+    let gone = eventually(Duration::from_secs(20), || async { !sleeping(sleeper) }).await;
+    if !gone {
+        let _ = Command::new("kill")
+            .args(["-9", &sleeper.to_string()])
+            .status();
+    }
+    assert!(gone, "the program's child outlived the killed worker");
+}
+
+/// The pid of the process whose command line has `warren` and `worker`
+/// and names `file`.
+fn worker_pid(file: &PipelineFile) -> Option<u32> {
+    let wanted = file.path.to_str().unwrap().as_bytes();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            (args.contains(&&b"worker"[..]) && args.contains(&wanted)).then_some(pid)
+        })
+}
+
+#[tokio::test]
+async fn sigkill_of_the_supervisor_then_of_its_worker_leaves_no_grandchild() {
+    let file = pipeline("execorphan2", "    scale: { min: 1, max: 1 }", "");
+    let (_cleanup, producer) = setup(&file).await;
+    let mut supervisor = supervise_in(&file, file.dir.path(), "supervisor.log", &[]);
+    let supervisor_log =
+        || std::fs::read_to_string(file.file("supervisor.log")).unwrap_or_default();
+    let sleeper = grandchild(&file, &producer, supervisor_log).await;
+    let worker = worker_pid(&file).expect("the worker");
+    // Both die at once, as when a box's processes are killed: nothing of
+    // warren runs any more to stop the program's children.
+    supervisor.signal("KILL");
+    let _ = Command::new("kill")
+        .args(["-9", &worker.to_string()])
+        .status();
+    supervisor.wait();
+    let gone = eventually(Duration::from_secs(20), || async { !sleeping(sleeper) }).await;
+    if !gone {
+        let _ = Command::new("kill")
+            .args(["-9", &sleeper.to_string()])
+            .status();
+    }
+    assert!(
+        gone,
+        "the program's child outlived its worker and supervisor"
+    );
+}
+
+#[tokio::test]
+async fn the_program_gets_only_the_environment_it_is_given() {
+    let file = pipeline_with_env(
+        "execenv",
+        "",
+        "",
+        "ASKED: \"${SECRET_FOR_PROGRAM}\", LITERAL: \"as written\", ",
+    );
+    let (_cleanup, producer) = setup(&file).await;
+    let mut program = worker_env(
+        &file,
+        &[
+            ("WARREN_SERVE_TOKEN", "serve-token-0123456789"),
+            ("SECRET_FOR_PROGRAM", "given-on-purpose"),
+            ("UNASKED_SECRET", "not-for-the-program"),
+        ],
+    );
+    let dump = file.file("env.json");
+    producer
+        .send_with_id("step", "env", &json!({"dump_env": dump}))
+        .await
+        .unwrap();
+    let dumped = eventually(Duration::from_secs(30), || async {
+        std::fs::read_to_string(&dump)
+            .is_ok_and(|text| serde_json::from_str::<Value>(&text).is_ok())
+    })
+    .await;
+    assert!(dumped, "{}", log(&file));
+    program.signal("TERM");
+    program.wait();
+    let env: Value = serde_json::from_str(&std::fs::read_to_string(&dump).unwrap()).unwrap();
+    for unasked in [
+        "AMQP_URL",
+        "WARREN_SERVE_TOKEN",
+        "UNASKED_SECRET",
+        "SECRET_FOR_PROGRAM",
+        "RUST_LOG",
+    ] {
+        assert!(
+            env.get(unasked).is_none(),
+            "the program inherited {unasked}: {env}"
+        );
+    }
+    assert_eq!(env["ASKED"], "given-on-purpose", "{env}");
+    assert_eq!(env["LITERAL"], "as written", "{env}");
+    assert_eq!(env["WARREN_STAGE"], "step", "{env}");
+    assert!(
+        env["WARREN_CONCURRENCY"]
+            .as_str()
+            .is_some_and(|n| n.parse::<u32>().is_ok()),
+        "{env}"
+    );
+    assert!(env["PATH"].as_str().is_some_and(|p| !p.is_empty()), "{env}");
+}
+
+#[tokio::test]
+async fn a_variable_the_program_asks_for_that_is_not_set_stops_the_worker_with_its_name() {
+    let file = pipeline_with_env(
+        "execenvmissing",
+        "",
+        "",
+        "ASKED: \"${NOT_SET_ANYWHERE_42}\", ",
+    );
+    let (_cleanup, _producer) = setup(&file).await;
+    let mut program = worker(&file);
+    let started = Instant::now();
+    while program.running() && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !program.running(),
+        "the worker runs without the variable\n{}",
+        log(&file)
+    );
+    let code = program.wait().code();
+    let log = log(&file);
+    assert_eq!(code, Some(78), "{log}");
+    assert!(log.contains("NOT_SET_ANYWHERE_42"), "{log}");
 }

@@ -1,7 +1,9 @@
 //! Secrets stay secret: every command, run with a broker password in the
-//! URL, API keys in HTTP headers (in the file and from the environment) and
-//! in the API's query string, with debug and trace logging, in text and
-//! JSON, prints none of them; and the keys do reach the API.
+//! URL, API keys in HTTP headers (in the file and from the environment), in
+//! the API's query string and as a password in its URL, with debug and
+//! trace logging, in text and JSON, prints none of them; and the keys do
+//! reach the API. A password in a job's callback URL is shown neither in
+//! the log nor in the job's state.
 
 mod common;
 
@@ -19,6 +21,8 @@ const PASSWORD: &str = "Pw-8c1f2e7d93";
 const FILE_KEY: &str = "sk-file-5b0d77a1";
 const ENV_KEY: &str = "sk-env-3e9a41c6";
 const QUERY_KEY: &str = "qk-1f2a9b3c";
+const URL_PASSWORD: &str = "up-77d2e0b4";
+const CALLBACK_PASSWORD: &str = "cp-40c9a1f3";
 
 /// A broker user with a recognisable password, deleted when dropped.
 struct BrokerUser(String);
@@ -150,7 +154,7 @@ stages:
   fetch:
     http:
       method: POST
-      url: "http://127.0.0.1:{port}/grade?api_key={QUERY_KEY}"
+      url: "http://apiuser:{URL_PASSWORD}@127.0.0.1:{port}/grade?api_key={QUERY_KEY}"
       headers:
         Authorization: "Bearer {FILE_KEY}"
         X-Api-Key: "${{SECRET_API_KEY}}"
@@ -252,7 +256,7 @@ stages:
                     &stderr[stderr.len().saturating_sub(1500)..],
                 ));
             }
-            for secret in [PASSWORD, FILE_KEY, ENV_KEY, QUERY_KEY] {
+            for secret in [PASSWORD, FILE_KEY, ENV_KEY, QUERY_KEY, URL_PASSWORD] {
                 if stdout.contains(secret) || stderr.contains(secret) {
                     let at = stderr.find(secret).unwrap_or(0);
                     leaks.push(format!(
@@ -277,4 +281,53 @@ stages:
             && seen.iter().any(|v| v == ENV_KEY),
         "the API did not receive the keys: {seen:?}"
     );
+}
+
+#[tokio::test]
+async fn a_password_in_a_callback_url_is_never_shown() {
+    // Nothing listens there: every POST of the callback fails.
+    let closed = free_port();
+    let file = PipelineFile::new(
+        "secretcb",
+        &format!(
+            "
+pipeline: {{name}}
+jobs: {{ track: true, callback: \"http://cbuser:{CALLBACK_PASSWORD}@127.0.0.1:{closed}/done?key={QUERY_KEY}\" }}
+stages:
+  results:
+    sink: {{ path: out.jsonl }}
+"
+        ),
+    );
+    let _cleanup = Cleanup::pipeline(&file.path, &[format!("{}.supervisors", file.name)]);
+    let pipeline = warren::config::load(&file.path).unwrap();
+    declare(&pipeline).await;
+    let dir = file.file("box");
+    std::fs::create_dir_all(&dir).unwrap();
+    let _supervisor = supervise_in(&file, &dir, "supervisor.log", &[]);
+    let producer = warren::Producer::connect(&pipeline).await.unwrap();
+    producer
+        .send_with_id("results", "cb1", &json!({"n": 1}))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut view = warren_job(&file, &dir, "cb1", &[]).await.1;
+    while view["callback"]["failed_attempts"].as_u64() < Some(1)
+        && started.elapsed() < Duration::from_secs(90)
+    {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        view = warren_job(&file, &dir, "cb1", &[]).await.1;
+    }
+    let failed = view["callback"]["failed_attempts"].as_u64() >= Some(1);
+    let log = std::fs::read_to_string(file.file("supervisor.log")).unwrap_or_default();
+    assert!(failed, "the callback was never tried: {view}\n{log}");
+    let error = view["callback"]["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("cbuser:***@127.0.0.1"), "{view}");
+    for secret in [CALLBACK_PASSWORD, QUERY_KEY] {
+        assert!(
+            !view.to_string().contains(secret),
+            "the job shows {secret}: {view}"
+        );
+        assert!(!log.contains(secret), "the log shows {secret}:\n{log}");
+    }
 }

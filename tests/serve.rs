@@ -609,3 +609,360 @@ async fn tickets_follow_the_job_stream_through_a_lost_connection_and_a_new_strea
     );
     assert!(known("k1").await, "what was known stays known");
 }
+
+/// One request written by hand (any `Host`), answered on a fresh
+/// connection: (status, body).
+async fn raw_request(base: &str, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let address = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Messages in a queue.
+async fn held(queue: &str) -> u32 {
+    let conn = connect().await;
+    let (messages, _) = queue_state(&conn, queue).await.expect("the queue");
+    let _ = conn.close(200, "".into()).await;
+    messages
+}
+
+/// The default setup (loopback, no token) with `serve.allow_actions`: a
+/// page of another site, or a name that rebinds to 127.0.0.1, can neither
+/// purge dead letters nor ingest; the dashboard's own requests still can.
+#[tokio::test]
+async fn cross_site_and_rebound_requests_are_refused_and_change_nothing() {
+    let file = PipelineFile::new(
+        "servecsrf",
+        "
+pipeline: {name}
+serve: { allow_actions: true }
+stages:
+  work:
+    command: [unused]
+",
+    );
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let (_server, base) = serve(&file).await;
+    let port = base.rsplit(':').next().unwrap().to_string();
+    let dead_queue = format!("{}.work.dead", file.name);
+    let queue = format!("{}.work", file.name);
+    let conn = connect().await;
+    for id in ["d1", "d2"] {
+        publish_raw(&conn, "", &dead_queue, b"{\"n\": 1}", Some(id)).await;
+    }
+    let _ = conn.close(200, "".into()).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let purge = [("action", "purge"), ("scope", "all"), ("confirmed", "yes")];
+    let dead_route = format!("{base}/stages/work/dead");
+    let ingest = format!("{base}/v1/stages/work/messages");
+
+    // A form another site's page posts: its Origin, or (an old browser) none.
+    let status = |r: reqwest::Response| r.status().as_u16();
+    let cross = client
+        .post(&dead_route)
+        .header("Origin", "http://evil.example")
+        .form(&purge);
+    assert_eq!(cross.send().await.map(status).unwrap(), 403);
+    let no_origin = client.post(&dead_route).form(&purge);
+    assert_eq!(no_origin.send().await.map(status).unwrap(), 403);
+    let fetched = client
+        .post(&dead_route)
+        .header("Sec-Fetch-Site", "cross-site")
+        .form(&purge);
+    assert_eq!(fetched.send().await.map(status).unwrap(), 403);
+    assert_eq!(held(&dead_queue).await, 2, "nothing was purged");
+
+    // Ingest takes JSON only: `text/plain` is what a form or a no-cors
+    // fetch of another site can send.
+    let plain = client
+        .post(&ingest)
+        .header("Origin", "http://evil.example")
+        .header("Content-Type", "text/plain")
+        .body("{\"n\": 1}");
+    let refused = plain.send().await.map(status).unwrap();
+    assert!(matches!(refused, 403 | 415), "{refused}");
+    let plain = client
+        .post(&ingest)
+        .header("Content-Type", "text/plain")
+        .body("{\"n\": 1}");
+    let untyped = client.post(&ingest).body("{\"n\": 1}");
+    let form = client.post(&ingest).form(&[("n", "1")]);
+    let with_token = |r: reqwest::RequestBuilder| r.bearer_auth("no token is set");
+    for request in [plain, untyped, form] {
+        let refused = request
+            .try_clone()
+            .unwrap()
+            .send()
+            .await
+            .map(status)
+            .unwrap();
+        assert!(matches!(refused, 403 | 415), "{refused}");
+        // Not a browser's (it has a bearer token): JSON only all the same.
+        let refused = with_token(request).send().await.map(status).unwrap();
+        assert_eq!(refused, 415);
+    }
+
+    // DNS rebinding: a name of the attacker's that resolves to 127.0.0.1.
+    let (code, body) = raw_request(
+        &base,
+        &format!("GET / HTTP/1.1\r\nHost: evil.example:{port}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("serve.hosts"), "{body}");
+    let (code, body) = raw_request(
+        &base,
+        &format!(
+            "POST /v1/stages/work/messages HTTP/1.1\r\nHost: evil.example:{port}\r\nOrigin: http://evil.example:{port}\r\nContent-Type: application/json\r\nContent-Length: 8\r\nConnection: close\r\n\r\n{{\"n\":1}}"
+        ),
+    )
+    .await;
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(held(&queue).await, 0, "nothing was ingested");
+
+    // The dashboard's own requests and API clients still work.
+    let (code, body) = raw_request(
+        &base,
+        &format!("GET / HTTP/1.1\r\nHost: localhost:{port}\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let json = client
+        .post(&ingest)
+        .header("Content-Type", "application/json; charset=utf-8")
+        .body("{\"n\": 1}");
+    assert_eq!(json.send().await.map(status).unwrap(), 202);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            held(&queue).await == 1
+        })
+        .await
+    );
+    let own = client
+        .post(&dead_route)
+        .header("Origin", &base)
+        .header("Sec-Fetch-Site", "same-origin")
+        .form(&purge);
+    assert_eq!(own.send().await.map(status).unwrap(), 303);
+    let purged = eventually(Duration::from_secs(10), || async {
+        held(&dead_queue).await == 0
+    });
+    assert!(purged.await, "the dashboard's own purge");
+}
+
+/// Request bodies held at once are bounded: past the budget a request is
+/// answered 503 (with Retry-After) before its body is read, small requests
+/// still go through, and the budget comes back when the requests holding
+/// it end.
+#[tokio::test]
+async fn request_bodies_held_at_once_are_bounded() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let file = pipeline("servebudget", 1_000_000);
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let (_server, base) = serve(&file).await;
+    let address = base.trim_start_matches("http://").to_string();
+    // Twenty requests of 5 MiB (the most one may be) whose bodies are slow
+    // to come: together 100 MiB.
+    let (answers, mut answered) = tokio::sync::mpsc::unbounded_channel();
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        let head = format!(
+            "POST /v1/stages/a/messages HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            5 * 1024 * 1024
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let answers = answers.clone();
+        held.push(tokio::spawn(async move {
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer).await;
+            let _ = answers.send(String::from_utf8_lossy(&answer).into_owned());
+            // The connection stays open until the test ends or aborts it.
+            std::future::pending::<()>().await;
+        }));
+    }
+    let first = tokio::time::timeout(Duration::from_secs(60), answered.recv())
+        .await
+        .ok()
+        .flatten();
+    let first = first.expect("no request was refused: every body would be held");
+    assert!(first.starts_with("HTTP/1.1 503"), "{first}");
+    assert!(
+        first.to_ascii_lowercase().contains("retry-after"),
+        "{first}"
+    );
+    assert!(first.contains("try again"), "{first}");
+    // A small request still fits.
+    let (status, answer, _) = post(&base, "a", "", b"{\"small\": 1}".to_vec(), false, None).await;
+    assert_eq!(status, 202, "{answer}");
+    // The requests holding the budget end: a large one goes through again.
+    for request in &held {
+        request.abort();
+    }
+    let large = format!("{{\"x\": \"{}\"}}", "y".repeat(4 * 1024 * 1024)).into_bytes();
+    let through = eventually(Duration::from_secs(30), || async {
+        post(&base, "a", "", large.clone(), false, None).await.0 == 202
+    })
+    .await;
+    assert!(through, "the budget never came back\n{}", serve_log(&file));
+}
+
+/// A TCP proxy to the broker that a test can cut (every connection closed,
+/// new ones closed at once) and restore.
+struct Proxy {
+    port: u16,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn start(target: String) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> =
+            Default::default();
+        let (accepting, linked) = (open.clone(), links.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !accepting.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: closed at once
+                }
+                let target = target.clone();
+                linked.lock().unwrap().push(tokio::spawn(async move {
+                    if let Ok(mut broker) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut broker).await;
+                    }
+                }));
+            }
+        });
+        Proxy { port, open, links }
+    }
+
+    fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// When the broker is unreachable, a 503 names the ids the server made up
+/// for the messages, so that sending them again with those ids makes the
+/// same messages, not new ones.
+#[tokio::test]
+async fn a_503_names_the_ids_it_made_up_and_sending_them_again_makes_no_new_messages() {
+    let file = pipeline("serveids", 1_000_000);
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let mut broker = url::Url::parse(&amqp_url()).unwrap();
+    let target = format!(
+        "{}:{}",
+        broker.host_str().unwrap(),
+        broker.port().unwrap_or(5672)
+    );
+    let proxy = Proxy::start(target).await;
+    broker.set_port(Some(proxy.port)).unwrap();
+    let port = free_port();
+    let _server = ChildGuard(
+        std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+            .args(["serve", file.path.to_str().unwrap()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("AMQP_URL", broker.as_str())
+            .env("RUST_LOG", "info")
+            .current_dir(file.dir.path())
+            .stdout(Stdio::null())
+            .stderr(log_file(&file.file("serve.log")))
+            .spawn()
+            .expect("start warren serve"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let up = eventually(Duration::from_secs(20), || async {
+        reqwest::get(format!("{base}/healthz")).await.is_ok()
+    })
+    .await;
+    assert!(up, "{}", serve_log(&file));
+    let (status, answer, _) = post(&base, "a", "", b"{\"n\": 0}".to_vec(), false, None).await;
+    assert_eq!(status, 202, "{answer}");
+    let first_id = answer["ids"][0].as_str().unwrap().to_string();
+
+    proxy.cut();
+    // Every 503 names the ids of its messages (one, then a batch of three).
+    let mut named: Vec<String> = Vec::new();
+    let refused = |body: &[u8], ndjson: bool, lines: usize| {
+        let base = base.clone();
+        let body = body.to_vec();
+        async move {
+            let (status, answer, _) = post(&base, "a", "", body, ndjson, None).await;
+            assert_eq!(status, 503, "{answer}");
+            let ids: Vec<String> = answer["ids"]
+                .as_array()
+                .unwrap_or_else(|| panic!("a 503 without the ids it made up: {answer}"))
+                .iter()
+                .map(|id| id.as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(ids.len(), lines, "{answer}");
+            ids
+        }
+    };
+    let one = refused(b"{\"n\": 1}", false, 1).await;
+    let batch = refused(b"{\"n\": 2}\n{\"n\": 3}\n{\"n\": 4}\n", true, 3).await;
+    named.extend(one.iter().cloned());
+    named.extend(batch.iter().cloned());
+
+    // Sent again with those ids once the broker is back: the same messages.
+    proxy.restore();
+    let again = eventually(Duration::from_secs(60), || async {
+        post(&base, "a", "", b"{\"n\": 1}".to_vec(), false, Some(&one[0]))
+            .await
+            .0
+            == 202
+    })
+    .await;
+    assert!(again, "{}", serve_log(&file));
+    let lines: String = batch
+        .iter()
+        .zip(2..)
+        .map(|(id, n)| format!("{{\"n\": {n}, \"_id\": \"{id}\"}}\n"))
+        .collect();
+    let (status, answer, _) =
+        post(&base, "a", "?id_field=_id", lines.into_bytes(), true, None).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["ids"], json!(batch), "{answer}");
+    let conn = connect().await;
+    let ids: Vec<String> = drain_queue(&conn, &format!("{}.a", file.name))
+        .await
+        .iter()
+        .filter_map(|m| m.properties.message_id().as_ref().map(|id| id.to_string()))
+        .collect();
+    let _ = conn.close(200, "".into()).await;
+    for id in &ids {
+        assert!(
+            *id == first_id || named.contains(id),
+            "a message under an id no answer named: {id} (named: {named:?})"
+        );
+    }
+    for id in &named {
+        assert!(ids.contains(id), "{id} never arrived: {ids:?}");
+    }
+}

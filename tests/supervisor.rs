@@ -520,3 +520,51 @@ stages:
         "`{sleeper}` outlived its worker"
     );
 }
+
+/// A worker that writes a byte that is not UTF-8 goes on being relayed:
+/// its later lines reach the log, and it is never blocked on a full pipe.
+#[tokio::test]
+async fn output_that_is_not_utf8_is_relayed_and_never_blocks_the_worker() {
+    let file = PipelineFile::new("relay", "");
+    let marker = file.file("wrote-everything");
+    // 20,000 lines (more than a pipe holds) after the bad byte, then a
+    // file that says it got there, then the test worker.
+    let script = format!(
+        "printf 'before \\377\\376 bad\\n' >&2; i=0; while [ $i -lt 20000 ]; do echo \"line $i after the bad byte\" >&2; i=$((i+1)); done; touch {}; exec {} work",
+        marker.display(),
+        example_bin("test-worker").display()
+    );
+    std::fs::write(
+        &file.path,
+        format!(
+            "
+pipeline: {}
+stages:
+  work:
+    command: [sh, -c, {}]
+    scale: {{ min: 1, max: 1 }}
+",
+            file.name,
+            serde_json::to_string(&script).unwrap()
+        ),
+    )
+    .unwrap();
+    let _cleanup = Cleanup::pipeline(&file.path, &[format!("{}.supervisors", file.name)]);
+    let mut supervisor = supervise(&file, "supervisor.log", &[]);
+    let through = eventually(Duration::from_secs(60), || async { marker.exists() }).await;
+    let log = read_log(&file, "supervisor.log");
+    assert!(
+        through,
+        "the worker blocked writing its output\n{}",
+        &log[log.len().saturating_sub(3000)..]
+    );
+    supervisor.signal("TERM");
+    assert_eq!(supervisor.wait().code(), Some(0));
+    let log = read_log(&file, "supervisor.log");
+    assert!(
+        log.contains("before \u{fffd}\u{fffd} bad"),
+        "{}",
+        &log[..log.len().min(3000)]
+    );
+    assert!(log.contains("line 19999 after the bad byte"));
+}

@@ -70,6 +70,10 @@ pub struct Serve {
     /// The dashboard may replay and purge dead letters (else it only
     /// shows them).
     pub allow_actions: bool,
+    /// Host names (lower case, without port) the front door answers to
+    /// besides its listen address (and `localhost` on loopback): requests
+    /// naming any other host are refused, against DNS rebinding.
+    pub hosts: Vec<String>,
 }
 
 impl Default for Serve {
@@ -78,6 +82,7 @@ impl Default for Serve {
             token: None,
             max_backlog: 100_000,
             allow_actions: false,
+            hosts: Vec::new(),
         }
     }
 }
@@ -102,6 +107,7 @@ impl std::fmt::Debug for Serve {
             .field("token", &self.token.as_ref().map(|_| "(set)"))
             .field("max_backlog", &self.max_backlog)
             .field("allow_actions", &self.allow_actions)
+            .field("hosts", &self.hosts)
             .finish()
     }
 }
@@ -185,7 +191,8 @@ pub struct CommandSpec {
 pub struct ExecSpec {
     /// Program followed by its arguments.
     pub argv: Vec<String>,
-    /// Variables added to its environment.
+    /// Variables of its environment besides the few it inherits; a value
+    /// `${NAME}` is the worker's variable `NAME`.
     pub env: BTreeMap<String, String>,
 }
 
@@ -208,6 +215,8 @@ pub struct HttpSpec {
     /// by default), so an API that dedupes can make a repeated call
     /// harmless; `None` sends none.
     pub idempotency_key: Option<String>,
+    /// Largest answer body read, in bytes; a larger answer is a failure.
+    pub max_response: u64,
 }
 
 /// A header value: literal, or read from the environment when the worker

@@ -85,13 +85,15 @@ pub fn check_url(template: &str) -> Result<(), String> {
             Part::Field(_) => sample.push('x'),
         }
     }
+    // Its password is never repeated.
+    let shown = crate::broker::redact(template);
     let parsed =
-        url::Url::parse(&sample).map_err(|error| format!("`{template}` is not a URL: {error}"))?;
+        url::Url::parse(&sample).map_err(|error| format!("`{shown}` is not a URL: {error}"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(format!("`{template}` must start with http:// or https://"));
+        return Err(format!("`{shown}` must start with http:// or https://"));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(format!("`{template}` has no host"));
+        return Err(format!("`{shown}` has no host"));
     }
     Ok(())
 }

@@ -34,6 +34,10 @@ pub enum LogFormat {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Internal: the guard of an exec program's process group (see
+    /// `subprocess::guard`); the worker starts it.
+    #[command(name = "__guard", hide = true)]
+    Guard,
     /// Check a pipeline file and list every problem; changes nothing.
     Validate {
         /// The pipeline file.

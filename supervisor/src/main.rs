@@ -29,8 +29,10 @@ mod input;
 mod jobs;
 mod management;
 mod progress;
+mod redact;
 mod serve;
 mod signals;
+mod subprocess;
 mod supervise;
 
 use std::{io::Write, process::ExitCode};
@@ -44,6 +46,9 @@ pub const RUN_FILTER: &str = "warn,lapin=off";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Guard = cli.command {
+        return subprocess::guard::run();
+    }
     let json_logs = cli.log_format == LogFormat::Json;
     // `warren run` shows progress bars and a summary; its log (and its
     // workers') only says what needs attention, unless RUST_LOG says more.
@@ -75,9 +80,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Validate { .. } | Command::Man { .. } | Command::Completions { .. } => {
-                unreachable!("handled above")
-            }
+            Command::Validate { .. }
+            | Command::Man { .. }
+            | Command::Completions { .. }
+            | Command::Guard => unreachable!("handled above"),
             Command::Declare { file, dry_run } => commands::declare::run(&file, dry_run).await,
             Command::Supervise {
                 file,

@@ -10,14 +10,19 @@ fields of each message:
 - `exit_until`: exit the whole program (code 3) while the attempt is below it;
 - `hang_until`: never answer while the attempt is below it;
 - `garbage_until`: write a line that is not the protocol while the attempt
-  is below it.
+  is below it;
+- `spawn_child`: start `sleep 1000` (a child of the program, in its
+  process group) and write its pid to this file;
+- `dump_env`: write the program's environment to this file, as JSON.
 
 With MODE=noread in its environment it never reads stdin. Every message it
-starts is appended to the file WARREN_TEST_RECORD as `id attempt pid`.
+starts is appended to the file WARREN_TEST_RECORD (which the stage's `env`
+must give it) as `id attempt pid`.
 """
 
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -41,6 +46,13 @@ def record(message):
 def handle(message):
     body, mid, attempt = message["body"], message["id"], message["attempt"]
     record(message)
+    if "dump_env" in body:
+        with open(body["dump_env"], "w") as f:
+            json.dump(dict(os.environ), f)
+    if "spawn_child" in body:
+        child = subprocess.Popen(["sleep", "1000"])
+        with open(body["spawn_child"], "w") as f:
+            f.write(str(child.pid))
     time.sleep(body.get("sleep_ms", 0) / 1000.0)
     if attempt < body.get("exit_until", 0):
         sys.stderr.write("exiting on purpose at %s\n" % mid)

@@ -34,5 +34,7 @@ pub const SCALE_IDLE: Duration = Duration::from_secs(60);
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// HTTP request timeout.
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest answer an http stage reads: 10 MiB.
+pub const HTTP_MAX_RESPONSE: u64 = 10 * 1024 * 1024;
 /// The request header that carries the message id in the http stage.
 pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";

@@ -102,9 +102,23 @@ fn exec(v: &mut Checker, path: &str, raw: &RawExec) -> Option<ExecSpec> {
             );
             continue;
         }
+        if value.starts_with("${") && env_reference(value).is_none() {
+            v.problem(
+                format!("{path}.env.{name}"),
+                "`${...}` must name an environment variable of the worker (letters, digits, `_`), like ${DATABASE_URL}",
+            );
+            continue;
+        }
         vars.insert(name.clone(), value.clone());
     }
     Some(ExecSpec { argv, env: vars })
+}
+
+/// `NAME` of a value `${NAME}`, when it is one and names a variable.
+fn env_reference(value: &str) -> Option<&str> {
+    let var = value.strip_prefix("${")?.strip_suffix('}')?;
+    let fine = !var.is_empty() && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    fine.then_some(var)
 }
 
 /// Whether `program` can be started from here: a path to an executable
@@ -174,14 +188,10 @@ fn http(v: &mut Checker, path: &str, raw: &RawHttp) -> Option<HttpSpec> {
             );
             continue;
         }
-        let value = match value.strip_prefix("${").and_then(|v| v.strip_suffix('}')) {
-            Some(var)
-                if !var.is_empty()
-                    && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
-            {
-                HeaderValue::Env(var.to_string())
-            }
-            Some(_) => {
+        let reference = value.strip_prefix("${").and_then(|v| v.strip_suffix('}'));
+        let value = match reference.map(|_| env_reference(value)) {
+            Some(Some(var)) => HeaderValue::Env(var.to_string()),
+            Some(None) => {
                 v.problem(
                     &at,
                     "`${...}` must name an environment variable (letters, digits, `_`)",
@@ -225,6 +235,23 @@ fn http(v: &mut Checker, path: &str, raw: &RawHttp) -> Option<HttpSpec> {
             None
         }
     };
+    let max_response = match &raw.max_response {
+        None => defaults::HTTP_MAX_RESPONSE,
+        Some(text) => match size(text) {
+            Ok(bytes) if (MIN_RESPONSE..=MAX_RESPONSE).contains(&bytes) => bytes,
+            Ok(_) => {
+                v.problem(
+                    format!("{path}.max_response"),
+                    format!("`{text}` is out of range: from 1KiB to 1GiB"),
+                );
+                defaults::HTTP_MAX_RESPONSE
+            }
+            Err(why) => {
+                v.problem(format!("{path}.max_response"), why);
+                defaults::HTTP_MAX_RESPONSE
+            }
+        },
+    };
     (v.count() == before).then_some(HttpSpec {
         method,
         url,
@@ -233,7 +260,40 @@ fn http(v: &mut Checker, path: &str, raw: &RawHttp) -> Option<HttpSpec> {
         timeout,
         emit,
         idempotency_key,
+        max_response,
     })
+}
+
+/// Smallest `http.max_response`.
+const MIN_RESPONSE: u64 = 1024;
+/// Largest `http.max_response`.
+const MAX_RESPONSE: u64 = 1024 * 1024 * 1024;
+
+/// A size in bytes, written like `10MiB`, `512KB`, `1GiB` or `2000` (bytes).
+fn size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let unit_bytes = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => Some(1),
+        "kb" => Some(1000),
+        "kib" => Some(1024),
+        "mb" => Some(1000 * 1000),
+        "mib" => Some(1024 * 1024),
+        "gb" => Some(1000 * 1000 * 1000),
+        "gib" => Some(1024 * 1024 * 1024),
+        _ => None,
+    };
+    match (number.parse::<u64>(), unit_bytes) {
+        (Ok(n), Some(unit)) => n
+            .checked_mul(unit)
+            .ok_or_else(|| format!("`{text}` is too large")),
+        _ => Err(format!(
+            "`{text}` is not a size; write a whole number with a unit, like 10MiB, 512KiB or 2MB"
+        )),
+    }
 }
 
 /// An HTTP token (RFC 9110): what a header name may be made of.
@@ -242,4 +302,30 @@ fn is_token(text: &str) -> bool {
         && text
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_whole_numbers_with_a_unit() {
+        assert_eq!(size("10MiB"), Ok(10 * 1024 * 1024));
+        assert_eq!(size("512 KB"), Ok(512_000));
+        assert_eq!(size("1gib"), Ok(1 << 30));
+        assert_eq!(size("2000"), Ok(2000));
+        assert!(size("10 parsecs").unwrap_err().contains("not a size"));
+        assert!(size("1.5MiB").is_err());
+        assert!(size("").is_err());
+        assert!(size("99999999999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn only_whole_references_name_variables() {
+        assert_eq!(env_reference("${DATABASE_URL}"), Some("DATABASE_URL"));
+        assert_eq!(env_reference("${}"), None);
+        assert_eq!(env_reference("${A B}"), None);
+        assert_eq!(env_reference("x${A}"), None);
+        assert_eq!(env_reference("plain"), None);
+    }
 }

@@ -46,12 +46,13 @@ pub(crate) struct RawJobs {
 #[derive(Debug, Default, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with token, max_backlog and allow_actions"
+    expecting = "a mapping with token, max_backlog, allow_actions and hosts"
 )]
 pub(crate) struct RawServe {
     pub token: Option<String>,
     pub max_backlog: Option<Number>,
     pub allow_actions: Option<bool>,
+    pub hosts: Option<Vec<String>>,
 }
 
 /// A stage, and `defaults:` (which may hold only the settings, not the kind
@@ -126,7 +127,7 @@ pub(crate) struct RawScale {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with method, url, body, headers, timeout, emit and idempotency_key"
+    expecting = "a mapping with method, url, body, headers, timeout, emit, idempotency_key and max_response"
 )]
 pub(crate) struct RawHttp {
     pub method: Option<String>,
@@ -137,6 +138,7 @@ pub(crate) struct RawHttp {
     pub emit: Option<String>,
     /// A header name, `true` (the default name) or `false` (none).
     pub idempotency_key: Option<serde_json::Value>,
+    pub max_response: Option<Text>,
 }
 
 /// `exec:` a list (the program and its arguments), or a mapping with the

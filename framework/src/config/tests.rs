@@ -673,3 +673,69 @@ fn the_front_door_settings_are_checked_and_the_token_never_shown() {
         &["serve.max_backlog"],
     );
 }
+
+#[test]
+fn the_front_door_answers_to_the_hosts_it_is_given() {
+    let p = load(&with(
+        "defaults:",
+        "serve: { hosts: [Warren.Internal., warren-1] }\ndefaults:",
+    ))
+    .unwrap();
+    assert_eq!(p.serve.hosts, ["warren.internal", "warren-1"]);
+    assert!(load(GOOD).unwrap().serve.hosts.is_empty());
+    assert_problem(
+        &with(
+            "defaults:",
+            "serve: { hosts: [\"http://x:8080/\"] }\ndefaults:",
+        ),
+        &["serve.hosts[0]", "not a host name"],
+    );
+}
+
+#[test]
+fn an_http_stage_reads_answers_up_to_max_response() {
+    let grade = |p: &Pipeline| match &p.stage("grade").unwrap().kind {
+        StageKind::Http(spec) => spec.max_response,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(grade(&load(GOOD).unwrap()), 10 * 1024 * 1024);
+    let set = with("timeout: 5s }", "timeout: 5s, max_response: 64KiB }");
+    assert_eq!(grade(&load(&set).unwrap()), 64 * 1024);
+    assert_problem(
+        &with("timeout: 5s }", "timeout: 5s, max_response: lots }"),
+        &["stages.grade.http.max_response", "not a size"],
+    );
+    assert_problem(
+        &with("timeout: 5s }", "timeout: 5s, max_response: 2GiB }"),
+        &["stages.grade.http.max_response", "1KiB to 1GiB"],
+    );
+}
+
+#[test]
+fn an_exec_env_reference_names_a_variable() {
+    let text =
+        "pipeline: p\nstages:\n  s:\n    exec: { command: [sh], env: { A: \"${NOT VALID}\" } }\n";
+    assert_problem(
+        text,
+        &["stages.s.exec.env.A", "must name an environment variable"],
+    );
+    let fine =
+        "pipeline: p\nstages:\n  s:\n    exec: { command: [sh], env: { A: \"${DB_URL}\" } }\n";
+    assert!(load(fine).is_ok());
+}
+
+#[test]
+fn url_problems_never_show_a_password() {
+    let callback = with(
+        "defaults:",
+        "jobs: { track: true, callback: \"http://u:hunter2@host:notaport/done\" }\ndefaults:",
+    );
+    assert_problem(&callback, &["jobs.callback", "u:***@host"]);
+    assert!(!problems(&callback).join("\n").contains("hunter2"));
+    let stage = with(
+        "url: \"http://127.0.0.1:8089/grade\"",
+        "url: \"http://u:hunter2@host:notaport/grade\"",
+    );
+    assert_problem(&stage, &["stages.grade.http.url", "u:***@host"]);
+    assert!(!problems(&stage).join("\n").contains("hunter2"));
+}

@@ -171,7 +171,8 @@ fn jobs(v: &mut Checker, raw: &RawFile) -> Jobs {
             Err(error) => v.problem(
                 "jobs.callback",
                 format!(
-                    "`{text}` is not a URL ({error}); give one like http://app.internal/jobs/done"
+                    "`{}` is not a URL ({error}); give one like http://app.internal/jobs/done",
+                    crate::broker::redact(text)
                 ),
             ),
         }
@@ -203,7 +204,27 @@ fn serve(v: &mut Checker, raw: &RawFile) -> Serve {
             .unwrap_or(serve.max_backlog);
     }
     serve.allow_actions = raw.allow_actions.unwrap_or(false);
+    for (n, host) in raw.hosts.iter().flatten().enumerate() {
+        match host_name(host) {
+            Some(name) => serve.hosts.push(name),
+            None => v.problem(
+                format!("serve.hosts[{n}]"),
+                format!("`{host}` is not a host name; write only the name the front door is reached by, like warren.internal (no scheme, port or path)"),
+            ),
+        }
+    }
     serve
+}
+
+/// A host name as `serve.hosts` holds it (lower case), if `text` is one.
+fn host_name(text: &str) -> Option<String> {
+    let name = text.trim().trim_end_matches('.').to_ascii_lowercase();
+    let fine = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    fine.then_some(name)
 }
 
 fn stage(

@@ -4,7 +4,10 @@
 //!   `emit: merge`) goes to the stage's outputs;
 //! - 429 and 5xx: retried, after `Retry-After` when the server sent one;
 //! - other 4xx: dead-lettered with the status and the start of the answer;
-//! - no answer (connection refused, timeout): retried.
+//! - no answer (connection refused, timeout): retried;
+//! - a 2xx answer over `http.max_response` (10 MiB unless set): dead-lettered
+//!   with that reason, without reading it whole (only the answers of a stage
+//!   that emits are read; of a refusal, only its start).
 //!
 //! The message id goes in the `Idempotency-Key` header (or the name the
 //! file gives, `http.idempotency_key`), so an API that dedupes can make a
@@ -14,7 +17,8 @@
 //!
 //! Header values from environment variables are read once at start and are
 //! marked sensitive, so they appear in no log. URLs in messages and logs lose
-//! their query string, where keys sometimes hide.
+//! their password and their query string, where keys sometimes hide
+//! (`crate::redact`).
 
 use std::{str::FromStr, time::Duration};
 
@@ -90,7 +94,7 @@ impl HttpStage {
     /// Handles one message.
     pub async fn call(&self, message: Value, ctx: Context) -> Outcome {
         let url = template::url(&self.spec.url, &message).map_err(Failure::dead)?;
-        let shown = without_query(&url);
+        let shown = crate::redact::url(&url);
         let mut request = self
             .client
             .request(self.method.clone(), &url)
@@ -128,16 +132,11 @@ impl HttpStage {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let bytes = response.bytes().await.map_err(|e| {
-            Failure::retry(format!(
-                "reading the answer of {shown}: {}",
-                e.without_url()
-            ))
-        })?;
         if status.is_success() {
             if !self.emits {
-                return Ok(());
+                return Ok(()); // the answer is not needed: not read
             }
+            let bytes = read_up_to(response, self.spec.max_response, &shown).await?;
             let answer: Value = serde_json::from_slice(&bytes).map_err(|_| {
                 Failure::retry(format!(
                     "HTTP {} from {shown} is not JSON: {}",
@@ -152,6 +151,7 @@ impl HttpStage {
             ctx.emit(&out).await?;
             return Ok(());
         }
+        let bytes = read_start(response, SNIPPET_BYTES).await;
         let reason = format!("HTTP {} from {shown}: {}", status.as_u16(), snippet(&bytes));
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
             return Err(match retry_after {
@@ -160,6 +160,63 @@ impl HttpStage {
             });
         }
         Err(Failure::dead(reason))
+    }
+}
+
+/// Bytes of a refusal's answer read for its reason.
+const SNIPPET_BYTES: usize = 400;
+
+/// The answer's body, if it is at most `max` bytes (`http.max_response`);
+/// a larger one (declared, or found while reading) is dead-lettered
+/// without being read whole: the same call would answer the same.
+async fn read_up_to(
+    mut response: reqwest::Response,
+    max: u64,
+    shown: &str,
+) -> Result<Vec<u8>, Failure> {
+    let too_large = || {
+        Failure::dead(format!(
+            "the answer of {shown} is larger than http.max_response ({}); raise it and replay the message",
+            size(max)
+        ))
+    };
+    if response.content_length().is_some_and(|length| length > max) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| {
+        Failure::retry(format!(
+            "reading the answer of {shown}: {}",
+            e.without_url()
+        ))
+    })? {
+        if (body.len() + chunk.len()) as u64 > max {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The first `max` bytes of the answer (fewer if reading it fails).
+async fn read_start(mut response: reqwest::Response, max: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < max {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    body.truncate(max);
+    body
+}
+
+/// `10 MiB`, `512 KiB`, or bytes.
+fn size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} bytes"),
     }
 }
 
@@ -221,14 +278,6 @@ fn snippet(bytes: &[u8]) -> String {
     }
 }
 
-/// A URL without its query string.
-fn without_query(url: &str) -> String {
-    match url.split_once('?') {
-        Some((base, _)) => format!("{base}?..."),
-        None => url.to_string(),
-    }
-}
-
 /// An error with its causes, on one line.
 fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -287,8 +336,14 @@ mod tests {
     }
 
     #[test]
+    fn sizes_are_shown_in_their_unit() {
+        assert_eq!(size(10 * 1024 * 1024), "10 MiB");
+        assert_eq!(size(1536 * 1024), "1536 KiB");
+        assert_eq!(size(1000), "1000 bytes");
+    }
+
+    #[test]
     fn shown_urls_and_snippets_hide_and_shorten() {
-        assert_eq!(without_query("http://api/x?key=secret"), "http://api/x?...");
         assert_eq!(snippet(b""), "(empty answer)");
         assert_eq!(snippet(b"line1\nline2"), "line1 line2");
     }

@@ -40,31 +40,12 @@ pub async fn post(
         .await
         .map_err(|error| {
             let error = error.without_url();
-            format!("POST {}: {error}", without_query(url))
+            format!("POST {}: {error}", crate::redact::url(url))
         })?;
     let status = answer.status();
     if status.is_success() {
         Ok(status.as_u16())
     } else {
-        Err(format!("POST {}: HTTP {status}", without_query(url)))
-    }
-}
-
-/// The URL without its query string, which may hold a secret.
-fn without_query(url: &str) -> &str {
-    url.split(['?', '#']).next().unwrap_or(url)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_url_is_shown_without_its_query() {
-        assert_eq!(
-            without_query("http://app/done?token=s3cret"),
-            "http://app/done"
-        );
-        assert_eq!(without_query("http://app/done"), "http://app/done");
+        Err(format!("POST {}: HTTP {status}", crate::redact::url(url)))
     }
 }

@@ -1,9 +1,13 @@
-//! `POST /v1/stages/{stage}/messages`: a JSON body is one message, an
-//! `application/x-ndjson` body up to 500 (one per line). Every line is
+//! `POST /v1/stages/{stage}/messages`: an `application/json` body is one
+//! message, an `application/x-ndjson` body up to 500 (one per line); any
+//! other type is refused (415), since a form or plain text is what a page
+//! of another site can send. Every line is
 //! checked before anything is sent (a bad one refuses the request whole,
 //! 400, naming each bad line); the messages go out on the front door's one
 //! connection, and the answer (202) comes only once the broker confirmed
-//! every one of them.
+//! every one of them. A 503 (the broker is unreachable) lists every
+//! message's id, made up ones included, so that the client can send them
+//! again under the same ids.
 
 use std::time::Duration;
 
@@ -28,6 +32,11 @@ const CONNECT_WITHIN: Duration = Duration::from_secs(2);
 
 /// Time the broker gets to confirm a request's messages once written.
 const CONFIRM_WITHIN: Duration = Duration::from_secs(10);
+
+/// What a 503 asks of the client. Its `ids` are every message's id in
+/// order (given or made up here), so that what was sent already is
+/// recognised downstream.
+const SEND_AGAIN: &str = "send them again with the same ids (`ids`, in order: Idempotency-Key for one message, ?id_field= for a batch)";
 
 /// The query string.
 #[derive(Debug, Deserialize)]
@@ -79,10 +88,27 @@ pub async fn post(
             );
         }
     }
-    let batch = headers
+    let kind = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| t.starts_with("application/x-ndjson"));
+        .map(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    let batch = match kind.as_deref() {
+        Some("application/json") => false,
+        Some("application/x-ndjson") => true,
+        _ => {
+            return refuse(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send `Content-Type: application/json` (one message) or `application/x-ndjson` (one per line)",
+                json!({}),
+            );
+        }
+    };
     let key = headers
         .get("idempotency-key")
         .map(|v| v.to_str().map(str::to_string));
@@ -90,6 +116,9 @@ pub async fn post(
         Ok(messages) => messages,
         Err(refused) => return *refused,
     };
+    // The messages hold their own copies: while the broker confirms them,
+    // the request holds about its budget's share (`budget`), not twice it.
+    drop(body);
     if let Some(ready) = app.backlog(&stage)
         && ready > app.pipeline.serve.max_backlog
     {
@@ -109,10 +138,11 @@ pub async fn post(
     if !app.ready.load(std::sync::atomic::Ordering::Relaxed) {
         // The last look (every second) found the broker away: say so now
         // rather than make the request wait for a connection.
+        let ids: Vec<&str> = messages.iter().map(|(id, _)| id.as_str()).collect();
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the broker is unreachable; nothing was sent",
-            json!({ "confirmed": [] }),
+            format!("the broker is unreachable; nothing was sent; {SEND_AGAIN}"),
+            json!({ "ids": ids, "confirmed": [] }),
         );
     }
     send(&app, &stage, &messages, params.callback.as_deref()).await
@@ -254,8 +284,8 @@ async fn send(
         Err(error) => {
             return refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("the broker did not take the messages: {error}"),
-                json!({ "confirmed": [] }),
+                format!("the broker did not take the messages: {error}; {SEND_AGAIN}"),
+                json!({ "ids": ids, "confirmed": [] }),
             );
         }
     };
@@ -279,11 +309,11 @@ async fn send(
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
-                "{} of {} messages confirmed by the broker: {failure}; send the others again (same ids)",
+                "{} of {} messages confirmed by the broker: {failure}; {SEND_AGAIN}",
                 confirmed.len(),
                 ids.len()
             ),
-            json!({ "confirmed": confirmed }),
+            json!({ "ids": ids, "confirmed": confirmed }),
         );
     }
     let mut answer = json!({ "ids": ids, "jobs": ids });

@@ -3,12 +3,16 @@
 //! request's messages ([`ingest`]); tickets come from a job store kept
 //! folded by a follower ([`tickets`]); `/metrics` shows the last look of a
 //! refresher ([`metrics`], [`refresh`]). Every route but `/healthz` needs
-//! the bearer token when one is set ([`auth`]).
+//! the bearer token when one is set ([`auth`]), a `Host` this server
+//! answers to, and, for a change, the `Origin` of its own pages
+//! ([`origin`]).
 
 pub mod auth;
+pub mod budget;
 pub mod dashboard;
 pub mod ingest;
 pub mod metrics;
+pub mod origin;
 mod refresh;
 pub mod tickets;
 
@@ -37,8 +41,11 @@ use warren::{Pipeline, Producer, jobs::JobState};
 use ingest::refuse;
 use tickets::Tickets;
 
-/// Largest request body.
+/// Largest request body (and [`budget::MAX_HELD`] for all at once).
 pub const MAX_BODY: usize = 5 * 1024 * 1024;
+
+/// Largest body of the sign-in form (which needs no token).
+const MAX_LOGIN: usize = 16 * 1024;
 
 /// Requests handled at once at most; more wait.
 const MAX_REQUESTS: usize = 1024;
@@ -65,6 +72,7 @@ pub struct App {
     registry: Arc<prometheus_client::registry::Registry>,
     ready: Arc<AtomicBool>,
     token: Option<Arc<str>>,
+    hosts: Arc<origin::Hosts>,
 }
 
 impl App {
@@ -97,6 +105,8 @@ pub async fn serve(
         &pipeline.stage_names(),
     )));
     let ready = Arc::new(AtomicBool::new(true));
+    let address = listener.local_addr()?;
+    let hosts = Arc::new(origin::Hosts::new(address, &pipeline.serve.hosts));
     tokio::spawn(refresh::run(
         pipeline.clone(),
         figures.clone(),
@@ -112,9 +122,9 @@ pub async fn serve(
         figures,
         ready,
         token: token.map(Into::into),
+        hosts,
     };
     let router = router(app);
-    let address = listener.local_addr()?;
     info!("warren serve: listening on http://{address}");
     accept(listener, router, stop).await;
     producer.close().await;
@@ -182,16 +192,23 @@ pub fn router(app: App) -> Router {
             get(dashboard::dead).post(dashboard::act),
         )
         .route("/jobs", get(dashboard::jobs))
+        .layer(middleware::from_fn_with_state(
+            budget::budget(),
+            budget::hold,
+        ))
         .layer(middleware::from_fn_with_state(app.clone(), auth::check));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/login",
-            get(|| async { dashboard::login_page(false) }).post(dashboard::login),
+            get(|| async { dashboard::login_page(false) })
+                .post(dashboard::login)
+                .layer(DefaultBodyLimit::max(MAX_LOGIN)),
         )
         .merge(guarded)
         .fallback(|| async { refuse(StatusCode::NOT_FOUND, "no such route", json!({})) })
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(app.clone(), origin::guard))
         .layer(middleware::from_fn(access_log))
         .layer(
             tower::ServiceBuilder::new()

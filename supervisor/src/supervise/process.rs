@@ -5,10 +5,11 @@
 //! reports to, and a log format the supervisor can re-emit. It runs in its
 //! own process group (a Ctrl-C in the terminal reaches only the supervisor,
 //! which drains the workers in order), and signals go to that whole group,
-//! so programs a worker started itself stop with it. It gets SIGTERM when
-//! the supervisor dies, even by SIGKILL, so no worker outlives it. Its
-//! stdout and stderr lines go into the supervisor's log with the stage and
-//! worker index.
+//! so programs a worker started itself stop with it; what is left in the
+//! group when the worker exited (it was killed, say) is killed then. It gets
+//! SIGTERM when the supervisor dies, even by SIGKILL, so no worker outlives
+//! it. Its stdout and stderr lines go into the supervisor's log with the
+//! stage and worker index, bytes that are not UTF-8 shown as U+FFFD.
 
 use std::{
     io,
@@ -16,18 +17,17 @@ use std::{
     process::Stdio,
 };
 
-use rustix::process::{Pid, Signal};
-use tokio::{
-    io::{AsyncBufReadExt, AsyncRead, BufReader},
-    process::Command,
-    sync::mpsc,
-};
+use rustix::process::Signal;
+use tokio::{io::AsyncRead, process::Command, sync::mpsc};
 use tracing::{Level, debug, error, info, trace, warn};
 use warren::{
     logging,
     pipeline::{Stage, StageKind},
     report,
 };
+
+pub use crate::subprocess::signal_group;
+use crate::subprocess::{die_with_parent, lines};
 
 /// How to start a stage's workers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -155,6 +155,9 @@ pub fn spawn(
             ),
             Err(error) => (format!("lost track of it: {error}"), false),
         };
+        // What it started and left behind in its group (it was killed, or
+        // did not wait for its children) goes with it.
+        signal_group(pid, Signal::KILL);
         // Its last words, once its pipes are read to the end.
         for relay in relays {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(1), relay).await;
@@ -184,17 +187,20 @@ fn describe(status: std::process::ExitStatus) -> String {
     }
 }
 
+/// Longest line of a worker's output relayed as one (a longer one comes
+/// in pieces).
+const MAX_LINE: usize = 64 * 1024;
+
 /// Re-emits a worker's output lines in the supervisor's log, keeping the
 /// level the worker logged them at.
 async fn relay(output: impl AsyncRead + Unpin, stage: String, worker: u32, tail: Tail) {
-    let mut lines = BufReader::new(output).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
+    lines::relay(output, MAX_LINE, |line| {
         {
             let mut tail = tail.lock().expect("tail");
             if tail.len() == TAIL_LINES {
                 tail.pop_front();
             }
-            tail.push_back(warren::message::one_line(&line, 300));
+            tail.push_back(warren::message::one_line(line, 300));
         }
         let trimmed = line.trim_start();
         let (level, text) = match trimmed.split_once(' ') {
@@ -213,36 +219,6 @@ async fn relay(output: impl AsyncRead + Unpin, stage: String, worker: u32, tail:
             Level::DEBUG => debug!(%stage, worker, "{text}"),
             _ => trace!(%stage, worker, "{text}"),
         }
-    }
-}
-
-/// Asks the kernel to send `signal` to the child when this process dies.
-/// warren runs on a single-threaded runtime, so the thread that forks lives
-/// as long as the process (the signal follows the thread). If this process
-/// died between the fork and this request, the child has a new parent
-/// already and would never get the signal: it does not start.
-#[allow(unsafe_code)]
-pub fn die_with_parent(command: &mut Command, signal: Signal) {
-    let parent = rustix::process::getpid();
-    // SAFETY: the closure runs in the child between fork and exec and only
-    // makes async-signal-safe system calls (prctl, getppid); it allocates
-    // nothing.
-    unsafe {
-        command.pre_exec(move || {
-            rustix::process::set_parent_process_death_signal(Some(signal))?;
-            if rustix::process::getppid() != Some(parent) {
-                return Err(io::Error::other("the supervisor is gone"));
-            }
-            Ok(())
-        });
-    }
-}
-
-/// Sends `signal` (SIGTERM, SIGKILL) to a worker's process group: the
-/// worker and what it started. False if they are gone.
-pub fn signal_group(pid: u32, signal: Signal) -> bool {
-    let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
-        return false;
-    };
-    rustix::process::kill_process_group(pid, signal).is_ok()
+    })
+    .await;
 }

@@ -1,8 +1,9 @@
-//! One run of an `exec` stage's program: the child process (its own
-//! process group, killed with the worker) and the tasks that serve its
-//! pipes: the writer of its stdin, the reader that routes its answers to
-//! the handlings waiting for them (and reports anything that is not the
-//! protocol), and the relay of its stderr to the log.
+//! One run of an `exec` stage's program: the child process (in a process
+//! group that is killed with the worker, even by SIGKILL, see
+//! `subprocess::guard`; its environment from `environment`) and the tasks
+//! that serve its pipes: the writer of its stdin, the reader that routes its
+//! answers to the handlings waiting for them (and reports anything that is
+//! not the protocol), and the relay of its stderr to the log.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -16,7 +17,7 @@ use std::{
 
 use rustix::process::Signal;
 use tokio::{
-    io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader},
+    io::{AsyncRead, AsyncWriteExt, BufReader},
     process::{ChildStdin, Command},
     sync::{mpsc, watch},
     time::Instant,
@@ -24,8 +25,15 @@ use tokio::{
 use tracing::info;
 use warren::{message::one_line, pipeline::ExecSpec};
 
-use super::protocol::{self, Answer, MAX_LINE};
-use crate::supervise::process::{die_with_parent, signal_group};
+use super::{
+    environment,
+    protocol::{self, Answer, MAX_LINE},
+};
+use crate::subprocess::{
+    die_with_parent,
+    guard::Group,
+    lines::{Line, read_line, relay},
+};
 
 /// Lines of the program's stderr kept for the reasons of failures.
 const TAIL_LINES: usize = 5;
@@ -48,6 +56,8 @@ pub type Unfinished = Arc<Mutex<HashMap<String, (mpsc::Sender<Answer>, Instant)>
 /// One run of the program.
 pub struct Running {
     pub pid: u32,
+    /// Its process group: it and what it started; killed when dropped.
+    pub group: Group,
     /// Lines for its stdin; dropped to close it.
     pub stdin: Option<mpsc::UnboundedSender<Vec<u8>>>,
     pub crash: watch::Sender<Option<String>>,
@@ -66,24 +76,24 @@ pub fn spawn(
     pending: &Unfinished,
     tail: &Arc<Mutex<VecDeque<String>>>,
 ) -> Result<Running, String> {
+    let env = environment::build(std::env::vars_os(), &spec.env, who)?;
     let mut command = Command::new(&spec.argv[0]);
     command
         .args(&spec.argv[1..])
-        .envs(&spec.env)
-        .env("WARREN_PIPELINE", &who.pipeline_file)
-        .env("WARREN_STAGE", &who.stage)
-        .env("WARREN_WORKER", &who.worker)
-        .env("WARREN_CONCURRENCY", who.concurrency.to_string())
+        .env_clear()
+        .envs(env)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
         .kill_on_drop(true);
+    let mut group = Group::new();
+    group.join(&mut command);
     die_with_parent(&mut command, Signal::KILL);
     let mut child = command
         .spawn()
         .map_err(|e| format!("cannot start `{}`: {e}", spec.argv[0]))?;
     let pid = child.id().unwrap_or_default();
+    group.started(pid);
     let (trouble_tx, trouble) = mpsc::unbounded_channel();
     let (stdin_tx, stdin_rx) = mpsc::unbounded_channel();
     let stdin = child.stdin.take().expect("piped stdin");
@@ -109,6 +119,7 @@ pub fn spawn(
     });
     Ok(Running {
         pid,
+        group,
         stdin: Some(stdin_tx),
         crash,
         trouble,
@@ -142,22 +153,16 @@ async fn relay_stderr(
     stage: String,
     tail: Arc<Mutex<VecDeque<String>>>,
 ) {
-    let mut lines = BufReader::new(stderr);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match read_line(&mut lines, &mut line, 64 * 1024).await {
-            Ok(Line::End) | Err(_) => return,
-            Ok(Line::Whole | Line::TooLong) => {}
-        }
-        let text = one_line(&String::from_utf8_lossy(&line), 2000);
+    relay(stderr, 64 * 1024, |line| {
+        let text = one_line(line, 2000);
         info!(%stage, "program: {text}");
         let mut tail = tail.lock().expect("tail");
         if tail.len() == TAIL_LINES {
             tail.pop_front();
         }
         tail.push_back(one_line(&text, 300));
-    }
+    })
+    .await;
 }
 
 /// Reads the program's answers and gives each to the handling of its
@@ -223,88 +228,5 @@ async fn read_answers(
         // Waits while the handling passes on what came before: a program
         // that floods its stdout is read no faster than its emits go out.
         let _ = events.send(answer).await;
-    }
-}
-
-enum Line {
-    Whole,
-    TooLong,
-    End,
-}
-
-/// Reads one line (without its newline) of at most `max` bytes.
-async fn read_line(
-    reader: &mut (impl AsyncBufReadExt + Unpin),
-    line: &mut Vec<u8>,
-    max: usize,
-) -> std::io::Result<Line> {
-    loop {
-        let available = reader.fill_buf().await?;
-        if available.is_empty() {
-            return Ok(if line.is_empty() {
-                Line::End
-            } else {
-                Line::Whole
-            });
-        }
-        let (take, found) = match available.iter().position(|b| *b == b'\n') {
-            Some(at) => (at + 1, true),
-            None => (available.len(), false),
-        };
-        if line.len() + take > max + 1 {
-            return Ok(Line::TooLong);
-        }
-        line.extend_from_slice(&available[..take]);
-        reader.consume(take);
-        if found {
-            line.pop();
-            return Ok(Line::Whole);
-        }
-    }
-}
-
-/// Kills the program's process group (it and what it started).
-pub fn kill(pid: u32) {
-    signal_group(pid, Signal::KILL);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn lines(input: &[u8], max: usize) -> Vec<(String, &'static str)> {
-        let mut reader = BufReader::with_capacity(16, input);
-        let mut out = Vec::new();
-        loop {
-            let mut line = Vec::new();
-            let kind = match read_line(&mut reader, &mut line, max).await.unwrap() {
-                Line::End => return out,
-                Line::Whole => "whole",
-                Line::TooLong => "too long",
-            };
-            out.push((String::from_utf8_lossy(&line).into_owned(), kind));
-            if kind == "too long" {
-                return out;
-            }
-        }
-    }
-
-    #[tokio::test]
-    async fn lines_are_read_whole_across_buffers_and_a_long_one_is_refused() {
-        assert_eq!(
-            lines(b"{\"id\":\"a\",\"done\":true}\nlast", 64).await,
-            vec![
-                ("{\"id\":\"a\",\"done\":true}".to_string(), "whole"),
-                ("last".to_string(), "whole")
-            ]
-        );
-        // 40 bytes and its newline fit a limit of 40; 41 do not, and the
-        // reader stops without holding more than the limit.
-        let exact = format!("{}\n", "x".repeat(40));
-        assert_eq!(lines(exact.as_bytes(), 40).await[0].1, "whole");
-        let long = format!("{}\nnext\n", "x".repeat(41));
-        let read = lines(long.as_bytes(), 40).await;
-        assert_eq!(read.last().unwrap().1, "too long");
-        assert!(read.last().unwrap().0.len() <= 41);
     }
 }

@@ -9,9 +9,11 @@
 //! ordinary handler of the worker runtime.
 //!
 //! [`program`] keeps the program running, one run of it at a time
-//! (`child`: the process and its pipes); [`protocol`] is the line format.
+//! (`child`: the process and its pipes; `environment`: what it inherits);
+//! [`protocol`] is the line format.
 
 mod child;
+mod environment;
 pub mod program;
 pub mod protocol;
 

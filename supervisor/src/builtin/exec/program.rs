@@ -1,5 +1,5 @@
 //! The program of an `exec` stage, kept running by one task: it starts the
-//! program (its own process group, killed with the worker), writes the
+//! program (in a process group killed with the worker), writes the
 //! messages on its stdin, routes its answers to the handlings that wait for
 //! them, relays its stderr to the log, and when the program exits, writes
 //! something that is not the protocol, answers about a message it was not
@@ -22,7 +22,7 @@ use tracing::{error, info, warn};
 use warren::{backoff::Backoff, pipeline::ExecSpec};
 
 pub use super::child::{Crash, Identity};
-use super::child::{Running, Unfinished, kill, spawn};
+use super::child::{Running, Unfinished, spawn};
 use super::protocol::Answer;
 
 /// A handling's request to the program's task.
@@ -111,7 +111,7 @@ impl Keeper {
             }
         }
         if let Some(running) = &self.running {
-            kill(running.pid);
+            running.group.kill();
         }
     }
 
@@ -210,7 +210,7 @@ impl Keeper {
         let Some(running) = self.running.take() else {
             return;
         };
-        kill(running.pid);
+        running.group.kill();
         // A program that worked, or ran a while, starts again at once.
         if running.healthy.load(Ordering::Relaxed)
             || running.started.elapsed() > Duration::from_secs(30)
@@ -253,7 +253,7 @@ impl Keeper {
             warn!(stage = %self.who.stage, "the program did not exit within {}s of its stdin closing; killing it", grace.as_secs());
         }
         if let Some(running) = self.running.take() {
-            kill(running.pid);
+            running.group.kill();
             let _ = running.crash.send(Some("the worker stopped".into()));
         }
     }
