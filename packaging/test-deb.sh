@@ -123,7 +123,8 @@ make_pipeline() {
         expected=""
     else
         echo "pipeline: /etc/warren/example.yaml under the name $pipeline (this binary has no 'warren init')"
-        in_root sed "s/^pipeline: example$/pipeline: $pipeline/" /etc/warren/example.yaml \
+        in_root sed -e "s/^pipeline: example$/pipeline: $pipeline/" \
+            -e "s|/var/lib/warren/example/|$dir/|" /etc/warren/example.yaml \
             >"$root$dir/pipeline.yaml"
         grep -q "^pipeline: $pipeline$" "$root$dir/pipeline.yaml" ||
             fail "the example has no line 'pipeline: example'"
@@ -273,6 +274,7 @@ def greet(body, ctx):
 warren_stage.run(greet)
 PY
     in_root sed -e "s/^pipeline: example$/pipeline: $service/" \
+        -e "s|/var/lib/warren/example/|/var/lib/warren/$service/|" \
         -e "s|/usr/share/warren/examples/greet.py|/usr/local/lib/warren-test/slow_greet.py|" \
         /etc/warren/example.yaml >"$root/etc/warren/$service.yaml"
     port=$((20000 + RANDOM % 20000))

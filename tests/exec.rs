@@ -573,3 +573,57 @@ async fn a_variable_the_program_asks_for_that_is_not_set_stops_the_worker_with_i
     assert_eq!(code, Some(78), "{log}");
     assert!(log.contains("NOT_SET_ANYWHERE_42"), "{log}");
 }
+
+/// Relative paths in a pipeline file are relative to the file's folder,
+/// wherever warren runs: the program `stage.py` beside the file is found and
+/// started there (it opens `greeting.txt` by a relative path), and the sink
+/// writes `out/greetings.jsonl` beside the file too.
+#[test]
+fn relative_paths_are_resolved_from_the_pipeline_files_folder() {
+    let file = PipelineFile::new(
+        "execrel",
+        "
+pipeline: {name}
+stages:
+  greet:
+    exec: [python3, stage.py]
+    outputs: [greetings]
+  greetings:
+    sink: { path: out/greetings.jsonl }
+",
+    );
+    std::fs::write(file.file("greeting.txt"), "hello").unwrap();
+    std::fs::write(
+        file.file("stage.py"),
+        r#"import json, sys
+greeting = open("greeting.txt").read()
+for line in sys.stdin:
+    m = json.loads(line)
+    print(json.dumps({"id": m["id"], "emit": {"text": greeting, "n": m["body"]["n"]}}), flush=True)
+    print(json.dumps({"id": m["id"], "done": True}), flush=True)
+"#,
+    )
+    .unwrap();
+    std::fs::write(file.file("in.jsonl"), "{\"n\":1}\n{\"n\":2}\n").unwrap();
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let (pipeline, input) = (file.path.to_str().unwrap(), file.file("in.jsonl"));
+    // The test's own working directory is not the pipeline file's folder.
+    assert_ne!(std::env::current_dir().unwrap(), file.dir.path());
+    let out = warren(&["run", pipeline, "--input", input.to_str().unwrap()]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let written = std::fs::read_to_string(file.file("out/greetings.jsonl"))
+        .unwrap_or_else(|e| panic!("no sink file beside the pipeline ({e}): {stdout}\n{stderr}"));
+    let mut lines: Vec<Value> = written
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    lines.sort_by_key(|v| v["n"].as_u64());
+    assert_eq!(
+        lines,
+        [
+            json!({"text": "hello", "n": 1}),
+            json!({"text": "hello", "n": 2})
+        ]
+    );
+}

@@ -4,7 +4,7 @@ directory lookup) and passes the company on to `grade`. The same as
 worker.rs, for teams that write Python; choose it in pipeline.yaml:
 
     lookup:
-      exec: [python3, examples/grading/lookup.py]
+      exec: [python3, lookup.py]
       outputs: [grade]
 """
 

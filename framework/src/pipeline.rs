@@ -22,7 +22,7 @@ pub struct Pipeline {
     pub serve: Serve,
     /// The stages, in file order.
     pub stages: Vec<Stage>,
-    /// The file the pipeline was read from.
+    /// The file the pipeline was read from (absolute).
     pub source: PathBuf,
 }
 
@@ -250,7 +250,8 @@ pub enum HttpEmit {
 /// The built-in sink stage.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SinkSpec {
-    /// The JSON-lines file, relative to the working directory.
+    /// The JSON-lines file (a relative path in the pipeline file is
+    /// resolved from the file's folder).
     pub path: PathBuf,
 }
 

@@ -1,7 +1,10 @@
 //! The problem list that validation fills, and the checks of single values
 //! (names, durations, whole numbers) every part of validation uses.
 
-use std::time::Duration;
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use super::{
     Problem,
@@ -12,10 +15,14 @@ use crate::duration;
 /// Longest name of a pipeline or a stage: queue names are at most 255 bytes.
 const MAX_NAME: usize = 64;
 
-/// Problems found so far; each is kept once.
+/// Problems found so far; each is kept once. Also where the file's
+/// relative paths start from.
 #[derive(Default)]
 pub(crate) struct Checker {
     pub problems: Vec<Problem>,
+    /// The pipeline file's folder: relative paths in the file (`sink.path`,
+    /// a program given as a path) are relative to it.
+    pub dir: PathBuf,
 }
 
 /// A stage's settings over `defaults`: each field with the path it came from.
@@ -41,6 +48,19 @@ impl Layers<'_> {
 }
 
 impl Checker {
+    /// A checker for the file at `source`.
+    pub fn for_file(source: &Path) -> Checker {
+        Checker {
+            problems: Vec::new(),
+            dir: source.parent().map(Path::to_path_buf).unwrap_or_default(),
+        }
+    }
+
+    /// `path` as written in the file, resolved from the file's folder.
+    pub fn resolve(&self, path: &str) -> PathBuf {
+        self.dir.join(path)
+    }
+
     /// Records a problem at `path`.
     pub fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
         let problem = Problem::new(path, message);

@@ -49,7 +49,9 @@ pub(crate) fn kind(v: &mut Checker, path: &str, own: &RawStage) -> Option<StageK
             v.problem(format!("{path}.command"), "is empty; give the program and its arguments, like [target/release/my-worker, --flag]");
             return None;
         }
-        return Some(StageKind::Command(CommandSpec { argv: argv.clone() }));
+        let mut argv = argv.clone();
+        argv[0] = program_path(v, &argv[0]);
+        return Some(StageKind::Command(CommandSpec { argv }));
     }
     if let Some(raw) = &own.exec {
         return exec(v, &format!("{path}.exec"), raw).map(StageKind::Exec);
@@ -62,7 +64,9 @@ pub(crate) fn kind(v: &mut Checker, path: &str, own: &RawStage) -> Option<StageK
     }
     let sink = own.sink.as_ref()?;
     match sink.path.as_deref().map(str::trim) {
-        Some(file) if !file.is_empty() => Some(StageKind::Sink(SinkSpec { path: file.into() })),
+        Some(file) if !file.is_empty() => Some(StageKind::Sink(SinkSpec {
+            path: v.resolve(file),
+        })),
         _ => {
             v.problem(
                 format!("{path}.sink.path"),
@@ -89,10 +93,13 @@ fn exec(v: &mut Checker, path: &str, raw: &RawExec) -> Option<ExecSpec> {
         );
         return None;
     };
-    if let Err(why) = runnable(program) {
+    let program = program_path(v, program);
+    if let Err(why) = runnable(&program) {
         v.problem(format!("{argv_path}[0]"), why);
         return None;
     }
+    let mut argv = argv;
+    argv[0] = program;
     let mut vars = BTreeMap::new();
     for (name, value) in env.iter().flatten() {
         if name.is_empty() || name.contains('=') || name.contains('\0') || value.contains('\0') {
@@ -114,6 +121,16 @@ fn exec(v: &mut Checker, path: &str, raw: &RawExec) -> Option<ExecSpec> {
     Some(ExecSpec { argv, env: vars })
 }
 
+/// A program as it is started: a relative path (one with a `/`) resolved
+/// from the pipeline file's folder; a bare name is looked up on `PATH`.
+fn program_path(v: &Checker, program: &str) -> String {
+    if program.contains('/') && !program.starts_with('/') {
+        v.resolve(program).display().to_string()
+    } else {
+        program.to_string()
+    }
+}
+
 /// `NAME` of a value `${NAME}`, when it is one and names a variable.
 fn env_reference(value: &str) -> Option<&str> {
     let var = value.strip_prefix("${")?.strip_suffix('}')?;
@@ -132,7 +149,7 @@ fn runnable(program: &str) -> Result<(), String> {
         let path = std::path::Path::new(program);
         return match std::fs::metadata(path) {
             Err(_) => Err(format!(
-                "`{program}` is not a file (paths are relative to the directory warren runs in)"
+                "`{program}` is not a file (a relative path is relative to the pipeline file's folder)"
             )),
             Ok(meta) if !meta.is_file() => Err(format!("`{program}` is not a file")),
             Ok(_) if !executable(path) => Err(format!(

@@ -739,3 +739,41 @@ fn url_problems_never_show_a_password() {
     assert_problem(&stage, &["stages.grade.http.url", "u:***@host"]);
     assert!(!problems(&stage).join("\n").contains("hunter2"));
 }
+
+#[test]
+fn relative_paths_are_relative_to_the_pipeline_files_folder() {
+    let text = "
+pipeline: p
+stages:
+  a:
+    command: [bin/worker, --flag]
+    outputs: [b]
+  b:
+    command: [/usr/bin/env, x]
+    outputs: [c]
+  c:
+    exec: [sh, stage.sh]
+    outputs: [d]
+  d:
+    sink: { path: out/d.jsonl }
+";
+    let pipeline = parse_str(text, Path::new("/srv/pipes/p.yaml"), &[]).unwrap();
+    let kind = |name: &str| &pipeline.stage(name).unwrap().kind;
+    let StageKind::Command(a) = kind("a") else {
+        panic!()
+    };
+    assert_eq!(a.argv, ["/srv/pipes/bin/worker", "--flag"]);
+    let StageKind::Command(b) = kind("b") else {
+        panic!()
+    };
+    assert_eq!(b.argv[0], "/usr/bin/env", "an absolute path stays");
+    let StageKind::Exec(c) = kind("c") else {
+        panic!()
+    };
+    assert_eq!(c.argv, ["sh", "stage.sh"], "a bare name is found on PATH");
+    let StageKind::Sink(d) = kind("d") else {
+        panic!()
+    };
+    assert_eq!(d.path, Path::new("/srv/pipes/out/d.jsonl"));
+    assert_eq!(pipeline.source, Path::new("/srv/pipes/p.yaml"));
+}

@@ -30,7 +30,10 @@ const MAX_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Checks every rule; returns the pipeline or all the problems.
 pub(crate) fn validate(raw: &RawFile, source: &Path) -> Result<Pipeline, Vec<Problem>> {
-    let mut v = Checker::default();
+    // Absolute, so that what is resolved from it holds whatever the working
+    // directory of a process that uses the pipeline.
+    let source = std::path::absolute(source).unwrap_or_else(|_| source.to_path_buf());
+    let mut v = Checker::for_file(&source);
     let name = match &raw.pipeline {
         Some(name) => {
             v.name("pipeline", name);
@@ -90,7 +93,7 @@ pub(crate) fn validate(raw: &RawFile, source: &Path) -> Result<Pipeline, Vec<Pro
             jobs,
             serve,
             stages,
-            source: source.to_path_buf(),
+            source,
         })
     } else {
         let mut problems = v.problems;

@@ -117,7 +117,8 @@ impl Supervisor {
             }
         };
         let env = Environment {
-            pipeline_file: file.clone(),
+            // Absolute: workers start in the pipeline file's folder.
+            pipeline_file: std::path::absolute(&file).unwrap_or_else(|_| file.clone()),
             socket,
             log_format: if options.json_logs { "json" } else { "bare" },
             log_filter: options.log_filter,

@@ -106,6 +106,9 @@ pub fn spawn(
     command
         .args(&launch.args)
         .env("WARREN_PIPELINE", &env.pipeline_file)
+        // Relative paths in the pipeline file are relative to its folder, and
+        // so are a worker program's own (DESIGN.md: the file's folder).
+        .current_dir(env.pipeline_file.parent().unwrap_or(Path::new("/")))
         .env("WARREN_STAGE", stage)
         .env("WARREN_WORKER", index.to_string())
         .env(report::RATE_SHARE_ENV, rate_share.to_string())

@@ -7,7 +7,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::Stdio,
     sync::{
         Arc, Mutex,
@@ -82,6 +82,9 @@ pub fn spawn(
         .args(&spec.argv[1..])
         .env_clear()
         .envs(env)
+        // The program starts in the pipeline file's folder, so
+        // `exec: [python3, lookup.py]` finds the script beside the file.
+        .current_dir(who.pipeline_file.parent().unwrap_or(Path::new("/")))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
