@@ -128,19 +128,24 @@ impl StreamGate {
 
     /// A probe of `stream` ended; logs when the stream answers again.
     pub fn probed(&self, stream: &str, result: Result<(), String>) {
-        let away_for = {
+        let (away_for, capped) = {
             let mut core = self.core.lock().expect("stream gate");
             let away_for = core.probed(Instant::now(), result.is_ok());
             if away_for.is_some() {
                 self.away.store(false, Ordering::Release);
             }
-            away_for
+            (away_for, core.pause == MAX_PAUSE)
         };
         match (away_for, result) {
             (Some(away_for), _) => info!(
                 stage = %self.stage,
                 "the job stream {stream} takes events again after {:.1}s: consuming",
                 away_for.as_secs_f64()
+            ),
+            // Once the pauses are long, every failed probe says why.
+            (None, Err(reason)) if capped => warn!(
+                stage = %self.stage,
+                "the job stream {stream} still does not take events ({reason}): the stage stays paused"
             ),
             (None, Err(reason)) => {
                 debug!(stage = %self.stage, %reason, "the job stream still does not answer")
