@@ -8,6 +8,9 @@
 //! - `stop`: fanout3 on quorum queues while the node most workers are
 //!   connected to is stopped (`rabbitmqctl stop_app`), then started again;
 //! - `kill`: the same with SIGKILL of that node's `beam.smp`;
+//! - `stream`: a job-tracked pipeline while the node that leads its job
+//!   stream is stopped: nothing is charged an attempt or dead-lettered
+//!   because the stream was away;
 //! - `cut`: a second worker box, whose connections go through 127.0.0.2,
 //!   is cut off by iptables (its packets dropped, no reset) for 40 s: the
 //!   other box takes over its messages, and after healing the cut box
@@ -34,7 +37,7 @@ use common::*;
 use harness::*;
 
 /// The scenarios, in the order they run.
-const SCENARIOS: &[&str] = &["stop", "kill", "cut", "rolling"];
+const SCENARIOS: &[&str] = &["stop", "kill", "stream", "cut", "rolling"];
 
 /// The first node's AMQP port; node i listens on `BASE + i`.
 const BASE: u16 = 5701;
@@ -181,6 +184,7 @@ async fn a_cluster_loses_nothing_when_a_node_or_a_box_goes() {
         match scenario {
             "stop" => lose_a_node(cluster, false).await,
             "kill" => lose_a_node(cluster, true).await,
+            "stream" => lose_the_job_stream_leader(cluster).await,
             "cut" => cut_a_box(cluster).await,
             "rolling" => rolling_restart(cluster).await,
             other => unreachable!("scenario {other}"),
@@ -364,9 +368,19 @@ fn children(parent: u32) -> Vec<u32> {
 /// message taking 50 ms) -> sink, with `messages` messages sent: a run
 /// whose length does not depend on how fast the cluster is.
 async fn paced(prefix: &str, messages: u64, workers: u32) -> Run {
+    let mut run = paced_declared(prefix, messages, workers, "").await;
+    run.supervise();
+    send_paced(&run, messages).await;
+    run
+}
+
+/// The pipeline of [`paced`] (with `extra` at its top level), declared but
+/// not yet supervised nor sent.
+async fn paced_declared(prefix: &str, messages: u64, workers: u32, extra: &str) -> Run {
     let yaml = format!(
         "
 pipeline: {{name}}
+{extra}
 defaults:
   prefetch: 8
   concurrency: 4
@@ -386,13 +400,16 @@ stages:
         Some(line["n"].as_u64()?.to_string())
     })
     .await;
-    run.supervise();
-    let bodies =
-        (0..messages).map(|n| (format!("m{n}"), format!("{{\"n\": {n}, \"sleep_ms\": 50}}")));
-    send_all(&run.pipeline, "step", bodies).await;
     run.sent = messages;
     run.expected = (0..messages).map(|n| n.to_string()).collect();
     run
+}
+
+/// Sends the `messages` of a [`paced`] run.
+async fn send_paced(run: &Run, messages: u64) {
+    let bodies =
+        (0..messages).map(|n| (format!("m{n}"), format!("{{\"n\": {n}, \"sleep_ms\": 50}}")));
+    send_all(&run.pipeline, "step", bodies).await;
 }
 
 /// Two boxes share a stage; the second, connected through 127.0.0.2, is
@@ -493,4 +510,99 @@ async fn rolling_restart(cluster: &Cluster) -> Row {
         run.expected.len()
     );
     finish(run, "cluster: rolling", fault, done, &at, true).await
+}
+
+/// A job-tracked pipeline (`jobs: { track: true }`) while the node that
+/// leads its job stream is stopped for 15 s. The stage queues lead on
+/// another node and the workers connect to the other two, so what goes away
+/// is the stream alone: the handlings whose events it does not take go
+/// back to their queue uncharged and the stage pauses until it answers.
+/// Every message done, none charged an attempt (the test worker records
+/// each handling's attempt), none dead-lettered.
+async fn lose_the_job_stream_leader(cluster: &Cluster) -> Row {
+    const MESSAGES: u64 = 3000;
+    let mut run = paced_declared("cstream", MESSAGES, 2, "jobs: { track: true }").await;
+    // Queues lead where they are declared (client-local): the stream stays
+    // on node 1, where the run declared it; the rest moves to node 2.
+    let topology = warren::Topology::plan(&run.pipeline);
+    let node = |i: u16| format!("amqp://guest:guest@127.0.0.1:{}/%2f", BASE + i);
+    let one = lapin::Connection::connect(&node(0), Default::default())
+        .await
+        .expect("node 1");
+    let channel = one.create_channel().await.unwrap();
+    for queue in &topology.queues {
+        if queue.role != warren::topology::Role::JobStream {
+            channel
+                .queue_delete(queue.name.as_str().into(), Default::default())
+                .await
+                .unwrap();
+        }
+    }
+    let _ = one.close(200, "".into()).await;
+    let two = lapin::Connection::connect(&node(1), Default::default())
+        .await
+        .expect("node 2");
+    topology.declare(&two).await.expect("declare on node 2");
+    let _ = two.close(200, "".into()).await;
+    let others = format!("{},{}", node(1), node(2));
+    run.supervisor = Some(ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_warren"))
+            .args([
+                "supervise",
+                run.file.path.to_str().unwrap(),
+                "--poll",
+                "500ms",
+            ])
+            .env("AMQP_URL", &others)
+            .env(
+                "WARREN_MANAGEMENT_URL",
+                format!(
+                    "http://127.0.0.1:{},http://127.0.0.1:{}",
+                    BASE + 10_001,
+                    BASE + 10_002
+                ),
+            )
+            .env("WARREN_TEST_RECORD", run.file.file("record.txt"))
+            .stdout(Stdio::null())
+            .stderr(log_file(&run.file.file("supervisor.log")))
+            .spawn()
+            .expect("start warren supervise"),
+    ));
+    send_paced(&run, MESSAGES).await;
+    let started = Instant::now();
+    while run.progress() < 300 && started.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let at = run.progress();
+    cluster.ctl(0, &["stop_app"]);
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    cluster.ctl(0, &["start_app"]);
+    cluster.wait_all_running(0);
+    let done = run.until_done(Duration::from_secs(300), |_| {}).await;
+    let log = run.log();
+    let pauses = log.matches("the job stream does not take events").count();
+    let handled = records(&run.file.file("record.txt"));
+    let charged: Vec<&(String, String, u32)> = handled.iter().filter(|r| r.2 != 1).collect();
+    let again = handled.len() as u64 - MESSAGES.min(handled.len() as u64);
+    eprintln!(
+        "cluster: stream: node 1 (the stream's leader) stopped at {at} of {MESSAGES} records; the stage paused {pauses} times for the stream; {} handlings for {MESSAGES} messages, {} charged an attempt",
+        handled.len(),
+        charged.len()
+    );
+    let fault = format!(
+        "jobs tracked; rabbitmqctl stop_app on node 1 of 3, the job stream's leader (the workers on nodes 2 and 3), at {at} of {MESSAGES} records, back 15 s later: {pauses} pauses for the stream, {again} handlings given back uncharged and done again, {} charged",
+        charged.len()
+    );
+    let mut row = finish(run, "cluster: stream", fault, done, &[at], false).await;
+    if !charged.is_empty() {
+        row.fail(format!(
+            "{} handlings were charged an attempt: {:?}",
+            charged.len(),
+            &charged[..charged.len().min(5)]
+        ));
+    }
+    if pauses == 0 {
+        row.fail("no stage paused for the job stream: the stream never went away, the scenario proved nothing");
+    }
+    row
 }

@@ -12,6 +12,8 @@
 //! WARREN_FAULTS=poison,kill cargo test --test faults   # some of them
 //! ```
 
+#[path = "faults/alarm.rs"]
+mod alarm;
 mod common;
 #[path = "faults/disk.rs"]
 mod disk;
@@ -20,7 +22,7 @@ mod harness;
 #[path = "faults/poison.rs"]
 mod poison;
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use harness::*;
 
@@ -34,6 +36,7 @@ const SCENARIOS: &[&str] = &[
     "poison",
     "crash",
     "alarm",
+    "idalarm",
     "slow",
     "disk",
     "unwritable",
@@ -55,7 +58,8 @@ async fn run(scenario: &'static str) -> Row {
     match scenario {
         "kill" => kill_workers(Seeds::WithIds).await,
         "idless" => kill_workers(Seeds::IdLess).await,
-        "alarm" => memory_alarm().await,
+        "alarm" => alarm::memory_alarm().await,
+        "idalarm" => alarm::idless_during_an_alarm().await,
         "crash" => poison::crash().await,
         "close" => close_connections().await,
         "restart" => restart_broker().await,
@@ -105,61 +109,6 @@ async fn kill_workers(seeds: Seeds) -> Row {
         .await;
     if kills < 5 {
         row.fail(format!("only {kills} kills: the run was too short"));
-    }
-    row
-}
-
-/// A broker memory alarm for 15 s mid-run: the broker blocks publishing
-/// connections. Nothing is lost, and the log says why work paused.
-async fn memory_alarm() -> Row {
-    /// Puts the broker's memory watermark back, whatever happens.
-    struct Restore(String);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            common::rabbitmqctl(&["set_vm_memory_high_watermark", &self.0]);
-        }
-    }
-    let before = Command::new("rabbitmqctl")
-        .args(["eval", "vm_memory_monitor:get_vm_memory_high_watermark()."])
-        .output()
-        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())
-        .unwrap_or_default();
-    if before.parse::<f64>().is_err() {
-        return Row::failed(
-            "alarm",
-            format!("cannot read the memory watermark: {before:?}"),
-        );
-    }
-    let run = fanout3("falarm", 2500, None).await;
-    let mut raised_at = Vec::new();
-    let mut restore = None;
-    let done = run
-        .until_done(Duration::from_secs(240), |elapsed| {
-            if raised_at.is_empty() && elapsed > Duration::from_secs(2) {
-                restore = Some(Restore(before.clone()));
-                common::rabbitmqctl(&["set_vm_memory_high_watermark", "0.0001"]);
-                raised_at.push(run.progress());
-            } else if restore.is_some() && elapsed > Duration::from_secs(17) {
-                restore = None;
-            }
-        })
-        .await;
-    drop(restore);
-    let expected = run.expected.len();
-    let log = run.log();
-    let mut row = finish_with_faults(
-        run,
-        "alarm",
-        format!(
-            "memory alarm (vm_memory_high_watermark 0.0001) at {raised_at:?} of {expected} records, lifted 15 s later"
-        ),
-        done,
-        &raised_at,
-        1,
-    )
-    .await;
-    if !log.contains("the broker blocks publishing (low on memory)") {
-        row.fail("the log does not say that the broker blocked publishing for low memory");
     }
     row
 }

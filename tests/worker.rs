@@ -622,3 +622,114 @@ stages:
     let waited = seen[1].1 - seen[0].1;
     assert!(waited >= Duration::from_millis(2950), "{waited:?}");
 }
+
+/// The job stream of a tracked pipeline deleted while its worker works (as
+/// when the stream's leader is lost): the handlings whose events it did not
+/// take go back to the queue uncharged, the stage pauses until the stream
+/// answers again (the worker declares it anew), and every message is done
+/// at its first attempt: none isolated, none dead-lettered.
+#[tokio::test]
+async fn while_the_job_stream_is_away_no_attempt_is_charged() {
+    let file = PipelineFile::new(
+        "streamaway",
+        "
+pipeline: {name}
+jobs: { track: true }
+defaults:
+  prefetch: 20
+  concurrency: 10
+  retry: { attempts: 2, backoff: [1s] }
+stages:
+  step:
+    command: [unused]
+",
+    );
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let pipeline = load(&file);
+    declare(&pipeline).await;
+    let handled: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
+    let log = handled.clone();
+    let worker =
+        Worker::new()
+            .pipeline(pipeline.clone())
+            .stage("step", move |_: u64, ctx: Context| {
+                let log = log.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    log.lock()
+                        .unwrap()
+                        .push((ctx.id().to_string(), ctx.attempt()));
+                    Ok(())
+                }
+            });
+    let producer = Producer::connect(&pipeline).await.unwrap();
+    const MESSAGES: u64 = 300;
+    for n in 0..MESSAGES {
+        producer
+            .send_with_id("step", &format!("m{n}"), &n)
+            .await
+            .unwrap();
+    }
+    let running = spawn_worker(worker);
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            handled.lock().unwrap().len() >= 30
+        })
+        .await,
+        "the worker did not start"
+    );
+    // The stream goes away while handlings are in flight.
+    let conn = connect().await;
+    let stream = warren::names::job_stream(&pipeline.name);
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .queue_delete(stream.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    let deleted_at = handled.lock().unwrap().len();
+    let distinct = || {
+        let mut ids: Vec<String> = handled
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|h| h.0.clone())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids.len() as u64
+    };
+    let done = eventually(Duration::from_secs(90), || async { distinct() == MESSAGES }).await;
+    // Give a late redelivery, if any, time to show up.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    running.stop().await.unwrap();
+    assert!(
+        done,
+        "{} of {MESSAGES} done; the stream was deleted after {deleted_at}\n{}",
+        distinct(),
+        queue_report(&file, &["step"]).await
+    );
+    assert!(deleted_at < MESSAGES as usize, "the deletion came too late");
+    let charged: Vec<(String, u32)> = handled
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, attempt)| *attempt != 1)
+        .cloned()
+        .collect();
+    assert!(
+        charged.is_empty(),
+        "{} handlings were charged an attempt while the stream was away: {:?}",
+        charged.len(),
+        &charged[..charged.len().min(5)]
+    );
+    let step = format!("{}.step", file.name);
+    for queue in [format!("{step}.dead"), format!("{step}.isolated")] {
+        assert_eq!(
+            state_once_unconsumed(&conn, &queue).await,
+            Some((0, 0)),
+            "{queue}"
+        );
+    }
+    // The worker declared the stream again.
+    assert!(queue_state(&conn, &stream).await.is_some());
+}

@@ -3,10 +3,13 @@
 //! closed channel is an error, never a silent drop. Public because the
 //! `warren` binary's job keeper publishes with it.
 
+use std::time::{Duration, Instant};
+
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, PublisherConfirm,
     options::{BasicPublishOptions, ConfirmSelectOptions},
 };
+use tokio::sync::watch;
 
 use crate::error::Error;
 
@@ -16,6 +19,9 @@ use crate::limits::SETTLE_TIMEOUT;
 #[derive(Clone, Debug)]
 pub struct Publisher {
     channel: Channel,
+    /// `Some(reason)` while the broker blocks this channel's connection (a
+    /// memory or disk alarm), as its owner follows it; never set otherwise.
+    blocked: watch::Receiver<Option<String>>,
 }
 
 /// A published message whose confirm has not arrived yet.
@@ -34,7 +40,21 @@ impl Publisher {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(|e| Error::broker("enable publisher confirms", e))?;
-        Ok(Publisher { channel })
+        Ok(Publisher {
+            channel,
+            blocked: watch::channel(None).1,
+        })
+    }
+
+    /// This publisher, told by `blocked` when the broker blocks its
+    /// connection (the worker's session follows the connection's events):
+    /// [`Publisher::publish_before_ack`] does not count that time.
+    pub(crate) fn following_blocks(
+        mut self,
+        blocked: watch::Receiver<Option<String>>,
+    ) -> Publisher {
+        self.blocked = blocked;
+        self
     }
 
     /// Publishes `body` (mandatory: an unroutable message comes back as an
@@ -101,8 +121,13 @@ impl Publisher {
     }
 
     /// [`Publisher::publish_confirmed`] within `limits::SETTLE_TIMEOUT` (10 s), the
-    /// frames' write included (a blocked connection stops it): for retries,
-    /// dead letters and hand-backs, after which a delivery is acknowledged.
+    /// frames' write included: for retries, dead letters, hand-backs, copies
+    /// and job events, after which a delivery is acknowledged. While the
+    /// broker blocks the connection (an alarm, when the owner follows it)
+    /// the clock stops: a block asks publishers to wait, and a hand-over
+    /// that gave up would start the session over and charge every held
+    /// delivery an attempt. (A block longer than the broker's
+    /// `consumer_timeout` still ends in the broker closing the channel.)
     pub async fn publish_before_ack(
         &self,
         exchange: &str,
@@ -111,15 +136,12 @@ impl Publisher {
         properties: BasicProperties,
     ) -> Result<(), Error> {
         let publish = self.publish_confirmed(exchange, routing_key, body, properties);
-        tokio::time::timeout(SETTLE_TIMEOUT, publish)
+        within_unblocked(publish, SETTLE_TIMEOUT, self.blocked.clone())
             .await
-            .unwrap_or_else(|_| {
+            .unwrap_or_else(|| {
                 Err(Error::Publish {
                     target: target(exchange, routing_key),
-                    reason: format!(
-                        "not confirmed within {}s (is the broker blocking publishers?)",
-                        SETTLE_TIMEOUT.as_secs()
-                    ),
+                    reason: format!("not confirmed within {}s", SETTLE_TIMEOUT.as_secs()),
                 })
             })
     }
@@ -156,6 +178,37 @@ impl Unconfirmed {
     }
 }
 
+/// Runs `work` until it ends (`Some`) or until it has taken `limit` while
+/// `blocked` said nothing (`None`): time while it holds a reason does not
+/// count. Once its sender is gone, `limit` counts on plainly.
+async fn within_unblocked<T>(
+    work: impl Future<Output = T>,
+    limit: Duration,
+    mut blocked: watch::Receiver<Option<String>>,
+) -> Option<T> {
+    tokio::pin!(work);
+    let mut left = limit;
+    let mut following = true;
+    loop {
+        if following && blocked.borrow_and_update().is_some() {
+            tokio::select! {
+                done = &mut work => return Some(done),
+                changed = blocked.changed() => following = changed.is_ok(),
+            }
+            continue;
+        }
+        let since = Instant::now();
+        tokio::select! {
+            done = &mut work => return Some(done),
+            _ = tokio::time::sleep(left) => return None,
+            changed = blocked.changed(), if following => {
+                following = changed.is_ok();
+                left = left.saturating_sub(since.elapsed());
+            }
+        }
+    }
+}
+
 /// `exchange/routing-key`, with the default exchange shown as `(default)`.
 pub(crate) fn target(exchange: &str, routing_key: &str) -> String {
     let exchange = if exchange.is_empty() {
@@ -164,4 +217,58 @@ pub(crate) fn target(exchange: &str, routing_key: &str) -> String {
         exchange
     };
     format!("{exchange}/{routing_key}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    #[tokio::test(start_paused = true)]
+    async fn work_that_outlasts_the_limit_gives_up() {
+        let (_tx, blocked) = watch::channel(None);
+        let work = tokio::time::sleep(Duration::from_secs(11));
+        assert_eq!(within_unblocked(work, LIMIT, blocked).await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn time_while_blocked_does_not_count() {
+        let (tx, blocked) = watch::channel(None);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            tx.send_replace(Some("low on memory".into()));
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            tx.send_replace(None);
+            tokio::time::sleep(Duration::from_secs(600)).await;
+        });
+        // 4 s before the block, 60 s blocked, 5 s after: 9 s counted.
+        let started = tokio::time::Instant::now();
+        let work = tokio::time::sleep(Duration::from_secs(69));
+        assert_eq!(within_unblocked(work, LIMIT, blocked).await, Some(()));
+        assert_eq!(started.elapsed(), Duration::from_secs(69));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_limit_counts_on_after_the_block_lifts() {
+        let (tx, blocked) = watch::channel(Some("low on memory".to_string()));
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            tx.send_replace(None);
+            tokio::time::sleep(Duration::from_secs(600)).await;
+        });
+        let started = tokio::time::Instant::now();
+        let work = tokio::time::sleep(Duration::from_secs(3600));
+        assert_eq!(within_unblocked(work, LIMIT, blocked).await, None);
+        assert_eq!(started.elapsed(), Duration::from_secs(40));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_anyone_following_blocks_the_limit_is_plain() {
+        let blocked = watch::channel(None).1;
+        let started = tokio::time::Instant::now();
+        let work = tokio::time::sleep(Duration::from_secs(3600));
+        assert_eq!(within_unblocked(work, LIMIT, blocked).await, None);
+        assert_eq!(started.elapsed(), LIMIT);
+    }
 }

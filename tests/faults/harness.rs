@@ -81,25 +81,62 @@ impl Row {
     }
 }
 
+/// Which of `scenarios` to run: those named in `filter` (the value of the
+/// variable, names separated by commas), or all when it is unset. A name
+/// that matches no scenario, or a filter that selects none, is an error:
+/// a typo must not pass as a green run of nothing.
+pub fn selected(
+    filter: Option<&str>,
+    scenarios: &[&'static str],
+) -> Result<Vec<&'static str>, String> {
+    let Some(filter) = filter else {
+        return Ok(scenarios.to_vec());
+    };
+    let wanted: Vec<&str> = filter
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let unknown: Vec<&str> = wanted
+        .iter()
+        .copied()
+        .filter(|w| !scenarios.contains(w))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(format!(
+            "no scenario named {}; the scenarios are: {}",
+            unknown.join(", "),
+            scenarios.join(", ")
+        ));
+    }
+    let chosen: Vec<&'static str> = scenarios
+        .iter()
+        .copied()
+        .filter(|s| wanted.contains(s))
+        .collect();
+    if chosen.is_empty() {
+        return Err(format!(
+            "the filter {filter:?} names no scenario; the scenarios are: {}",
+            scenarios.join(", ")
+        ));
+    }
+    Ok(chosen)
+}
+
 /// Runs `scenarios` one after another with `run` (those named in the
 /// variable `filter`, separated by commas, when it is set), saying how each
-/// went as it ends.
+/// went as it ends. Panics when the filter names a scenario that does not
+/// exist, or selects none.
 pub async fn run_scenarios<F, Fut>(filter: &str, scenarios: &[&'static str], mut run: F) -> Vec<Row>
 where
     F: FnMut(&'static str) -> Fut,
     Fut: Future<Output = Row>,
 {
-    let wanted: Option<Vec<String>> = std::env::var(filter)
-        .ok()
-        .map(|list| list.split(',').map(|s| s.trim().to_string()).collect());
+    let value = std::env::var(filter).ok();
+    let chosen =
+        selected(value.as_deref(), scenarios).unwrap_or_else(|error| panic!("{filter}: {error}"));
     let mut rows = Vec::new();
-    for &scenario in scenarios {
-        if wanted
-            .as_ref()
-            .is_some_and(|w| !w.iter().any(|s| s == scenario))
-        {
-            continue;
-        }
+    for scenario in chosen {
         let started = Instant::now();
         let row = run(scenario).await;
         eprintln!(
@@ -113,6 +150,7 @@ where
         );
         rows.push(row);
     }
+    assert!(!rows.is_empty(), "{filter}: no scenario ran");
     rows
 }
 
@@ -536,5 +574,38 @@ impl Drop for BrokerUp {
             .args(["await_startup", "--timeout", "120"])
             .stdout(Stdio::null())
             .status();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::selected;
+
+    const ALL: &[&str] = &["kill", "idless", "alarm"];
+
+    #[test]
+    fn no_filter_runs_every_scenario_in_order() {
+        assert_eq!(selected(None, ALL), Ok(ALL.to_vec()));
+    }
+
+    #[test]
+    fn a_filter_keeps_the_order_of_the_scenarios() {
+        assert_eq!(
+            selected(Some("alarm, kill"), ALL),
+            Ok(vec!["kill", "alarm"])
+        );
+    }
+
+    #[test]
+    fn a_name_that_matches_no_scenario_is_an_error() {
+        let error = selected(Some("kill,alram"), ALL).unwrap_err();
+        assert!(error.contains("no scenario named alram"), "{error}");
+        assert!(error.contains("kill, idless, alarm"), "{error}");
+    }
+
+    #[test]
+    fn a_filter_that_selects_nothing_is_an_error() {
+        assert!(selected(Some(""), ALL).is_err());
+        assert!(selected(Some(" , "), ALL).is_err());
     }
 }

@@ -25,9 +25,6 @@ pub(crate) enum Settle {
     Ack,
     /// Not handled, give it back to the queue: nack with requeue.
     Requeue,
-    /// Acknowledged already by the task that finished it (a copy that must
-    /// follow its confirm as closely as possible); only recorded.
-    Acked,
 }
 
 /// A frame to send.
@@ -72,9 +69,6 @@ impl Ledger {
                 }
                 Settle::Requeue => {
                     ops.push(AckOp::Requeue { tag: *tag });
-                    self.ahead.insert(*tag, false);
-                }
-                Settle::Acked => {
                     self.ahead.insert(*tag, false);
                 }
             }
@@ -306,11 +300,6 @@ mod tests {
                     let tag = pending.remove(random(pending.len() as u64) as usize);
                     let settle = match random(10) {
                         0 => Settle::Requeue,
-                        1 => {
-                            // The task acked it itself.
-                            unacked.remove(&tag);
-                            Settle::Acked
-                        }
                         _ => A,
                     };
                     batch.push((tag, settle));

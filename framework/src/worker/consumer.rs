@@ -8,10 +8,17 @@
 //! - `Paused`: the breaker is open; the consumer is cancelled and the
 //!   deliveries it had prefetched are given back (re-published, so their
 //!   `redelivered` flag stays clean);
+//! - `StreamAway`: the job stream does not take events (`stream_gate.rs`);
+//!   nothing new starts, and the consumers stay (what they prefetched waits
+//!   in the client): a quorum queue returns the deliveries on their way to
+//!   a consumer it cancels, flagged as redelivered, which would charge them
+//!   an attempt;
 //! - `Blocked`: the broker blocks publishing (a memory or disk alarm);
 //!   nothing new starts until it lifts;
 //! - `Probing`: the breaker half-opened; one message is handled alone and
 //!   its outcome decides;
+//! - `ProbingStream`: the job stream's pause is over; it is declared and
+//!   sent an empty batch of events, whose confirm decides;
 //! - `Draining`: shutdown; the consumers are cancelled, prefetched
 //!   deliveries given back, and the handlers in flight finish.
 //!
@@ -22,7 +29,7 @@ use std::{sync::Arc, time::Duration};
 
 use futures_util::{FutureExt, StreamExt};
 use lapin::{
-    Channel, Consumer,
+    Channel, Connection, Consumer,
     message::Delivery,
     options::{BasicCancelOptions, BasicConsumeOptions},
     types::FieldTable,
@@ -48,8 +55,10 @@ const ISOLATION_LINGER: Duration = Duration::from_millis(200);
 enum Mode {
     Consuming,
     Paused(Duration),
+    StreamAway(Duration),
     Blocked,
     Probing,
+    ProbingStream,
     Draining,
 }
 
@@ -71,6 +80,8 @@ pub(crate) struct Channels {
 pub(crate) struct StageLoop {
     pub runtime: Arc<StageRuntime>,
     pub publisher: Publisher,
+    /// The publishing connection (the job stream is declared on it again).
+    pub publishing: Arc<Connection>,
     pub channels: Channels,
     /// Consumer tag prefix, unique per session.
     pub tag: String,
@@ -111,6 +122,8 @@ impl StageLoop {
                     },
                     None => self.pause(wait).await,
                 },
+                Mode::StreamAway(wait) => self.pause(wait).await,
+                Mode::ProbingStream => self.probe_stream().await,
                 Mode::Probing => match self.ensure(&mut main, &mut generation).await {
                     Err(reason) => Step::Lost(reason),
                     Ok(()) => {
@@ -147,6 +160,11 @@ impl StageLoop {
         if self.blocked.borrow().is_some() {
             return Mode::Blocked;
         }
+        match self.runtime.recorder.gate() {
+            Gate::Closed => {}
+            Gate::Open(wait) => return Mode::StreamAway(wait),
+            Gate::Probe => return Mode::ProbingStream,
+        }
         match self.runtime.breaker.gate() {
             Gate::Closed => Mode::Consuming,
             Gate::Open(wait) => Mode::Paused(wait),
@@ -163,7 +181,7 @@ impl StageLoop {
 
     fn report(&self) {
         let stats = &self.runtime.stats;
-        stats.set_paused(self.runtime.breaker.is_open());
+        stats.set_paused(self.runtime.breaker.is_open() || self.runtime.recorder.is_away());
         stats.set_blocked(self.blocked.borrow().is_some());
     }
 
@@ -356,7 +374,17 @@ impl StageLoop {
         }
     }
 
-    /// The breaker is open: wait out the pause.
+    /// The job stream's pause is over: ask it whether it answers again.
+    async fn probe_stream(&self) -> Step {
+        tokio::select! {
+            _ = self.stop.cancelled() => {}
+            _ = self.runtime.recorder.probe(&self.publishing, &self.publisher) => {}
+        }
+        Step::Next
+    }
+
+    /// The breaker is open, or the job stream does not answer: wait out the
+    /// pause (or until the broker's block changes, or shutdown).
     async fn pause(&self, wait: Duration) -> Step {
         let mut blocked = self.watch_blocked();
         tokio::select! {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use lapin::{Channel, message::Delivery};
+use lapin::message::Delivery;
 use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore, mpsc},
     task::{JoinHandle, JoinSet},
@@ -37,8 +37,8 @@ pub(crate) struct Handlers {
     publisher: Publisher,
     /// Cancelled when the broker refused a publish: the session restarts.
     trouble: CancellationToken,
-    main: (Channel, mpsc::UnboundedSender<(u64, Settle)>),
-    isolation: (Channel, mpsc::UnboundedSender<(u64, Settle)>),
+    main: mpsc::UnboundedSender<(u64, Settle)>,
+    isolation: mpsc::UnboundedSender<(u64, Settle)>,
 }
 
 impl Handlers {
@@ -61,8 +61,8 @@ impl Handlers {
             runtime: runtime.clone(),
             publisher: publisher.clone(),
             trouble: trouble.clone(),
-            main: (channels.main.clone(), main_acks),
-            isolation: (channels.isolation.clone(), isolation_acks),
+            main: main_acks,
+            isolation: isolation_acks,
         };
         (handlers, ackers)
     }
@@ -97,22 +97,12 @@ impl Handlers {
         }
     }
 
-    /// The channel and the acker of deliveries from `from`.
-    fn side(&self, from: From) -> &(Channel, mpsc::UnboundedSender<(u64, Settle)>) {
+    /// The queue of deliveries from `from`, and the acker of their channel.
+    fn source(&self, from: From) -> (String, mpsc::UnboundedSender<(u64, Settle)>) {
         match from {
-            From::Main => &self.main,
-            From::Isolation => &self.isolation,
+            From::Main => (self.runtime.queue.clone(), self.main.clone()),
+            From::Isolation => (self.runtime.isolation_queue.clone(), self.isolation.clone()),
         }
-    }
-
-    /// The queue, channel and acker of deliveries from `from`.
-    fn source(&self, from: From) -> (String, Channel, mpsc::UnboundedSender<(u64, Settle)>) {
-        let (channel, acks) = self.side(from);
-        let queue = match from {
-            From::Main => self.runtime.queue.clone(),
-            From::Isolation => self.runtime.isolation_queue.clone(),
-        };
-        (queue, channel.clone(), acks.clone())
     }
 
     /// Handles a delivery (`probe`: it is the circuit breaker's probe),
@@ -128,10 +118,10 @@ impl Handlers {
         let runtime = self.runtime.clone();
         let publisher = self.publisher.clone();
         let trouble = self.trouble.clone();
-        let acks = self.side(from).1.clone();
+        let (queue, acks) = self.source(from);
         self.tasks.spawn(async move {
             let settle = runtime
-                .handle(&publisher, &delivery, probe, permit)
+                .handle(&publisher, &delivery, &queue, probe, permit)
                 .await
                 .unwrap_or_else(|settle| {
                     trouble.cancel();
@@ -147,10 +137,10 @@ impl Handlers {
         let runtime = self.runtime.clone();
         let publisher = self.publisher.clone();
         let trouble = self.trouble.clone();
-        let (queue, channel, acks) = self.source(from);
+        let (queue, acks) = self.source(from);
         self.tasks.spawn(async move {
             let settle = runtime
-                .admit(&publisher, &channel, &delivery, &intake, &queue)
+                .admit(&publisher, &delivery, &intake, &queue)
                 .await
                 .unwrap_or_else(|settle| {
                     trouble.cancel();
@@ -164,7 +154,7 @@ impl Handlers {
     pub fn give_back(&mut self, delivery: Delivery, from: From) {
         let runtime = self.runtime.clone();
         let publisher = self.publisher.clone();
-        let (queue, channel, acks) = self.source(from);
+        let (queue, acks) = self.source(from);
         self.tasks.spawn(async move {
             // A redelivered message keeps its flag's meaning: it goes to
             // isolation like any other (its worker stopped holding it).
@@ -176,13 +166,9 @@ impl Handlers {
                     message::attempt_of(props),
                     runtime.stage.retry.attempts,
                 );
-                runtime
-                    .admit(&publisher, &channel, &delivery, &intake, &queue)
-                    .await
+                runtime.admit(&publisher, &delivery, &intake, &queue).await
             } else {
-                runtime
-                    .give_back(&publisher, &channel, &delivery, &queue)
-                    .await
+                runtime.give_back(&publisher, &delivery, &queue).await
             };
             let _ = acks.send((delivery.delivery_tag, settle.unwrap_or_else(|s| s)));
         });

@@ -37,6 +37,7 @@ mod context;
 mod delivery;
 mod handler;
 mod handlers;
+mod handover;
 mod intake;
 mod outcome;
 mod reconnect;
@@ -45,6 +46,7 @@ mod session;
 #[cfg(feature = "signals")]
 mod signals;
 mod stage;
+mod stream_gate;
 
 use std::{future::Future, process::ExitCode, sync::Arc, time::Duration};
 

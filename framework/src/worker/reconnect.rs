@@ -168,5 +168,8 @@ async fn open(urls: &crate::BrokerUrls, name: &str) -> Result<Connections, Error
             return Err(error);
         }
     };
-    Ok(Connections { consume, publish })
+    Ok(Connections {
+        consume,
+        publish: Arc::new(publish),
+    })
 }

@@ -4,12 +4,24 @@
 //! its confirm, the events of the handlings that finish meanwhile gather
 //! into the next, so a busy stage writes few stream messages and an idle
 //! one does not wait for company.
+//!
+//! When the stream does not take a message, the recorder's
+//! [`StreamGate`] opens: later events are refused at once, without a
+//! write, until a probe ([`Recorder::probe`]) finds the stream answering.
 
 use std::sync::OnceLock;
 
+use lapin::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{jobs::Event, message, publisher::Publisher};
+use super::{breaker::Gate, stream_gate::StreamGate};
+use crate::{
+    jobs::Event,
+    message,
+    pipeline::Pipeline,
+    publisher::Publisher,
+    topology::{Role, Topology},
+};
 
 /// Events in one stream message at most.
 const MAX_BATCH: usize = 512;
@@ -18,31 +30,95 @@ const MAX_BATCH: usize = 512;
 type Request = (Event, Publisher, oneshot::Sender<Result<(), String>>);
 
 /// A stage's writer of job events (started on first use).
-#[derive(Default)]
 pub(crate) struct Recorder {
     requests: OnceLock<mpsc::UnboundedSender<Request>>,
+    /// The job stream's name and what declares it (with the pipeline's
+    /// exchange), when the pipeline tracks jobs.
+    stream: Option<(String, Topology)>,
+    gate: StreamGate,
 }
 
 impl Recorder {
-    /// Writes `event` to `stream`; returns once the broker confirmed it.
-    pub async fn record(
-        &self,
-        stream: &str,
-        publisher: &Publisher,
-        event: Event,
-    ) -> Result<(), String> {
+    /// The recorder of stage `stage` of `pipeline`.
+    pub fn new(pipeline: &Pipeline, stage: &str) -> Recorder {
+        let stream = pipeline.jobs.track.then(|| {
+            let mut topology = Topology::plan(pipeline);
+            topology
+                .queues
+                .retain(|queue| queue.role == Role::JobStream);
+            let name = topology.queues[0].name.clone();
+            (name, topology)
+        });
+        Recorder {
+            requests: OnceLock::new(),
+            stream,
+            gate: StreamGate::new(stage),
+        }
+    }
+
+    /// Writes `event` to the job stream; returns once the broker confirmed
+    /// it. `Err` says why it was not taken: then, and while the stream does
+    /// not answer, the stage's gate is open.
+    pub async fn record(&self, publisher: &Publisher, event: Event) -> Result<(), String> {
+        let Some((stream, _)) = &self.stream else {
+            return Ok(());
+        };
+        if self.gate.is_away() {
+            return Err("the job stream does not answer yet".into());
+        }
         let requests = self.requests.get_or_init(|| {
             let (requests, incoming) = mpsc::unbounded_channel();
-            tokio::spawn(write(stream.to_string(), incoming));
+            tokio::spawn(write(stream.clone(), incoming));
             requests
         });
         let (reply, written) = oneshot::channel();
-        requests
-            .send((event, publisher.clone(), reply))
-            .map_err(|_| "the job event writer stopped".to_string())?;
+        let written = match requests.send((event, publisher.clone(), reply)) {
+            Ok(()) => written
+                .await
+                .unwrap_or_else(|_| Err("the job event writer stopped".into())),
+            Err(_) => Err("the job event writer stopped".into()),
+        };
+        if let Err(reason) = &written
+            && publisher.is_open()
+        {
+            // (A closed publisher is the session's loss, not the stream's.)
+            self.gate.lost(stream, reason);
+        }
         written
-            .await
-            .unwrap_or_else(|_| Err("the job event writer stopped".into()))
+    }
+
+    /// What the stage's consumer loop may do as far as the job stream goes.
+    pub fn gate(&self) -> Gate {
+        self.gate.gate()
+    }
+
+    /// True while the job stream does not answer.
+    pub fn is_away(&self) -> bool {
+        self.gate.is_away()
+    }
+
+    /// Asks the job stream whether it answers again: declares it on
+    /// `connection` (it may have been deleted), then writes an empty batch
+    /// of events through `publisher` (readers skip it, as they skip their
+    /// own catch-up markers). A confirm closes the gate.
+    pub async fn probe(&self, connection: &Connection, publisher: &Publisher) {
+        let Some((stream, topology)) = &self.stream else {
+            return;
+        };
+        let result = async {
+            topology
+                .declare(connection)
+                .await
+                .map_err(|error| error.to_string())?;
+            let marker = format!("probe-{}", message::new_id());
+            let props = message::new_properties(&marker, &marker);
+            publisher
+                .publish_before_ack("", stream, b"[]", props)
+                .await
+                .map_err(|error| error.to_string())
+        }
+        .await;
+        self.gate.probed(stream, result);
     }
 }
 

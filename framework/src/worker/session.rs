@@ -2,11 +2,14 @@
 //! end either by draining (shutdown) or because the broker went away.
 //!
 //! A session has two connections, as RabbitMQ advises: one consumes and
-//! acknowledges, the other publishes (emits, retries, dead letters, copies)
-//! on one confirm-mode channel. Under a memory or disk alarm the broker
-//! blocks publishing connections; acknowledgements then still flow on the
-//! consuming one, and the stages start nothing new until the block lifts
-//! (logged at warn with the broker's reason, reported to the supervisor).
+//! acknowledges and never publishes, the other publishes (emits, retries,
+//! dead letters, copies, the copies that give id-less messages their id,
+//! job events) on one confirm-mode channel. Under a memory or disk alarm
+//! the broker blocks a connection once it publishes; acknowledgements then
+//! still flow on the consuming one, the publisher's hand-overs wait for the
+//! block to lift without timing out, and the stages start nothing new
+//! until it does (logged at warn with the broker's reason, reported to the
+//! supervisor).
 //!
 //! Each stage has two consumer channels (its queue with per-consumer QoS =
 //! prefetch, since quorum queues refuse global QoS, and its isolation queue
@@ -19,7 +22,7 @@ use std::{sync::Arc, time::Duration};
 use futures_util::StreamExt;
 use lapin::{
     Channel, Connection, Consumer,
-    options::{BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions},
+    options::{BasicConsumeOptions, BasicQosOptions},
     types::FieldTable,
 };
 use tokio::{sync::watch, task::JoinSet};
@@ -47,8 +50,9 @@ pub(crate) enum SessionEnd {
 pub(crate) struct Connections {
     /// Consumes and acknowledges; never publishes.
     pub consume: Connection,
-    /// Publishes with confirms.
-    pub publish: Connection,
+    /// Publishes with confirms (shared with the stages, which declare the
+    /// job stream again on it when it went away).
+    pub publish: Arc<Connection>,
 }
 
 impl Connections {
@@ -111,10 +115,12 @@ async fn start(
     Topology::plan(pipeline)
         .declare(&connections.publish)
         .await?;
-    let publisher = Publisher::open(&connections.publish).await?;
+    let (blocked, blocked_rx) = watch::channel(None);
+    let publisher = Publisher::open(&connections.publish)
+        .await?
+        .following_blocks(blocked_rx.clone());
     let stop = CancellationToken::new();
     let trouble = CancellationToken::new();
-    let (blocked, blocked_rx) = watch::channel(None);
     let mut loops = JoinSet::new();
     for runtime in stages {
         let tag = format!("{tag_prefix}-{}", runtime.info.name);
@@ -135,6 +141,7 @@ async fn start(
         let stage_loop = StageLoop {
             runtime: runtime.clone(),
             publisher: publisher.clone(),
+            publishing: connections.publish.clone(),
             channels: Channels { main, isolation },
             tag,
             stop: stop.clone(),
@@ -167,12 +174,6 @@ async fn consume(
         .basic_qos(prefetch, BasicQosOptions { global: false })
         .await
         .map_err(|e| Error::broker("set the prefetch", e))?;
-    // A message without an id is copied with its id on this channel, the
-    // original acknowledged right behind it (see `StageRuntime::assign`).
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .map_err(|e| Error::broker("enable publisher confirms", e))?;
     let consumer = channel
         .basic_consume(
             queue.into(),

@@ -33,7 +33,8 @@ pub(crate) struct StageRuntime {
     pub limiter: Option<Arc<Limiter>>,
     /// Pauses consumption when calls fail at a high rate.
     pub breaker: Breaker,
-    /// Writes the handlings' job events, when the pipeline tracks jobs.
+    /// Writes the handlings' job events, when the pipeline tracks jobs, and
+    /// knows whether the job stream answers.
     pub recorder: Recorder,
 }
 
@@ -46,6 +47,7 @@ impl StageRuntime {
             .track
             .then(|| names::job_stream(&pipeline.name));
         info.gather = stage.kind == crate::StageKind::Gather;
+        let recorder = Recorder::new(pipeline, &stage.name);
         let pipeline = &pipeline.name;
         StageRuntime {
             info: Arc::new(info),
@@ -54,7 +56,7 @@ impl StageRuntime {
             isolation_queue: names::isolation_queue(pipeline, &stage.name),
             limiter: stage.rate_limit.map(|limit| Arc::new(Limiter::new(limit))),
             breaker: Breaker::new(&stage.name),
-            recorder: Recorder::default(),
+            recorder,
             stage,
             handler,
             stats: Arc::default(),
