@@ -188,13 +188,15 @@ pub fn one_line(text: &str, max: usize) -> String {
 
 /// The id of the `n`th message emitted while handling message `parent`:
 /// `{parent}.{n}`. Ids that would outgrow the protocol's 255 bytes keep
-/// their start and a hash of the rest, so they stay deterministic.
+/// their start and a hash of the rest, so they stay deterministic. The
+/// length that counts is the id's on the wire ([`wire_len`]): an id that
+/// is not UTF-8 is held escaped, up to four times longer than its bytes.
 pub fn child_id(parent: &str, n: u32) -> String {
     let id = format!("{parent}.{n}");
-    if id.len() <= MAX_ID {
+    if wire_len(&id) <= MAX_ID {
         return id;
     }
-    let mut cut = 160;
+    let mut cut = 160.min(parent.len());
     while !parent.is_char_boundary(cut) {
         cut -= 1;
     }
@@ -206,8 +208,19 @@ pub fn new_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
 
-/// A protocol short string, cut to 255 bytes at a character boundary.
+/// The bytes `text` takes on the wire as a short string (a message id):
+/// its length, or for a string that was not UTF-8 and is held escaped
+/// (`\xNN`, see `vendor/amq-protocol-types`), the length of its bytes.
+pub fn wire_len(text: &str) -> usize {
+    amq_protocol_types::escape::wire(text).len()
+}
+
+/// A protocol short string: `text` whole when its bytes on the wire fit in
+/// 255, else cut to 255 bytes at a character boundary.
 pub fn short(text: &str) -> ShortString {
+    if wire_len(text) <= MAX_ID {
+        return ShortString::from(text);
+    }
     let mut end = text.len().min(MAX_ID);
     while !text.is_char_boundary(end) {
         end -= 1;
@@ -319,6 +332,32 @@ mod tests {
         let (_, id) = parse_short_string(frame).expect("a short string that is not UTF-8");
         assert_eq!(id.as_str(), "id\\xff\n\"\\xfe");
         assert_eq!(child_id(id.as_str(), 0), "id\\xff\n\"\\xfe.0");
+    }
+
+    /// An id of 100 bytes that are not UTF-8 is held as 400 characters
+    /// (`\\xff` each); its length on the wire is still 100, so its children
+    /// are `{id}.{n}` whole and it is never cut when re-published.
+    #[test]
+    fn long_ids_that_are_not_utf8_keep_their_children_whole() {
+        use amq_protocol_types::parsing::parse_short_string;
+        let mut frame = vec![100u8];
+        frame.extend([0xffu8; 100]);
+        let (_, id) = parse_short_string(&frame[..]).expect("100 bytes that are not UTF-8");
+        let id = id.as_str();
+        assert_eq!(id, "\\xff".repeat(100));
+        assert_eq!(wire_len(id), 100);
+        assert_eq!(child_id(id, 3), format!("{id}.3"));
+        assert_eq!(short(id).as_str(), id, "not cut");
+        // 250 such bytes: the child would take 252 bytes, still whole; 254
+        // would take 256: its start and a hash, as for any long id.
+        let id = "\\xff".repeat(250);
+        assert_eq!(child_id(&id, 7), format!("{id}.7"));
+        let id = "\\xff".repeat(254);
+        let child = child_id(&id, 7);
+        assert!(wire_len(&child) <= MAX_ID, "{child}");
+        assert_eq!(child, child_id(&id, 7));
+        assert_ne!(child, child_id(&"\\xff".repeat(253), 7));
+        assert!(child.ends_with(".7"));
     }
 
     #[test]
