@@ -131,9 +131,38 @@ fn as_u64(value: &AMQPValue) -> Option<u64> {
     }
 }
 
+/// Header on warren's copies of a message whose producer set `user_id`:
+/// that user. The copies (retries, dead letters, replays) are published by
+/// warren's own broker user, and RabbitMQ refuses a publish whose
+/// `user_id` is not the publishing connection's user.
+pub const ORIGINAL_USER_ID: &str = "x-warren-original-user-id";
+/// Header on warren's copies of a message whose producer set `expiration`
+/// (a time to live): that value. A copy does not expire: a retry waits for
+/// its delay, and a dead letter stays until replayed or purged.
+pub const ORIGINAL_EXPIRATION: &str = "x-warren-original-expiration";
+
+/// Headers the broker writes about one delivery or one death of a
+/// message; a copy is a new message and carries none of them (a stale
+/// `x-first-death-reason` would misreport the copy's own death).
+const BROKER_HEADERS: [&str; 9] = [
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-last-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+    "x-delivery-count",
+    "x-acquired-count",
+];
+
 /// A copy of `properties` for re-publishing the same message (a retry, a
-/// dead letter, a replay) with headers changed: `set` replaces or adds,
-/// `remove` drops.
+/// dead letter, a replay, an isolation or give-back copy) with headers
+/// changed: `set` replaces or adds, `remove` drops. The copy carries what
+/// the producer set except `user_id` and `expiration` (kept as
+/// [`ORIGINAL_USER_ID`] and [`ORIGINAL_EXPIRATION`]) and the broker's own
+/// headers of the original's deliveries and deaths; it is persistent, and
+/// JSON unless the producer said otherwise.
 pub fn republish_properties(
     properties: &BasicProperties,
     set: &[(&str, AMQPValue)],
@@ -142,9 +171,19 @@ pub fn republish_properties(
     let mut headers = FieldTable::default();
     if let Some(old) = properties.headers() {
         for (key, value) in old.inner() {
-            if key.as_str() != "x-death" && !remove.contains(&key.as_str()) {
+            let key_text = key.as_str();
+            if !BROKER_HEADERS.contains(&key_text) && !remove.contains(&key_text) {
                 headers.insert(key.clone(), value.clone());
             }
+        }
+    }
+    let originals = [
+        (ORIGINAL_USER_ID, properties.user_id()),
+        (ORIGINAL_EXPIRATION, properties.expiration()),
+    ];
+    for (name, value) in originals {
+        if let Some(value) = value {
+            headers.insert(name.into(), AMQPValue::LongString(value.as_str().into()));
         }
     }
     for (key, value) in set {
@@ -154,8 +193,53 @@ pub fn republish_properties(
         .clone()
         .with_headers(headers)
         .with_delivery_mode(2);
+    // `BasicProperties` has no way to unset one property: rebuilt without
+    // the two, every other one copied.
+    out = without_user_id_and_expiration(&out);
     if properties.content_type().is_none() {
         out = out.with_content_type(JSON.into());
+    }
+    out
+}
+
+/// `properties` without `user_id` and `expiration`.
+fn without_user_id_and_expiration(properties: &BasicProperties) -> BasicProperties {
+    let mut out = BasicProperties::default();
+    if let Some(v) = properties.content_type() {
+        out = out.with_content_type(v.clone());
+    }
+    if let Some(v) = properties.content_encoding() {
+        out = out.with_content_encoding(v.clone());
+    }
+    if let Some(v) = properties.headers() {
+        out = out.with_headers(v.clone());
+    }
+    if let Some(v) = properties.delivery_mode() {
+        out = out.with_delivery_mode(*v);
+    }
+    if let Some(v) = properties.priority() {
+        out = out.with_priority(*v);
+    }
+    if let Some(v) = properties.correlation_id() {
+        out = out.with_correlation_id(v.clone());
+    }
+    if let Some(v) = properties.reply_to() {
+        out = out.with_reply_to(v.clone());
+    }
+    if let Some(v) = properties.message_id() {
+        out = out.with_message_id(v.clone());
+    }
+    if let Some(v) = properties.timestamp() {
+        out = out.with_timestamp(*v);
+    }
+    if let Some(v) = properties.kind() {
+        out = out.with_type(v.clone());
+    }
+    if let Some(v) = properties.app_id() {
+        out = out.with_app_id(v.clone());
+    }
+    if let Some(v) = properties.cluster_id() {
+        out = out.with_cluster_id(v.clone());
     }
     out
 }
@@ -307,6 +391,72 @@ mod tests {
         assert_eq!(keys, vec!["custom", ATTEMPT]);
         assert_eq!(id_of(&out), Some("m"));
         assert_eq!(out.delivery_mode(), &Some(2));
+    }
+
+    /// A producer's `user_id` made the broker refuse every copy published
+    /// by warren's own user, and its `expiration` made dead letters expire:
+    /// copies keep both as headers only, and every other property.
+    #[test]
+    fn copies_drop_user_id_and_expiration_and_keep_the_rest() {
+        let mut headers = FieldTable::default();
+        headers.insert("custom".into(), text("kept"));
+        for broker_header in BROKER_HEADERS {
+            headers.insert(broker_header.into(), int(1));
+        }
+        let props = BasicProperties::default()
+            .with_content_type("text/plain".into())
+            .with_content_encoding("gzip".into())
+            .with_headers(headers)
+            .with_delivery_mode(1)
+            .with_priority(5)
+            .with_correlation_id("corr".into())
+            .with_reply_to("replies".into())
+            .with_expiration("60000".into())
+            .with_message_id("m".into())
+            .with_timestamp(1_700_000_000)
+            .with_type("order".into())
+            .with_user_id("webapp".into())
+            .with_app_id("shop".into())
+            .with_cluster_id("c1".into());
+        let out = republish_properties(&props, &[(ATTEMPT, int(2))], &[]);
+        assert_eq!(out.user_id(), &None);
+        assert_eq!(out.expiration(), &None);
+        assert_eq!(
+            text_header(&out, ORIGINAL_USER_ID).as_deref(),
+            Some("webapp")
+        );
+        assert_eq!(
+            text_header(&out, ORIGINAL_EXPIRATION).as_deref(),
+            Some("60000")
+        );
+        let expected = props
+            .clone()
+            .with_headers(out.headers().clone().unwrap())
+            .with_delivery_mode(2);
+        let strip = |p: &BasicProperties| {
+            format!("{p:?}")
+                .replace("Some(ShortString(\"webapp\"))", "None")
+                .replace("Some(ShortString(\"60000\"))", "None")
+        };
+        assert_eq!(format!("{out:?}"), strip(&expected));
+        let keys: Vec<&str> = out
+            .headers()
+            .as_ref()
+            .unwrap()
+            .inner()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        assert_eq!(
+            keys,
+            ["custom", ATTEMPT, ORIGINAL_EXPIRATION, ORIGINAL_USER_ID]
+        );
+        // A copy of a copy keeps the originals.
+        let again = republish_properties(&out, &[], &[]);
+        assert_eq!(
+            text_header(&again, ORIGINAL_USER_ID).as_deref(),
+            Some("webapp")
+        );
     }
 
     #[test]
