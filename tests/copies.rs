@@ -131,7 +131,7 @@ async fn dead_letters(conn: &lapin::Connection, queue: &str) -> Vec<(u64, BasicP
         .into_iter()
         .map(|m| {
             let body: Value = serde_json::from_slice(&m.delivery.data).unwrap();
-            (body["n"].as_u64().unwrap(), m.delivery.properties.clone())
+            (body["n"].as_u64().unwrap(), m.delivery.properties)
         })
         .collect()
 }

@@ -430,7 +430,6 @@ mod tests {
             Some("60000")
         );
         let expected = props
-            .clone()
             .with_headers(out.headers().clone().unwrap())
             .with_delivery_mode(2);
         let strip = |p: &BasicProperties| {

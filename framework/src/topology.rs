@@ -321,10 +321,11 @@ impl Queue {
     /// handed out too often: it exists with the arguments planned here
     /// (so with [`NO_DELIVERY_LIMIT`], or as a classic queue, which counts
     /// nothing). A queue without a limit of its own (an earlier warren's,
-    /// where RabbitMQ 4 applies its default) or with another is not. The
-    /// check is a declaration with the planned arguments, which the broker
-    /// refuses when they differ; the queue must exist. A `delivery-limit`
-    /// policy is not seen: it overrides what the queue states.
+    /// where RabbitMQ 4 applies its default), with another limit or with
+    /// other arguments is not known to. The check is a declaration with the
+    /// planned arguments, which the broker refuses when they differ; the
+    /// queue must exist. A `delivery-limit` policy is not seen: it lowers
+    /// what the queue states.
     pub async fn keeps_what_it_hands_back(&self, connection: &Connection) -> Result<bool, Error> {
         let channel = open_channel(connection).await?;
         match declare_queue(&channel, &self.name, &self.args).await {
@@ -333,12 +334,8 @@ impl Queue {
                 Ok(true)
             }
             Err(error) => {
-                let mismatch = mismatch_or(error, &format!("look at queue {}", self.name))?;
-                if mismatch.argument == DELIVERY_LIMIT {
-                    Ok(false)
-                } else {
-                    Err(Error::Mismatch(vec![mismatch]))
-                }
+                mismatch_or(error, &format!("look at queue {}", self.name))?;
+                Ok(false)
             }
         }
     }

@@ -143,6 +143,9 @@ pub enum Command {
         /// At most this many (list: 50 by default; replay and purge: all).
         #[arg(long)]
         limit: Option<usize>,
+        /// The message id to show whole (`show`).
+        #[arg(long)]
+        id: Option<String>,
     },
     /// Run one worker of a built-in stage (http or sink); the supervisor
     /// starts these.
