@@ -1,9 +1,12 @@
-//! Delivery limits, against the real broker (DESIGN.md, *Clusters*: broker
-//! versions): every quorum queue warren declares states its delivery limit,
-//! so that RabbitMQ 4's default of 20 (which drops a message delivered more
-//! often) never applies; classic queues and streams have none. Queues made
-//! by an earlier warren without the argument still declare, with a warning
-//! that names them.
+//! What RabbitMQ 4 changed, against the real broker (DESIGN.md,
+//! *Clusters*: broker versions). Every quorum queue warren declares states
+//! its delivery limit, so that RabbitMQ 4's default of 20 (which drops a
+//! message delivered more often) never applies; classic queues and
+//! streams have none; queues made by an earlier warren without the
+//! argument still declare, with a warning that names them. The
+//! supervisors' presence queue is durable (4.3 refuses queues that are
+//! neither durable nor exclusive); an earlier warren's transient one is
+//! used as it is.
 
 mod common;
 
@@ -15,9 +18,14 @@ use serde_json::Value;
 /// What warren states where it means "no limit" (`topology.rs`).
 const NO_LIMIT: i64 = 1_000_000_000;
 
-/// A queue's arguments, from the management API (which learns of a new
-/// queue within a few seconds).
+/// A queue's arguments, from the management API.
 async fn arguments(queue: &str) -> Value {
+    management_queue(queue).await["arguments"].clone()
+}
+
+/// A queue as the management API shows it (it learns of a new queue
+/// within a few seconds).
+async fn management_queue(queue: &str) -> Value {
     let url = format!(
         "http://guest:guest@127.0.0.1:15672/api/queues/%2f/{}",
         percent_encoding::utf8_percent_encode(queue, percent_encoding::NON_ALPHANUMERIC)
@@ -27,9 +35,7 @@ async fn arguments(queue: &str) -> Value {
         if let Ok(response) = reqwest::get(&url).await
             && response.status().is_success()
         {
-            let answer: Value =
-                serde_json::from_slice(&response.bytes().await.unwrap_or_default()).unwrap();
-            return answer["arguments"].clone();
+            return serde_json::from_slice(&response.bytes().await.unwrap_or_default()).unwrap();
         }
         assert!(
             std::time::Instant::now() < deadline,
@@ -157,4 +163,63 @@ stages:
     let isolated = arguments(&format!("{}.a.isolated", file.name)).await;
     assert_eq!(isolated["x-delivery-limit"].as_i64(), Some(NO_LIMIT));
     assert_eq!(queue_state(&conn, &dead).await, Some((1, 0)));
+}
+
+const SUPERVISED: &str = "
+pipeline: {name}
+stages:
+  a:
+    command: [unused]
+    scale: { min: 0, max: 1 }
+";
+
+/// Waits until the management API shows `queue` with `consumers`.
+async fn consumed(queue: &str, consumers: u64) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let shown = management_queue(queue).await;
+        if shown["consumers"].as_u64() == Some(consumers) {
+            return shown;
+        }
+        assert!(std::time::Instant::now() < deadline, "{queue}: {shown}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_supervisors_presence_queue_is_durable() {
+    let file = PipelineFile::new("presence", SUPERVISED);
+    let presence = format!("{}.supervisors", file.name);
+    let _cleanup = Cleanup::pipeline(&file.path, std::slice::from_ref(&presence));
+    let mut supervisor = supervise_in(&file, file.dir.path(), "supervisor.log", &[]);
+    let queue = consumed(&presence, 1).await;
+    assert_eq!(queue["durable"], true, "{queue}");
+    assert_eq!(queue["arguments"]["x-expires"], 3_600_000, "{queue}");
+    supervisor.signal("TERM");
+    supervisor.wait();
+}
+
+/// A presence queue an earlier warren declared transient (it stays until
+/// the broker restarts) is joined as it is.
+#[tokio::test]
+async fn an_earlier_transient_presence_queue_is_joined() {
+    let file = PipelineFile::new("oldpresence", SUPERVISED);
+    let presence = format!("{}.supervisors", file.name);
+    let _cleanup = Cleanup::pipeline(&file.path, std::slice::from_ref(&presence));
+    let conn = connect().await;
+    let channel = conn.create_channel().await.unwrap();
+    let mut args = lapin::types::FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        lapin::types::AMQPValue::LongString("classic".into()),
+    );
+    channel
+        .queue_declare(presence.as_str().into(), Default::default(), args)
+        .await
+        .unwrap();
+    let mut supervisor = supervise_in(&file, file.dir.path(), "supervisor.log", &[]);
+    let queue = consumed(&presence, 1).await;
+    assert_eq!(queue["durable"], false, "{queue}");
+    supervisor.signal("TERM");
+    supervisor.wait();
 }
