@@ -144,7 +144,7 @@ pub const ORIGINAL_EXPIRATION: &str = "x-warren-original-expiration";
 /// Headers the broker writes about one delivery or one death of a
 /// message; a copy is a new message and carries none of them (a stale
 /// `x-first-death-reason` would misreport the copy's own death).
-const BROKER_HEADERS: [&str; 9] = [
+pub const BROKER_HEADERS: [&str; 9] = [
     "x-death",
     "x-first-death-exchange",
     "x-first-death-queue",
