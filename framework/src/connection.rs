@@ -95,10 +95,7 @@ pub async fn open_with_retry(
 /// Turns a client error at connection time into a warren error.
 fn classify(url: &BrokerUrl, error: &lapin::Error) -> Error {
     let refused_login = match error.kind() {
-        ErrorKind::ProtocolError(amqp) => {
-            let text = amqp.to_string();
-            text.contains("ACCESS_REFUSED") || text.contains("access to vhost")
-        }
+        ErrorKind::ProtocolError(amqp) => refuses_login(&amqp.to_string()),
         _ => false,
     };
     if refused_login {
@@ -114,5 +111,48 @@ fn classify(url: &BrokerUrl, error: &lapin::Error) -> Error {
     Error::Unreachable {
         address: url.address(),
         reason: crate::broker::redact(&reason),
+    }
+}
+
+/// Whether the broker's answer to a connection (`text`, with its reply
+/// code's name) refuses this user for good: a wrong password, or no
+/// permission on the vhost. Other nodes share their users, so they are not
+/// tried. RabbitMQ words two passing conditions the same way, with a
+/// reason after them, and those are not refusals: the next node is tried,
+/// or the same one again later.
+///
+/// - `INTERNAL_ERROR - access to vhost '/' refused for user 'u': vhost '/'
+///   is down` (the node is starting or restarting);
+/// - `NOT_ALLOWED - access to vhost '/' refused for user 'u': connection
+///   limit (N) is reached`.
+fn refuses_login(text: &str) -> bool {
+    if text.contains("ACCESS_REFUSED") {
+        return true;
+    }
+    text.contains("access to vhost") && !text.contains("is down") && !text.contains("limit")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vhost_that_is_down_is_not_a_refused_login() {
+        // What lapin shows for RabbitMQ 3.10's answers (rabbit_reader).
+        let refused = [
+            "AMQP soft error: ACCESS_REFUSED: ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN. For details see the broker logfile.",
+            "AMQP hard error: NOT_ALLOWED: NOT_ALLOWED - access to vhost 'prod' refused for user 'app'",
+        ];
+        for text in refused {
+            assert!(refuses_login(text), "{text}");
+        }
+        let passing = [
+            "AMQP hard error: INTERNAL_ERROR: INTERNAL_ERROR - access to vhost '/' refused for user 'guest': vhost '/' is down",
+            "AMQP hard error: NOT_ALLOWED: NOT_ALLOWED - access to vhost '/' refused for user 'guest': connection limit (10) is reached",
+            "AMQP hard error: CONNECTION_FORCED: CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'",
+        ];
+        for text in passing {
+            assert!(!refuses_login(text), "{text}");
+        }
     }
 }

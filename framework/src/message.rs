@@ -131,9 +131,38 @@ fn as_u64(value: &AMQPValue) -> Option<u64> {
     }
 }
 
+/// Header on warren's copies of a message whose producer set `user_id`:
+/// that user. The copies (retries, dead letters, replays) are published by
+/// warren's own broker user, and RabbitMQ refuses a publish whose
+/// `user_id` is not the publishing connection's user.
+pub const ORIGINAL_USER_ID: &str = "x-warren-original-user-id";
+/// Header on warren's copies of a message whose producer set `expiration`
+/// (a time to live): that value. A copy does not expire: a retry waits for
+/// its delay, and a dead letter stays until replayed or purged.
+pub const ORIGINAL_EXPIRATION: &str = "x-warren-original-expiration";
+
+/// Headers the broker writes about one delivery or one death of a
+/// message; a copy is a new message and carries none of them (a stale
+/// `x-first-death-reason` would misreport the copy's own death).
+pub const BROKER_HEADERS: [&str; 9] = [
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-last-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+    "x-delivery-count",
+    "x-acquired-count",
+];
+
 /// A copy of `properties` for re-publishing the same message (a retry, a
-/// dead letter, a replay) with headers changed: `set` replaces or adds,
-/// `remove` drops.
+/// dead letter, a replay, an isolation or give-back copy) with headers
+/// changed: `set` replaces or adds, `remove` drops. The copy carries what
+/// the producer set except `user_id` and `expiration` (kept as
+/// [`ORIGINAL_USER_ID`] and [`ORIGINAL_EXPIRATION`]) and the broker's own
+/// headers of the original's deliveries and deaths; it is persistent, and
+/// JSON unless the producer said otherwise.
 pub fn republish_properties(
     properties: &BasicProperties,
     set: &[(&str, AMQPValue)],
@@ -142,9 +171,19 @@ pub fn republish_properties(
     let mut headers = FieldTable::default();
     if let Some(old) = properties.headers() {
         for (key, value) in old.inner() {
-            if key.as_str() != "x-death" && !remove.contains(&key.as_str()) {
+            let key_text = key.as_str();
+            if !BROKER_HEADERS.contains(&key_text) && !remove.contains(&key_text) {
                 headers.insert(key.clone(), value.clone());
             }
+        }
+    }
+    let originals = [
+        (ORIGINAL_USER_ID, properties.user_id()),
+        (ORIGINAL_EXPIRATION, properties.expiration()),
+    ];
+    for (name, value) in originals {
+        if let Some(value) = value {
+            headers.insert(name.into(), AMQPValue::LongString(value.as_str().into()));
         }
     }
     for (key, value) in set {
@@ -154,8 +193,53 @@ pub fn republish_properties(
         .clone()
         .with_headers(headers)
         .with_delivery_mode(2);
+    // `BasicProperties` has no way to unset one property: rebuilt without
+    // the two, every other one copied.
+    out = without_user_id_and_expiration(&out);
     if properties.content_type().is_none() {
         out = out.with_content_type(JSON.into());
+    }
+    out
+}
+
+/// `properties` without `user_id` and `expiration`.
+fn without_user_id_and_expiration(properties: &BasicProperties) -> BasicProperties {
+    let mut out = BasicProperties::default();
+    if let Some(v) = properties.content_type() {
+        out = out.with_content_type(v.clone());
+    }
+    if let Some(v) = properties.content_encoding() {
+        out = out.with_content_encoding(v.clone());
+    }
+    if let Some(v) = properties.headers() {
+        out = out.with_headers(v.clone());
+    }
+    if let Some(v) = properties.delivery_mode() {
+        out = out.with_delivery_mode(*v);
+    }
+    if let Some(v) = properties.priority() {
+        out = out.with_priority(*v);
+    }
+    if let Some(v) = properties.correlation_id() {
+        out = out.with_correlation_id(v.clone());
+    }
+    if let Some(v) = properties.reply_to() {
+        out = out.with_reply_to(v.clone());
+    }
+    if let Some(v) = properties.message_id() {
+        out = out.with_message_id(v.clone());
+    }
+    if let Some(v) = properties.timestamp() {
+        out = out.with_timestamp(*v);
+    }
+    if let Some(v) = properties.kind() {
+        out = out.with_type(v.clone());
+    }
+    if let Some(v) = properties.app_id() {
+        out = out.with_app_id(v.clone());
+    }
+    if let Some(v) = properties.cluster_id() {
+        out = out.with_cluster_id(v.clone());
     }
     out
 }
@@ -188,13 +272,15 @@ pub fn one_line(text: &str, max: usize) -> String {
 
 /// The id of the `n`th message emitted while handling message `parent`:
 /// `{parent}.{n}`. Ids that would outgrow the protocol's 255 bytes keep
-/// their start and a hash of the rest, so they stay deterministic.
+/// their start and a hash of the rest, so they stay deterministic. The
+/// length that counts is the id's on the wire ([`wire_len`]): an id that
+/// is not UTF-8 is held escaped, up to four times longer than its bytes.
 pub fn child_id(parent: &str, n: u32) -> String {
     let id = format!("{parent}.{n}");
-    if id.len() <= MAX_ID {
+    if wire_len(&id) <= MAX_ID {
         return id;
     }
-    let mut cut = 160;
+    let mut cut = 160.min(parent.len());
     while !parent.is_char_boundary(cut) {
         cut -= 1;
     }
@@ -206,8 +292,19 @@ pub fn new_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
 
-/// A protocol short string, cut to 255 bytes at a character boundary.
+/// The bytes `text` takes on the wire as a short string (a message id):
+/// its length, or for a string that was not UTF-8 and is held escaped
+/// (`\xNN`, see `vendor/amq-protocol-types`), the length of its bytes.
+pub fn wire_len(text: &str) -> usize {
+    amq_protocol_types::escape::wire(text).len()
+}
+
+/// A protocol short string: `text` whole when its bytes on the wire fit in
+/// 255, else cut to 255 bytes at a character boundary.
 pub fn short(text: &str) -> ShortString {
+    if wire_len(text) <= MAX_ID {
+        return ShortString::from(text);
+    }
     let mut end = text.len().min(MAX_ID);
     while !text.is_char_boundary(end) {
         end -= 1;
@@ -296,6 +393,71 @@ mod tests {
         assert_eq!(out.delivery_mode(), &Some(2));
     }
 
+    /// A producer's `user_id` made the broker refuse every copy published
+    /// by warren's own user, and its `expiration` made dead letters expire:
+    /// copies keep both as headers only, and every other property.
+    #[test]
+    fn copies_drop_user_id_and_expiration_and_keep_the_rest() {
+        let mut headers = FieldTable::default();
+        headers.insert("custom".into(), text("kept"));
+        for broker_header in BROKER_HEADERS {
+            headers.insert(broker_header.into(), int(1));
+        }
+        let props = BasicProperties::default()
+            .with_content_type("text/plain".into())
+            .with_content_encoding("gzip".into())
+            .with_headers(headers)
+            .with_delivery_mode(1)
+            .with_priority(5)
+            .with_correlation_id("corr".into())
+            .with_reply_to("replies".into())
+            .with_expiration("60000".into())
+            .with_message_id("m".into())
+            .with_timestamp(1_700_000_000)
+            .with_type("order".into())
+            .with_user_id("webapp".into())
+            .with_app_id("shop".into())
+            .with_cluster_id("c1".into());
+        let out = republish_properties(&props, &[(ATTEMPT, int(2))], &[]);
+        assert_eq!(out.user_id(), &None);
+        assert_eq!(out.expiration(), &None);
+        assert_eq!(
+            text_header(&out, ORIGINAL_USER_ID).as_deref(),
+            Some("webapp")
+        );
+        assert_eq!(
+            text_header(&out, ORIGINAL_EXPIRATION).as_deref(),
+            Some("60000")
+        );
+        let expected = props
+            .with_headers(out.headers().clone().unwrap())
+            .with_delivery_mode(2);
+        let strip = |p: &BasicProperties| {
+            format!("{p:?}")
+                .replace("Some(ShortString(\"webapp\"))", "None")
+                .replace("Some(ShortString(\"60000\"))", "None")
+        };
+        assert_eq!(format!("{out:?}"), strip(&expected));
+        let keys: Vec<&str> = out
+            .headers()
+            .as_ref()
+            .unwrap()
+            .inner()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        assert_eq!(
+            keys,
+            ["custom", ATTEMPT, ORIGINAL_EXPIRATION, ORIGINAL_USER_ID]
+        );
+        // A copy of a copy keeps the originals.
+        let again = republish_properties(&out, &[], &[]);
+        assert_eq!(
+            text_header(&again, ORIGINAL_USER_ID).as_deref(),
+            Some("webapp")
+        );
+    }
+
     #[test]
     fn child_ids_are_deterministic_and_fit_the_protocol() {
         assert_eq!(child_id("abc", 0), "abc.0");
@@ -319,6 +481,32 @@ mod tests {
         let (_, id) = parse_short_string(frame).expect("a short string that is not UTF-8");
         assert_eq!(id.as_str(), "id\\xff\n\"\\xfe");
         assert_eq!(child_id(id.as_str(), 0), "id\\xff\n\"\\xfe.0");
+    }
+
+    /// An id of 100 bytes that are not UTF-8 is held as 400 characters
+    /// (`\\xff` each); its length on the wire is still 100, so its children
+    /// are `{id}.{n}` whole and it is never cut when re-published.
+    #[test]
+    fn long_ids_that_are_not_utf8_keep_their_children_whole() {
+        use amq_protocol_types::parsing::parse_short_string;
+        let mut frame = vec![100u8];
+        frame.extend([0xffu8; 100]);
+        let (_, id) = parse_short_string(&frame[..]).expect("100 bytes that are not UTF-8");
+        let id = id.as_str();
+        assert_eq!(id, "\\xff".repeat(100));
+        assert_eq!(wire_len(id), 100);
+        assert_eq!(child_id(id, 3), format!("{id}.3"));
+        assert_eq!(short(id).as_str(), id, "not cut");
+        // 250 such bytes: the child would take 252 bytes, still whole; 254
+        // would take 256: its start and a hash, as for any long id.
+        let id = "\\xff".repeat(250);
+        assert_eq!(child_id(&id, 7), format!("{id}.7"));
+        let id = "\\xff".repeat(254);
+        let child = child_id(&id, 7);
+        assert!(wire_len(&child) <= MAX_ID, "{child}");
+        assert_eq!(child, child_id(&id, 7));
+        assert_ne!(child, child_id(&"\\xff".repeat(253), 7));
+        assert!(child.ends_with(".7"));
     }
 
     #[test]

@@ -7,6 +7,14 @@
 //! `{pipeline}.{stage}.retry.{delay}`, whose message TTL is the delay and
 //! whose dead-letter target is the stage queue (RabbitMQ 3.10 has no
 //! delayed delivery, so the delay is a TTL that expires on the broker).
+//!
+//! Every quorum queue states its delivery limit (`x-delivery-limit`):
+//! RabbitMQ 4.0 made 20 the default and drops, or dead-letters, a message
+//! handed out more often, where 3.x had none. A stage queue takes the
+//! pipeline's `queue.delivery_limit`; every other, and a stage queue
+//! without one, states [`NO_DELIVERY_LIMIT`], the same on every version.
+//! (`-1`, RabbitMQ 4's "unlimited", means "drop at the first return" on
+//! 3.x.) Classic queues and streams never count deliveries.
 
 use std::{fmt, time::Duration};
 
@@ -19,6 +27,8 @@ use lapin::{
     types::{AMQPValue, FieldTable, LongString},
 };
 
+use tracing::warn;
+
 use crate::{
     duration,
     error::Error,
@@ -26,6 +36,15 @@ use crate::{
     names,
     pipeline::{Pipeline, QueueKind, Stage},
 };
+
+/// The delivery limit warren states where the broker must never drop or
+/// dead-letter a message for being handed out too often (RabbitMQ 4's
+/// default is 20): a billion, never reached. warren counts attempts
+/// itself (`x-warren-attempt`); listing dead letters hands them back.
+pub const NO_DELIVERY_LIMIT: i64 = 1_000_000_000;
+
+/// The delivery-limit argument.
+const DELIVERY_LIMIT: &str = "x-delivery-limit";
 
 /// Everything a pipeline declares.
 #[derive(Clone, Debug, PartialEq)]
@@ -90,6 +109,30 @@ impl fmt::Display for Arg {
     }
 }
 
+/// What [`Topology::declare`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Declared {
+    /// Queues that exist without a delivery limit (declared by a warren
+    /// before limits were stated): RabbitMQ cannot add one to an existing
+    /// queue, so they are kept as they are. On RabbitMQ 4 the broker's
+    /// default of 20 deliveries applies to them.
+    pub without_limit: Vec<String>,
+}
+
+impl Declared {
+    /// What to tell the user about `queue`, one of [`Self::without_limit`].
+    pub fn explain(queue: &str) -> String {
+        format!(
+            "queue `{queue}` was declared by an earlier warren without a delivery limit, and \
+             RabbitMQ cannot add one to an existing queue: on RabbitMQ 4 the broker's default \
+             applies to it (a message handed out 20 times is dropped or dead-lettered). It works \
+             as before on RabbitMQ 3. To state the limit, recreate it when it is empty: \
+             `rabbitmqctl delete_queue {queue}` (for a dead-letter queue, after `warren dlq ... \
+             replay` or `purge`), then `warren declare`."
+        )
+    }
+}
+
 impl Topology {
     /// The objects `pipeline` needs.
     pub fn plan(pipeline: &Pipeline) -> Topology {
@@ -117,6 +160,7 @@ impl Topology {
                 args: vec![
                     ("x-queue-type", Arg::Text("quorum".into())),
                     ("x-single-active-consumer", Arg::Bool(true)),
+                    (DELIVERY_LIMIT, Arg::Int(NO_DELIVERY_LIMIT)),
                 ],
                 binding: None,
             });
@@ -153,9 +197,18 @@ impl Topology {
         lines
     }
 
+    /// The dead-letter queue of `stage`, as planned.
+    pub fn dead_queue(&self, stage: &str) -> Option<&Queue> {
+        let name = names::dead_queue(&self.exchange, stage);
+        self.queues.iter().find(|q| q.name == name)
+    }
+
     /// Declares every object; safe to repeat. Objects that exist with other
-    /// arguments are all reported in one [`Error::Mismatch`].
-    pub async fn declare(&self, connection: &Connection) -> Result<(), Error> {
+    /// arguments are all reported in one [`Error::Mismatch`], except a
+    /// queue that exists without the delivery limit warren states by
+    /// default: it is kept, and named in [`Declared::without_limit`] (and
+    /// a warning).
+    pub async fn declare(&self, connection: &Connection) -> Result<Declared, Error> {
         let mut channel = open_channel(connection).await?;
         let mut mismatches = Vec::new();
         let declared = channel
@@ -176,24 +229,34 @@ impl Topology {
             )?);
             channel = open_channel(connection).await?;
         }
+        let mut found = Declared::default();
         for queue in &self.queues {
-            let declared = channel
-                .queue_declare(
-                    queue.name.as_str().into(),
-                    QueueDeclareOptions {
-                        durable: true,
-                        ..Default::default()
-                    },
-                    arguments(&queue.args),
-                )
-                .await;
+            let mut declared = declare_queue(&channel, &queue.name, &queue.args).await;
             if let Err(error) = declared {
-                mismatches.push(mismatch_or(
-                    error,
-                    &format!("declare queue {}", queue.name),
-                )?);
+                let mismatch = mismatch_or(error, &format!("declare queue {}", queue.name))?;
                 channel = open_channel(connection).await?;
-                continue;
+                if !queue.legacy(&mismatch) {
+                    mismatches.push(mismatch);
+                    continue;
+                }
+                // As an earlier warren declared it: the rest must match.
+                let args: Vec<_> = queue
+                    .args
+                    .iter()
+                    .filter(|(key, _)| *key != DELIVERY_LIMIT)
+                    .cloned()
+                    .collect();
+                declared = declare_queue(&channel, &queue.name, &args).await;
+                if let Err(error) = declared {
+                    mismatches.push(mismatch_or(
+                        error,
+                        &format!("declare queue {}", queue.name),
+                    )?);
+                    channel = open_channel(connection).await?;
+                    continue;
+                }
+                warn!("{}", Declared::explain(&queue.name));
+                found.without_limit.push(queue.name.clone());
             }
             if let Some(key) = &queue.binding {
                 channel
@@ -210,7 +273,7 @@ impl Topology {
         }
         let _ = channel.close(200, "declared".into()).await;
         if mismatches.is_empty() {
-            Ok(())
+            Ok(found)
         } else {
             Err(Error::Mismatch(mismatches))
         }
@@ -237,18 +300,85 @@ impl Topology {
     }
 }
 
+impl Queue {
+    /// The delivery limit the queue states, if it is a quorum queue.
+    pub fn delivery_limit(&self) -> Option<i64> {
+        self.args.iter().find_map(|(key, value)| match value {
+            Arg::Int(n) if *key == DELIVERY_LIMIT => Some(*n),
+            _ => None,
+        })
+    }
+
+    /// Whether `mismatch` only says that the queue exists without the
+    /// limit warren states by default: a queue an earlier warren declared.
+    fn legacy(&self, mismatch: &Mismatch) -> bool {
+        mismatch.argument == DELIVERY_LIMIT
+            && mismatch.existing == "(not set)"
+            && self.delivery_limit() == Some(NO_DELIVERY_LIMIT)
+    }
+
+    /// Whether the queue on the broker never drops a message for being
+    /// handed out too often: it exists with the arguments planned here
+    /// (so with [`NO_DELIVERY_LIMIT`], or as a classic queue, which counts
+    /// nothing). A queue without a limit of its own (an earlier warren's,
+    /// where RabbitMQ 4 applies its default), with another limit or with
+    /// other arguments is not known to. The check is a declaration with the
+    /// planned arguments, which the broker refuses when they differ; the
+    /// queue must exist. A `delivery-limit` policy is not seen: it lowers
+    /// what the queue states.
+    pub async fn keeps_what_it_hands_back(&self, connection: &Connection) -> Result<bool, Error> {
+        let channel = open_channel(connection).await?;
+        match declare_queue(&channel, &self.name, &self.args).await {
+            Ok(()) => {
+                let _ = channel.close(200, "checked".into()).await;
+                Ok(true)
+            }
+            Err(error) => {
+                mismatch_or(error, &format!("look at queue {}", self.name))?;
+                Ok(false)
+            }
+        }
+    }
+}
+
+async fn declare_queue(
+    channel: &Channel,
+    name: &str,
+    args: &[(&'static str, Arg)],
+) -> Result<(), lapin::Error> {
+    channel
+        .queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            arguments(args),
+        )
+        .await
+        .map(|_| ())
+}
+
 fn stage_queues(pipeline: &str, stage: &Stage) -> Vec<Queue> {
     let kind = stage.queue.kind;
     let queue_type = ("x-queue-type", Arg::Text(kind.as_str().into()));
     let dead = names::dead_queue(pipeline, &stage.name);
+    // Quorum queues state their limit; classic queues have none.
+    let limit = |limit: Option<u32>| -> Vec<(&'static str, Arg)> {
+        match kind {
+            QueueKind::Quorum => vec![(
+                DELIVERY_LIMIT,
+                Arg::Int(limit.map_or(NO_DELIVERY_LIMIT, i64::from)),
+            )],
+            QueueKind::Classic => Vec::new(),
+        }
+    };
     let mut input_args = vec![
         queue_type.clone(),
         ("x-dead-letter-exchange", Arg::Text(String::new())),
         ("x-dead-letter-routing-key", Arg::Text(dead.clone())),
     ];
-    if let Some(limit) = stage.queue.delivery_limit {
-        input_args.push(("x-delivery-limit", Arg::Int(i64::from(limit))));
-    }
+    input_args.extend(limit(stage.queue.delivery_limit));
     let mut queues = vec![Queue {
         name: names::stage_queue(pipeline, &stage.name),
         role: Role::Stage,
@@ -271,6 +401,7 @@ fn stage_queues(pipeline: &str, stage: &Stage) -> Vec<Queue> {
             args.push(("x-dead-letter-strategy", Arg::Text("at-least-once".into())));
             args.push(("x-overflow", Arg::Text("reject-publish".into())));
         }
+        args.extend(limit(None));
         queues.push(Queue {
             name: names::retry_queue(pipeline, &stage.name, delay),
             role: Role::Retry(delay),
@@ -281,17 +412,21 @@ fn stage_queues(pipeline: &str, stage: &Stage) -> Vec<Queue> {
     queues.push(Queue {
         name: names::isolation_queue(pipeline, &stage.name),
         role: Role::Isolation,
-        args: vec![
-            queue_type.clone(),
-            ("x-dead-letter-exchange", Arg::Text(String::new())),
-            ("x-dead-letter-routing-key", Arg::Text(dead.clone())),
-        ],
+        args: [
+            vec![
+                queue_type.clone(),
+                ("x-dead-letter-exchange", Arg::Text(String::new())),
+                ("x-dead-letter-routing-key", Arg::Text(dead.clone())),
+            ],
+            limit(None),
+        ]
+        .concat(),
         binding: None,
     });
     queues.push(Queue {
         name: dead,
         role: Role::Dead,
-        args: vec![queue_type],
+        args: [vec![queue_type], limit(None)].concat(),
         binding: None,
     });
     queues
@@ -326,4 +461,101 @@ fn mismatch_or(error: lapin::Error, context: &str) -> Result<Mismatch, Error> {
         return Ok(mismatch);
     }
     Err(Error::broker(context, error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(yaml: &str) -> Topology {
+        let pipeline = crate::config::parse_str(yaml, std::path::Path::new("p.yaml"), &[])
+            .expect("a valid pipeline");
+        Topology::plan(&pipeline)
+    }
+
+    /// RabbitMQ 4 drops (or dead-letters) a message of a quorum queue
+    /// handed out 20 times unless the queue says otherwise: each states
+    /// its limit. Classic queues and streams count nothing.
+    #[test]
+    fn every_quorum_queue_states_its_delivery_limit() {
+        let topology = plan(
+            "
+pipeline: p
+jobs: { track: true }
+stages:
+  a:
+    command: [x]
+    retry: { attempts: 3, backoff: [1s, 5s] }
+  b:
+    command: [x]
+    queue: { delivery_limit: 7 }
+  c:
+    command: [x]
+    queue: { type: classic }
+",
+        );
+        for queue in &topology.queues {
+            let kind = queue.args.iter().find_map(|(k, v)| match v {
+                Arg::Text(t) if *k == "x-queue-type" => Some(t.as_str()),
+                _ => None,
+            });
+            let wanted = match (kind, queue.name.as_str()) {
+                (Some("quorum"), "p.b") => Some(7),
+                (Some("quorum"), _) => Some(NO_DELIVERY_LIMIT),
+                _ => None,
+            };
+            assert_eq!(queue.delivery_limit(), wanted, "{}", queue.name);
+        }
+        let keeper = topology.queues.iter().find(|q| q.role == Role::Keeper);
+        assert_eq!(
+            keeper.and_then(Queue::delivery_limit),
+            Some(NO_DELIVERY_LIMIT)
+        );
+        let stream = topology.queues.iter().find(|q| q.role == Role::JobStream);
+        assert_eq!(stream.and_then(Queue::delivery_limit), None);
+        assert!(
+            topology
+                .describe()
+                .iter()
+                .any(|l| l.starts_with("queue p.a.dead ")
+                    && l.contains("x-delivery-limit=1000000000"))
+        );
+        assert_eq!(
+            topology.dead_queue("b").map(|q| q.name.as_str()),
+            Some("p.b.dead")
+        );
+        assert!(topology.dead_queue("nope").is_none());
+    }
+
+    /// A queue that exists without any limit is one an earlier warren
+    /// declared: kept where warren states no limit of its own choosing.
+    #[test]
+    fn only_queues_without_any_limit_where_warren_states_none_are_legacy() {
+        let topology = plan(
+            "
+pipeline: p
+stages:
+  a:
+    command: [x]
+    queue: { delivery_limit: 7 }
+",
+        );
+        let queue = |name: &str| topology.queues.iter().find(|q| q.name == name).unwrap();
+        let mismatch = |text: &str| Mismatch::parse(text).unwrap();
+        let none = mismatch(
+            "PRECONDITION_FAILED - inequivalent arg 'x-delivery-limit' for queue 'p.a.dead' in vhost '/': received the value '1000000000' of type 'long' but current is none",
+        );
+        assert!(queue("p.a.dead").legacy(&none));
+        assert!(queue("p.a.isolated").legacy(&none));
+        // The user asked for 7: the file and the broker must agree.
+        assert!(!queue("p.a").legacy(&none));
+        let other = mismatch(
+            "PRECONDITION_FAILED - inequivalent arg 'x-delivery-limit' for queue 'p.a.dead' in vhost '/': received the value '1000000000' of type 'long' but current is the value '20' of type 'long'",
+        );
+        assert!(!queue("p.a.dead").legacy(&other));
+        let kind = mismatch(
+            "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'p.a.dead' in vhost '/': received 'quorum' but current is 'classic'",
+        );
+        assert!(!queue("p.a.dead").legacy(&kind));
+    }
 }

@@ -3,17 +3,22 @@
 //! `warren::message`.
 //!
 //! Invariants: no panic; `one_line` returns one line of at most `max`
-//! characters; `short` returns at most 255 bytes, a prefix of its input;
-//! `child_id` is deterministic and at most 255 bytes; republished
-//! properties drop `x-death` and removed headers, carry the set ones, and
-//! read back as written.
+//! characters; `short` returns at most 255 bytes on the wire, a prefix of
+//! its input; `child_id` is deterministic and at most 255 bytes on the
+//! wire; republished properties drop `x-death` (and the broker's other
+//! headers), removed headers, `user_id` and `expiration` (kept as
+//! `x-warren-original-*`), carry the set ones, and read back as written;
+//! a short string's escape (`vendor/amq-protocol-types`) is one-to-one:
+//! any bytes read back the same after being written, any text too.
 
 #![no_main]
 
 use arbitrary::{Arbitrary, Result, Unstructured};
 use lapin::{
     BasicProperties,
-    types::{AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable, LongString, ShortString},
+    types::{
+        AMQPValue, ByteArray, DecimalValue, FieldArray, FieldTable, LongString, ShortString, escape,
+    },
 };
 use libfuzzer_sys::fuzz_target;
 use warren::message;
@@ -121,6 +126,7 @@ fn value(u: &mut Unstructured<'_>, depth: u32) -> Result<AMQPValue> {
 struct Input {
     properties: BasicProperties,
     text: String,
+    bytes: Vec<u8>,
     max: usize,
     n: u32,
     attempt: u64,
@@ -135,6 +141,12 @@ impl<'a> Arbitrary<'a> for Input {
         if u.arbitrary()? {
             properties = properties.with_content_type(ShortString::from(short_text(u)?));
         }
+        if u.arbitrary()? {
+            properties = properties.with_user_id(ShortString::from(short_text(u)?));
+        }
+        if u.arbitrary()? {
+            properties = properties.with_expiration(ShortString::from(short_text(u)?));
+        }
         if u.ratio(7, 8)? {
             properties = properties.with_headers(table(u, 0)?);
         }
@@ -146,6 +158,7 @@ impl<'a> Arbitrary<'a> for Input {
         Ok(Input {
             properties,
             text: u.arbitrary()?,
+            bytes: u.arbitrary()?,
             max,
             n: u.arbitrary()?,
             attempt: u.arbitrary()?,
@@ -168,9 +181,12 @@ fn check_one_line(text: &str, max: usize) {
 
 fn check_short(text: &str) {
     let cut = message::short(text);
-    assert!(cut.as_str().len() <= message::MAX_ID, "short() is too long");
+    assert!(
+        message::wire_len(cut.as_str()) <= message::MAX_ID,
+        "short() is too long"
+    );
     assert!(text.starts_with(cut.as_str()), "short() is not a prefix");
-    if text.len() <= message::MAX_ID {
+    if message::wire_len(text) <= message::MAX_ID {
         assert_eq!(cut.as_str(), text, "short() cut a short text");
     }
 }
@@ -178,9 +194,9 @@ fn check_short(text: &str) {
 fn check_child_id(parent: &str, n: u32) {
     let child = message::child_id(parent, n);
     assert!(
-        child.len() <= message::MAX_ID,
-        "child_id is {} bytes",
-        child.len()
+        message::wire_len(&child) <= message::MAX_ID,
+        "child_id is {} bytes on the wire",
+        message::wire_len(&child)
     );
     assert_eq!(
         child,
@@ -195,8 +211,34 @@ fn check_child_id(parent: &str, n: u32) {
     assert_eq!(message::short(&child).as_str(), child);
 }
 
+/// A short string's escape: bytes read and written back are the same
+/// bytes; text written and read back is the same text.
+fn check_escape(bytes: &[u8], text: &str) {
+    let bytes = &bytes[..bytes.len().min(255)];
+    let read = escape::read(bytes);
+    assert_eq!(
+        &*escape::wire(&read),
+        bytes,
+        "{read:?} is not written back as read"
+    );
+    assert_eq!(
+        escape::read(&escape::wire(text)),
+        text,
+        "{text:?} does not read back"
+    );
+    // One-to-one: the text of an escape, sent as bytes, reads differently.
+    if read.as_bytes() != bytes {
+        assert_ne!(
+            escape::read(read.as_bytes()),
+            read,
+            "two strings read as {read:?}"
+        );
+    }
+}
+
 fuzz_target!(|input: Input| {
     let props = &input.properties;
+    check_escape(&input.bytes, &input.text);
 
     // Readers.
     let id = message::id_of(props);
@@ -249,6 +291,20 @@ fuzz_target!(|input: Input| {
     assert_eq!(written, message::one_line(&input.text, 1000));
     check_one_line(&written, 1000);
     assert_eq!(message::id_of(&out), id, "message id changed");
+    assert_eq!(out.user_id(), &None, "user_id kept");
+    assert_eq!(out.expiration(), &None, "expiration kept");
+    for (kept, original) in [
+        (message::ORIGINAL_USER_ID, props.user_id()),
+        (message::ORIGINAL_EXPIRATION, props.expiration()),
+    ] {
+        if let Some(original) = original {
+            assert_eq!(
+                message::text_header(&out, kept).as_deref(),
+                Some(original.as_str()),
+                "{kept}"
+            );
+        }
+    }
     assert_eq!(out.delivery_mode(), &Some(2));
     assert!(out.content_type().is_some());
     if props.content_type().is_some() {
@@ -262,9 +318,11 @@ fuzz_target!(|input: Input| {
                 message::ATTEMPT,
                 message::ERROR,
                 message::NOT_BEFORE,
-                "x-death",
+                message::ORIGINAL_USER_ID,
+                message::ORIGINAL_EXPIRATION,
             ]
             .contains(&key)
+                && !message::BROKER_HEADERS.contains(&key)
             {
                 // Compared as text: a NaN float is not equal to itself.
                 assert_eq!(
@@ -277,7 +335,7 @@ fuzz_target!(|input: Input| {
     }
 
     // New messages.
-    let fresh = message::new_properties(&input.text);
+    let fresh = message::new_properties(&input.text, &input.text);
     assert_eq!(message::attempt_of(&fresh), 1);
     assert_eq!(
         fresh.message_id().as_ref().map(ShortString::as_str),

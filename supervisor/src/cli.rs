@@ -152,6 +152,9 @@ pub enum Command {
         /// At most this many (list: 50 by default; replay and purge: all).
         #[arg(long)]
         limit: Option<usize>,
+        /// The message id to show whole (`show`).
+        #[arg(long)]
+        id: Option<String>,
     },
     /// Run one worker of a built-in (http, sink, gather) or exec stage; the
     /// supervisor starts these, and a platform such as Kubernetes can too.

@@ -124,7 +124,8 @@ fn main() -> ExitCode {
                 stage,
                 action,
                 limit,
-            } => commands::dlq::run(&file, &stage, action, limit).await,
+                id,
+            } => commands::dlq::run(&file, &stage, action, limit, id.as_deref()).await,
             Command::Send {
                 file,
                 stage,

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::Result;
-use warren::{Topology, connection};
+use warren::{Topology, connection, topology::Declared};
 
 /// Connection attempts before the broker counts as unreachable.
 pub const CONNECT_ATTEMPTS: u32 = 3;
@@ -23,7 +23,7 @@ pub async fn run(file: &Path, dry_run: bool) -> Result<()> {
         }
         return Ok(());
     }
-    let topology = declare(&pipeline).await?;
+    let (topology, declared) = declare(&pipeline).await?;
     out!(
         "declared pipeline `{}` on {}: exchange {} and {} queues",
         pipeline.name,
@@ -31,17 +31,20 @@ pub async fn run(file: &Path, dry_run: bool) -> Result<()> {
         topology.exchange,
         topology.queues.len()
     );
+    for queue in &declared.without_limit {
+        out!("note: {}", Declared::explain(queue));
+    }
     Ok(())
 }
 
-/// Declares the pipeline's topology and returns it: `warren declare`, and
-/// `send` and `run` before they send, so what they send has queues.
-pub async fn declare(pipeline: &warren::Pipeline) -> Result<Topology> {
+/// Declares the pipeline's topology and returns it with what the broker
+/// had: `warren declare`, and `send` and `run` before they send, so what
+/// they send has queues.
+pub async fn declare(pipeline: &warren::Pipeline) -> Result<(Topology, Declared)> {
     let name = format!("warren {}", pipeline.name);
     let conn = connection::open_with_retry(&pipeline.broker.urls, &name, CONNECT_ATTEMPTS).await?;
     let topology = Topology::plan(pipeline);
     let declared = topology.declare(&conn).await;
     connection::close(&conn, "done").await;
-    declared?;
-    Ok(topology)
+    Ok((topology, declared?))
 }

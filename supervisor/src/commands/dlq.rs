@@ -1,25 +1,38 @@
-//! `warren dlq FILE STAGE list|replay|purge [--limit N]`.
+//! `warren dlq FILE STAGE list|show|replay|purge [--limit N] [--id ID]`.
 
-use std::path::Path;
+use std::{io::Write as _, path::Path};
 
 use anyhow::Result;
 use clap::ValueEnum;
 use warren::dead_letters;
+
+use crate::exit::{Failed, Usage};
 
 /// What to do with the dead letters.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum DlqAction {
     /// Show id, attempts and reason (the messages stay).
     List,
+    /// Show one message (`--id`) whole: headers, then its body (it stays).
+    Show,
     /// Send them back to the stage as new first attempts.
     Replay,
     /// Drop them.
     Purge,
 }
 
-/// Lists, replays or purges the dead letters of `stage`.
-pub async fn run(file: &Path, stage: &str, action: DlqAction, limit: Option<usize>) -> Result<()> {
+/// Lists, shows, replays or purges the dead letters of `stage`.
+pub async fn run(
+    file: &Path,
+    stage: &str,
+    action: DlqAction,
+    limit: Option<usize>,
+    id: Option<&str>,
+) -> Result<()> {
     let pipeline = warren::config::load(file)?;
+    if id.is_some() != matches!(action, DlqAction::Show) {
+        return Err(Usage("`--id ID` goes with `show`, and only with it".into()).into());
+    }
     match action {
         DlqAction::List => {
             let total = dead_letters::count(&pipeline, stage).await?;
@@ -42,6 +55,26 @@ pub async fn run(file: &Path, stage: &str, action: DlqAction, limit: Option<usiz
                     letters.len()
                 );
             }
+        }
+        DlqAction::Show => {
+            let id = id.unwrap_or_default();
+            let Some(letter) = dead_letters::find(&pipeline, stage, id).await? else {
+                return Err(Failed(format!(
+                    "no dead letter with id `{id}` in {}.{stage}.dead",
+                    pipeline.name
+                ))
+                .into());
+            };
+            out!("id: {}", letter.id);
+            out!("attempts: {}", letter.attempts);
+            out!("reason: {}", letter.reason);
+            for (name, value) in &letter.headers {
+                out!("header {name}: {value}");
+            }
+            out!("body ({} bytes):", letter.body_len);
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(&letter.body);
+            let _ = stdout.write_all(b"\n");
         }
         DlqAction::Replay => {
             let sent = dead_letters::replay(&pipeline, stage, limit.unwrap_or(usize::MAX)).await?;

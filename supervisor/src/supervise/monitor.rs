@@ -111,22 +111,47 @@ impl Monitor {
         })
     }
 
-    /// Declares the presence queue and consumes from it.
+    /// Declares the presence queue and consumes from it. It is durable,
+    /// and removed by the broker an hour after its last supervisor left:
+    /// RabbitMQ 4 deprecates queues that are neither durable nor exclusive
+    /// (4.3 refuses them by default, closing the connection). A queue an
+    /// earlier warren declared transient is used as it is (a restart of
+    /// the broker removes it).
     async fn join(&self, connection: &Connection) -> Result<Consumer, Error> {
-        let channel = connection
-            .create_channel()
-            .await
-            .map_err(|e| Error::broker("open a channel", e))?;
+        let open = || async {
+            connection
+                .create_channel()
+                .await
+                .map_err(|e| Error::broker("open a channel", e))
+        };
+        let mut channel = open().await?;
         let queue = presence_queue(&self.pipeline);
         let mut args = FieldTable::default();
         args.insert(
             "x-queue-type".into(),
             AMQPValue::LongString("classic".into()),
         );
-        channel
-            .queue_declare(queue.as_str().into(), QueueDeclareOptions::default(), args)
-            .await
-            .map_err(|e| Error::broker(format!("declare {queue}"), e))?;
+        let mut durable = args.clone();
+        durable.insert("x-expires".into(), AMQPValue::LongLongInt(3_600_000));
+        let declared = channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                durable,
+            )
+            .await;
+        if declared.is_err() {
+            // An earlier warren's transient queue (PRECONDITION_FAILED:
+            // durable): the channel is closed; use the queue as it is.
+            channel = open().await?;
+            channel
+                .queue_declare(queue.as_str().into(), QueueDeclareOptions::default(), args)
+                .await
+                .map_err(|e| Error::broker(format!("declare {queue}"), e))?;
+        }
         channel
             .basic_consume(
                 queue.as_str().into(),

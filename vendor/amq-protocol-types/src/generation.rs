@@ -3,6 +3,7 @@ pub use cookie_factory::{BackToTheBuffer, GenError, GenResult, SerializeFn};
 
 use crate::{flags::*, types::*, value::*};
 use cookie_factory::{
+    WriteContext,
     bytes::{be_f32, be_f64, be_i8, be_i16, be_i32, be_i64, be_u8, be_u16, be_u32, be_u64},
     combinator::{back_to_the_buffer, slice},
     multi::many_ref,
@@ -144,16 +145,19 @@ pub fn gen_decimal_value<W: Write>(d: DecimalValue) -> impl SerializeFn<W> {
 }
 
 /// Generate the [ShortString](../type.ShortString.html) in the given buffer (x)
+///
+/// warren's patch: writes the octets the string was read from
+/// ([`crate::escape::wire`]), and refuses (instead of wrapping the length
+/// octet into a corrupt frame) a string of more than 255 of them.
 #[must_use]
 pub fn gen_short_string<'a, W: Write + 'a>(s: &'a str) -> impl SerializeFn<W> + 'a {
-    debug_assert!(
-        s.len() <= ShortShortUInt::MAX as usize,
-        "short string exceeds 255 bytes"
-    );
-    pair(
-        gen_short_short_uint(s.len() as ShortShortUInt),
-        slice(s.as_bytes()),
-    )
+    move |out: WriteContext<W>| {
+        let bytes = crate::escape::wire(s);
+        // The custom error carries the length that does not fit.
+        let len = ShortShortUInt::try_from(bytes.len())
+            .map_err(|_| GenError::CustomError(bytes.len() as u32))?;
+        pair(gen_short_short_uint(len), slice(&bytes[..]))(out)
+    }
 }
 
 /// Generate the [LongString](../type.LongString.html) in the given buffer (x)
@@ -445,6 +449,20 @@ mod test {
             test_gen!(&mut [0, 0, 0, 0, 0][..], gen_short_string, "test"),
             Ok((vec![4, 116, 101, 115, 116], 5))
         );
+    }
+
+    /// warren's patch: more than 255 octets is an error, not a length
+    /// octet wrapped round (300 written as 44) in a corrupt frame.
+    #[test]
+    fn short_strings_over_255_octets_are_refused_not_wrapped() {
+        let long = "x".repeat(300);
+        assert!(test_gen!(&mut [0; 400][..], gen_short_string, &long).is_err());
+        // 300 characters that are the escape of 75 octets fit.
+        let escaped = "\\xfe".repeat(75);
+        assert_eq!(escaped.len(), 300);
+        let (written, len) = test_gen!(&mut [0; 400][..], gen_short_string, &escaped).unwrap();
+        assert_eq!(len, 76);
+        assert_eq!(&written[..76], &[&[75u8][..], &[0xfe; 75][..]].concat()[..]);
     }
 
     #[test]

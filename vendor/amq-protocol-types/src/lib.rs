@@ -17,6 +17,8 @@ mod value;
 
 pub use crate::{types::*, value::*};
 
+/// warren's patch: short strings that are not UTF-8, held escaped.
+pub mod escape;
 /// Helpers to handle AMQP flags.
 pub mod flags;
 /// Generation utilities for the various AMQP types.

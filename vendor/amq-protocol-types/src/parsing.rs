@@ -216,38 +216,14 @@ pub fn parse_decimal_value<I: ParsableInput>(i: I) -> ParserResult<I, DecimalVal
 }
 
 /// Short strings (message ids, header names, routing keys) are octets on
-/// the wire and brokers do not check that they are UTF-8. A string that is
-/// not is read with each invalid byte written `\xNN` (and its backslashes
-/// doubled), instead of failing the whole frame, which used to close the
-/// connection on every delivery of such a message.
-fn make_str<I: Input<Item = u8>>(i: I) -> Result<String, std::string::FromUtf8Error> {
+/// the wire and brokers do not check that they are UTF-8. warren's patch:
+/// a string that is not is held escaped (see [`crate::escape`]) instead of
+/// failing the whole frame, which used to close the connection on every
+/// delivery of such a message; [`crate::generation::gen_short_string`]
+/// writes it back as the same octets.
+fn make_str<I: Input<Item = u8>>(i: I) -> Result<String, std::convert::Infallible> {
     let bytes: Vec<u8> = i.iter_elements().collect();
-    match String::from_utf8(bytes) {
-        Ok(text) => Ok(text),
-        Err(error) => Ok(escape_invalid(error.as_bytes())),
-    }
-}
-
-fn escape_invalid(mut bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    while !bytes.is_empty() {
-        match std::str::from_utf8(bytes) {
-            Ok(valid) => {
-                out.push_str(&valid.replace('\\', "\\\\"));
-                break;
-            }
-            Err(error) => {
-                let (valid, rest) = bytes.split_at(error.valid_up_to());
-                out.push_str(&std::str::from_utf8(valid).unwrap_or_default().replace('\\', "\\\\"));
-                let bad = error.error_len().unwrap_or(rest.len()).max(1);
-                for byte in &rest[..bad] {
-                    out.push_str(&format!("\\x{byte:02x}"));
-                }
-                bytes = &rest[bad..];
-            }
-        }
-    }
-    out
+    Ok(crate::escape::read(&bytes).into_owned())
 }
 
 /// Parse a [ShortString](../type.ShortString.html)
@@ -368,6 +344,79 @@ mod test {
             parse_short_string(&[2, b'o', b'k'][..]),
             Ok((EMPTY, ShortString::from("ok")))
         );
+    }
+
+    /// Reads `bytes` as a short string, writes it back and reads that again.
+    fn round_trip(bytes: &[u8]) -> (ShortString, Vec<u8>, ShortString) {
+        let mut frame = vec![bytes.len() as u8];
+        frame.extend_from_slice(bytes);
+        let (_, read) = parse_short_string(&frame[..]).expect("any octets are a short string");
+        let mut written = vec![0u8; 300];
+        let (_, len) = cookie_factory::r#gen(
+            crate::generation::gen_short_string(read.as_str()),
+            &mut written[..],
+        )
+        .expect("what was read can be written back");
+        written.truncate(len as usize);
+        let (_, again) = parse_short_string(&written[..]).expect("what was written reads again");
+        (read, written, again)
+    }
+
+    /// The escape is one-to-one: a byte that is not UTF-8 and the text that
+    /// spells its escape are two different strings.
+    #[test]
+    fn the_escape_of_a_byte_and_the_text_of_that_escape_differ() {
+        let (byte, _, _) = round_trip(&[b'a', 0xff]);
+        let (text, _, _) = round_trip(b"a\\xff");
+        assert_ne!(byte, text);
+        let (doubled, _, _) = round_trip(b"a\\\\xff");
+        assert_ne!(doubled, text);
+        assert_ne!(doubled, byte);
+    }
+
+    /// Whatever is read is written back as the same octets, so a message
+    /// re-published (a retry, a dead letter) carries the producer's exact id
+    /// and reads as the same string.
+    #[test]
+    fn every_short_string_is_written_back_as_the_octets_it_was_read_from() {
+        let cases: [&[u8]; 10] = [
+            b"plain-id",
+            &[0xff],
+            b"\\xff",
+            b"\\\\xff",
+            b"C:\\dir\\file",
+            b"a\\\\b",
+            &[0xe2, 0x82],
+            &[b'\\', b'x', b'c', b'3', 0xff],
+            b"\\xc3\\xa9",
+            "\u{e9}t\u{e9}".as_bytes(),
+        ];
+        for bytes in cases {
+            let (read, written, again) = round_trip(bytes);
+            assert_eq!(&written[1..], bytes, "{read:?} is written back unchanged");
+            assert_eq!(read, again);
+        }
+    }
+
+    /// An id of 100 octets that are not UTF-8 escapes to 400 characters; it
+    /// is read whole (no panic, no cut) and written back as its 100 octets.
+    #[test]
+    fn long_escaped_strings_are_read_whole_and_written_back_within_255_octets() {
+        for bytes in [vec![0xff; 100], vec![0xfe; 255], {
+            let mut mixed = b"id-".to_vec();
+            mixed.extend((0..252).map(|i| if i % 2 == 0 { 0x80 } else { b'\\' }));
+            mixed
+        }] {
+            let (read, written, again) = round_trip(&bytes);
+            assert!(read.as_str().len() > 255, "{}", read.as_str().len());
+            assert_eq!(
+                written[0] as usize,
+                bytes.len(),
+                "the length octet is the octets'"
+            );
+            assert_eq!(&written[1..], &bytes[..]);
+            assert_eq!(read, again);
+        }
     }
 
     #[test]

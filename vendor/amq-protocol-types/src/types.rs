@@ -200,10 +200,15 @@ impl ShortString {
     }
 
     /// Fallibly construct a [ShortString], returning an error if the string exceeds [MAX_SHORT_STRING_LENGTH] bytes
+    ///
+    /// warren's patch: the bytes counted are those written on the wire
+    /// ([`crate::escape::wire`]); an escaped string that is not UTF-8 may
+    /// hold up to four times as many characters.
     pub fn try_new(s: impl Into<String>) -> Result<Self, ShortStringError> {
         let s = s.into();
-        if s.len() > MAX_SHORT_STRING_LENGTH {
-            return Err(ShortStringError(s.len()));
+        let wire = crate::escape::wire(&s).len();
+        if wire > MAX_SHORT_STRING_LENGTH {
+            return Err(ShortStringError(wire));
         }
         Ok(Self(s))
     }

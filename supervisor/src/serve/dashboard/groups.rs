@@ -84,6 +84,7 @@ mod tests {
             attempts: 1,
             reason: reason.into(),
             body: Vec::new(),
+            body_len: 0,
             headers: Vec::new(),
         }
     }

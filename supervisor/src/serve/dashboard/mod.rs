@@ -23,7 +23,8 @@ use warren::{dead_letters, dead_letters::DeadLetter, jobs::JobView};
 use super::App;
 use page::page;
 
-/// Dead letters read per page at most.
+/// Dead letters read per page at most, each with the start of its body
+/// (`dead_letters::BODY_LISTED` bytes: the search looks at that much).
 pub const MAX_LISTED: usize = 10_000;
 
 /// Messages shown of a group.
@@ -94,12 +95,13 @@ pub async fn overview_json(State(app): State<App>) -> Json<serde_json::Value> {
     Json(json!({ "stages": stages, "broker_blocked": snapshot.broker_blocked }))
 }
 
-/// `?group=CAUSE&q=TEXT&done=MESSAGE`.
+/// `?group=CAUSE&q=TEXT&done=MESSAGE`, or `?id=ID` for one message whole.
 #[derive(Debug, Deserialize)]
 pub struct DeadQuery {
     group: Option<String>,
     q: Option<String>,
     done: Option<String>,
+    id: Option<String>,
 }
 
 fn found_by(letter: &DeadLetter, q: Option<&str>) -> bool {
@@ -123,6 +125,9 @@ pub async fn dead(
             page("Not found", html! { p { "No stage " (stage) "." } }),
         )
             .into_response();
+    }
+    if let Some(id) = &query.id {
+        return dead_letter(&app, &stage, id).await;
     }
     let letters = match dead_letters::list(&app.pipeline, &stage, MAX_LISTED).await {
         Ok(letters) => letters,
@@ -180,7 +185,15 @@ pub async fn dead(
                         div.letter data-id=(letter.id) {
                             h3 { (letter.id) " (attempt " (letter.attempts) ")" }
                             p { (letter.reason) }
-                            pre.payload { (pretty(&letter.body)) }
+                            @if letter.is_cut() {
+                                pre.payload { (String::from_utf8_lossy(&letter.body)) "..." }
+                                p.note {
+                                    "The first " (letter.body.len()) " of " (letter.body_len) " bytes; "
+                                    a href=(format!("{base}?id={}", urlencode(&letter.id))) { "the whole message" } "."
+                                }
+                            } @else {
+                                pre.payload { (pretty(&letter.body)) }
+                            }
                             details { summary { "headers" }
                                 table { @for (name, value) in &letter.headers { tr { td { (name) } td { (value) } } } }
                             }
@@ -190,6 +203,51 @@ pub async fn dead(
                             }
                         }
                     }
+                }
+            }
+        },
+    )
+    .into_response()
+}
+
+/// `GET /stages/{stage}/dead?id=ID`: one dead letter, whole (a listing
+/// holds only the start of each body).
+async fn dead_letter(app: &App, stage: &str, id: &str) -> Response {
+    let letter = match dead_letters::find(&app.pipeline, stage, id).await {
+        Ok(Some(letter)) => letter,
+        Ok(None) => {
+            return (
+                StatusCode::NOT_FOUND,
+                page(
+                    "Not found",
+                    html! { p { "No dead letter " (id) " in " (stage) "." } },
+                ),
+            )
+                .into_response();
+        }
+        Err(error) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                page("Dead letter", html! { p.bad { (error.to_string()) } }),
+            )
+                .into_response();
+        }
+    };
+    let actions = app.pipeline.serve.allow_actions;
+    page(
+        "Dead letter",
+        html! {
+            h1 { "Dead letter " (letter.id) " of " (stage) }
+            p { a href=(format!("/stages/{stage}/dead")) { "All dead letters of " (stage) } }
+            div.letter data-id=(letter.id) {
+                h3 { (letter.id) " (attempt " (letter.attempts) ")" }
+                p { (letter.reason) }
+                p { (letter.body_len) " bytes" }
+                pre.payload { (pretty(&letter.body)) }
+                table { @for (name, value) in &letter.headers { tr { td { (name) } td { (value) } } } }
+                @if actions {
+                    (action_form(stage, "replay", "one", Some(&letter.id), "Replay"))
+                    " " (action_form(stage, "purge", "one", Some(&letter.id), "Purge"))
                 }
             }
         },

@@ -1,0 +1,274 @@
+//! A stage's dead-letter queue: look at it, send its messages back to the
+//! stage, or drop them.
+//!
+//! Looking never costs a dead letter, and never reorders them: `pass.rs`
+//! says how messages that are looked at but not taken stay in place, also
+//! on a queue whose delivery limit could drop them. A listing
+//! holds the start of each body ([`BODY_LISTED`] bytes); [`find`] gives
+//! one message whole.
+
+mod letter;
+mod pass;
+
+use futures_util::StreamExt as _;
+use lapin::{
+    options::{BasicConsumeOptions, BasicQosOptions, QueuePurgeOptions},
+    types::FieldTable,
+};
+
+use crate::{connection, error::Error, message, pipeline::Pipeline, publisher::Publisher};
+
+pub use letter::{BODY_LISTED, DeadLetter};
+use pass::{Keeping, Pass};
+
+/// How many dead letters `stage` has.
+pub async fn count(pipeline: &Pipeline, stage: &str) -> Result<u32, Error> {
+    pipeline.require_stage(stage)?;
+    let name = format!("warren dlq {}.{stage}", pipeline.name);
+    let conn = connection::open_with_retry(&pipeline.broker.urls, &name, 3).await?;
+    let counted = match pass::open_channel(&conn).await {
+        Ok(channel) => {
+            pass::depth(&channel, &crate::names::dead_queue(&pipeline.name, stage)).await
+        }
+        Err(error) => Err(error),
+    };
+    connection::close(&conn, "done").await;
+    counted
+}
+
+/// The first `limit` dead letters of `stage`, in queue order, each with
+/// the start of its body; they stay in the queue, in their order.
+pub async fn list(
+    pipeline: &Pipeline,
+    stage: &str,
+    limit: usize,
+) -> Result<Vec<DeadLetter>, Error> {
+    let mut pass = Pass::open(pipeline, stage).await?;
+    let wanted = limit.min(pass.there());
+    let listed = match pass.keeping() {
+        Keeping::Hold => held(&pass, wanted).await,
+        Keeping::Rotate => rotated(&mut pass, wanted).await,
+    };
+    match listed {
+        Ok(out) => {
+            pass.finish().await?;
+            Ok(out)
+        }
+        Err(error) => {
+            pass.close().await;
+            Err(error)
+        }
+    }
+}
+
+/// A listing that holds what it reads (one consumer, a prefetch as large
+/// as what is wanted, not a `basic.get` each), given back when the pass
+/// closes.
+async fn held(pass: &Pass, wanted: usize) -> Result<Vec<DeadLetter>, Error> {
+    let mut out = Vec::with_capacity(wanted);
+    if wanted == 0 {
+        return Ok(out);
+    }
+    let queue = pass.queue();
+    let channel = pass.channel();
+    channel
+        .basic_qos(wanted.min(65_535) as u16, BasicQosOptions::default())
+        .await
+        .map_err(|e| Error::broker(format!("set the prefetch on {queue}"), e))?;
+    let mut consumer = channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| Error::broker(format!("read {queue}"), e))?;
+    while out.len() < wanted {
+        // Fewer than counted (another reader took some): stop waiting.
+        let next = tokio::time::timeout(std::time::Duration::from_secs(2), consumer.next());
+        match next.await {
+            Ok(Some(Ok(delivery))) => {
+                out.push(letter::describe(&delivery.properties, &delivery.data, true));
+            }
+            Ok(Some(Err(error))) => return Err(Error::broker(format!("read {queue}"), error)),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    Ok(out)
+}
+
+/// A listing that goes round the whole queue (see `pass.rs`).
+async fn rotated(pass: &mut Pass, wanted: usize) -> Result<Vec<DeadLetter>, Error> {
+    let mut out = Vec::with_capacity(wanted);
+    while out.len() < wanted {
+        let Some(got) = pass.next().await? else {
+            break;
+        };
+        out.push(letter::describe(
+            &got.delivery.properties,
+            &got.delivery.data,
+            true,
+        ));
+        pass.keep(&got).await?;
+    }
+    Ok(out)
+}
+
+/// The first dead letter of `stage` with message id `id`, whole; it stays
+/// in the queue, in its place.
+pub async fn find(pipeline: &Pipeline, stage: &str, id: &str) -> Result<Option<DeadLetter>, Error> {
+    let mut pass = Pass::open(pipeline, stage).await?;
+    let mut found = None;
+    let walked: Result<(), Error> = async {
+        while let Some(got) = pass.next().await? {
+            let hit = message::id_of(&got.delivery.properties) == Some(id);
+            if hit {
+                found = Some(letter::describe(
+                    &got.delivery.properties,
+                    &got.delivery.data,
+                    false,
+                ));
+            }
+            pass.keep(&got).await?;
+            if hit {
+                break;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    match walked {
+        Ok(()) => {
+            pass.finish().await?;
+            Ok(found)
+        }
+        Err(error) => {
+            pass.close().await;
+            Err(error)
+        }
+    }
+}
+
+/// Sends up to `limit` dead letters back to `stage` as new first attempts;
+/// each leaves the dead-letter queue only after the broker confirmed it
+/// in the stage queue. Only what the queue held when the replay started is
+/// replayed: messages dead-lettered again meanwhile (by workers running now)
+/// stay, instead of going round for ever. Returns how many were sent.
+pub async fn replay(pipeline: &Pipeline, stage: &str, limit: usize) -> Result<usize, Error> {
+    replay_matching(pipeline, stage, limit, |_| true).await
+}
+
+/// [`replay`] of the dead letters `chosen` picks (the others stay, in
+/// their order).
+pub async fn replay_matching(
+    pipeline: &Pipeline,
+    stage: &str,
+    limit: usize,
+    chosen: impl Fn(&DeadLetter) -> bool,
+) -> Result<usize, Error> {
+    let mut pass = Pass::open(pipeline, stage).await?;
+    let publisher = match Publisher::open(pass.connection()).await {
+        Ok(publisher) => publisher,
+        Err(error) => {
+            pass.close().await;
+            return Err(error);
+        }
+    };
+    let mut sent = 0;
+    let walked: Result<(), Error> = async {
+        while sent < limit {
+            let Some(got) = pass.next().await? else {
+                break;
+            };
+            let letter = letter::describe(&got.delivery.properties, &got.delivery.data, true);
+            if !chosen(&letter) {
+                pass.keep(&got).await?;
+                continue;
+            }
+            let props = message::republish_properties(
+                &got.delivery.properties,
+                &[(message::ATTEMPT, message::int(1))],
+                &[message::ERROR, message::STAGE, message::NOT_BEFORE],
+            );
+            publisher
+                .publish_before_ack(&pipeline.name, stage, &got.delivery.data, props)
+                .await?;
+            pass.take(&got).await?;
+            sent += 1;
+        }
+        Ok(())
+    }
+    .await;
+    publisher.close().await;
+    match walked {
+        Ok(()) => pass.finish().await?,
+        // What was not replayed goes back to the queue.
+        Err(error) => {
+            pass.close().await;
+            return Err(error);
+        }
+    }
+    Ok(sent)
+}
+
+/// Drops up to `limit` dead letters of `stage` (all when `None`); returns
+/// how many.
+pub async fn purge(pipeline: &Pipeline, stage: &str, limit: Option<usize>) -> Result<usize, Error> {
+    let Some(limit) = limit else {
+        let pass = Pass::open(pipeline, stage).await?;
+        let purged = pass
+            .channel()
+            .queue_purge(pass.queue().into(), QueuePurgeOptions::default())
+            .await
+            .map(|n| n as usize)
+            .map_err(|e| Error::broker(format!("purge {}", pass.queue()), e));
+        pass.close().await;
+        return purged;
+    };
+    purge_where(pipeline, stage, limit, |_| true).await
+}
+
+/// Drops the dead letters of `stage` that `chosen` picks (looking at what
+/// the queue held when it started); returns how many.
+pub async fn purge_matching(
+    pipeline: &Pipeline,
+    stage: &str,
+    chosen: impl Fn(&DeadLetter) -> bool,
+) -> Result<usize, Error> {
+    purge_where(pipeline, stage, usize::MAX, chosen).await
+}
+
+async fn purge_where(
+    pipeline: &Pipeline,
+    stage: &str,
+    limit: usize,
+    chosen: impl Fn(&DeadLetter) -> bool,
+) -> Result<usize, Error> {
+    let mut pass = Pass::open(pipeline, stage).await?;
+    let mut purged = 0;
+    let walked: Result<(), Error> = async {
+        while purged < limit {
+            let Some(got) = pass.next().await? else {
+                break;
+            };
+            let letter = letter::describe(&got.delivery.properties, &got.delivery.data, true);
+            if chosen(&letter) {
+                pass.take(&got).await?;
+                purged += 1;
+            } else {
+                pass.keep(&got).await?;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    match walked {
+        Ok(()) => pass.finish().await?,
+        Err(error) => {
+            pass.close().await;
+            return Err(error);
+        }
+    }
+    Ok(purged)
+}

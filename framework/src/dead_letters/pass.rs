@@ -1,0 +1,268 @@
+//! One pass over a dead-letter queue: each message it held when the pass
+//! began is either taken (replayed, purged) or kept, in its place.
+//!
+//! Reading a quorum queue hands its messages out, and a message handed
+//! back counts a delivery: a queue whose delivery limit can be reached
+//! (RabbitMQ 4's default of 20 on a queue declared without one) drops it.
+//! So a pass keeps messages in one of two ways:
+//!
+//! - [`Keeping::Hold`], where the queue has the arguments warren plans (a
+//!   limit of 10^9, or a classic queue, which counts nothing): kept
+//!   messages stay unacknowledged and go back to the head of the queue, in
+//!   their order, when the pass ends, also when the process dies midway.
+//! - [`Keeping::Rotate`], on any other queue: in a transaction, each kept
+//!   message is published again at the tail and acknowledged, a new
+//!   message whose count starts at 0. The pass goes round the whole queue,
+//!   so the order is the same at the end (dead letters that arrive
+//!   meanwhile land among the rotated ones). A process that dies midway
+//!   leaves the committed part rotated (the queue turned, nothing lost or
+//!   doubled); the uncommitted batch goes back to the head once.
+
+use lapin::{
+    BasicProperties, Channel, Connection,
+    message::BasicGetMessage,
+    options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, QueueDeclareOptions},
+    types::FieldTable,
+};
+use tracing::info;
+
+use crate::{connection, error::Error, names, pipeline::Pipeline, topology::Topology};
+
+/// Kept messages published again per transaction, in [`Keeping::Rotate`].
+const BATCH: usize = 200;
+
+/// How a pass keeps the messages it does not take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Keeping {
+    /// Unacknowledged, given back when the channel closes.
+    Hold,
+    /// Published again at the tail and acknowledged, in a transaction.
+    Rotate,
+}
+
+/// A pass over `{pipeline}.{stage}.dead`.
+pub(super) struct Pass {
+    conn: Connection,
+    channel: Channel,
+    queue: String,
+    keeping: Keeping,
+    there: usize,
+    seen: usize,
+    uncommitted: usize,
+    /// Whether a message went to the tail ([`Keeping::Rotate`]): the pass
+    /// must then go round the whole queue to restore its order.
+    turned: bool,
+}
+
+impl Pass {
+    /// Opens a connection for dead-letter work on `stage` (checking it
+    /// exists) and sees how many messages its queue holds and how it can
+    /// keep them.
+    pub(super) async fn open(pipeline: &Pipeline, stage: &str) -> Result<Pass, Error> {
+        pipeline.require_stage(stage)?;
+        let name = format!("warren dlq {}.{stage}", pipeline.name);
+        let conn = connection::open_with_retry(&pipeline.broker.urls, &name, 3).await?;
+        let queue = names::dead_queue(&pipeline.name, stage);
+        let opened = Self::start(&conn, pipeline, stage, &queue).await;
+        match opened {
+            Ok((channel, keeping, there)) => Ok(Pass {
+                conn,
+                channel,
+                queue,
+                keeping,
+                there,
+                seen: 0,
+                uncommitted: 0,
+                turned: false,
+            }),
+            Err(error) => {
+                connection::close(&conn, "failed").await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn start(
+        conn: &Connection,
+        pipeline: &Pipeline,
+        stage: &str,
+        queue: &str,
+    ) -> Result<(Channel, Keeping, usize), Error> {
+        let channel = open_channel(conn).await?;
+        let there = depth(&channel, queue).await? as usize;
+        let topology = Topology::plan(pipeline);
+        let planned = topology
+            .dead_queue(stage)
+            .expect("every stage has a dead-letter queue");
+        let keeping = if planned.keeps_what_it_hands_back(conn).await? {
+            Keeping::Hold
+        } else {
+            info!(
+                queue,
+                "the dead-letter queue may drop what is handed back to it (a delivery limit other than warren's): kept messages are published again at its tail"
+            );
+            channel
+                .tx_select()
+                .await
+                .map_err(|e| Error::broker(format!("start a transaction on {queue}"), e))?;
+            Keeping::Rotate
+        };
+        Ok((channel, keeping, there))
+    }
+
+    /// How the pass keeps messages.
+    pub(super) fn keeping(&self) -> Keeping {
+        self.keeping
+    }
+
+    /// Messages the queue held when the pass began.
+    pub(super) fn there(&self) -> usize {
+        self.there
+    }
+
+    /// The pass's connection (for a publisher).
+    pub(super) fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// The channel, for a [`Keeping::Hold`] listing through a consumer.
+    pub(super) fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// The queue's name.
+    pub(super) fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// The next of the messages the queue held when the pass began, or
+    /// `None` once they were all seen (or another reader took some).
+    pub(super) async fn next(&mut self) -> Result<Option<BasicGetMessage>, Error> {
+        if self.seen >= self.there {
+            return Ok(None);
+        }
+        let got = self
+            .channel
+            .basic_get(
+                self.queue.as_str().into(),
+                BasicGetOptions { no_ack: false },
+            )
+            .await
+            .map_err(|e| Error::broker(format!("read {}", self.queue), e))?;
+        if got.is_some() {
+            self.seen += 1;
+        }
+        Ok(got)
+    }
+
+    /// Leaves `got` in the queue, in its place.
+    pub(super) async fn keep(&mut self, got: &BasicGetMessage) -> Result<(), Error> {
+        if self.keeping == Keeping::Hold {
+            // Given back when the channel closes.
+            return Ok(());
+        }
+        self.channel
+            .basic_publish(
+                "".into(),
+                self.queue.as_str().into(),
+                BasicPublishOptions::default(),
+                &got.delivery.data,
+                fresh(&got.delivery.properties),
+            )
+            .await
+            .map_err(|e| Error::broker(format!("keep a message of {}", self.queue), e))?;
+        self.ack(got).await?;
+        self.turned = true;
+        self.uncommitted += 1;
+        if self.uncommitted >= BATCH {
+            self.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Removes `got` from the queue (it was replayed, or is purged).
+    pub(super) async fn take(&mut self, got: &BasicGetMessage) -> Result<(), Error> {
+        self.ack(got).await?;
+        if self.keeping == Keeping::Rotate {
+            self.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Ends the pass: in [`Keeping::Rotate`], once a message went to the
+    /// tail, keeps every message not yet seen (so the queue has gone round
+    /// once, in its order), and commits; then closes. Closing a pass
+    /// instead gives back what is held or uncommitted.
+    pub(super) async fn finish(mut self) -> Result<(), Error> {
+        if self.keeping == Keeping::Rotate {
+            if self.turned {
+                while let Some(got) = self.next().await? {
+                    self.keep(&got).await?;
+                }
+            }
+            self.commit().await?;
+        }
+        self.close().await;
+        Ok(())
+    }
+
+    /// Closes the channel and the connection: what is held or uncommitted
+    /// goes back to the queue.
+    pub(super) async fn close(self) {
+        let _ = self.channel.close(200, "done".into()).await;
+        connection::close(&self.conn, "done").await;
+    }
+
+    async fn ack(&self, got: &BasicGetMessage) -> Result<(), Error> {
+        self.channel
+            .basic_ack(got.delivery.delivery_tag, BasicAckOptions::default())
+            .await
+            .map_err(|e| Error::broker(format!("acknowledge a message of {}", self.queue), e))
+    }
+
+    async fn commit(&mut self) -> Result<(), Error> {
+        self.channel
+            .tx_commit()
+            .await
+            .map_err(|e| Error::broker(format!("commit on {}", self.queue), e))?;
+        self.uncommitted = 0;
+        Ok(())
+    }
+}
+
+/// The properties of a kept message published again: the same, without
+/// the broker's count of its deliveries.
+fn fresh(props: &BasicProperties) -> BasicProperties {
+    let Some(headers) = props.headers() else {
+        return props.clone();
+    };
+    let mut kept = FieldTable::default();
+    for (key, value) in headers.inner() {
+        if !matches!(key.as_str(), "x-delivery-count" | "x-acquired-count") {
+            kept.insert(key.clone(), value.clone());
+        }
+    }
+    props.clone().with_headers(kept)
+}
+
+/// Messages ready in `queue`.
+pub(super) async fn depth(channel: &Channel, queue: &str) -> Result<u32, Error> {
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map(|q| q.message_count())
+        .map_err(|e| Error::broker(format!("look at {queue}"), e))
+}
+
+pub(super) async fn open_channel(conn: &Connection) -> Result<Channel, Error> {
+    conn.create_channel()
+        .await
+        .map_err(|e| Error::broker("open a channel", e))
+}
