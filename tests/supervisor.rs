@@ -568,3 +568,38 @@ stages:
     );
     assert!(log.contains("line 19999 after the bad byte"));
 }
+
+/// Messages waiting in a stage's isolation queue are shown by `warren
+/// status` (as `drain` counts them), and so is the state of a stage no
+/// supervisor of this box runs.
+#[tokio::test]
+async fn status_shows_the_isolated_messages_of_a_stage() {
+    let file = two_workers("statusiso");
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let pipeline = warren::config::load(&file.path).unwrap();
+    declare(&pipeline).await;
+    let conn = connect().await;
+    let channel = conn.create_channel().await.unwrap();
+    for n in 0..3 {
+        channel
+            .basic_publish(
+                "".into(),
+                warren::names::isolation_queue(&file.name, "work")
+                    .as_str()
+                    .into(),
+                Default::default(),
+                format!("{{\"n\":{n}}}").as_bytes(),
+                lapin::BasicProperties::default(),
+            )
+            .await
+            .unwrap();
+    }
+    let _ = conn.close(200, "".into()).await;
+    let status = status(&file);
+    let work = stage(&status, "work");
+    assert_eq!(work["isolated"], json!(3), "{status}");
+    assert_eq!(work["state"], Value::Null, "{status}");
+    let out = warren(&["status", file.path.to_str().unwrap()]);
+    let (table, _) = text(&out);
+    assert!(table.contains("isolated"), "{table}");
+}

@@ -34,6 +34,19 @@ pub fn retry_queue(pipeline: &str, stage: &str, delay: Duration) -> String {
     format!("{pipeline}.{stage}.retry.{}", duration::format(delay))
 }
 
+/// The prefix of every broker object a pipeline owns but its exchange:
+/// `{pipeline}.`, to list them (the management API, `warren status`).
+pub fn prefix(pipeline: &str) -> String {
+    format!("{pipeline}.")
+}
+
+/// The supervisors' presence queue: each supervisor of the pipeline holds a
+/// consumer on it and nothing is published there, so its consumer count is
+/// the number of live supervisors.
+pub fn presence_queue(pipeline: &str) -> String {
+    format!("{pipeline}.supervisors")
+}
+
 /// A tracked pipeline's job stream (a RabbitMQ stream): one event per
 /// handling, read by every box that answers for jobs. No stage queue ends
 /// in `.events`, so it cannot meet a stage named `jobs`.
@@ -64,5 +77,7 @@ mod tests {
             retry_queue("grading", "grade", Duration::from_secs(10)),
             "grading.grade.retry.10s"
         );
+        assert_eq!(presence_queue("grading"), "grading.supervisors");
+        assert_eq!(prefix("grading"), "grading.");
     }
 }

@@ -62,6 +62,9 @@ pub struct Queue {
     pub name: String,
     /// What the queue is for.
     pub role: Role,
+    /// The stage it belongs to (none for the job stream and the keeper's
+    /// queue, which belong to the pipeline).
+    pub stage: Option<String>,
     /// Declaration arguments.
     pub args: Vec<(&'static str, Arg)>,
     /// Routing key that binds it to the pipeline exchange, if bound.
@@ -145,6 +148,7 @@ impl Topology {
             queues.push(Queue {
                 name: names::job_stream(&pipeline.name),
                 role: Role::JobStream,
+                stage: None,
                 args: vec![
                     ("x-queue-type", Arg::Text("stream".into())),
                     (
@@ -157,6 +161,7 @@ impl Topology {
             queues.push(Queue {
                 name: names::keeper_queue(&pipeline.name),
                 role: Role::Keeper,
+                stage: None,
                 args: vec![
                     ("x-queue-type", Arg::Text("quorum".into())),
                     ("x-single-active-consumer", Arg::Bool(true)),
@@ -382,6 +387,7 @@ fn stage_queues(pipeline: &str, stage: &Stage) -> Vec<Queue> {
     let mut queues = vec![Queue {
         name: names::stage_queue(pipeline, &stage.name),
         role: Role::Stage,
+        stage: Some(stage.name.clone()),
         args: input_args,
         binding: Some(stage.name.clone()),
     }];
@@ -405,6 +411,7 @@ fn stage_queues(pipeline: &str, stage: &Stage) -> Vec<Queue> {
         queues.push(Queue {
             name: names::retry_queue(pipeline, &stage.name, delay),
             role: Role::Retry(delay),
+            stage: Some(stage.name.clone()),
             args,
             binding: None,
         });
@@ -412,6 +419,7 @@ fn stage_queues(pipeline: &str, stage: &Stage) -> Vec<Queue> {
     queues.push(Queue {
         name: names::isolation_queue(pipeline, &stage.name),
         role: Role::Isolation,
+        stage: Some(stage.name.clone()),
         args: [
             vec![
                 queue_type.clone(),
@@ -426,6 +434,7 @@ fn stage_queues(pipeline: &str, stage: &Stage) -> Vec<Queue> {
     queues.push(Queue {
         name: dead,
         role: Role::Dead,
+        stage: Some(stage.name.clone()),
         args: [vec![queue_type], limit(None)].concat(),
         binding: None,
     });

@@ -6,11 +6,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use warren::{Pipeline, Topology, names, topology::Role};
+use warren::{Pipeline, Topology, names};
 
 use crate::{
     management::Management,
     supervise::{monitor::Monitor, status::StageStatus},
+    view::{self, Look},
 };
 
 /// What is left of one stage.
@@ -79,11 +80,9 @@ impl Local {
 /// Looks at a pipeline's queues.
 pub struct Watcher {
     pipeline: Pipeline,
-    /// The pipeline's queues, their names and the stage each belongs to
-    /// (planned once).
+    /// The pipeline's queues and their names (planned once).
     topology: Topology,
     queue_names: Vec<String>,
-    queue_stages: Vec<Option<String>>,
     monitor: Monitor,
     management: Management,
     /// The last look needed the management API and it did not answer.
@@ -174,20 +173,8 @@ impl Watcher {
     /// A watcher of `pipeline`.
     pub fn new(pipeline: &Pipeline) -> Watcher {
         let topology = Topology::plan(pipeline);
-        let stage_of = |queue: &str| {
-            pipeline
-                .stages
-                .iter()
-                .map(|s| &s.name)
-                .find(|stage| {
-                    queue.starts_with(&format!("{}.{stage}.", pipeline.name))
-                        || queue == names::stage_queue(&pipeline.name, stage)
-                })
-                .cloned()
-        };
         Watcher {
             queue_names: topology.queues.iter().map(|q| q.name.clone()).collect(),
-            queue_stages: topology.queues.iter().map(|q| stage_of(&q.name)).collect(),
             topology,
             monitor: Monitor::new(pipeline.broker.urls.clone(), &pipeline.name, "drain", false),
             management: Management::for_broker(&pipeline.broker.urls),
@@ -204,68 +191,48 @@ impl Watcher {
     /// one of those workers, and from the management API otherwise (its
     /// figures are up to 5 s old). `None` when the broker cannot be reached.
     pub async fn look(&mut self, local: &HashMap<String, Local>) -> Option<Vec<Left>> {
-        let states = self.monitor.queues(&self.queue_names).await?;
+        let mut look = Look {
+            queues: Some(self.monitor.queues(&self.queue_names).await?),
+            ..Default::default()
+        };
         let local_of = |stage: &str| local.get(stage).copied().unwrap_or_default();
-        let by_reports = self
-            .topology
-            .queues
+        let by_reports = view::view(&self.pipeline, &self.topology, &look)
             .iter()
-            .zip(&self.queue_stages)
-            .zip(&states)
-            .filter(|((queue, _), _)| queue.role == Role::Stage)
-            .all(|((_, stage), state)| {
-                let local = stage.as_deref().map(local_of).unwrap_or_default();
-                state.as_ref().map_or(0, |s| s.consumers) <= local.consuming
+            .all(|stage| {
+                let local = local_of(&stage.stage);
+                stage.consumers <= local.consuming
                     && !local.held_back
                     && local.oldest_report_ms != Some(0)
             });
-        let sampled = if by_reports {
-            None
-        } else {
-            let sampled = self
+        if !by_reports {
+            look.sampled = self
                 .management
-                .figures(&format!("{}.", self.pipeline.name))
+                .figures(&names::prefix(&self.pipeline.name))
                 .await;
-            self.management_missing = sampled.is_none();
-            sampled
-        };
+            self.management_missing = look.sampled.is_none();
+        }
         self.last = Counted {
             by_reports,
             oldest_report_ms: local.values().filter_map(|l| l.oldest_report_ms).min(),
         };
-        let mut left: Vec<Left> = self
-            .pipeline
-            .stages
-            .iter()
-            .map(|stage| Left {
-                stage: stage.name.clone(),
-                in_flight: local_of(&stage.name).in_flight,
-                ..Default::default()
+        let left = view::view(&self.pipeline, &self.topology, &look)
+            .into_iter()
+            .map(|stage| {
+                let sampled = look.sampled.as_ref().map(|figures| {
+                    figures.get(&names::stage_queue(&self.pipeline.name, &stage.stage))
+                });
+                Left {
+                    in_flight: local_of(&stage.stage).in_flight.max(stage.in_flight),
+                    // The management API's figures are older than the
+                    // broker's live count of ready messages.
+                    unsure: sampled.is_some_and(|f| f.map(|f| f.ready) != Some(stage.ready)),
+                    ready: stage.ready,
+                    // Isolated messages wait their turn like retries do.
+                    retrying: stage.retrying + stage.isolated,
+                    stage: stage.stage,
+                }
             })
             .collect();
-        let queues = self.topology.queues.iter().zip(&self.queue_stages);
-        for ((queue, stage), state) in queues.zip(states) {
-            let Some(stage) = stage
-                .as_ref()
-                .and_then(|name| left.iter_mut().find(|l| &l.stage == name))
-            else {
-                continue;
-            };
-            let ready = state.as_ref().map_or(0, |s| s.ready);
-            match queue.role {
-                Role::Stage => {
-                    stage.ready = ready;
-                    if let Some(sampled) = &sampled {
-                        let figures = sampled.get(&queue.name);
-                        stage.in_flight = stage.in_flight.max(figures.map_or(0, |f| f.unacked));
-                        stage.unsure |= figures.map(|f| f.ready) != Some(ready);
-                    }
-                }
-                // Isolated messages wait their turn like retries do.
-                Role::Retry(_) | Role::Isolation => stage.retrying += ready,
-                Role::Dead | Role::JobStream | Role::Keeper => {}
-            }
-        }
         Some(left)
     }
 

@@ -34,6 +34,7 @@ mod serve;
 mod signals;
 mod subprocess;
 mod supervise;
+mod view;
 
 use std::{io::Write, process::ExitCode};
 

@@ -95,13 +95,6 @@ impl Management {
         }
     }
 
-    /// Unacknowledged messages of every queue whose name starts with
-    /// `prefix`; `None` when the API does not answer.
-    pub async fn unacked(&self, prefix: &str) -> Option<HashMap<String, u64>> {
-        let figures = self.figures(prefix).await?;
-        Some(figures.into_iter().map(|(q, f)| (q, f.unacked)).collect())
-    }
-
     /// The figures of every queue whose name starts with `prefix`; `None`
     /// when the API does not answer.
     pub async fn figures(&self, prefix: &str) -> Option<HashMap<String, Figures>> {

@@ -36,7 +36,10 @@ use crate::{
     },
     progress::Progress,
     signals,
-    supervise::{Options, Supervisor, status::SupervisorStatus},
+    supervise::{
+        Options, Supervisor,
+        status::{StageState, SupervisorStatus},
+    },
 };
 
 /// Time between looks at the queues while waiting.
@@ -449,7 +452,7 @@ fn failing(status: &Mutex<SupervisorStatus>) -> Option<String> {
     status
         .stages
         .iter()
-        .find(|s| s.state == "failing")
+        .find(|s| s.state == StageState::Failing)
         .map(|s| {
             format!(
                 "stage `{}` is failing: its workers keep exiting ({})",

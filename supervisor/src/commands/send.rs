@@ -66,7 +66,7 @@ pub async fn run(
     producer.close().await;
     let fed = fed?;
     progress.finish(&format!("{} sent", fed.sent));
-    let queue = format!("{}.{stage}", pipeline.name);
+    let queue = warren::names::stage_queue(&pipeline.name, stage);
     if fed.interrupted {
         return Err(Failed(format!(
             "interrupted: {} messages were sent to {queue}, each confirmed by the broker; no later line was",

@@ -17,32 +17,12 @@ use prometheus_client::{
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::Registry,
 };
-use warren::{jobs::JobState, report::StageCounts, timings::Histogram};
+use warren::{jobs::JobState, timings::Histogram};
 
 use crate::jobs::store::COUNTED;
 
-/// One stage's figures.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct StageFigures {
-    /// Done, retried and dead-lettered, handle and queue-wait timings
-    /// (this box's supervisors).
-    pub counts: StageCounts,
-    /// Ready messages in the stage queue (broker).
-    pub ready: u64,
-    /// Messages in its dead-letter queue (broker).
-    pub dead_letters: u64,
-    /// Consumers of the stage queue, all boxes (broker).
-    pub workers: u64,
-    /// Unacknowledged deliveries: every box when the management API
-    /// answers, else this box's workers.
-    pub in_flight: u64,
-    /// Messages waiting in the stage's retry queues (broker).
-    pub retrying: u64,
-    /// Worker processes of this box's supervisors.
-    pub local_workers: u64,
-    /// A supervisor of this box has the stage in a crash loop.
-    pub failing: bool,
-}
+/// What `/metrics` shows of one stage: its view ([`crate::view`]).
+pub type StageFigures = crate::view::StageView;
 
 /// Everything `/metrics` shows.
 #[derive(Clone, Debug, Default)]
@@ -190,13 +170,13 @@ impl Collector for Figures {
             &mut encoder,
             "warren_dead_letters",
             "Messages in the stage's dead-letter queue (broker).",
-            &per_stage(&|f| f.dead_letters as i64),
+            &per_stage(&|f| f.dead as i64),
         )?;
         Self::gauge(
             &mut encoder,
             "warren_workers",
             "Consumers of the stage queue, every box (broker).",
-            &per_stage(&|f| f.workers as i64),
+            &per_stage(&|f| i64::from(f.consumers)),
         )?;
         Self::gauge(
             &mut encoder,

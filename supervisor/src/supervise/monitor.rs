@@ -12,7 +12,7 @@ use lapin::{
     types::{AMQPValue, FieldTable},
 };
 use tracing::{info, warn};
-use warren::{BrokerUrls, Error, connection};
+use warren::{BrokerUrls, Error, connection, names};
 
 /// Ready messages and consumers of a queue.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -21,11 +21,6 @@ pub struct QueueState {
     pub ready: u64,
     /// Consumers.
     pub consumers: u32,
-}
-
-/// The presence queue of a pipeline.
-pub fn presence_queue(pipeline: &str) -> String {
-    format!("{pipeline}.supervisors")
 }
 
 /// A connection for observing, reopened when lost.
@@ -125,7 +120,7 @@ impl Monitor {
                 .map_err(|e| Error::broker("open a channel", e))
         };
         let mut channel = open().await?;
-        let queue = presence_queue(&self.pipeline);
+        let queue = names::presence_queue(&self.pipeline);
         let mut args = FieldTable::default();
         args.insert(
             "x-queue-type".into(),
@@ -214,7 +209,7 @@ impl Monitor {
 
     /// Live supervisors of the pipeline (at least 1: this one).
     pub async fn supervisors(&mut self) -> u32 {
-        let queue = presence_queue(&self.pipeline);
+        let queue = names::presence_queue(&self.pipeline);
         match self.queues(std::slice::from_ref(&queue)).await {
             Some(states) => states[0].map_or(1, |s| s.consumers.max(1)),
             None => 1,

@@ -15,7 +15,7 @@ use super::{
     policy::{Observation, ScaleState},
     process::{self, Environment, Exited, Launch},
     restart::{History, RestartRules},
-    status::{ProcessStatus, StageStatus},
+    status::{ProcessStatus, StageState, StageStatus},
 };
 
 /// Extra time, beyond the worker's own grace period, before a draining
@@ -389,19 +389,19 @@ impl Pool {
                 .filter(|s| matches!(s.state, SlotState::Running { .. }))
         };
         let state = if self.retiring {
-            "stopping"
+            StageState::Stopping
         } else if self.history.failed {
-            "failing"
+            StageState::Failing
         } else if running().any(|s| s.counts.blocked) {
-            "blocked"
+            StageState::Blocked
         } else if running().any(|s| s.counts.breaker_open) {
-            "calls failing"
+            StageState::CallsFailing
         } else {
-            "running"
+            StageState::Running
         };
         StageStatus {
             name: self.stage.name.clone(),
-            state: state.into(),
+            state,
             workers: self
                 .slots
                 .values()

@@ -38,10 +38,8 @@ pub struct SupervisorStatus {
 pub struct StageStatus {
     /// Stage name.
     pub name: String,
-    /// `running`; `calls failing` (a worker's circuit breaker is open: it
-    /// pauses and probes); `blocked` (the broker blocks publishing: a
-    /// memory or disk alarm); `failing` (crash loop); or `stopping`.
-    pub state: String,
+    /// What its workers are doing.
+    pub state: StageState,
     /// Worker processes running (draining ones excluded).
     pub workers: u32,
     /// Workers the scaling policy wants on this box.
@@ -56,6 +54,40 @@ pub struct StageStatus {
     pub counts: StageCounts,
     /// Each worker process.
     pub processes: Vec<ProcessStatus>,
+}
+
+/// What a stage's workers on this box are doing, worst first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum StageState {
+    /// Consuming and handling.
+    #[default]
+    #[serde(rename = "running")]
+    Running,
+    /// A worker's circuit breaker is open: it pauses and probes.
+    #[serde(rename = "calls failing")]
+    CallsFailing,
+    /// The broker blocks publishing (a memory or disk alarm).
+    #[serde(rename = "blocked")]
+    Blocked,
+    /// Its workers are being drained (the supervisor stops or scales down).
+    #[serde(rename = "stopping")]
+    Stopping,
+    /// Its workers crash in a loop.
+    #[serde(rename = "failing")]
+    Failing,
+}
+
+impl StageState {
+    /// The word shown for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageState::Running => "running",
+            StageState::CallsFailing => "calls failing",
+            StageState::Blocked => "blocked",
+            StageState::Stopping => "stopping",
+            StageState::Failing => "failing",
+        }
+    }
 }
 
 /// One worker process.

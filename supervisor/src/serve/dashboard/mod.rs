@@ -21,6 +21,7 @@ use tracing::info;
 use warren::{dead_letters, dead_letters::DeadLetter, jobs::JobView};
 
 use super::App;
+use crate::supervise::status::StageState;
 use page::page;
 
 /// Dead letters read per page at most, each with the start of its body
@@ -42,7 +43,7 @@ pub async fn overview(State(app): State<App>) -> Markup {
                 table #overview {
                     tr {
                         th { "stage" } th { "kind" } th { "ready" } th { "in flight" }
-                        th { "retrying" } th { "dead letters" } th { "workers (all boxes)" }
+                        th { "retrying" } th { "isolated" } th { "dead letters" } th { "workers (all boxes)" }
                         th { "workers (this box)" } th { "rate" } th { "" } th { "breaker open" } th { "failing" }
                     }
                     @for stage in &app.pipeline.stages {
@@ -53,20 +54,21 @@ pub async fn overview(State(app): State<App>) -> Markup {
                             td.n data-field="ready" { (f.ready) }
                             td.n data-field="in_flight" { (f.in_flight) }
                             td.n data-field="retrying" { (f.retrying) }
+                            td.n data-field="isolated" { (f.isolated) }
                             td.n {
-                                a href=(format!("/stages/{}/dead", stage.name)) data-field="dead_letters" { (f.dead_letters) }
+                                a href=(format!("/stages/{}/dead", stage.name)) data-field="dead_letters" { (f.dead) }
                             }
-                            td.n data-field="workers" { (f.workers) }
-                            td.n data-field="local_workers" { (f.local_workers) }
+                            td.n data-field="workers" { (f.consumers) }
+                            td.n data-field="local_workers" { (f.workers) }
                             td.n data-rate { "-" }
                             td { svg.spark viewBox="0 0 120 24" { polyline fill="none" stroke="#0969da" points="" {} } }
                             td data-field="breaker_open" { (if f.counts.breaker_open { "yes" } else { "-" }) }
-                            td data-field="failing" { (if f.failing { "yes" } else { "-" }) }
+                            td data-field="failing" { (if f.state == Some(StageState::Failing) { "yes" } else { "-" }) }
                         }
                     }
                 }
             }
-            p { "Ready, retrying, dead letters and workers (all boxes) come from the broker; the rest from this box's supervisors. Refreshed every 2 s." }
+            p { "Ready, retrying, isolated (their worker stopped while holding them: handled one at a time), dead letters and workers (all boxes) come from the broker; the rest from this box's supervisors. Refreshed every 2 s." }
         },
     )
 }
@@ -86,9 +88,10 @@ pub async fn overview_json(State(app): State<App>) -> Json<serde_json::Value> {
                 .unwrap_or_default();
             json!({
                 "name": stage.name, "ready": f.ready, "in_flight": f.in_flight,
-                "retrying": f.retrying, "dead_letters": f.dead_letters, "workers": f.workers,
-                "local_workers": f.local_workers, "done": f.counts.done,
-                "breaker_open": f.counts.breaker_open, "failing": f.failing,
+                "retrying": f.retrying, "isolated": f.isolated, "dead_letters": f.dead,
+                "workers": f.consumers, "local_workers": f.workers, "done": f.counts.done,
+                "breaker_open": f.counts.breaker_open,
+                "failing": f.state == Some(StageState::Failing),
             })
         })
         .collect();
@@ -195,7 +198,7 @@ pub async fn dead(
                                 pre.payload { (pretty(&letter.body)) }
                             }
                             details { summary { "headers" }
-                                table { @for (name, value) in &letter.headers { tr { td { (name) } td { (value) } } } }
+                                table { @for (name, value) in &letter.headers { tr { td { (name) } td { (shown_header(value)) } } } }
                             }
                             @if actions {
                                 (action_form(&stage, "replay", "one", Some(&letter.id), "Replay"))
@@ -244,7 +247,7 @@ async fn dead_letter(app: &App, stage: &str, id: &str) -> Response {
                 p { (letter.reason) }
                 p { (letter.body_len) " bytes" }
                 pre.payload { (pretty(&letter.body)) }
-                table { @for (name, value) in &letter.headers { tr { td { (name) } td { (value) } } } }
+                table { @for (name, value) in &letter.headers { tr { td { (name) } td { (shown_header(value)) } } } }
                 @if actions {
                     (action_form(stage, "replay", "one", Some(&letter.id), "Replay"))
                     " " (action_form(stage, "purge", "one", Some(&letter.id), "Purge"))
@@ -465,5 +468,15 @@ pub async fn login(State(app): State<App>, Form(login): Form<Login>) -> Response
             .into_response(),
         Some(_) => (StatusCode::UNAUTHORIZED, login_page(true)).into_response(),
         None => Redirect::to("/").into_response(),
+    }
+}
+
+/// A header's value as the page shows it: a URL without its password or
+/// query (a producer's `x-warren-callback` may hold both).
+fn shown_header(value: &str) -> String {
+    if value.contains("://") {
+        crate::redact::url(value)
+    } else {
+        value.to_string()
     }
 }
