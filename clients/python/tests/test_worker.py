@@ -1,97 +1,30 @@
-"""Tests of warren_stage against the real warren binary and broker: each one
-runs a pipeline whose exec stage is a handler written with the helper, with
-`warren run`, and reads what reached the sink and the dead-letter queue.
+"""warren_stage's worker against the real warren binary and broker: each
+test runs a pipeline whose exec stages are handlers written with the
+helper (`warren run`), and reads what reached the sinks and the dead-letter
+queues. The helper is the one installed in this interpreter (tests/clients.rs
+installs the package into a fresh venv), not the source tree."""
 
-    python3 -m unittest discover -s clients/python -v
-
-WARREN_BIN names the binary (default: target/debug/warren of this
-repository); AMQP_URL the broker (default: guest on 127.0.0.1).
-"""
-
-import json
 import os
-import subprocess
-import sys
-import tempfile
-import textwrap
 import unittest
-import uuid
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-WARREN = os.environ.get("WARREN_BIN", os.path.join(ROOT, "target", "debug", "warren"))
+import warren_stage
+from harness import Pipeline
 
 
-def rabbitmqctl(*args):
-    return subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True).stdout
-
-
-class Pipeline:
-    """A pipeline `{name}`: stage `py` (the handler) -> `out` (a sink)."""
-
-    def __init__(self, code, settings=""):
-        self.dir = tempfile.TemporaryDirectory()
-        self.name = "tpy_" + uuid.uuid4().hex[:10]
-        path = lambda name: os.path.join(self.dir.name, name)
-        with open(path("stage.py"), "w") as f:
-            f.write("import warren_stage\n" + textwrap.dedent(code))
-        self.file = path("pipeline.yaml")
-        self.sink = path("out.jsonl")
-        with open(self.file, "w") as f:
-            f.write(textwrap.dedent(f"""
-                pipeline: {self.name}
-                stages:
-                  py:
-                    exec: {{ command: [{sys.executable}, {path("stage.py")}], env: {{ PYTHONPATH: {HERE} }} }}
-                    retry: {{ attempts: 3, backoff: [200ms] }}
-                    outputs: [out, other]
-                {textwrap.indent(settings, "    ")}
-                  out:
-                    sink: {{ path: {self.sink} }}
-                  other:
-                    sink: {{ path: {path("other.jsonl")} }}
-                """))
-
-    def run(self, inputs):
-        """`warren run` on the inputs: (exit code, stdout + stderr)."""
-        input_path = os.path.join(self.dir.name, "in.jsonl")
-        with open(input_path, "w") as f:
-            f.write("".join(json.dumps(i) + "\n" for i in inputs))
-        done = subprocess.run(
-            [WARREN, "run", self.file, "--input", input_path],
-            capture_output=True, text=True, cwd=self.dir.name, timeout=180,
-        )
-        return done.returncode, done.stdout + done.stderr
-
-    def results(self, name="out.jsonl"):
-        try:
-            with open(os.path.join(self.dir.name, name)) as f:
-                return [json.loads(line) for line in f]
-        except FileNotFoundError:
-            return []
-
-    def dead(self):
-        listed = subprocess.run(
-            [WARREN, "dlq", self.file, "py", "list"], capture_output=True, text=True
-        ).stdout
-        return listed
-
-    def close(self):
-        for queue in rabbitmqctl("list_queues", "name", "-q", "--no-table-headers").split():
-            if queue.startswith(self.name + "."):
-                rabbitmqctl("delete_queue", queue)
-        rabbitmqctl("eval", 'rabbit_exchange:delete(rabbit_misc:r(<<"/">>, exchange, <<"%s">>), false, <<"test">>).' % self.name)
-        self.dir.cleanup()
-
-
-class Helper(unittest.TestCase):
-    def pipeline(self, code, settings=""):
-        pipeline = Pipeline(code, settings)
+class Worker(unittest.TestCase):
+    def pipeline(self, program, stages=None, settings=""):
+        pipeline = Pipeline(program, stages, settings)
         self.addCleanup(pipeline.close)
         return pipeline
 
-    def test_a_function_emits_finishes_dead_letters_and_retries(self):
+    def test_the_package_is_the_installed_one(self):
+        here = os.path.dirname(os.path.abspath(__file__))
+        self.assertFalse(warren_stage.__file__.startswith(os.path.dirname(here)),
+                         "imported from the source tree: %s" % warren_stage.__file__)
+
+    def test_run_a_function_emits_finishes_dead_letters_and_retries(self):
         p = self.pipeline("""
+            import warren_stage
             def handle(body, ctx):
                 print("this goes to the log, not the protocol")
                 if body.get("dead"):
@@ -122,12 +55,14 @@ class Helper(unittest.TestCase):
 
     def test_an_async_handler_runs_messages_concurrently(self):
         p = self.pipeline("""
-            import asyncio, time
-            started = []
+            import asyncio, time, warren_stage
+            running = [0, 0]   # now, most at once
             async def handle(body, ctx):
-                started.append(time.monotonic())
+                running[0] += 1
+                running[1] = max(running)
                 await asyncio.sleep(0.5)
-                ctx.emit({"n": body["n"], "left": ctx.seconds_left() > 0})
+                running[0] -= 1
+                ctx.emit({"n": body["n"], "left": ctx.seconds_left() > 0, "most": running[1]})
             warren_stage.run(handle)
             """, settings="concurrency: 8")
         code, said = p.run([{"n": n} for n in range(16)])
@@ -135,6 +70,105 @@ class Helper(unittest.TestCase):
         results = p.results()
         self.assertEqual(sorted(r["n"] for r in results), list(range(16)), said)
         self.assertTrue(all(r["left"] for r in results))
+        self.assertGreater(max(r["most"] for r in results), 1, results)
+
+    def test_several_stages_in_one_program_with_returned_values(self):
+        # One program serves `split` (a plain function returning a list:
+        # several emits) and `square` (async, returning one body, or an
+        # Emit naming an output), dispatched on each message's stage.
+        p = self.pipeline("""
+            import threading
+            from warren_stage import stage, serve, Emit
+            most = set()
+            @stage("split")
+            def split(body, ctx):
+                most.add(threading.current_thread().name)
+                return [{"n": n, "stage": ctx.stage} for n in body["numbers"]]
+            @stage("square")
+            async def square(body, ctx):
+                if body["n"] == 0:
+                    return Emit({"zero": True, "job": ctx.job}, to="zeros")
+                return {"n": body["n"], "square": body["n"] ** 2, "from": body["stage"]}
+            serve()
+            """, stages="""
+            split:
+              exec: {program}
+              concurrency: 4
+              outputs: [square]
+            square:
+              exec: {program}
+              concurrency: 4
+              outputs: [out, zeros]
+            out:
+              sink: { path: {dir}/out.jsonl }
+            zeros:
+              sink: { path: {dir}/zeros.jsonl }
+            """)
+        code, said = p.run([{"numbers": [0, 1, 2]}, {"numbers": [3]}])
+        self.assertEqual(code, 0, said)
+        squares = sorted(p.results(), key=lambda r: r["n"])
+        self.assertEqual([(r["n"], r["square"], r["from"]) for r in squares],
+                         [(1, 1, "split"), (2, 4, "split"), (3, 9, "split")], said)
+        # A body without `to` goes to every output, an Emit to its own.
+        zeros = [r for r in p.results("zeros.jsonl") if "zero" in r]
+        self.assertEqual(len(zeros), 1, said)
+        self.assertTrue(zeros[0]["job"], zeros)
+        self.assertEqual(len(p.results("zeros.jsonl")), 4, said)
+
+    def test_print_and_subprocesses_go_to_the_log_not_the_protocol(self):
+        # Anything written on descriptor 1 (print, sys.stdout, os.write,
+        # a subprocess such as `ls`) would break the protocol; the helper
+        # moved the protocol to a descriptor of its own.
+        p = self.pipeline("""
+            import os, subprocess, sys, time, warren_stage
+            def handle(body, ctx):
+                print("printed-%d" % body["n"])
+                sys.stdout.write("written-%d\\n" % body["n"])
+                os.write(1, b"fd1-%d\\n" % body["n"])
+                subprocess.run(["ls", os.path.dirname(os.path.abspath(__file__))], check=True)
+                os.system("echo system-%d" % body["n"])
+                ctx.progress(0.5, "half way")
+                return {"n": body["n"], "id": ctx.id, "job": ctx.job, "stage": ctx.stage,
+                        "attempt": ctx.attempt, "deadline_ms": ctx.deadline_ms,
+                        "ahead": 0 < ctx.deadline - time.monotonic() <= ctx.deadline_ms / 1000}
+            warren_stage.run(handle)
+            """, settings="timeout: 20s")
+        open(p.path("listed-by-ls.txt"), "w").close()
+        code, said = p.run([{"n": n} for n in range(3)])
+        self.assertEqual(code, 0, said)
+        self.assertEqual(sorted(r["n"] for r in p.results()), [0, 1, 2], said)
+        for text in ["listed-by-ls.txt", "printed-2", "written-2", "fd1-2", "system-2"]:
+            self.assertIn(text, said)
+        self.assertNotIn("not the protocol", said)
+        # The context: the message's id, job, stage, attempt and deadline.
+        for result in p.results():
+            self.assertEqual((result["stage"], result["attempt"]), ("py", 1))
+            self.assertTrue(result["id"] and result["job"], result)
+            self.assertTrue(0 < result["deadline_ms"] <= 20000 and result["ahead"], result)
+        # warren does not read progress lines yet: the log has them.
+        self.assertIn("50% half way", said)
+
+    def test_a_handler_mistake_is_said_with_its_traceback(self):
+        # A returned value that is not JSON, an exception: each retried
+        # with a reason that says what and where (then dead-lettered), the
+        # traceback in the log; never a protocol error that kills the
+        # program.
+        p = self.pipeline("""
+            import warren_stage
+            def handle(body, ctx):
+                if body["kind"] == "set":
+                    return {"a set", "is not JSON"}
+                return {"n": 1}["missing"]
+            warren_stage.run(handle)
+            """)
+        code, said = p.run([{"kind": "set"}, {"kind": "key"}])
+        self.assertEqual(code, 1, said)
+        dead = p.dead()
+        self.assertIn("2 dead letters", dead)
+        self.assertIn("the value returned by the handler (set) is not JSON", dead)
+        self.assertIn("KeyError: 'missing' (in the handler of stage `py` at stage.py:", dead)
+        self.assertIn("Traceback (most recent call last)", said)
+        self.assertNotIn("killed", said)
 
 
 if __name__ == "__main__":
