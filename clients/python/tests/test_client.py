@@ -1,5 +1,6 @@
-"""warren_stage.client against a real `warren supervise --http` (the same
-routes as `warren serve`) and the real broker: send one and a batch, ids
+"""warren_stage.client against a real `warren supervise --http` (the routes
+of `warren serve`, and the job keeper that fires callbacks), a real `warren
+serve` alone (a stage without workers, for 429) and the real broker: send one and a batch, ids
 from an Idempotency-Key and from a field, a callback, waiting for a job, a
 429 waited out as its Retry-After says, a refused request, cancel. The
 503 answers (the broker lost mid-request) are played by a small fake
@@ -53,6 +54,24 @@ def free_port():
         return s.getsockname()[1]
 
 
+def ready_at(base):
+    try:
+        urllib.request.urlopen(urllib.request.Request(
+            base + "/readyz", headers={"Authorization": "Bearer " + TOKEN}), timeout=5)
+        return True
+    except OSError:
+        return False
+
+
+def tracked(pipeline):
+    """Adds job tracking and the serve settings to a pipeline file."""
+    with open(pipeline.file) as f:
+        text = f.read()
+    with open(pipeline.file, "w") as f:
+        f.write(text.replace("stages:\n", 'jobs: { track: true }\nserve: { token: "%s", max_backlog: 3 }\nstages:\n'
+                             % TOKEN, 1))
+
+
 def eventually(check, limit=60.0):
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
@@ -76,7 +95,8 @@ class Recorder(http.server.BaseHTTPRequestHandler):
     def _answer(self):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length).decode()
-        self.server.seen.append((self.command, self.path, dict(self.headers), body))
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        self.server.seen.append((self.command, self.path, headers, body))
         status, headers, answer = self.server.answers.pop(0) if self.server.answers else (200, {}, {})
         data = json.dumps(answer).encode()
         self.send_response(status)
@@ -103,49 +123,47 @@ class AgainstWarrenServe(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.pipeline = Pipeline(PROGRAM, STAGES, prefix="tpyc")
-        with open(cls.pipeline.file) as f:
-            text = f.read()
-        with open(cls.pipeline.file, "w") as f:
-            f.write(text.replace("stages:\n", 'jobs: { track: true }\nserve: { token: "%s", max_backlog: 3 }\nstages:\n'
-                                 % TOKEN, 1))
+        tracked(cls.pipeline)
         port = free_port()
         cls.base = "http://127.0.0.1:%d" % port
-        cls.log = open(cls.pipeline.path("supervisor.log"), "w")
-        cls.supervisor = subprocess.Popen(
-            [WARREN, "supervise", cls.pipeline.file, "--poll", "500ms", "--http", "127.0.0.1:%d" % port],
-            cwd=cls.pipeline.dir.name, stdout=subprocess.DEVNULL, stderr=cls.log,
-            env=dict(os.environ, RUST_LOG="info"))
-        ready = eventually(lambda: cls._ready())
-        assert ready, "warren supervise --http did not get ready: " + cls.said()
+        cls.processes = []
+        cls.start(cls.pipeline, "supervisor", "supervise", cls.pipeline.file, "--poll", "500ms",
+                  "--http", "127.0.0.1:%d" % port)
+        ready = eventually(lambda: ready_at(cls.base))
+        assert ready, "warren serve did not get ready: " + cls.said()
         cls.warren = Client(cls.base, token=TOKEN, timeout=60)
 
     @classmethod
-    def _ready(cls):
-        try:
-            urllib.request.urlopen(urllib.request.Request(
-                cls.base + "/readyz", headers={"Authorization": "Bearer " + TOKEN}), timeout=5)
-            return True
-        except OSError:
-            return False
+    def start(cls, pipeline, log, *args):
+        with open(pipeline.path(log + ".log"), "a") as f:
+            process = subprocess.Popen([WARREN, *args], cwd=pipeline.dir.name, stdout=subprocess.DEVNULL,
+                                       stderr=f, env=dict(os.environ, RUST_LOG="info"))
+        cls.processes.append(process)
+        return process
+
 
     @classmethod
     def said(cls):
-        with open(cls.pipeline.path("supervisor.log")) as f:
-            return f.read()
+        said = ""
+        for log in ["supervisor"]:
+            try:
+                with open(cls.pipeline.path(log + ".log")) as f:
+                    said += "--- %s\n%s" % (log, f.read())
+            except FileNotFoundError:
+                pass
+        return said
 
     @classmethod
     def tearDownClass(cls):
-        cls.supervisor.terminate()
-        try:
-            cls.supervisor.wait(30)
-        except subprocess.TimeoutExpired:
-            cls.supervisor.kill()
-            cls.supervisor.wait()
-        cls.log.close()
+        for process in cls.processes:
+            process.terminate()
+        for process in cls.processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
         cls.pipeline.close()
-
-    def warren_cli(self, *args):
-        return subprocess.run([WARREN, *args], capture_output=True, text=True, cwd=self.pipeline.dir.name)
 
     def test_send_one_with_a_key_and_wait_for_its_job(self):
         key = "order-%d" % time.monotonic_ns()
@@ -186,7 +204,7 @@ class AgainstWarrenServe(unittest.TestCase):
         posted = eventually(lambda: [s for s in server.seen if s[1] == "/hook"], limit=120)
         self.assertTrue(posted, self.said())
         _, _, headers, body = posted[0]
-        self.assertEqual(headers.get("Idempotency-Key"), sent.job)
+        self.assertEqual(headers.get("idempotency-key"), sent.job)
         self.assertEqual(json.loads(body)["state"], "done")
 
     def test_refused_requests_raise_refused(self):
@@ -201,42 +219,52 @@ class AgainstWarrenServe(unittest.TestCase):
             self.warren.send_many("double", [{"n": 1}], id_field="order")
 
     def test_a_full_stage_is_waited_out_as_retry_after_says(self):
-        out = self.warren_cli("pause", self.pipeline.file, "held")
-        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
-        resumed = []
-        try:
-            # Over serve.max_backlog (3): 429 with Retry-After.
-            statuses = []
-            for n in range(20):
-                request = urllib.request.Request(
-                    self.base + "/v1/stages/held/messages", data=json.dumps({"n": n}).encode(),
-                    headers={"Authorization": "Bearer " + TOKEN, "Content-Type": "application/json"})
-                try:
-                    statuses.append(urllib.request.urlopen(request, timeout=30).status)
-                except urllib.error.HTTPError as error:
-                    statuses.append(error.code)
-                    retry_after = float(error.headers["Retry-After"])
-                    break
-                time.sleep(0.3)
-            self.assertEqual(statuses[-1], 429, statuses)
-            # Within a short time limit: Busy, with the server's advice.
-            with self.assertRaises(Busy) as busy:
-                self.warren.send("held", {"n": "busy"}, timeout=1)
-            self.assertEqual(busy.exception.retry_after, retry_after)
-            # Within a long one: waits Retry-After between tries, and gets
-            # through once the stage works again.
-            timer = threading.Timer(2.0, lambda: resumed.append(
-                self.warren_cli("resume", self.pipeline.file, "held")))
-            timer.start()
-            started = time.monotonic()
-            sent = self.warren.send("held", {"n": "through"}, timeout=120)
-            took = time.monotonic() - started
-            timer.join()
-            self.assertGreaterEqual(sent.attempts, 2, sent)
-            self.assertGreaterEqual(took, retry_after * (sent.attempts - 1), sent)
-        finally:
-            if not resumed:
-                self.warren_cli("resume", self.pipeline.file, "held")
+        # `warren serve` alone: stage `held` has no worker until the end of
+        # this test, its queue grows over serve.max_backlog (3), and the
+        # server answers 429 with Retry-After.
+        p = Pipeline(PROGRAM, STAGES, prefix="tpyc")
+        tracked(p)
+        port = free_port()
+        base = "http://127.0.0.1:%d" % port
+        processes = [self.start(p, "serve", "serve", p.file, "--listen", "127.0.0.1:%d" % port)]
+
+        def stop():
+            for process in processes:
+                process.terminate()
+                process.wait()
+            p.close()
+
+        self.addCleanup(stop)
+        self.assertTrue(eventually(lambda: ready_at(base)), "warren serve did not get ready")
+        statuses = []
+        for n in range(40):
+            request = urllib.request.Request(
+                base + "/v1/stages/held/messages", data=json.dumps({"n": n}).encode(),
+                headers={"Authorization": "Bearer " + TOKEN, "Content-Type": "application/json"})
+            try:
+                statuses.append(urllib.request.urlopen(request, timeout=30).status)
+            except urllib.error.HTTPError as error:
+                statuses.append(error.code)
+                retry_after = float(error.headers["Retry-After"])
+                break
+            time.sleep(0.3)
+        self.assertEqual(statuses[-1], 429, statuses)
+        warren = Client(base, token=TOKEN)
+        # Within a short time limit: Busy, with the server's advice.
+        with self.assertRaises(Busy) as busy:
+            warren.send("held", {"n": "busy"}, timeout=1)
+        self.assertEqual(busy.exception.retry_after, retry_after)
+        # Within a long one: waits Retry-After between tries, and gets
+        # through once a worker took the backlog.
+        timer = threading.Timer(2.0, lambda: processes.append(
+            self.start(p, "held", "worker", p.file, "--stage", "held")))
+        timer.start()
+        started = time.monotonic()
+        sent = warren.send("held", {"n": "through"}, timeout=120)
+        took = time.monotonic() - started
+        timer.join()
+        self.assertGreaterEqual(sent.attempts, 2, sent)
+        self.assertGreaterEqual(took, retry_after * (sent.attempts - 1), sent)
 
     def test_cancel(self):
         sent = self.warren.send("double", {"n": 1})
@@ -281,7 +309,7 @@ class Resends(unittest.TestCase):
         self.addCleanup(server.shutdown)
         sent = Client(url, timeout=30).send("s", {"n": 1}, key="k1", delay="30s", callback="http://x/y")
         self.assertEqual((sent.job, sent.attempts), ("k1", 2))
-        keys = [headers.get("Idempotency-Key") for _, _, headers, _ in server.seen]
+        keys = [headers.get("idempotency-key") for _, _, headers, _ in server.seen]
         self.assertEqual(keys, ["k1", "k1"])
         self.assertTrue(re.search(r"delay=30s", server.seen[0][1]) and "callback=" in server.seen[0][1])
 
@@ -314,7 +342,7 @@ class Resends(unittest.TestCase):
         self.addCleanup(server.shutdown)
         sent = Client(url, timeout=30).send_many("s", [{"n": 1}, {"n": 2}])
         self.assertEqual(sent.ids, ["s1", "s2"])
-        self.assertEqual(server.seen[1][2].get("Idempotency-Key"), "s2")
+        self.assertEqual(server.seen[1][2].get("idempotency-key"), "s2")
 
     def test_no_answer_to_a_batch_without_ids_is_unknown_not_resent(self):
         with socket.socket() as listener:
