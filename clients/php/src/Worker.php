@@ -90,10 +90,15 @@ final class Worker
      * program's stdout: that descriptor is duplicated for the protocol
      * (`php://fd/1` opens a duplicate), and descriptor 1 is pointed at
      * stderr, so that echo, print, var_dump and subprocesses write to
-     * warren's log. With FFI (in php-cli by default) dup2(2, 1) does it and
-     * the STDOUT constant keeps working; without, STDOUT is closed and
-     * stderr duplicated into the freed descriptor 1 (writing to the STDOUT
-     * constant then throws a TypeError; echo and `php://stdout` work).
+     * warren's log. With FFI (in php-cli by default) dup2(2, 1) does it,
+     * the STDOUT constant keeps working, and so do streams on php://stdout
+     * opened before serve() (a console output, a log handler): their
+     * descriptors are pointed at stderr too. Without FFI, STDOUT is closed
+     * and stderr duplicated into the freed descriptor 1 (writing to the
+     * STDOUT constant then throws a TypeError; echo and `php://stdout`
+     * opened later work; a stream opened earlier still writes into the
+     * protocol). Nothing may be written on stdout before serve() either:
+     * warren reads it as the protocol.
      * `WARREN_PROTOCOL_FD`, when warren sets it, names a descriptor of its
      * own for the answers, and stdout is left alone.
      *
@@ -105,12 +110,17 @@ final class Worker
         if ($given !== false && $given !== '') {
             return fopen('php://fd/' . (int) $given, 'wb');
         }
+        $earlier = self::sameAsStdout();
         $protocol = fopen('php://fd/1', 'wb');
         if ($ffi && extension_loaded('ffi')) {
             try {
-                if (\FFI::cdef('int dup2(int oldfd, int newfd);')->dup2(2, 1) === 1) {
-                    return $protocol;
+                $libc = \FFI::cdef('int dup2(int oldfd, int newfd);');
+                // Descriptor 1, and the duplicates of it opened before
+                // (a console output object, a log handler on php://stdout).
+                foreach ($earlier as $fd) {
+                    $libc->dup2(2, $fd);
                 }
+                return $protocol;
             } catch (\Throwable) {
                 // FFI disabled by ffi.enable: fall back below.
             }
@@ -118,6 +128,22 @@ final class Worker
         fclose(STDOUT);
         $GLOBALS['__warren_stdout'] = fopen('php://fd/2', 'wb'); // takes descriptor 1, kept open
         return $protocol;
+    }
+
+    /** @return int[] descriptor 1 and any other open on the same pipe or file */
+    private static function sameAsStdout(): array
+    {
+        $target = @readlink('/proc/self/fd/1');
+        $fds = [1];
+        if ($target === false || !str_starts_with($target, 'pipe:')) {
+            return $fds;
+        }
+        foreach (@scandir('/proc/self/fd') ?: [] as $fd) {
+            if (ctype_digit($fd) && (int) $fd > 2 && @readlink("/proc/self/fd/$fd") === $target) {
+                $fds[] = (int) $fd;
+            }
+        }
+        return $fds;
     }
 
     /** @param resource $stream */

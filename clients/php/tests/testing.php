@@ -73,7 +73,9 @@ check(str_contains((string) $r->reason, 'takes seconds >= 0'), 'a negative Retry
 foreach ([true, false] as $ffi) {
     $script = tempnam(sys_get_temp_dir(), 'fd') . '.php';
     file_put_contents($script, "<?php\nrequire getenv('WARREN_PHP_AUTOLOAD');\n"
+        . "\$early = fopen('php://stdout', 'w');\n"
         . '$p = Warren\Worker::protocolStream(' . var_export($ffi, true) . ");\n"
+        . ($ffi ? "fwrite(\$early, \"early\\n\");\n" : '')
         . "echo \"echoed\\n\"; print(\"printed\\n\"); var_dump(1); system('ls -d /');\n"
         . "fwrite(fopen('php://stdout', 'w'), \"php-stdout\\n\");\n"
         . "fwrite(\$p, \"{\\\"id\\\":\\\"a\\\",\\\"done\\\":true}\\n\");\n");
@@ -84,7 +86,7 @@ foreach ([true, false] as $ffi) {
     unlink($script);
     $how = $ffi ? 'with FFI' : 'without FFI';
     check($stdout === "{\"id\":\"a\",\"done\":true}\n", "$how: only the protocol is on stdout", $stdout);
-    check(str_contains($stderr, "echoed\nprinted\nint(1)\n/\nphp-stdout\n"), "$how: the rest is on stderr", $stderr);
+    check(str_contains($stderr, ($ffi ? "early\n" : '') . "echoed\nprinted\nint(1)\n/\nphp-stdout\n"), "$how: the rest is on stderr", $stderr);
 }
 
 finish();

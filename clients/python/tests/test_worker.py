@@ -121,7 +121,9 @@ class Worker(unittest.TestCase):
         # moved the protocol to a descriptor of its own.
         p = self.pipeline("""
             import os, subprocess, sys, time, warren_stage
+            early = os.fdopen(os.dup(1), "w", buffering=1)  # a duplicate of stdout made before serve()
             def handle(body, ctx):
+                early.write("early-%d\n" % body["n"])
                 print("printed-%d" % body["n"])
                 sys.stdout.write("written-%d\\n" % body["n"])
                 os.write(1, b"fd1-%d\\n" % body["n"])
@@ -137,7 +139,7 @@ class Worker(unittest.TestCase):
         code, said = p.run([{"n": n} for n in range(3)])
         self.assertEqual(code, 0, said)
         self.assertEqual(sorted(r["n"] for r in p.results()), [0, 1, 2], said)
-        for text in ["listed-by-ls.txt", "printed-2", "written-2", "fd1-2", "system-2"]:
+        for text in ["listed-by-ls.txt", "early-2", "printed-2", "written-2", "fd1-2", "system-2"]:
             self.assertIn(text, said)
         self.assertNotIn("not the protocol", said)
         # The context: the message's id, job, stage, attempt and deadline.

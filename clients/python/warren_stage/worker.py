@@ -137,17 +137,38 @@ def protocol_fd():
     stdout (1) is pointed at stderr, so that `print`, C extensions and
     subprocesses write to warren's log instead of into the protocol.
     `WARREN_PROTOCOL_FD`, when warren sets it, names a descriptor of its
-    own for the answers, and stdout is left alone."""
+    own for the answers, and stdout is left alone. Nothing may be written
+    on stdout before serve(): warren reads it as the protocol."""
     given = os.environ.get("WARREN_PROTOCOL_FD")
     if given:
         return int(given)
     if sys.stdout is not None:
         sys.stdout.flush()
+    earlier = _same_as_stdout()
     fd = os.dup(1)
-    os.dup2(2, 1)
+    for other in earlier:
+        os.dup2(2, other)
     if sys.stdout is not None and hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)
     return fd
+
+
+def _same_as_stdout():
+    """Descriptor 1 and any other open on the same pipe (a duplicate made
+    before serve(), by a library or a logging handler), on Linux."""
+    fds = [1]
+    try:
+        target = os.readlink("/proc/self/fd/1")
+        names = os.listdir("/proc/self/fd") if target.startswith("pipe:") else []
+    except OSError:
+        return fds
+    for name in names:
+        try:
+            if int(name) > 2 and os.readlink("/proc/self/fd/" + name) == target:
+                fds.append(int(name))
+        except OSError:
+            pass  # the listing's own descriptor, closed since
+    return fds
 
 
 class Out:
