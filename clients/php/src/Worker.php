@@ -69,6 +69,7 @@ final class Worker
         $out = static function (string $lines) use ($protocol): void {
             self::write($protocol, $lines);
         };
+        $answers = '';
         while (($line = fgets(STDIN)) !== false) {
             if (trim($line) === '') {
                 continue;
@@ -81,8 +82,15 @@ final class Worker
                 fwrite(STDERR, 'warren: a line on stdin is not a warren message (' . $error->getMessage() . '): ' . substr($line, 0, 200) . "\n");
                 exit(2);
             }
-            self::write($protocol, Handling::handle($this->handlerFor((string) ($message['stage'] ?? '')), $message, $out, $progress));
+            $answers .= Handling::handle($this->handlerFor((string) ($message['stage'] ?? '')), $message, $out, $progress);
+            // While more messages wait in the input buffer, answers wait
+            // too and go out in one write; before blocking for input, all.
+            if (strlen($answers) > 65536 || stream_get_meta_data(STDIN)['unread_bytes'] === 0) {
+                self::write($protocol, $answers);
+                $answers = '';
+            }
         }
+        self::write($protocol, $answers);
     }
 
     /**

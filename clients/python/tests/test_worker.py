@@ -123,7 +123,7 @@ class Worker(unittest.TestCase):
             import os, subprocess, sys, time, warren_stage
             early = os.fdopen(os.dup(1), "w", buffering=1)  # a duplicate of stdout made before serve()
             def handle(body, ctx):
-                early.write("early-%d\n" % body["n"])
+                early.write("early-%d\\n" % body["n"])
                 print("printed-%d" % body["n"])
                 sys.stdout.write("written-%d\\n" % body["n"])
                 os.write(1, b"fd1-%d\\n" % body["n"])

@@ -81,6 +81,7 @@ class Worker:
                     message = decode(line)
                     out(handle(self.handler_for(message.get("stage")), message, out, progress))
             return
+        out = Coalescing(out)
         pool = Pool(concurrency, lambda m: out(handle(self.handler_for(m.get("stage")), m, out, progress)))
         try:
             for line in lines:
@@ -95,24 +96,50 @@ class Worker:
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
         loop.set_default_executor(_executor(concurrency))
         batch = Batch(out, loop)
-        tasks = set()
+        routes = {}
+        tasks = []  # strong references (the loop keeps weak ones), pruned now and then
+        start = loop.create_task
+        parts = []
         while True:
-            line = await reader.readline()
-            if not line:
+            # Whole chunks, split here: fewer turns of the loop than a
+            # readline per message.
+            chunk = await reader.read(1 << 18)
+            if not chunk:
                 break
-            if line.isspace():
+            if b"\n" not in chunk:
+                parts.append(chunk)
                 continue
-            message = decode(line)
-            task = loop.create_task(self._one(message, out, batch, progress, loop))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            if parts:
+                parts.append(chunk)
+                chunk = b"".join(parts)
+                parts = []
+            lines = chunk.split(b"\n")
+            rest = lines.pop()
+            if rest:
+                parts.append(rest)
+            for line in lines:
+                if line and not line.isspace():
+                    message = decode(line)
+                    stage = message.get("stage")
+                    route = routes.get(stage)
+                    if route is None:
+                        handler = self.handler_for(stage)
+                        route = routes[stage] = (handler, _is_async(handler))
+                    tasks.append(start(self._one(route, message, out, batch, progress, loop)))
+            if len(tasks) > 2 * concurrency + 64:
+                tasks = [task for task in tasks if not task.done()]
+        if parts and not b"".join(parts).isspace():
+            message = decode(b"".join(parts))
+            handler = self.handler_for(message.get("stage"))
+            await self._one((handler, _is_async(handler)), message, out, batch, progress, loop)
         if tasks:
             await asyncio.gather(*tasks)
         batch.flush()
 
-    async def _one(self, message, out, batch, progress, loop):
-        handler = self.handler_for(message.get("stage"))
-        if _is_async(handler):
+    @staticmethod
+    async def _one(route, message, out, batch, progress, loop):
+        handler, is_async = route
+        if is_async:
             lines = await handle_async(handler, message, out, progress)
         else:
             lines = await loop.run_in_executor(None, handle, handler, message, out, progress)
@@ -210,10 +237,38 @@ class Batch:
             self._out(text)
 
 
+class Coalescing:
+    """Answers from several threads: a thread that finds another writing
+    leaves its lines to it, so that what finishes together goes out in one
+    system call."""
+
+    def __init__(self, out):
+        self._out = out
+        self._lock = threading.Lock()
+        self._lines = []
+        self._writing = False
+
+    def __call__(self, text):
+        with self._lock:
+            self._lines.append(text)
+            if self._writing:
+                return
+            self._writing = True
+        while True:
+            with self._lock:
+                if not self._lines:
+                    self._writing = False
+                    return
+                text = "".join(self._lines)
+                self._lines = []
+            self._out(text)
+
+
 class Pool:
     """`size` threads at most, started as needed, each running `work` on
     the items submitted (a SimpleQueue: less per item than an executor's
-    futures)."""
+    futures). One thread reads, the others handle: a BufferedReader's
+    readline is not safe from several threads at once."""
 
     def __init__(self, size, work):
         self._size = size
