@@ -141,7 +141,10 @@ fn python_suite(pattern: &str) {
         &std::env::temp_dir(),
         &[],
     );
-    assert!(ran(&said) > 0, "the Python suite {pattern} ran no test:\n{said}");
+    assert!(
+        ran(&said) > 0,
+        "the Python suite {pattern} ran no test:\n{said}"
+    );
 }
 
 /// Runs one PHP test script of `clients/php/tests` with the Composer
@@ -154,7 +157,10 @@ fn php_suite(script: &str) {
         &std::env::temp_dir(),
         &[("WARREN_PHP_AUTOLOAD", autoload())],
     );
-    assert!(ran(&said) > 0, "the PHP suite {script} ran no check:\n{said}");
+    assert!(
+        ran(&said) > 0,
+        "the PHP suite {script} ran no check:\n{said}"
+    );
 }
 
 #[test]
