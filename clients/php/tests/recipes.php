@@ -1,10 +1,11 @@
 <?php
 /**
  * The recipes of README.md, run through the real warren and broker: the
- * plain-script one as it is, the Laravel and Symfony ones in their plain
- * versions (recipes/laravel/plain.php, recipes/symfony/plain.php: what the
- * artisan / console command does once the framework booted, with the same
- * stage class).
+ * plain-script one as it is, the Symfony one for real (Symfony's Console,
+ * from Debian's php-symfony-console, which Debian's composer brings,
+ * running the recipe's command: recipes/symfony/console.php), the Laravel
+ * one in its plain version (recipes/laravel/plain.php: what the artisan
+ * command does once the app booted, with the same stage class).
  */
 
 declare(strict_types=1);
@@ -32,10 +33,10 @@ check(str_contains($said, 'resizing 800'), "plain script: a subprocess's output 
 check(str_contains($p->dead('resize'), 'no width'), 'plain script: Dead dead-letters');
 $p->close();
 
-foreach (['laravel', 'symfony'] as $framework) {
+foreach (['laravel' => 'laravel/plain.php', 'symfony' => 'symfony/console.php, app:warren-work'] as $framework => $command) {
     $p = new Pipeline('', <<<YAML
 invoice:
-  exec: {$exec("$framework/plain.php")}
+  exec: {$exec($command)}
   retry: { attempts: 2, backoff: [100ms] }
   outputs: [out]
 out:

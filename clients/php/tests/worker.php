@@ -76,7 +76,7 @@ use Warren\{Context, Emit, Worker};
         print("printed-{$ctx->id}\n");
         var_dump(['dumped' => $ctx->id]);
         fwrite(STDOUT, "stdout-constant-{$ctx->id}\n");
-        system('ls ' . escapeshellarg(__DIR__));
+        proc_close(proc_open(['ls', __DIR__], [], $pipes));   // inherits descriptor 1
         passthru('echo passthru-' . escapeshellarg($ctx->id));
         if ($body['numbers'] === []) {
             return ['not JSON' => NAN];

@@ -33,7 +33,7 @@ final class WarrenWorkCommand extends Command
         // In a handler, $output (php://stdout) goes to warren's log.
         (new Worker())
             ->stage('invoice', function (array $body, Context $ctx) use ($output): array {
-                $output->writeln("invoicing order {$body['order']}");
+                $output->writeln('invoicing order ' . ($body['order'] ?? '(none)'));
                 return ($this->invoice)($body, $ctx);
             })
             ->serve();
