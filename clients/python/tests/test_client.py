@@ -299,7 +299,7 @@ class Resends(unittest.TestCase):
         (_, first, _, body1), (_, second, _, body2) = server.seen
         self.assertEqual(first, second)
         self.assertIn("id_field=k", second)
-        self.assertEqual([json.loads(l)["k"] for l in body2.splitlines()], ["b", "d"])
+        self.assertEqual([json.loads(line)["k"] for line in body2.splitlines()], ["b", "d"])
 
     def test_a_single_503_resends_the_same_key(self):
         server, url = fake_server([
@@ -332,7 +332,7 @@ class Resends(unittest.TestCase):
         self.addCleanup(server.shutdown)
         sent = Client(url, timeout=30).send_many("s", [{"n": 1}, {"n": 2}, {"n": 3}])
         self.assertEqual(sent.ids, ["x1", "x2", "x3"])
-        self.assertEqual([json.loads(l)["n"] for l in server.seen[1][3].splitlines()], [2, 3])
+        self.assertEqual([json.loads(line)["n"] for line in server.seen[1][3].splitlines()], [2, 3])
 
     def test_a_503_that_names_the_ids_resends_each_with_its_id(self):
         server, url = fake_server([

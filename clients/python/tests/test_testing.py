@@ -109,7 +109,10 @@ class SameAsTheWorker(unittest.TestCase):
         program = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(program)
         results = [testing.run(program.worker, body, stage="py") for body in inputs]
-        key = lambda r: r["n"]
+
+        def key(record):
+            return record["n"]
+
         self.assertEqual(sorted([b for r in results for to, b in r.emits if to is None], key=key),
                          sorted(p.results(), key=key))
         self.assertEqual(sorted([b for r in results for b in r.emitted], key=key),
