@@ -61,9 +61,10 @@ fn ran(said: &str) -> usize {
     unittest.unwrap_or_else(|| said.lines().filter(|l| l.starts_with("ok - ")).count())
 }
 
-/// A folder that lives as long as the test binary.
+/// A folder of this test binary, made anew by each run (under
+/// target/tmp: kept between runs for a look, never piling up).
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("warren-clients-{}-{name}", std::process::id()));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("clients-{name}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
