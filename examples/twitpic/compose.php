@@ -3,7 +3,7 @@
 // tweet. An exec stage: warren runs this program and hands it the jobs.
 require __DIR__ . '/../../clients/php/WarrenStage.php';
 
-Warren\Stage::run(function (array $photo, Warren\Context $ctx): void {
+(new Warren\Worker())->stage('compose', function (array $photo, Warren\Context $ctx): array {
     if (empty($photo['photo_id']) || empty($photo['user'])) {
         throw new Warren\Dead('a photo job needs photo_id and user');
     }
@@ -12,5 +12,5 @@ Warren\Stage::run(function (array $photo, Warren\Context $ctx): void {
     $text = $caption === ''
         ? "@{$photo['user']} posted a photo: $link"
         : mb_strimwidth("@{$photo['user']}: $caption", 0, 250, '...') . " $link";
-    $ctx->emit(['photo_id' => $photo['photo_id'], 'user' => $photo['user'], 'text' => $text]);
-});
+    return ['photo_id' => $photo['photo_id'], 'user' => $photo['user'], 'text' => $text];   // emitted to `post`
+})->serve();
