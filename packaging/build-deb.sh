@@ -13,7 +13,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 # The binary crate; its Cargo.toml has [package.metadata.deb].
-crate=${WARREN_CRATE:-warren-supervisor}
+crate=${WARREN_CRATE:-warren-command}
 
 if ! cargo deb --version >/dev/null 2>&1; then
     echo "build-deb: installing cargo-deb" >&2

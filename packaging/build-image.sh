@@ -73,7 +73,7 @@ command -v podman >/dev/null || {
 }
 
 version=$(cargo metadata --format-version 1 --no-deps |
-    grep -o '"name":"warren-supervisor","version":"[^"]*"' | cut -d'"' -f8)
+    grep -o '"name":"warren-command","version":"[^"]*"' | cut -d'"' -f8)
 commit=$(git log -1 --format=%h --abbrev=7 2>/dev/null || true)
 commit_date=$(git log -1 --format=%cs 2>/dev/null || true)
 build_args=(--build-arg "WARREN_COMMIT=$commit" --build-arg "WARREN_COMMIT_DATE=$commit_date")

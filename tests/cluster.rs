@@ -18,8 +18,8 @@
 //! - `rolling`: the three nodes restarted one by one under load.
 //!
 //! ```sh
-//! cargo test -p warren-supervisor --test cluster -- --nocapture
-//! WARREN_CLUSTER=stop,cut cargo test -p warren-supervisor --test cluster
+//! cargo test -p warren-command --test cluster -- --nocapture
+//! WARREN_CLUSTER=stop,cut cargo test -p warren-command --test cluster
 //! ```
 
 mod common;

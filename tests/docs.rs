@@ -165,21 +165,21 @@ fn adapt(block: Block, pipeline: &str, unique: &str) -> Block {
         Block::Run(commands) => Block::Run(commands.replace("~/warren/", &format!("{checkout}/"))),
         Block::Expect(text) => Block::Expect(tutorial::replace_word(&text, pipeline, unique)),
         Block::File { path, text } if path.ends_with("Cargo.toml") => {
-            let git = "{ git = \"https://github.com/warren-rs/warren\" }";
+            let git = "git = \"https://github.com/warren-rs/warren\"";
             let mut replaced = 0;
             let text = text
                 .lines()
                 .map(|line| {
                     let folder = match line.split_once(" = ") {
-                        Some(("warren", value)) if value == git => "framework",
-                        Some(("amq-protocol-types", value)) if value == git => {
+                        Some(("warren", value)) if value.contains(git) => "framework",
+                        Some(("amq-protocol-types", value)) if value.contains(git) => {
                             "vendor/amq-protocol-types"
                         }
                         _ => return format!("{line}\n"),
                     };
                     replaced += 1;
-                    let (key, _) = line.split_once(" = ").unwrap();
-                    format!("{key} = {{ path = \"{checkout}/{folder}\" }}\n")
+                    let path = format!("path = \"{checkout}/{folder}\"");
+                    format!("{}\n", line.replace(git, &path))
                 })
                 .collect();
             assert_eq!(replaced, 2, "Cargo.toml's git dependencies were not found");

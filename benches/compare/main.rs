@@ -1,8 +1,8 @@
 //! warren's benchmarks, side by side in one run:
 //!
 //! ```sh
-//! cargo bench -p warren-supervisor --bench compare              # warren and the bare client
-//! cargo bench -p warren-supervisor --bench compare -- --peers   # and Celery and Dramatiq
+//! cargo bench -p warren-command --bench compare              # warren and the bare client
+//! cargo bench -p warren-command --bench compare -- --peers   # and Celery and Dramatiq
 //! ```
 //!
 //! fanout3 (N seeds -> F parts each -> sha256 -> sink; N + 2NF messages)
@@ -208,7 +208,7 @@ fn example(name: &str) -> PathBuf {
             "--release",
             "-q",
             "-p",
-            "warren-supervisor",
+            "warren-command",
             "--example",
             name,
         ])

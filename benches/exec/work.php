@@ -2,7 +2,7 @@
 // fanout3's `work` stage in PHP, an exec stage written with
 // clients/php/WarrenStage.php: the sha256 of the part as compact JSON,
 // emitted as {"id", "part", "digest"}. Used by the benchmark harness
-// (`cargo bench -p warren-supervisor --bench compare`).
+// (`cargo bench -p warren-command --bench compare`).
 
 require __DIR__ . '/../../clients/php/WarrenStage.php';
 

@@ -1,7 +1,7 @@
 """fanout3's `work` stage in Python, an exec stage written with
 clients/python/warren_stage.py: the sha256 of the part as compact JSON,
 emitted as {"id", "part", "digest"}. Used by the benchmark harness
-(`cargo bench -p warren-supervisor --bench compare`)."""
+(`cargo bench -p warren-command --bench compare`)."""
 
 import hashlib
 import json

@@ -1,8 +1,8 @@
 //! Job tracking's figures (README, *Jobs*):
 //!
 //! ```sh
-//! cargo bench -p warren-supervisor --bench jobs                 # 1,000,000 jobs and events
-//! cargo bench -p warren-supervisor --bench jobs -- --jobs 100000 --events 100000
+//! cargo bench -p warren-command --bench jobs                 # 1,000,000 jobs and events
+//! cargo bench -p warren-command --bench jobs -- --jobs 100000 --events 100000
 //! ```
 //!
 //! 1. A store of `--jobs` jobs (four events each: sent, the first message
@@ -15,15 +15,13 @@
 //!    a busy stage's recorder batches them), then a tracker with an empty
 //!    store reads them all; events per second.
 
-mod tracked;
-
 use std::time::{Duration, Instant};
 
-use tracked::{store::Store, tracker::Tracker};
 use warren::{
     jobs::{Emitted, Event, JobRecord, JobState, What},
     publisher::Publisher,
 };
+use warren_ops::jobs::{store::Store, tracker::Tracker};
 
 /// The four events of job `n`.
 fn events_of(n: u64, at_ms: u64) -> [Event; 4] {

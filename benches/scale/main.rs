@@ -3,8 +3,8 @@
 //! folder, not committed):
 //!
 //! ```sh
-//! cargo bench -p warren-supervisor --bench scale                      # all three sizes
-//! cargo bench -p warren-supervisor --bench scale -- --sizes 100000,1000000
+//! cargo bench -p warren-command --bench scale                      # all three sizes
+//! cargo bench -p warren-command --bench scale -- --sizes 100000,1000000
 //! ```
 //!
 //! For each size it prints: the bare lapin client publishing the lines

@@ -1,7 +1,7 @@
 //! The HTTP front door's figures (README, *HTTP*; BENCHMARKS.md):
 //!
 //! ```sh
-//! cargo bench -p warren-supervisor --bench serve      # --messages 200000
+//! cargo bench -p warren-command --bench serve      # --messages 200000
 //! ```
 //!
 //! Against `warren serve` (release build) on this machine, a pipeline of

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-cargo build --release --quiet -p warren-supervisor \
+cargo build --release --quiet -p warren-command \
   --bin warren --example grading-worker --example fake-grading-api
 
 mkdir -p examples/grading/out

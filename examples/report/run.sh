@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-cargo build --release --quiet -p warren-supervisor --bin warren
+cargo build --release --quiet -p warren-command --bin warren
 warren=target/release/warren
 pipeline=examples/report/pipeline.yaml
 out=examples/report/out

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 jobs=${1:-200}
 
-cargo build --release --quiet -p warren-supervisor --bin warren
+cargo build --release --quiet -p warren-command --bin warren
 warren=target/release/warren
 pipeline=examples/twitpic/pipeline.yaml
 out=examples/twitpic/out

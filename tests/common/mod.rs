@@ -236,7 +236,7 @@ pub fn example_bin(name: &str) -> PathBuf {
     let mut built = BUILT.lock().unwrap();
     if !built.iter().any(|b| b == name) {
         let mut cargo = Command::new(option_env!("CARGO").unwrap_or("cargo"));
-        cargo.args(["build", "-q", "-p", "warren-supervisor", "--example", name]);
+        cargo.args(["build", "-q", "-p", "warren-command", "--example", name]);
         if dir.ends_with("release") {
             cargo.arg("--release");
         }

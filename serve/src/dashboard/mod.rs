@@ -1,0 +1,482 @@
+//! The dashboard, `GET /` (DESIGN.md, *HTTP*): the stages live, the dead
+//! letters grouped by cause with replay and purge, and jobs by id. It keeps
+//! nothing of its own: every page reads the refresher's last look, the
+//! dead-letter queues and the job store, so a restart loses nothing.
+//! Replay and purge need `serve.allow_actions` (else 403) and are
+//! confirmed on a page of their own that says how many messages they touch.
+
+pub mod groups;
+mod page;
+
+use axum::{
+    Form, Json,
+    extract::{Path, Query, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Redirect, Response},
+};
+use maud::{Markup, html};
+use serde::Deserialize;
+use serde_json::json;
+use tracing::info;
+use warren::{dead_letters, dead_letters::DeadLetter, jobs::JobView};
+
+use super::App;
+use page::page;
+use warren_ops::status::StageState;
+
+/// Dead letters read per page at most, each with the start of its body
+/// (`dead_letters::BODY_LISTED` bytes: the search looks at that much).
+pub const MAX_LISTED: usize = 10_000;
+
+/// Messages shown of a group.
+const SHOWN: usize = 100;
+
+/// `GET /`.
+pub async fn overview(State(app): State<App>) -> Markup {
+    let snapshot = app.figures.lock().expect("metrics").clone();
+    page(
+        "Overview",
+        html! {
+            h1 { "Pipeline " (app.pipeline.name) }
+            p.bad #blocked { (if snapshot.broker_blocked { "the broker blocks publishing" } else { "" }) }
+            div.wrap {
+                table #overview {
+                    tr {
+                        th { "stage" } th { "kind" } th { "ready" } th { "in flight" }
+                        th { "retrying" } th { "isolated" } th { "dead letters" } th { "workers (all boxes)" }
+                        th { "workers (this box)" } th { "rate" } th { "" } th { "breaker open" } th { "failing" }
+                    }
+                    @for stage in &app.pipeline.stages {
+                        @let f = snapshot.stages.get(&stage.name).cloned().unwrap_or_default();
+                        tr data-stage=(stage.name) {
+                            td { (stage.name) }
+                            td { (stage.kind.label()) }
+                            td.n data-field="ready" { (f.ready) }
+                            td.n data-field="in_flight" { (f.in_flight) }
+                            td.n data-field="retrying" { (f.retrying) }
+                            td.n data-field="isolated" { (f.isolated) }
+                            td.n {
+                                a href=(format!("/stages/{}/dead", stage.name)) data-field="dead_letters" { (f.dead) }
+                            }
+                            td.n data-field="workers" { (f.consumers) }
+                            td.n data-field="local_workers" { (f.workers) }
+                            td.n data-rate { "-" }
+                            td { svg.spark viewBox="0 0 120 24" { polyline fill="none" stroke="#0969da" points="" {} } }
+                            td data-field="breaker_open" { (if f.counts.breaker_open { "yes" } else { "-" }) }
+                            td data-field="failing" { (if f.state == Some(StageState::Failing) { "yes" } else { "-" }) }
+                        }
+                    }
+                }
+            }
+            p { "Ready, retrying, isolated (their worker stopped while holding them: handled one at a time), dead letters and workers (all boxes) come from the broker; the rest from this box's supervisors. Refreshed every 2 s." }
+        },
+    )
+}
+
+/// `GET /dashboard/overview.json`: what the overview refreshes.
+pub async fn overview_json(State(app): State<App>) -> Json<serde_json::Value> {
+    let snapshot = app.figures.lock().expect("metrics").clone();
+    let stages: Vec<serde_json::Value> = app
+        .pipeline
+        .stages
+        .iter()
+        .map(|stage| {
+            let f = snapshot
+                .stages
+                .get(&stage.name)
+                .cloned()
+                .unwrap_or_default();
+            json!({
+                "name": stage.name, "ready": f.ready, "in_flight": f.in_flight,
+                "retrying": f.retrying, "isolated": f.isolated, "dead_letters": f.dead,
+                "workers": f.consumers, "local_workers": f.workers, "done": f.counts.done,
+                "breaker_open": f.counts.breaker_open,
+                "failing": f.state == Some(StageState::Failing),
+            })
+        })
+        .collect();
+    Json(json!({ "stages": stages, "broker_blocked": snapshot.broker_blocked }))
+}
+
+/// `?group=CAUSE&q=TEXT&done=MESSAGE`, or `?id=ID` for one message whole.
+#[derive(Debug, Deserialize)]
+pub struct DeadQuery {
+    group: Option<String>,
+    q: Option<String>,
+    done: Option<String>,
+    id: Option<String>,
+}
+
+fn found_by(letter: &DeadLetter, q: Option<&str>) -> bool {
+    let Some(q) = q.filter(|q| !q.is_empty()) else {
+        return true;
+    };
+    letter.id.contains(q)
+        || letter.reason.contains(q)
+        || String::from_utf8_lossy(&letter.body).contains(q)
+}
+
+/// `GET /stages/{stage}/dead`.
+pub async fn dead(
+    State(app): State<App>,
+    Path(stage): Path<String>,
+    Query(query): Query<DeadQuery>,
+) -> Response {
+    if app.pipeline.stage(&stage).is_none() {
+        return (
+            StatusCode::NOT_FOUND,
+            page("Not found", html! { p { "No stage " (stage) "." } }),
+        )
+            .into_response();
+    }
+    if let Some(id) = &query.id {
+        return dead_letter(&app, &stage, id).await;
+    }
+    let letters = match dead_letters::list(&app.pipeline, &stage, MAX_LISTED).await {
+        Ok(letters) => letters,
+        Err(error) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                page("Dead letters", html! { p.bad { (error.to_string()) } }),
+            )
+                .into_response();
+        }
+    };
+    let q = query.q.as_deref();
+    let found: Vec<DeadLetter> = letters.into_iter().filter(|l| found_by(l, q)).collect();
+    let groups = groups::group(&found);
+    let actions = app.pipeline.serve.allow_actions;
+    let base = format!("/stages/{stage}/dead");
+    let chosen = query.group.as_deref();
+    page(
+        "Dead letters",
+        html! {
+            h1 { "Dead letters of " (stage) }
+            @if let Some(done) = &query.done { p.note { (done) } }
+            form method="get" action=(base) {
+                input type="text" name="q" placeholder="id or text" value=(q.unwrap_or(""));
+                " " button type="submit" { "Search" }
+            }
+            p { (found.len()) " messages" (if found.len() >= MAX_LISTED { " (the first 10,000)" } else { "" }) ", " (groups.len()) " causes." }
+            @if actions && !found.is_empty() && q.is_none_or(str::is_empty) {
+                (action_form(&stage, "replay", "all", None, "Replay all"))
+                " " (action_form(&stage, "purge", "all", None, "Purge all"))
+            }
+            div.wrap {
+                table #groups {
+                    tr { th { "cause" } th { "messages" } th { "newest" } @if actions { th { "" } } }
+                    @for group in &groups {
+                        tr data-cause=(group.cause) {
+                            td { a href=(format!("{base}?group={}", urlencode(&group.cause))) { (group.cause) } }
+                            td.n.count { (group.letters.len()) }
+                            td { (found[group.letters[0]].id) }
+                            @if actions {
+                                td {
+                                    (action_form(&stage, "replay", "group", Some(&group.cause), "Replay group"))
+                                    " " (action_form(&stage, "purge", "group", Some(&group.cause), "Purge group"))
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @if let Some(cause) = chosen {
+                @if let Some(group) = groups.iter().find(|g| g.cause == cause) {
+                    h2 { (cause) }
+                    @for &i in group.letters.iter().take(SHOWN) {
+                        @let letter = &found[i];
+                        div.letter data-id=(letter.id) {
+                            h3 { (letter.id) " (attempt " (letter.attempts) ")" }
+                            p { (letter.reason) }
+                            @if letter.is_cut() {
+                                pre.payload { (String::from_utf8_lossy(&letter.body)) "..." }
+                                p.note {
+                                    "The first " (letter.body.len()) " of " (letter.body_len) " bytes; "
+                                    a href=(format!("{base}?id={}", urlencode(&letter.id))) { "the whole message" } "."
+                                }
+                            } @else {
+                                pre.payload { (pretty(&letter.body)) }
+                            }
+                            details { summary { "headers" }
+                                table { @for (name, value) in &letter.headers { tr { td { (name) } td { (shown_header(value)) } } } }
+                            }
+                            @if actions {
+                                (action_form(&stage, "replay", "one", Some(&letter.id), "Replay"))
+                                " " (action_form(&stage, "purge", "one", Some(&letter.id), "Purge"))
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+    .into_response()
+}
+
+/// `GET /stages/{stage}/dead?id=ID`: one dead letter, whole (a listing
+/// holds only the start of each body).
+async fn dead_letter(app: &App, stage: &str, id: &str) -> Response {
+    let letter = match dead_letters::find(&app.pipeline, stage, id).await {
+        Ok(Some(letter)) => letter,
+        Ok(None) => {
+            return (
+                StatusCode::NOT_FOUND,
+                page(
+                    "Not found",
+                    html! { p { "No dead letter " (id) " in " (stage) "." } },
+                ),
+            )
+                .into_response();
+        }
+        Err(error) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                page("Dead letter", html! { p.bad { (error.to_string()) } }),
+            )
+                .into_response();
+        }
+    };
+    let actions = app.pipeline.serve.allow_actions;
+    page(
+        "Dead letter",
+        html! {
+            h1 { "Dead letter " (letter.id) " of " (stage) }
+            p { a href=(format!("/stages/{stage}/dead")) { "All dead letters of " (stage) } }
+            div.letter data-id=(letter.id) {
+                h3 { (letter.id) " (attempt " (letter.attempts) ")" }
+                p { (letter.reason) }
+                p { (letter.body_len) " bytes" }
+                pre.payload { (pretty(&letter.body)) }
+                table { @for (name, value) in &letter.headers { tr { td { (name) } td { (shown_header(value)) } } } }
+                @if actions {
+                    (action_form(stage, "replay", "one", Some(&letter.id), "Replay"))
+                    " " (action_form(stage, "purge", "one", Some(&letter.id), "Purge"))
+                }
+            }
+        },
+    )
+    .into_response()
+}
+
+fn pretty(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
+}
+
+fn urlencode(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+fn action_form(
+    stage: &str,
+    action: &str,
+    scope: &str,
+    target: Option<&str>,
+    label: &str,
+) -> Markup {
+    html! {
+        form.inline method="post" action=(format!("/stages/{stage}/dead")) {
+            input type="hidden" name="action" value=(action);
+            input type="hidden" name="scope" value=(scope);
+            @if let Some(target) = target { input type="hidden" name="target" value=(target); }
+            button type="submit" class=(format!("{action}-{scope}")) { (label) }
+        }
+    }
+}
+
+/// A replay or purge, as posted.
+#[derive(Debug, Deserialize)]
+pub struct Action {
+    action: String,
+    scope: String,
+    target: Option<String>,
+    confirmed: Option<String>,
+}
+
+/// `POST /stages/{stage}/dead`: without `confirmed`, a page that says how
+/// many messages the action touches; with it, the action.
+pub async fn act(
+    State(app): State<App>,
+    Path(stage): Path<String>,
+    Form(action): Form<Action>,
+) -> Response {
+    if !app.pipeline.serve.allow_actions {
+        return (
+            StatusCode::FORBIDDEN,
+            page("Read-only", html! { p.bad { "This dashboard is read-only: replay and purge need serve.allow_actions: true." } }),
+        )
+            .into_response();
+    }
+    if app.pipeline.stage(&stage).is_none() || !matches!(action.action.as_str(), "replay" | "purge")
+    {
+        return StatusCode::BAD_REQUEST.into_response();
+    }
+    let target = action.target.clone().unwrap_or_default();
+    let chosen = |letter: &DeadLetter| match action.scope.as_str() {
+        "one" => letter.id == target,
+        "group" => groups::mask(&letter.reason) == target,
+        _ => true,
+    };
+    if action.confirmed.is_none() {
+        let count = match dead_letters::list(&app.pipeline, &stage, MAX_LISTED).await {
+            Ok(letters) => letters.iter().filter(|l| chosen(l)).count(),
+            Err(error) => {
+                return (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response();
+            }
+        };
+        return page(
+            "Confirm",
+            html! {
+                h1 { "Confirm" }
+                p #confirm-count { (action.action) " " (count) " message(s) of " (stage) (if target.is_empty() { String::new() } else { format!(" ({target})") }) "?" }
+                form method="post" action=(format!("/stages/{stage}/dead")) {
+                    input type="hidden" name="action" value=(action.action);
+                    input type="hidden" name="scope" value=(action.scope);
+                    input type="hidden" name="target" value=(target);
+                    input type="hidden" name="confirmed" value="yes";
+                    button type="submit" #confirm { "Yes, " (action.action) " " (count) }
+                    " " a href=(format!("/stages/{stage}/dead")) { "Cancel" }
+                }
+            },
+        )
+        .into_response();
+    }
+    // The same code as `warren dlq replay|purge`.
+    let done = match action.action.as_str() {
+        "replay" => dead_letters::replay_matching(&app.pipeline, &stage, usize::MAX, chosen).await,
+        _ => dead_letters::purge_matching(&app.pipeline, &stage, chosen).await,
+    };
+    match done {
+        Ok(n) => {
+            info!(target: "warren::access", who = "dashboard (token)", stage, action = %action.action, scope = %action.scope, messages = n, "dead letters {}ed", action.action);
+            let said = format!(
+                "{} {n} message(s)",
+                if action.action == "replay" {
+                    "Replayed"
+                } else {
+                    "Purged"
+                }
+            );
+            Redirect::to(&format!("/stages/{stage}/dead?done={}", urlencode(&said))).into_response()
+        }
+        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response(),
+    }
+}
+
+/// `?id=JOB`.
+#[derive(Debug, Deserialize)]
+pub struct JobQuery {
+    id: Option<String>,
+}
+
+/// `GET /jobs`.
+pub async fn jobs(State(app): State<App>, Query(query): Query<JobQuery>) -> Markup {
+    let Some(tickets) = &app.tickets else {
+        return page(
+            "Jobs",
+            html! { p { "Pipeline " (app.pipeline.name) " does not track jobs (jobs.track)." } },
+        );
+    };
+    let view = match query.id.as_deref().filter(|id| !id.is_empty()) {
+        Some(id) => Some(tickets.lookup(id).await),
+        None => None,
+    };
+    let failed = tickets.failed(20).unwrap_or_default();
+    page(
+        "Jobs",
+        html! {
+            h1 { "Jobs" }
+            form method="get" action="/jobs" {
+                input type="text" name="id" placeholder="job id" value=(query.id.clone().unwrap_or_default());
+                " " button type="submit" { "Look up" }
+            }
+            @match view {
+                Some(Ok(view)) => (job(&view)),
+                Some(Err(error)) => p.bad { (error) },
+                None => {},
+            }
+            h2 { "Recent failed jobs" }
+            @if failed.is_empty() { p { "None." } }
+            ul { @for f in &failed { li { a href=(format!("/jobs?id={}", urlencode(&f.id))) { (f.id) } " (" (f.dead_letters.len()) " dead letters)" } } }
+        },
+    )
+}
+
+fn job(view: &JobView) -> Markup {
+    let state = serde_json::to_value(view.state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    html! {
+        h2 { "Job " (view.id) ": " span #job-state class=(if state == "failed" { "bad" } else { "ok" }) { (state) } }
+        p { "created " (view.created_ms.map_or("-".into(), ms)) ", started " (view.started_ms.map_or("-".into(), ms)) ", finished " (view.finished_ms.map_or("-".into(), ms)) }
+        table {
+            tr { th { "stage" } th { "waiting" } th { "retrying" } th { "held" } th { "done" } th { "dead" } }
+            @for (stage, c) in &view.stages {
+                tr { td { (stage) } td.n { (c.waiting) } td.n { (c.retrying) } td.n { (c.held) } td.n { (c.done) } td.n { (c.dead) } }
+            }
+        }
+        @if !view.dead_letters.is_empty() {
+            h3 { "Dead letters" }
+            ul { @for d in &view.dead_letters { li { (d.id) " at " (d.stage) ": " (d.reason) } } }
+        }
+    }
+}
+
+fn ms(at: u64) -> String {
+    httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_millis(at))
+}
+
+/// `GET /login` and the answer to a wrong token.
+pub fn login_page(wrong: bool) -> Markup {
+    page(
+        "Sign in",
+        html! {
+            h1 { "Sign in" }
+            @if wrong { p.bad { "That is not the token." } }
+            form method="post" action="/login" {
+                input type="password" name="token" placeholder="serve.token" autofocus;
+                " " button type="submit" { "Sign in" }
+            }
+        },
+    )
+}
+
+/// The login form.
+#[derive(Debug, Deserialize)]
+pub struct Login {
+    token: String,
+}
+
+/// `POST /login`: with the right token, an HttpOnly, SameSite=Strict
+/// cookie holding it, and the overview.
+pub async fn login(State(app): State<App>, Form(login): Form<Login>) -> Response {
+    match &app.token {
+        Some(token) if super::auth::matches(&login.token, token) => (
+            [(
+                header::SET_COOKIE,
+                format!(
+                    "{}={}; HttpOnly; SameSite=Strict; Path=/",
+                    super::auth::COOKIE,
+                    urlencode(&login.token)
+                ),
+            )],
+            Redirect::to("/"),
+        )
+            .into_response(),
+        Some(_) => (StatusCode::UNAUTHORIZED, login_page(true)).into_response(),
+        None => Redirect::to("/").into_response(),
+    }
+}
+
+/// A header's value as the page shows it: a URL without its password or
+/// query (a producer's `x-warren-callback` may hold both).
+fn shown_header(value: &str) -> String {
+    if value.contains("://") {
+        warren_ops::redact::url(value)
+    } else {
+        value.to_string()
+    }
+}

@@ -1,0 +1,63 @@
+//! Every second: the pipeline's stage view ([`warren_ops::view`]: the broker's
+//! queues, this box's supervisors, the management API) and the job counts,
+//! into the snapshot `/metrics` and the dashboard show and ingest's backlog
+//! check reads. Whether
+//! the broker answered is `/readyz`.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio_util::sync::CancellationToken;
+use warren::Pipeline;
+
+use super::{metrics::Shared, tickets::Tickets};
+use warren_ops::{management::Management, monitor::Monitor, view};
+
+/// Time between looks.
+const EVERY: Duration = Duration::from_secs(1);
+
+/// Looks until `stop`.
+pub async fn run(
+    pipeline: Pipeline,
+    figures: Shared,
+    tickets: Option<Tickets>,
+    ready: Arc<AtomicBool>,
+    stop: CancellationToken,
+) {
+    let mut monitor = Monitor::new(pipeline.broker.urls.clone(), &pipeline.name, "serve", false);
+    let management = Management::for_broker(&pipeline.broker.urls);
+    let topology = warren::Topology::plan(&pipeline);
+    while !stop.is_cancelled() {
+        let look = view::look(&pipeline, &topology, &mut monitor, Some(&management)).await;
+        let reachable = look.queues.is_some();
+        ready.store(reachable, Ordering::Relaxed);
+        let jobs = tickets.as_ref().and_then(|t| t.counts().ok());
+        {
+            let mut snapshot = figures.lock().expect("metrics");
+            snapshot.broker_blocked = false;
+            for mut stage in view::view(&pipeline, &topology, &look) {
+                snapshot.broker_blocked |= stage.counts.blocked;
+                if let Some(last) = snapshot.stages.get(&stage.stage).filter(|_| !reachable) {
+                    // The broker did not answer: keep what it said last.
+                    (stage.ready, stage.retrying, stage.isolated, stage.dead) =
+                        (last.ready, last.retrying, last.isolated, last.dead);
+                    stage.consumers = last.consumers;
+                }
+                snapshot.stages.insert(stage.stage.clone(), stage);
+            }
+            if let Some(jobs) = jobs {
+                snapshot.jobs = jobs;
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(EVERY) => {}
+        }
+    }
+    monitor.close().await;
+}
