@@ -4,7 +4,7 @@
 //! yet settled; everything below it is settled, so one `basic.ack` with
 //! `multiple` covers the whole prefix. Tags finished above a gap (a slow
 //! message) are acked one by one so they stop counting against the prefetch
-//! window. Requeues are `basic.nack` one by one. A delivery is never acked
+//! window. Nacks (with requeue) are `basic.nack` one by one. A delivery is never acked
 //! before its handler finished: only settled tags are ever covered. The tag
 //! of a multiple ack is always one still unacknowledged, as RabbitMQ
 //! requires (it closes the channel with "unknown delivery tag" otherwise).
@@ -24,7 +24,7 @@ pub(crate) enum Settle {
     /// Done (handled, retried or dead-lettered with a confirm): ack.
     Ack,
     /// Not handled, give it back to the queue: nack with requeue.
-    Requeue,
+    Nack,
 }
 
 /// A frame to send.
@@ -33,7 +33,7 @@ pub(crate) enum AckOp {
     /// `basic.ack` of one tag, or of every tag up to it with `multiple`.
     Ack { tag: u64, multiple: bool },
     /// `basic.nack` of one tag with requeue.
-    Requeue { tag: u64 },
+    Nack { tag: u64 },
 }
 
 /// Which tags are settled; pure, so it is tested without a broker.
@@ -67,8 +67,8 @@ impl Ledger {
                 Settle::Ack => {
                     self.ahead.insert(*tag, true);
                 }
-                Settle::Requeue => {
-                    ops.push(AckOp::Requeue { tag: *tag });
+                Settle::Nack => {
+                    ops.push(AckOp::Nack { tag: *tag });
                     self.ahead.insert(*tag, false);
                 }
             }
@@ -117,7 +117,7 @@ pub(crate) async fn run(channel: Channel, mut finished: mpsc::UnboundedReceiver<
                 AckOp::Ack { tag, multiple } => {
                     channel.basic_ack(tag, BasicAckOptions { multiple }).await
                 }
-                AckOp::Requeue { tag } => {
+                AckOp::Nack { tag } => {
                     channel
                         .basic_nack(
                             tag,
@@ -220,7 +220,7 @@ mod tests {
     #[test]
     fn a_multiple_ack_always_names_a_tag_that_is_still_unacked() {
         let mut ledger = Ledger::default();
-        ledger.settle(&[(3, A), (5, Settle::Requeue)]);
+        ledger.settle(&[(3, A), (5, Settle::Nack)]);
         // 1 and 2 finish: the prefix reaches 3 (acked) but must name 2.
         assert_eq!(
             ledger.settle(&[(2, A), (1, A)]),
@@ -242,10 +242,7 @@ mod tests {
     #[test]
     fn requeues_are_single_nacks_and_count_as_settled() {
         let mut ledger = Ledger::default();
-        assert_eq!(
-            ledger.settle(&[(1, Settle::Requeue)]),
-            vec![Requeue { tag: 1 }]
-        );
+        assert_eq!(ledger.settle(&[(1, Settle::Nack)]), vec![Nack { tag: 1 }]);
         assert_eq!(
             ledger.settle(&[(2, A)]),
             vec![Ack {
@@ -254,24 +251,21 @@ mod tests {
             }]
         );
         // A prefix made only of requeued tags owes no ack.
-        assert_eq!(
-            ledger.settle(&[(3, Settle::Requeue)]),
-            vec![Requeue { tag: 3 }]
-        );
+        assert_eq!(ledger.settle(&[(3, Settle::Nack)]), vec![Nack { tag: 3 }]);
     }
 
     /// RabbitMQ's side: the unacked tags of a channel. An op naming a tag
     /// that is not unacked closes the channel.
     fn apply(unacked: &mut std::collections::BTreeSet<u64>, op: AckOp) {
         match op {
-            Ack { tag, .. } | Requeue { tag } if !unacked.contains(&tag) => {
+            Ack { tag, .. } | Nack { tag } if !unacked.contains(&tag) => {
                 panic!("unknown delivery tag {tag} in {op:?}")
             }
             Ack {
                 tag,
                 multiple: true,
             } => unacked.retain(|t| *t > tag),
-            Ack { tag, .. } | Requeue { tag } => {
+            Ack { tag, .. } | Nack { tag } => {
                 unacked.remove(&tag);
             }
         }
@@ -299,7 +293,7 @@ mod tests {
                     }
                     let tag = pending.remove(random(pending.len() as u64) as usize);
                     let settle = match random(10) {
-                        0 => Settle::Requeue,
+                        0 => Settle::Nack,
                         _ => A,
                     };
                     batch.push((tag, settle));

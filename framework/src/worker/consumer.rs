@@ -29,7 +29,7 @@ use std::{sync::Arc, time::Duration};
 
 use futures_util::{FutureExt, StreamExt};
 use lapin::{
-    Channel, Connection, Consumer,
+    Connection, Consumer,
     message::Delivery,
     options::{BasicCancelOptions, BasicConsumeOptions},
     types::FieldTable,
@@ -40,7 +40,8 @@ use tracing::info;
 
 use super::{
     breaker::Gate,
-    handlers::{From, Handlers},
+    channels::{Channels, Source},
+    in_flight::InFlight,
     intake::{Intake, intake},
     stage::StageRuntime,
 };
@@ -70,12 +71,6 @@ enum Step {
     Lost(String),
 }
 
-/// A stage's two consumers: the stage queue and its isolation queue.
-pub(crate) struct Channels {
-    pub main: Channel,
-    pub isolation: Channel,
-}
-
 /// The loop of one stage.
 pub(crate) struct StageLoop {
     pub runtime: Arc<StageRuntime>,
@@ -97,7 +92,7 @@ impl StageLoop {
     /// Runs until stopped (then drains: `None`) or until a consumer ends
     /// (`Some(reason)`).
     pub async fn run(self, main: Consumer, isolated: Consumer) -> Option<String> {
-        let (mut work, ackers) = Handlers::start(
+        let (mut work, ackers) = InFlight::start(
             &self.runtime,
             &self.publisher,
             &self.trouble,
@@ -114,7 +109,7 @@ impl StageLoop {
                 Mode::Blocked => self.blocked(&mut work).await,
                 Mode::Paused(wait) => match main.take() {
                     Some(consumer) => match self
-                        .cancel_and_give_back(consumer, From::Main, &mut work)
+                        .cancel_and_give_back(consumer, Source::Main, &mut work)
                         .await
                     {
                         Ok(()) => self.pause(wait).await,
@@ -217,7 +212,7 @@ impl StageLoop {
         &self,
         main: &mut Option<Consumer>,
         isolated: &mut Option<Consumer>,
-        work: &mut Handlers,
+        work: &mut InFlight,
     ) -> Step {
         let mut blocked = self.watch_blocked();
         if blocked.borrow().is_some() {
@@ -227,11 +222,11 @@ impl StageLoop {
         // Under load a delivery is waiting already (the mode was checked
         // just now): take it without setting up the wait below.
         let ready = match next_of(isolated).now_or_never() {
-            Some(next) => Some((From::Isolation, next)),
+            Some(next) => Some((Source::Isolation, next)),
             None => consumer
                 .next()
                 .now_or_never()
-                .map(|next| (From::Main, next)),
+                .map(|next| (Source::Main, next)),
         };
         let (from, next) = match ready {
             Some(ready) => {
@@ -243,8 +238,8 @@ impl StageLoop {
                 biased;
                 _ = self.stop.cancelled() => return Step::Next,
                 _ = blocked.changed() => return Step::Next,
-                next = next_of(isolated) => (From::Isolation, next),
-                next = consumer.next() => (From::Main, next),
+                next = next_of(isolated) => (Source::Isolation, next),
+                next = consumer.next() => (Source::Main, next),
             },
         };
         let delivery = match self.delivered(from, next) {
@@ -258,21 +253,23 @@ impl StageLoop {
             return Step::Next;
         }
         match (from, self.intake_of(&delivery)) {
-            (From::Isolation, Intake::Handle) => self.isolate(delivery, main, isolated, work).await,
-            (From::Main, Intake::Handle) => {
+            (Source::Isolation, Intake::Handle) => {
+                self.isolate(delivery, main, isolated, work).await
+            }
+            (Source::Main, Intake::Handle) => {
                 let permit = match work.permits.clone().try_acquire_owned() {
                     Ok(permit) => permit,
                     Err(_) => tokio::select! {
                         biased;
                         _ = self.stop.cancelled() => {
                             // Not started: give it back with the rest.
-                            work.give_back(delivery, From::Main);
+                            work.give_back(delivery, Source::Main);
                             return Step::Next;
                         }
                         permit = work.permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
                     },
                 };
-                work.handle(delivery, false, From::Main, Some(permit));
+                work.handle(delivery, false, Source::Main, Some(permit));
                 Step::Next
             }
             (from, intake) => {
@@ -285,12 +282,12 @@ impl StageLoop {
     /// The delivery, or why the consumer ended.
     fn delivered(
         &self,
-        from: From,
+        from: Source,
         next: Option<Result<Delivery, lapin::Error>>,
     ) -> Result<Delivery, String> {
         let queue = match from {
-            From::Main => &self.runtime.queue,
-            From::Isolation => &self.runtime.isolation_queue,
+            Source::Main => &self.runtime.queue,
+            Source::Isolation => &self.runtime.isolation_queue,
         };
         match next {
             Some(Ok(delivery)) => Ok(delivery),
@@ -317,31 +314,33 @@ impl StageLoop {
         first: Delivery,
         main: &mut Option<Consumer>,
         isolated: &mut Option<Consumer>,
-        work: &mut Handlers,
+        work: &mut InFlight,
     ) -> Step {
         if let Some(consumer) = main.take()
-            && let Err(reason) = self.cancel_and_give_back(consumer, From::Main, work).await
+            && let Err(reason) = self
+                .cancel_and_give_back(consumer, Source::Main, work)
+                .await
         {
-            work.give_back(first, From::Isolation);
+            work.give_back(first, Source::Isolation);
             return Step::Lost(reason);
         }
         let mut next = Some(first);
         while let Some(delivery) = next.take() {
             work.finish_all().await;
             if self.stop.is_cancelled() {
-                work.give_back(delivery, From::Isolation);
+                work.give_back(delivery, Source::Isolation);
                 return Step::Next;
             }
             match self.intake_of(&delivery) {
                 Intake::Handle => {
-                    work.handle(delivery, false, From::Isolation, None);
+                    work.handle(delivery, false, Source::Isolation, None);
                     work.finish_all().await;
                 }
-                intake => work.admit(delivery, intake, From::Isolation),
+                intake => work.admit(delivery, intake, Source::Isolation),
             }
             let more = tokio::time::timeout(ISOLATION_LINGER, next_of(isolated)).await;
             if let Ok(more) = more {
-                match self.delivered(From::Isolation, more) {
+                match self.delivered(Source::Isolation, more) {
                     Ok(delivery) => next = Some(delivery),
                     Err(reason) => return Step::Lost(reason),
                 }
@@ -351,7 +350,7 @@ impl StageLoop {
     }
 
     /// The breaker half-opened: one message, alone, decides.
-    async fn probe(&self, consumer: &mut Consumer, work: &mut Handlers) -> Step {
+    async fn probe(&self, consumer: &mut Consumer, work: &mut InFlight) -> Step {
         work.finish_all().await;
         loop {
             let next = tokio::select! {
@@ -359,17 +358,17 @@ impl StageLoop {
                 _ = self.stop.cancelled() => return Step::Next,
                 next = consumer.next() => next,
             };
-            let delivery = match self.delivered(From::Main, next) {
+            let delivery = match self.delivered(Source::Main, next) {
                 Ok(delivery) => delivery,
                 Err(reason) => return Step::Lost(reason),
             };
             match self.intake_of(&delivery) {
                 Intake::Handle => {
-                    work.handle(delivery, true, From::Main, None);
+                    work.handle(delivery, true, Source::Main, None);
                     work.finish_all().await;
                     return Step::Next;
                 }
-                intake => work.admit(delivery, intake, From::Main),
+                intake => work.admit(delivery, intake, Source::Main),
             }
         }
     }
@@ -397,7 +396,7 @@ impl StageLoop {
 
     /// The broker blocks publishing: start nothing until it lifts. The
     /// consumers stay; what they prefetched waits in the client.
-    async fn blocked(&self, work: &mut Handlers) -> Step {
+    async fn blocked(&self, work: &mut InFlight) -> Step {
         let mut blocked = self.watch_blocked();
         tokio::select! {
             _ = self.stop.cancelled() => {}
@@ -410,7 +409,7 @@ impl StageLoop {
     /// Shutdown: cancel both consumers, give back what they prefetched,
     /// let the handlers finish (the session bounds this by the grace
     /// period).
-    async fn drain(&self, main: Option<Consumer>, isolated: Option<Consumer>, work: &mut Handlers) {
+    async fn drain(&self, main: Option<Consumer>, isolated: Option<Consumer>, work: &mut InFlight) {
         let in_flight = work.len();
         if in_flight > 0 {
             info!(stage = %self.runtime.info.name, in_flight, "draining");
@@ -418,11 +417,13 @@ impl StageLoop {
         // A consumer that does not end leaves its deliveries to the broker,
         // which gives them again when the channel closes.
         if let Some(consumer) = main {
-            let _ = self.cancel_and_give_back(consumer, From::Main, work).await;
+            let _ = self
+                .cancel_and_give_back(consumer, Source::Main, work)
+                .await;
         }
         if let Some(consumer) = isolated {
             let _ = self
-                .cancel_and_give_back(consumer, From::Isolation, work)
+                .cancel_and_give_back(consumer, Source::Isolation, work)
                 .await;
         }
         work.finish_all().await;
@@ -433,14 +434,12 @@ impl StageLoop {
     async fn cancel_and_give_back(
         &self,
         mut consumer: Consumer,
-        from: From,
-        work: &mut Handlers,
+        from: Source,
+        work: &mut InFlight,
     ) -> Result<(), String> {
-        let channel = match from {
-            From::Main => &self.channels.main,
-            From::Isolation => &self.channels.isolation,
-        };
-        let _ = channel
+        let _ = self
+            .channels
+            .of(from)
             .basic_cancel(consumer.tag(), BasicCancelOptions::default())
             .await;
         // The broker sent everything for this consumer before its

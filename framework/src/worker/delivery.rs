@@ -99,7 +99,7 @@ impl StageRuntime {
                     // The calls fail for every message (an outage): this one
                     // goes back to the queue, its attempt not counted.
                     let reason = outcome.err().map(|f| f.to_string()).unwrap_or_default();
-                    Disposition::Requeue { reason }
+                    Disposition::GiveBack { reason }
                 } else {
                     decide(outcome, attempt, &self.stage.retry)
                 }
@@ -109,7 +109,7 @@ impl StageRuntime {
             // The connection is gone (the failure is most likely that): the
             // broker requeues the delivery and the session reconnects. Say
             // nothing per message; the session says it once.
-            return Err(Settle::Requeue);
+            return Err(Settle::Nack);
         }
         // The common path (untracked, done) stays small: the task of each
         // delivery holds this future, and is moved with it. The rest is
@@ -173,7 +173,7 @@ impl StageRuntime {
             Disposition::Dead { reason } => What::Dead {
                 reason: reason.clone(),
             },
-            Disposition::Retry { .. } | Disposition::Requeue { .. } => return Ok(()),
+            Disposition::Retry { .. } | Disposition::GiveBack { .. } => return Ok(()),
         };
         let emitted = if matches!(what, What::Done | What::Held { .. }) {
             emitted()

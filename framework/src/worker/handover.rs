@@ -96,7 +96,7 @@ impl StageRuntime {
                     // Delivered again already: a requeue keeps its flag, and
                     // it is dead-lettered once the stream answers.
                     debug!(stage = %self.info.name, %id, "the job stream did not take its dead letter's event ({why}); it goes back to its queue");
-                    return Ok(Settle::Requeue);
+                    return Ok(Settle::Nack);
                 }
                 return self
                     .carry_out(publisher, delivery, &id, dead, message::attempt_of(props))
@@ -119,7 +119,7 @@ impl StageRuntime {
         let job_header = (message::JOB, AMQPValue::LongString(job.as_str().into()));
         match disposition {
             Disposition::Done => Ok(self.done()),
-            Disposition::Requeue { reason } => {
+            Disposition::GiveBack { reason } => {
                 debug!(stage = %self.info.name, %id, attempt, "back to the queue while the calls fail: {reason}");
                 let back = Forward {
                     queue: &self.queue,
@@ -218,7 +218,7 @@ impl StageRuntime {
             Ok(()) => Ok(Settle::Ack),
             Err(error) => {
                 warn!(stage = %self.info.name, id = %forward.id, %error, "could not hand the message over; it goes back to the queue");
-                Err(Settle::Requeue)
+                Err(Settle::Nack)
             }
         }
     }

@@ -32,12 +32,13 @@
 
 mod acks;
 mod breaker;
+mod channels;
 mod consumer;
 mod context;
 mod delivery;
 mod handler;
-mod handlers;
 mod handover;
+mod in_flight;
 mod intake;
 mod outcome;
 mod reconnect;

@@ -140,7 +140,7 @@ pub enum Disposition {
     /// Given back to the stage queue unchanged, its attempt not counted:
     /// the calls it makes fail for every message (the circuit breaker
     /// opened), which says nothing about this message.
-    Requeue {
+    GiveBack {
         /// Why.
         reason: String,
     },

@@ -29,10 +29,7 @@ use tokio::{sync::watch, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{
-    consumer::{Channels, StageLoop},
-    stage::StageRuntime,
-};
+use super::{channels::Channels, consumer::StageLoop, stage::StageRuntime};
 use crate::{
     connection, error::Error, pipeline::Pipeline, publisher::Publisher, topology::Topology,
 };

@@ -13,23 +13,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     acks::{self, Settle},
-    consumer::Channels,
+    channels::{Channels, Source},
     intake::{Intake, intake},
     stage::StageRuntime,
 };
 use crate::{message, publisher::Publisher};
 
-/// Which queue a delivery came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum From {
-    /// The stage queue.
-    Main,
-    /// The isolation queue.
-    Isolation,
-}
-
-/// Handlers in flight, and where they report how to settle.
-pub(crate) struct Handlers {
+/// The handlers in flight, and where they report how to settle.
+pub(crate) struct InFlight {
     /// At most `concurrency` handlers of the stage queue at once.
     pub permits: Arc<Semaphore>,
     tasks: JoinSet<()>,
@@ -41,21 +32,21 @@ pub(crate) struct Handlers {
     isolation: mpsc::UnboundedSender<(u64, Settle)>,
 }
 
-impl Handlers {
+impl InFlight {
     /// No handler yet; starts the acker of each channel.
     pub fn start(
         runtime: &Arc<StageRuntime>,
         publisher: &Publisher,
         trouble: &CancellationToken,
         channels: &Channels,
-    ) -> (Handlers, [JoinHandle<()>; 2]) {
+    ) -> (InFlight, [JoinHandle<()>; 2]) {
         let (main_acks, main_settled) = mpsc::unbounded_channel();
         let (isolation_acks, isolation_settled) = mpsc::unbounded_channel();
         let ackers = [
             tokio::spawn(acks::run(channels.main.clone(), main_settled)),
             tokio::spawn(acks::run(channels.isolation.clone(), isolation_settled)),
         ];
-        let handlers = Handlers {
+        let handlers = InFlight {
             permits: Arc::new(Semaphore::new(runtime.stage.concurrency as usize)),
             tasks: JoinSet::new(),
             runtime: runtime.clone(),
@@ -98,10 +89,10 @@ impl Handlers {
     }
 
     /// The queue of deliveries from `from`, and the acker of their channel.
-    fn source(&self, from: From) -> (String, mpsc::UnboundedSender<(u64, Settle)>) {
+    fn source(&self, from: Source) -> (String, mpsc::UnboundedSender<(u64, Settle)>) {
         match from {
-            From::Main => (self.runtime.queue.clone(), self.main.clone()),
-            From::Isolation => (self.runtime.isolation_queue.clone(), self.isolation.clone()),
+            Source::Main => (self.runtime.queue.clone(), self.main.clone()),
+            Source::Isolation => (self.runtime.isolation_queue.clone(), self.isolation.clone()),
         }
     }
 
@@ -112,7 +103,7 @@ impl Handlers {
         &mut self,
         delivery: Delivery,
         probe: bool,
-        from: From,
+        from: Source,
         permit: Option<OwnedSemaphorePermit>,
     ) {
         let runtime = self.runtime.clone();
@@ -133,7 +124,7 @@ impl Handlers {
 
     /// Carries out an intake other than handling (a copy with an id, a
     /// move to isolation, a dead letter).
-    pub fn admit(&mut self, delivery: Delivery, intake: Intake, from: From) {
+    pub fn admit(&mut self, delivery: Delivery, intake: Intake, from: Source) {
         let runtime = self.runtime.clone();
         let publisher = self.publisher.clone();
         let trouble = self.trouble.clone();
@@ -151,7 +142,7 @@ impl Handlers {
     }
 
     /// Gives back a delivery that was never started.
-    pub fn give_back(&mut self, delivery: Delivery, from: From) {
+    pub fn give_back(&mut self, delivery: Delivery, from: Source) {
         let runtime = self.runtime.clone();
         let publisher = self.publisher.clone();
         let (queue, acks) = self.source(from);
