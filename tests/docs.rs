@@ -222,6 +222,8 @@ fn run_script(script: &Path, work: &Path) -> (String, String, bool) {
         .env("PATH", path)
         .env("AMQP_URL", amqp_url())
         .env("CARGO_NET_OFFLINE", "true")
+        // CI runs as root; Composer asks a root user to confirm.
+        .env("COMPOSER_ALLOW_SUPERUSER", "1")
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("CARGO_BUILD_TARGET_DIR")
         .stdin(Stdio::null())
