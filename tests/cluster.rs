@@ -28,7 +28,6 @@ mod common;
 mod harness;
 
 use std::{
-    path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -42,73 +41,17 @@ const SCENARIOS: &[&str] = &["stop", "kill", "stream", "cut", "rolling"];
 /// The first node's AMQP port; node i listens on `BASE + i`.
 const BASE: u16 = 5701;
 
-/// A three-node cluster, removed when dropped.
-struct Cluster {
-    dir: PathBuf,
+/// The three-node cluster, and what the scenarios ask of it.
+type Cluster = OwnBroker;
+
+trait Nodes {
+    fn beam_pid(&self, node: usize) -> u32;
+    fn running(&self, via: usize) -> usize;
+    fn wait_all_running(&self, skip: usize);
+    fn worker_connections(&self, via: usize, pipeline: &str) -> [usize; 3];
 }
 
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/cluster.sh")
-}
-
-impl Cluster {
-    /// Starts the three nodes and joins them.
-    fn start() -> Cluster {
-        let dir = std::env::temp_dir().join(format!("warren-cluster-{}", std::process::id()));
-        let cluster = Cluster { dir };
-        let out = Command::new(script())
-            .args(["up", cluster.dir.to_str().unwrap(), "wc", &BASE.to_string()])
-            .output()
-            .expect("run tests/support/cluster.sh");
-        assert!(
-            out.status.success(),
-            "the cluster did not come up:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        cluster
-    }
-
-    /// The AMQP URLs of the nodes, on `host` (127.0.0.1, or 127.0.0.2 for
-    /// the box that can be cut off).
-    fn urls(&self, host: &str) -> String {
-        (0..3)
-            .map(|i| format!("amqp://guest:guest@{host}:{}/%2f", BASE + i))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    /// The management APIs of the nodes.
-    fn management(&self) -> String {
-        (0..3)
-            .map(|i| format!("http://127.0.0.1:{}", BASE + 10_000 + i))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    /// `rabbitmqctl` against node `node` (0-based); its standard output.
-    fn ctl(&self, node: usize, args: &[&str]) -> String {
-        let out = Command::new(script())
-            .args(["ctl", self.dir.to_str().unwrap(), &(node + 1).to_string()])
-            .args(args)
-            .output()
-            .expect("rabbitmqctl");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Starts node `node` again after a SIGKILL.
-    fn start_node(&self, node: usize) {
-        let status = Command::new(script())
-            .args([
-                "start-node",
-                self.dir.to_str().unwrap(),
-                &(node + 1).to_string(),
-            ])
-            .stdout(Stdio::null())
-            .status()
-            .expect("start a node");
-        assert!(status.success(), "node {} did not start again", node + 1);
-    }
-
+impl Nodes for Cluster {
     /// The operating system pid of node `node`.
     fn beam_pid(&self, node: usize) -> u32 {
         let text = self.ctl(node, &["eval", "list_to_integer(os:getpid())."]);
@@ -167,17 +110,9 @@ impl Cluster {
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new(script())
-            .args(["down", self.dir.to_str().unwrap()])
-            .status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_loses_nothing_when_a_node_or_a_box_goes() {
-    let cluster = Cluster::start();
+    let cluster = OwnBroker::start("wc", BASE, 3);
     use_broker(&cluster.urls("127.0.0.1"), &cluster.management());
     let cluster = &cluster;
     let rows = run_scenarios("WARREN_CLUSTER", SCENARIOS, |scenario| async move {

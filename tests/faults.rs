@@ -3,8 +3,9 @@
 //! supervisor killed, poison, a slow consumer, a full or unwritable sink
 //! disk). A checker compares what reached the sink with what was sent:
 //! nothing lost, nothing written twice, and exactly the planted poison
-//! dead-lettered. The scenarios disturb the whole broker, so they live in
-//! this test binary of their own and run one after another; the table is
+//! dead-lettered. The scenarios disturb the whole broker, so they run one
+//! after another on a broker of the suite's own (`common::OwnBroker`, one
+//! node on port 5711; the broker on 5672 is never touched); the table is
 //! printed at the end:
 //!
 //! ```sh
@@ -42,8 +43,15 @@ const SCENARIOS: &[&str] = &[
     "unwritable",
 ];
 
+/// The suite's own broker: one node on this port (management on 10000
+/// more), so that it stops, alarms and cuts its own broker, never the one on
+/// 5672, and runs beside the other tests.
+const PORT: u16 = 5711;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_lost_under_faults() {
+    let broker = common::OwnBroker::start("wf", PORT, 1);
+    common::use_own_broker(&broker);
     let rows = run_scenarios("WARREN_FAULTS", SCENARIOS, |scenario| async move {
         // A task of its own, so a panic in one scenario is a failed row.
         tokio::spawn(run(scenario))

@@ -19,10 +19,7 @@ use std::{
 
 use common::*;
 use serde_json::{Value, json};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpListener,
-};
+use tokio::net::TcpListener;
 use warren::{Context, Failure, Producer, Worker};
 
 const GATHERING: &str = "
@@ -146,7 +143,7 @@ async fn a_gather_releases_each_job_once_with_all_its_items() {
             .await
             .unwrap();
     }
-    let results = dir.join("results.jsonl");
+    let results = file.file("results.jsonl");
     let all_there = eventually(Duration::from_secs(240), || async {
         gathered(&results).len() == 3
     })
@@ -213,7 +210,7 @@ async fn a_gather_survives_a_killed_worker_and_a_failed_branch_still_releases() 
         (1, Some("failed")),
         "{view}"
     );
-    let messages = &gathered(&dir.join("results.jsonl"))["k"];
+    let messages = &gathered(&file.file("results.jsonl"))["k"];
     assert_eq!(messages.len(), 1, "released once");
     let expected: Vec<u64> = (0..400).filter(|n| *n != 7 && *n != 8).collect();
     assert_eq!(totals(&messages[0]), expected);
@@ -235,96 +232,91 @@ type Seen = Arc<Mutex<HashMap<String, Vec<(String, Value, u16)>>>>;
 /// A callback server on a free port: `/flaky` answers 503 twice, then 200;
 /// `/down` answers 500 while `down` is set; `/slow` is seen at once (status
 /// 0) and answers 200 after 3 s, or notes 499 when the client went away
-/// meanwhile; any other path 200.
+/// meanwhile (the server drops the handling of a closed connection); any
+/// other path 200.
 async fn callback_server(down: Arc<AtomicBool>) -> (u16, Seen) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen: Seen = Arc::default();
-    let record = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            let record = record.clone();
-            let down = down.clone();
-            tokio::spawn(async move {
-                let mut bytes = Vec::new();
-                let mut chunk = [0u8; 4096];
-                let (head, body) = loop {
-                    let n = socket.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    bytes.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&bytes).to_string();
-                    if let Some(end) = text.find("\r\n\r\n") {
-                        let head = text[..end].to_string();
-                        let length: usize = head
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse().unwrap())
-                            })
-                            .unwrap_or(0);
-                        if bytes.len() >= end + 4 + length {
-                            break (head, bytes[end + 4..end + 4 + length].to_vec());
-                        }
-                    }
-                };
-                let path = head.split(' ').nth(1).unwrap_or("").to_string();
-                let key = head
-                    .lines()
-                    .find_map(|l| {
-                        let (name, value) = l.split_once(':')?;
-                        name.eq_ignore_ascii_case("idempotency-key")
-                            .then(|| value.trim().to_string())
-                    })
-                    .unwrap_or_default();
-                if path == "/slow" {
-                    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    let at = {
-                        let mut seen = record.lock().unwrap();
-                        let requests = seen.entry(path.clone()).or_default();
-                        requests.push((key, body, 0));
-                        requests.len() - 1
-                    };
-                    tokio::time::sleep(Duration::from_secs(3)).await;
-                    let mut probe = [0u8; 1];
-                    let gone = matches!(
-                        tokio::time::timeout(Duration::from_millis(50), socket.read(&mut probe))
-                            .await,
-                        Ok(Ok(0)) | Ok(Err(_))
-                    );
-                    let status = if gone { 499 } else { 200 };
-                    record.lock().unwrap().get_mut(&path).unwrap()[at].2 = status;
-                    let answer = format!(
-                        "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    );
-                    let _ = socket.write_all(answer.as_bytes()).await;
-                    return;
-                }
-                let status = {
-                    let mut seen = record.lock().unwrap();
-                    let earlier = seen.get(&path).map_or(0, Vec::len);
-                    let status = match path.as_str() {
-                        "/flaky" if earlier < 2 => 503,
-                        "/down" if down.load(Ordering::SeqCst) => 500,
-                        _ => 200,
-                    };
-                    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    seen.entry(path).or_default().push((key, body, status));
-                    status
-                };
-                let answer = format!(
-                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                );
-                let _ = socket.write_all(answer.as_bytes()).await;
-            });
+    let app = axum::Router::new().fallback({
+        let seen = seen.clone();
+        move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+            answer(
+                seen.clone(),
+                down.clone(),
+                // The request target, query included.
+                uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
+                headers,
+                body,
+            )
         }
     });
+    tokio::spawn(async move { axum::serve(listener, app).await });
     (port, seen)
+}
+
+/// One callback POST, as `callback_server` answers it.
+async fn answer(
+    seen: Seen,
+    down: Arc<AtomicBool>,
+    path: String,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::http::StatusCode {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let status = if path == "/slow" {
+        let at = {
+            let mut seen = seen.lock().unwrap();
+            let requests = seen.entry(path.clone()).or_default();
+            requests.push((key, body, 0));
+            requests.len() - 1
+        };
+        // 499 unless the 3 s run out with the client still there.
+        let mut answered = Answered {
+            seen: seen.clone(),
+            path: path.clone(),
+            at,
+            status: 499,
+        };
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        answered.status = 200;
+        200
+    } else {
+        let mut seen = seen.lock().unwrap();
+        let earlier = seen.get(&path).map_or(0, Vec::len);
+        let status = match path.as_str() {
+            "/flaky" if earlier < 2 => 503,
+            "/down" if down.load(Ordering::SeqCst) => 500,
+            _ => 200,
+        };
+        seen.entry(path).or_default().push((key, body, status));
+        status
+    };
+    axum::http::StatusCode::from_u16(status).unwrap()
+}
+
+/// Notes the status of a slow POST when its handling ends, answered or
+/// dropped with its connection.
+struct Answered {
+    seen: Seen,
+    path: String,
+    at: usize,
+    status: u16,
+}
+
+impl Drop for Answered {
+    fn drop(&mut self) {
+        if let Ok(mut seen) = self.seen.lock()
+            && let Some(request) = seen.get_mut(&self.path).and_then(|r| r.get_mut(self.at))
+        {
+            request.2 = self.status;
+        }
+    }
 }
 
 /// A pipeline whose jobs end at a sink, with `callback` as `jobs.callback`.
@@ -522,7 +514,8 @@ async fn another_supervisor_takes_over_the_callbacks_of_a_killed_keeper() {
 
 /// A gathered message over the broker's size limit (16 MiB on RabbitMQ 4)
 /// is refused before it is built: the gather's items are dead-lettered with
-/// the reason, the job fails, and the keeper goes on with other jobs.
+/// the reason (in the stage's dead-letter queue), the job fails, and the
+/// keeper goes on with other jobs.
 #[tokio::test]
 async fn a_gather_over_the_size_limit_fails_its_job_and_the_keeper_goes_on() {
     let gathering = Gathering::start("gatherbig").await;
@@ -544,12 +537,28 @@ async fn a_gather_over_the_size_limit_fails_its_job_and_the_keeper_goes_on() {
     assert!(dead.iter().all(|d| d["stage"] == "sum"), "{dead:?}");
     let reason = dead[0]["reason"].as_str().unwrap();
     assert!(reason.contains("MiB"), "{reason}");
+    // Each item is in the stage's dead-letter queue, to be listed and
+    // replayed like any dead letter.
+    let pipeline = warren::config::load(&file.path).unwrap();
+    let letters = warren::dead_letters::list(&pipeline, "sum", 100)
+        .await
+        .unwrap();
+    let mut ids: Vec<&str> = letters.iter().map(|l| l.id.as_str()).collect();
+    ids.sort_unstable();
+    let mut expected: Vec<&str> = dead.iter().map(|d| d["id"].as_str().unwrap()).collect();
+    expected.sort_unstable();
+    assert_eq!(ids, expected);
+    assert!(
+        letters
+            .iter()
+            .all(|l| l.reason == reason && l.body_len > 1024 * 1024)
+    );
     // The keeper goes on: another job gathers.
     producer
         .send_with_id("split", "small", &json!({"parts": 3}))
         .await
         .unwrap();
-    let results = dir.join("results.jsonl");
+    let results = file.file("results.jsonl");
     let gathered_small = eventually(Duration::from_secs(60), || async {
         gathered(&results).contains_key("small")
     })

@@ -1,7 +1,7 @@
 //! Recovery without a process restart. These tests close every connection
-//! of the broker or change its settings, so they live in a test binary of
-//! their own (cargo runs test binaries one after another) and run one at a
-//! time inside it.
+//! of the broker or change its settings, so each runs on a broker of its
+//! own (`common::OwnBroker`, one node on port 5721; the broker on 5672 is
+//! never touched), one at a time.
 
 mod common;
 
@@ -18,12 +18,20 @@ use warren::{Context, Producer, Worker};
 /// One test at a time: they disturb the whole broker.
 static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// A broker of the test's own, removed when dropped.
+fn own_broker() -> OwnBroker {
+    let broker = OwnBroker::start("wr", 5721, 1);
+    use_own_broker(&broker);
+    broker
+}
+
 #[tokio::test]
 async fn a_worker_resumes_by_itself_after_close_all_connections() {
     let _alone = ALONE.lock().await;
+    let _broker = own_broker();
     let file = PipelineFile::new("closeall", WORK_LAST);
     let _cleanup = Cleanup::pipeline(&file.path, &[]);
-    let pipeline = warren::config::load(&file.path).unwrap();
+    let pipeline = load(&file.path);
     declare(&pipeline).await;
     let record = file.file("record.txt");
     let mut worker = test_worker(&file, &["work", "last"], &record);
@@ -97,6 +105,7 @@ async fn a_worker_resumes_by_itself_after_close_all_connections() {
 #[tokio::test]
 async fn a_channel_closed_by_the_ack_timeout_is_recovered() {
     let _alone = ALONE.lock().await;
+    let _broker = own_broker();
     /// Puts the broker's consumer_timeout back, whatever happens.
     struct Restore;
     impl Drop for Restore {
@@ -120,7 +129,7 @@ stages:
 ",
     );
     let _cleanup = Cleanup::pipeline(&file.path, &[]);
-    let pipeline = warren::config::load(&file.path).unwrap();
+    let pipeline = load(&file.path);
     declare(&pipeline).await;
     let _restore = Restore;
     // A broker whose acknowledgement timeout is far below the handler's.

@@ -18,7 +18,7 @@
 use std::time::{Duration, Instant};
 
 use warren::{
-    jobs::{Emitted, Event, JobRecord, JobState, What},
+    jobs::{Emission, Event, JobRecord, JobState, What},
     publisher::Publisher,
 };
 use warren_ops::jobs::{store::Store, tracker::Tracker};
@@ -26,7 +26,7 @@ use warren_ops::jobs::{store::Store, tracker::Tracker};
 /// The four events of job `n`.
 fn events_of(n: u64, at_ms: u64) -> [Event; 4] {
     let job = format!("job-{n}");
-    let event = |id: String, stage: &str, what: What, emitted: Vec<Emitted>| Event {
+    let event = |id: String, stage: &str, what: What, emitted: Vec<Emission>| Event {
         job: job.clone(),
         id,
         stage: stage.into(),
@@ -35,8 +35,8 @@ fn events_of(n: u64, at_ms: u64) -> [Event; 4] {
         callback: None,
         at_ms,
     };
-    let children: Vec<Emitted> = (0..2)
-        .map(|c| Emitted {
+    let children: Vec<Emission> = (0..2)
+        .map(|c| Emission {
             to: "query".into(),
             id: format!("{job}.{c}"),
         })

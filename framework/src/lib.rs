@@ -8,32 +8,53 @@
 //! The outside contract (file format, broker names, message format) is in
 //! the project's `DESIGN.md`; the README explains the guarantees.
 
-pub mod backoff;
-pub mod broker;
+// The API users build on: a worker (`Worker`, `Context`, `Failure`,
+// `Outcome`), a producer (`Producer`), the pipeline model (`config::load`
+// -> `Pipeline`), its broker objects (`topology`, `names`), dead letters,
+// job views (`jobs`) and handlers tested without a broker (`testing`).
 pub mod config;
-pub mod connection;
 pub mod dead_letters;
-pub mod duration;
 pub mod error;
-pub mod exit;
 pub mod jobs;
-pub(crate) mod limits;
 #[cfg(feature = "logging")]
 pub mod logging;
-pub mod message;
-pub mod mismatch;
 pub mod names;
 pub mod pipeline;
 pub mod producer;
-pub mod publisher;
-pub mod rate;
-pub mod report;
-pub mod retry;
-pub mod template;
 pub mod testing;
-pub mod timings;
 pub mod topology;
 pub mod worker;
+
+// What the `warren` command and its crates (warren-ops, warren-serve) use
+// besides: public for them, hidden from the documentation, and free to
+// change between versions.
+#[doc(hidden)]
+pub mod backoff;
+#[doc(hidden)]
+pub mod broker;
+#[doc(hidden)]
+pub mod connection;
+#[doc(hidden)]
+pub mod duration;
+#[doc(hidden)]
+pub mod exit;
+pub(crate) mod limits;
+#[doc(hidden)]
+pub mod message;
+#[doc(hidden)]
+pub mod mismatch;
+#[doc(hidden)]
+pub mod publisher;
+#[doc(hidden)]
+pub mod rate;
+#[doc(hidden)]
+pub mod report;
+#[doc(hidden)]
+pub mod retry;
+#[doc(hidden)]
+pub mod template;
+#[doc(hidden)]
+pub mod timings;
 
 pub use broker::{BrokerUrl, BrokerUrls};
 pub use error::{Error, Result};

@@ -312,7 +312,11 @@ pub fn short(text: &str) -> ShortString {
     ShortString::from(&text[..end])
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
+/// FNV-1a, 64 bits: the hash that keeps a cut child id distinct
+/// ([`child_id`]); also the checksum of the sink's first log format. Its
+/// values never change: ids made with it must stay the same across
+/// versions.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
         (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
     })

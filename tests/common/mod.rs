@@ -27,6 +27,136 @@ pub fn management_url() -> Option<String> {
 
 static BROKER: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
 
+/// How `rabbitmqctl` reaches the broker chosen with [`use_own_broker`].
+static CTL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// `rabbitmqctl` for the tests' broker: the system's, or the first node of
+/// the broker of this test binary's own ([`use_own_broker`]).
+pub fn ctl_command() -> Command {
+    match CTL.get() {
+        Some(prefix) => {
+            let mut command = Command::new(&prefix[0]);
+            command.args(&prefix[1..]);
+            command
+        }
+        None => Command::new("rabbitmqctl"),
+    }
+}
+
+/// Makes `broker` the broker of every helper here (`rabbitmqctl` included)
+/// and of the `warren` processes they start, for the rest of this test
+/// binary: a test that stops, alarms or cuts its broker does it to its own,
+/// and runs beside the others.
+/// (Choosing again the same broker, started again in the same place, is
+/// allowed.)
+pub fn use_own_broker(broker: &OwnBroker) {
+    let chosen = (broker.urls("127.0.0.1"), broker.management());
+    let ctl = vec![
+        own_broker_script().display().to_string(),
+        "ctl".into(),
+        broker.dir.display().to_string(),
+        "1".into(),
+    ];
+    assert_eq!(
+        BROKER.get_or_init(|| chosen.clone()),
+        &chosen,
+        "the broker is chosen once"
+    );
+    assert_eq!(
+        CTL.get_or_init(|| ctl.clone()),
+        &ctl,
+        "the broker is chosen once"
+    );
+}
+
+fn own_broker_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/cluster.sh")
+}
+
+/// A RabbitMQ of a test binary's own, from the installed `rabbitmq-server`
+/// (`tests/support/cluster.sh`: its own node names, ports, data, logs and
+/// Erlang cookie; the broker on 5672 is never touched): `nodes` nodes,
+/// node i listening on `base + i` (management on `base + 10000 + i`),
+/// clustered when there are several. Stopped and removed when dropped.
+pub struct OwnBroker {
+    pub dir: PathBuf,
+    pub base: u16,
+    pub nodes: usize,
+}
+
+impl OwnBroker {
+    /// Starts the nodes (named `{prefix}1@localhost`...) and joins them.
+    pub fn start(prefix: &str, base: u16, nodes: usize) -> OwnBroker {
+        let dir = std::env::temp_dir().join(format!("warren-{prefix}-{}", std::process::id()));
+        let broker = OwnBroker { dir, base, nodes };
+        let out = Command::new(own_broker_script())
+            .args([
+                "up",
+                broker.dir.to_str().unwrap(),
+                prefix,
+                &base.to_string(),
+            ])
+            .env("N", nodes.to_string())
+            .output()
+            .expect("run tests/support/cluster.sh");
+        assert!(
+            out.status.success(),
+            "the test's own broker did not come up:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        broker
+    }
+
+    /// The AMQP URLs of the nodes, on `host` (127.0.0.1, or 127.0.0.2 for
+    /// a box that can be cut off), separated by commas.
+    pub fn urls(&self, host: &str) -> String {
+        (0..self.nodes)
+            .map(|i| format!("amqp://guest:guest@{host}:{}/%2f", self.base + i as u16))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The management APIs of the nodes, separated by commas.
+    pub fn management(&self) -> String {
+        (0..self.nodes)
+            .map(|i| format!("http://127.0.0.1:{}", self.base + 10_000 + i as u16))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `rabbitmqctl` against node `node` (0-based); its standard output.
+    pub fn ctl(&self, node: usize, args: &[&str]) -> String {
+        let out = Command::new(own_broker_script())
+            .args(["ctl", self.dir.to_str().unwrap(), &(node + 1).to_string()])
+            .args(args)
+            .output()
+            .expect("rabbitmqctl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Starts node `node` (0-based) again after a SIGKILL.
+    pub fn start_node(&self, node: usize) {
+        let status = Command::new(own_broker_script())
+            .args([
+                "start-node",
+                self.dir.to_str().unwrap(),
+                &(node + 1).to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("start a node");
+        assert!(status.success(), "node {} did not start again", node + 1);
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = Command::new(own_broker_script())
+            .args(["down", self.dir.to_str().unwrap()])
+            .status();
+    }
+}
+
 /// Makes `urls` (one URL, or a cluster's separated by commas) and its
 /// management API (`management`, the same way) the broker of every helper
 /// here and of the `warren` processes they start, for the rest of this
@@ -35,6 +165,15 @@ pub fn use_broker(urls: &str, management: &str) {
     BROKER
         .set((urls.to_string(), management.to_string()))
         .expect("the broker is chosen once");
+}
+
+/// Loads a pipeline file as the `warren` processes started here would: its
+/// broker the tests' broker ([`amqp_url`]).
+pub fn load(path: &Path) -> warren::Pipeline {
+    let mut env: Vec<(String, String)> =
+        std::env::vars().filter(|(k, _)| k != "AMQP_URL").collect();
+    env.push(("AMQP_URL".into(), amqp_url()));
+    warren::config::load_with_env(path, &env).expect("a valid pipeline file")
 }
 
 /// A pipeline name no other test uses: `{prefix}_{random}`.
@@ -150,7 +289,7 @@ pub async fn state_once_unconsumed(conn: &Connection, queue: &str) -> Option<(u3
 
 /// `rabbitmqctl list_queues name` filtered by prefix.
 pub fn broker_queues(prefix: &str) -> Vec<String> {
-    let out = Command::new("rabbitmqctl")
+    let out = ctl_command()
         .args(["list_queues", "name", "-q", "--no-table-headers"])
         .output()
         .expect("rabbitmqctl");
@@ -440,9 +579,10 @@ pub fn processes_of(file: &Path) -> Vec<u32> {
     found
 }
 
-/// Runs `rabbitmqctl` with `args`; panics if it fails.
+/// Runs `rabbitmqctl` with `args` against the tests' broker; panics if it
+/// fails.
 pub fn rabbitmqctl(args: &[&str]) {
-    let status = Command::new("rabbitmqctl")
+    let status = ctl_command()
         .args(args)
         .stdout(std::process::Stdio::null())
         .status()

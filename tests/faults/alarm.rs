@@ -5,7 +5,6 @@
 
 use std::{
     collections::HashSet,
-    process::Command,
     time::{Duration, Instant},
 };
 
@@ -38,7 +37,7 @@ impl Drop for Watermark {
 
 /// `rabbitmqctl` with these arguments; its standard output, trimmed.
 fn ctl_output(args: &[&str]) -> String {
-    Command::new("rabbitmqctl")
+    common::ctl_command()
         .args(args)
         .output()
         .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_string())

@@ -566,11 +566,11 @@ pub struct BrokerUp;
 
 impl Drop for BrokerUp {
     fn drop(&mut self) {
-        let _ = Command::new("rabbitmqctl")
+        let _ = common::ctl_command()
             .arg("start_app")
             .stdout(Stdio::null())
             .status();
-        let _ = Command::new("rabbitmqctl")
+        let _ = common::ctl_command()
             .args(["await_startup", "--timeout", "120"])
             .stdout(Stdio::null())
             .status();

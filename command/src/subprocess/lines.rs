@@ -1,73 +1,74 @@
-//! A child's output, line by line, as bytes: a line is at most a given
-//! length (a longer one is cut), and bytes that are not UTF-8 never stop
-//! the reading (a reader that stopped would leave the child blocked on a
-//! full pipe).
+//! A child's output, line by line, as bytes (tokio_util's
+//! `AnyDelimiterCodec`): a line is at most a given length, and bytes that
+//! are not UTF-8 never stop the reading (a reader that stopped would leave
+//! the child blocked on a full pipe).
 
-use std::io;
+use futures_util::StreamExt;
+use tokio::io::AsyncRead;
+use tokio_util::{
+    bytes::Bytes,
+    codec::{AnyDelimiterCodec, AnyDelimiterCodecError, FramedRead},
+};
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-
-/// What [`read_line`] found.
+/// What [`Lines::next`] found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Line {
     /// A line, without its newline (or the last bytes before the end).
-    Whole,
-    /// The first `max` bytes of a longer line; the rest is still to read.
+    Whole(Bytes),
+    /// A line longer than the limit, skipped up to its newline.
     TooLong,
-    /// The end of the output.
+    /// The end of the output, or an error reading it.
     End,
 }
 
-/// Reads one line (without its newline) of at most `max` bytes into
-/// `line`. A longer line gives its first `max` bytes as [`Line::TooLong`],
-/// and reading on gives the rest.
-pub async fn read_line(
-    reader: &mut (impl AsyncBufReadExt + Unpin),
-    line: &mut Vec<u8>,
-    max: usize,
-) -> io::Result<Line> {
-    loop {
-        let available = reader.fill_buf().await?;
-        if available.is_empty() {
-            return Ok(if line.is_empty() {
-                Line::End
-            } else {
-                Line::Whole
-            });
+/// The lines of one output.
+pub struct Lines<R> {
+    frames: FramedRead<R, AnyDelimiterCodec>,
+}
+
+impl<R: AsyncRead + Unpin> Lines<R> {
+    /// Lines of `output` of at most `max` bytes each.
+    pub fn new(output: R, max: usize) -> Lines<R> {
+        let codec = AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), max);
+        Lines {
+            frames: FramedRead::with_capacity(output, codec, 64 * 1024),
         }
-        let (content, found) = match available.iter().position(|b| *b == b'\n') {
-            Some(at) => (at, true),
-            None => (available.len(), false),
-        };
-        let room = max.saturating_sub(line.len());
-        if content > room {
-            line.extend_from_slice(&available[..room]);
-            reader.consume(room);
-            return Ok(Line::TooLong);
-        }
-        line.extend_from_slice(&available[..content]);
-        reader.consume(content + usize::from(found));
-        if found {
-            return Ok(Line::Whole);
+    }
+
+    /// The next line.
+    pub async fn next(&mut self) -> Line {
+        match self.frames.next().await {
+            Some(Ok(line)) => Line::Whole(line),
+            Some(Err(AnyDelimiterCodecError::MaxChunkLengthExceeded)) => {
+                // The stream pauses once after an error (a `None`); the
+                // codec then skips the rest of the line and reading goes on
+                // (lines that had already arrived behind it are decoded
+                // once more bytes come, or the end).
+                if self.frames.next().await.is_some() {
+                    unreachable!("a codec error is followed by one None");
+                }
+                Line::TooLong
+            }
+            Some(Err(AnyDelimiterCodecError::Io(_))) | None => Line::End,
         }
     }
 }
 
 /// Reads `output` to its end and hands each line to `each` as text (bytes
-/// that are not UTF-8 become U+FFFD; a line over `max` bytes comes in
-/// pieces; a trailing `\r` is dropped). Only the end of the output or an
-/// error reading it stops it.
+/// that are not UTF-8 become U+FFFD; a trailing `\r` is dropped; a line
+/// over `max` bytes is replaced by a note saying so). Only the end of the
+/// output or an error reading it stops it.
 pub async fn relay(output: impl AsyncRead + Unpin, max: usize, mut each: impl FnMut(&str)) {
-    let mut reader = BufReader::new(output);
-    let mut line = Vec::new();
+    let mut lines = Lines::new(output, max);
     loop {
-        line.clear();
-        match read_line(&mut reader, &mut line, max).await {
-            Ok(Line::End) | Err(_) => return,
-            Ok(Line::Whole | Line::TooLong) => {}
+        match lines.next().await {
+            Line::End => return,
+            Line::TooLong => each(&format!("(a line of more than {max} bytes, not shown)")),
+            Line::Whole(line) => {
+                let bytes = line.strip_suffix(b"\r").unwrap_or(&line);
+                each(&String::from_utf8_lossy(bytes));
+            }
         }
-        let bytes = line.strip_suffix(b"\r").unwrap_or(&line);
-        each(&String::from_utf8_lossy(bytes));
     }
 }
 
@@ -75,53 +76,59 @@ pub async fn relay(output: impl AsyncRead + Unpin, max: usize, mut each: impl Fn
 mod tests {
     use super::*;
 
-    async fn lines(input: &[u8], max: usize) -> Vec<(String, Line)> {
-        let mut reader = BufReader::with_capacity(16, input);
+    async fn lines(input: &'static [u8], max: usize) -> Vec<Line> {
+        let mut lines = Lines::new(input, max);
         let mut out = Vec::new();
         loop {
-            let mut line = Vec::new();
-            let kind = read_line(&mut reader, &mut line, max).await.unwrap();
-            if kind == Line::End {
-                return out;
+            match lines.next().await {
+                Line::End => return out,
+                line => out.push(line),
             }
-            out.push((String::from_utf8_lossy(&line).into_owned(), kind));
         }
     }
 
-    #[tokio::test]
-    async fn lines_are_read_whole_across_buffers_and_a_long_one_comes_in_pieces() {
-        assert_eq!(
-            lines(b"{\"id\":\"a\",\"done\":true}\nlast", 64).await,
-            vec![
-                ("{\"id\":\"a\",\"done\":true}".to_string(), Line::Whole),
-                ("last".to_string(), Line::Whole)
-            ]
-        );
-        // 40 bytes and its newline fit a limit of 40; 41 do not: the first
-        // 40 come as too long, then the rest.
-        let exact = format!("{}\n", "x".repeat(40));
-        assert_eq!(lines(exact.as_bytes(), 40).await[0].1, Line::Whole);
-        let long = format!("{}\nnext\n", "x".repeat(41));
-        assert_eq!(
-            lines(long.as_bytes(), 40).await,
-            vec![
-                ("x".repeat(40), Line::TooLong),
-                ("x".to_string(), Line::Whole),
-                ("next".to_string(), Line::Whole)
-            ]
-        );
-        // A buffer larger than the limit still makes progress.
-        let mut reader = BufReader::with_capacity(1024, &[b'y'; 100][..]);
-        let mut line = Vec::new();
-        assert_eq!(
-            read_line(&mut reader, &mut line, 10).await.unwrap(),
-            Line::TooLong
-        );
-        assert_eq!(line.len(), 10);
+    fn whole(text: &str) -> Line {
+        Line::Whole(Bytes::copy_from_slice(text.as_bytes()))
     }
 
     #[tokio::test]
-    async fn bytes_that_are_not_utf8_do_not_stop_the_relay() {
+    async fn lines_are_read_whole_and_a_long_one_is_skipped_to_its_end() {
+        assert_eq!(
+            lines(b"{\"id\":\"a\",\"done\":true}\nlast", 64).await,
+            vec![whole("{\"id\":\"a\",\"done\":true}"), whole("last")]
+        );
+        // 40 bytes fit a limit of 40; 41 do not, and the next line is read.
+        let exact = format!("{}\n", "x".repeat(40)).leak();
+        assert_eq!(
+            lines(exact.as_bytes(), 40).await,
+            vec![whole(&"x".repeat(40))]
+        );
+        let long = format!("{}\nnext\n", "x".repeat(41)).leak();
+        assert_eq!(
+            lines(long.as_bytes(), 40).await,
+            vec![Line::TooLong, whole("next")]
+        );
+        // Longer than any buffer: skipped all the same.
+        let huge = format!("{}\nafter\n", "y".repeat(300_000)).leak();
+        assert_eq!(
+            lines(huge.as_bytes(), 1000).await,
+            vec![Line::TooLong, whole("after")]
+        );
+    }
+
+    #[tokio::test]
+    async fn bytes_that_are_not_utf8_and_long_lines_do_not_stop_the_relay() {
+        let mut seen = Vec::new();
+        let input = format!("before\n\u{0}{}\nafter\n", "z".repeat(100)).leak();
+        relay(input.as_bytes(), 64, |line| seen.push(line.to_string())).await;
+        assert_eq!(
+            seen,
+            [
+                "before",
+                "(a line of more than 64 bytes, not shown)",
+                "after"
+            ]
+        );
         let mut seen = Vec::new();
         relay(&b"before\n\xff\xfe bad\r\nafter\n"[..], 64, |line| {
             seen.push(line.to_string());

@@ -56,7 +56,7 @@ impl What {
 
 /// A message emitted by a handling: its id and the stage it went to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Emitted {
+pub struct Emission {
     /// Stage.
     pub to: String,
     /// Id.
@@ -77,7 +77,7 @@ pub struct Event {
     pub what: What,
     /// What the handling emitted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub emitted: Vec<Emitted>,
+    pub emitted: Vec<Emission>,
     /// The URL its producer asked the job's callback to go to
     /// (`x-warren-callback`), on the events of the job's first message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -120,7 +120,7 @@ mod tests {
             what: What::Dead {
                 reason: "404".into(),
             },
-            emitted: vec![Emitted {
+            emitted: vec![Emission {
                 to: "results".into(),
                 id: "c0.1.0".into(),
             }],

@@ -8,6 +8,6 @@ pub mod state;
 mod stored;
 pub mod view;
 
-pub use event::{Emitted, Event, What};
-pub use state::{Gathered, JobRecord, JobState};
-pub use view::{CallbackView, DeadLetter, JobView, StageCounts};
+pub use event::{Emission, Event, What};
+pub use state::{Gathered, JobDeadLetter, JobRecord, JobState};
+pub use view::{CallbackView, JobStageCounts, JobView};

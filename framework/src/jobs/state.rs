@@ -7,10 +7,18 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::{
-    event::{Event, What},
-    view::DeadLetter,
-};
+use super::event::{Event, What};
+
+/// One dead letter of a job: which message, where, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct JobDeadLetter {
+    /// The message's id.
+    pub id: String,
+    /// The stage that dead-lettered it.
+    pub stage: String,
+    /// Why.
+    pub reason: String,
+}
 
 /// Where one message of a job stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,7 +103,7 @@ pub struct Gathered {
     /// The bodies of the messages the stage holds, in id order.
     pub items: Vec<serde_json::Value>,
     /// The job's dead letters upstream of the stage (and at it).
-    pub dead_letters: Vec<DeadLetter>,
+    pub dead_letters: Vec<JobDeadLetter>,
 }
 
 impl JobRecord {
@@ -209,12 +217,15 @@ impl JobRecord {
         self.released.contains(stage)
     }
 
-    /// The ids of the messages gather stage `stage` holds for the job.
-    pub fn held_ids(&self, stage: &str) -> Vec<String> {
+    /// The messages gather stage `stage` holds for the job: each id with
+    /// its body.
+    pub fn held(&self, stage: &str) -> Vec<(String, serde_json::Value)> {
         self.messages
             .iter()
-            .filter(|((at, _), message)| at == stage && matches!(message, Message::Held(_)))
-            .map(|((_, id), _)| id.clone())
+            .filter_map(|((at, id), message)| match message {
+                Message::Held(body) if at == stage => Some((id.clone(), body.clone())),
+                _ => None,
+            })
             .collect()
     }
 
@@ -249,7 +260,7 @@ impl JobRecord {
                 Message::Held(item) if at == stage => items.push(item.clone()),
                 // An upstream gather not released yet: more is to come.
                 Message::Held(_) => return None,
-                Message::Dead(reason) => dead_letters.push(DeadLetter {
+                Message::Dead(reason) => dead_letters.push(JobDeadLetter {
                     id: id.clone(),
                     stage: at.clone(),
                     reason: reason.clone(),
@@ -268,7 +279,7 @@ impl JobRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jobs::{event::Emitted, view::JobView};
+    use crate::jobs::{event::Emission, view::JobView};
 
     const KEEP: u64 = 7 * 24 * 3600 * 1000;
 
@@ -280,7 +291,7 @@ mod tests {
             what,
             emitted: emitted
                 .iter()
-                .map(|(to, id)| Emitted {
+                .map(|(to, id)| Emission {
                     to: to.to_string(),
                     id: id.to_string(),
                 })
@@ -359,7 +370,7 @@ mod tests {
         assert_eq!(view.state, JobState::Failed);
         assert_eq!(
             view.dead_letters,
-            vec![DeadLetter {
+            vec![JobDeadLetter {
                 id: "j.0".into(),
                 stage: "query".into(),
                 reason: "no such database".into()
@@ -629,7 +640,7 @@ mod tests {
     }
 
     #[test]
-    fn the_ids_a_gather_holds_are_listed() {
+    fn the_messages_a_gather_holds_are_listed_with_their_bodies() {
         let record = fold(&[
             event("a", "j", What::Done, &[("g", "j.0"), ("g", "j.1")], 1),
             event(
@@ -643,7 +654,10 @@ mod tests {
             ),
             event("g", "j.1", What::Done, &[], 3),
         ]);
-        assert_eq!(record.held_ids("g"), ["j.0"]);
-        assert!(record.held_ids("a").is_empty());
+        assert_eq!(
+            record.held("g"),
+            [("j.0".to_string(), serde_json::json!(0))]
+        );
+        assert!(record.held("a").is_empty());
     }
 }

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::state::{JobRecord, JobState, Message};
+use super::state::{JobDeadLetter, JobRecord, JobState, Message};
 
 /// Messages of one stage of a job, by where they stand.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct StageCounts {
+pub struct JobStageCounts {
     /// Sent or emitted to the stage, not handled yet.
     pub waiting: u64,
     /// Waiting for another attempt.
@@ -25,17 +25,6 @@ pub struct StageCounts {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
-}
-
-/// One dead letter of a job.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct DeadLetter {
-    /// The message's id.
-    pub id: String,
-    /// The stage that dead-lettered it.
-    pub stage: String,
-    /// Why.
-    pub reason: String,
 }
 
 /// What became of a job's completion callback.
@@ -59,9 +48,9 @@ pub struct JobView {
     /// Where it stands.
     pub state: JobState,
     /// Per stage, in name order.
-    pub stages: BTreeMap<String, StageCounts>,
+    pub stages: BTreeMap<String, JobStageCounts>,
     /// Its dead letters.
-    pub dead_letters: Vec<DeadLetter>,
+    pub dead_letters: Vec<JobDeadLetter>,
     /// When it was first seen (ms since the Unix epoch).
     pub created_ms: Option<u64>,
     /// When its first handling finished.
@@ -97,7 +86,7 @@ impl JobRecord {
         if state == JobState::Unknown {
             return JobView::unknown(id);
         }
-        let mut stages: BTreeMap<String, StageCounts> = BTreeMap::new();
+        let mut stages: BTreeMap<String, JobStageCounts> = BTreeMap::new();
         let mut dead_letters = Vec::new();
         for ((stage, message_id), message) in &self.messages {
             let counts = stages.entry(stage.clone()).or_default();
@@ -108,7 +97,7 @@ impl JobRecord {
                 Message::Done => counts.done += 1,
                 Message::Dead(reason) => {
                     counts.dead += 1;
-                    dead_letters.push(DeadLetter {
+                    dead_letters.push(JobDeadLetter {
                         id: message_id.clone(),
                         stage: stage.clone(),
                         reason: reason.clone(),

@@ -351,12 +351,12 @@ impl Context {
 
     /// What the handling emitted, for its job event (empty unless the
     /// pipeline tracks jobs).
-    pub(crate) fn emitted(&self) -> Vec<crate::jobs::Emitted> {
+    pub(crate) fn emitted(&self) -> Vec<crate::jobs::Emission> {
         let emits = self.inner.emits.lock().expect("emit state");
         emits
             .sent
             .iter()
-            .map(|&(index, n)| crate::jobs::Emitted {
+            .map(|&(index, n)| crate::jobs::Emission {
                 to: self.inner.stage.outputs[index].clone(),
                 id: message::child_id(&self.inner.id, n),
             })

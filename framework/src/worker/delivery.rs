@@ -17,7 +17,7 @@ use super::{
     stage::StageRuntime,
 };
 use crate::{
-    jobs::{Emitted, Event, What},
+    jobs::{Emission, Event, What},
     message,
     publisher::Publisher,
 };
@@ -155,7 +155,7 @@ impl StageRuntime {
         job: &str,
         id: &str,
         disposition: &Disposition,
-        emitted: impl FnOnce() -> Vec<Emitted>,
+        emitted: impl FnOnce() -> Vec<Emission>,
     ) -> Result<(), String> {
         if self.info.job_stream.is_none() {
             return Ok(());

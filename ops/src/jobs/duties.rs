@@ -20,7 +20,7 @@ use tracing::{error, info, warn};
 use warren::{
     Pipeline, StageKind,
     backoff::Backoff,
-    jobs::{Emitted, Event, Gathered, JobRecord, What},
+    jobs::{Emission, Event, Gathered, JobRecord, What},
     message, names,
     publisher::Publisher,
 };
@@ -62,6 +62,9 @@ struct Call {
 /// A callback server's answer to a job's POST: its 2xx status, or why not.
 type Answer = (String, Result<u16, String>);
 
+/// A message a gather stage holds: its id and its body.
+type Held = (String, serde_json::Value);
+
 /// The keeper's work.
 pub struct Duties {
     pipeline: String,
@@ -75,7 +78,7 @@ pub struct Duties {
     released: HashSet<(String, String)>,
     /// Gathers due, not released yet: the stage, what it emits and the ids
     /// of the items it holds.
-    to_release: Vec<(String, Gathered, Vec<String>)>,
+    to_release: Vec<(String, Gathered, Vec<Held>)>,
     calls: BTreeMap<String, Call>,
     /// Callbacks delivered in this term whose event has not come back.
     delivered: HashSet<String>,
@@ -131,7 +134,7 @@ impl Duties {
             }
             if let Some(gathered) = record.gather_due(job, &gather.stage, &gather.upstream) {
                 self.released.insert(key);
-                let held = record.held_ids(&gather.stage);
+                let held = record.held(&gather.stage);
                 self.to_release.push((gather.stage.clone(), gathered, held));
             }
         }
@@ -241,7 +244,7 @@ impl Duties {
         connection: &Connection,
         stage: &str,
         gathered: &Gathered,
-        held: &[String],
+        held: &[Held],
     ) -> Result<(), warren::Error> {
         if let Some(reason) = too_large(json_size(gathered)) {
             return self.refuse(stage, gathered, held, reason).await;
@@ -286,7 +289,7 @@ impl Duties {
         }
         let emitted = outputs
             .iter()
-            .map(|to| Emitted {
+            .map(|to| Emission {
                 to: to.clone(),
                 id: id.clone(),
             })
@@ -299,14 +302,17 @@ impl Duties {
     }
 
     /// A release that cannot be published: its held items are dead-lettered
-    /// with `reason` (the job fails; the stage is due again with them as
-    /// dead letters, a small message); one with no items left is written
-    /// released as it is, unpublished.
+    /// with `reason`, each body to the stage's dead-letter queue (where
+    /// `warren dlq` lists and replays it) and then its event to the stream
+    /// (the job fails; the stage is due again with them as dead letters, a
+    /// small message); one with no items left is written released as it
+    /// is, unpublished. A keeper that stops between the two publishes the
+    /// dead letters again, with the same ids.
     async fn refuse(
         &mut self,
         stage: &str,
         gathered: &Gathered,
-        held: &[String],
+        held: &[Held],
         reason: String,
     ) -> Result<(), warren::Error> {
         let job = &gathered.job;
@@ -322,11 +328,27 @@ impl Duties {
                 )
                 .await;
         }
+        let dead_queue = names::dead_queue(&self.pipeline, stage);
+        for (id, body) in held {
+            let properties = message::with_header(
+                message::with_header(
+                    message::new_properties(id, job),
+                    message::STAGE,
+                    message::text(stage),
+                ),
+                message::ERROR,
+                message::text(&reason),
+            );
+            let body = serde_json::to_vec(body).expect("held items are JSON");
+            self.publisher
+                .publish_confirmed("", &dead_queue, &body, properties)
+                .await?;
+        }
         let at_ms = message::epoch_ms();
         for ids in held.chunks(DEAD_PER_WRITE) {
             let events: Vec<Event> = ids
                 .iter()
-                .map(|id| Event {
+                .map(|(id, _)| Event {
                     job: job.clone(),
                     id: id.clone(),
                     stage: stage.to_string(),
@@ -398,7 +420,7 @@ impl Duties {
         id: &str,
         stage: &str,
         what: What,
-        emitted: Vec<Emitted>,
+        emitted: Vec<Emission>,
     ) -> Result<(), warren::Error> {
         let event = Event {
             job: job.to_string(),

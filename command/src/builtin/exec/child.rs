@@ -7,7 +7,7 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    path::{Path, PathBuf},
+    path::Path,
     process::Stdio,
     sync::{
         Arc, Mutex,
@@ -17,7 +17,7 @@ use std::{
 
 use rustix::process::Signal;
 use tokio::{
-    io::{AsyncRead, AsyncWriteExt, BufReader},
+    io::{AsyncRead, AsyncWriteExt},
     process::{ChildStdin, Command},
     sync::{mpsc, watch},
     time::Instant,
@@ -26,13 +26,13 @@ use tracing::info;
 use warren::{message::one_line, pipeline::ExecSpec};
 
 use super::{
-    environment,
+    environment::{self, Identity},
     protocol::{self, Answer, MAX_LINE},
 };
 use crate::subprocess::{
     die_with_parent,
     guard::Group,
-    lines::{Line, read_line, relay},
+    lines::{Line, Lines, relay},
 };
 
 /// Lines of the program's stderr kept for the reasons of failures.
@@ -40,15 +40,6 @@ const TAIL_LINES: usize = 5;
 
 /// Why a handling's message was not finished: the program was stopped.
 pub type Crash = watch::Receiver<Option<String>>;
-
-/// Who runs the program, for its environment and the log.
-#[derive(Clone, Debug)]
-pub struct Identity {
-    pub pipeline_file: PathBuf,
-    pub stage: String,
-    pub worker: String,
-    pub concurrency: u32,
-}
 
 /// The messages given to the running program and not finished.
 pub type Unfinished = Arc<Mutex<HashMap<String, (mpsc::Sender<Answer>, Instant)>>>;
@@ -177,25 +168,23 @@ async fn read_answers(
     mut crash: Crash,
     healthy: Arc<AtomicBool>,
 ) {
-    let mut reader = BufReader::with_capacity(64 * 1024, stdout);
-    let mut line = Vec::new();
+    let mut lines = Lines::new(stdout, MAX_LINE);
     loop {
-        line.clear();
         let read = tokio::select! {
-            read = read_line(&mut reader, &mut line, MAX_LINE) => read,
+            read = lines.next() => read,
             _ = crash.changed() => return,
         };
-        match read {
-            Ok(Line::End) | Err(_) => return, // its exit says why
-            Ok(Line::TooLong) => {
+        let line = match read {
+            Line::End => return, // its exit says why
+            Line::TooLong => {
                 let _ = trouble.send(format!(
                     "the program wrote a line longer than {} MiB",
                     MAX_LINE / (1024 * 1024)
                 ));
                 return;
             }
-            Ok(Line::Whole) => {}
-        }
+            Line::Whole(line) => line,
+        };
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }

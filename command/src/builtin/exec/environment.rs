@@ -6,9 +6,20 @@
 //! of the worker's environment reaches it: not `AMQP_URL`, not the serve
 //! token, not other secrets of the box, unless `env` names them.
 
-use std::{collections::BTreeMap, ffi::OsString};
+use std::{collections::BTreeMap, ffi::OsString, path::PathBuf};
 
-use super::child::Identity;
+/// Who runs the program: what its `WARREN_*` variables say, and the log.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// The pipeline file (`WARREN_PIPELINE`).
+    pub pipeline_file: PathBuf,
+    /// The stage (`WARREN_STAGE`).
+    pub stage: String,
+    /// The worker's name (`WARREN_WORKER`).
+    pub worker: String,
+    /// Messages handed to the program at once (`WARREN_CONCURRENCY`).
+    pub concurrency: u32,
+}
 
 /// Variables a program inherits from its worker without asking.
 pub const INHERITED: [&str; 9] = [

@@ -21,9 +21,9 @@ use tokio::{
 use tracing::{error, info, warn};
 use warren::{backoff::Backoff, pipeline::ExecSpec};
 
-pub use super::child::{Crash, Identity};
 use super::child::{Running, Unfinished, spawn};
 use super::protocol::Answer;
+pub use super::{child::Crash, environment::Identity};
 
 /// A handling's request to the program's task.
 pub enum Request {

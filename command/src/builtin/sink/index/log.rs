@@ -52,17 +52,10 @@ impl Version {
 
     fn sum(self, bytes: &[u8]) -> Vec<u8> {
         match self {
-            Version::V1 => fnv1a(bytes).to_le_bytes().to_vec(),
+            Version::V1 => warren::message::fnv1a(bytes).to_le_bytes().to_vec(),
             Version::V2 => crc32c::crc32c(bytes).to_le_bytes().to_vec(),
         }
     }
-}
-
-/// FNV-1a, 64 bits: the checksum of version 1 logs.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// A log's header.
