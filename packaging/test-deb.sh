@@ -9,11 +9,11 @@
 #     the .deb into it;
 #  3. inside it: `warren --version`, the files, the user, man page and
 #     completions, `warren validate` of the shipped example;
-#  4. makes a pipeline (make_pipeline: `warren init` when the binary has it,
-#     else the shipped example under a name of its own), runs its Python
-#     exec stage into its sink with `warren run` as user `warren` against
-#     the broker on the host (AMQP_URL, default 127.0.0.1:5672; the chroot
-#     shares the host's network), and checks every message was written once;
+#  4. makes a pipeline with `warren init --lang python` (make_pipeline),
+#     runs its Python exec stage into its sink with `warren run` as user
+#     `warren` against the broker on the host (AMQP_URL, default
+#     127.0.0.1:5672; the chroot shares the host's network), and checks
+#     every message was written once;
 #  5. checks the units with `systemd-analyze verify` and rates them with
 #     `systemd-analyze security` (failing above WARREN_MAX_EXPOSURE);
 #  6. boots the root with systemd (systemd-nspawn; WARREN_TEST_BOOT=0
@@ -103,72 +103,53 @@ install_host_tools() {
 }
 
 # Makes the pipeline directory /var/lib/warren/$pipeline (owned by
-# `warren`) with pipeline.yaml and input.jsonl ($messages messages), and sets
-# `expected`, the lines its sinks should hold after the run. With a binary
-# that has `warren init` (and WARREN_TEST_INIT is not 0), the pipeline is
-# what `warren init --lang python` makes; without, the shipped example
-# (/etc/warren/example.yaml: Python exec stage `greet` into a sink) under
-# the test's own name.
+# `warren`) with `warren init --lang python`, as a new user starts: an empty
+# folder named after the pipeline, so the pipeline gets the test's own name.
+# Its Python stage runs `python3`, which has the package's warren_stage;
+# its input, names.jsonl, is replaced by $messages names with ids, and
+# `expected` set to the greetings the sink should hold after the run.
 make_pipeline() {
     local dir="/var/lib/warren/$pipeline"
     in_root install -d -o warren -g warren "$dir"
-    if [ "${WARREN_TEST_INIT:-1}" != 0 ] && in_root warren init --help >/dev/null 2>&1; then
-        echo "pipeline: made by 'warren init --lang python'"
-        as_warren warren init app --lang python
-        as_warren sh -c 'mv app/* . && rmdir app'
-        as_warren sed -i "s/^pipeline: .*/pipeline: $pipeline/" pipeline.yaml
-        for i in $(seq 1 "$messages"); do
-            printf '{"id": "m%d", "name": "user %d", "text": "message %d"}\n' "$i" "$i" "$i"
-        done >"$root$dir/input.jsonl"
-        expected=""
-    else
-        echo "pipeline: /etc/warren/example.yaml under the name $pipeline (this binary has no 'warren init')"
-        in_root sed -e "s/^pipeline: example$/pipeline: $pipeline/" \
-            -e "s|/var/lib/warren/example/|$dir/|" /etc/warren/example.yaml \
-            >"$root$dir/pipeline.yaml"
-        grep -q "^pipeline: $pipeline$" "$root$dir/pipeline.yaml" ||
-            fail "the example has no line 'pipeline: example'"
-        for i in $(seq 1 "$messages"); do
-            printf '{"id": "m%d", "name": "user %d"}\n' "$i" "$i"
-        done >"$root$dir/input.jsonl"
-        expected=$(for i in $(seq 1 "$messages"); do echo "Hello, user $i!"; done)
-    fi
-    in_root chown warren:warren "$dir/pipeline.yaml" "$dir/input.jsonl"
+    as_warren warren init . --lang python
+    for file in pipeline.yaml greet.py names.jsonl README.md; do
+        test -f "$root$dir/$file" || fail "warren init made no $file"
+    done
+    grep -q "^pipeline: $pipeline$" "$root$dir/pipeline.yaml" ||
+        fail "warren init did not name the pipeline after its folder: $(grep '^pipeline:' "$root$dir/pipeline.yaml")"
+    for i in $(seq 1 "$messages"); do
+        printf '{"id": "m%d", "name": "user %d"}\n' "$i" "$i"
+    done >"$root$dir/names.jsonl"
+    in_root chown warren:warren "$dir/names.jsonl"
+    expected=$(for i in $(seq 1 "$messages"); do echo "Hello, user $i!"; done)
+    echo "pipeline: made by 'warren init --lang python' in $dir"
     as_warren warren validate pipeline.yaml
 }
 
 # Runs the pipeline over its input with `warren run` (declare, send,
 # supervise until everything is processed; exit 1 if anything was
-# dead-lettered) holding the shared broker lock, then checks what the sinks
-# wrote: the expected lines once each (any one line per message when the
-# pipeline came from `warren init`).
+# dead-lettered) holding the shared broker lock, as its README says, then
+# checks what the sink wrote: the expected greetings once each.
 run_pipeline() {
     local dir="/var/lib/warren/$pipeline"
     exec 9>>"$broker_lock"
     flock -s 9
     declared=yes
-    as_warren env RUST_LOG=warn warren run pipeline.yaml --input input.jsonl --id-field id
+    as_warren env RUST_LOG=warn warren run pipeline.yaml --input names.jsonl --id-field id
     flock -u 9
-    local sinks
-    sinks=$(cd "$root$dir" && find . -name '*.jsonl' ! -name input.jsonl ! -path './.warren/*' | sort)
-    [ -n "$sinks" ] || fail "no sink file in $dir"
-    echo "sinks: $(echo $sinks)"
-    (cd "$root$dir" && cat $sinks) | python3 -c '
+    local sink="$root$dir/out/greetings.jsonl"
+    [ -f "$sink" ] || fail "no sink file $dir/out/greetings.jsonl"
+    python3 -c '
 import json, sys
-lines = [json.loads(line) for line in sys.stdin]
-expected = [line for line in sys.argv[1].splitlines() if line]
-messages = int(sys.argv[2])
-if expected:
-    got = sorted(line.get("greeting") for line in lines)
-    if got != sorted(expected):
-        sys.exit(f"the sink has {len(got)} lines, {len(set(map(str, got)))} distinct; want the {len(expected)} greetings once each")
-elif len(lines) != messages:
-    sys.exit(f"the sinks have {len(lines)} lines for {messages} messages")
-print(f"sink: {len(lines)} lines for {messages} messages, each once")
-' "$expected" "$messages"
+got = sorted(json.loads(line).get("greeting") for line in open(sys.argv[1]))
+expected = sorted(line for line in sys.argv[2].splitlines() if line)
+if got != expected:
+    sys.exit(f"the sink has {len(got)} lines, {len(set(map(str, got)))} distinct; want the {len(expected)} greetings once each")
+print(f"sink: {len(got)} greetings for {len(expected)} messages, each once")
+' "$sink" "$expected"
     local owner
-    owner=$(for sink in $sinks; do in_root stat -c %U "$dir/$sink"; done | sort -u)
-    [ "$owner" = warren ] || fail "the sink files are owned by $owner, not warren"
+    owner=$(in_root stat -c %U "$dir/out/greetings.jsonl")
+    [ "$owner" = warren ] || fail "the sink file is owned by $owner, not warren"
 }
 
 check_units() {
@@ -444,7 +425,8 @@ main() {
     for file in /usr/bin/warren /usr/lib/systemd/system/warren-supervise@.service \
         /usr/lib/systemd/system/warren-serve@.service /etc/warren/example.yaml \
         /etc/warren/example.env /usr/share/warren/examples/greet.py \
-        /usr/lib/python3/dist-packages/warren_stage.py /usr/share/php/warren/WarrenStage.php \
+        /usr/lib/python3/dist-packages/warren_stage/__init__.py /usr/share/php/warren/WarrenStage.php \
+        /usr/share/php/warren/src/Worker.php /usr/share/php/warren/src/Client/Busy.php \
         /usr/share/man/man1/warren.1.gz /usr/share/man/man1/warren-supervise.1.gz \
         /usr/share/bash-completion/completions/warren /usr/share/zsh/vendor-completions/_warren \
         /usr/share/fish/vendor_completions.d/warren.fish /usr/share/doc/warren/copyright \

@@ -57,7 +57,7 @@ fn the_version_is_set_once_for_the_workspace() {
         version_line.contains(&format!("\"{}\"", env!("CARGO_PKG_VERSION"))),
         "{version_line}"
     );
-    for crate_dir in ["framework", "supervisor"] {
+    for crate_dir in ["framework", "ops", "serve", "command"] {
         let manifest =
             std::fs::read_to_string(repository().join(crate_dir).join("Cargo.toml")).unwrap();
         assert!(

@@ -174,6 +174,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make a new pipeline folder: pipeline.yaml, a worker in LANG, an input
+    /// and a README with the commands that run it. DIR must not exist or be
+    /// empty.
+    Init {
+        /// The folder to make; the pipeline is named after it.
+        dir: PathBuf,
+        /// The worker's language.
+        #[arg(long, value_enum, default_value_t = crate::commands::init::Lang::Python)]
+        lang: crate::commands::init::Lang,
+    },
     /// Write the man pages into DIR (for packaging).
     #[command(hide = true)]
     Man {

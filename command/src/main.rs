@@ -54,6 +54,7 @@ fn main() -> ExitCode {
     warren::logging::init_with_default(json_logs, default_filter);
     match &cli.command {
         Command::Validate { file } => return commands::validate::run(file),
+        Command::Init { dir, lang } => return finish(commands::init::run(dir, *lang)),
         Command::Man { dir } => return docs::man(dir),
         Command::Completions { shell } => return docs::completions(*shell),
         _ => {}
@@ -78,6 +79,7 @@ fn main() -> ExitCode {
             Command::Validate { .. }
             | Command::Man { .. }
             | Command::Completions { .. }
+            | Command::Init { .. }
             | Command::Guard => unreachable!("handled above"),
             Command::Declare { file, dry_run } => commands::declare::run(&file, dry_run).await,
             Command::Supervise {
@@ -130,6 +132,11 @@ fn main() -> ExitCode {
             } => commands::send::run(&file, &stage, &input, id_field.as_deref(), skip_bad).await,
         }
     });
+    finish(result)
+}
+
+/// The exit code of a command's result, its error printed.
+fn finish(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -3,6 +3,7 @@
 pub mod declare;
 pub mod dlq;
 pub mod drain;
+pub mod init;
 pub mod job;
 pub mod run;
 pub mod send;
