@@ -164,27 +164,10 @@ fn adapt(block: Block, pipeline: &str, unique: &str) -> Block {
     match block {
         Block::Run(commands) => Block::Run(commands.replace("~/warren/", &format!("{checkout}/"))),
         Block::Expect(text) => Block::Expect(tutorial::replace_word(&text, pipeline, unique)),
-        Block::File { path, text } if path.ends_with("Cargo.toml") => {
-            let git = "git = \"https://github.com/warren-rs/warren\"";
-            let mut replaced = 0;
-            let text = text
-                .lines()
-                .map(|line| {
-                    let folder = match line.split_once(" = ") {
-                        Some(("warren", value)) if value.contains(git) => "framework",
-                        Some(("amq-protocol-types", value)) if value.contains(git) => {
-                            "vendor/amq-protocol-types"
-                        }
-                        _ => return format!("{line}\n"),
-                    };
-                    replaced += 1;
-                    let path = format!("path = \"{checkout}/{folder}\"");
-                    format!("{}\n", line.replace(git, &path))
-                })
-                .collect();
-            assert_eq!(replaced, 2, "Cargo.toml's git dependencies were not found");
-            Block::File { path, text }
-        }
+        Block::File { path, text } if path.ends_with("Cargo.toml") => Block::File {
+            text: common::cargo_toml_from_checkout(&text),
+            path,
+        },
         Block::File { path, text } if path.ends_with(".yaml") => Block::File {
             text: tutorial::replace_word(&text, pipeline, unique),
             path,

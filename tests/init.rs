@@ -215,25 +215,7 @@ fn the_php_folder_runs_by_its_readme() {
 fn adapt_cargo_toml(dir: &Path) {
     let file = dir.join("Cargo.toml");
     let text = std::fs::read_to_string(&file).unwrap();
-    let git = "git = \"https://github.com/warren-rs/warren\"";
-    let mut replaced = 0;
-    let text: String = text
-        .lines()
-        .map(|line| {
-            let folder = match line.split_once(" = ") {
-                Some(("warren", value)) if value.contains(git) => "framework",
-                Some(("amq-protocol-types", value)) if value.contains(git) => {
-                    "vendor/amq-protocol-types"
-                }
-                _ => return format!("{line}\n"),
-            };
-            replaced += 1;
-            let path = format!("path = \"{}/{folder}\"", root().display());
-            format!("{}\n", line.replace(git, &path))
-        })
-        .collect();
-    assert_eq!(replaced, 2, "Cargo.toml's git dependencies were not found");
-    std::fs::write(file, text).unwrap();
+    std::fs::write(file, cargo_toml_from_checkout(&text)).unwrap();
 }
 
 /// Item 4 of issue 31: a crate outside this workspace that depends on the

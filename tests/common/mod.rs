@@ -176,6 +176,32 @@ pub fn load(path: &Path) -> warren::Pipeline {
     warren::config::load_with_env(path, &env).expect("a valid pipeline file")
 }
 
+/// A Cargo.toml written for users (the framework and the parser patch
+/// from the project's git repository) made to build against this checkout:
+/// both git dependencies become paths into it.
+pub fn cargo_toml_from_checkout(text: &str) -> String {
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let git = "git = \"https://github.com/warren-rs/warren\"";
+    let mut replaced = 0;
+    let text = text
+        .lines()
+        .map(|line| {
+            let folder = match line.split_once(" = ") {
+                Some(("warren", value)) if value.contains(git) => "framework",
+                Some(("amq-protocol-types", value)) if value.contains(git) => {
+                    "vendor/amq-protocol-types"
+                }
+                _ => return format!("{line}\n"),
+            };
+            replaced += 1;
+            let path = format!("path = \"{}/{folder}\"", checkout.display());
+            format!("{}\n", line.replace(git, &path))
+        })
+        .collect();
+    assert_eq!(replaced, 2, "Cargo.toml's git dependencies were not found");
+    text
+}
+
 /// A pipeline name no other test uses: `{prefix}_{random}`.
 pub fn unique_name(prefix: &str) -> String {
     let id = uuid::Uuid::now_v7().simple().to_string();

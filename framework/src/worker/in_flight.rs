@@ -106,38 +106,44 @@ impl InFlight {
         from: Source,
         permit: Option<OwnedSemaphorePermit>,
     ) {
-        let runtime = self.runtime.clone();
-        let publisher = self.publisher.clone();
-        let trouble = self.trouble.clone();
-        let (queue, acks) = self.source(from);
-        self.tasks.spawn(async move {
-            let settle = runtime
+        let (runtime, publisher) = (self.runtime.clone(), self.publisher.clone());
+        let (queue, _) = self.source(from);
+        let tag = delivery.delivery_tag;
+        self.spawn(tag, from, async move {
+            runtime
                 .handle(&publisher, &delivery, &queue, probe, permit)
                 .await
-                .unwrap_or_else(|settle| {
-                    trouble.cancel();
-                    settle
-                });
-            let _ = acks.send((delivery.delivery_tag, settle));
         });
     }
 
     /// Carries out an intake other than handling (a copy with an id, a
     /// move to isolation, a dead letter).
     pub fn admit(&mut self, delivery: Delivery, intake: Intake, from: Source) {
-        let runtime = self.runtime.clone();
-        let publisher = self.publisher.clone();
+        let (runtime, publisher) = (self.runtime.clone(), self.publisher.clone());
+        let (queue, _) = self.source(from);
+        let tag = delivery.delivery_tag;
+        self.spawn(tag, from, async move {
+            runtime.admit(&publisher, &delivery, &intake, &queue).await
+        });
+    }
+
+    /// Runs `work` as a task of its own and reports its settlement of
+    /// delivery `tag` to the acker of `from`; a settlement given as an
+    /// error (the broker refused a publish) also restarts the session.
+    fn spawn(
+        &mut self,
+        tag: u64,
+        from: Source,
+        work: impl Future<Output = Result<Settle, Settle>> + Send + 'static,
+    ) {
         let trouble = self.trouble.clone();
-        let (queue, acks) = self.source(from);
+        let (_, acks) = self.source(from);
         self.tasks.spawn(async move {
-            let settle = runtime
-                .admit(&publisher, &delivery, &intake, &queue)
-                .await
-                .unwrap_or_else(|settle| {
-                    trouble.cancel();
-                    settle
-                });
-            let _ = acks.send((delivery.delivery_tag, settle));
+            let settle = work.await.unwrap_or_else(|settle| {
+                trouble.cancel();
+                settle
+            });
+            let _ = acks.send((tag, settle));
         });
     }
 
