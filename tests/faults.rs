@@ -11,6 +11,8 @@
 //! ```sh
 //! cargo test --test faults -- --nocapture             # every scenario
 //! WARREN_FAULTS=poison,kill cargo test --test faults   # some of them
+//! WARREN_FAULTS=-slow,-disk cargo test --test faults  # all but those
+//! WARREN_FAULTS=kill WARREN_FAULTS_PORT=5712 cargo test --test faults  # beside another
 //! ```
 
 #[path = "faults/alarm.rs"]
@@ -45,12 +47,19 @@ const SCENARIOS: &[&str] = &[
 
 /// The suite's own broker: one node on this port (management on 10000
 /// more), so that it stops, alarms and cuts its own broker, never the one on
-/// 5672, and runs beside the other tests.
-const PORT: u16 = 5711;
+/// 5672, and runs beside the other tests. `WARREN_FAULTS_PORT` picks
+/// another, so that two sets of scenarios can run at once (`.ci/test`).
+fn port() -> u16 {
+    std::env::var("WARREN_FAULTS_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(5711)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_lost_under_faults() {
-    let broker = common::OwnBroker::start("wf", PORT, 1);
+    let port = port();
+    let broker = common::OwnBroker::start(&format!("wf{port}n"), port, 1);
     common::use_own_broker(&broker);
     let rows = run_scenarios("WARREN_FAULTS", SCENARIOS, |scenario| async move {
         // A task of its own, so a panic in one scenario is a failed row.

@@ -82,9 +82,10 @@ impl Row {
 }
 
 /// Which of `scenarios` to run: those named in `filter` (the value of the
-/// variable, names separated by commas), or all when it is unset. A name
-/// that matches no scenario, or a filter that selects none, is an error:
-/// a typo must not pass as a green run of nothing.
+/// variable, names separated by commas), or, when every name starts with
+/// `-`, all but those; all when it is unset. A name that matches no
+/// scenario, or a filter that selects none, is an error: a typo must not
+/// pass as a green run of nothing.
 pub fn selected(
     filter: Option<&str>,
     scenarios: &[&'static str],
@@ -92,12 +93,14 @@ pub fn selected(
     let Some(filter) = filter else {
         return Ok(scenarios.to_vec());
     };
-    let wanted: Vec<&str> = filter
+    let names: Vec<&str> = filter
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .collect();
-    let unknown: Vec<&str> = wanted
+    let leaving = !names.is_empty() && names.iter().all(|n| n.starts_with('-'));
+    let named: Vec<&str> = names.iter().map(|n| n.trim_start_matches('-')).collect();
+    let unknown: Vec<&str> = named
         .iter()
         .copied()
         .filter(|w| !scenarios.contains(w))
@@ -112,7 +115,7 @@ pub fn selected(
     let chosen: Vec<&'static str> = scenarios
         .iter()
         .copied()
-        .filter(|s| wanted.contains(s))
+        .filter(|s| named.contains(s) != leaving)
         .collect();
     if chosen.is_empty() {
         return Err(format!(
@@ -582,6 +585,14 @@ mod tests {
     use super::selected;
 
     const ALL: &[&str] = &["kill", "idless", "alarm"];
+
+    #[test]
+    fn names_with_a_minus_leave_those_out() {
+        assert_eq!(selected(Some("-idless"), ALL), Ok(vec!["kill", "alarm"]));
+        assert_eq!(selected(Some("-kill,-alarm"), ALL), Ok(vec!["idless"]));
+        assert!(selected(Some("-kill,-idless,-alarm"), ALL).is_err());
+        assert!(selected(Some("-nosuch"), ALL).is_err());
+    }
 
     #[test]
     fn no_filter_runs_every_scenario_in_order() {

@@ -36,6 +36,25 @@ pub async fn count(pipeline: &Pipeline, stage: &str) -> Result<u32, Error> {
     counted
 }
 
+/// How many dead letters each stage of the pipeline has, on one
+/// connection.
+pub async fn counts(pipeline: &Pipeline) -> Result<std::collections::HashMap<String, u32>, Error> {
+    let name = format!("warren dlq {}", pipeline.name);
+    let conn = connection::open_with_retry(&pipeline.broker.urls, &name, 3).await?;
+    let counted = async {
+        let channel = pass::open_channel(&conn).await?;
+        let mut counts = std::collections::HashMap::new();
+        for stage in &pipeline.stages {
+            let queue = crate::names::dead_queue(&pipeline.name, &stage.name);
+            counts.insert(stage.name.clone(), pass::depth(&channel, &queue).await?);
+        }
+        Ok(counts)
+    }
+    .await;
+    connection::close(&conn, "done").await;
+    counted
+}
+
 /// The first `limit` dead letters of `stage`, in queue order, each with
 /// the start of its body; they stay in the queue, in their order.
 pub async fn list(

@@ -12,14 +12,7 @@ use crate::exit::Failed;
 
 /// Dead letters of each stage now.
 pub async fn dead_counts(pipeline: &Pipeline) -> Result<HashMap<String, u32>> {
-    let mut counts = HashMap::new();
-    for stage in &pipeline.stages {
-        counts.insert(
-            stage.name.clone(),
-            dead_letters::count(pipeline, &stage.name).await?,
-        );
-    }
-    Ok(counts)
+    Ok(dead_letters::counts(pipeline).await?)
 }
 
 /// The figures of the run, per stage.
