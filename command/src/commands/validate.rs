@@ -5,10 +5,14 @@ use std::{path::Path, process::ExitCode};
 use crate::exit;
 
 /// Prints every problem of `file` (exit 78), or OK and the stage graph.
-/// Never touches the broker.
+/// Never touches the broker. A PostgreSQL sink's table is compared with
+/// the sink's columns when the database answers (said when it does not).
 pub fn run(file: &Path) -> ExitCode {
     match warren::config::load(file) {
         Ok(pipeline) => {
+            if let Err(code) = tables(&pipeline, file) {
+                return code;
+            }
             out!(
                 "{}: OK, pipeline `{}` with {} stages: {}",
                 file.display(),
@@ -21,6 +25,36 @@ pub fn run(file: &Path) -> ExitCode {
         Err(invalid) => {
             err!("{invalid}");
             ExitCode::from(exit::CONFIG)
+        }
+    }
+}
+
+/// The live check of the PostgreSQL sinks, when there are any.
+fn tables(pipeline: &warren::Pipeline, file: &Path) -> Result<(), ExitCode> {
+    if !pipeline
+        .stages
+        .iter()
+        .any(|s| matches!(s.kind, warren::StageKind::Postgres(_)))
+    {
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            err!("error: cannot start the async runtime: {error}");
+            ExitCode::from(exit::FAILURE)
+        })?;
+    match runtime.block_on(crate::builtin::postgres::live::verify(pipeline, file)) {
+        Ok(notes) => {
+            for note in notes {
+                out!("note: {note}");
+            }
+            Ok(())
+        }
+        Err(invalid) => {
+            err!("{invalid}");
+            Err(ExitCode::from(exit::CONFIG))
         }
     }
 }

@@ -187,6 +187,25 @@ impl Core {
         }
     }
 
+    /// What the stage depends on is down (an outage said by the handler,
+    /// not guessed from a rate): opens at once from closed; a probe that
+    /// meets it opens again with twice the pause. Anything else (open
+    /// already, a straggler) changes nothing. The new gate when it changed.
+    pub fn trip(&mut self, now: Instant, probe: bool) -> Option<Gate> {
+        match self.mode {
+            Mode::Closed => {
+                self.open(now);
+                Some(Gate::Open(self.pause))
+            }
+            Mode::HalfOpen if probe => {
+                self.pause = (self.pause * 2).min(self.rules.max_pause);
+                self.open(now);
+                Some(Gate::Open(self.pause))
+            }
+            Mode::HalfOpen | Mode::Open { .. } => None,
+        }
+    }
+
     fn open(&mut self, now: Instant) {
         self.mode = Mode::Open {
             until: now + self.pause,
@@ -245,6 +264,24 @@ impl Breaker {
             _ => {}
         }
         excused
+    }
+
+    /// What the stage depends on is down: pause now (see [`Core::trip`]).
+    pub fn trip(&self, probe: bool, reason: &str) {
+        let changed = {
+            let mut core = self.core.lock().expect("breaker");
+            let changed = core.trip(Instant::now(), probe);
+            self.tripped.store(core.tripped(), Ordering::Release);
+            changed
+        };
+        if let Some(Gate::Open(pause)) = changed {
+            warn!(
+                stage = %self.stage,
+                %reason,
+                "what the stage writes to is unavailable: pausing consumption for {:.0}s; messages wait in the queue, no attempt counted",
+                pause.as_secs_f64()
+            );
+        }
     }
 }
 
@@ -346,6 +383,28 @@ mod tests {
         assert!(
             !core.record(at(start, 3_100), false, true).1,
             "the probe counts"
+        );
+    }
+
+    #[test]
+    fn an_outage_opens_at_once_and_a_probe_that_meets_it_doubles_the_pause() {
+        let start = Instant::now();
+        let mut core = Core::new(Rules::default());
+        assert_eq!(
+            core.trip(at(start, 0), false),
+            Some(Gate::Open(Duration::from_secs(2)))
+        );
+        assert_eq!(core.trip(at(start, 10), false), None, "open already");
+        assert_eq!(core.gate(at(start, 2_100)), Gate::Probe);
+        assert_eq!(core.trip(at(start, 2_110), false), None, "a straggler");
+        assert_eq!(
+            core.trip(at(start, 2_200), true),
+            Some(Gate::Open(Duration::from_secs(4)))
+        );
+        assert_eq!(core.gate(at(start, 6_300)), Gate::Probe);
+        assert_eq!(
+            core.record(at(start, 6_400), true, true),
+            (Some(Gate::Closed), false)
         );
     }
 
