@@ -10,9 +10,10 @@ use crate::exit;
 pub fn run(file: &Path) -> ExitCode {
     match warren::config::load(file) {
         Ok(pipeline) => {
-            if let Err(code) = tables(&pipeline, file) {
-                return code;
-            }
+            let notes = match tables(&pipeline, file) {
+                Ok(notes) => notes,
+                Err(code) => return code,
+            };
             out!(
                 "{}: OK, pipeline `{}` with {} stages: {}",
                 file.display(),
@@ -20,6 +21,9 @@ pub fn run(file: &Path) -> ExitCode {
                 pipeline.stages.len(),
                 pipeline.graph()
             );
+            for note in notes {
+                out!("note: {note}");
+            }
             ExitCode::SUCCESS
         }
         Err(invalid) => {
@@ -29,14 +33,15 @@ pub fn run(file: &Path) -> ExitCode {
     }
 }
 
-/// The live check of the PostgreSQL sinks, when there are any.
-fn tables(pipeline: &warren::Pipeline, file: &Path) -> Result<(), ExitCode> {
+/// The live check of the PostgreSQL sinks, when there are any: what to
+/// say after the OK, or the exit code once the mismatches were printed.
+fn tables(pipeline: &warren::Pipeline, file: &Path) -> Result<Vec<String>, ExitCode> {
     if !pipeline
         .stages
         .iter()
         .any(|s| matches!(s.kind, warren::StageKind::Postgres(_)))
     {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -46,12 +51,7 @@ fn tables(pipeline: &warren::Pipeline, file: &Path) -> Result<(), ExitCode> {
             ExitCode::from(exit::FAILURE)
         })?;
     match runtime.block_on(crate::builtin::postgres::live::verify(pipeline, file)) {
-        Ok(notes) => {
-            for note in notes {
-                out!("note: {note}");
-            }
-            Ok(())
-        }
+        Ok(notes) => Ok(notes),
         Err(invalid) => {
             err!("{invalid}");
             Err(ExitCode::from(exit::CONFIG))
