@@ -52,7 +52,7 @@ fn count(server: &pg::Postgres) -> u64 {
 
 /// Writes `lines` to the stage, starts `workers` sink workers, and times
 /// them until the table holds every row: rows a second.
-fn sink(server: &pg::Postgres, messages: u64, batch: u64, workers: u64) -> f64 {
+fn sink(server: &pg::Postgres, messages: u64, batch: u64, workers: u64, holds: u64) -> f64 {
     server.psql("TRUNCATE views");
     let dir = tempfile::tempdir().unwrap();
     let name = format!("bpg{}", std::process::id());
@@ -60,7 +60,7 @@ fn sink(server: &pg::Postgres, messages: u64, batch: u64, workers: u64) -> f64 {
     std::fs::write(
         &file,
         format!(
-            "pipeline: {name}\nstages:\n  store:\n    scale: {{ max: {workers} }}\n    sink:\n      postgres: {{ url: \"{}\", table: views, body: doc, columns: {{ n: n }}, batch: {batch} }}\n",
+            "pipeline: {name}\nstages:\n  store:\n    scale: {{ max: {workers} }}\n    prefetch: {holds}\n    concurrency: {holds}\n    sink:\n      postgres: {{ url: \"{}\", table: views, body: doc, columns: {{ n: n }}, batch: {batch} }}\n",
             server.url()
         ),
     )
@@ -183,15 +183,18 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let messages = value(&args, "--messages", 100_000);
     let batch = value(&args, "--batch", 1000);
+    let holds = value(&args, "--holds", 1000);
     let server = pg::Postgres::start();
     server.psql(TABLE);
-    println!("PostgreSQL sink, {messages} messages, batch {batch}:");
-    let one = sink(&server, messages, batch, 1);
+    println!(
+        "PostgreSQL sink, {messages} messages, batch {batch}, prefetch and concurrency {holds}:"
+    );
+    let one = sink(&server, messages, batch, 1, holds);
     println!(
         "  sink, 1 worker:              {one:>9.0} rows/s ({:.1} M a minute)",
         one * 60.0 / 1e6
     );
-    let two = sink(&server, messages, batch, 2);
+    let two = sink(&server, messages, batch, 2, holds);
     println!(
         "  sink, 2 workers:             {two:>9.0} rows/s ({:.1} M a minute)",
         two * 60.0 / 1e6
