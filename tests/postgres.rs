@@ -377,4 +377,60 @@ async fn a_database_restart_under_load_loses_nothing_and_duplicates_nothing() {
     let log = worker_log(&file);
     assert!(log.contains("pausing consumption"), "{log}");
     assert!(!log.contains("retrying in"), "{log}");
+    assert!(!log.contains("stopped while holding it"), "{log}");
+}
+
+#[tokio::test]
+async fn a_database_that_is_not_there_pauses_the_stage_without_showing_the_password() {
+    // A port where nothing listens: the server is stopped and removed.
+    let port = {
+        let server = Postgres::start();
+        server.port
+    };
+    let url = format!("postgres://warren:s3cret@127.0.0.1:{port}/postgres");
+    let file = PipelineFile::new("pg", &PIPELINE.replace("{url}", &url));
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let out = warren(&["declare", file.path.to_str().unwrap()]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("NOT checked"), "{stdout}");
+    send(&file, &input(&file, "in.jsonl", 0, 50));
+    let mut worker = worker(&file, &[]);
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            worker_log(&file).matches("pausing consumption").count() >= 3
+        })
+        .await,
+        "{}",
+        worker_log(&file)
+    );
+    // Drained (SIGTERM), the worker gives back what it holds: every message
+    // is in its queue as it came, attempt 1, never flagged redelivered;
+    // nothing was retried, isolated or dead-lettered, and the password is
+    // in no line of the log.
+    worker.signal("TERM");
+    assert!(worker.wait().success(), "{}", worker_log(&file));
+    let conn = connect().await;
+    let queue = format!("{}.store", file.name);
+    let back = drain_queue(&conn, &queue).await;
+    let attempts: Vec<Option<String>> = back
+        .iter()
+        .map(|m| header(&m.delivery.properties, "x-warren-attempt"))
+        .filter(|a| a.as_deref().is_some_and(|a| a != "1"))
+        .collect();
+    assert_eq!(back.len(), 50, "{}", queue_report(&file, &["store"]).await);
+    assert!(attempts.is_empty(), "charged: {attempts:?}");
+    assert!(back.iter().all(|m| !m.delivery.redelivered));
+    let log = worker_log(&file);
+    assert!(!log.contains("s3cret"), "{log}");
+    assert!(!log.contains("retrying in"), "{log}");
+    assert!(!log.contains("stopped while holding it"), "{log}");
+    assert!(
+        log.contains("cannot connect to PostgreSQL at warren@127.0.0.1"),
+        "{log}"
+    );
+    for suffix in [".dead", ".isolated"] {
+        let left = drain_queue(&conn, &format!("{queue}{suffix}")).await;
+        assert!(left.is_empty(), "{} in {suffix}", left.len());
+    }
 }
