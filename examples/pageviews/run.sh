@@ -53,5 +53,6 @@ psql -A -t -c "SELECT count(*) || ' rows, ' || count(DISTINCT id) || ' ids; from
          || round(1000 * percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM written_at) - ts))
          || ' ms, p99 '
          || round(1000 * percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM written_at) - ts))
-         || ' ms'
+         || ' ms; ' || round(count(*) * 60 / greatest(0.001, extract(epoch FROM max(written_at)) - min(ts)))
+         || ' a minute from the first POST to the last row'
          FROM (SELECT id, written_at, (doc->>'ts')::float8 / 1000 AS ts FROM pageviews) v"
