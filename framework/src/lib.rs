@@ -58,7 +58,7 @@ pub mod timings;
 
 pub use broker::{BrokerUrl, BrokerUrls};
 pub use error::{Error, Result};
-pub use pipeline::{Pipeline, Stage, StageKind};
+pub use pipeline::{Pipeline, PostgresSpec, Stage, StageKind};
 pub use producer::Producer;
 pub use topology::Topology;
 pub use worker::{Context, Failure, Outcome, Worker};

@@ -160,6 +160,9 @@ pub enum StageKind {
     Http(HttpSpec),
     /// Built in: each message written once as a JSON line.
     Sink(SinkSpec),
+    /// Built in (`sink: { postgres: ... }`): each message written once as a
+    /// row of a PostgreSQL table, in batches, acknowledged after COMMIT.
+    Postgres(PostgresSpec),
     /// Built in: holds a job's messages until nothing else of the job is
     /// in flight upstream, then emits them as one (DESIGN.md, *Jobs*).
     Gather,
@@ -172,7 +175,7 @@ impl StageKind {
             StageKind::Command(_) => "command",
             StageKind::Exec(_) => "exec",
             StageKind::Http(_) => "http",
-            StageKind::Sink(_) => "sink",
+            StageKind::Sink(_) | StageKind::Postgres(_) => "sink",
             StageKind::Gather => "gather",
         }
     }
@@ -253,6 +256,77 @@ pub struct SinkSpec {
     /// The JSON-lines file (a relative path in the pipeline file is
     /// resolved from the file's folder).
     pub path: PathBuf,
+}
+
+/// The built-in PostgreSQL sink (`sink: { postgres: ... }`): each message
+/// one row of `table`, its id in `id` (a unique column), its body in the
+/// `body` column and/or its fields in `columns`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresSpec {
+    /// The connection URL as written (`postgres://...`, or `${NAME}` to
+    /// read it from the worker's environment); `None`: the `PG*`
+    /// variables and libpq's defaults alone. Never shown whole: see
+    /// [`PostgresSpec::shown_url`].
+    pub url: Option<String>,
+    /// The table's schema, when the file names one (`schema.table`).
+    pub schema: Option<String>,
+    /// The table.
+    pub table: String,
+    /// The column that holds the message id (text, unique): the
+    /// `ON CONFLICT` target that makes each id one row.
+    pub id: String,
+    /// The `jsonb` (or `json`) column that holds the whole body.
+    pub body: Option<String>,
+    /// Column -> the body's field it is filled from: a field name, or a
+    /// JSON pointer (`/user/agent`) for a nested one.
+    pub columns: Vec<(String, String)>,
+    /// Most rows written in one transaction.
+    pub batch: usize,
+}
+
+impl PostgresSpec {
+    /// The URL as it may be shown: its password replaced by `***`.
+    pub fn shown_url(&self) -> String {
+        match &self.url {
+            None => "(from the PG* variables)".into(),
+            Some(text) => match url::Url::parse(text) {
+                Ok(mut url) if url.password().is_some() => {
+                    let _ = url.set_password(Some("***"));
+                    url.to_string()
+                }
+                Ok(url) => url.to_string(),
+                Err(_) if text.starts_with("${") => text.clone(),
+                Err(_) => "(a URL that does not parse)".into(),
+            },
+        }
+    }
+
+    /// The table as SQL: each part quoted.
+    pub fn table_sql(&self) -> String {
+        match &self.schema {
+            Some(schema) => format!("{}.{}", quote(schema), quote(&self.table)),
+            None => quote(&self.table),
+        }
+    }
+}
+
+/// `name` as a quoted SQL identifier (taken exactly as written).
+pub fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+impl std::fmt::Debug for PostgresSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSpec")
+            .field("url", &self.shown_url())
+            .field("schema", &self.schema)
+            .field("table", &self.table)
+            .field("id", &self.id)
+            .field("body", &self.body)
+            .field("columns", &self.columns)
+            .field("batch", &self.batch)
+            .finish()
+    }
 }
 
 /// Queue type and limits of a stage queue.

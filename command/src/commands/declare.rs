@@ -23,6 +23,10 @@ pub async fn run(file: &Path, dry_run: bool) -> Result<()> {
         }
         return Ok(());
     }
+    // A PostgreSQL sink's table first: a mismatch declares nothing.
+    for note in crate::builtin::postgres::live::verify(&pipeline, file).await? {
+        out!("note: {note}");
+    }
     let (topology, declared) = declare(&pipeline).await?;
     out!(
         "declared pipeline `{}` on {}: exchange {} and {} queues",

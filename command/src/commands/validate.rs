@@ -5,10 +5,15 @@ use std::{path::Path, process::ExitCode};
 use crate::exit;
 
 /// Prints every problem of `file` (exit 78), or OK and the stage graph.
-/// Never touches the broker.
+/// Never touches the broker. A PostgreSQL sink's table is compared with
+/// the sink's columns when the database answers (said when it does not).
 pub fn run(file: &Path) -> ExitCode {
     match warren::config::load(file) {
         Ok(pipeline) => {
+            let notes = match tables(&pipeline, file) {
+                Ok(notes) => notes,
+                Err(code) => return code,
+            };
             out!(
                 "{}: OK, pipeline `{}` with {} stages: {}",
                 file.display(),
@@ -16,11 +21,40 @@ pub fn run(file: &Path) -> ExitCode {
                 pipeline.stages.len(),
                 pipeline.graph()
             );
+            for note in notes {
+                out!("note: {note}");
+            }
             ExitCode::SUCCESS
         }
         Err(invalid) => {
             err!("{invalid}");
             ExitCode::from(exit::CONFIG)
+        }
+    }
+}
+
+/// The live check of the PostgreSQL sinks, when there are any: what to
+/// say after the OK, or the exit code once the mismatches were printed.
+fn tables(pipeline: &warren::Pipeline, file: &Path) -> Result<Vec<String>, ExitCode> {
+    if !pipeline
+        .stages
+        .iter()
+        .any(|s| matches!(s.kind, warren::StageKind::Postgres(_)))
+    {
+        return Ok(Vec::new());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            err!("error: cannot start the async runtime: {error}");
+            ExitCode::from(exit::FAILURE)
+        })?;
+    match runtime.block_on(crate::builtin::postgres::live::verify(pipeline, file)) {
+        Ok(notes) => Ok(notes),
+        Err(invalid) => {
+            err!("{invalid}");
+            Err(ExitCode::from(exit::CONFIG))
         }
     }
 }

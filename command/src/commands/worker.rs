@@ -11,6 +11,7 @@ use crate::{
     builtin::{
         exec::{ExecStage, program::Identity},
         http::HttpStage,
+        postgres::{PgHandler, PgSink},
         sink::{Sink, SinkHandler},
     },
     signals,
@@ -39,6 +40,11 @@ pub async fn run(file: &Path, stage: &str) -> Result<()> {
         StageKind::Sink(spec) => {
             let sink = Sink::open(&spec.path).map_err(setup)?;
             Worker::new().handler(stage, Arc::new(SinkHandler(Arc::new(sink))))
+        }
+        StageKind::Postgres(spec) => {
+            let application = format!("warren {}.{stage}", pipeline.name);
+            let sink = PgSink::start(spec, &application, settings.timeout).map_err(setup)?;
+            Worker::new().handler(stage, Arc::new(PgHandler(Arc::new(sink))))
         }
         StageKind::Exec(spec) => {
             let who = Identity {

@@ -63,6 +63,17 @@ pub(crate) fn kind(v: &mut Checker, path: &str, own: &RawStage) -> Option<StageK
         return http(v, &format!("{path}.http"), raw).map(StageKind::Http);
     }
     let sink = own.sink.as_ref()?;
+    if let Some(raw) = &sink.postgres {
+        if sink.path.is_some() {
+            v.problem(
+                format!("{path}.sink"),
+                "has `path` and `postgres`; a sink writes a file (`path`) or a table (`postgres`), not both",
+            );
+            return None;
+        }
+        return super::postgres::postgres(v, &format!("{path}.sink.postgres"), raw)
+            .map(StageKind::Postgres);
+    }
     match sink.path.as_deref().map(str::trim) {
         Some(file) if !file.is_empty() => Some(StageKind::Sink(SinkSpec {
             path: v.resolve(file),
@@ -70,7 +81,7 @@ pub(crate) fn kind(v: &mut Checker, path: &str, own: &RawStage) -> Option<StageK
         _ => {
             v.problem(
                 format!("{path}.sink.path"),
-                "missing; name the JSON-lines file, like `path: results.jsonl`",
+                "missing; name the JSON-lines file, like `path: results.jsonl` (or write a table: `postgres: {...}`)",
             );
             None
         }

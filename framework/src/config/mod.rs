@@ -15,6 +15,7 @@ mod holding;
 mod kind;
 mod lines;
 mod overlay;
+mod postgres;
 mod problem;
 mod raw;
 mod sinks;

@@ -160,9 +160,25 @@ pub(crate) struct RawExecFull {
 
 /// `sink:`
 #[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with path")]
+#[serde(deny_unknown_fields, expecting = "a mapping with path or postgres")]
 pub(crate) struct RawSink {
     pub path: Option<String>,
+    pub postgres: Option<RawPostgres>,
+}
+
+/// `sink: { postgres: ... }`
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with url, table, id, body, columns and batch"
+)]
+pub(crate) struct RawPostgres {
+    pub url: Option<String>,
+    pub table: Option<String>,
+    pub id: Option<String>,
+    pub body: Option<String>,
+    pub columns: Option<IndexMap<String, String>>,
+    pub batch: Option<Number>,
 }
 
 /// `gather: {}` (it has no settings yet).

@@ -243,7 +243,7 @@ fn stage(
     let kind = kind::kind(v, path, own);
     let outputs = own.outputs.clone().unwrap_or_default();
     graph::check_outputs(v, path, &outputs, all);
-    if matches!(kind, Some(StageKind::Sink(_))) && !outputs.is_empty() {
+    if matches!(kind, Some(StageKind::Sink(_) | StageKind::Postgres(_))) && !outputs.is_empty() {
         v.problem(
             format!("{path}.outputs"),
             "a sink stage emits nothing, so it has no outputs",
@@ -263,7 +263,7 @@ fn stage(
             );
         }
     }
-    let sink = matches!(kind, Some(StageKind::Sink(_)));
+    let sink = matches!(kind, Some(StageKind::Sink(_) | StageKind::Postgres(_)));
     let prefetch = v.number(
         layers,
         "prefetch",

@@ -85,6 +85,9 @@ pub(crate) struct Core {
     failures: u64,
     mode: Mode,
     pause: Duration,
+    /// Opened by [`Core::trip`] (an outage the handler said), not by a
+    /// failure rate: the consumer loop keeps its consumer meanwhile.
+    outage: bool,
 }
 
 impl Core {
@@ -97,7 +100,14 @@ impl Core {
             failures: 0,
             mode: Mode::Closed,
             pause: rules.first_pause,
+            outage: false,
         }
+    }
+
+    /// True while open or half-open because of an outage the handler
+    /// said (see [`Core::trip`]).
+    pub fn outage(&self) -> bool {
+        self.outage && self.mode != Mode::Closed
     }
 
     /// Counts an outcome at `now` and forgets the seconds that left the
@@ -165,6 +175,7 @@ impl Core {
                     && self.failures as f64 >= self.rules.failure_rate * self.calls as f64
                 {
                     self.open(now);
+                    self.outage = false;
                     return (Some(Gate::Open(self.pause)), !ok);
                 }
                 (None, false)
@@ -180,10 +191,32 @@ impl Core {
             Mode::HalfOpen => {
                 self.pause = (self.pause * 2).min(self.rules.max_pause);
                 self.open(now);
+                self.outage = false;
                 (Some(Gate::Open(self.pause)), false)
             }
             // Late outcomes of calls started before it opened.
             Mode::Open { .. } => (None, !ok),
+        }
+    }
+
+    /// What the stage depends on is down (an outage said by the handler,
+    /// not guessed from a rate): opens at once from closed; a probe that
+    /// meets it opens again with twice the pause. Anything else (open
+    /// already, a straggler) changes nothing. The new gate when it changed.
+    pub fn trip(&mut self, now: Instant, probe: bool) -> Option<Gate> {
+        match self.mode {
+            Mode::Closed => {
+                self.open(now);
+                self.outage = true;
+                Some(Gate::Open(self.pause))
+            }
+            Mode::HalfOpen if probe => {
+                self.pause = (self.pause * 2).min(self.rules.max_pause);
+                self.open(now);
+                self.outage = true;
+                Some(Gate::Open(self.pause))
+            }
+            Mode::HalfOpen | Mode::Open { .. } => None,
         }
     }
 
@@ -245,6 +278,30 @@ impl Breaker {
             _ => {}
         }
         excused
+    }
+
+    /// True while paused by an outage the handler said (see
+    /// [`Core::trip`]): the consumer loop keeps its consumer then.
+    pub fn outage(&self) -> bool {
+        self.is_open() && self.core.lock().expect("breaker").outage()
+    }
+
+    /// What the stage depends on is down: pause now (see [`Core::trip`]).
+    pub fn trip(&self, probe: bool, reason: &str) {
+        let changed = {
+            let mut core = self.core.lock().expect("breaker");
+            let changed = core.trip(Instant::now(), probe);
+            self.tripped.store(core.tripped(), Ordering::Release);
+            changed
+        };
+        if let Some(Gate::Open(pause)) = changed {
+            warn!(
+                stage = %self.stage,
+                %reason,
+                "what the stage writes to is unavailable: pausing consumption for {:.0}s; messages wait in the queue, no attempt counted",
+                pause.as_secs_f64()
+            );
+        }
     }
 }
 
@@ -346,6 +403,49 @@ mod tests {
         assert!(
             !core.record(at(start, 3_100), false, true).1,
             "the probe counts"
+        );
+    }
+
+    #[test]
+    fn an_outage_opens_at_once_and_a_probe_that_meets_it_doubles_the_pause() {
+        let start = Instant::now();
+        let mut core = Core::new(Rules::default());
+        assert_eq!(
+            core.trip(at(start, 0), false),
+            Some(Gate::Open(Duration::from_secs(2)))
+        );
+        assert_eq!(core.trip(at(start, 10), false), None, "open already");
+        assert_eq!(core.gate(at(start, 2_100)), Gate::Probe);
+        assert_eq!(core.trip(at(start, 2_110), false), None, "a straggler");
+        assert_eq!(
+            core.trip(at(start, 2_200), true),
+            Some(Gate::Open(Duration::from_secs(4)))
+        );
+        assert!(core.outage());
+        assert_eq!(core.gate(at(start, 6_300)), Gate::Probe);
+        assert_eq!(
+            core.record(at(start, 6_400), true, true),
+            (Some(Gate::Closed), false)
+        );
+        assert!(!core.outage());
+    }
+
+    #[test]
+    fn only_a_trip_is_an_outage() {
+        let start = Instant::now();
+        let mut core = Core::new(Rules::default());
+        for i in 0..10 {
+            core.record(at(start, i), false, false);
+        }
+        assert!(core.tripped() && !core.outage(), "opened by a failure rate");
+        assert_eq!(core.gate(at(start, 3_000)), Gate::Probe);
+        core.trip(at(start, 3_100), true);
+        assert!(core.outage(), "the probe met an outage");
+        assert_eq!(core.gate(at(start, 8_000)), Gate::Probe);
+        core.record(at(start, 8_100), false, true);
+        assert!(
+            core.tripped() && !core.outage(),
+            "the probe failed otherwise"
         );
     }
 

@@ -7,7 +7,12 @@
 //!   one at a time, alone;
 //! - `Paused`: the breaker is open; the consumer is cancelled and the
 //!   deliveries it had prefetched are given back (re-published, so their
-//!   `redelivered` flag stays clean);
+//!   `redelivered` flag stays clean). When a handler said the outage
+//!   (`Failure::unavailable`) the consumer stays instead, as in
+//!   `StreamAway`, and what it delivered is given back at each turn: an
+//!   outage can last, and each probe would otherwise consume again and
+//!   cancel, which flags as redelivered (an attempt charged) what a quorum
+//!   queue had on its way;
 //! - `StreamAway`: the job stream does not take events (`stream_gate.rs`);
 //!   nothing new starts, and the consumers stay (what they prefetched waits
 //!   in the client): a quorum queue returns the deliveries on their way to
@@ -107,6 +112,12 @@ impl StageLoop {
             let step = match self.mode() {
                 Mode::Draining => break None,
                 Mode::Blocked => self.blocked(&mut work).await,
+                Mode::Paused(wait) if self.runtime.breaker.outage() => {
+                    match self.hold(main.as_mut(), &mut work) {
+                        Step::Next => self.pause(wait).await,
+                        lost => lost,
+                    }
+                }
                 Mode::Paused(wait) => match main.take() {
                     Some(consumer) => match self
                         .cancel_and_give_back(consumer, Source::Main, &mut work)
@@ -378,6 +389,21 @@ impl StageLoop {
         tokio::select! {
             _ = self.stop.cancelled() => {}
             _ = self.runtime.recorder.probe(&self.publishing, &self.publisher) => {}
+        }
+        Step::Next
+    }
+
+    /// An outage said by a handler: the consumer stays; what it delivered
+    /// so far is given back (a copy, then an ack), uncharged.
+    fn hold(&self, consumer: Option<&mut Consumer>, work: &mut InFlight) -> Step {
+        let Some(consumer) = consumer else {
+            return Step::Next;
+        };
+        while let Some(next) = consumer.next().now_or_never() {
+            match self.delivered(Source::Main, next) {
+                Ok(delivery) => work.give_back(delivery, Source::Main),
+                Err(reason) => return Step::Lost(reason),
+            }
         }
         Step::Next
     }

@@ -91,6 +91,14 @@ impl StageRuntime {
         let disposition = match handled {
             Handled::Undecodable(reason) => Disposition::Dead { reason },
             Handled::Panicked(failure) => decide(Err(failure), attempt, &self.stage.retry),
+            Handled::Finished(Err(failure))
+                if failure.action() == super::outcome::Action::Unavailable =>
+            {
+                // What the stage writes to is down: nothing to do with this
+                // message, which goes back uncharged; the stage pauses.
+                self.breaker.trip(probe, failure.reason());
+                decide(Err(failure), attempt, &self.stage.retry)
+            }
             Handled::Finished(outcome) => {
                 // Successes and retryable failures tell the breaker whether
                 // the calls work; a message that can never succeed does not.

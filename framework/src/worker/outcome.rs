@@ -40,6 +40,10 @@ pub enum Action {
     RetryAfter(Duration),
     /// Dead-letter now, without further attempts.
     DeadLetter,
+    /// What the stage writes to or calls is down (a database that does not
+    /// answer): the message goes back to its queue uncharged and the
+    /// stage pauses at once, as when its circuit breaker opens.
+    Unavailable,
 }
 
 impl Failure {
@@ -77,6 +81,20 @@ impl Failure {
             action: Action::DeadLetter,
             reason: reason.to_string(),
             about_calls: false,
+        }
+    }
+
+    /// What the stage depends on is down or refuses it (a database that
+    /// does not answer, refuses connections, or is read-only): nothing to
+    /// do with this message. It goes back to its queue without counting an
+    /// attempt, and the stage's circuit breaker opens at once: consumption
+    /// pauses and one message probes later, given back uncharged too while
+    /// the outage lasts. Never dead-letters anything.
+    pub fn unavailable(reason: impl fmt::Display) -> Failure {
+        Failure {
+            action: Action::Unavailable,
+            reason: reason.to_string(),
+            about_calls: true,
         }
     }
 
@@ -159,6 +177,11 @@ pub fn decide(outcome: Outcome, attempt: u32, policy: &RetryPolicy) -> Dispositi
                 reason: failure.reason,
             };
         }
+        Action::Unavailable => {
+            return Disposition::GiveBack {
+                reason: failure.reason,
+            };
+        }
         Action::Retry => None,
         Action::RetryAfter(delay) => Some(delay),
     };
@@ -234,6 +257,18 @@ mod tests {
         assert!(
             matches!(later, Disposition::Retry { delay, .. } if delay == Duration::from_secs(7))
         );
+    }
+
+    #[test]
+    fn an_unavailable_dependency_gives_the_message_back_on_any_attempt() {
+        for attempt in [1, 3, 7] {
+            assert_eq!(
+                decide(Err(Failure::unavailable("db down")), attempt, &policy()),
+                Disposition::GiveBack {
+                    reason: "db down".into()
+                }
+            );
+        }
     }
 
     #[test]
