@@ -300,17 +300,7 @@ async fn a_sigkilled_sink_worker_restarted_leaves_every_id_once() {
         worker.wait();
     }
     let _worker = worker(&file, &[]);
-    assert!(
-        until_rows(&server, LOAD as u64, Duration::from_secs(120)).await,
-        "{:?}\n{}",
-        rows(&server),
-        worker_log(&file)
-    );
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(rows(&server), (LOAD as u64, LOAD as u64));
-    let conn = connect().await;
-    let dead = drain_queue(&conn, &format!("{}.store.dead", file.name)).await;
-    assert!(dead.is_empty(), "{} dead letters", dead.len());
+    every_id_once_and_no_dead_letter(&server, &file, Duration::from_secs(120)).await;
 }
 
 #[tokio::test]
@@ -362,17 +352,7 @@ async fn a_database_restart_under_load_loses_nothing_and_duplicates_nothing() {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     sending.join().expect("sending");
-    assert!(
-        until_rows(&server, LOAD as u64, Duration::from_secs(180)).await,
-        "{:?}\n{}",
-        rows(&server),
-        worker_log(&file)
-    );
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(rows(&server), (LOAD as u64, LOAD as u64));
-    let conn = connect().await;
-    let dead = drain_queue(&conn, &format!("{}.store.dead", file.name)).await;
-    assert!(dead.is_empty(), "{} dead letters", dead.len());
+    every_id_once_and_no_dead_letter(&server, &file, Duration::from_secs(180)).await;
     // The outage paused the stage and charged no message an attempt.
     let log = worker_log(&file);
     assert!(log.contains("pausing consumption"), "{log}");
@@ -433,4 +413,24 @@ async fn a_database_that_is_not_there_pauses_the_stage_without_showing_the_passw
         let left = drain_queue(&conn, &format!("{queue}{suffix}")).await;
         assert!(left.is_empty(), "{} in {suffix}", left.len());
     }
+}
+
+/// Waits up to `within` for the table to hold every id of the load, then
+/// checks each is there once and the sink dead-lettered nothing.
+async fn every_id_once_and_no_dead_letter(
+    server: &Postgres,
+    file: &PipelineFile,
+    within: Duration,
+) {
+    assert!(
+        until_rows(server, LOAD as u64, within).await,
+        "{:?}\n{}",
+        rows(server),
+        worker_log(file)
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(rows(server), (LOAD as u64, LOAD as u64));
+    let conn = connect().await;
+    let dead = drain_queue(&conn, &format!("{}.store.dead", file.name)).await;
+    assert!(dead.is_empty(), "{} dead letters", dead.len());
 }
