@@ -397,7 +397,7 @@ async fn sigterm_answers_every_request_in_flight_then_exits_0() {
     for n in 0..8 {
         let base = base.clone();
         requests.push(tokio::spawn(async move {
-            let (status, _) = get(&base, "/v1/jobs/w?wait=3s", Some(TOKEN)).await;
+            let (status, _) = get(&base, "/v1/jobs/w?wait=10s", Some(TOKEN)).await;
             (format!("poll {n}"), status)
         }));
     }
@@ -409,7 +409,10 @@ async fn sigterm_answers_every_request_in_flight_then_exits_0() {
             (format!("batch {n}: {answer}"), status)
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Time for every request to reach the server, also on a loaded box (a
+    // connection the server has not read a request from yet is closed by
+    // the shutdown, as it should be); the polls still have 8 s to wait.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     server.signal("TERM");
     for request in requests {
         let (what, status) = request.await.expect("an answer, not a dropped connection");
