@@ -148,7 +148,7 @@ async fn lose_a_node(cluster: &Cluster, kill: bool) -> Row {
     } else {
         "cluster: stop"
     };
-    let run = fanout3(if kill { "ckill" } else { "cstop" }, 1500, None).await;
+    let run = fanout3_held(if kill { "ckill" } else { "cstop" }, 1500, 300).await;
     let started = Instant::now();
     while run.progress() < 500 && started.elapsed() < Duration::from_secs(120) {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -169,6 +169,7 @@ async fn lose_a_node(cluster: &Cluster, kill: bool) -> Row {
         cluster.ctl(node, &["start_app"]);
     }
     cluster.wait_all_running(node);
+    run.release();
     let done = run.until_done(Duration::from_secs(300), |_| {}).await;
     let resumed = resume_times(&run.log());
     eprintln!(

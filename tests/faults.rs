@@ -94,7 +94,7 @@ async fn run(scenario: &'static str) -> Row {
 /// not change when a worker is killed).
 async fn kill_workers(seeds: Seeds) -> Row {
     let (scenario, prefix, what) = match seeds {
-        Seeds::WithIds => ("kill", "fkill", ""),
+        Seeds::WithIds | Seeds::Held(_) => ("kill", "fkill", ""),
         Seeds::IdLess => ("idless", "fidless", "seeds without message ids; "),
     };
     let mut run = fanout3_with(prefix, 2500, None, seeds).await;
@@ -137,7 +137,7 @@ fn next_kill_at(n: u32) -> u64 {
 
 /// `rabbitmqctl close_all_connections` three times during the run.
 async fn close_connections() -> Row {
-    let run = fanout3("fclose", 2500, None).await;
+    let run = fanout3_held("fclose", 2500, 500).await;
     let mut closed_at = Vec::new();
     let done = run
         .until_done(Duration::from_secs(180), |elapsed| {
@@ -145,6 +145,9 @@ async fn close_connections() -> Row {
             if closed_at.len() < 3 && elapsed > next {
                 common::rabbitmqctl(&["close_all_connections", "fault suite"]);
                 closed_at.push(run.progress());
+                if closed_at.len() == 3 {
+                    run.release();
+                }
             }
         })
         .await;
@@ -162,7 +165,7 @@ async fn close_connections() -> Row {
 
 /// `rabbitmqctl stop_app`, a pause, `start_app`, with quorum queues.
 async fn restart_broker() -> Row {
-    let run = fanout3("frestart", 2500, None).await;
+    let run = fanout3_held("frestart", 2500, 500).await;
     let mut stopped_at = Vec::new();
     let done = run
         .until_done(Duration::from_secs(240), |elapsed| {
@@ -171,6 +174,7 @@ async fn restart_broker() -> Row {
                 common::rabbitmqctl(&["stop_app"]);
                 stopped_at.push(run.progress());
                 std::thread::sleep(Duration::from_secs(5));
+                run.release();
             }
         })
         .await;

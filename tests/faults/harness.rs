@@ -247,6 +247,10 @@ pub struct Run {
     pub sent: u64,
     /// Poison sent (it must all be dead-lettered).
     pub planted: u64,
+    /// Seeds kept back until [`Run::release`]: the run cannot end before
+    /// its faults came, however slowly a loaded machine brings them.
+    held: std::sync::Mutex<Vec<(String, String)>>,
+    released: std::sync::atomic::AtomicBool,
     _cleanup: Cleanup,
 }
 
@@ -300,8 +304,17 @@ impl Run {
             key,
             sent: 0,
             planted: 0,
+            held: Default::default(),
+            released: Default::default(),
             _cleanup: cleanup,
         }
+    }
+
+    /// Sends the seeds kept back (at the next look of [`Run::until_done`]):
+    /// call it once the scenario's faults came.
+    pub fn release(&self) {
+        self.released
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Distinct records at the sink now.
@@ -338,6 +351,12 @@ impl Run {
         let started = Instant::now();
         while started.elapsed() < limit {
             fault(started.elapsed());
+            if self.released.load(std::sync::atomic::Ordering::SeqCst) {
+                let held = std::mem::take(&mut *self.held.lock().unwrap());
+                if !held.is_empty() {
+                    send_all(&self.pipeline, "expand", held.into_iter()).await;
+                }
+            }
             let count = read_sink(&self.sink, self.key);
             if count.keys.len() >= self.expected.len() && self.dead().await == Some(self.planted) {
                 return true;
@@ -421,6 +440,8 @@ pub enum Seeds {
     WithIds,
     /// By a plain AMQP client, without message ids (as a PHP app might).
     IdLess,
+    /// With ids, the last this many kept back until [`Run::release`].
+    Held(u64),
 }
 
 /// Sends `(id, JSON body)` messages to `stage`, 64 confirms outstanding.
@@ -452,6 +473,11 @@ pub async fn send_all(
 /// sent.
 pub async fn fanout3(prefix: &str, seeds: u64, sink: Option<PathBuf>) -> Run {
     fanout3_with(prefix, seeds, sink, Seeds::WithIds).await
+}
+
+/// [`fanout3`] with its last `held` seeds kept back until [`Run::release`].
+pub async fn fanout3_held(prefix: &str, seeds: u64, held: u64) -> Run {
+    fanout3_with(prefix, seeds, None, Seeds::Held(held)).await
 }
 
 /// [`fanout3`], its seeds sent as `how` says.
@@ -493,6 +519,15 @@ stages:
             run.supervise();
             let seeds = (0..seeds).map(|i| (format!("s{i}"), seed(i).to_string()));
             send_all(&run.pipeline, "expand", seeds).await;
+        }
+        Seeds::Held(held) => {
+            run.supervise();
+            let now = seeds.saturating_sub(held);
+            let first = (0..now).map(|i| (format!("s{i}"), seed(i).to_string()));
+            send_all(&run.pipeline, "expand", first).await;
+            *run.held.lock().unwrap() = (now..seeds)
+                .map(|i| (format!("s{i}"), seed(i).to_string()))
+                .collect();
         }
         Seeds::IdLess => {
             let conn = common::connect().await;
