@@ -94,7 +94,7 @@ async fn run(scenario: &'static str) -> Row {
 /// not change when a worker is killed).
 async fn kill_workers(seeds: Seeds) -> Row {
     let (scenario, prefix, what) = match seeds {
-        Seeds::WithIds | Seeds::Held(_) => ("kill", "fkill", ""),
+        Seeds::WithIds | Seeds::Held(_) | Seeds::Backlog => ("kill", "fkill", ""),
         Seeds::IdLess => ("idless", "fidless", "seeds without message ids; "),
     };
     let mut run = fanout3_with(prefix, 2500, None, seeds).await;

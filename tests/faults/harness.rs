@@ -442,6 +442,9 @@ pub enum Seeds {
     IdLess,
     /// With ids, the last this many kept back until [`Run::release`].
     Held(u64),
+    /// With ids, all queued before any worker starts (the caller starts
+    /// the supervisor).
+    Backlog,
 }
 
 /// Sends `(id, JSON body)` messages to `stage`, 64 confirms outstanding.
@@ -473,6 +476,12 @@ pub async fn send_all(
 /// sent.
 pub async fn fanout3(prefix: &str, seeds: u64, sink: Option<PathBuf>) -> Run {
     fanout3_with(prefix, seeds, sink, Seeds::WithIds).await
+}
+
+/// [`fanout3`] with its seeds queued and no supervisor yet
+/// ([`Run::supervise`] starts it).
+pub async fn fanout3_backlog(prefix: &str, seeds: u64) -> Run {
+    fanout3_with(prefix, seeds, None, Seeds::Backlog).await
 }
 
 /// [`fanout3`] with its last `held` seeds kept back until [`Run::release`].
@@ -517,6 +526,10 @@ stages:
     match how {
         Seeds::WithIds => {
             run.supervise();
+            let seeds = (0..seeds).map(|i| (format!("s{i}"), seed(i).to_string()));
+            send_all(&run.pipeline, "expand", seeds).await;
+        }
+        Seeds::Backlog => {
             let seeds = (0..seeds).map(|i| (format!("s{i}"), seed(i).to_string()));
             send_all(&run.pipeline, "expand", seeds).await;
         }
