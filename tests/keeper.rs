@@ -276,14 +276,23 @@ async fn answer(
             requests.push((key, body, 0));
             requests.len() - 1
         };
-        // 499 unless the 3 s run out with the client still there.
+        // 499 unless the client is still there when the first POST is let
+        // go (the test lets it go once it closed the keeper's connection,
+        // however long that takes on a loaded machine), or after 3 s.
         let mut answered = Answered {
             seen: seen.clone(),
             path: path.clone(),
             at,
             status: 499,
         };
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        let started = tokio::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(3)
+            || (at == 0
+                && HOLD_FIRST_SLOW.load(Ordering::SeqCst)
+                && started.elapsed() < Duration::from_secs(60))
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         answered.status = 200;
         200
     } else {
@@ -299,6 +308,9 @@ async fn answer(
     };
     axum::http::StatusCode::from_u16(status).unwrap()
 }
+
+/// While set, the first POST to `/slow` is held (60 s at most).
+static HOLD_FIRST_SLOW: AtomicBool = AtomicBool::new(false);
 
 /// Notes the status of a slow POST when its handling ends, answered or
 /// dropped with its connection.
@@ -622,6 +634,7 @@ async fn close_connections_named(name: &str) -> usize {
 /// POSTs again, and only one POST is answered.
 #[tokio::test]
 async fn a_callback_in_flight_ends_with_its_keeper_term() {
+    HOLD_FIRST_SLOW.store(true, Ordering::SeqCst);
     let (port, seen) = callback_server(Arc::default()).await;
     let file = PipelineFile::new("cbterm", &calling(&format!("http://127.0.0.1:{port}/slow")));
     let _cleanup = Cleanup::pipeline(&file.path, &[format!("{}.supervisors", file.name)]);
@@ -648,6 +661,8 @@ async fn a_callback_in_flight_ends_with_its_keeper_term() {
     })
     .await;
     assert!(closed, "no connection named {keeper}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    HOLD_FIRST_SLOW.store(false, Ordering::SeqCst);
     let answered = eventually(Duration::from_secs(60), || async {
         requests(&seen, "/slow").iter().any(|r| r.2 == 200)
     })
