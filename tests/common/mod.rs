@@ -340,6 +340,12 @@ impl Cleanup {
         let pipeline = warren::config::load(file).expect("valid pipeline");
         let topology = warren::Topology::plan(&pipeline);
         let mut queues: Vec<String> = topology.queues.iter().map(|q| q.name.clone()).collect();
+        // The supervisors' presence queue, durable: left behind otherwise
+        // by every test that starts a supervisor.
+        let presence = warren::names::presence_queue(&pipeline.name);
+        if !extra.contains(&presence) {
+            queues.push(presence);
+        }
         queues.extend(extra.iter().cloned());
         Cleanup {
             exchange: topology.exchange,
