@@ -24,6 +24,9 @@ pub enum Line {
 /// The lines of one output.
 pub struct Lines<R> {
     frames: FramedRead<R, AnyDelimiterCodec>,
+    /// A too-long line was just reported: the stream's pause after it (a
+    /// `None`) is not the end.
+    skipping: bool,
 }
 
 impl<R: AsyncRead + Unpin> Lines<R> {
@@ -32,24 +35,29 @@ impl<R: AsyncRead + Unpin> Lines<R> {
         let codec = AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), max);
         Lines {
             frames: FramedRead::with_capacity(output, codec, 64 * 1024),
+            skipping: false,
         }
     }
 
     /// The next line.
     pub async fn next(&mut self) -> Line {
-        match self.frames.next().await {
-            Some(Ok(line)) => Line::Whole(line),
-            Some(Err(AnyDelimiterCodecError::MaxChunkLengthExceeded)) => {
-                // The stream pauses once after an error (a `None`); the
-                // codec then skips the rest of the line and reading goes on
-                // (lines that had already arrived behind it are decoded
-                // once more bytes come, or the end).
-                if self.frames.next().await.is_some() {
-                    unreachable!("a codec error is followed by one None");
+        loop {
+            match self.frames.next().await {
+                Some(Ok(line)) => {
+                    self.skipping = false;
+                    return Line::Whole(line);
                 }
-                Line::TooLong
+                Some(Err(AnyDelimiterCodecError::MaxChunkLengthExceeded)) => {
+                    // The stream pauses once after an error (a `None`); the
+                    // codec then skips the rest of the line and reading
+                    // goes on (lines that had already arrived behind it are
+                    // decoded once more bytes come, or the end).
+                    self.skipping = true;
+                    return Line::TooLong;
+                }
+                None if self.skipping => self.skipping = false,
+                Some(Err(AnyDelimiterCodecError::Io(_))) | None => return Line::End,
             }
-            Some(Err(AnyDelimiterCodecError::Io(_))) | None => Line::End,
         }
     }
 }

@@ -24,31 +24,28 @@ use pass::{Keeping, Pass};
 /// How many dead letters `stage` has.
 pub async fn count(pipeline: &Pipeline, stage: &str) -> Result<u32, Error> {
     pipeline.require_stage(stage)?;
-    let name = format!("warren dlq {}.{stage}", pipeline.name);
-    let conn = connection::open_with_retry(&pipeline.broker.urls, &name, 3).await?;
-    let counted = match pass::open_channel(&conn).await {
-        Ok(channel) => {
-            pass::depth(&channel, &crate::names::dead_queue(&pipeline.name, stage)).await
-        }
-        Err(error) => Err(error),
-    };
-    connection::close(&conn, "done").await;
-    counted
+    Ok(depths(pipeline, &[stage]).await?[0])
 }
 
-/// How many dead letters each stage of the pipeline has, on one
-/// connection.
+/// How many dead letters each stage of the pipeline has.
 pub async fn counts(pipeline: &Pipeline) -> Result<std::collections::HashMap<String, u32>, Error> {
+    let stages: Vec<&str> = pipeline.stages.iter().map(|s| s.name.as_str()).collect();
+    let depths = depths(pipeline, &stages).await?;
+    Ok(stages.iter().map(|s| s.to_string()).zip(depths).collect())
+}
+
+/// The depths of the dead-letter queues of `stages`, on one connection.
+async fn depths(pipeline: &Pipeline, stages: &[&str]) -> Result<Vec<u32>, Error> {
     let name = format!("warren dlq {}", pipeline.name);
     let conn = connection::open_with_retry(&pipeline.broker.urls, &name, 3).await?;
     let counted = async {
         let channel = pass::open_channel(&conn).await?;
-        let mut counts = std::collections::HashMap::new();
-        for stage in &pipeline.stages {
-            let queue = crate::names::dead_queue(&pipeline.name, &stage.name);
-            counts.insert(stage.name.clone(), pass::depth(&channel, &queue).await?);
+        let mut depths = Vec::with_capacity(stages.len());
+        for stage in stages {
+            let queue = crate::names::dead_queue(&pipeline.name, stage);
+            depths.push(pass::depth(&channel, &queue).await?);
         }
-        Ok(counts)
+        Ok(depths)
     }
     .await;
     connection::close(&conn, "done").await;

@@ -29,7 +29,7 @@ use warren_ops::jobs::{
 use self::{
     driver::Driver,
     resume::{State, load_state, resume, save_state, state_path},
-    summary::{Ended, dead_counts, summary},
+    summary::{Ended, summary},
 };
 use crate::{
     commands::declare::declare,
@@ -86,7 +86,7 @@ pub async fn run(args: Args) -> Result<()> {
     }
     let sent_before = state.sent;
     declare(&pipeline).await?;
-    let dead_before = dead_counts(&pipeline).await?;
+    let dead_before = warren::dead_letters::counts(&pipeline).await?;
 
     let settling = settling(&pipeline).await?;
     let (interrupt, _reload) = signals::install()?;
@@ -134,7 +134,7 @@ pub async fn run(args: Args) -> Result<()> {
     let outcome = outcome?;
 
     let finals = status.lock().expect("status").clone();
-    let dead_after = dead_counts(&pipeline).await?;
+    let dead_after = warren::dead_letters::counts(&pipeline).await?;
     let elapsed = started.elapsed().as_secs_f64();
     let sent_now = state.sent.saturating_sub(sent_before);
     let inputs = total.unwrap_or(state.sent);

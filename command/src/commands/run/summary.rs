@@ -4,16 +4,11 @@
 use std::{collections::HashMap, path::Path};
 
 use anyhow::Result;
-use warren::{Pipeline, dead_letters};
+use warren::Pipeline;
 use warren_ops::status::SupervisorStatus;
 
 use super::{driver::Outcome, resume::State};
 use crate::exit::Failed;
-
-/// Dead letters of each stage now.
-pub async fn dead_counts(pipeline: &Pipeline) -> Result<HashMap<String, u32>> {
-    Ok(dead_letters::counts(pipeline).await?)
-}
 
 /// The figures of the run, per stage.
 pub fn summary(
