@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 
 use lapin::{
     Channel,
-    options::{BasicAckOptions, BasicNackOptions},
+    options::{BasicAckOptions, BasicNackOptions, BasicQosOptions},
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
 /// How a finished delivery is settled.
@@ -101,43 +101,91 @@ impl Ledger {
     }
 }
 
+/// What the handlers of a channel report to its acker.
+#[derive(Debug)]
+pub(crate) enum Report {
+    /// Delivery `tag` finished: settle it so.
+    Settled(u64, Settle),
+    /// Answer once every settlement reported before this one has reached
+    /// the broker and been processed by it.
+    Flush(oneshot::Sender<()>),
+}
+
 /// Sends settlements of one consumer channel; ends when every sender is
 /// dropped (the consumer loop and all its handler tasks are done).
-pub(crate) async fn run(channel: Channel, mut finished: mpsc::UnboundedReceiver<(u64, Settle)>) {
+///
+/// A flush is answered after a round trip on the channel (`basic.qos` with
+/// the `prefetch` it has, which changes nothing): the broker handles a
+/// channel's frames in order, so its answer means the acks sent before it
+/// were processed. A worker that handles a message which may crash it
+/// flushes first: an ack still in the socket when the process dies would
+/// make the broker deliver that message again, flagged, as if it had been
+/// held by the crash, charging an innocent message an attempt (or, for a
+/// message moved to isolation, making a second copy of it).
+pub(crate) async fn run(
+    channel: Channel,
+    prefetch: u16,
+    mut reports: mpsc::UnboundedReceiver<Report>,
+) {
     let mut ledger = Ledger::default();
     let mut batch = Vec::new();
-    while let Some(first) = finished.recv().await {
-        batch.push(first);
-        while let Ok(more) = finished.try_recv() {
-            batch.push(more);
-        }
-        for op in ledger.settle(&batch) {
-            tracing::trace!(?op, channel = channel.id(), "settling");
-            let sent = match op {
-                AckOp::Ack { tag, multiple } => {
-                    channel.basic_ack(tag, BasicAckOptions { multiple }).await
-                }
-                AckOp::Nack { tag } => {
-                    channel
-                        .basic_nack(
-                            tag,
-                            BasicNackOptions {
-                                multiple: false,
-                                requeue: true,
-                            },
-                        )
-                        .await
-                }
-            };
-            if let Err(error) = sent {
-                // The channel is gone: its unsettled deliveries go back to
-                // the queue by themselves; nothing is sent elsewhere.
-                debug!(%error, "settling on a closed channel; the broker requeues its deliveries");
-                return;
+    let mut flushes = Vec::new();
+    while let Some(first) = reports.recv().await {
+        let mut next = Some(first);
+        while let Some(report) = next.take() {
+            match report {
+                Report::Settled(tag, settle) => batch.push((tag, settle)),
+                Report::Flush(answer) => flushes.push(answer),
             }
+            next = reports.try_recv().ok();
+        }
+        if !send(&channel, &mut ledger, &batch).await {
+            return;
         }
         batch.clear();
+        if !flushes.is_empty() {
+            if let Err(error) = channel
+                .basic_qos(prefetch, BasicQosOptions { global: false })
+                .await
+            {
+                debug!(%error, "flushing settlements on a closed channel");
+                return;
+            }
+            for answer in flushes.drain(..) {
+                let _ = answer.send(());
+            }
+        }
     }
+}
+
+/// Sends the frames that settle `finished`; false when the channel is gone
+/// (its unsettled deliveries go back to the queue by themselves; nothing is
+/// sent elsewhere).
+async fn send(channel: &Channel, ledger: &mut Ledger, finished: &[(u64, Settle)]) -> bool {
+    for op in ledger.settle(finished) {
+        tracing::trace!(?op, channel = channel.id(), "settling");
+        let sent = match op {
+            AckOp::Ack { tag, multiple } => {
+                channel.basic_ack(tag, BasicAckOptions { multiple }).await
+            }
+            AckOp::Nack { tag } => {
+                channel
+                    .basic_nack(
+                        tag,
+                        BasicNackOptions {
+                            multiple: false,
+                            requeue: true,
+                        },
+                    )
+                    .await
+            }
+        };
+        if let Err(error) = sent {
+            debug!(%error, "settling on a closed channel; the broker requeues its deliveries");
+            return false;
+        }
+    }
+    true
 }
 
 #[cfg(test)]

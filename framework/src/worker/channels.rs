@@ -5,6 +5,9 @@
 
 use lapin::Channel;
 
+/// The isolation queue's prefetch: its messages are handled one at a time.
+pub(crate) const ISOLATION_PREFETCH: u16 = 1;
+
 /// Which queue a delivery came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Source {

@@ -318,8 +318,9 @@ impl StageLoop {
     }
 
     /// Handles isolated messages one at a time with nothing else in
-    /// flight: the stage queue's consumer is paused (its prefetched
-    /// deliveries given back) until no isolated message is left.
+    /// flight and nothing left unsettled: the stage queue's consumer is
+    /// paused (its prefetched deliveries given back) until no isolated
+    /// message is left.
     async fn isolate(
         &self,
         first: Delivery,
@@ -344,6 +345,13 @@ impl StageLoop {
             }
             match self.intake_of(&delivery) {
                 Intake::Handle => {
+                    // It may crash this process: every settlement before it
+                    // must have reached the broker, or the messages they
+                    // settle come back flagged as if this crash held them.
+                    if !work.settled().await {
+                        work.give_back(delivery, Source::Isolation);
+                        return Step::Lost("a consumer channel closed".to_string());
+                    }
                     work.handle(delivery, false, Source::Isolation, None);
                     work.finish_all().await;
                 }

@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use lapin::message::Delivery;
 use tokio::{
-    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot},
     task::{JoinHandle, JoinSet},
 };
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    acks::{self, Settle},
-    channels::{Channels, Source},
+    acks::{self, Report, Settle},
+    channels::{Channels, ISOLATION_PREFETCH, Source},
     intake::{Intake, intake},
     stage::StageRuntime,
 };
@@ -28,8 +28,8 @@ pub(crate) struct InFlight {
     publisher: Publisher,
     /// Cancelled when the broker refused a publish: the session restarts.
     trouble: CancellationToken,
-    main: mpsc::UnboundedSender<(u64, Settle)>,
-    isolation: mpsc::UnboundedSender<(u64, Settle)>,
+    main: mpsc::UnboundedSender<Report>,
+    isolation: mpsc::UnboundedSender<Report>,
 }
 
 impl InFlight {
@@ -43,8 +43,16 @@ impl InFlight {
         let (main_acks, main_settled) = mpsc::unbounded_channel();
         let (isolation_acks, isolation_settled) = mpsc::unbounded_channel();
         let ackers = [
-            tokio::spawn(acks::run(channels.main.clone(), main_settled)),
-            tokio::spawn(acks::run(channels.isolation.clone(), isolation_settled)),
+            tokio::spawn(acks::run(
+                channels.main.clone(),
+                runtime.stage.prefetch,
+                main_settled,
+            )),
+            tokio::spawn(acks::run(
+                channels.isolation.clone(),
+                ISOLATION_PREFETCH,
+                isolation_settled,
+            )),
         ];
         let handlers = InFlight {
             permits: Arc::new(Semaphore::new(runtime.stage.concurrency as usize)),
@@ -78,6 +86,26 @@ impl InFlight {
         while self.tasks.join_next().await.is_some() {}
     }
 
+    /// Waits until every settlement reported so far has been processed by
+    /// the broker, on both channels (see [`acks::run`]); false if a channel
+    /// is gone.
+    pub async fn settled(&self) -> bool {
+        let mut answers = Vec::new();
+        for acks in [&self.main, &self.isolation] {
+            let (answer, answered) = oneshot::channel();
+            if acks.send(Report::Flush(answer)).is_err() {
+                return false;
+            }
+            answers.push(answered);
+        }
+        for answered in answers {
+            if answered.await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Waits for every settlement to be sent: the ackers end once the last
     /// task reported.
     pub async fn close(mut self, ackers: [JoinHandle<()>; 2]) {
@@ -89,7 +117,7 @@ impl InFlight {
     }
 
     /// The queue of deliveries from `from`, and the acker of their channel.
-    fn source(&self, from: Source) -> (String, mpsc::UnboundedSender<(u64, Settle)>) {
+    fn source(&self, from: Source) -> (String, mpsc::UnboundedSender<Report>) {
         match from {
             Source::Main => (self.runtime.queue.clone(), self.main.clone()),
             Source::Isolation => (self.runtime.isolation_queue.clone(), self.isolation.clone()),
@@ -143,7 +171,7 @@ impl InFlight {
                 trouble.cancel();
                 settle
             });
-            let _ = acks.send((tag, settle));
+            let _ = acks.send(Report::Settled(tag, settle));
         });
     }
 
@@ -167,7 +195,10 @@ impl InFlight {
             } else {
                 runtime.give_back(&publisher, &delivery, &queue).await
             };
-            let _ = acks.send((delivery.delivery_tag, settle.unwrap_or_else(|s| s)));
+            let _ = acks.send(Report::Settled(
+                delivery.delivery_tag,
+                settle.unwrap_or_else(|s| s),
+            ));
         });
     }
 }

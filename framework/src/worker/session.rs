@@ -29,7 +29,11 @@ use tokio::{sync::watch, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{channels::Channels, consumer::StageLoop, stage::StageRuntime};
+use super::{
+    channels::{Channels, ISOLATION_PREFETCH},
+    consumer::StageLoop,
+    stage::StageRuntime,
+};
 use crate::{
     connection, error::Error, pipeline::Pipeline, publisher::Publisher, topology::Topology,
 };
@@ -131,7 +135,7 @@ async fn start(
         let (isolation, isolated) = consume(
             &connections.consume,
             &runtime.isolation_queue,
-            1,
+            ISOLATION_PREFETCH,
             &format!("{tag}-isolated"),
         )
         .await?;
