@@ -98,7 +98,8 @@ impl CronExpr {
             other => other.to_string(),
         };
         let fields = read.split_whitespace().count();
-        if !read.starts_with('@') && !(fields == 5 || (seconds && fields == 6)) {
+        let counted = read.starts_with('@') || fields == 5 || (seconds && fields == 6);
+        if !counted {
             return Err(format!("has {fields} fields; {wanted}"));
         }
         let parser = CronParser::builder()
