@@ -294,6 +294,36 @@ async fn after_ten_minutes_down_once_fires_one_catch_up_and_skip_none() {
         listing.contains("(fired)") && listing.contains("once"),
         "{listing}"
     );
+    // The dashboard's overview shows the same.
+    let (_server, base) = serve(&file).await;
+    let started = std::time::Instant::now();
+    let page = loop {
+        let page = reqwest::get(format!("{base}/"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if page.contains("(fired)") || started.elapsed() > Duration::from_secs(30) {
+            break page;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let shown = page.contains("(fired)");
+    assert!(shown, "{page}");
+    let section = &page[page
+        .find("<h2>Schedules</h2>")
+        .expect("a schedules section")..];
+    let once = &section[section.find(r#"data-schedule="once""#).unwrap()..];
+    let skip = &section[section.find(r#"data-schedule="skip""#).unwrap()..];
+    assert!(
+        once[..once.find("</tr>").unwrap()].contains("(fired)"),
+        "{section}"
+    );
+    assert!(
+        skip[..skip.find("</tr>").unwrap()].contains("none yet"),
+        "{section}"
+    );
     // Nothing more comes: one line, the catch-up.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(written(&file), std::slice::from_ref(&caught_up));

@@ -176,6 +176,17 @@ impl Schedule {
         }
     }
 
+    /// The next tick, for people: the tick a keeper waits for, and
+    /// whether it is due already (no keeper fired it yet: none runs, or
+    /// one is taking over).
+    pub fn next_tick(&self, last: Option<Tick>, now_ms: u64) -> (Option<u64>, bool) {
+        match self.step(last, now_ms) {
+            Step::Wait(next) => (next, false),
+            Step::Arm(_) => (self.next_after(now_ms), false),
+            Step::Fire(at) | Step::Finish(at) | Step::Skip(at) => (Some(at), true),
+        }
+    }
+
     /// The job of tick `tick_ms`, and the id of its message when it sends
     /// a body: `{schedule}.{tick}`, the tick in UTC like
     /// `2026-03-29T01:00:00Z`.

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use warren::{
     message::epoch_ms,
-    schedule::{Schedule, Step, Tick, local_text, tick_text},
+    schedule::{Schedule, Tick, local_text, tick_text},
 };
 use warren_ops::jobs::{store, tracker::Tracker};
 
@@ -89,11 +89,7 @@ fn row(schedule: &Schedule, last: Option<Tick>, now: u64) -> Value {
             "local": local_text(at, schedule.timezone),
         })
     };
-    let (next, due) = match schedule.step(last, now) {
-        Step::Wait(next) => (next, false),
-        Step::Arm(_) => (schedule.next_after(now), false),
-        Step::Fire(at) | Step::Finish(at) | Step::Skip(at) => (Some(at), true),
-    };
+    let (next, due) = schedule.next_tick(last, now);
     let mut row = json!({
         "schedule": schedule.name,
         "cron": schedule.cron.as_str(),
