@@ -324,6 +324,25 @@ async fn after_ten_minutes_down_once_fires_one_catch_up_and_skip_none() {
         skip[..skip.find("</tr>").unwrap()].contains("none yet"),
         "{section}"
     );
+    // And /metrics counts the tick this box's keeper fired.
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |schedule: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("warren_schedule_ticks_total{")
+                    && l.contains(&format!("schedule=\"{schedule}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_string)
+    };
+    assert_eq!(count("once").as_deref(), Some("1"), "{metrics}");
+    assert_eq!(count("skip").as_deref(), Some("0"), "{metrics}");
     // Nothing more comes: one line, the catch-up.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(written(&file), std::slice::from_ref(&caught_up));
