@@ -13,6 +13,10 @@ use crate::schedule::{CronExpr, Missed, Schedule, ScheduleInput, input_lines};
 /// Largest `input` file a schedule sends at each tick.
 pub const MAX_INPUT_BYTES: u64 = 64 * 1024 * 1024;
 
+/// 2000-01-01T00:00:00Z, where the check that an expression ticks at all
+/// starts.
+const NEVER_FROM_MS: u64 = 946_684_800_000;
+
 /// Checks every schedule; returns those that passed.
 pub(super) fn check(
     v: &mut Checker,
@@ -140,14 +144,27 @@ fn one(
     if v.count() > before {
         return None;
     }
-    Some(Schedule {
+    let schedule = Schedule {
         name: name.to_string(),
         cron: cron?,
         timezone: timezone?,
         stage: stage?,
         input: input?,
         missed: missed?,
-    })
+    };
+    // Without years an expression ticks forever or never: asked from a
+    // fixed moment, the answer does not depend on the day of the check.
+    if schedule.next_after(NEVER_FROM_MS).is_none() {
+        v.problem(
+            format!("{path}.cron"),
+            format!(
+                "`{}` never ticks (a day that does not exist, like 30 February)",
+                schedule.cron.as_str()
+            ),
+        );
+        return None;
+    }
+    Some(schedule)
 }
 
 /// An `input` file: readable, at most [`MAX_INPUT_BYTES`], each line that

@@ -807,6 +807,10 @@ fn schedules_are_checked_field_by_field() {
         &["schedules.nightly.cron", "has 6 fields"],
     );
     assert_problem(
+        &bad("\"30 2 * * *\"", "\"0 0 30 2 *\""),
+        &["schedules.nightly.cron", "`0 0 30 2 *` never ticks"],
+    );
+    assert_problem(
         &bad("Europe/Berlin", "Europe/Bonn"),
         &[
             "schedules.nightly.timezone",

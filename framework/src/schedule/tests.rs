@@ -259,3 +259,17 @@ fn expressions_have_five_fields_or_a_nickname() {
     // Seconds only where a test asked for them.
     assert!(CronExpr::parse("* * * * * *", true).is_ok());
 }
+
+#[test]
+fn an_expression_that_never_ticks_has_no_next_tick() {
+    let started = std::time::Instant::now();
+    let never = schedule("0 0 30 2 *", "UTC", Missed::Once);
+    assert_eq!(never.next_after(utc(2026, 12, 6, 0, 0, 0)), None);
+    assert_eq!(never.last_before(utc(2026, 12, 6, 0, 0, 0)), None);
+    eprintln!("searched in {:?}", started.elapsed());
+    let leap = schedule("0 0 29 2 *", "UTC", Missed::Once);
+    assert_eq!(
+        leap.next_after(utc(2026, 12, 6, 0, 0, 0)),
+        Some(utc(2028, 2, 29, 0, 0, 0))
+    );
+}
