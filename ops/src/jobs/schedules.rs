@@ -21,7 +21,7 @@ use warren::{
     message::{self, epoch_ms},
     names,
     publisher::{Publisher, Unconfirmed},
-    schedule::{Phase, Schedule, ScheduleInput, Step, Tick, input_lines, tick_text},
+    schedule::{Missed, Phase, Schedule, ScheduleInput, Step, Tick, input_lines, tick_text},
 };
 
 use super::store::Store;
@@ -94,7 +94,11 @@ impl Schedules {
                     Step::Wait(_) => break,
                     Step::Arm(at) => self.record(&name, at, Phase::Armed).await?,
                     Step::Skip(at) => {
-                        warn!(pipeline = %self.pipeline, schedule = %name, "ticks up to {} were missed (no keeper ran); skipped (missed: {})", tick_text(at), match schedule.missed { warren::schedule::Missed::Once => "once, a later tick follows", warren::schedule::Missed::Skip => "skip" });
+                        let why = match schedule.missed {
+                            Missed::Once => "a tick less than a minute late follows",
+                            Missed::Skip => "missed: skip",
+                        };
+                        warn!(pipeline = %self.pipeline, schedule = %name, "ticks up to {} were missed (no keeper ran at the time); passed over: {why}", tick_text(at));
                         self.record(&name, at, Phase::Armed).await?;
                     }
                     Step::Fire(at) | Step::Finish(at) => {
