@@ -233,6 +233,35 @@ async fn every_tick_fires_once_through_two_killed_leaders() {
     }
     let twice: Vec<_> = said.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.len() <= 2, "ticks fired more than once: {twice:?}");
+    // How late the ticks were fired (the keepers' log time of `fired`
+    // against the tick), for BENCHMARKS.md; the largest come from the
+    // takeovers after the kills.
+    let mut late: Vec<i64> = Vec::new();
+    for log in ["a.log", "b.log"] {
+        let text = std::fs::read_to_string(file.file(log)).unwrap_or_default();
+        for line in text.lines().filter(|l| l.contains(" fired: ")) {
+            let logged = line.split_whitespace().next().unwrap_or("");
+            let tick = line
+                .split("INFO tick ")
+                .nth(1)
+                .and_then(|t| t.split(' ').next());
+            if let (Ok(logged), Some(Ok(tick))) = (
+                chrono::DateTime::parse_from_rfc3339(logged),
+                tick.map(chrono::DateTime::parse_from_rfc3339),
+            ) {
+                late.push((logged - tick).num_milliseconds());
+            }
+        }
+    }
+    late.sort_unstable();
+    let at = |q: f64| late[((late.len() - 1) as f64 * q) as usize];
+    eprintln!(
+        "schedule ticks: {} fired, lateness p50 {} ms, p99 {} ms, max {} ms (two leaders killed)",
+        late.len(),
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    );
 }
 
 #[tokio::test]
