@@ -397,3 +397,38 @@ fn the_grading_example_validates_with_its_nightly_schedule() {
         "{stdout}"
     );
 }
+
+#[tokio::test]
+async fn sighup_applies_a_changed_schedule() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("tick.py");
+    std::fs::write(&script, TICK_STAGE).unwrap();
+    let nightly = "  hup:\n    cron: \"0 3 * * *\"\n    stage: tick\n    body: {}\n";
+    let file = PipelineFile::new("schedhup", &pipeline(nightly, &script));
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    declare(&load(&file.path)).await;
+    let supervisor = supervise_seconds(&file, file.dir.path(), "supervisor.log", "tick,results");
+    let armed = eventually(Duration::from_secs(60), || async {
+        std::fs::read_to_string(file.file("supervisor.log"))
+            .unwrap_or_default()
+            .contains("now the job keeper")
+    })
+    .await;
+    assert!(armed, "no keeper");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(written(&file).is_empty(), "{:?}", written(&file));
+    let text = std::fs::read_to_string(&file.path)
+        .unwrap()
+        .replace("\"0 3 * * *\"", "\"* * * * * *\"");
+    std::fs::write(&file.path, text).unwrap();
+    supervisor.signal("HUP");
+    let ticking = eventually(Duration::from_secs(60), || async {
+        written(&file).iter().any(|id| id.starts_with("hup."))
+    })
+    .await;
+    assert!(
+        ticking,
+        "no tick after SIGHUP: {}",
+        std::fs::read_to_string(file.file("supervisor.log")).unwrap_or_default()
+    );
+}
