@@ -63,7 +63,7 @@ fn every_command_refuses_every_bad_file_and_declares_nothing() {
     let mut failures = Vec::new();
     for file in &files {
         let path = file.to_str().unwrap();
-        let commands: [&[&str]; 10] = [
+        let commands: [&[&str]; 11] = [
             &["validate", path],
             &["declare", path],
             &["run", path, "--input", input],
@@ -74,6 +74,7 @@ fn every_command_refuses_every_bad_file_and_declares_nothing() {
             &["dlq", path, "a", "list"],
             &["worker", path, "--stage", "a"],
             &["job", path, "some-id"],
+            &["schedule", path],
         ];
         for args in commands {
             // The file's own broker URL, not the tests' AMQP_URL, applies.

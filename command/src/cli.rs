@@ -131,6 +131,14 @@ pub enum Command {
         #[arg(long, value_parser = duration)]
         wait: Option<Duration>,
     },
+    /// The schedules (`schedules:`) with their last and next ticks.
+    Schedule {
+        /// The pipeline file.
+        file: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The HTTP front door: ingest, job tickets, metrics and health
     /// (DESIGN.md, HTTP) until SIGTERM or SIGINT.
     Serve {

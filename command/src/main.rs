@@ -115,6 +115,7 @@ fn main() -> ExitCode {
                 json,
                 wait,
             } => commands::job::run(&file, &id, json, wait).await,
+            Command::Schedule { file, json } => commands::schedule::run(&file, json).await,
             Command::Serve { file, listen } => commands::serve::run(&file, listen).await,
             Command::Dlq {
                 file,

@@ -51,6 +51,7 @@ pub mod rate;
 pub mod report;
 #[doc(hidden)]
 pub mod retry;
+pub mod schedule;
 #[doc(hidden)]
 pub mod template;
 #[doc(hidden)]

@@ -20,6 +20,8 @@ pub struct Pipeline {
     pub jobs: Jobs,
     /// The HTTP front door (`serve:`).
     pub serve: Serve,
+    /// The schedules (`schedules:`), in file order.
+    pub schedules: Vec<crate::schedule::Schedule>,
     /// The stages, in file order.
     pub stages: Vec<Stage>,
     /// The file the pipeline was read from (absolute).

@@ -46,6 +46,9 @@ pub struct KeeperStatus {
     pub last_failure: Option<String>,
     /// Gather stages released since it took over.
     pub gathers_released: u64,
+    /// Schedule ticks fired since it took over, by schedule.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ticks_fired: BTreeMap<String, u64>,
 }
 
 /// One stage of a supervisor.

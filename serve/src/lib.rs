@@ -101,9 +101,10 @@ pub async fn serve(
     } else {
         None
     };
-    let figures: metrics::Shared = Arc::new(Mutex::new(metrics::Snapshot::empty(
-        &pipeline.stage_names(),
-    )));
+    let schedules: Vec<&str> = pipeline.schedules.iter().map(|s| s.name.as_str()).collect();
+    let figures: metrics::Shared = Arc::new(Mutex::new(
+        metrics::Snapshot::empty(&pipeline.stage_names()).with_schedules(&schedules),
+    ));
     let ready = Arc::new(AtomicBool::new(true));
     let address = listener.local_addr()?;
     let hosts = Arc::new(origin::Hosts::new(address, &pipeline.serve.hosts));

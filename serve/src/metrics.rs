@@ -33,6 +33,9 @@ pub struct Snapshot {
     pub broker_blocked: bool,
     /// Jobs per state, on a tracked pipeline.
     pub jobs: Vec<(JobState, u64)>,
+    /// Ticks fired per schedule by the job keeper of this box's
+    /// supervisors, since each took over.
+    pub schedule_ticks: BTreeMap<String, u64>,
 }
 
 impl Snapshot {
@@ -45,7 +48,14 @@ impl Snapshot {
                 .collect(),
             broker_blocked: false,
             jobs: COUNTED.iter().map(|state| (*state, 0)).collect(),
+            schedule_ticks: BTreeMap::new(),
         }
+    }
+
+    /// The snapshot with every schedule's ticks at 0.
+    pub fn with_schedules(mut self, schedules: &[&str]) -> Snapshot {
+        self.schedule_ticks = schedules.iter().map(|s| (s.to_string(), 0)).collect();
+        self
     }
 }
 
@@ -192,6 +202,18 @@ impl Collector for Figures {
                 MetricType::Gauge,
             )?;
             ConstGauge::new(i64::from(snapshot.broker_blocked)).encode(metric)?;
+        }
+        {
+            let mut metric = encoder.encode_descriptor(
+                "warren_schedule_ticks",
+                "Schedule ticks fired by the job keeper of this box's supervisors since it took over (exactly one box fires each tick: sum over boxes).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (schedule, n) in &snapshot.schedule_ticks {
+                let labels = [("schedule", schedule.as_str())];
+                ConstCounter::new(*n).encode(metric.encode_family(&labels)?)?;
+            }
         }
         let jobs: Vec<(String, i64)> = snapshot
             .jobs

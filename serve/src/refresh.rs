@@ -53,6 +53,14 @@ pub async fn run(
             if let Some(jobs) = jobs {
                 snapshot.jobs = jobs;
             }
+            for (schedule, n) in snapshot.schedule_ticks.iter_mut() {
+                *n = look
+                    .supervisors
+                    .iter()
+                    .filter_map(|s| s.keeper.as_ref())
+                    .filter_map(|keeper| keeper.ticks_fired.get(schedule))
+                    .sum();
+            }
         }
         tokio::select! {
             _ = stop.cancelled() => break,

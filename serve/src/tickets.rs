@@ -168,6 +168,13 @@ impl Tickets {
             .collect()
     }
 
+    /// The last tick recorded for each schedule.
+    pub fn ticks(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, warren::schedule::Tick>, String> {
+        self.store.ticks()
+    }
+
     /// Jobs per state.
     pub fn counts(&self) -> Result<Vec<(JobState, u64)>, String> {
         self.store.counts()

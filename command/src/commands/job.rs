@@ -66,7 +66,7 @@ pub async fn run(file: &Path, id: &str, json: bool, wait: Option<Duration>) -> R
 }
 
 /// Opens the store, waiting while another `warren job` holds it.
-async fn open_store(path: &Path) -> Result<Store> {
+pub(crate) async fn open_store(path: &Path) -> Result<Store> {
     let started = Instant::now();
     loop {
         match Store::open(path) {

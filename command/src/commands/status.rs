@@ -64,8 +64,9 @@ pub async fn run(file: &Path, json: bool) -> Result<()> {
     }
     for supervisor in &report.supervisors {
         if let Some(keeper) = &supervisor.keeper {
+            let ticks: u64 = keeper.ticks_fired.values().sum();
             out!(
-                "job keeper: supervisor pid {}; callbacks delivered {}, failing {}{}; gathers released {}",
+                "job keeper: supervisor pid {}; callbacks delivered {}, failing {}{}; gathers released {}{}",
                 supervisor.pid,
                 keeper.callbacks_delivered,
                 keeper.callbacks_failing,
@@ -74,7 +75,12 @@ pub async fn run(file: &Path, json: bool) -> Result<()> {
                     .as_ref()
                     .map(|f| format!(" (last failure: {f})"))
                     .unwrap_or_default(),
-                keeper.gathers_released
+                keeper.gathers_released,
+                if keeper.ticks_fired.is_empty() {
+                    String::new()
+                } else {
+                    format!("; schedule ticks fired {ticks}")
+                }
             );
         }
     }

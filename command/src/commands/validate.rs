@@ -21,6 +21,19 @@ pub fn run(file: &Path) -> ExitCode {
                 pipeline.stages.len(),
                 pipeline.graph()
             );
+            let now = warren::message::epoch_ms();
+            for schedule in &pipeline.schedules {
+                let next = schedule.next_after(now).map_or("never".to_string(), |at| {
+                    warren::schedule::local_text(at, schedule.timezone)
+                });
+                out!(
+                    "schedule {}: `{}` in {} -> {}, next tick {next}",
+                    schedule.name,
+                    schedule.cron.as_str(),
+                    schedule.timezone.name(),
+                    schedule.stage
+                );
+            }
             for note in notes {
                 out!("note: {note}");
             }

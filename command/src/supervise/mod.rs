@@ -167,8 +167,8 @@ impl Supervisor {
         let stages: Vec<&str> = self.pools.iter().map(|p| p.stage.name.as_str()).collect();
         info!(pipeline = %self.pipeline.name, broker = %self.pipeline.broker.urls, "supervising {}", stages.join(", "));
         // A tracked pipeline's supervisors elect the job keeper among them.
-        let keeper_stop = CancellationToken::new();
-        let keeper = self.pipeline.jobs.track.then(|| {
+        let mut keeper_stop = CancellationToken::new();
+        let mut keeper = self.pipeline.jobs.track.then(|| {
             tokio::spawn(warren_ops::jobs::keeper::run(
                 self.pipeline.clone(),
                 self.status.clone(),
@@ -183,7 +183,25 @@ impl Supervisor {
                 _ = tick.tick() => self.poll().await,
                 Some(exit) = self.exits.1.recv() => self.exited(&exit, false),
                 Some(report) = self.reports.recv() => self.report(report),
-                Some(()) = reload.recv() => self.reload().await,
+                Some(()) = reload.recv() => {
+                    let schedules = self.pipeline.schedules.clone();
+                    self.reload().await;
+                    if self.pipeline.schedules != schedules
+                        && let Some(running) = keeper.take()
+                    {
+                        // The keeper reads the schedules when it starts: a
+                        // new one (another supervisor may lead meanwhile).
+                        info!("SIGHUP: the schedules changed; starting the job keeper again");
+                        keeper_stop.cancel();
+                        let _ = tokio::time::timeout(Duration::from_secs(10), running).await;
+                        keeper_stop = CancellationToken::new();
+                        keeper = Some(tokio::spawn(warren_ops::jobs::keeper::run(
+                            self.pipeline.clone(),
+                            self.status.clone(),
+                            keeper_stop.clone(),
+                        )));
+                    }
+                }
             }
             self.publish();
         }

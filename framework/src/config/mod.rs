@@ -18,6 +18,7 @@ mod overlay;
 mod postgres;
 mod problem;
 mod raw;
+mod schedules;
 mod sinks;
 mod tests;
 mod validate;
@@ -128,7 +129,11 @@ pub fn parse_str(
                     .unwrap_or(usize::MAX)
             });
         }
-        match validate::validate(&raw, source) {
+        // Seconds in cron expressions only where a test asks for them.
+        let seconds = env
+            .iter()
+            .any(|(var, value)| var == crate::schedule::SECONDS_FOR_TESTS && value == "1");
+        match validate::validate(&raw, source, seconds) {
             Ok(pipeline) if problems.is_empty() => return Ok(pipeline),
             Ok(_) => {}
             // A field that failed to read is reported once; the rules that

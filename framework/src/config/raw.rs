@@ -16,6 +16,7 @@ pub(crate) struct RawFile {
     pub pipeline: Option<String>,
     pub broker: Option<RawBroker>,
     pub jobs: Option<RawJobs>,
+    pub schedules: Option<IndexMap<String, Option<RawSchedule>>>,
     pub serve: Option<RawServe>,
     pub defaults: Option<RawStage>,
     pub stages: Option<IndexMap<String, Option<RawStage>>>,
@@ -40,6 +41,21 @@ pub(crate) struct RawJobs {
     pub track: Option<bool>,
     pub keep: Option<Text>,
     pub callback: Option<String>,
+}
+
+/// A schedule under `schedules:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with cron, timezone, stage, body or input, and missed"
+)]
+pub(crate) struct RawSchedule {
+    pub cron: Option<String>,
+    pub timezone: Option<String>,
+    pub stage: Option<String>,
+    pub body: Option<serde_json::Value>,
+    pub input: Option<String>,
+    pub missed: Option<String>,
 }
 
 /// `serve:`

@@ -777,3 +777,108 @@ stages:
     assert_eq!(d.path, Path::new("/srv/pipes/out/d.jsonl"));
     assert_eq!(pipeline.source, Path::new("/srv/pipes/p.yaml"));
 }
+
+#[test]
+fn schedules_are_checked_field_by_field() {
+    let tracked = GOOD.replace("stages:", "jobs: { track: true }\nstages:");
+    let good = format!(
+        "{tracked}schedules:\n  nightly:\n    cron: \"30 2 * * *\"\n    timezone: Europe/Berlin\n    stage: lookup\n    body: {{ all: true }}\n    missed: skip\n"
+    );
+    let pipeline = load(&good).unwrap();
+    let schedule = &pipeline.schedules[0];
+    assert_eq!(schedule.name, "nightly");
+    assert_eq!(schedule.cron.as_str(), "30 2 * * *");
+    assert_eq!(schedule.timezone, chrono_tz::Europe::Berlin);
+    assert_eq!(schedule.missed, crate::schedule::Missed::Skip);
+    assert_eq!(
+        schedule.input,
+        crate::schedule::ScheduleInput::Body(serde_json::json!({"all": true}))
+    );
+    let bad = |from: &str, to: &str| good.replace(from, to);
+    assert_problem(
+        &bad("\"30 2 * * *\"", "\"30 25 * * *\""),
+        &[
+            "schedules.nightly.cron",
+            "`30 25 * * *` is not a cron expression",
+        ],
+    );
+    assert_problem(
+        &bad("\"30 2 * * *\"", "\"0 30 2 * * *\""),
+        &["schedules.nightly.cron", "has 6 fields"],
+    );
+    assert_problem(
+        &bad("\"30 2 * * *\"", "\"0 0 30 2 *\""),
+        &["schedules.nightly.cron", "`0 0 30 2 *` never ticks"],
+    );
+    assert_problem(
+        &bad("Europe/Berlin", "Europe/Bonn"),
+        &[
+            "schedules.nightly.timezone",
+            "`Europe/Bonn` is not a known time zone",
+        ],
+    );
+    assert_problem(
+        &bad("stage: lookup", "stage: lokup"),
+        &[
+            "schedules.nightly.stage",
+            "`lokup` is not a stage",
+            "lookup, grade, results",
+        ],
+    );
+    assert_problem(
+        &bad("    body: { all: true }\n", ""),
+        &["schedules.nightly:", "sends nothing; give `body`"],
+    );
+    assert_problem(
+        &bad(
+            "body: { all: true }",
+            "body: { all: true }\n    input: in.jsonl",
+        ),
+        &["schedules.nightly:", "both `body` and `input`"],
+    );
+    assert_problem(
+        &bad("body: { all: true }", "input: no-such.jsonl"),
+        &["schedules.nightly.input", "`no-such.jsonl` does not exist"],
+    );
+    assert_problem(
+        &bad("missed: skip", "missed: twice"),
+        &["schedules.nightly.missed", "`twice` is neither `once`"],
+    );
+    assert_problem(
+        &bad("missed: skip", "missed: skip\n    every: 1h"),
+        &["schedules.nightly", "every"],
+    );
+    assert_problem(
+        &good.replace("jobs: { track: true }\n", ""),
+        &["schedules:", "needs `jobs.track: true`"],
+    );
+    // Seconds only for tests that ask for them.
+    let every_second = bad("\"30 2 * * *\"", "\"* * * * * *\"");
+    assert_problem(&every_second, &["schedules.nightly.cron", "has 6 fields"]);
+    assert!(load_env(&every_second, &[(crate::schedule::SECONDS_FOR_TESTS, "1")]).is_ok());
+}
+
+#[test]
+fn a_schedule_input_file_is_read_line_by_line() {
+    let dir = std::env::temp_dir().join(format!("warren-schedule-input-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("in.jsonl"), "{\"a\": 1}\n\n{\"a\": 2\n").unwrap();
+    let text = GOOD.replace("stages:", "jobs: { track: true }\nschedules:\n  s:\n    cron: \"@daily\"\n    stage: lookup\n    input: in.jsonl\nstages:");
+    let problems = match parse_str(&text, &dir.join("p.yaml"), &[]) {
+        Ok(_) => panic!("a bad line passed"),
+        Err(invalid) => invalid.lines(),
+    };
+    assert!(
+        problems
+            .iter()
+            .any(|line| line.contains("schedules.s.input") && line.contains("line 3: not JSON")),
+        "{problems:#?}"
+    );
+    std::fs::write(dir.join("in.jsonl"), "{\"a\": 1}\n\n{\"a\": 2}\n").unwrap();
+    let pipeline = parse_str(&text, &dir.join("p.yaml"), &[]).unwrap();
+    assert_eq!(
+        pipeline.schedules[0].input,
+        crate::schedule::ScheduleInput::File(dir.join("in.jsonl"))
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

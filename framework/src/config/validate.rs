@@ -15,7 +15,7 @@ use super::{
     holding::{Holding, Overrun},
     kind,
     raw::{RawFile, RawStage},
-    sinks,
+    schedules, sinks,
 };
 use crate::{
     broker::{BrokerUrl, BrokerUrls, DEFAULT_URL},
@@ -29,7 +29,11 @@ use crate::{
 const MAX_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Checks every rule; returns the pipeline or all the problems.
-pub(crate) fn validate(raw: &RawFile, source: &Path) -> Result<Pipeline, Vec<Problem>> {
+pub(crate) fn validate(
+    raw: &RawFile,
+    source: &Path,
+    seconds: bool,
+) -> Result<Pipeline, Vec<Problem>> {
     // Absolute, so that what is resolved from it holds whatever the working
     // directory of a process that uses the pipeline.
     let source = std::path::absolute(source).unwrap_or_else(|_| source.to_path_buf());
@@ -84,6 +88,7 @@ pub(crate) fn validate(raw: &RawFile, source: &Path) -> Result<Pipeline, Vec<Pro
             stages.push(stage);
         }
     }
+    let schedules = schedules::check(&mut v, raw, &stage_names, jobs.track, seconds);
     graph::check_cycles(&mut v, &raw_stages);
     sinks::check(&mut v, &stages);
     if v.problems.is_empty() {
@@ -92,6 +97,7 @@ pub(crate) fn validate(raw: &RawFile, source: &Path) -> Result<Pipeline, Vec<Pro
             broker,
             jobs,
             serve,
+            schedules,
             stages,
             source,
         })

@@ -1,6 +1,7 @@
 //! The job keeper of a tracked pipeline: of all the supervisors of the
 //! pipeline, on every box, one at a time fires the completion callbacks and
-//! releases the gather stages ([`duties`](super::duties)), so that each
+//! releases the gather stages ([`duties`](super::duties)), and fires the
+//! schedules' ticks ([`schedules`](super::schedules)), so that each
 //! happens once (more than once only after a crash).
 //!
 //! The election is the broker's: the keeper queue (`{pipeline}.jobs.keeper`,
@@ -43,6 +44,7 @@ use warren::{
 
 use super::{
     duties::Duties,
+    schedules::Schedules,
     store::Store,
     token::{LOST, consume_tokens, look, mint, recycle, token_lost, token_tag},
     tracker::{KEEPER_ALIVE, Tracker},
@@ -162,6 +164,7 @@ async fn term(
         tracker.take_changed();
         let mut duties = Duties::new(pipeline, publisher.clone());
         tracker.each(|job, record| duties.consider(job, &record))?;
+        let mut schedules = Schedules::new(pipeline, publisher.clone(), &tracker.store())?;
         while !stop.is_cancelled() {
             say_alive(&publisher, &stream, &mut said).await?;
             tracker.fold_some(Instant::now() + TURN).await?;
@@ -170,7 +173,11 @@ async fn term(
             }
             tracker.prune()?;
             duties.act(&connection).await?;
-            status.lock().expect("status").keeper = Some(duties.status());
+            schedules.act().await?;
+            status.lock().expect("status").keeper = Some(KeeperStatus {
+                ticks_fired: schedules.fired().clone(),
+                ..duties.status()
+            });
             while let Some(more) = tokens.next().now_or_never() {
                 // A token minted while this one led: one is enough.
                 let surplus = token_tag(more)?;

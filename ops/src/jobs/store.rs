@@ -6,7 +6,10 @@
 use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use warren::jobs::{Event, JobRecord, JobState};
+use warren::{
+    jobs::{Event, JobRecord, JobState},
+    schedule::{Phase, Tick},
+};
 
 /// Job id -> record ([`JobRecord::to_bytes`]).
 const JOBS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("jobs");
@@ -22,6 +25,9 @@ const FAILED: TableDefinition<'_, &str, u64> = TableDefinition::new("failed");
 /// Jobs this store cannot answer for -> the end offset of the gap that
 /// may hold some of their events.
 const STALE: TableDefinition<'_, &str, u64> = TableDefinition::new("stale");
+/// Schedule -> the last tick recorded for it on the job stream (the tick's
+/// ms, big-endian, then its phase: 0 armed, 1 firing, 2 fired).
+const TICKS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("ticks");
 
 /// The states a record is counted in (`unknown` is no record).
 pub const COUNTED: [JobState; 5] = [
@@ -388,6 +394,72 @@ impl Store {
     }
 }
 
+/// The last ticks of the schedules, as recorded on the job stream.
+impl Store {
+    /// Keeps the later of each schedule's recorded tick and the one known
+    /// ([`Tick::latest`]): reading a record again changes nothing.
+    pub fn note_ticks(&self, ticks: &[(String, Tick)]) -> Result<(), String> {
+        if ticks.is_empty() {
+            return Ok(());
+        }
+        let write = self.db.begin_write().map_err(|e| self.fail(e))?;
+        {
+            let mut table = write.open_table(TICKS).map_err(|e| self.fail(e))?;
+            for (schedule, tick) in ticks {
+                let known = table
+                    .get(schedule.as_str())
+                    .map_err(|e| self.fail(e))?
+                    .and_then(|bytes| tick_from_bytes(bytes.value()));
+                let latest = Tick::latest(known, *tick);
+                table
+                    .insert(schedule.as_str(), tick_bytes(latest).as_slice())
+                    .map_err(|e| self.fail(e))?;
+            }
+        }
+        write.commit().map_err(|e| self.fail(e))
+    }
+
+    /// Every schedule's last recorded tick.
+    pub fn ticks(&self) -> Result<std::collections::BTreeMap<String, Tick>, String> {
+        let read = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let table = match read.open_table(TICKS) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Default::default()),
+            Err(error) => return Err(self.fail(error)),
+        };
+        let mut ticks = std::collections::BTreeMap::new();
+        for row in table.iter().map_err(|e| self.fail(e))? {
+            let (schedule, bytes) = row.map_err(|e| self.fail(e))?;
+            if let Some(tick) = tick_from_bytes(bytes.value()) {
+                ticks.insert(schedule.value().to_string(), tick);
+            }
+        }
+        Ok(ticks)
+    }
+}
+
+fn tick_bytes(tick: Tick) -> [u8; 9] {
+    let mut bytes = [0; 9];
+    bytes[..8].copy_from_slice(&tick.at_ms.to_be_bytes());
+    bytes[8] = match tick.phase {
+        Phase::Armed => 0,
+        Phase::Firing => 1,
+        Phase::Fired => 2,
+    };
+    bytes
+}
+
+fn tick_from_bytes(bytes: &[u8]) -> Option<Tick> {
+    let at_ms = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+    let phase = match bytes.get(8)? {
+        0 => Phase::Armed,
+        1 => Phase::Firing,
+        2 => Phase::Fired,
+        _ => return None,
+    };
+    Some(Tick { at_ms, phase })
+}
+
 #[cfg(test)]
 mod tests {
     use warren::jobs::{JobState, What};
@@ -539,5 +611,39 @@ mod tests {
         assert!(store.stale("open").unwrap());
         assert!(!store.stale("done").unwrap());
         assert!(store.get("done").unwrap().is_some());
+    }
+
+    #[test]
+    fn a_schedule_keeps_its_latest_tick_however_often_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap().unwrap();
+        let firing = Tick {
+            at_ms: 2000,
+            phase: Phase::Firing,
+        };
+        let fired = Tick {
+            at_ms: 2000,
+            phase: Phase::Fired,
+        };
+        let armed = Tick {
+            at_ms: 1000,
+            phase: Phase::Armed,
+        };
+        store
+            .note_ticks(&[
+                ("a".into(), armed),
+                ("a".into(), firing),
+                ("b".into(), armed),
+            ])
+            .unwrap();
+        store.note_ticks(&[("a".into(), fired)]).unwrap();
+        // Read again from an earlier offset: nothing goes back.
+        store
+            .note_ticks(&[("a".into(), armed), ("a".into(), firing)])
+            .unwrap();
+        let ticks = store.ticks().unwrap();
+        assert_eq!(ticks.get("a"), Some(&fired));
+        assert_eq!(ticks.get("b"), Some(&armed));
+        assert_eq!(ticks.len(), 2);
     }
 }

@@ -26,6 +26,7 @@ use warren::{
     jobs::{Event, JobRecord, JobView},
     names,
     publisher::Publisher,
+    schedule::Tick,
 };
 
 use super::{
@@ -292,6 +293,7 @@ impl Tracker {
             )));
         };
         let mut events = Vec::new();
+        let mut ticks = Vec::new();
         let mut last_tag = None;
         let mut last_print = None;
         let mut read = 0;
@@ -336,6 +338,9 @@ impl Tracker {
             {
                 self.keeper_alive_ms = Some(self.keeper_alive_ms.unwrap_or(0).max(ms));
             }
+            if let Some(tick) = id.and_then(Tick::from_record_id) {
+                ticks.push(tick);
+            }
             match Event::decode_all(&delivery.data) {
                 Ok(batch) => events.extend(batch),
                 Err(why) => warn!("job stream offset {offset}: {why}; skipped"),
@@ -343,6 +348,11 @@ impl Tracker {
         }
         if let Some(tag) = last_tag {
             if let Some(print) = last_print {
+                // Before the offset moves past them (a crash in between
+                // reads them again, which changes nothing).
+                self.store
+                    .note_ticks(&ticks)
+                    .map_err(warren::Error::Setup)?;
                 let changed = self
                     .store
                     .fold(&events, self.next, print)

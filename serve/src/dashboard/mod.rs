@@ -1,12 +1,14 @@
 //! The dashboard, `GET /` (DESIGN.md, *HTTP*): the stages live, the dead
 //! letters grouped by cause with replay and purge, and jobs by id. It keeps
 //! nothing of its own: every page reads the refresher's last look, the
-//! dead-letter queues and the job store, so a restart loses nothing.
+//! dead-letter queues and the job store (the schedules too: [`schedules`]),
+//! so a restart loses nothing.
 //! Replay and purge need `serve.allow_actions` (else 403) and are
 //! confirmed on a page of their own that says how many messages they touch.
 
 pub mod groups;
 mod page;
+mod schedules;
 
 use axum::{
     Form, Json,
@@ -69,6 +71,7 @@ pub async fn overview(State(app): State<App>) -> Markup {
                 }
             }
             p { "Ready, retrying, isolated (their worker stopped while holding them: handled one at a time), dead letters and workers (all boxes) come from the broker; the rest from this box's supervisors. Refreshed every 2 s." }
+            (schedules::section(&app))
         },
     )
 }
