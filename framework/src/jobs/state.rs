@@ -258,7 +258,12 @@ impl JobRecord {
 
     /// Whether the job was done or failed, whatever the time.
     fn settled(&self) -> bool {
-        !self.messages.is_empty() && self.root && self.messages.values().all(|m| !m.is_open() && !matches!(m, Message::Held(_)))
+        !self.messages.is_empty()
+            && self.root
+            && self
+                .messages
+                .values()
+                .all(|m| !m.is_open() && !matches!(m, Message::Held(_)))
     }
 
     /// Whether the job was cancelled (before it settled).
@@ -785,7 +790,10 @@ mod tests {
         assert_eq!(view.state, JobState::Running);
         assert_eq!(
             view.result,
-            Some(vec![serde_json::json!({"n": 0}), serde_json::json!({"n": 1})])
+            Some(vec![
+                serde_json::json!({"n": 0}),
+                serde_json::json!({"n": 1})
+            ])
         );
         assert!(!view.result_truncated);
         // {"n":2} (7 bytes) passes 20 with the 14 kept: left out, flagged.

@@ -131,8 +131,8 @@ impl JobRecord {
         };
         for (id, item) in stored.res {
             results.bytes += item.len() as u64;
-            let item = serde_json::from_str(&item)
-                .map_err(|e| format!("a result of the record: {e}"))?;
+            let item =
+                serde_json::from_str(&item).map_err(|e| format!("a result of the record: {e}"))?;
             results.items.insert(id, item);
         }
         let progress = stored

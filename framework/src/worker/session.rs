@@ -29,7 +29,7 @@ use tokio::{sync::watch, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{channels::Channels, consumer::StageLoop, stage::StageRuntime};
+use super::{cancels, channels::Channels, consumer::StageLoop, stage::StageRuntime};
 use crate::{
     connection, error::Error, pipeline::Pipeline, publisher::Publisher, topology::Topology,
 };
@@ -119,6 +119,36 @@ async fn start(
     let stop = CancellationToken::new();
     let trouble = CancellationToken::new();
     let mut loops = JoinSet::new();
+    if let Some(cancels) = stages.iter().find_map(|s| s.info.cancels.clone()) {
+        // Every cancel the stream holds is known before any delivery.
+        let (channel, consumer, marker) =
+            cancels::open(&pipeline.name, &connections.consume, &publisher).await?;
+        let (caught_up, read_up) = tokio::sync::oneshot::channel();
+        loops.spawn(cancels::follow(
+            channel,
+            consumer,
+            marker,
+            cancels,
+            caught_up,
+            stop.clone(),
+        ));
+        match tokio::time::timeout(cancels::CATCH_UP, read_up).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                let why = match loops.join_next().await {
+                    Some(Ok(Some(why))) => why,
+                    _ => "the cancel stream's reader stopped".into(),
+                };
+                return Err(Error::Setup(why));
+            }
+            Err(_) => {
+                return Err(Error::Setup(format!(
+                    "the cancel stream was not read within {}s",
+                    cancels::CATCH_UP.as_secs()
+                )));
+            }
+        }
+    }
     for runtime in stages {
         let tag = format!("{tag_prefix}-{}", runtime.info.name);
         let (main, main_consumer) = consume(

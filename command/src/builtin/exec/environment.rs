@@ -66,6 +66,9 @@ pub fn build(
         ("WARREN_STAGE", who.stage.clone().into()),
         ("WARREN_WORKER", who.worker.clone().into()),
         ("WARREN_CONCURRENCY", who.concurrency.to_string().into()),
+        // What this warren speaks beyond the first protocol: `progress`
+        // answers, and `cancel` lines on stdin.
+        ("WARREN_EXEC_FEATURES", "progress,cancel".into()),
     ] {
         env.insert(name.into(), value);
     }
