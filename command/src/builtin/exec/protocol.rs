@@ -85,10 +85,8 @@ pub enum Answer {
 /// The line telling the program that the job of message `id` was
 /// cancelled, newline included.
 pub fn cancel_line(id: &str) -> Vec<u8> {
-    let mut line = serde_json::to_vec(&serde_json::json!({ "id": id, "cancel": true }))
-        .expect("a cancel line encodes");
-    line.push(b'\n');
-    line
+    let id = serde_json::to_string(id).expect("an id encodes");
+    format!("{{\"id\":{id},\"cancel\":true}}\n").into_bytes()
 }
 
 impl Answer {
@@ -278,9 +276,31 @@ mod tests {
             ),
             (br#"{"id": "a", "done": false}"#, "is `true` or absent"),
             (br#"{"id": 7, "done": true}"#, "invalid type"),
+            (br#"{"id": "a", "progress": 1.5}"#, "from 0 to 1"),
+            (
+                br#"{"id": "a", "done": true, "note": "x"}"#,
+                "\"note\" goes with \"progress\"",
+            ),
         ] {
             let error = decode(line).unwrap_err();
             assert!(error.contains(why), "{line:?}: {error}");
         }
+    }
+
+    #[test]
+    fn progress_is_an_answer_and_cancel_a_line_for_the_program() {
+        assert!(matches!(
+            decode(br#"{"id": "a", "progress": 0.4, "note": "page 4 of 10"}"#).unwrap(),
+            Answer::Progress { id, fraction, note }
+                if id == "a" && fraction == 0.4 && note == "page 4 of 10"
+        ));
+        assert!(matches!(
+            decode(br#"{"id": "a", "progress": 1}"#).unwrap(),
+            Answer::Progress { note, .. } if note.is_empty()
+        ));
+        assert_eq!(
+            cancel_line("c0.\"3"),
+            b"{\"id\":\"c0.\\\"3\",\"cancel\":true}\n"
+        );
     }
 }
