@@ -192,6 +192,7 @@ pub fn router(app: App) -> Router {
             get(dashboard::dead).post(dashboard::act),
         )
         .route("/jobs", get(dashboard::jobs))
+        .route("/jobs/cancel", post(dashboard::cancel_job))
         .layer(middleware::from_fn_with_state(
             budget::budget(),
             budget::hold,
