@@ -468,6 +468,7 @@ stages:
   work:
     command: [unused]
     concurrency: 2
+    prefetch: 2
     timeout: 120s
 "
         ),
@@ -538,7 +539,7 @@ stages:
     screenshot(&client, "job-result").await;
 
     let slow = format!("{base}/jobs?id=s");
-    let note = "#job-progress tr[data-stage=work] td.note";
+    let note = "#job-progress tr[data-stage=work] td.progress-note";
     assert!(
         until_text(
             &client,

@@ -221,11 +221,12 @@ impl Producer {
         .await
     }
 
-    /// Cancels job `job` (DESIGN.md, *Jobs*): writes the cancel to the
-    /// pipeline's cancel stream, which every worker reads (they acknowledge
-    /// the job's queued messages without handling them and cancel its
-    /// running handlings), then to the job stream, where the job settles as
-    /// `cancelled` (unless it settled before). Returns once the broker
+    /// Cancels job `job` (DESIGN.md, *Jobs*): writes the cancel to the job
+    /// stream, where the job settles as `cancelled` (unless it settled
+    /// before), then to the pipeline's cancel stream, which every worker
+    /// reads (they acknowledge the job's queued messages without handling
+    /// them and cancel its running handlings): so the cancel is folded
+    /// before any message a worker skipped for it. Returns once the broker
     /// confirmed both; cancelling twice is harmless. Needs `jobs.track`.
     pub async fn cancel(&self, job: &str) -> Result<(), Error> {
         let Some(stream) = &self.inner.job_stream else {
@@ -253,7 +254,7 @@ impl Producer {
         let cancels = names::cancel_stream(&self.inner.pipeline);
         self.within_timeout(async {
             let publisher = self.publisher().await?;
-            for to in [&cancels, stream] {
+            for to in [stream, &cancels] {
                 let props = message::new_properties(&format!("{job}.cancel"), job);
                 if let Err(error) = publisher.publish_confirmed("", to, &body, props).await {
                     if !publisher.is_open() {

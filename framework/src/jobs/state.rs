@@ -190,6 +190,8 @@ impl JobRecord {
                     };
                     self.progress.insert(event.stage.clone(), report);
                 }
+                // A handler at work: the job is running.
+                self.started_ms = Some(self.started_ms.map_or(event.at_ms, |s| s.min(event.at_ms)));
                 return;
             }
             What::Cancelled => {
@@ -215,6 +217,11 @@ impl JobRecord {
             }
         } else {
             self.root |= event.id == event.job;
+            // Only a worker that knows of the cancel skips a message: its
+            // event may be read before the cancel's own.
+            if event.what == What::Skipped && self.cancelled_ms.is_none() && !self.settled() {
+                self.cancelled_ms = Some(event.at_ms);
+            }
             let key = (event.stage.clone(), event.id.clone());
             let now = self.messages.entry(key).or_insert(Message::Waiting);
             match &event.what {
@@ -830,7 +837,8 @@ mod tests {
             event("query", "j.0", progress(0.1, ""), &[], 4),
         ]);
         let view = record.view("j", 4, KEEP);
-        assert_eq!(view.state, JobState::Queued, "progress is not a handling");
+        assert_eq!(view.state, JobState::Running, "a handler reports progress");
+        assert_eq!(view.started_ms, Some(2));
         assert_eq!(view.progress["split"].fraction, Fraction(0.5));
         assert_eq!(view.progress["split"].note, "half");
         assert_eq!(view.progress["query"].id, "j.0");
@@ -894,5 +902,13 @@ mod tests {
         assert_eq!(early.state(2, KEEP), JobState::Cancelled);
         // A skipped message is not a start.
         assert_eq!(early.view("j", 2, KEEP).started_ms, None);
+        // A message skipped for a cancel read later: cancelled all the same.
+        let mut skipped = fold(&[
+            event("a", "j", What::Sent, &[], 1),
+            event("a", "j", What::Skipped, &[], 2),
+        ]);
+        assert_eq!(skipped.state(2, KEEP), JobState::Cancelled);
+        skipped.apply(&event("a", "j", What::Cancelled, &[], 3));
+        assert_eq!(skipped.view("j", 3, KEEP).finished_ms, Some(2));
     }
 }

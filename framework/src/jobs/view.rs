@@ -56,7 +56,8 @@ pub struct JobView {
     pub dead_letters: Vec<JobDeadLetter>,
     /// When it was first seen (ms since the Unix epoch).
     pub created_ms: Option<u64>,
-    /// When its first handling finished.
+    /// When its first handling finished (or a handler first reported
+    /// progress).
     pub started_ms: Option<u64>,
     /// When it settled.
     pub finished_ms: Option<u64>,

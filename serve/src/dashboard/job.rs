@@ -48,7 +48,7 @@ pub(super) fn job(view: &JobView, actions: bool, done: Option<&str>) -> Markup {
                     tr data-stage=(stage) {
                         td { (stage) }
                         td.n.fraction { (format!("{:.0}%", p.fraction.0 * 100.0)) }
-                        td.note { (p.note) }
+                        td.progress-note { (p.note) }
                         td { (p.id) }
                     }
                 }
