@@ -17,6 +17,19 @@ class Worker(unittest.TestCase):
         self.addCleanup(pipeline.close)
         return pipeline
 
+    def test_a_cancel_line_marks_its_message_and_is_not_a_message(self):
+        import importlib
+        worker = importlib.import_module("warren_stage.worker")
+        from warren_stage.context import Context
+        from warren_stage.handling import finish
+        self.assertIsNone(worker.decode(b'{"id": "c.1", "cancel": true}\n'))
+        ctx = Context({"id": "c.1", "body": {}}, lambda line: None, True)
+        other = Context({"id": "c.2", "body": {}}, lambda line: None, True)
+        self.assertTrue(ctx.cancelled())
+        self.assertFalse(other.cancelled())
+        finish(ctx, None)
+        self.assertFalse(ctx.cancelled(), "forgotten once its handling ended")
+
     def test_the_package_is_the_installed_one(self):
         here = os.path.dirname(os.path.abspath(__file__))
         self.assertFalse(warren_stage.__file__.startswith(os.path.dirname(here)),
