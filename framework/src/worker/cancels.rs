@@ -24,7 +24,7 @@ use lapin::{
 };
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::{
     error::Error,
@@ -171,18 +171,66 @@ pub(crate) async fn open(
     Ok((channel, consumer, marker))
 }
 
-/// Follows the cancel stream into `cancels` until `stop` (`None`) or a
-/// loss (`Some(why)`); sends on `caught_up` once `marker` was read.
+/// What [`follow`] reads on: the stream's name, the consuming connection
+/// and the session's publisher (for markers).
+pub(crate) struct Source {
+    pub pipeline: String,
+    pub connection: Arc<Connection>,
+    pub publisher: Publisher,
+}
+
+/// Follows the cancel stream into `cancels` from `first` (what [`open`]
+/// gave) until `stop`; sends on `caught_up` once the first marker was read.
+/// A reader lost before that ends with why (the session cannot start); a
+/// reader lost later opens again after a pause (doubling up to 15 s) and
+/// reads the stream from its start again, while the stages go on: a cancel
+/// is then late, never lost.
 pub(crate) async fn follow(
-    channel: lapin::Channel,
-    mut consumer: Consumer,
-    marker: String,
+    source: Source,
+    first: (lapin::Channel, Consumer, String),
     cancels: Arc<Cancels>,
     caught_up: oneshot::Sender<()>,
     stop: CancellationToken,
 ) -> Option<String> {
-    let _channel = channel;
     let mut caught_up = Some(caught_up);
+    let mut current = Some(first);
+    let mut pause = Duration::from_secs(1);
+    loop {
+        let (channel, consumer, marker) = match current.take() {
+            Some(open) => open,
+            None => {
+                tokio::select! {
+                    _ = stop.cancelled() => return None,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(Duration::from_secs(15));
+                match open(&source.pipeline, &source.connection, &source.publisher).await {
+                    Ok(open) => open,
+                    Err(error) => {
+                        warn!(%error, "the cancel stream cannot be read; trying again");
+                        continue;
+                    }
+                }
+            }
+        };
+        let why = read(channel, consumer, &marker, &cancels, &mut caught_up, &stop).await?;
+        if caught_up.is_some() {
+            return Some(why);
+        }
+        warn!(reason = %why, "lost the cancel stream; reading it again");
+    }
+}
+
+/// Reads until `stop` (`None`) or a loss (why).
+async fn read(
+    channel: lapin::Channel,
+    mut consumer: Consumer,
+    marker: &str,
+    cancels: &Cancels,
+    caught_up: &mut Option<oneshot::Sender<()>>,
+    stop: &CancellationToken,
+) -> Option<String> {
+    let _channel = channel;
     loop {
         let delivery = tokio::select! {
             _ = stop.cancelled() => return None,
@@ -198,7 +246,7 @@ pub(crate) async fn follow(
             .message_id()
             .as_ref()
             .map(|id| id.as_str());
-        if id == Some(marker.as_str())
+        if id == Some(marker)
             && let Some(caught_up) = caught_up.take()
         {
             let _ = caught_up.send(());

@@ -46,7 +46,7 @@ pub(crate) enum SessionEnd {
 /// A session's two connections.
 pub(crate) struct Connections {
     /// Consumes and acknowledges; never publishes.
-    pub consume: Connection,
+    pub consume: Arc<Connection>,
     /// Publishes with confirms (shared with the stages, which declare the
     /// job stream again on it when it went away).
     pub publish: Arc<Connection>,
@@ -121,13 +121,16 @@ async fn start(
     let mut loops = JoinSet::new();
     if let Some(cancels) = stages.iter().find_map(|s| s.info.cancels.clone()) {
         // Every cancel the stream holds is known before any delivery.
-        let (channel, consumer, marker) =
-            cancels::open(&pipeline.name, &connections.consume, &publisher).await?;
+        let first = cancels::open(&pipeline.name, &connections.consume, &publisher).await?;
         let (caught_up, read_up) = tokio::sync::oneshot::channel();
+        let source = cancels::Source {
+            pipeline: pipeline.name.clone(),
+            connection: connections.consume.clone(),
+            publisher: publisher.clone(),
+        };
         loops.spawn(cancels::follow(
-            channel,
-            consumer,
-            marker,
+            source,
+            first,
             cancels,
             caught_up,
             stop.clone(),
