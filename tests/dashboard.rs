@@ -452,3 +452,148 @@ fetch('{base}/v1/stages/work/messages', {{method: 'POST', mode: 'no-cors', body:
     client.close().await.unwrap();
     let _ = conn.close(200, "".into()).await;
 }
+
+/// The job page shows a job's result and progress, and its cancel button
+/// (after a confirmation) cancels a running job, whose handler stops.
+#[tokio::test]
+async fn a_job_page_shows_result_and_progress_and_cancels_the_job() {
+    let file = PipelineFile::new(
+        "dashjob",
+        &format!(
+            "
+pipeline: {{name}}
+jobs: {{ track: true, result: work }}
+serve: {{ token: \"{TOKEN}\", allow_actions: true }}
+stages:
+  work:
+    command: [unused]
+    concurrency: 2
+    prefetch: 2
+    timeout: 120s
+"
+        ),
+    );
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let pipeline = warren::config::load(&file.path).unwrap();
+    declare(&pipeline).await;
+    let (_server, base) = serve(&file).await;
+    let stopped = Arc::new(AtomicBool::new(false));
+    let running = spawn_worker(Worker::new().pipeline(pipeline.clone()).stage("work", {
+        let stopped = stopped.clone();
+        move |body: Value, ctx: Context| {
+            let stopped = stopped.clone();
+            async move {
+                if body["slow"] == json!(true) {
+                    ctx.progress(0.3, "page 3 of 10");
+                    ctx.cancelled().await;
+                    stopped.store(ctx.job_cancelled(), Ordering::SeqCst);
+                    return Ok(());
+                }
+                ctx.progress(1.0, "all pages");
+                Ok(())
+            }
+        }
+    }));
+    let producer = Producer::connect(&pipeline).await.unwrap();
+    producer
+        .send_with_id("work", "r", &json!({ "answer": 42 }))
+        .await
+        .unwrap();
+    producer
+        .send_with_id("work", "s", &json!({ "slow": true }))
+        .await
+        .unwrap();
+    let (_driver, client) = browser().await;
+    client.goto(&format!("{base}/login")).await.unwrap();
+    sign_in(&client).await;
+
+    let done = format!("{base}/jobs?id=r");
+    assert!(
+        until_text(
+            &client,
+            &done,
+            "#job-state",
+            "done",
+            Duration::from_secs(30)
+        )
+        .await,
+        "{}",
+        client.source().await.unwrap()
+    );
+    let result = text(&client, "#job-result").await.unwrap_or_default();
+    assert!(result.contains("\"answer\": 42"), "{result}");
+    assert_eq!(
+        text(&client, "#job-progress tr[data-stage=work] td.fraction")
+            .await
+            .as_deref(),
+        Some("100%")
+    );
+    assert!(
+        client
+            .find_all(Locator::Css("#cancel-job"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a settled job offers no cancel"
+    );
+    screenshot(&client, "job-result").await;
+
+    let slow = format!("{base}/jobs?id=s");
+    let note = "#job-progress tr[data-stage=work] td.progress-note";
+    assert!(
+        until_text(
+            &client,
+            &slow,
+            note,
+            "page 3 of 10",
+            Duration::from_secs(30)
+        )
+        .await,
+        "{}",
+        client.source().await.unwrap()
+    );
+    assert_eq!(
+        text(&client, "#job-state").await.as_deref(),
+        Some("running")
+    );
+    client
+        .find(Locator::Css("#cancel-job"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let asked = wait_text(&client, "#confirm-count").await.unwrap();
+    assert!(asked.contains("cancel job s"), "{asked}");
+    client
+        .find(Locator::Css("#confirm"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(
+        wait_text(&client, "p.note").await.as_deref(),
+        Some("Cancelled")
+    );
+    assert!(
+        until_text(
+            &client,
+            &slow,
+            "#job-state",
+            "cancelled",
+            Duration::from_secs(30)
+        )
+        .await,
+        "{}",
+        client.source().await.unwrap()
+    );
+    let told = eventually(Duration::from_secs(30), || async {
+        stopped.load(Ordering::SeqCst)
+    })
+    .await;
+    assert!(told, "the running handler never saw the cancel");
+    screenshot(&client, "job-cancelled").await;
+    client.close().await.unwrap();
+    running.stop().await.unwrap();
+}

@@ -14,6 +14,12 @@
 //!    to a real job stream on the broker (100 events per stream message, as
 //!    a busy stage's recorder batches them), then a tracker with an empty
 //!    store reads them all; events per second.
+//! 3. Cancels (`--part cancels`, or after the others): three workers in
+//!    this process (three readers of the cancel stream, as on three boxes)
+//!    hold `--cancels` running jobs; each job is cancelled in turn, and the
+//!    time from the cancel's call to its handler seeing `ctx.cancelled()`
+//!    is measured (median, p99, max). Then one handler reports progress
+//!    100,000 times: the time per `ctx.progress` call.
 
 use std::time::{Duration, Instant};
 
@@ -185,9 +191,126 @@ async fn catch_up_figures(events: u64) {
     let _ = connection.close(200, "done".into()).await;
 }
 
+async fn cancel_figures(count: u64) {
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let file = dir.path().join("p.yaml");
+    let name = format!("bench_cancels_{}", std::process::id());
+    std::fs::write(
+        &file,
+        format!(
+            "pipeline: {name}\njobs: {{ track: true }}\nstages:\n  work:\n    command: [unused]\n    concurrency: 100\n    prefetch: 100\n    timeout: 5m\n"
+        ),
+    )
+    .expect("write the pipeline");
+    let pipeline = warren::config::load(&file).expect("a pipeline");
+    let topology = warren::Topology::plan(&pipeline);
+    let connection = warren::connection::open(&pipeline.broker.urls, "bench cancels")
+        .await
+        .expect("the broker");
+    topology.declare(&connection).await.expect("declare");
+    // Per job: when its handler started, and when it saw the cancel.
+    type Seen = Arc<Mutex<std::collections::HashMap<String, (Instant, Option<Instant>)>>>;
+    let seen: Seen = Arc::default();
+    let worker = |seen: Seen| {
+        warren::Worker::new().pipeline(pipeline.clone()).stage(
+            "work",
+            move |body: serde_json::Value, ctx: warren::Context| {
+                let seen = seen.clone();
+                async move {
+                    if body["progress"] == serde_json::json!(true) {
+                        let started = Instant::now();
+                        for n in 0..100_000u32 {
+                            ctx.progress(f64::from(n) / 100_000.0, "counting");
+                        }
+                        println!(
+                            "progress: 100000 ctx.progress calls in {:?}, {:?} each",
+                            started.elapsed(),
+                            started.elapsed() / 100_000
+                        );
+                        return Ok(());
+                    }
+                    seen.lock()
+                        .unwrap()
+                        .insert(ctx.job().to_string(), (Instant::now(), None));
+                    ctx.cancelled().await;
+                    if let Some(entry) = seen.lock().unwrap().get_mut(ctx.job()) {
+                        entry.1 = Some(Instant::now());
+                    }
+                    Ok(())
+                }
+            },
+        )
+    };
+    let mut stops = Vec::new();
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        stops.push(stop);
+        runs.push(tokio::spawn(worker(seen.clone()).run_until(async move {
+            let _ = stopped.await;
+        })));
+    }
+    let producer = warren::Producer::connect(&pipeline)
+        .await
+        .expect("a producer");
+    for n in 0..count {
+        producer
+            .send_with_id("work", &format!("c{n}"), &serde_json::json!({ "n": n }))
+            .await
+            .expect("send");
+    }
+    while (seen.lock().unwrap().len() as u64) < count {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut times = Vec::new();
+    for n in 0..count {
+        let job = format!("c{n}");
+        let asked = Instant::now();
+        producer.cancel(&job).await.expect("cancel");
+        loop {
+            if let Some((_, Some(at))) = seen.lock().unwrap().get(&job) {
+                times.push(at.saturating_duration_since(asked));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    times.sort();
+    let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
+    println!(
+        "cancels: {count} running jobs over 3 workers, from the call to the handler seeing it: median {:?}, p99 {:?}, max {:?}",
+        at(0.5),
+        at(0.99),
+        times[times.len() - 1]
+    );
+    producer
+        .send_with_id("work", "progress", &serde_json::json!({ "progress": true }))
+        .await
+        .expect("send");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for stop in stops {
+        let _ = stop.send(());
+    }
+    for run in runs {
+        let _ = run.await;
+    }
+    producer.close().await;
+    topology.delete(&connection).await.expect("delete");
+    let _ = connection.close(200, "done".into()).await;
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    store_figures(value(&args, "--jobs", 1_000_000));
-    catch_up_figures(value(&args, "--events", 1_000_000)).await;
+    let part = args
+        .iter()
+        .position(|a| a == "--part")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    if part.is_none() {
+        store_figures(value(&args, "--jobs", 1_000_000));
+        catch_up_figures(value(&args, "--events", 1_000_000)).await;
+    }
+    cancel_figures(value(&args, "--cancels", 100)).await;
 }

@@ -127,9 +127,13 @@ pub enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
-        /// Wait until the job is done or failed, at most this long.
+        /// Wait until the job is done, failed or cancelled, at most this long.
         #[arg(long, value_parser = duration)]
         wait: Option<Duration>,
+        /// Cancel the job: its queued messages are dropped, running
+        /// handlers see it, and it settles as cancelled.
+        #[arg(long)]
+        cancel: bool,
     },
     /// The schedules (`schedules:`) with their last and next ticks.
     Schedule {

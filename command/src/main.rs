@@ -114,7 +114,8 @@ fn main() -> ExitCode {
                 id,
                 json,
                 wait,
-            } => commands::job::run(&file, &id, json, wait).await,
+                cancel,
+            } => commands::job::run(&file, &id, json, wait, cancel).await,
             Command::Schedule { file, json } => commands::schedule::run(&file, json).await,
             Command::Serve { file, listen } => commands::serve::run(&file, listen).await,
             Command::Dlq {

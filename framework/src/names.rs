@@ -54,6 +54,12 @@ pub fn job_stream(pipeline: &str) -> String {
     format!("{pipeline}.jobs.events")
 }
 
+/// A tracked pipeline's cancelled jobs (a RabbitMQ stream): one message
+/// per cancel, read by every worker from its start.
+pub fn cancel_stream(pipeline: &str) -> String {
+    format!("{pipeline}.jobs.cancels")
+}
+
 /// A tracked pipeline's keeper election queue: one token message, held by
 /// the supervisor that fires callbacks and releases gathers.
 pub fn keeper_queue(pipeline: &str) -> String {
@@ -78,6 +84,7 @@ mod tests {
             "grading.grade.retry.10s"
         );
         assert_eq!(presence_queue("grading"), "grading.supervisors");
+        assert_eq!(cancel_stream("grading"), "grading.jobs.cancels");
         assert_eq!(prefix("grading"), "grading.");
     }
 }

@@ -49,7 +49,14 @@ pub struct Jobs {
     pub keep: Duration,
     /// Where settled jobs are POSTed when their producer gave no URL.
     pub callback: Option<String>,
+    /// The stage whose bodies are a job's result (`jobs.result`).
+    pub result: Option<String>,
+    /// Bytes of result a job keeps at most (`jobs.result_max`, 64 KiB).
+    pub result_max: u64,
 }
+
+/// `jobs.result_max` when not given.
+pub const RESULT_MAX: u64 = 64 * 1024;
 
 impl Default for Jobs {
     fn default() -> Jobs {
@@ -57,6 +64,8 @@ impl Default for Jobs {
             track: false,
             keep: Duration::from_secs(7 * 24 * 3600),
             callback: None,
+            result: None,
+            result_max: RESULT_MAX,
         }
     }
 }

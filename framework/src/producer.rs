@@ -221,6 +221,53 @@ impl Producer {
         .await
     }
 
+    /// Cancels job `job` (DESIGN.md, *Jobs*): writes the cancel to the job
+    /// stream, where the job settles as `cancelled` (unless it settled
+    /// before), then to the pipeline's cancel stream, which every worker
+    /// reads (they acknowledge the job's queued messages without handling
+    /// them and cancel its running handlings): so the cancel is folded
+    /// before any message a worker skipped for it. Returns once the broker
+    /// confirmed both; cancelling twice is harmless. Needs `jobs.track`.
+    pub async fn cancel(&self, job: &str) -> Result<(), Error> {
+        let Some(stream) = &self.inner.job_stream else {
+            return Err(Error::Setup(
+                "cancelling a job needs `jobs.track: true` in the pipeline file".into(),
+            ));
+        };
+        if job.is_empty() || job.len() > message::MAX_ID {
+            return Err(Error::Setup(format!(
+                "a job id is 1 to {} bytes long, not {}",
+                message::MAX_ID,
+                job.len()
+            )));
+        }
+        let event = Event {
+            job: job.to_string(),
+            id: job.to_string(),
+            stage: String::new(),
+            what: What::Cancelled,
+            emitted: Vec::new(),
+            callback: None,
+            at_ms: message::epoch_ms(),
+        };
+        let body = event.encode();
+        let cancels = names::cancel_stream(&self.inner.pipeline);
+        self.within_timeout(async {
+            let publisher = self.publisher().await?;
+            for to in [stream, &cancels] {
+                let props = message::new_properties(&format!("{job}.cancel"), job);
+                if let Err(error) = publisher.publish_confirmed("", to, &body, props).await {
+                    if !publisher.is_open() {
+                        self.inner.link.lock().await.open = None;
+                    }
+                    return Err(error);
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Writes one message, after its job's `sent` event when the pipeline
     /// tracks jobs (a job is never handled before it is known).
     async fn write_one(

@@ -48,6 +48,10 @@ pub struct StageCounts {
     pub retried: u64,
     /// Messages sent to the dead-letter queue.
     pub dead: u64,
+    /// Messages acknowledged without being handled: their job was
+    /// cancelled.
+    #[serde(default)]
+    pub cancelled: u64,
     /// The worker is connected and consuming.
     #[serde(default)]
     pub consuming: bool,
@@ -78,6 +82,7 @@ impl StageCounts {
         self.done += other.done;
         self.retried += other.retried;
         self.dead += other.dead;
+        self.cancelled += other.cancelled;
         self.handle.add(&other.handle);
         self.queue_wait.add(&other.queue_wait);
     }
@@ -90,6 +95,7 @@ pub(crate) struct StageStats {
     pub done: AtomicU64,
     pub retried: AtomicU64,
     pub dead: AtomicU64,
+    pub cancelled: AtomicU64,
     pub consuming: AtomicBool,
     pub breaker_open: AtomicBool,
     pub blocked: AtomicBool,
@@ -112,6 +118,7 @@ impl StageStats {
             done: self.done.load(Ordering::Relaxed),
             retried: self.retried.load(Ordering::Relaxed),
             dead: self.dead.load(Ordering::Relaxed),
+            cancelled: self.cancelled.load(Ordering::Relaxed),
             consuming: self.consuming.load(Ordering::Relaxed),
             breaker_open: self.breaker_open.load(Ordering::Relaxed),
             blocked: self.blocked.load(Ordering::Relaxed),

@@ -88,6 +88,9 @@ pub enum Role {
     /// single-active-consumer queue; the supervisor holding it fires the
     /// callbacks and releases the gathers.
     Keeper,
+    /// The cancelled jobs of a tracked pipeline, a stream every worker
+    /// reads (kept for `jobs.keep`).
+    CancelStream,
 }
 
 /// A queue argument value.
@@ -159,6 +162,19 @@ impl Topology {
                 binding: None,
             });
             queues.push(Queue {
+                name: names::cancel_stream(&pipeline.name),
+                role: Role::CancelStream,
+                stage: None,
+                args: vec![
+                    ("x-queue-type", Arg::Text("stream".into())),
+                    (
+                        "x-max-age",
+                        Arg::Text(format!("{}s", pipeline.jobs.keep.as_secs())),
+                    ),
+                ],
+                binding: None,
+            });
+            queues.push(Queue {
                 name: names::keeper_queue(&pipeline.name),
                 role: Role::Keeper,
                 stage: None,
@@ -188,6 +204,7 @@ impl Topology {
                 Role::Isolation => "handled alone after their worker stopped".to_string(),
                 Role::JobStream => "job events, a stream".to_string(),
                 Role::Keeper => "elects the job keeper".to_string(),
+                Role::CancelStream => "cancelled jobs, a stream".to_string(),
             };
             let bound = match &queue.binding {
                 Some(key) => format!(", bound to {} with key {key}", self.exchange),

@@ -184,7 +184,7 @@ pub fn router(app: App) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_page))
         .route("/v1/stages/{stage}/messages", post(ingest::post))
-        .route("/v1/jobs/{id}", get(job))
+        .route("/v1/jobs/{id}", get(job).delete(cancel))
         .route("/v1/jobs", get(jobs))
         .route("/", get(dashboard::overview))
         .route("/dashboard/overview.json", get(dashboard::overview_json))
@@ -193,6 +193,7 @@ pub fn router(app: App) -> Router {
             get(dashboard::dead).post(dashboard::act),
         )
         .route("/jobs", get(dashboard::jobs))
+        .route("/jobs/cancel", post(dashboard::cancel_job))
         .layer(middleware::from_fn_with_state(
             budget::budget(),
             budget::hold,
@@ -317,6 +318,32 @@ async fn job(State(app): State<App>, Path(id): Path<String>, Query(wait): Query<
             Err(error) => refuse(StatusCode::INTERNAL_SERVER_ERROR, error, json!({})),
         },
         Err(error) => refuse(StatusCode::INTERNAL_SERVER_ERROR, error, json!({})),
+    }
+}
+
+/// `DELETE /v1/jobs/{id}`: cancels the job (`Producer::cancel`); 202 once
+/// the broker confirmed the cancel, whatever the job's state (a job that
+/// settled before stays as it was; one not seen yet is cancelled when it
+/// comes).
+async fn cancel(State(app): State<App>, Path(id): Path<String>) -> Response {
+    if app.tickets.is_none() {
+        return untracked(&app);
+    }
+    match app.producer.cancel(&id).await {
+        Ok(()) => {
+            info!(job = %id, "job cancelled");
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({ "job": id, "cancelled": true })),
+            )
+                .into_response()
+        }
+        Err(warren::Error::Setup(why)) => refuse(StatusCode::BAD_REQUEST, why, json!({})),
+        Err(error) => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the cancel was not written: {error}"),
+            json!({}),
+        ),
     }
 }
 

@@ -128,13 +128,18 @@ impl Collector for Figures {
         {
             let mut metric = encoder.encode_descriptor(
                 "warren_messages",
-                "Messages handled by this box's workers, by outcome (done, retried, dead).",
+                "Messages handled by this box's workers, by outcome (done, retried, dead; cancelled: acknowledged unhandled, their job cancelled).",
                 None,
                 MetricType::Counter,
             )?;
             for (stage, figures) in &stages {
                 let c = &figures.counts;
-                for (outcome, n) in [("done", c.done), ("retried", c.retried), ("dead", c.dead)] {
+                for (outcome, n) in [
+                    ("done", c.done),
+                    ("retried", c.retried),
+                    ("dead", c.dead),
+                    ("cancelled", c.cancelled),
+                ] {
                     let labels = [("stage", *stage), ("outcome", outcome)];
                     ConstCounter::new(n).encode(metric.encode_family(&labels)?)?;
                 }

@@ -76,6 +76,12 @@ final class Worker
             }
             try {
                 $message = json_decode($line, true, 10000, JSON_THROW_ON_ERROR);
+                if (($message['cancel'] ?? null) === true) {
+                    // The job of a message handed over earlier was
+                    // cancelled. Handlers run one at a time here, so that
+                    // message is answered already: nothing to do.
+                    continue;
+                }
                 $message['id'];
                 $message['body'];
             } catch (\Throwable $error) {

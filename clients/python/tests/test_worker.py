@@ -17,6 +17,19 @@ class Worker(unittest.TestCase):
         self.addCleanup(pipeline.close)
         return pipeline
 
+    def test_a_cancel_line_marks_its_message_and_is_not_a_message(self):
+        import importlib
+        worker = importlib.import_module("warren_stage.worker")
+        from warren_stage.context import Context
+        from warren_stage.handling import finish
+        self.assertIsNone(worker.decode(b'{"id": "c.1", "cancel": true}\n'))
+        ctx = Context({"id": "c.1", "body": {}}, lambda line: None, True)
+        other = Context({"id": "c.2", "body": {}}, lambda line: None, True)
+        self.assertTrue(ctx.cancelled())
+        self.assertFalse(other.cancelled())
+        finish(ctx, None)
+        self.assertFalse(ctx.cancelled(), "forgotten once its handling ended")
+
     def test_the_package_is_the_installed_one(self):
         here = os.path.dirname(os.path.abspath(__file__))
         self.assertFalse(warren_stage.__file__.startswith(os.path.dirname(here)),
@@ -147,8 +160,10 @@ class Worker(unittest.TestCase):
             self.assertEqual((result["stage"], result["attempt"]), ("py", 1))
             self.assertTrue(result["id"] and result["job"], result)
             self.assertTrue(0 < result["deadline_ms"] <= 20000 and result["ahead"], result)
-        # warren does not read progress lines yet: the log has them.
-        self.assertIn("50% half way", said)
+        # warren reads progress lines (WARREN_EXEC_FEATURES says so): the
+        # report went on the protocol, taken (every message done), not to
+        # the log.
+        self.assertNotIn("50% half way", said)
 
     def test_a_handler_mistake_is_said_with_its_traceback(self):
         # A returned value that is not JSON, an exception: each retried

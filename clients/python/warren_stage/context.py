@@ -2,10 +2,29 @@
 stage, attempt and deadline, and `emit` / `progress`."""
 
 import sys
+import threading
 import time
 
 from . import protocol
 from .errors import Finished, seconds
+
+
+# Ids of the messages whose job warren said is cancelled (a cancel line on
+# stdin), until their handling ends.
+_cancelled = set()
+_cancelled_lock = threading.Lock()
+
+
+def mark_cancelled(message_id):
+    """Notes a cancel line from warren: the handler of `message_id` sees
+    `ctx.cancelled()` from now on."""
+    with _cancelled_lock:
+        _cancelled.add(message_id)
+
+
+def forget_cancelled(message_id):
+    with _cancelled_lock:
+        _cancelled.discard(message_id)
 
 
 class Emit:
@@ -23,7 +42,7 @@ class Context:
     """The message's `id`, `job`, `stage`, `attempt` (1 on first delivery),
     `deadline` (a `time.monotonic()` value: warren gives up on the message
     then and restarts the program) and `deadline_ms` (as given), with
-    `emit`, `emit_to`, `progress` and `seconds_left()`."""
+    `emit`, `emit_to`, `progress`, `cancelled()` and `seconds_left()`."""
 
     __slots__ = ("id", "job", "stage", "attempt", "deadline_ms", "deadline",
                  "_id_json", "_lines", "_out", "_progress", "_finished")
@@ -70,6 +89,15 @@ class Context:
             # warren does not read progress lines yet: the log shows them.
             sys.stderr.write("warren_stage: progress of %s: %d%%%s\n"
                              % (self.id, round(fraction * 100), " " + note if note else ""))
+
+    def cancelled(self):
+        """True once the message's job was cancelled (`warren job --cancel`,
+        `DELETE /v1/jobs/{id}`): the handler may stop early; whatever it
+        returns or raises then, nothing is retried or dead-lettered. (Seen
+        while other messages are read: with a concurrency of 1 on threads,
+        only from the next message on.)"""
+        with _cancelled_lock:
+            return self.id in _cancelled
 
     def seconds_left(self):
         """Seconds before warren gives up on this message."""

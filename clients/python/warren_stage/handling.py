@@ -8,7 +8,7 @@ import inspect
 import sys
 
 from . import protocol
-from .context import Context, Emit
+from .context import Context, Emit, forget_cancelled
 from .errors import NoHandler, StageError
 
 
@@ -75,6 +75,7 @@ def finish(ctx, error):
     again, with the same ids). A failure other than Dead and Retry is
     logged with its traceback."""
     ctx._finished = True
+    forget_cancelled(ctx.id)
     if error is None:
         ctx._lines.append(protocol.done_line(ctx._id_json))
         return "".join(ctx._lines)

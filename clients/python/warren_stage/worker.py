@@ -13,6 +13,7 @@ import sys
 import threading
 
 from .handling import handle, handle_async
+from .context import mark_cancelled
 
 __all__ = ["Worker"]
 
@@ -79,6 +80,8 @@ class Worker:
             for line in lines:
                 if not line.isspace():
                     message = decode(line)
+                    if message is None:
+                        continue
                     out(handle(self.handler_for(message.get("stage")), message, out, progress))
             return
         out = Coalescing(out)
@@ -86,7 +89,9 @@ class Worker:
         try:
             for line in lines:
                 if not line.isspace():
-                    pool.submit(decode(line))
+                    message = decode(line)
+                    if message is not None:
+                        pool.submit(message)
         finally:
             pool.close()
 
@@ -120,6 +125,8 @@ class Worker:
             for line in lines:
                 if line and not line.isspace():
                     message = decode(line)
+                    if message is None:
+                        continue
                     stage = message.get("stage")
                     route = routes.get(stage)
                     if route is None:
@@ -130,6 +137,9 @@ class Worker:
                 tasks = [task for task in tasks if not task.done()]
         if parts and not b"".join(parts).isspace():
             message = decode(b"".join(parts))
+        else:
+            message = None
+        if message is not None:
             handler = self.handler_for(message.get("stage"))
             await self._one((handler, _is_async(handler)), message, out, batch, progress, loop)
         if tasks:
@@ -147,10 +157,15 @@ class Worker:
 
 
 def decode(line):
-    """One line from warren, decoded; a line that is not a message is a
-    bug in warren or in what stands between: said, and the program stops."""
+    """One line from warren, decoded: a message, or None for a cancel line
+    (`{"id": ..., "cancel": true}`, noted for that message's
+    `ctx.cancelled()`). A line that is neither is a bug in warren or in
+    what stands between: said, and the program stops."""
     try:
         message = json.loads(line)
+        if message.get("cancel") is True:
+            mark_cancelled(message["id"])
+            return None
         message["id"], message["body"]
         return message
     except (ValueError, TypeError, KeyError) as error:

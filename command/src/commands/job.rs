@@ -1,11 +1,12 @@
-//! `warren job FILE ID [--json] [--wait D]`: what became of a job. Reads
-//! the pipeline's job stream into this box's store (`.warren/`, from where
-//! an earlier call left off), then answers; `--wait` goes on reading until
-//! the job is done or failed.
+//! `warren job FILE ID [--json] [--wait D] [--cancel]`: what became of a
+//! job. Reads the pipeline's job stream into this box's store (`.warren/`,
+//! from where an earlier call left off), then answers; `--wait` goes on
+//! reading until the job is done, failed or cancelled. `--cancel` cancels
+//! it first (`Producer::cancel`) and shows it as it is then.
 //!
-//! Exit codes: 0 for a job that is done, or still going without `--wait`;
-//! 1 for a failed job, an unknown one, and one still going when `--wait`
-//! ran out.
+//! Exit codes: 0 for a job that is done, or still going without `--wait`,
+//! or cancelled by this call; 1 for a failed job, a cancelled one, an
+//! unknown one, and one still going when `--wait` ran out.
 
 use std::{path::Path, time::Duration};
 
@@ -27,7 +28,13 @@ const CATCH_UP: Duration = Duration::from_secs(60);
 const STORE_BUSY: Duration = Duration::from_secs(10);
 
 /// Prints the state of job `id`.
-pub async fn run(file: &Path, id: &str, json: bool, wait: Option<Duration>) -> Result<()> {
+pub async fn run(
+    file: &Path,
+    id: &str,
+    json: bool,
+    wait: Option<Duration>,
+    cancel: bool,
+) -> Result<()> {
     let pipeline = warren::config::load(file)?;
     if !pipeline.jobs.track {
         return Err(Usage(format!(
@@ -36,6 +43,12 @@ pub async fn run(file: &Path, id: &str, json: bool, wait: Option<Duration>) -> R
             pipeline.name
         ))
         .into());
+    }
+    if cancel {
+        let producer = warren::Producer::connect(&pipeline).await?;
+        let cancelled = producer.cancel(id).await;
+        producer.close().await;
+        cancelled.with_context(|| format!("cancel job {id}"))?;
     }
     let store = open_store(&store::path(&pipeline.name, "jobs")).await?;
     let mut tracker = Tracker::open(&pipeline, store).await?;
@@ -56,6 +69,8 @@ pub async fn run(file: &Path, id: &str, json: bool, wait: Option<Duration>) -> R
     match view.state {
         JobState::Done => Ok(()),
         JobState::Failed => Err(Failed(format!("job {id} failed")).into()),
+        JobState::Cancelled if cancel => Ok(()),
+        JobState::Cancelled => Err(Failed(format!("job {id} was cancelled")).into()),
         JobState::Unknown => Err(Failed(format!(
             "job {id} is unknown: never seen by this pipeline, or older than jobs.keep"
         ))
@@ -105,6 +120,30 @@ fn describe(view: &JobView) -> String {
         if counts.held > 0 {
             text.push_str(&format!("  held {:>6}", counts.held));
         }
+        if counts.cancelled > 0 {
+            text.push_str(&format!("  cancelled {:>6}", counts.cancelled));
+        }
+    }
+    for (stage, progress) in &view.progress {
+        text.push_str(&format!(
+            "\n  progress at {stage}: {:.0}%",
+            progress.fraction.0 * 100.0
+        ));
+        if !progress.note.is_empty() {
+            text.push_str(&format!(" ({})", progress.note));
+        }
+    }
+    if let Some(result) = &view.result {
+        let shown = serde_json::to_string(result).expect("a result is JSON");
+        text.push_str(&format!(
+            "\n  result: {}{}",
+            warren::message::one_line(&shown, 2000),
+            if view.result_truncated {
+                " (truncated: over jobs.result_max)"
+            } else {
+                ""
+            }
+        ));
     }
     if let Some(callback) = &view.callback {
         text.push_str(&format!("\n  callback: {}", callback.state));

@@ -298,7 +298,7 @@ const MIN_RESPONSE: u64 = 1024;
 const MAX_RESPONSE: u64 = 1024 * 1024 * 1024;
 
 /// A size in bytes, written like `10MiB`, `512KB`, `1GiB` or `2000` (bytes).
-fn size(text: &str) -> Result<u64, String> {
+pub(crate) fn size(text: &str) -> Result<u64, String> {
     let text = text.trim();
     let digits = text
         .find(|c: char| !c.is_ascii_digit())

@@ -35,12 +35,14 @@ pub(crate) struct RawBroker {
 #[derive(Debug, Default, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with track, keep and callback"
+    expecting = "a mapping with track, keep, callback, result and result_max"
 )]
 pub(crate) struct RawJobs {
     pub track: Option<bool>,
     pub keep: Option<Text>,
     pub callback: Option<String>,
+    pub result: Option<String>,
+    pub result_max: Option<Text>,
 }
 
 /// A schedule under `schedules:`.

@@ -622,6 +622,38 @@ fn jobs_are_untracked_unless_asked_and_their_settings_are_checked() {
 }
 
 #[test]
+fn a_result_stage_must_exist_and_its_bound_is_a_size() {
+    let report = "\
+pipeline: report
+jobs: { track: true, result: add, result_max: 2KiB }
+stages:
+  split: { command: [split], outputs: [add] }
+  add: { command: [add] }
+";
+    let pipeline = load(report).unwrap();
+    assert_eq!(pipeline.jobs.result.as_deref(), Some("add"));
+    assert_eq!(pipeline.jobs.result_max, 2048);
+    let plain = load(&report.replace(", result_max: 2KiB", "")).unwrap();
+    assert_eq!(plain.jobs.result_max, crate::pipeline::RESULT_MAX);
+    assert_problem(
+        &report.replace("result: add", "result: sum"),
+        &["jobs.result", "no stage `sum`"],
+    );
+    assert_problem(
+        &report.replace("track: true, ", ""),
+        &["jobs.result", "jobs.track: true"],
+    );
+    assert_problem(
+        &report.replace("2KiB", "lots"),
+        &["jobs.result_max", "not a size"],
+    );
+    assert_problem(
+        &report.replace("2KiB", "100"),
+        &["jobs.result_max", "between 1KiB and 16MiB"],
+    );
+}
+
+#[test]
 fn a_gather_stage_needs_outputs_and_tracking() {
     let gathering = "\
 pipeline: report

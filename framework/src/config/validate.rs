@@ -88,6 +88,17 @@ pub(crate) fn validate(
             stages.push(stage);
         }
     }
+    if let Some(stage) = &jobs.result
+        && !stage_names.contains(&stage.as_str())
+    {
+        v.problem(
+            "jobs.result",
+            format!(
+                "no stage `{stage}`; the stages are [{}]",
+                stage_names.join(", ")
+            ),
+        );
+    }
     let schedules = schedules::check(&mut v, raw, &stage_names, jobs.track, seconds);
     graph::check_cycles(&mut v, &raw_stages);
     sinks::check(&mut v, &stages);
@@ -190,6 +201,22 @@ fn jobs(v: &mut Checker, raw: &RawFile) -> Jobs {
                 "jobs.callback",
                 "needs `jobs.track: true`: callbacks fire when a tracked job settles",
             );
+        }
+    }
+    if let Some(stage) = &raw.result {
+        jobs.result = Some(stage.clone());
+        if !jobs.track {
+            v.problem(
+                "jobs.result",
+                "needs `jobs.track: true`: a result is kept on the job's record",
+            );
+        }
+    }
+    if let Some(text) = &raw.result_max {
+        match kind::size(text) {
+            Ok(max) if (1024..=16 * 1024 * 1024).contains(&max) => jobs.result_max = max,
+            Ok(_) => v.problem("jobs.result_max", "must be between 1KiB and 16MiB"),
+            Err(why) => v.problem("jobs.result_max", why),
         }
     }
     jobs

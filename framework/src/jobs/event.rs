@@ -41,7 +41,43 @@ pub enum What {
         /// Why.
         reason: String,
     },
+    /// A handling at the stage `jobs.result` names finished it: done, and
+    /// its body is part of the job's result.
+    Result {
+        /// The message's body.
+        item: serde_json::Value,
+        /// `jobs.result_max` when it was written: the bytes of result the
+        /// job keeps at most.
+        max: u64,
+    },
+    /// A handler's report of how far it got (about the job: the last
+    /// report per stage is shown with it).
+    Progress {
+        /// From 0 to 1.
+        fraction: Fraction,
+        /// What it says, if anything.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        note: String,
+    },
+    /// The job was cancelled (`warren job --cancel`, `DELETE /v1/jobs/{id}`).
+    Cancelled,
+    /// A worker acknowledged the message without handling it: its job was
+    /// cancelled.
+    Skipped,
 }
+
+/// A fraction from 0 to 1, compared by its bits (so that events stay `Eq`).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Fraction(pub f64);
+
+impl PartialEq for Fraction {
+    fn eq(&self, other: &Fraction) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for Fraction {}
 
 impl What {
     /// Whether the event is about the job rather than one of its messages
@@ -49,7 +85,11 @@ impl What {
     pub fn is_about_the_job(&self) -> bool {
         matches!(
             self,
-            What::Released | What::Called { .. } | What::CallFailed { .. }
+            What::Released
+                | What::Called { .. }
+                | What::CallFailed { .. }
+                | What::Progress { .. }
+                | What::Cancelled
         )
     }
 }
@@ -142,5 +182,34 @@ mod tests {
             vec![event.clone(), event]
         );
         assert!(Event::decode_all(b"[{}]").is_err());
+    }
+
+    #[test]
+    fn results_progress_and_cancels_read_back() {
+        for what in [
+            What::Result {
+                item: serde_json::json!({"total": 3}),
+                max: 65536,
+            },
+            What::Progress {
+                fraction: Fraction(0.4),
+                note: "page 4 of 10".into(),
+            },
+            What::Cancelled,
+            What::Skipped,
+        ] {
+            let event = Event {
+                job: "c0".into(),
+                id: "c0".into(),
+                stage: "lookup".into(),
+                what,
+                emitted: Vec::new(),
+                callback: None,
+                at_ms: 1,
+            };
+            assert_eq!(Event::decode(&event.encode()).unwrap(), event);
+        }
+        let line = br#"{"job":"c0","id":"c0","stage":"a","outcome":"cancelled","at_ms":1}"#;
+        assert_eq!(Event::decode(line).unwrap().what, What::Cancelled);
     }
 }

@@ -8,6 +8,6 @@ pub mod state;
 mod stored;
 pub mod view;
 
-pub use event::{Emission, Event, What};
-pub use state::{Gathered, JobDeadLetter, JobRecord, JobState};
+pub use event::{Emission, Event, Fraction, What};
+pub use state::{Gathered, JobDeadLetter, JobRecord, JobState, Progress};
 pub use view::{CallbackView, JobStageCounts, JobView};

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::event::{Event, What};
+use super::event::{Event, Fraction, What};
 
 /// One dead letter of a job: which message, where, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -33,6 +33,8 @@ pub(super) enum Message {
     Done,
     /// Dead-lettered, with the reason.
     Dead(String),
+    /// Acknowledged without being handled: its job was cancelled.
+    Cancelled,
 }
 
 impl Message {
@@ -53,6 +55,47 @@ pub(super) struct Call {
     pub last_error: Option<String>,
 }
 
+/// A handler's last report of how far it got, at one stage.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Progress {
+    /// From 0 to 1.
+    pub fraction: Fraction,
+    /// What it said, if anything.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub note: String,
+    /// The message it was about.
+    pub id: String,
+    /// When (ms since the Unix epoch).
+    pub at_ms: u64,
+}
+
+/// The bodies that reached the stage `jobs.result` names.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct Results {
+    /// Each message's body, by id.
+    pub items: BTreeMap<String, serde_json::Value>,
+    /// Their size as JSON.
+    pub bytes: u64,
+    /// A body was left out: it would have passed `jobs.result_max`.
+    pub truncated: bool,
+}
+
+impl Results {
+    /// Keeps `item` of message `id`, unless that passes `max` bytes.
+    fn keep(&mut self, id: &str, item: &serde_json::Value, max: u64) {
+        if self.items.contains_key(id) {
+            return;
+        }
+        let size = item.to_string().len() as u64;
+        if self.bytes + size > max {
+            self.truncated = true;
+        } else {
+            self.bytes += size;
+            self.items.insert(id.to_string(), item.clone());
+        }
+    }
+}
+
 /// Everything known of one job.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct JobRecord {
@@ -68,6 +111,12 @@ pub struct JobRecord {
     pub(super) call: Call,
     /// Gather stages released for the job.
     pub(super) released: BTreeSet<String>,
+    /// Its result (`jobs.result`).
+    pub(super) results: Results,
+    /// The last progress report of each stage.
+    pub(super) progress: BTreeMap<String, Progress>,
+    /// When it was cancelled (before it settled).
+    pub(super) cancelled_ms: Option<u64>,
 }
 
 /// A job's state, as `warren job` and `GET /v1/jobs/{id}` show it.
@@ -86,12 +135,17 @@ pub enum JobState {
     Done,
     /// Every message settled, some dead-lettered.
     Failed,
+    /// Cancelled before it settled: what was still queued is dropped.
+    Cancelled,
 }
 
 impl JobState {
-    /// Done or failed: nothing of the job is left to happen.
+    /// Done, failed or cancelled: nothing of the job is left to happen.
     pub fn is_settled(self) -> bool {
-        matches!(self, JobState::Done | JobState::Failed)
+        matches!(
+            self,
+            JobState::Done | JobState::Failed | JobState::Cancelled
+        )
     }
 }
 
@@ -122,6 +176,32 @@ impl JobRecord {
                 self.call.last_error = Some(reason.clone());
                 return;
             }
+            What::Progress { fraction, note } => {
+                let newer = self
+                    .progress
+                    .get(&event.stage)
+                    .is_none_or(|last| last.at_ms <= event.at_ms);
+                if newer {
+                    let report = Progress {
+                        fraction: *fraction,
+                        note: note.clone(),
+                        id: event.id.clone(),
+                        at_ms: event.at_ms,
+                    };
+                    self.progress.insert(event.stage.clone(), report);
+                }
+                // A handler at work: the job is running.
+                self.started_ms = Some(self.started_ms.map_or(event.at_ms, |s| s.min(event.at_ms)));
+                return;
+            }
+            What::Cancelled => {
+                // A job that settled before keeps what it became.
+                if self.cancelled_ms.is_none() && !self.settled() {
+                    self.cancelled_ms = Some(event.at_ms);
+                    self.last_ms = self.last_ms.max(event.at_ms);
+                }
+                return;
+            }
             _ => {}
         }
         if self.messages.is_empty() || event.at_ms < self.created_ms {
@@ -137,10 +217,22 @@ impl JobRecord {
             }
         } else {
             self.root |= event.id == event.job;
+            // Only a worker that knows of the cancel skips a message: its
+            // event may be read before the cancel's own.
+            if event.what == What::Skipped && self.cancelled_ms.is_none() && !self.settled() {
+                self.cancelled_ms = Some(event.at_ms);
+            }
             let key = (event.stage.clone(), event.id.clone());
             let now = self.messages.entry(key).or_insert(Message::Waiting);
             match &event.what {
                 What::Done => *now = Message::Done,
+                What::Result { item, max } => {
+                    *now = Message::Done;
+                    self.results.keep(&event.id, item, *max);
+                }
+                What::Skipped if matches!(now, Message::Waiting | Message::Retrying) => {
+                    *now = Message::Cancelled;
+                }
                 What::Retrying { .. } if *now == Message::Waiting => *now = Message::Retrying,
                 What::Dead { reason } if *now != Message::Done => {
                     *now = Message::Dead(reason.clone());
@@ -155,7 +247,7 @@ impl JobRecord {
                 }
                 _ => {}
             }
-            if event.what != What::Sent {
+            if !matches!(event.what, What::Sent | What::Skipped) {
                 self.started_ms = Some(self.started_ms.map_or(event.at_ms, |s| s.min(event.at_ms)));
             }
         }
@@ -171,18 +263,36 @@ impl JobRecord {
         self.last_ms
     }
 
+    /// Whether the job was done or failed, whatever the time.
+    fn settled(&self) -> bool {
+        !self.messages.is_empty()
+            && self.root
+            && self
+                .messages
+                .values()
+                .all(|m| !m.is_open() && !matches!(m, Message::Held(_)))
+    }
+
+    /// Whether the job was cancelled (before it settled).
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled_ms.is_some()
+    }
+
     /// The record's state now; `keep_ms` after its last change a record is
     /// forgotten (`unknown`).
     pub fn state(&self, now_ms: u64, keep_ms: u64) -> JobState {
         if self.messages.is_empty() || now_ms.saturating_sub(self.last_ms) > keep_ms {
             return JobState::Unknown;
         }
+        if self.cancelled_ms.is_some() {
+            return JobState::Cancelled;
+        }
         let mut dead = false;
         let mut retrying = false;
         let mut open = !self.root;
         for message in self.messages.values() {
             match message {
-                Message::Done => {}
+                Message::Done | Message::Cancelled => {}
                 Message::Dead(_) => dead = true,
                 Message::Retrying => retrying = true,
                 Message::Waiting | Message::Held(_) => open = true,
@@ -244,7 +354,7 @@ impl JobRecord {
         stage: &str,
         upstream: &BTreeSet<String>,
     ) -> Option<Gathered> {
-        if !self.root || self.released.contains(stage) {
+        if !self.root || self.released.contains(stage) || self.cancelled_ms.is_some() {
             return None;
         }
         let mut reached = false;
@@ -659,5 +769,146 @@ mod tests {
             [("j.0".to_string(), serde_json::json!(0))]
         );
         assert!(record.held("a").is_empty());
+    }
+
+    fn result(n: u64, max: u64) -> What {
+        What::Result {
+            item: serde_json::json!({ "n": n }),
+            max,
+        }
+    }
+
+    #[test]
+    fn the_bodies_at_the_result_stage_are_the_result_up_to_its_bound() {
+        let mut record = fold(&[
+            event(
+                "split",
+                "j",
+                What::Done,
+                &[("out", "j.0"), ("out", "j.1"), ("out", "j.2")],
+                1,
+            ),
+            event("out", "j.1", result(1, 20), &[], 2),
+            event("out", "j.0", result(0, 20), &[], 3),
+            // A redelivery keeps one copy.
+            event("out", "j.0", result(0, 20), &[], 4),
+        ]);
+        let view = record.view("j", 4, KEEP);
+        assert_eq!(view.state, JobState::Running);
+        assert_eq!(
+            view.result,
+            Some(vec![
+                serde_json::json!({"n": 0}),
+                serde_json::json!({"n": 1})
+            ])
+        );
+        assert!(!view.result_truncated);
+        // {"n":2} (7 bytes) passes 20 with the 14 kept: left out, flagged.
+        record.apply(&event("out", "j.2", result(2, 20), &[], 5));
+        let view = record.view("j", 5, KEEP);
+        assert_eq!(view.state, JobState::Done);
+        assert_eq!(view.result.as_ref().map(Vec::len), Some(2));
+        assert!(view.result_truncated);
+        assert_eq!(view.stages["out"].done, 3);
+        assert_eq!(JobRecord::from_bytes(&record.to_bytes()).unwrap(), record);
+        let json = serde_json::to_value(&view).unwrap();
+        assert_eq!(json["result"][1]["n"], 1);
+        assert_eq!(json["result_truncated"], true);
+        // A job without a result stage shows none.
+        let plain = fold(&[event("a", "j", What::Done, &[], 1)]);
+        let json = serde_json::to_value(plain.view("j", 1, KEEP)).unwrap();
+        assert!(json.get("result").is_none() && json.get("result_truncated").is_none());
+    }
+
+    fn progress(fraction: f64, note: &str) -> What {
+        What::Progress {
+            fraction: Fraction(fraction),
+            note: note.into(),
+        }
+    }
+
+    #[test]
+    fn the_last_progress_report_of_each_stage_is_shown() {
+        let mut record = fold(&[
+            event("split", "j", What::Sent, &[], 1),
+            event("split", "j", progress(0.5, "half"), &[], 3),
+            // Read after a later one: older, so not shown.
+            event("split", "j", progress(0.2, "early"), &[], 2),
+            event("query", "j.0", progress(0.1, ""), &[], 4),
+        ]);
+        let view = record.view("j", 4, KEEP);
+        assert_eq!(view.state, JobState::Running, "a handler reports progress");
+        assert_eq!(view.started_ms, Some(2));
+        assert_eq!(view.progress["split"].fraction, Fraction(0.5));
+        assert_eq!(view.progress["split"].note, "half");
+        assert_eq!(view.progress["query"].id, "j.0");
+        assert_eq!(view.stages.len(), 1, "progress adds no message");
+        record.apply(&event("split", "j", progress(0.9, "almost"), &[], 5));
+        assert_eq!(record.view("j", 5, KEEP).progress["split"].note, "almost");
+        assert_eq!(JobRecord::from_bytes(&record.to_bytes()).unwrap(), record);
+    }
+
+    #[test]
+    fn a_cancelled_job_settles_as_cancelled_and_its_callback_is_due() {
+        let mut first = event("split", "j", What::Sent, &[], 1);
+        first.callback = Some("http://app/done".into());
+        let mut record = fold(&[
+            first,
+            event(
+                "split",
+                "j",
+                What::Done,
+                &[("query", "j.0"), ("query", "j.1"), ("sum", "j.2")],
+                2,
+            ),
+            event("sum", "j.2", held(1), &[], 3),
+        ]);
+        assert_eq!(record.callback_due(None, 3, KEEP), None);
+        record.apply(&event("split", "j", What::Cancelled, &[], 4));
+        assert!(record.is_cancelled());
+        assert_eq!(record.state(4, KEEP), JobState::Cancelled);
+        assert!(JobState::Cancelled.is_settled());
+        assert_eq!(record.callback_due(None, 4, KEEP), Some("http://app/done"));
+        assert_eq!(
+            record.gather_due("j", "sum", &upstream()),
+            None,
+            "a gather releases nothing for a cancelled job"
+        );
+        // Its queued messages are skipped, a running one still finishes:
+        // it stays cancelled, finished when it was cancelled.
+        record.apply(&event("query", "j.0", What::Skipped, &[], 5));
+        record.apply(&event("query", "j.1", What::Done, &[], 6));
+        let view = record.view("j", 6, KEEP);
+        assert_eq!(view.state, JobState::Cancelled);
+        assert_eq!(view.finished_ms, Some(4));
+        assert_eq!(view.stages["query"].cancelled, 1);
+        assert_eq!(view.stages["query"].done, 1);
+        assert_eq!(JobRecord::from_bytes(&record.to_bytes()).unwrap(), record);
+        // A second cancel changes nothing.
+        record.apply(&event("split", "j", What::Cancelled, &[], 7));
+        assert_eq!(record.view("j", 7, KEEP).finished_ms, Some(4));
+    }
+
+    #[test]
+    fn a_cancel_after_the_job_settled_changes_nothing() {
+        let mut record = fold(&[event("a", "j", What::Done, &[], 1)]);
+        record.apply(&event("a", "j", What::Cancelled, &[], 2));
+        assert_eq!(record.state(2, KEEP), JobState::Done);
+        assert!(!record.is_cancelled());
+        // A cancel read before anything else of its job still holds.
+        let mut early = fold(&[event("a", "j", What::Cancelled, &[], 1)]);
+        assert_eq!(early.state(1, KEEP), JobState::Unknown);
+        early.apply(&event("a", "j", What::Sent, &[], 2));
+        assert_eq!(early.state(2, KEEP), JobState::Cancelled);
+        // A skipped message is not a start.
+        assert_eq!(early.view("j", 2, KEEP).started_ms, None);
+        // A message skipped for a cancel read later: cancelled all the same.
+        let mut skipped = fold(&[
+            event("a", "j", What::Sent, &[], 1),
+            event("a", "j", What::Skipped, &[], 2),
+        ]);
+        assert_eq!(skipped.state(2, KEEP), JobState::Cancelled);
+        skipped.apply(&event("a", "j", What::Cancelled, &[], 3));
+        assert_eq!(skipped.view("j", 3, KEEP).finished_ms, Some(2));
     }
 }

@@ -2,7 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::state::{Call, JobRecord, Message};
+use super::{
+    event::Fraction,
+    state::{Call, JobRecord, Message, Progress, Results},
+};
 
 /// The stored form.
 #[derive(Serialize, Deserialize)]
@@ -28,6 +31,18 @@ struct Stored {
     /// Released gather stages.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     g: Vec<String>,
+    /// The result's bodies: (id, body as JSON).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    res: Vec<(String, String)>,
+    /// The result was truncated.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    rt: bool,
+    /// Progress: (stage, fraction, note, id, at).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    p: Vec<(String, f64, String, String, u64)>,
+    /// When it was cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    x: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -48,6 +63,7 @@ impl JobRecord {
                         Message::Held(item) => ('h', item.to_string()),
                         Message::Done => ('d', String::new()),
                         Message::Dead(reason) => ('x', reason.clone()),
+                        Message::Cancelled => ('k', String::new()),
                     };
                     (stage.clone(), id.clone(), state, detail)
                 })
@@ -65,6 +81,27 @@ impl JobRecord {
             }),
             called: self.call.delivered,
             g: self.released.iter().cloned().collect(),
+            res: self
+                .results
+                .items
+                .iter()
+                .map(|(id, item)| (id.clone(), item.to_string()))
+                .collect(),
+            rt: self.results.truncated,
+            p: self
+                .progress
+                .iter()
+                .map(|(stage, p)| {
+                    (
+                        stage.clone(),
+                        p.fraction.0,
+                        p.note.clone(),
+                        p.id.clone(),
+                        p.at_ms,
+                    )
+                })
+                .collect(),
+            x: self.cancelled_ms,
         };
         serde_json::to_vec(&stored).expect("a record is always JSON")
     }
@@ -79,6 +116,7 @@ impl JobRecord {
                 'r' => Message::Retrying,
                 'd' => Message::Done,
                 'x' => Message::Dead(detail),
+                'k' => Message::Cancelled,
                 'h' => Message::Held(
                     serde_json::from_str(&detail)
                         .map_err(|e| format!("a held message of the record: {e}"))?,
@@ -87,6 +125,29 @@ impl JobRecord {
             };
             messages.insert((stage, id), message);
         }
+        let mut results = Results {
+            truncated: stored.rt,
+            ..Results::default()
+        };
+        for (id, item) in stored.res {
+            results.bytes += item.len() as u64;
+            let item =
+                serde_json::from_str(&item).map_err(|e| format!("a result of the record: {e}"))?;
+            results.items.insert(id, item);
+        }
+        let progress = stored
+            .p
+            .into_iter()
+            .map(|(stage, fraction, note, id, at_ms)| {
+                let report = Progress {
+                    fraction: Fraction(fraction),
+                    note,
+                    id,
+                    at_ms,
+                };
+                (stage, report)
+            })
+            .collect();
         Ok(JobRecord {
             messages,
             created_ms: stored.c,
@@ -100,6 +161,9 @@ impl JobRecord {
                 last_error: stored.call.map(|(_, reason)| reason),
             },
             released: stored.g.into_iter().collect(),
+            results,
+            progress,
+            cancelled_ms: stored.x,
         })
     }
 }

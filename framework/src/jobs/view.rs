@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::state::{JobDeadLetter, JobRecord, JobState, Message};
+use super::state::{JobDeadLetter, JobRecord, JobState, Message, Progress};
 
 /// Messages of one stage of a job, by where they stand.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -21,6 +21,9 @@ pub struct JobStageCounts {
     pub done: u64,
     /// Dead-lettered.
     pub dead: u64,
+    /// Acknowledged without being handled: the job was cancelled.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub cancelled: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -53,7 +56,8 @@ pub struct JobView {
     pub dead_letters: Vec<JobDeadLetter>,
     /// When it was first seen (ms since the Unix epoch).
     pub created_ms: Option<u64>,
-    /// When its first handling finished.
+    /// When its first handling finished (or a handler first reported
+    /// progress).
     pub started_ms: Option<u64>,
     /// When it settled.
     pub finished_ms: Option<u64>,
@@ -61,6 +65,17 @@ pub struct JobView {
     /// `jobs.callback` shows once a POST was made).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub callback: Option<CallbackView>,
+    /// The bodies that reached the stage `jobs.result` names, in id order
+    /// (once one did).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Vec<serde_json::Value>>,
+    /// Bodies were left out of `result`: they would have passed
+    /// `jobs.result_max`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub result_truncated: bool,
+    /// The last progress report of each stage that sent one.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub progress: BTreeMap<String, Progress>,
 }
 
 impl JobView {
@@ -75,6 +90,9 @@ impl JobView {
             started_ms: None,
             finished_ms: None,
             callback: None,
+            result: None,
+            result_truncated: false,
+            progress: BTreeMap::new(),
         }
     }
 }
@@ -95,6 +113,7 @@ impl JobRecord {
                 Message::Retrying => counts.retrying += 1,
                 Message::Held(_) => counts.held += 1,
                 Message::Done => counts.done += 1,
+                Message::Cancelled => counts.cancelled += 1,
                 Message::Dead(reason) => {
                     counts.dead += 1;
                     dead_letters.push(JobDeadLetter {
@@ -125,8 +144,15 @@ impl JobRecord {
             dead_letters,
             created_ms: Some(self.created_ms),
             started_ms: self.started_ms,
-            finished_ms: state.is_settled().then_some(self.last_ms),
+            finished_ms: match state {
+                JobState::Cancelled => self.cancelled_ms,
+                _ => state.is_settled().then_some(self.last_ms),
+            },
             callback,
+            result: (!self.results.items.is_empty() || self.results.truncated)
+                .then(|| self.results.items.values().cloned().collect()),
+            result_truncated: self.results.truncated,
+            progress: self.progress.clone(),
         }
     }
 }

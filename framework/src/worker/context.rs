@@ -72,6 +72,14 @@ pub(crate) struct StageInfo {
     pub job_stream: Option<String>,
     /// A gather stage: a successful handling holds the message.
     pub gather: bool,
+    /// The cancelled jobs this worker knows of, when the pipeline tracks
+    /// jobs.
+    pub cancels: Option<Arc<super::cancels::Cancels>>,
+    /// `jobs.result_max`, when this stage is `jobs.result`: a handling's
+    /// body is part of its job's result.
+    pub result_max: Option<u64>,
+    /// Where `Context::progress` reports go, when the pipeline tracks jobs.
+    pub progress: Option<super::recorder::Notes>,
 }
 
 impl StageInfo {
@@ -86,6 +94,9 @@ impl StageInfo {
                 .collect(),
             job_stream: None,
             gather: false,
+            cancels: None,
+            result_max: None,
+            progress: None,
         }
     }
 }
@@ -152,9 +163,13 @@ impl Context {
         &self.inner.stage.name
     }
 
-    /// Resolves when the handler should stop: its timeout expired. A
-    /// handler that awaits I/O is dropped at that point anyway; a handler
-    /// that loops can check [`Context::is_cancelled`].
+    /// Resolves when the handler should stop: its timeout expired, or its
+    /// job was cancelled (`warren job --cancel`, `DELETE /v1/jobs/{id}`;
+    /// see [`Context::job_cancelled`]). A handler that awaits I/O is
+    /// dropped at a timeout anyway; a handler that loops can check
+    /// [`Context::is_cancelled`]. What a handling of a cancelled job
+    /// returns no longer matters: a failure is neither retried nor
+    /// dead-lettered.
     pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
         self.inner.cancel.cancelled()
     }
@@ -162,6 +177,54 @@ impl Context {
     /// True once the handler should stop.
     pub fn is_cancelled(&self) -> bool {
         self.inner.cancel.is_cancelled()
+    }
+
+    /// True once the message's job was cancelled.
+    pub fn job_cancelled(&self) -> bool {
+        self.inner
+            .stage
+            .cancels
+            .as_ref()
+            .is_some_and(|cancels| cancels.is_cancelled(&self.inner.job))
+    }
+
+    /// Reports how far the handling got (`fraction` from 0 to 1, and a
+    /// note such as "page 4 of 10"), shown with the job (the last report
+    /// of each stage) when the pipeline tracks jobs. Reports are written
+    /// with the stage's next job events or within a second, never one
+    /// broker round trip each, so calling it often costs little; it never
+    /// waits.
+    pub fn progress(&self, fraction: f64, note: &str) {
+        let (Some(notes), Outlet::Broker(publisher)) =
+            (&self.inner.stage.progress, &self.inner.outlet)
+        else {
+            return;
+        };
+        let fraction = if fraction.is_finite() {
+            fraction.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let event = crate::jobs::Event {
+            job: self.inner.job.clone(),
+            id: self.inner.id.clone(),
+            stage: self.inner.stage.name.clone(),
+            what: crate::jobs::What::Progress {
+                fraction: crate::jobs::Fraction(fraction),
+                note: message::one_line(note, 200),
+            },
+            emitted: Vec::new(),
+            callback: None,
+            at_ms: message::epoch_ms(),
+        };
+        notes.note(event, publisher);
+    }
+
+    /// Registers the handling with the worker's cancels: its token is
+    /// cancelled when its job is.
+    pub(crate) fn watch_cancels(&self) -> Option<super::cancels::Watch> {
+        let cancels = self.inner.stage.cancels.as_ref()?;
+        Some(cancels.watch(&self.inner.job, self.inner.cancel.clone()))
     }
 
     /// Emits `message` to every output of the stage. It is published at

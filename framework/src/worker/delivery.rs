@@ -52,6 +52,11 @@ impl StageRuntime {
         let attempt = message::attempt_of(props);
         let id = id_of(delivery);
         let job = message::job_of(props).unwrap_or_else(|| id.clone());
+        if let Some(cancels) = &self.info.cancels
+            && cancels.is_cancelled(&job)
+        {
+            return Box::pin(self.skip(publisher, delivery, queue, &job, &id)).await;
+        }
         if let Some(not_before) = message::not_before_of(props) {
             let now = message::epoch_ms();
             if not_before > now + 50 {
@@ -78,6 +83,7 @@ impl StageRuntime {
             let waited = message::epoch_ms().saturating_sub(sent.saturating_mul(1000));
             self.stats.queue_wait.observe(Duration::from_millis(waited));
         }
+        let watch = ctx.watch_cancels();
         let started = std::time::Instant::now();
         let handled = invoke(
             &*self.handler,
@@ -88,6 +94,12 @@ impl StageRuntime {
         )
         .await;
         self.stats.handle.observe(started.elapsed());
+        drop(watch);
+        if !matches!(handled, Handled::Finished(Ok(()))) && ctx.job_cancelled() {
+            // Its job was cancelled while it ran: how it ended no longer
+            // matters, nothing is retried or dead-lettered for it.
+            return Box::pin(self.skip(publisher, delivery, queue, ctx.job(), &id)).await;
+        }
         let disposition = match handled {
             Handled::Undecodable(reason) => Disposition::Dead { reason },
             Handled::Panicked(failure) => decide(Err(failure), attempt, &self.stage.retry),
@@ -143,6 +155,36 @@ impl StageRuntime {
         Box::pin(self.carry_out(publisher, delivery, &id, disposition, attempt)).await
     }
 
+    /// Acknowledges a delivery of a cancelled job without handling it
+    /// (or after a handling that did not succeed), counted `cancelled`;
+    /// its `skipped` event goes first when the pipeline tracks jobs.
+    async fn skip(
+        &self,
+        publisher: &Publisher,
+        delivery: &Delivery,
+        queue: &str,
+        job: &str,
+        id: &str,
+    ) -> Result<Settle, Settle> {
+        if self.info.job_stream.is_some() {
+            let event = Event {
+                job: job.to_string(),
+                id: id.to_string(),
+                stage: self.info.name.clone(),
+                what: What::Skipped,
+                emitted: Vec::new(),
+                callback: None,
+                at_ms: message::epoch_ms(),
+            };
+            if let Err(reason) = self.recorder.record(publisher, event).await {
+                debug!(stage = %self.info.name, %id, %reason, "the job stream did not take a cancelled message's event; it goes back to its queue");
+                return Box::pin(self.give_back(publisher, delivery, queue)).await;
+            }
+        }
+        self.stats.cancelled.fetch_add(1, Ordering::Relaxed);
+        Ok(Settle::Ack)
+    }
+
     /// Counts a handling done: the delivery is acknowledged as it is.
     pub(crate) fn done(&self) -> Settle {
         self.stats.done.fetch_add(1, Ordering::Relaxed);
@@ -174,7 +216,14 @@ impl StageRuntime {
             Disposition::Done if self.info.gather => What::Held {
                 item: serde_json::from_slice(&delivery.data).unwrap_or_default(),
             },
-            Disposition::Done => What::Done,
+            Disposition::Done => match self.info.result_max {
+                // The result stage: its body is part of the job's result.
+                Some(max) => What::Result {
+                    item: serde_json::from_slice(&delivery.data).unwrap_or_default(),
+                    max,
+                },
+                None => What::Done,
+            },
             Disposition::Retry { reason, .. } if !reason.is_empty() => What::Retrying {
                 reason: reason.clone(),
             },
@@ -183,7 +232,7 @@ impl StageRuntime {
             },
             Disposition::Retry { .. } | Disposition::GiveBack { .. } => return Ok(()),
         };
-        let emitted = if matches!(what, What::Done | What::Held { .. }) {
+        let emitted = if matches!(what, What::Done | What::Held { .. } | What::Result { .. }) {
             emitted()
         } else {
             Vec::new()

@@ -32,6 +32,7 @@
 
 mod acks;
 mod breaker;
+mod cancels;
 mod channels;
 mod consumer;
 mod context;
@@ -178,6 +179,10 @@ impl Worker {
                 "no stage to serve: register a handler with Worker::stage".into(),
             ));
         }
+        let cancels = pipeline
+            .jobs
+            .track
+            .then(|| Arc::new(cancels::Cancels::new(pipeline.jobs.keep)));
         let mut stages = Vec::new();
         for name in &wanted {
             let stage = pipeline.require_stage(name)?.clone();
@@ -194,7 +199,12 @@ impl Worker {
                         registered.join(", ")
                     ))
                 })?;
-            stages.push(Arc::new(StageRuntime::new(&pipeline, stage, handler)));
+            stages.push(Arc::new(StageRuntime::new(
+                &pipeline,
+                stage,
+                handler,
+                cancels.clone(),
+            )));
         }
         let grace = stages
             .iter()

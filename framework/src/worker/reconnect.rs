@@ -169,7 +169,7 @@ async fn open(urls: &crate::BrokerUrls, name: &str) -> Result<Connections, Error
         }
     };
     Ok(Connections {
-        consume,
+        consume: Arc::new(consume),
         publish: Arc::new(publish),
     })
 }

@@ -9,7 +9,10 @@
 //! [`StreamGate`] opens: later events are refused at once, without a
 //! write, until a probe ([`Recorder::probe`]) finds the stream answering.
 
-use std::sync::OnceLock;
+use std::{
+    sync::{Arc, Mutex, OnceLock},
+    time::Duration,
+};
 
 use lapin::Connection;
 use tokio::sync::{mpsc, oneshot};
@@ -36,6 +39,74 @@ pub(crate) struct Recorder {
     /// exchange), when the pipeline tracks jobs.
     stream: Option<(String, Topology)>,
     gate: StreamGate,
+    /// Progress reports waiting to go with the next batch.
+    pub notes: Option<Notes>,
+}
+
+/// How long a progress report waits for company before it is written
+/// alone.
+const NOTE_WAIT: Duration = Duration::from_secs(1);
+
+/// Events written when convenient, nobody waiting for their confirm:
+/// handlers' progress reports. The last report of each job's message
+/// replaces the ones before it; they go with the next batch of handling
+/// events, or after [`NOTE_WAIT`] on their own, so reporting often costs
+/// no round trip to the broker per report.
+#[derive(Clone, Debug)]
+pub(crate) struct Notes {
+    stream: String,
+    waiting: Arc<Mutex<Waiting>>,
+}
+
+#[derive(Debug, Default)]
+struct Waiting {
+    events: Vec<Event>,
+    /// A write of what waits is due.
+    due: bool,
+}
+
+impl Notes {
+    /// Notes `event`, to be written through `publisher`.
+    pub fn note(&self, event: Event, publisher: &Publisher) {
+        let mut waiting = self.waiting.lock().expect("notes");
+        match waiting
+            .events
+            .iter_mut()
+            .find(|e| e.job == event.job && e.id == event.id)
+        {
+            Some(earlier) => *earlier = event,
+            None => waiting.events.push(event),
+        }
+        if waiting.due {
+            return;
+        }
+        waiting.due = true;
+        let notes = self.clone();
+        let publisher = publisher.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(NOTE_WAIT).await;
+            let events = notes.take();
+            if events.is_empty() {
+                return;
+            }
+            let body = serde_json::to_vec(&events).expect("events are JSON");
+            let first = &events[0];
+            let props =
+                message::new_properties(&format!("{}@{}~", first.id, first.stage), &first.job);
+            // Nobody waits: a report lost with its connection is replaced
+            // by the next.
+            let _ = publisher
+                .publish_confirmed("", &notes.stream, &body, props)
+                .await;
+        });
+    }
+
+    /// What waits, now written by the caller.
+    fn take(&self) -> Vec<Event> {
+        let mut waiting = self.waiting.lock().expect("notes");
+        waiting.due = false;
+        std::mem::take(&mut waiting.events)
+    }
 }
 
 impl Recorder {
@@ -49,10 +120,15 @@ impl Recorder {
             let name = topology.queues[0].name.clone();
             (name, topology)
         });
+        let notes = stream.as_ref().map(|(name, _)| Notes {
+            stream: name.clone(),
+            waiting: Arc::default(),
+        });
         Recorder {
             requests: OnceLock::new(),
             stream,
             gate: StreamGate::new(stage),
+            notes,
         }
     }
 
@@ -68,7 +144,7 @@ impl Recorder {
         }
         let requests = self.requests.get_or_init(|| {
             let (requests, incoming) = mpsc::unbounded_channel();
-            tokio::spawn(write(stream.clone(), incoming));
+            tokio::spawn(write(stream.clone(), incoming, self.notes.clone()));
             requests
         });
         let (reply, written) = oneshot::channel();
@@ -123,7 +199,11 @@ impl Recorder {
 }
 
 /// Writes what arrives, a batch per stream message, one message at a time.
-async fn write(stream: String, mut incoming: mpsc::UnboundedReceiver<Request>) {
+async fn write(
+    stream: String,
+    mut incoming: mpsc::UnboundedReceiver<Request>,
+    notes: Option<Notes>,
+) {
     while let Some(first) = incoming.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -132,7 +212,12 @@ async fn write(stream: String, mut incoming: mpsc::UnboundedReceiver<Request>) {
                 Err(_) => break,
             }
         }
-        let events: Vec<&Event> = batch.iter().map(|(event, _, _)| event).collect();
+        let noted = notes.as_ref().map(Notes::take).unwrap_or_default();
+        let events: Vec<&Event> = batch
+            .iter()
+            .map(|(event, _, _)| event)
+            .chain(noted.iter())
+            .collect();
         let body = serde_json::to_vec(&events).expect("events are JSON");
         // The newest session's publisher: an older one may be closed, and
         // its deliveries come back anyway.

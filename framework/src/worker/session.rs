@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{
+    cancels,
     channels::{Channels, ISOLATION_PREFETCH},
     consumer::StageLoop,
     stage::StageRuntime,
@@ -50,7 +51,7 @@ pub(crate) enum SessionEnd {
 /// A session's two connections.
 pub(crate) struct Connections {
     /// Consumes and acknowledges; never publishes.
-    pub consume: Connection,
+    pub consume: Arc<Connection>,
     /// Publishes with confirms (shared with the stages, which declare the
     /// job stream again on it when it went away).
     pub publish: Arc<Connection>,
@@ -123,6 +124,39 @@ async fn start(
     let stop = CancellationToken::new();
     let trouble = CancellationToken::new();
     let mut loops = JoinSet::new();
+    if let Some(cancels) = stages.iter().find_map(|s| s.info.cancels.clone()) {
+        // Every cancel the stream holds is known before any delivery.
+        let first = cancels::open(&pipeline.name, &connections.consume, &publisher).await?;
+        let (caught_up, read_up) = tokio::sync::oneshot::channel();
+        let source = cancels::Source {
+            pipeline: pipeline.name.clone(),
+            connection: connections.consume.clone(),
+            publisher: publisher.clone(),
+        };
+        loops.spawn(cancels::follow(
+            source,
+            first,
+            cancels,
+            caught_up,
+            stop.clone(),
+        ));
+        match tokio::time::timeout(cancels::CATCH_UP, read_up).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                let why = match loops.join_next().await {
+                    Some(Ok(Some(why))) => why,
+                    _ => "the cancel stream's reader stopped".into(),
+                };
+                return Err(Error::Setup(why));
+            }
+            Err(_) => {
+                return Err(Error::Setup(format!(
+                    "the cancel stream was not read within {}s",
+                    cancels::CATCH_UP.as_secs()
+                )));
+            }
+        }
+    }
     for runtime in stages {
         let tag = format!("{tag_prefix}-{}", runtime.info.name);
         let (main, main_consumer) = consume(

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use super::{breaker::Breaker, context::StageInfo, handler::Handler, recorder::Recorder};
+use super::{
+    breaker::Breaker, cancels::Cancels, context::StageInfo, handler::Handler, recorder::Recorder,
+};
 use crate::{
     names,
     pipeline::{Pipeline, Stage},
@@ -40,14 +42,23 @@ pub(crate) struct StageRuntime {
 
 impl StageRuntime {
     /// The runtime of `stage` of `pipeline`, served by `handler`.
-    pub fn new(pipeline: &Pipeline, stage: Stage, handler: Arc<dyn Handler>) -> StageRuntime {
+    pub fn new(
+        pipeline: &Pipeline,
+        stage: Stage,
+        handler: Arc<dyn Handler>,
+        cancels: Option<Arc<Cancels>>,
+    ) -> StageRuntime {
+        let recorder = Recorder::new(pipeline, &stage.name);
         let mut info = StageInfo::new(&pipeline.name, &stage.name, &stage.outputs);
+        info.progress = recorder.notes.clone();
         info.job_stream = pipeline
             .jobs
             .track
             .then(|| names::job_stream(&pipeline.name));
         info.gather = stage.kind == crate::StageKind::Gather;
-        let recorder = Recorder::new(pipeline, &stage.name);
+        info.cancels = cancels;
+        info.result_max = (pipeline.jobs.result.as_deref() == Some(stage.name.as_str()))
+            .then_some(pipeline.jobs.result_max);
         let pipeline = &pipeline.name;
         StageRuntime {
             info: Arc::new(info),

@@ -77,6 +77,8 @@ impl Settling {
             match record.state(now, self.keep_ms) {
                 JobState::Done => self.done += 1,
                 JobState::Failed => self.failed.push(job.clone()),
+                // Cancelled on purpose: settled, neither done nor failed.
+                JobState::Cancelled => {}
                 _ => continue,
             }
             self.open.remove(&job);

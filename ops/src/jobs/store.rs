@@ -30,12 +30,13 @@ const STALE: TableDefinition<'_, &str, u64> = TableDefinition::new("stale");
 const TICKS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("ticks");
 
 /// The states a record is counted in (`unknown` is no record).
-pub const COUNTED: [JobState; 5] = [
+pub const COUNTED: [JobState; 6] = [
     JobState::Queued,
     JobState::Running,
     JobState::Retrying,
     JobState::Done,
     JobState::Failed,
+    JobState::Cancelled,
 ];
 
 /// A record's state for the counts: as of its own events, whatever its age.

@@ -4,11 +4,15 @@
 //! dead-letter queues and the job store (the schedules too: [`schedules`]),
 //! so a restart loses nothing.
 //! Replay and purge need `serve.allow_actions` (else 403) and are
-//! confirmed on a page of their own that says how many messages they touch.
+//! confirmed on a page of their own that says how many messages they touch;
+//! so does cancelling a job (`job.rs`).
 
 pub mod groups;
+mod job;
 mod page;
 mod schedules;
+
+pub use job::cancel as cancel_job;
 
 use axum::{
     Form, Json,
@@ -20,7 +24,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::json;
 use tracing::info;
-use warren::{dead_letters, dead_letters::DeadLetter, jobs::JobView};
+use warren::{dead_letters, dead_letters::DeadLetter};
 
 use super::App;
 use page::page;
@@ -268,7 +272,7 @@ fn pretty(body: &[u8]) -> String {
         .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
 }
 
-fn urlencode(text: &str) -> String {
+pub(super) fn urlencode(text: &str) -> String {
     percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
@@ -368,10 +372,11 @@ pub async fn act(
     }
 }
 
-/// `?id=JOB`.
+/// `?id=JOB` (and `done=` what an action did).
 #[derive(Debug, Deserialize)]
 pub struct JobQuery {
     id: Option<String>,
+    done: Option<String>,
 }
 
 /// `GET /jobs`.
@@ -396,7 +401,7 @@ pub async fn jobs(State(app): State<App>, Query(query): Query<JobQuery>) -> Mark
                 " " button type="submit" { "Look up" }
             }
             @match view {
-                Some(Ok(view)) => (job(&view)),
+                Some(Ok(view)) => (job::job(&view, app.pipeline.serve.allow_actions, query.done.as_deref())),
                 Some(Err(error)) => p.bad { (error) },
                 None => {},
             }
@@ -407,28 +412,7 @@ pub async fn jobs(State(app): State<App>, Query(query): Query<JobQuery>) -> Mark
     )
 }
 
-fn job(view: &JobView) -> Markup {
-    let state = serde_json::to_value(view.state)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
-    html! {
-        h2 { "Job " (view.id) ": " span #job-state class=(if state == "failed" { "bad" } else { "ok" }) { (state) } }
-        p { "created " (view.created_ms.map_or("-".into(), ms)) ", started " (view.started_ms.map_or("-".into(), ms)) ", finished " (view.finished_ms.map_or("-".into(), ms)) }
-        table {
-            tr { th { "stage" } th { "waiting" } th { "retrying" } th { "held" } th { "done" } th { "dead" } }
-            @for (stage, c) in &view.stages {
-                tr { td { (stage) } td.n { (c.waiting) } td.n { (c.retrying) } td.n { (c.held) } td.n { (c.done) } td.n { (c.dead) } }
-            }
-        }
-        @if !view.dead_letters.is_empty() {
-            h3 { "Dead letters" }
-            ul { @for d in &view.dead_letters { li { (d.id) " at " (d.stage) ": " (d.reason) } } }
-        }
-    }
-}
-
-fn ms(at: u64) -> String {
+pub(super) fn ms(at: u64) -> String {
     httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_millis(at))
 }
 

@@ -198,7 +198,7 @@ async fn read_answers(
                 return;
             }
         };
-        let finished = !matches!(answer, Answer::Emit { .. });
+        let finished = !matches!(answer, Answer::Emit { .. } | Answer::Progress { .. });
         if matches!(answer, Answer::Done { .. }) {
             healthy.store(true, Ordering::Relaxed);
         }

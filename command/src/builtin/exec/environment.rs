@@ -2,7 +2,8 @@
 //! program needs to run (the [`INHERITED`] variables and `LC_*`), then gets
 //! the stage's `env` (a value `${NAME}` is the worker's variable `NAME`,
 //! which must be set), then warren's own: `WARREN_PIPELINE`,
-//! `WARREN_STAGE`, `WARREN_WORKER` and `WARREN_CONCURRENCY`. Nothing else
+//! `WARREN_STAGE`, `WARREN_WORKER`, `WARREN_CONCURRENCY` and
+//! `WARREN_EXEC_FEATURES` (`progress,cancel`). Nothing else
 //! of the worker's environment reaches it: not `AMQP_URL`, not the serve
 //! token, not other secrets of the box, unless `env` names them.
 
@@ -66,6 +67,9 @@ pub fn build(
         ("WARREN_STAGE", who.stage.clone().into()),
         ("WARREN_WORKER", who.worker.clone().into()),
         ("WARREN_CONCURRENCY", who.concurrency.to_string().into()),
+        // What this warren speaks beyond the first protocol: `progress`
+        // answers, and `cancel` lines on stdin.
+        ("WARREN_EXEC_FEATURES", "progress,cancel".into()),
     ] {
         env.insert(name.into(), value);
     }
@@ -121,6 +125,7 @@ mod tests {
                 ("MODE", "fast"),
                 ("PATH", "/opt/bin"),
                 ("WARREN_CONCURRENCY", "8"),
+                ("WARREN_EXEC_FEATURES", "progress,cancel"),
                 ("WARREN_PIPELINE", "/p/pipeline.yaml"),
                 ("WARREN_STAGE", "lookup"),
                 ("WARREN_WORKER", "2"),

@@ -116,7 +116,7 @@ impl Handler for ExecStage {
                 Ok(Err(why)) => return Err(Failure::crashed(why)),
                 Err(_) => return Err(Failure::crashed("the program's keeper stopped")),
             };
-            follow(answers, crash, &ctx).await
+            follow(answers, crash, &ctx, &requests).await
         }))
     }
 }
@@ -126,12 +126,24 @@ async fn follow(
     mut answers: mpsc::Receiver<Answer>,
     mut crash: program::Crash,
     ctx: &Context,
+    requests: &mpsc::UnboundedSender<Request>,
 ) -> Outcome {
     let mut emitted = 0u32;
+    let mut told = false;
     loop {
         let answer = tokio::select! {
             answer = answers.recv() => answer,
             _ = crash.changed() => None,
+            _ = ctx.cancelled(), if !told => {
+                // The job was cancelled (not a timeout: the program's own
+                // deadline comes first): the program is told, and its
+                // answer awaited as usual.
+                told = true;
+                if ctx.job_cancelled() {
+                    let _ = requests.send(Request::Cancel { id: ctx.id().to_string() });
+                }
+                continue;
+            }
         };
         let Some(answer) = answer else {
             let why = crash
@@ -166,6 +178,7 @@ async fn follow(
                 });
             }
             Answer::Dead { reason, .. } => return Err(Failure::dead(reason)),
+            Answer::Progress { fraction, note, .. } => ctx.progress(fraction, &note),
         }
     }
 }

@@ -37,6 +37,9 @@ pub enum Request {
         events: mpsc::Sender<Answer>,
         started: oneshot::Sender<Result<Crash, String>>,
     },
+    /// Tell the program that the job of message `id`, which it holds, was
+    /// cancelled (a cancel line).
+    Cancel { id: String },
     /// Close the program's stdin (the worker drains): it finishes what it
     /// holds and exits.
     Close,
@@ -124,6 +127,14 @@ impl Keeper {
                 }
                 for request in std::mem::take(&mut self.waiting) {
                     refuse(request, "the worker is stopping");
+                }
+            }
+            Request::Cancel { id } => {
+                let holds = self.pending.lock().expect("pending").contains_key(&id);
+                if let (true, Some(running)) = (holds, &self.running)
+                    && let Some(stdin) = &running.stdin
+                {
+                    let _ = stdin.send(super::protocol::cancel_line(&id));
                 }
             }
             Request::Start { .. } if self.closing => refuse(request, "the worker is stopping"),

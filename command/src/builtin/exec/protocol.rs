@@ -71,6 +71,22 @@ pub enum Answer {
         /// Why.
         reason: String,
     },
+    /// How far the handling got (shown with the job).
+    Progress {
+        /// The message.
+        id: String,
+        /// From 0 to 1.
+        fraction: f64,
+        /// What it says.
+        note: String,
+    },
+}
+
+/// The line telling the program that the job of message `id` was
+/// cancelled, newline included.
+pub fn cancel_line(id: &str) -> Vec<u8> {
+    let id = serde_json::to_string(id).expect("an id encodes");
+    format!("{{\"id\":{id},\"cancel\":true}}\n").into_bytes()
 }
 
 impl Answer {
@@ -80,7 +96,8 @@ impl Answer {
             Answer::Emit { id, .. }
             | Answer::Done { id }
             | Answer::Retry { id, .. }
-            | Answer::Dead { id, .. } => id,
+            | Answer::Dead { id, .. }
+            | Answer::Progress { id, .. } => id,
         }
     }
 }
@@ -97,6 +114,8 @@ struct Line {
     retry: Option<String>,
     after: Option<String>,
     dead: Option<String>,
+    progress: Option<f64>,
+    note: Option<String>,
 }
 
 /// Reads one line of the program's stdout (without its newline), or says
@@ -115,10 +134,11 @@ pub fn decode(line: &[u8]) -> Result<Answer, String> {
         line.done.is_some(),
         line.retry.is_some(),
         line.dead.is_some(),
+        line.progress.is_some(),
     ];
     if kinds.iter().filter(|k| **k).count() != 1 {
         return Err(format!(
-            "the answer about `{}` must have exactly one of \"emit\", \"done\", \"retry\", \"dead\"",
+            "the answer about `{}` must have exactly one of \"emit\", \"done\", \"retry\", \"dead\", \"progress\"",
             line.id
         ));
     }
@@ -127,6 +147,19 @@ pub fn decode(line: &[u8]) -> Result<Answer, String> {
     }
     if line.after.is_some() && line.retry.is_none() {
         return Err("\"after\" goes with \"retry\" only".into());
+    }
+    if line.note.is_some() && line.progress.is_none() {
+        return Err("\"note\" goes with \"progress\" only".into());
+    }
+    if let Some(fraction) = line.progress {
+        if !(0.0..=1.0).contains(&fraction) {
+            return Err(format!("\"progress\" is from 0 to 1, not {fraction}"));
+        }
+        return Ok(Answer::Progress {
+            id: line.id,
+            fraction,
+            note: line.note.unwrap_or_default(),
+        });
     }
     if let Some(body) = line.emit {
         return Ok(Answer::Emit {
@@ -243,9 +276,31 @@ mod tests {
             ),
             (br#"{"id": "a", "done": false}"#, "is `true` or absent"),
             (br#"{"id": 7, "done": true}"#, "invalid type"),
+            (br#"{"id": "a", "progress": 1.5}"#, "from 0 to 1"),
+            (
+                br#"{"id": "a", "done": true, "note": "x"}"#,
+                "\"note\" goes with \"progress\"",
+            ),
         ] {
             let error = decode(line).unwrap_err();
             assert!(error.contains(why), "{line:?}: {error}");
         }
+    }
+
+    #[test]
+    fn progress_is_an_answer_and_cancel_a_line_for_the_program() {
+        assert!(matches!(
+            decode(br#"{"id": "a", "progress": 0.4, "note": "page 4 of 10"}"#).unwrap(),
+            Answer::Progress { id, fraction, note }
+                if id == "a" && fraction == 0.4 && note == "page 4 of 10"
+        ));
+        assert!(matches!(
+            decode(br#"{"id": "a", "progress": 1}"#).unwrap(),
+            Answer::Progress { note, .. } if note.is_empty()
+        ));
+        assert_eq!(
+            cancel_line("c0.\"3"),
+            b"{\"id\":\"c0.\\\"3\",\"cancel\":true}\n"
+        );
     }
 }
