@@ -8,6 +8,12 @@
 //! whose dead-letter target is the stage queue (RabbitMQ 3.10 has no
 //! delayed delivery, so the delay is a TTL that expires on the broker).
 //!
+//! Per pipeline, the delay cascade (`delay.rs`): one topic exchange and
+//! one quorum queue per level, `{pipeline}.delay.{nn}`, each queue's TTL the
+//! level's wait and its dead-letter target the level below (at least
+//! once), and the due exchange `{pipeline}.delay.due` bound to every stage
+//! queue with `#.{stage}`.
+//!
 //! Every quorum queue states its delivery limit (`x-delivery-limit`):
 //! RabbitMQ 4.0 made 20 the default and drops, or dead-letters, a message
 //! handed out more often, where 3.x had none. A stage queue takes the
@@ -21,8 +27,8 @@ use std::{fmt, time::Duration};
 use lapin::{
     Channel, Connection, ErrorKind,
     options::{
-        ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
-        QueueDeleteOptions,
+        ExchangeBindOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+        QueueDeclareOptions, QueueDeleteOptions,
     },
     types::{AMQPValue, FieldTable, LongString},
 };
@@ -30,7 +36,7 @@ use lapin::{
 use tracing::warn;
 
 use crate::{
-    duration,
+    delay, duration,
     error::Error,
     mismatch::Mismatch,
     names,
@@ -51,8 +57,34 @@ const DELIVERY_LIMIT: &str = "x-delivery-limit";
 pub struct Topology {
     /// The pipeline exchange.
     pub exchange: String,
-    /// Every queue, stage by stage.
+    /// Every queue, stage by stage, then the pipeline's own.
     pub queues: Vec<Queue>,
+    /// The delay cascade's topic exchanges (levels, then the due one).
+    pub delay_exchanges: Vec<String>,
+    /// The delay cascade's bindings, declared once its exchanges and
+    /// queues are.
+    pub delay_bindings: Vec<Binding>,
+}
+
+/// A binding of the delay cascade: from a topic exchange to a queue or
+/// to another exchange.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Binding {
+    /// The exchange messages come from.
+    pub source: String,
+    /// Where the matching ones go.
+    pub destination: Destination,
+    /// The topic pattern.
+    pub pattern: String,
+}
+
+/// Where a binding sends what it matches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// A queue.
+    Queue(String),
+    /// An exchange.
+    Exchange(String),
 }
 
 /// One queue to declare.
@@ -88,6 +120,9 @@ pub enum Role {
     /// single-active-consumer queue; the supervisor holding it fires the
     /// callbacks and releases the gathers.
     Keeper,
+    /// Level `n` of the delay cascade: delayed messages wait here for
+    /// `delay::level_wait(n)`.
+    Delay(u8),
 }
 
 /// A queue argument value.
@@ -170,15 +205,22 @@ impl Topology {
                 binding: None,
             });
         }
+        let (levels, delay_exchanges, delay_bindings) = cascade(pipeline);
+        queues.extend(levels);
         Topology {
             exchange: names::exchange(&pipeline.name),
             queues,
+            delay_exchanges,
+            delay_bindings,
         }
     }
 
     /// One line per object, for `warren declare --dry-run`.
     pub fn describe(&self) -> Vec<String> {
         let mut lines = vec![format!("exchange {} (direct, durable)", self.exchange)];
+        for exchange in &self.delay_exchanges {
+            lines.push(format!("exchange {exchange} (topic, durable, delays)"));
+        }
         for queue in &self.queues {
             let args: Vec<String> = queue.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let what = match &queue.role {
@@ -188,6 +230,10 @@ impl Topology {
                 Role::Isolation => "handled alone after their worker stopped".to_string(),
                 Role::JobStream => "job events, a stream".to_string(),
                 Role::Keeper => "elects the job keeper".to_string(),
+                Role::Delay(level) => format!(
+                    "delayed messages wait {} here",
+                    duration::format(delay::level_wait(*level))
+                ),
             };
             let bound = match &queue.binding {
                 Some(key) => format!(", bound to {} with key {key}", self.exchange),
@@ -197,6 +243,16 @@ impl Topology {
                 "queue {} ({what}{bound}) {}",
                 queue.name,
                 args.join(" ")
+            ));
+        }
+        for binding in &self.delay_bindings {
+            let to = match &binding.destination {
+                Destination::Queue(queue) => format!("queue {queue}"),
+                Destination::Exchange(exchange) => format!("exchange {exchange}"),
+            };
+            lines.push(format!(
+                "binding {} -> {to} with {}",
+                binding.source, binding.pattern
             ));
         }
         lines
@@ -233,6 +289,23 @@ impl Topology {
                 &format!("declare exchange {}", self.exchange),
             )?);
             channel = open_channel(connection).await?;
+        }
+        for exchange in &self.delay_exchanges {
+            let declared = channel
+                .exchange_declare(
+                    exchange.as_str().into(),
+                    lapin::ExchangeKind::Topic,
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await;
+            if let Err(error) = declared {
+                mismatches.push(mismatch_or(error, &format!("declare exchange {exchange}"))?);
+                channel = open_channel(connection).await?;
+            }
         }
         let mut found = Declared::default();
         for queue in &self.queues {
@@ -276,6 +349,11 @@ impl Topology {
                     .map_err(|e| Error::broker(format!("bind queue {}", queue.name), e))?;
             }
         }
+        if mismatches.is_empty() {
+            for binding in &self.delay_bindings {
+                bind(&channel, binding).await?;
+            }
+        }
         let _ = channel.close(200, "declared".into()).await;
         if mismatches.is_empty() {
             Ok(found)
@@ -293,13 +371,12 @@ impl Topology {
                 .await
                 .map_err(|e| Error::broker(format!("delete queue {}", queue.name), e))?;
         }
-        channel
-            .exchange_delete(
-                self.exchange.as_str().into(),
-                ExchangeDeleteOptions::default(),
-            )
-            .await
-            .map_err(|e| Error::broker(format!("delete exchange {}", self.exchange), e))?;
+        for exchange in std::iter::once(&self.exchange).chain(&self.delay_exchanges) {
+            channel
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await
+                .map_err(|e| Error::broker(format!("delete exchange {exchange}"), e))?;
+        }
         let _ = channel.close(200, "deleted".into()).await;
         Ok(())
     }
@@ -439,6 +516,95 @@ fn stage_queues(pipeline: &str, stage: &Stage) -> Vec<Queue> {
         binding: None,
     });
     queues
+}
+
+/// The delay cascade of `pipeline`: a queue per level, the exchanges
+/// (levels, then due) and their bindings (see `delay.rs`).
+fn cascade(pipeline: &Pipeline) -> (Vec<Queue>, Vec<String>, Vec<Binding>) {
+    let name = &pipeline.name;
+    let due = names::delay_due(name);
+    let below = |level: u8| match level.checked_sub(1) {
+        Some(lower) => names::delay_level(name, lower),
+        None => due.clone(),
+    };
+    let mut queues = Vec::new();
+    let mut exchanges = Vec::new();
+    let mut bindings = Vec::new();
+    for level in 0..delay::LEVELS {
+        let level_name = names::delay_level(name, level);
+        queues.push(Queue {
+            name: level_name.clone(),
+            role: Role::Delay(level),
+            stage: None,
+            args: vec![
+                ("x-queue-type", Arg::Text("quorum".into())),
+                (
+                    "x-message-ttl",
+                    Arg::Int(delay::level_wait(level).as_millis() as i64),
+                ),
+                ("x-dead-letter-exchange", Arg::Text(below(level))),
+                ("x-dead-letter-strategy", Arg::Text("at-least-once".into())),
+                ("x-overflow", Arg::Text("reject-publish".into())),
+                (DELIVERY_LIMIT, Arg::Int(NO_DELIVERY_LIMIT)),
+            ],
+            binding: None,
+        });
+        bindings.push(Binding {
+            source: level_name.clone(),
+            destination: Destination::Queue(level_name.clone()),
+            pattern: delay::pattern(level, true),
+        });
+        bindings.push(Binding {
+            source: level_name.clone(),
+            destination: Destination::Exchange(below(level)),
+            pattern: delay::pattern(level, false),
+        });
+        exchanges.push(level_name);
+    }
+    for stage in &pipeline.stages {
+        bindings.push(Binding {
+            source: due.clone(),
+            destination: Destination::Queue(names::stage_queue(name, &stage.name)),
+            pattern: delay::due_pattern(&stage.name),
+        });
+    }
+    exchanges.push(due);
+    (queues, exchanges, bindings)
+}
+
+async fn bind(channel: &Channel, binding: &Binding) -> Result<(), Error> {
+    let source = binding.source.as_str().into();
+    let pattern = binding.pattern.as_str().into();
+    let bound = match &binding.destination {
+        Destination::Queue(queue) => {
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    source,
+                    pattern,
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+        }
+        Destination::Exchange(exchange) => {
+            channel
+                .exchange_bind(
+                    exchange.as_str().into(),
+                    source,
+                    pattern,
+                    ExchangeBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+        }
+    };
+    bound.map_err(|e| {
+        Error::broker(
+            format!("bind {} with {}", binding.source, binding.pattern),
+            e,
+        )
+    })
 }
 
 fn arguments(args: &[(&'static str, Arg)]) -> FieldTable {

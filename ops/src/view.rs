@@ -109,7 +109,7 @@ pub fn view(pipeline: &Pipeline, topology: &Topology, look: &Look) -> Vec<StageV
                     Role::Retry(_) => line.retrying += state.ready,
                     Role::Isolation => line.isolated += state.ready,
                     Role::Dead => line.dead += state.ready,
-                    Role::JobStream | Role::Keeper => {}
+                    Role::JobStream | Role::Keeper | Role::Delay(_) => {}
                 }
             }
             for supervisor in &look.supervisors {

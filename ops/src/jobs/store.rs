@@ -24,8 +24,9 @@ const FAILED: TableDefinition<'_, &str, u64> = TableDefinition::new("failed");
 const STALE: TableDefinition<'_, &str, u64> = TableDefinition::new("stale");
 
 /// The states a record is counted in (`unknown` is no record).
-pub const COUNTED: [JobState; 5] = [
+pub const COUNTED: [JobState; 6] = [
     JobState::Queued,
+    JobState::Scheduled,
     JobState::Running,
     JobState::Retrying,
     JobState::Done,
