@@ -263,4 +263,33 @@ async fn warren_send_delay_and_ingest_delay_wait_on_the_broker() {
     let (code, view) = warren_job(&file, store.path(), &job, &["--wait", "30s"]).await;
     assert_eq!((code, view["state"].as_str()), (0, Some("done")), "{view}");
     running.stop().await.unwrap();
+
+    // Deleting the pipeline's topology deletes the cascade too.
+    let conn = connect().await;
+    warren::Topology::plan(&pipeline)
+        .delete(&conn)
+        .await
+        .expect("delete");
+    for exchange in [
+        warren::names::delay_due(&pipeline.name),
+        warren::names::delay_level(&pipeline.name, 0),
+    ] {
+        let channel = conn.create_channel().await.unwrap();
+        let passive = channel
+            .exchange_declare(
+                exchange.as_str().into(),
+                lapin::ExchangeKind::Topic,
+                lapin::options::ExchangeDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        assert!(passive.is_err(), "{exchange} is still there");
+    }
+    assert_eq!(
+        queue_state(&conn, &warren::names::delay_level(&pipeline.name, 3)).await,
+        None
+    );
 }

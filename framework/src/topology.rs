@@ -702,6 +702,75 @@ stages:
         assert!(topology.dead_queue("nope").is_none());
     }
 
+    /// Each delay level waits its time and hands on to the level below,
+    /// the last to the due exchange, bound to every stage queue.
+    #[test]
+    fn the_delay_cascade_chains_its_levels_down_to_the_stage_queues() {
+        let topology = plan(
+            "
+pipeline: p
+stages:
+  a:
+    command: [x]
+  b:
+    command: [x]
+",
+        );
+        let levels: Vec<&Queue> = topology
+            .queues
+            .iter()
+            .filter(|q| matches!(q.role, Role::Delay(_)))
+            .collect();
+        assert_eq!(levels.len(), usize::from(delay::LEVELS));
+        let arg = |queue: &Queue, key: &str| {
+            queue
+                .args
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.to_string())
+        };
+        for (n, queue) in levels.iter().enumerate() {
+            assert_eq!(queue.name, format!("p.delay.{n:02}"));
+            assert_eq!(arg(queue, "x-message-ttl"), Some((125u64 << n).to_string()));
+            let below = if n == 0 {
+                "p.delay.due".to_string()
+            } else {
+                format!("p.delay.{:02}", n - 1)
+            };
+            assert_eq!(arg(queue, "x-dead-letter-exchange"), Some(below));
+            assert_eq!(
+                arg(queue, "x-dead-letter-strategy").as_deref(),
+                Some("at-least-once")
+            );
+            assert_eq!(queue.delivery_limit(), Some(NO_DELIVERY_LIMIT));
+            assert!(topology.delay_exchanges.contains(&queue.name));
+        }
+        assert_eq!(topology.delay_exchanges.len(), levels.len() + 1);
+        let due: Vec<(&Destination, &str)> = topology
+            .delay_bindings
+            .iter()
+            .filter(|b| b.source == "p.delay.due")
+            .map(|b| (&b.destination, b.pattern.as_str()))
+            .collect();
+        assert_eq!(
+            due,
+            vec![
+                (&Destination::Queue("p.a".into()), "#.a"),
+                (&Destination::Queue("p.b".into()), "#.b")
+            ]
+        );
+        assert_eq!(
+            topology.delay_bindings.len(),
+            2 * usize::from(delay::LEVELS) + 2
+        );
+        assert!(
+            topology
+                .describe()
+                .iter()
+                .any(|l| l == "binding p.delay.00 -> exchange p.delay.due with *.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.0.#")
+        );
+    }
+
     /// A queue that exists without any limit is one an earlier warren
     /// declared: kept where warren states no limit of its own choosing.
     #[test]
