@@ -258,6 +258,17 @@ impl Topology {
         lines
     }
 
+    /// The names of the queues a look at the pipeline reads (depths,
+    /// consumers): every queue but the delay levels, which belong to no
+    /// stage and come last, so these are a prefix of [`Topology::queues`].
+    pub fn looked_at(&self) -> Vec<String> {
+        self.queues
+            .iter()
+            .take_while(|q| !matches!(q.role, Role::Delay(_)))
+            .map(|q| q.name.clone())
+            .collect()
+    }
+
     /// The dead-letter queue of `stage`, as planned.
     pub fn dead_queue(&self, stage: &str) -> Option<&Queue> {
         let name = names::dead_queue(&self.exchange, stage);
@@ -722,6 +733,11 @@ stages:
             .filter(|q| matches!(q.role, Role::Delay(_)))
             .collect();
         assert_eq!(levels.len(), usize::from(delay::LEVELS));
+        // Last, and not looked at.
+        assert_eq!(
+            topology.looked_at().len(),
+            topology.queues.len() - levels.len()
+        );
         let arg = |queue: &Queue, key: &str| {
             queue
                 .args

@@ -66,7 +66,7 @@ pub async fn look(
     monitor: &mut Monitor,
     management: Option<&Management>,
 ) -> Look {
-    let names: Vec<String> = topology.queues.iter().map(|q| q.name.clone()).collect();
+    let names = topology.looked_at();
     let queues = monitor.queues(&names).await;
     let supervisors = status::query_all(&pipeline.name).await;
     let sampled = match management {
