@@ -242,6 +242,13 @@ async fn main() {
                 took.as_secs_f64()
             );
         }
+        if let Some(load) = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|l| l.split(' ').next().map(str::to_string))
+            && last_sample.elapsed() < Duration::from_millis(600)
+        {
+            eprintln!("        load average {load}");
+        }
         if handled >= messages || Instant::now() > end_by {
             break;
         }
@@ -264,6 +271,27 @@ async fn main() {
             Some((down, up)) if not_before >= down && not_before <= up + 30_000 => hit.push(late),
             _ => calm.push(late),
         }
+    }
+    // The tail minute by minute of the messages' times: where the late
+    // ones fell.
+    let mut by_minute: std::collections::BTreeMap<u64, Vec<i64>> = Default::default();
+    for handlings in seen.values() {
+        let (at, not_before) = handlings.iter().min().copied().unwrap();
+        let minute = not_before.saturating_sub(start_ms) / 60_000;
+        by_minute
+            .entry(minute)
+            .or_default()
+            .push(at as i64 - not_before as i64);
+    }
+    for (minute, mut late) in by_minute {
+        late.sort_unstable();
+        println!(
+            "  due in minute {minute}: {} messages, p50 {} ms, p99 {} ms, max {} ms",
+            late.len(),
+            percentile(&late, 0.5),
+            percentile(&late, 0.99),
+            late.last().copied().unwrap_or(0)
+        );
     }
     calm.sort_unstable();
     hit.sort_unstable();
