@@ -227,9 +227,11 @@ async fn main() {
             last_sample = Instant::now();
             if let Some(mib) = broker.memory_mib() {
                 memory.push(mib);
+                let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
                 eprintln!(
-                    "  {:>4}s: {handled} of {messages} handled, broker {mib:.0} MiB",
-                    (epoch_ms() - start_ms) / 1000
+                    "  {:>4}s: {handled} of {messages} handled, broker {mib:.0} MiB, load average {}",
+                    (epoch_ms() - start_ms) / 1000,
+                    load.split(' ').next().unwrap_or("?")
                 );
             }
         }
@@ -241,13 +243,6 @@ async fn main() {
                 "  broker stopped and started again in {:.1}s",
                 took.as_secs_f64()
             );
-        }
-        if let Some(load) = std::fs::read_to_string("/proc/loadavg")
-            .ok()
-            .and_then(|l| l.split(' ').next().map(str::to_string))
-            && last_sample.elapsed() < Duration::from_millis(600)
-        {
-            eprintln!("        load average {load}");
         }
         if handled >= messages || Instant::now() > end_by {
             break;
