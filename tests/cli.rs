@@ -118,6 +118,7 @@ async fn declare_twice_creates_only_prefixed_objects() {
         let (stdout, stderr) = text(&out);
         assert!(out.status.success(), "{stdout}{stderr}");
         assert!(stdout.contains("and 8 queues"), "{stdout}");
+        assert!(stdout.contains("the delay cascade (25 levels)"), "{stdout}");
         assert!(!stdout.contains("guest:guest"), "{stdout}");
     }
     let mut expected = vec![
@@ -130,6 +131,8 @@ async fn declare_twice_creates_only_prefixed_objects() {
         format!("{}.second.isolated", file.name),
         format!("{}.second.dead", file.name),
     ];
+    // The delay cascade's levels.
+    expected.extend((0..warren::delay::LEVELS).map(|n| warren::names::delay_level(&file.name, n)));
     expected.sort();
     let mut found = broker_queues(&format!("{}.", file.name));
     found.sort();

@@ -85,6 +85,14 @@ pub enum Command {
         /// Send the good lines of a file that has bad ones.
         #[arg(long)]
         skip_bad: bool,
+        /// Have each message handled this long after it is sent (`30s`,
+        /// `2h`, up to 30 days); it waits on the broker meanwhile.
+        #[arg(long, value_parser = delay, conflicts_with = "at")]
+        delay: Option<Duration>,
+        /// Have the messages handled at this time or later (RFC 3339, like
+        /// `2026-12-24T18:00:00Z`, up to 30 days ahead).
+        #[arg(long, value_parser = at)]
+        at: Option<u64>,
     },
     /// Declare, send INPUT to the entry stage, supervise until everything is
     /// processed, and print a summary; exit 1 if anything was dead-lettered.
@@ -209,6 +217,18 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+/// A delay for `--delay`: a duration of at most 30 days.
+pub fn delay(text: &str) -> Result<Duration, String> {
+    warren::delay::parse_delay(text)
+}
+
+/// A time for `--at`: RFC 3339, at most 30 days ahead (ms since the epoch).
+pub fn at(text: &str) -> Result<u64, String> {
+    let at = warren::delay::parse_at(text)?;
+    warren::delay::check(at, warren::message::epoch_ms())?;
+    Ok(at)
 }
 
 /// Parses a duration argument (`500ms`, `2s`, `1m`).

@@ -12,7 +12,7 @@ use std::{
 
 use tokio::sync::mpsc;
 use tracing::warn;
-use warren::{Error, Producer, backoff::Backoff, producer::Sent};
+use warren::{Error, Producer, backoff::Backoff, delay::When, producer::Sent};
 
 use crate::{
     exit::BadInput,
@@ -47,6 +47,9 @@ pub struct Feed<'a> {
     pub input: &'a str,
     /// What to do with bad lines.
     pub bad: BadLines,
+    /// When the messages are to be handled (`--delay`, `--at`); now if
+    /// `None`.
+    pub when: Option<When>,
 }
 
 /// How a feed ended.
@@ -71,10 +74,7 @@ pub async fn send(
     stop: impl Fn() -> bool,
 ) -> anyhow::Result<Fed> {
     let Feed {
-        producer,
-        stage,
-        input,
-        bad,
+        stage, input, bad, ..
     } = *feed;
     let mut fed = Fed::default();
     let mut window: VecDeque<(Line, String, Option<Sent>)> = VecDeque::new();
@@ -108,7 +108,7 @@ pub async fn send(
                     break;
                 }
                 Some(Err(error)) => {
-                    publish(producer, stage, batch, &mut window).await;
+                    publish(feed, batch, &mut window).await;
                     finish(&mut window, &mut fed, &mut confirmed).await;
                     return Err(BadInput(format!("{input}: cannot read it: {error}")).into());
                 }
@@ -120,7 +120,7 @@ pub async fn send(
                         fed.skipped += 1;
                         continue;
                     }
-                    publish(producer, stage, batch, &mut window).await;
+                    publish(feed, batch, &mut window).await;
                     finish(&mut window, &mut fed, &mut confirmed).await;
                     return Err(BadInput(format!(
                         "{input}:{number} is not a message; the {} lines before it were sent. Fix it and send the rest, or pass --skip-bad to skip bad lines",
@@ -133,7 +133,7 @@ pub async fn send(
             let id = id_of(&line);
             batch.push((line, id));
         }
-        publish(producer, stage, batch, &mut window).await;
+        publish(feed, batch, &mut window).await;
         let Some((line, id, sent)) = window.pop_front() else {
             if ended {
                 return Ok(fed);
@@ -168,7 +168,7 @@ pub async fn send(
                 window.push_front((line, id, None));
                 let again: Vec<(Line, String)> =
                     window.drain(..).map(|(line, id, _)| (line, id)).collect();
-                publish(producer, stage, again, &mut window).await;
+                publish(feed, again, &mut window).await;
             }
         }
     }
@@ -177,8 +177,7 @@ pub async fn send(
 /// Writes `batch` in one go and appends it to the window; if the writes
 /// failed, each entry has no confirm to wait for and is sent again.
 async fn publish(
-    producer: &Producer,
-    stage: &str,
+    feed: &Feed<'_>,
     batch: Vec<(Line, String)>,
     window: &mut VecDeque<(Line, String, Option<Sent>)>,
 ) {
@@ -189,7 +188,13 @@ async fn publish(
         .iter()
         .map(|(line, id)| (id.as_str(), line.body.as_slice()))
         .collect();
-    let written = producer.publish_many(stage, &messages, None).await;
+    let not_before = feed
+        .when
+        .map(|when| when.not_before_ms(warren::message::epoch_ms()));
+    let written = feed
+        .producer
+        .publish_many_at(feed.stage, &messages, None, not_before)
+        .await;
     drop(messages);
     match written {
         Ok(sent) => window.extend(

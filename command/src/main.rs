@@ -131,7 +131,17 @@ fn main() -> ExitCode {
                 input,
                 id_field,
                 skip_bad,
-            } => commands::send::run(&file, &stage, &input, id_field.as_deref(), skip_bad).await,
+                delay,
+                at,
+            } => {
+                let when = match (delay, at) {
+                    (Some(delay), _) => Some(warren::delay::When::After(delay)),
+                    (None, Some(at)) => Some(warren::delay::When::At(at)),
+                    (None, None) => None,
+                };
+                commands::send::run(&file, &stage, &input, id_field.as_deref(), skip_bad, when)
+                    .await
+            }
         }
     });
     finish(result)

@@ -34,6 +34,7 @@ pub mod backoff;
 pub mod broker;
 #[doc(hidden)]
 pub mod connection;
+pub mod delay;
 #[doc(hidden)]
 pub mod duration;
 #[doc(hidden)]

@@ -34,6 +34,21 @@ pub fn retry_queue(pipeline: &str, stage: &str, delay: Duration) -> String {
     format!("{pipeline}.{stage}.retry.{}", duration::format(delay))
 }
 
+/// Delay level `level`'s queue and the topic exchange in front of it
+/// (exchanges and queues have names of their own kind, so both are
+/// `{pipeline}.delay.{level}`, two digits; see `delay.rs`). A stage named
+/// `delay` has `{pipeline}.delay` and its `.dead`, `.isolated` and
+/// `.retry.*` queues: no level is named like those.
+pub fn delay_level(pipeline: &str, level: u8) -> String {
+    format!("{pipeline}.delay.{level:02}")
+}
+
+/// The topic exchange that takes delayed messages from the last level to
+/// their stage queues: `{pipeline}.delay.due`.
+pub fn delay_due(pipeline: &str) -> String {
+    format!("{pipeline}.delay.due")
+}
+
 /// The prefix of every broker object a pipeline owns but its exchange:
 /// `{pipeline}.`, to list them (the management API, `warren status`).
 pub fn prefix(pipeline: &str) -> String {
@@ -85,6 +100,8 @@ mod tests {
         );
         assert_eq!(presence_queue("grading"), "grading.supervisors");
         assert_eq!(cancel_stream("grading"), "grading.jobs.cancels");
+        assert_eq!(delay_level("grading", 3), "grading.delay.03");
+        assert_eq!(delay_due("grading"), "grading.delay.due");
         assert_eq!(prefix("grading"), "grading.");
     }
 }

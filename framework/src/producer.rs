@@ -5,7 +5,7 @@
 
 use std::{
     sync::Arc,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use serde::Serialize;
@@ -13,7 +13,7 @@ use tokio::sync::Mutex;
 
 use crate::{
     broker::BrokerUrls,
-    connection,
+    connection, delay,
     error::Error,
     jobs::{Event, What},
     message, names,
@@ -142,6 +142,52 @@ impl Producer {
         self.send_json(stage, id, &body).await
     }
 
+    /// Sends `message` to `stage` with a fresh id, to be handled once
+    /// `delay` has passed (at most [`delay::LONGEST`], 30 days): it waits
+    /// on the broker (`x-warren-not-before`), and its job shows
+    /// `scheduled` meanwhile. Returned once the broker confirmed it.
+    pub async fn send_after<M: Serialize + ?Sized>(
+        &self,
+        stage: &str,
+        delay: Duration,
+        message: &M,
+    ) -> Result<String, Error> {
+        let not_before = message::epoch_ms().saturating_add(delay.as_millis() as u64);
+        self.send_at_ms(stage, not_before, message).await
+    }
+
+    /// Sends `message` to `stage` with a fresh id, to be handled at `at`
+    /// or later (at most 30 days ahead; a time past is now).
+    pub async fn send_at<M: Serialize + ?Sized>(
+        &self,
+        stage: &str,
+        at: SystemTime,
+        message: &M,
+    ) -> Result<String, Error> {
+        let ms = at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis() as u64);
+        self.send_at_ms(stage, ms, message).await
+    }
+
+    async fn send_at_ms<M: Serialize + ?Sized>(
+        &self,
+        stage: &str,
+        not_before_ms: u64,
+        message: &M,
+    ) -> Result<String, Error> {
+        let id = message::new_id();
+        let body = serde_json::to_vec(message)?;
+        let mut sent = self
+            .publish_many_at(stage, &[(&id, &body)], None, Some(not_before_ms))
+            .await?;
+        sent.pop()
+            .expect("one message, one Sent")
+            .confirmed()
+            .await?;
+        Ok(id)
+    }
+
     /// Sends a body that is already JSON text.
     pub async fn send_json(&self, stage: &str, id: &str, body: &[u8]) -> Result<(), Error> {
         self.publish(stage, id, body).await?.confirmed().await
@@ -180,6 +226,29 @@ impl Producer {
         messages: &[(&str, &[u8])],
         callback: Option<&str>,
     ) -> Result<Vec<Sent>, Error> {
+        self.publish_many_at(stage, messages, callback, None).await
+    }
+
+    /// Like [`Producer::publish_many`], each message not to be handled
+    /// before `not_before_ms` (ms since the Unix epoch) when that is
+    /// ahead: it carries `x-warren-not-before` and waits in the delay
+    /// cascade (`delay.rs`) instead of its stage queue. A time more than
+    /// [`delay::LONGEST`] ahead fails the call before anything is written.
+    pub async fn publish_many_at(
+        &self,
+        stage: &str,
+        messages: &[(&str, &[u8])],
+        callback: Option<&str>,
+        not_before_ms: Option<u64>,
+    ) -> Result<Vec<Sent>, Error> {
+        if let Some(at) = not_before_ms
+            && let Err(reason) = delay::check(at, message::epoch_ms())
+        {
+            return Err(Error::Publish {
+                target: target(&self.inner.pipeline, stage),
+                reason,
+            });
+        }
         if !self.inner.stages.iter().any(|s| s == stage) {
             return Err(UnknownStage {
                 pipeline: self.inner.pipeline.clone(),
@@ -206,9 +275,9 @@ impl Producer {
             // All written at once: the client queues their frames in this
             // order and writes them together, instead of one write (and
             // one wake of its I/O thread) per message.
-            let writes = messages
-                .iter()
-                .map(|(id, body)| self.write_one(&publisher, stage, id, body, callback));
+            let writes = messages.iter().map(|(id, body)| {
+                self.write_one(&publisher, stage, id, body, callback, not_before_ms)
+            });
             let written: Result<Vec<Sent>, Error> = futures_util::future::join_all(writes)
                 .await
                 .into_iter()
@@ -277,34 +346,56 @@ impl Producer {
         id: &str,
         body: &[u8],
         callback: Option<&str>,
+        not_before_ms: Option<u64>,
     ) -> Result<Sent, Error> {
         let mut properties = message::new_properties(id, id);
         if let Some(url) = callback {
             properties = message::with_header(properties, message::CALLBACK, message::text(url));
         }
+        let now = message::epoch_ms();
+        // Ahead: to the delay cascade's first level for it, with its
+        // remaining delay spelled in the routing key; due: to its stage.
+        let (exchange, key) = match not_before_ms
+            .and_then(|at| Some((at, delay::remaining(at, now)?)))
+            .and_then(|(at, left)| Some((at, left, delay::next_level(left)?)))
+        {
+            Some((at, left, level)) => {
+                properties =
+                    message::with_header(properties, message::NOT_BEFORE, message::int(at));
+                (
+                    names::delay_level(&self.inner.pipeline, level),
+                    delay::routing_key(left, stage),
+                )
+            }
+            None => (self.inner.pipeline.clone(), stage.to_string()),
+        };
+        let scheduled = not_before_ms.filter(|at| *at > now);
         let event = match &self.inner.job_stream {
             Some(stream) => {
-                let event = Event {
+                let event = |what| Event {
                     job: id.to_string(),
                     id: id.to_string(),
                     stage: stage.to_string(),
-                    what: What::Sent,
+                    what,
                     emitted: Vec::new(),
                     callback: callback.map(str::to_string),
-                    at_ms: message::epoch_ms(),
+                    at_ms: now,
+                };
+                // One stream message: the job is known as sent and
+                // scheduled at once.
+                let body = match scheduled {
+                    Some(until_ms) => serde_json::to_vec(&[
+                        event(What::Sent),
+                        event(What::Scheduled { until_ms }),
+                    ])?,
+                    None => event(What::Sent).encode(),
                 };
                 let props = message::new_properties(id, id);
-                Some(
-                    publisher
-                        .publish("", stream, &event.encode(), props)
-                        .await?,
-                )
+                Some(publisher.publish("", stream, &body, props).await?)
             }
             None => None,
         };
-        let unconfirmed = publisher
-            .publish(&self.inner.pipeline, stage, body, properties)
-            .await?;
+        let unconfirmed = publisher.publish(&exchange, &key, body, properties).await?;
         Ok(Sent {
             unconfirmed,
             event,

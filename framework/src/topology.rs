@@ -8,6 +8,12 @@
 //! whose dead-letter target is the stage queue (RabbitMQ 3.10 has no
 //! delayed delivery, so the delay is a TTL that expires on the broker).
 //!
+//! Per pipeline, the delay cascade (`delay.rs`): one topic exchange and
+//! one quorum queue per level, `{pipeline}.delay.{nn}`, each queue's TTL the
+//! level's wait and its dead-letter target the level below (at least
+//! once), and the due exchange `{pipeline}.delay.due` bound to every stage
+//! queue with `#.{stage}`.
+//!
 //! Every quorum queue states its delivery limit (`x-delivery-limit`):
 //! RabbitMQ 4.0 made 20 the default and drops, or dead-letters, a message
 //! handed out more often, where 3.x had none. A stage queue takes the
@@ -21,8 +27,8 @@ use std::{fmt, time::Duration};
 use lapin::{
     Channel, Connection, ErrorKind,
     options::{
-        ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
-        QueueDeleteOptions,
+        ExchangeBindOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+        QueueDeclareOptions, QueueDeleteOptions,
     },
     types::{AMQPValue, FieldTable, LongString},
 };
@@ -30,7 +36,7 @@ use lapin::{
 use tracing::warn;
 
 use crate::{
-    duration,
+    delay, duration,
     error::Error,
     mismatch::Mismatch,
     names,
@@ -51,8 +57,34 @@ const DELIVERY_LIMIT: &str = "x-delivery-limit";
 pub struct Topology {
     /// The pipeline exchange.
     pub exchange: String,
-    /// Every queue, stage by stage.
+    /// Every queue, stage by stage, then the pipeline's own.
     pub queues: Vec<Queue>,
+    /// The delay cascade's topic exchanges (levels, then the due one).
+    pub delay_exchanges: Vec<String>,
+    /// The delay cascade's bindings, declared once its exchanges and
+    /// queues are.
+    pub delay_bindings: Vec<Binding>,
+}
+
+/// A binding of the delay cascade: from a topic exchange to a queue or
+/// to another exchange.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Binding {
+    /// The exchange messages come from.
+    pub source: String,
+    /// Where the matching ones go.
+    pub destination: Destination,
+    /// The topic pattern.
+    pub pattern: String,
+}
+
+/// Where a binding sends what it matches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// A queue.
+    Queue(String),
+    /// An exchange.
+    Exchange(String),
 }
 
 /// One queue to declare.
@@ -91,6 +123,9 @@ pub enum Role {
     /// The cancelled jobs of a tracked pipeline, a stream every worker
     /// reads (kept for `jobs.keep`).
     CancelStream,
+    /// Level `n` of the delay cascade: delayed messages wait here for
+    /// `delay::level_wait(n)`.
+    Delay(u8),
 }
 
 /// A queue argument value.
@@ -186,15 +221,22 @@ impl Topology {
                 binding: None,
             });
         }
+        let (levels, delay_exchanges, delay_bindings) = cascade(pipeline);
+        queues.extend(levels);
         Topology {
             exchange: names::exchange(&pipeline.name),
             queues,
+            delay_exchanges,
+            delay_bindings,
         }
     }
 
     /// One line per object, for `warren declare --dry-run`.
     pub fn describe(&self) -> Vec<String> {
         let mut lines = vec![format!("exchange {} (direct, durable)", self.exchange)];
+        for exchange in &self.delay_exchanges {
+            lines.push(format!("exchange {exchange} (topic, durable, delays)"));
+        }
         for queue in &self.queues {
             let args: Vec<String> = queue.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let what = match &queue.role {
@@ -205,6 +247,10 @@ impl Topology {
                 Role::JobStream => "job events, a stream".to_string(),
                 Role::Keeper => "elects the job keeper".to_string(),
                 Role::CancelStream => "cancelled jobs, a stream".to_string(),
+                Role::Delay(level) => format!(
+                    "delayed messages wait {} here",
+                    duration::format(delay::level_wait(*level))
+                ),
             };
             let bound = match &queue.binding {
                 Some(key) => format!(", bound to {} with key {key}", self.exchange),
@@ -216,7 +262,28 @@ impl Topology {
                 args.join(" ")
             ));
         }
+        for binding in &self.delay_bindings {
+            let to = match &binding.destination {
+                Destination::Queue(queue) => format!("queue {queue}"),
+                Destination::Exchange(exchange) => format!("exchange {exchange}"),
+            };
+            lines.push(format!(
+                "binding {} -> {to} with {}",
+                binding.source, binding.pattern
+            ));
+        }
         lines
+    }
+
+    /// The names of the queues a look at the pipeline reads (depths,
+    /// consumers): every queue but the delay levels, which belong to no
+    /// stage and come last, so these are a prefix of [`Topology::queues`].
+    pub fn looked_at(&self) -> Vec<String> {
+        self.queues
+            .iter()
+            .take_while(|q| !matches!(q.role, Role::Delay(_)))
+            .map(|q| q.name.clone())
+            .collect()
     }
 
     /// The dead-letter queue of `stage`, as planned.
@@ -250,6 +317,23 @@ impl Topology {
                 &format!("declare exchange {}", self.exchange),
             )?);
             channel = open_channel(connection).await?;
+        }
+        for exchange in &self.delay_exchanges {
+            let declared = channel
+                .exchange_declare(
+                    exchange.as_str().into(),
+                    lapin::ExchangeKind::Topic,
+                    ExchangeDeclareOptions {
+                        durable: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await;
+            if let Err(error) = declared {
+                mismatches.push(mismatch_or(error, &format!("declare exchange {exchange}"))?);
+                channel = open_channel(connection).await?;
+            }
         }
         let mut found = Declared::default();
         for queue in &self.queues {
@@ -293,6 +377,11 @@ impl Topology {
                     .map_err(|e| Error::broker(format!("bind queue {}", queue.name), e))?;
             }
         }
+        if mismatches.is_empty() {
+            for binding in &self.delay_bindings {
+                bind(&channel, binding).await?;
+            }
+        }
         let _ = channel.close(200, "declared".into()).await;
         if mismatches.is_empty() {
             Ok(found)
@@ -310,13 +399,12 @@ impl Topology {
                 .await
                 .map_err(|e| Error::broker(format!("delete queue {}", queue.name), e))?;
         }
-        channel
-            .exchange_delete(
-                self.exchange.as_str().into(),
-                ExchangeDeleteOptions::default(),
-            )
-            .await
-            .map_err(|e| Error::broker(format!("delete exchange {}", self.exchange), e))?;
+        for exchange in std::iter::once(&self.exchange).chain(&self.delay_exchanges) {
+            channel
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await
+                .map_err(|e| Error::broker(format!("delete exchange {exchange}"), e))?;
+        }
         let _ = channel.close(200, "deleted".into()).await;
         Ok(())
     }
@@ -458,6 +546,95 @@ fn stage_queues(pipeline: &str, stage: &Stage) -> Vec<Queue> {
     queues
 }
 
+/// The delay cascade of `pipeline`: a queue per level, the exchanges
+/// (levels, then due) and their bindings (see `delay.rs`).
+fn cascade(pipeline: &Pipeline) -> (Vec<Queue>, Vec<String>, Vec<Binding>) {
+    let name = &pipeline.name;
+    let due = names::delay_due(name);
+    let below = |level: u8| match level.checked_sub(1) {
+        Some(lower) => names::delay_level(name, lower),
+        None => due.clone(),
+    };
+    let mut queues = Vec::new();
+    let mut exchanges = Vec::new();
+    let mut bindings = Vec::new();
+    for level in 0..delay::LEVELS {
+        let level_name = names::delay_level(name, level);
+        queues.push(Queue {
+            name: level_name.clone(),
+            role: Role::Delay(level),
+            stage: None,
+            args: vec![
+                ("x-queue-type", Arg::Text("quorum".into())),
+                (
+                    "x-message-ttl",
+                    Arg::Int(delay::level_wait(level).as_millis() as i64),
+                ),
+                ("x-dead-letter-exchange", Arg::Text(below(level))),
+                ("x-dead-letter-strategy", Arg::Text("at-least-once".into())),
+                ("x-overflow", Arg::Text("reject-publish".into())),
+                (DELIVERY_LIMIT, Arg::Int(NO_DELIVERY_LIMIT)),
+            ],
+            binding: None,
+        });
+        bindings.push(Binding {
+            source: level_name.clone(),
+            destination: Destination::Queue(level_name.clone()),
+            pattern: delay::pattern(level, true),
+        });
+        bindings.push(Binding {
+            source: level_name.clone(),
+            destination: Destination::Exchange(below(level)),
+            pattern: delay::pattern(level, false),
+        });
+        exchanges.push(level_name);
+    }
+    for stage in &pipeline.stages {
+        bindings.push(Binding {
+            source: due.clone(),
+            destination: Destination::Queue(names::stage_queue(name, &stage.name)),
+            pattern: delay::due_pattern(&stage.name),
+        });
+    }
+    exchanges.push(due);
+    (queues, exchanges, bindings)
+}
+
+async fn bind(channel: &Channel, binding: &Binding) -> Result<(), Error> {
+    let source = binding.source.as_str().into();
+    let pattern = binding.pattern.as_str().into();
+    let bound = match &binding.destination {
+        Destination::Queue(queue) => {
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    source,
+                    pattern,
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+        }
+        Destination::Exchange(exchange) => {
+            channel
+                .exchange_bind(
+                    exchange.as_str().into(),
+                    source,
+                    pattern,
+                    ExchangeBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+        }
+    };
+    bound.map_err(|e| {
+        Error::broker(
+            format!("bind {} with {}", binding.source, binding.pattern),
+            e,
+        )
+    })
+}
+
 fn arguments(args: &[(&'static str, Arg)]) -> FieldTable {
     let mut table = FieldTable::default();
     for (key, value) in args {
@@ -551,6 +728,80 @@ stages:
             Some("p.b.dead")
         );
         assert!(topology.dead_queue("nope").is_none());
+    }
+
+    /// Each delay level waits its time and hands on to the level below,
+    /// the last to the due exchange, bound to every stage queue.
+    #[test]
+    fn the_delay_cascade_chains_its_levels_down_to_the_stage_queues() {
+        let topology = plan(
+            "
+pipeline: p
+stages:
+  a:
+    command: [x]
+  b:
+    command: [x]
+",
+        );
+        let levels: Vec<&Queue> = topology
+            .queues
+            .iter()
+            .filter(|q| matches!(q.role, Role::Delay(_)))
+            .collect();
+        assert_eq!(levels.len(), usize::from(delay::LEVELS));
+        // Last, and not looked at.
+        assert_eq!(
+            topology.looked_at().len(),
+            topology.queues.len() - levels.len()
+        );
+        let arg = |queue: &Queue, key: &str| {
+            queue
+                .args
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.to_string())
+        };
+        for (n, queue) in levels.iter().enumerate() {
+            assert_eq!(queue.name, format!("p.delay.{n:02}"));
+            assert_eq!(arg(queue, "x-message-ttl"), Some((125u64 << n).to_string()));
+            let below = if n == 0 {
+                "p.delay.due".to_string()
+            } else {
+                format!("p.delay.{:02}", n - 1)
+            };
+            assert_eq!(arg(queue, "x-dead-letter-exchange"), Some(below));
+            assert_eq!(
+                arg(queue, "x-dead-letter-strategy").as_deref(),
+                Some("at-least-once")
+            );
+            assert_eq!(queue.delivery_limit(), Some(NO_DELIVERY_LIMIT));
+            assert!(topology.delay_exchanges.contains(&queue.name));
+        }
+        assert_eq!(topology.delay_exchanges.len(), levels.len() + 1);
+        let due: Vec<(&Destination, &str)> = topology
+            .delay_bindings
+            .iter()
+            .filter(|b| b.source == "p.delay.due")
+            .map(|b| (&b.destination, b.pattern.as_str()))
+            .collect();
+        assert_eq!(
+            due,
+            vec![
+                (&Destination::Queue("p.a".into()), "#.a"),
+                (&Destination::Queue("p.b".into()), "#.b")
+            ]
+        );
+        assert_eq!(
+            topology.delay_bindings.len(),
+            2 * usize::from(delay::LEVELS) + 2
+        );
+        assert!(
+            topology
+                .describe()
+                .iter()
+                .any(|l| l == "binding p.delay.00 -> exchange p.delay.due with *.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.*.0.#")
+        );
     }
 
     /// A queue that exists without any limit is one an earlier warren

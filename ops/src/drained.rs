@@ -175,7 +175,7 @@ impl Watcher {
     pub fn new(pipeline: &Pipeline) -> Watcher {
         let topology = Topology::plan(pipeline);
         Watcher {
-            queue_names: topology.queues.iter().map(|q| q.name.clone()).collect(),
+            queue_names: topology.looked_at(),
             topology,
             monitor: Monitor::new(pipeline.broker.urls.clone(), &pipeline.name, "drain", false),
             management: Management::for_broker(&pipeline.broker.urls),

@@ -66,7 +66,7 @@ pub async fn look(
     monitor: &mut Monitor,
     management: Option<&Management>,
 ) -> Look {
-    let names: Vec<String> = topology.queues.iter().map(|q| q.name.clone()).collect();
+    let names = topology.looked_at();
     let queues = monitor.queues(&names).await;
     let supervisors = status::query_all(&pipeline.name).await;
     let sampled = match management {
@@ -109,7 +109,7 @@ pub fn view(pipeline: &Pipeline, topology: &Topology, look: &Look) -> Vec<StageV
                     Role::Retry(_) => line.retrying += state.ready,
                     Role::Isolation => line.isolated += state.ready,
                     Role::Dead => line.dead += state.ready,
-                    Role::JobStream | Role::Keeper | Role::CancelStream => {}
+                    Role::JobStream | Role::Keeper | Role::CancelStream | Role::Delay(_) => {}
                 }
             }
             for supervisor in &look.supervisors {

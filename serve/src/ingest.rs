@@ -20,7 +20,10 @@ use axum::{
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
-use warren::message;
+use warren::{
+    delay::{self, When},
+    message,
+};
 
 use super::App;
 
@@ -45,6 +48,29 @@ pub struct Params {
     id_field: Option<String>,
     /// The URL to POST each job's state to when it settles.
     callback: Option<String>,
+    /// Handle the messages this long after they are sent (`30s`).
+    delay: Option<String>,
+    /// Handle the messages at this time or later (RFC 3339).
+    at: Option<String>,
+}
+
+impl Params {
+    /// When the messages are to be handled (`?delay=`, `?at=`), or why
+    /// the query cannot say.
+    fn when(&self) -> Result<Option<When>, String> {
+        match (&self.delay, &self.at) {
+            (Some(_), Some(_)) => Err("give ?delay= or ?at=, not both".into()),
+            (Some(delay), None) => delay::parse_delay(delay)
+                .map(|d| Some(When::After(d)))
+                .map_err(|e| format!("?delay=: {e}")),
+            (None, Some(at)) => {
+                let at = delay::parse_at(at).map_err(|e| format!("?at=: {e}"))?;
+                delay::check(at, message::epoch_ms()).map_err(|e| format!("?at=: {e}"))?;
+                Ok(Some(When::At(at)))
+            }
+            (None, None) => Ok(None),
+        }
+    }
 }
 
 /// An error answer: `{"error": ..., more}`.
@@ -71,6 +97,10 @@ pub async fn post(
             json!({ "stages": app.pipeline.stage_names() }),
         );
     }
+    let when = match params.when() {
+        Ok(when) => when,
+        Err(why) => return refuse(StatusCode::BAD_REQUEST, why, json!({})),
+    };
     if let Some(url) = &params.callback {
         let fine = url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
         if !fine {
@@ -145,7 +175,7 @@ pub async fn post(
             json!({ "ids": ids, "confirmed": [] }),
         );
     }
-    send(&app, &stage, &messages, params.callback.as_deref()).await
+    send(&app, &stage, &messages, params.callback.as_deref(), when).await
 }
 
 /// The messages of a body, each with its id; or the 400 (or 413) answer.
@@ -257,6 +287,7 @@ async fn send(
     stage: &str,
     messages: &[(String, Vec<u8>)],
     callback: Option<&str>,
+    when: Option<When>,
 ) -> Response {
     let refs: Vec<(&str, &[u8])> = messages
         .iter()
@@ -266,7 +297,10 @@ async fn send(
     // Without a connection the send must make one: a web request waits 2 s
     // for that at most, not the producer's whole send timeout.
     let connected = app.producer.is_connected().await;
-    let publishing = app.producer.publish_many(stage, &refs, callback);
+    let not_before = when.map(|when| when.not_before_ms(message::epoch_ms()));
+    let publishing = app
+        .producer
+        .publish_many_at(stage, &refs, callback, not_before);
     let published = if connected {
         publishing.await
     } else {

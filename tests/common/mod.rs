@@ -327,8 +327,9 @@ pub fn broker_queues(prefix: &str) -> Vec<String> {
         .collect()
 }
 
-/// Deletes queues and the exchange of a pipeline when dropped, even when the
-/// test panics.
+/// Deletes queues and the exchanges of a pipeline (its own and its delay
+/// cascade's, named after `exchange`) when dropped, even when the test
+/// panics.
 pub struct Cleanup {
     pub exchange: String,
     pub queues: Vec<String>,
@@ -372,9 +373,19 @@ impl Drop for Cleanup {
                         .queue_delete(queue.as_str().into(), Default::default())
                         .await;
                 }
-                let _ = channel
-                    .exchange_delete(exchange.as_str().into(), Default::default())
-                    .await;
+                // The pipeline's exchange and its delay cascade's.
+                let delays = (0..warren::delay::LEVELS)
+                    .map(|level| warren::names::delay_level(&exchange, level))
+                    .chain([warren::names::delay_due(&exchange)]);
+                let mut channel = channel;
+                for name in std::iter::once(exchange.clone()).chain(delays) {
+                    let deleted = channel
+                        .exchange_delete(name.as_str().into(), Default::default())
+                        .await;
+                    if deleted.is_err() {
+                        channel = conn.create_channel().await.unwrap();
+                    }
+                }
                 let _ = conn.close(200, "".into()).await;
             });
         })

@@ -28,12 +28,17 @@ pub async fn run(file: &Path, dry_run: bool) -> Result<()> {
         out!("note: {note}");
     }
     let (topology, declared) = declare(&pipeline).await?;
+    let levels = topology
+        .queues
+        .iter()
+        .filter(|q| matches!(q.role, warren::topology::Role::Delay(_)))
+        .count();
     out!(
-        "declared pipeline `{}` on {}: exchange {} and {} queues",
+        "declared pipeline `{}` on {}: exchange {} and {} queues, and the delay cascade ({levels} levels)",
         pipeline.name,
         pipeline.broker.urls,
         topology.exchange,
-        topology.queues.len()
+        topology.queues.len() - levels
     );
     for queue in &declared.without_limit {
         out!("note: {}", Declared::explain(queue));

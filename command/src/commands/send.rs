@@ -1,4 +1,5 @@
-//! `warren send FILE STAGE [INPUT|-]`: one message per JSON line, streamed.
+//! `warren send FILE STAGE [INPUT|-] [--delay D|--at T]`: one message per
+//! JSON line, streamed; delayed ones wait on the broker.
 //!
 //! A file is checked whole first (a bad line refuses it, unless
 //! `--skip-bad`); a pipe is sent as its lines arrive, and a bad line stops
@@ -8,7 +9,7 @@
 use std::path::Path;
 
 use anyhow::Result;
-use warren::Producer;
+use warren::{Producer, delay::When};
 
 use crate::{
     commands::declare::declare,
@@ -26,6 +27,7 @@ pub async fn run(
     input: &Path,
     id_field: Option<&str>,
     skip_bad: bool,
+    when: Option<When>,
 ) -> Result<()> {
     let pipeline = warren::config::load(file)?;
     pipeline.require_stage(stage)?;
@@ -50,6 +52,7 @@ pub async fn run(
         stage,
         input: &name,
         bad,
+        when,
     };
     let mut count = 0u64;
     let fed = feed::send(
@@ -74,8 +77,15 @@ pub async fn run(
         ))
         .into());
     }
+    let delayed = match when {
+        Some(When::After(delay)) => {
+            format!(", to be handled in {}", warren::duration::format(delay))
+        }
+        Some(When::At(_)) => ", to be handled at the time given".to_string(),
+        None => String::new(),
+    };
     out!(
-        "sent {} messages to {queue}, each confirmed by the broker",
+        "sent {} messages to {queue}{delayed}, each confirmed by the broker",
         fed.sent
     );
     Ok(())

@@ -11,6 +11,12 @@ use serde::{Deserialize, Serialize};
 pub enum What {
     /// A producer sent it into the pipeline.
     Sent,
+    /// It waits on the broker (the delay cascade) until `until_ms`, its
+    /// `x-warren-not-before`.
+    Scheduled {
+        /// Not before this time (ms since the Unix epoch).
+        until_ms: u64,
+    },
     /// A handling finished it.
     Done,
     /// A handling failed; it waits for another attempt.

@@ -25,6 +25,8 @@ pub struct JobDeadLetter {
 pub(super) enum Message {
     /// Sent or emitted, no handling finished yet.
     Waiting,
+    /// Waiting on the broker until this time (ms since the Unix epoch).
+    Scheduled(u64),
     /// Its last handling failed; it waits for another attempt.
     Retrying,
     /// Held by a gather stage (its body), until the stage is released.
@@ -40,7 +42,10 @@ pub(super) enum Message {
 impl Message {
     /// Still to be handled (a held message is handled, but not released).
     fn is_open(&self) -> bool {
-        matches!(self, Message::Waiting | Message::Retrying)
+        matches!(
+            self,
+            Message::Waiting | Message::Scheduled(_) | Message::Retrying
+        )
     }
 }
 
@@ -127,6 +132,9 @@ pub enum JobState {
     Unknown,
     /// Sent; no handling finished yet.
     Queued,
+    /// Nothing of it is to be handled before a time still ahead (its
+    /// `x-warren-not-before`).
+    Scheduled,
     /// Some handlings finished, others wait.
     Running,
     /// A message waits for another attempt.
@@ -234,6 +242,11 @@ impl JobRecord {
                     *now = Message::Cancelled;
                 }
                 What::Retrying { .. } if *now == Message::Waiting => *now = Message::Retrying,
+                What::Scheduled { until_ms } => match now {
+                    Message::Waiting => *now = Message::Scheduled(*until_ms),
+                    Message::Scheduled(until) => *until = (*until).max(*until_ms),
+                    _ => {}
+                },
                 What::Dead { reason } if *now != Message::Done => {
                     *now = Message::Dead(reason.clone());
                 }
@@ -247,7 +260,10 @@ impl JobRecord {
                 }
                 _ => {}
             }
-            if !matches!(event.what, What::Sent | What::Skipped) {
+            if !matches!(
+                event.what,
+                What::Sent | What::Skipped | What::Scheduled { .. }
+            ) {
                 self.started_ms = Some(self.started_ms.map_or(event.at_ms, |s| s.min(event.at_ms)));
             }
         }
@@ -290,15 +306,20 @@ impl JobRecord {
         let mut dead = false;
         let mut retrying = false;
         let mut open = !self.root;
+        let mut scheduled = false;
         for message in self.messages.values() {
             match message {
                 Message::Done | Message::Cancelled => {}
                 Message::Dead(_) => dead = true,
                 Message::Retrying => retrying = true,
-                Message::Waiting | Message::Held(_) => open = true,
+                Message::Scheduled(until) if *until > now_ms => scheduled = true,
+                Message::Waiting | Message::Scheduled(_) | Message::Held(_) => open = true,
             }
         }
-        match (open || retrying, retrying, dead) {
+        if scheduled && !open && !retrying {
+            return JobState::Scheduled;
+        }
+        match (open || scheduled || retrying, retrying, dead) {
             (false, _, false) => JobState::Done,
             (false, _, true) => JobState::Failed,
             (true, true, _) => JobState::Retrying,
@@ -429,6 +450,36 @@ mod tests {
             record.apply(e);
         }
         record
+    }
+
+    #[test]
+    fn a_delayed_job_is_scheduled_until_its_time() {
+        let scheduled = What::Scheduled { until_ms: 1000 };
+        let mut record = fold(&[
+            event("split", "j", What::Sent, &[], 10),
+            event("split", "j", scheduled.clone(), &[], 10),
+        ]);
+        assert_eq!(record.state(10, KEEP), JobState::Scheduled);
+        let view = record.view("j", 10, KEEP);
+        assert_eq!(view.not_before_ms, Some(1000));
+        assert_eq!(view.stages["split"].scheduled, 1);
+        assert_eq!(view.started_ms, None);
+        // Its time came: queued again until a worker handles it.
+        assert_eq!(record.state(1000, KEEP), JobState::Queued);
+        assert_eq!(record.view("j", 1000, KEEP).not_before_ms, None);
+        // Folding the same event again changes nothing; a handling ends it.
+        record.apply(&event("split", "j", scheduled, &[], 10));
+        assert_eq!(record.state(10, KEEP), JobState::Scheduled);
+        let stored = JobRecord::from_bytes(&record.to_bytes()).unwrap();
+        assert_eq!(stored, record);
+        record.apply(&event("split", "j", What::Done, &[], 1001));
+        assert_eq!(record.state(1001, KEEP), JobState::Done);
+        // Scheduled in part while another message runs: running.
+        let mixed = fold(&[
+            event("split", "j", What::Done, &[("a", "j.0"), ("a", "j.1")], 20),
+            event("a", "j.0", What::Scheduled { until_ms: 900 }, &[], 30),
+        ]);
+        assert_eq!(mixed.state(40, KEEP), JobState::Running);
     }
 
     #[test]

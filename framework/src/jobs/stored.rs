@@ -10,7 +10,8 @@ use super::{
 /// The stored form.
 #[derive(Serialize, Deserialize)]
 struct Stored {
-    /// (stage, id, state, detail) with state `w` (waiting), `r`
+    /// (stage, id, state, detail) with state `w` (waiting), `s`
+    /// (scheduled, detail = the time it waits for, ms), `r`
     /// (retrying), `d` (done), `x` (dead, detail = reason) or `h` (held,
     /// detail = the body as JSON).
     m: Vec<(String, String, char, String)>,
@@ -59,6 +60,7 @@ impl JobRecord {
                 .map(|((stage, id), message)| {
                     let (state, detail) = match message {
                         Message::Waiting => ('w', String::new()),
+                        Message::Scheduled(until) => ('s', until.to_string()),
                         Message::Retrying => ('r', String::new()),
                         Message::Held(item) => ('h', item.to_string()),
                         Message::Done => ('d', String::new()),
@@ -114,6 +116,7 @@ impl JobRecord {
         for (stage, id, state, detail) in stored.m {
             let message = match state {
                 'r' => Message::Retrying,
+                's' => Message::Scheduled(detail.parse().unwrap_or_default()),
                 'd' => Message::Done,
                 'x' => Message::Dead(detail),
                 'k' => Message::Cancelled,

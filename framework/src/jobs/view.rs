@@ -14,6 +14,9 @@ pub struct JobStageCounts {
     pub waiting: u64,
     /// Waiting for another attempt.
     pub retrying: u64,
+    /// Waiting on the broker for their `x-warren-not-before`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub scheduled: u64,
     /// Held by a gather stage until the rest of the job upstream settles.
     #[serde(skip_serializing_if = "is_zero")]
     pub held: u64,
@@ -61,6 +64,10 @@ pub struct JobView {
     pub started_ms: Option<u64>,
     /// When it settled.
     pub finished_ms: Option<u64>,
+    /// The latest time a message of it waits for (`x-warren-not-before`),
+    /// while one still waits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_before_ms: Option<u64>,
     /// Its completion callback, when it has one (its producer gave a URL;
     /// `jobs.callback` shows once a POST was made).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -89,6 +96,7 @@ impl JobView {
             created_ms: None,
             started_ms: None,
             finished_ms: None,
+            not_before_ms: None,
             callback: None,
             result: None,
             result_truncated: false,
@@ -106,10 +114,16 @@ impl JobRecord {
         }
         let mut stages: BTreeMap<String, JobStageCounts> = BTreeMap::new();
         let mut dead_letters = Vec::new();
+        let mut not_before_ms: Option<u64> = None;
         for ((stage, message_id), message) in &self.messages {
             let counts = stages.entry(stage.clone()).or_default();
             match message {
                 Message::Waiting => counts.waiting += 1,
+                Message::Scheduled(until) if *until > now_ms => {
+                    counts.scheduled += 1;
+                    not_before_ms = Some(not_before_ms.unwrap_or(0).max(*until));
+                }
+                Message::Scheduled(_) => counts.waiting += 1,
                 Message::Retrying => counts.retrying += 1,
                 Message::Held(_) => counts.held += 1,
                 Message::Done => counts.done += 1,
@@ -148,6 +162,7 @@ impl JobRecord {
                 JobState::Cancelled => self.cancelled_ms,
                 _ => state.is_settled().then_some(self.last_ms),
             },
+            not_before_ms,
             callback,
             result: (!self.results.items.is_empty() || self.results.truncated)
                 .then(|| self.results.items.values().cloned().collect()),

@@ -17,6 +17,7 @@ use super::{
     stage::StageRuntime,
 };
 use crate::{
+    delay,
     jobs::{Emission, Event, What},
     message,
     publisher::Publisher,
@@ -57,17 +58,11 @@ impl StageRuntime {
         {
             return Box::pin(self.skip(publisher, delivery, queue, &job, &id)).await;
         }
-        if let Some(not_before) = message::not_before_of(props) {
-            let now = message::epoch_ms();
-            if not_before > now + 50 {
-                let delay = Duration::from_millis(not_before - now);
-                let wait = Disposition::Retry {
-                    attempt,
-                    delay,
-                    reason: String::new(),
-                };
-                return Box::pin(self.carry_out(publisher, delivery, &id, wait, attempt)).await;
-            }
+        if let Some(not_before) = message::not_before_of(props)
+            && let Some(remaining) = delay::remaining(not_before, message::epoch_ms())
+        {
+            // Early: it waits on the broker, not here.
+            return Box::pin(self.postpone(publisher, delivery, &id, not_before, remaining)).await;
         }
         if let Some(limiter) = &self.limiter {
             limiter.acquire().await;
@@ -189,6 +184,37 @@ impl StageRuntime {
     pub(crate) fn done(&self) -> Settle {
         self.stats.done.fetch_add(1, Ordering::Relaxed);
         Settle::Ack
+    }
+
+    /// Writes a `scheduled` event (the message waits for `not_before_ms`)
+    /// to the job stream when the pipeline tracks jobs, confirmed, before
+    /// the delivery goes to the delay cascade: a job a producer delayed by
+    /// its header alone shows `scheduled`, not `unknown`.
+    pub(crate) async fn schedule(
+        &self,
+        publisher: &Publisher,
+        delivery: &Delivery,
+        job: &str,
+        id: &str,
+        not_before_ms: u64,
+    ) -> Result<(), String> {
+        if self.info.job_stream.is_none() {
+            return Ok(());
+        }
+        let event = Event {
+            job: job.to_string(),
+            id: id.to_string(),
+            stage: self.info.name.clone(),
+            what: What::Scheduled {
+                until_ms: not_before_ms,
+            },
+            emitted: Vec::new(),
+            callback: (id == job)
+                .then(|| message::text_header(&delivery.properties, message::CALLBACK))
+                .flatten(),
+            at_ms: message::epoch_ms(),
+        };
+        self.recorder.record(publisher, event).await
     }
 
     /// Writes the handling's event to the job stream (when the pipeline

@@ -15,10 +15,13 @@ use super::{
     outcome::Disposition,
     stage::StageRuntime,
 };
-use crate::{duration, message, names, publisher::Publisher};
+use crate::{delay, duration, message, names, publisher::Publisher};
 
-/// Where a delivery's copy goes, and with which headers changed.
+/// Where a delivery's copy goes (through `exchange`, the default one
+/// unless said otherwise, with routing key `queue`), and with which
+/// headers changed.
 struct Forward<'a> {
+    exchange: &'a str,
     queue: &'a str,
     id: &'a str,
     set: Vec<(&'static str, AMQPValue)>,
@@ -62,6 +65,7 @@ impl StageRuntime {
             Intake::AssignId => {
                 debug!(stage = %self.info.name, %id, "the message came without an id: it gets one");
                 Forward {
+                    exchange: "",
                     queue,
                     id: &id,
                     set: vec![job_header],
@@ -72,6 +76,7 @@ impl StageRuntime {
                 info!(stage = %self.info.name, %id, attempt, "its last worker stopped while holding it: it will be handled alone");
                 self.stats.retried.fetch_add(1, Ordering::Relaxed);
                 Forward {
+                    exchange: "",
                     queue: &self.isolation_queue,
                     id: &id,
                     set: vec![
@@ -122,6 +127,7 @@ impl StageRuntime {
             Disposition::GiveBack { reason } => {
                 debug!(stage = %self.info.name, %id, attempt, "back to the queue while the calls fail: {reason}");
                 let back = Forward {
+                    exchange: "",
                     queue: &self.queue,
                     id,
                     set: vec![job_header],
@@ -170,6 +176,7 @@ impl StageRuntime {
                 };
                 let queue = names::retry_queue(&self.info.pipeline, &self.info.name, hop.level);
                 let retry = Forward {
+                    exchange: "",
                     queue: &queue,
                     id,
                     set,
@@ -181,6 +188,7 @@ impl StageRuntime {
                 self.stats.dead.fetch_add(1, Ordering::Relaxed);
                 warn!(stage = %self.info.name, %id, attempt, "dead-lettered: {reason}");
                 let dead = Forward {
+                    exchange: "",
                     queue: &self.dead_queue,
                     id,
                     set: vec![
@@ -212,7 +220,7 @@ impl StageRuntime {
             message::republish_properties(&delivery.properties, &forward.set, forward.remove)
                 .with_message_id(message::short(forward.id));
         match publisher
-            .publish_before_ack("", forward.queue, &delivery.data, props)
+            .publish_before_ack(forward.exchange, forward.queue, &delivery.data, props)
             .await
         {
             Ok(()) => Ok(Settle::Ack),
@@ -221,6 +229,42 @@ impl StageRuntime {
                 Err(Settle::Nack)
             }
         }
+    }
+
+    /// Sends a delivery that came before its `x-warren-not-before` (still
+    /// `remaining` away) to the delay cascade, to come back to this
+    /// stage's queue on time (`delay.rs`); in a tracked pipeline, after its
+    /// `scheduled` event. Nothing in the worker waits for it.
+    pub(crate) async fn postpone(
+        &self,
+        publisher: &Publisher,
+        delivery: &Delivery,
+        id: &str,
+        not_before_ms: u64,
+        remaining: std::time::Duration,
+    ) -> Result<Settle, Settle> {
+        let job = message::job_of(&delivery.properties).unwrap_or_else(|| id.to_string());
+        if let Err(why) = self
+            .schedule(publisher, delivery, &job, id, not_before_ms)
+            .await
+        {
+            debug!(stage = %self.info.name, %id, "the job stream did not take its scheduled event ({why}); it goes back to its queue");
+            return Box::pin(self.give_back(publisher, delivery, &self.queue)).await;
+        }
+        let Some(level) = delay::next_level(remaining) else {
+            return Ok(self.done());
+        };
+        debug!(stage = %self.info.name, %id, "not before {not_before_ms}: it waits {} on the broker", duration::format(remaining));
+        let exchange = names::delay_level(&self.info.pipeline, level);
+        let key = delay::routing_key(remaining, &self.info.name);
+        let wait = Forward {
+            exchange: &exchange,
+            queue: &key,
+            id,
+            set: vec![(message::JOB, AMQPValue::LongString(job.as_str().into()))],
+            remove: &[],
+        };
+        self.forward(publisher, delivery, wait).await
     }
 
     /// Gives a delivery back to `queue` as it came, its attempt not counted
@@ -240,6 +284,7 @@ impl StageRuntime {
                 .await;
         };
         let back = Forward {
+            exchange: "",
             queue,
             id: &id,
             set: Vec::new(),

@@ -30,8 +30,9 @@ const STALE: TableDefinition<'_, &str, u64> = TableDefinition::new("stale");
 const TICKS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("ticks");
 
 /// The states a record is counted in (`unknown` is no record).
-pub const COUNTED: [JobState; 6] = [
+pub const COUNTED: [JobState; 7] = [
     JobState::Queued,
+    JobState::Scheduled,
     JobState::Running,
     JobState::Retrying,
     JobState::Done,

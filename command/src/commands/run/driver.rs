@@ -79,6 +79,7 @@ impl Driver<'_> {
             stage: self.entry,
             input: &name,
             bad: self.bad,
+            when: None,
         };
         let (state, state_path) = (&mut *self.state, self.state_path);
         let settling = &mut self.settling;
