@@ -453,7 +453,8 @@ fetch('{base}/v1/stages/work/messages', {{method: 'POST', mode: 'no-cors', body:
     let _ = conn.close(200, "".into()).await;
 }
 
-/// The job page shows a job's result and progress, and its cancel button
+/// The job page shows a job's result and progress, a delayed job's wait,
+/// and its cancel button
 /// (after a confirmation) cancels a running job, whose handler stops.
 #[tokio::test]
 async fn a_job_page_shows_result_and_progress_and_cancels_the_job() {
@@ -537,6 +538,26 @@ stages:
         "a settled job offers no cancel"
     );
     screenshot(&client, "job-result").await;
+
+    // A delayed job shows that it waits, and until when.
+    let later = producer
+        .send_after("work", Duration::from_secs(3600), &json!({ "later": true }))
+        .await
+        .unwrap();
+    assert!(
+        until_text(
+            &client,
+            &format!("{base}/jobs?id={later}"),
+            "#job-state",
+            "scheduled",
+            Duration::from_secs(30)
+        )
+        .await,
+        "{}",
+        client.source().await.unwrap()
+    );
+    let waits = text(&client, "#job-not-before").await.unwrap_or_default();
+    assert!(waits.contains("waits on the broker until"), "{waits}");
 
     let slow = format!("{base}/jobs?id=s");
     let note = "#job-progress tr[data-stage=work] td.progress-note";

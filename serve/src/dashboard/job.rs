@@ -1,5 +1,5 @@
 //! A job on the dashboard (`GET /jobs?id=`): its state, counts per stage,
-//! progress, result and dead letters, and a button that cancels it
+//! progress, result, delay and dead letters, and a button that cancels it
 //! (`POST /jobs/cancel`, which needs `serve.allow_actions` like replay and
 //! purge, and asks for confirmation first).
 
@@ -28,6 +28,9 @@ pub(super) fn job(view: &JobView, actions: bool, done: Option<&str>) -> Markup {
         @if let Some(done) = done { p.note { (done) } }
         h2 { "Job " (view.id) ": " span #job-state class=(if matches!(state.as_str(), "failed" | "cancelled") { "bad" } else { "ok" }) { (state) } }
         p { "created " (view.created_ms.map_or("-".into(), ms)) ", started " (view.started_ms.map_or("-".into(), ms)) ", finished " (view.finished_ms.map_or("-".into(), ms)) }
+        @if let Some(until) = view.not_before_ms.filter(|_| view.state == JobState::Scheduled) {
+            p #job-not-before { "scheduled: waits on the broker until " (ms(until)) }
+        }
         @if open && actions {
             form.inline method="post" action="/jobs/cancel" {
                 input type="hidden" name="id" value=(view.id);
@@ -35,9 +38,9 @@ pub(super) fn job(view: &JobView, actions: bool, done: Option<&str>) -> Markup {
             }
         }
         table {
-            tr { th { "stage" } th { "waiting" } th { "retrying" } th { "held" } th { "done" } th { "dead" } th { "cancelled" } }
+            tr { th { "stage" } th { "waiting" } th { "scheduled" } th { "retrying" } th { "held" } th { "done" } th { "dead" } th { "cancelled" } }
             @for (stage, c) in &view.stages {
-                tr { td { (stage) } td.n { (c.waiting) } td.n { (c.retrying) } td.n { (c.held) } td.n { (c.done) } td.n { (c.dead) } td.n { (c.cancelled) } }
+                tr { td { (stage) } td.n { (c.waiting) } td.n { (c.scheduled) } td.n { (c.retrying) } td.n { (c.held) } td.n { (c.done) } td.n { (c.dead) } td.n { (c.cancelled) } }
             }
         }
         @if !view.progress.is_empty() {
