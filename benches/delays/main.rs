@@ -18,6 +18,10 @@
 //! through the longest delay; messages whose time fell while it was down
 //! are reported apart.
 
+#[path = "../args.rs"]
+mod args;
+use args::value;
+
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
@@ -91,14 +95,6 @@ impl Drop for Broker {
             .args(["down", self.0.to_str().unwrap()])
             .status();
     }
-}
-
-fn value(args: &[String], name: &str, default: u64) -> u64 {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// A pseudo-random sequence (xorshift), the same in every run.

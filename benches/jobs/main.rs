@@ -21,6 +21,10 @@
 //!    is measured (median, p99, max). Then one handler reports progress
 //!    100,000 times: the time per `ctx.progress` call.
 
+#[path = "../args.rs"]
+mod args;
+use args::value;
+
 use std::time::{Duration, Instant};
 
 use warren::{
@@ -53,14 +57,6 @@ fn events_of(n: u64, at_ms: u64) -> [Event; 4] {
         event(format!("{job}.0"), "query", What::Done, Vec::new()),
         event(format!("{job}.1"), "query", What::Done, Vec::new()),
     ]
-}
-
-fn value(args: &[String], name: &str, default: u64) -> u64 {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// A pseudo-random sequence (xorshift), the same in every run.

@@ -20,18 +20,14 @@
 #[path = "../../tests/common/postgres.rs"]
 mod pg;
 
+#[path = "../args.rs"]
+mod args;
+use args::value;
+
 use std::{
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
-
-fn value(args: &[String], name: &str, default: u64) -> u64 {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 const TABLE: &str = "CREATE TABLE views (id text PRIMARY KEY, n integer, doc jsonb NOT NULL)";
 

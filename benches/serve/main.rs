@@ -17,6 +17,10 @@
 //! 5. RabbitMQ's management API publish (`POST /api/exchanges/.../publish`)
 //!    of single messages from 16 concurrent clients, for comparison.
 
+#[path = "../args.rs"]
+mod args;
+use args::value;
+
 use std::{
     process::{Command, Stdio},
     sync::Arc,
@@ -24,14 +28,6 @@ use std::{
 };
 
 use futures_util::StreamExt as _;
-
-fn value(args: &[String], name: &str, default: u64) -> u64 {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// Ready messages of `queue`, then purged.
 async fn purge(url: &str, queue: &str) -> u32 {

@@ -35,6 +35,10 @@ mod cpu;
 #[path = "bare.rs"]
 mod bare;
 
+#[path = "../args.rs"]
+mod args;
+use args::value;
+
 use std::{
     process::{Child, Command},
     sync::{
@@ -51,14 +55,6 @@ const TABLE: &str = "CREATE TABLE views (id text PRIMARY KEY, n integer, sent bi
 const BATCH_OF_EVENTS: u64 = 500;
 /// Batches on their way at once, at most.
 const SENDERS: usize = 32;
-
-fn value(args: &[String], name: &str, default: u64) -> u64 {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn now_ms() -> u64 {
     SystemTime::now()

@@ -183,32 +183,24 @@ impl Topology {
             .flat_map(|stage| stage_queues(&pipeline.name, stage))
             .collect();
         if pipeline.jobs.track {
-            queues.push(Queue {
-                name: names::job_stream(&pipeline.name),
-                role: Role::JobStream,
-                stage: None,
-                args: vec![
-                    ("x-queue-type", Arg::Text("stream".into())),
-                    (
-                        "x-max-age",
-                        Arg::Text(format!("{}s", pipeline.jobs.keep.as_secs())),
-                    ),
-                ],
-                binding: None,
-            });
-            queues.push(Queue {
-                name: names::cancel_stream(&pipeline.name),
-                role: Role::CancelStream,
-                stage: None,
-                args: vec![
-                    ("x-queue-type", Arg::Text("stream".into())),
-                    (
-                        "x-max-age",
-                        Arg::Text(format!("{}s", pipeline.jobs.keep.as_secs())),
-                    ),
-                ],
-                binding: None,
-            });
+            for (name, role) in [
+                (names::job_stream(&pipeline.name), Role::JobStream),
+                (names::cancel_stream(&pipeline.name), Role::CancelStream),
+            ] {
+                queues.push(Queue {
+                    name,
+                    role,
+                    stage: None,
+                    args: vec![
+                        ("x-queue-type", Arg::Text("stream".into())),
+                        (
+                            "x-max-age",
+                            Arg::Text(format!("{}s", pipeline.jobs.keep.as_secs())),
+                        ),
+                    ],
+                    binding: None,
+                });
+            }
             queues.push(Queue {
                 name: names::keeper_queue(&pipeline.name),
                 role: Role::Keeper,
