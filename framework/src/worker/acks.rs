@@ -9,7 +9,10 @@
 //! of a multiple ack is always one still unacknowledged, as RabbitMQ
 //! requires (it closes the channel with "unknown delivery tag" otherwise).
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
 use lapin::{
     Channel,
@@ -17,6 +20,14 @@ use lapin::{
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
+
+/// How long a channel stays open after its last settlement. A quorum queue
+/// applies the acks a channel received asynchronously, and drops those not
+/// yet applied when the channel closes (rabbitmq/rabbitmq-server#10327):
+/// their messages come back flagged redelivered, beside the copies that
+/// give-backs published. The channel's own round trip (a flush) does not
+/// wait for the queue; this grace does, in practice.
+pub(crate) const QUORUM_SETTLE_GRACE: Duration = Duration::from_millis(500);
 
 /// How a finished delivery is settled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,11 +133,15 @@ pub(crate) enum Report {
 /// make the broker deliver that message again, flagged, as if it had been
 /// held by the crash, charging an innocent message an attempt (or, for a
 /// message moved to isolation, making a second copy of it).
+///
+/// Returns when it last sent a settlement, if ever (see
+/// [`QUORUM_SETTLE_GRACE`]).
 pub(crate) async fn run(
     channel: Channel,
     prefetch: u16,
     mut reports: mpsc::UnboundedReceiver<Report>,
-) {
+) -> Option<Instant> {
+    let mut last_sent = None;
     let mut ledger = Ledger::default();
     let mut batch = Vec::new();
     let mut flushes = Vec::new();
@@ -139,8 +154,11 @@ pub(crate) async fn run(
             }
             next = reports.try_recv().ok();
         }
+        if !batch.is_empty() {
+            last_sent = Some(Instant::now());
+        }
         if !send(&channel, &mut ledger, &batch).await {
-            return;
+            return last_sent;
         }
         batch.clear();
         if !flushes.is_empty() {
@@ -149,13 +167,14 @@ pub(crate) async fn run(
                 .await
             {
                 debug!(%error, "flushing settlements on a closed channel");
-                return;
+                return last_sent;
             }
             for answer in flushes.drain(..) {
                 let _ = answer.send(());
             }
         }
     }
+    last_sent
 }
 
 /// Sends the frames that settle `finished`; false when the channel is gone

@@ -9,10 +9,14 @@
 //!   deliveries it had prefetched are given back (re-published, so their
 //!   `redelivered` flag stays clean). When a handler said the outage
 //!   (`Failure::unavailable`) the consumer stays instead, as in
-//!   `StreamAway`, and what it delivered is given back at each turn: an
-//!   outage can last, and each probe would otherwise consume again and
-//!   cancel, which flags as redelivered (an attempt charged) what a quorum
-//!   queue had on its way;
+//!   `StreamAway`: an outage can last, and each probe would otherwise
+//!   consume again and cancel, which flags as redelivered (an attempt
+//!   charged) what a quorum queue had on its way. What it prefetched waits
+//!   in the client (the prefetch window fills and the queue sends no more)
+//!   and is given back every [`HOLD_LIMIT`], well inside the broker's
+//!   consumer timeout; giving it back at each turn would free the window
+//!   at each turn, and the queue would always have deliveries on their way
+//!   when a drain cancels the consumer;
 //! - `StreamAway`: the job stream does not take events (`stream_gate.rs`);
 //!   nothing new starts, and the consumers stay (what they prefetched waits
 //!   in the client): a quorum queue returns the deliveries on their way to
@@ -30,7 +34,10 @@
 //! Acknowledgements go on the channel the delivery came from, through its
 //! own [`acks`] task.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use futures_util::{FutureExt, StreamExt};
 use lapin::{
@@ -55,6 +62,12 @@ use crate::{message, publisher::Publisher};
 /// How long to wait for the next isolated message before going back to the
 /// stage queue.
 const ISOLATION_LINGER: Duration = Duration::from_millis(200);
+
+/// How long deliveries prefetched during an outage wait in the client
+/// before they are given back to the queue: well inside the broker's
+/// `consumer_timeout` (30 minutes by default), past which it closes the
+/// channel and flags them redelivered.
+const HOLD_LIMIT: Duration = Duration::from_secs(60);
 
 /// What the loop does this turn.
 #[derive(Debug, PartialEq)]
@@ -106,15 +119,30 @@ impl StageLoop {
         let mut main = Some(main);
         let mut isolated = Some(isolated);
         let mut generation = 0u32;
+        // Since when an outage holds what the stage queue prefetched.
+        let mut holding: Option<Instant> = None;
         let lost = loop {
             work.reap();
             self.report();
-            let step = match self.mode() {
+            let mode = self.mode();
+            let outage = matches!(mode, Mode::Paused(_)) && self.runtime.breaker.outage();
+            if !outage {
+                holding = None;
+            }
+            let step = match mode {
                 Mode::Draining => break None,
                 Mode::Blocked => self.blocked(&mut work).await,
-                Mode::Paused(wait) if self.runtime.breaker.outage() => {
-                    match self.hold(main.as_mut(), &mut work) {
-                        Step::Next => self.pause(wait).await,
+                Mode::Paused(wait) if outage => {
+                    let now = Instant::now();
+                    let since = *holding.get_or_insert(now);
+                    let step = if now.duration_since(since) >= HOLD_LIMIT {
+                        holding = Some(now);
+                        self.give_back_prefetched(main.as_mut(), &mut work)
+                    } else {
+                        Step::Next
+                    };
+                    match step {
+                        Step::Next => self.pause(wait.min(HOLD_LIMIT)).await,
                         lost => lost,
                     }
                 }
@@ -401,9 +429,10 @@ impl StageLoop {
         Step::Next
     }
 
-    /// An outage said by a handler: the consumer stays; what it delivered
-    /// so far is given back (a copy, then an ack), uncharged.
-    fn hold(&self, consumer: Option<&mut Consumer>, work: &mut InFlight) -> Step {
+    /// An outage said by a handler has held deliveries for [`HOLD_LIMIT`]:
+    /// the consumer stays; what it delivered so far is given back (a copy,
+    /// then an ack), uncharged.
+    fn give_back_prefetched(&self, consumer: Option<&mut Consumer>, work: &mut InFlight) -> Step {
         let Some(consumer) = consumer else {
             return Step::Next;
         };

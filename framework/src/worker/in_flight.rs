@@ -2,7 +2,7 @@
 //! work runs as a task of its own (handling it, or publishing its copy),
 //! and reports how to settle it to the acker of the channel it came from.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use lapin::message::Delivery;
 use tokio::{
@@ -39,7 +39,7 @@ impl InFlight {
         publisher: &Publisher,
         trouble: &CancellationToken,
         channels: &Channels,
-    ) -> (InFlight, [JoinHandle<()>; 2]) {
+    ) -> (InFlight, [JoinHandle<Option<Instant>>; 2]) {
         let (main_acks, main_settled) = mpsc::unbounded_channel();
         let (isolation_acks, isolation_settled) = mpsc::unbounded_channel();
         let ackers = [
@@ -106,13 +106,22 @@ impl InFlight {
         true
     }
 
-    /// Waits for every settlement to be sent: the ackers end once the last
-    /// task reported.
-    pub async fn close(mut self, ackers: [JoinHandle<()>; 2]) {
+    /// Waits for every settlement to be processed by the broker: the
+    /// ackers end once the last task reported. The process may exit right
+    /// after: an ack not yet applied then would be lost, and the broker
+    /// would deliver its message again, flagged, beside the copy a give-back
+    /// published; so the channels stay open [`acks::QUORUM_SETTLE_GRACE`]
+    /// after the last settlement.
+    pub async fn close(mut self, ackers: [JoinHandle<Option<Instant>>; 2]) {
         self.finish_all().await;
+        self.settled().await;
         drop(self);
+        let mut last = None;
         for acker in ackers {
-            let _ = acker.await;
+            last = last.max(acker.await.ok().flatten());
+        }
+        if let Some(last) = last {
+            tokio::time::sleep_until((last + acks::QUORUM_SETTLE_GRACE).into()).await;
         }
     }
 
