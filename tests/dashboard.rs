@@ -4,9 +4,13 @@
 //! serve` and the real broker. A backlog shown falling, dead letters in
 //! their group with their payload, a group replayed after confirming and
 //! then processed, a job looked up by id, and a read-only dashboard with
-//! no actions and 403 from the action route. Screenshots go to `target/`.
+//! no actions and 403 from the action route; over HTTPS, a read token's
+//! pages without buttons and an admin token's purge. Screenshots go to
+//! `target/`.
 
 mod common;
+#[path = "common/front_door.rs"]
+mod front_door;
 
 use std::{
     process::{Command, Stdio},
@@ -81,6 +85,11 @@ impl Drop for Driver {
 
 /// chromedriver on a free port and a headless Chromium session.
 async fn browser() -> (Driver, Client) {
+    browser_with(&[]).await
+}
+
+/// [`browser`] with more Chromium arguments.
+async fn browser_with(more: &[&str]) -> (Driver, Client) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let driver = ChildGuard(
@@ -98,13 +107,17 @@ async fn browser() -> (Driver, Client) {
     })
     .await;
     assert!(up, "chromedriver did not start");
+    let mut args = vec![
+        "--headless=new".to_string(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--disable-dev-shm-usage".into(),
+        "--window-size=1280,800".into(),
+        format!("--user-data-dir={}", dir.path().display()),
+    ];
+    args.extend(more.iter().map(|arg| arg.to_string()));
     let capabilities = json!({
-        "goog:chromeOptions": {
-            "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                     "--disable-dev-shm-usage", "--window-size=1280,800",
-                     format!("--user-data-dir={}", dir.path().display())]
-        }
+        "goog:chromeOptions": { "binary": "/usr/bin/chromium", "args": args }
     });
     // Plain HTTP to chromedriver on this box: no TLS stack needed.
     let connector = hyper_util::client::legacy::connect::HttpConnector::new();
@@ -124,11 +137,16 @@ async fn browser() -> (Driver, Client) {
 
 /// Fills the sign-in page the browser is on with the token and sends it.
 async fn sign_in(client: &Client) {
+    sign_in_with(client, TOKEN).await;
+}
+
+/// Fills the sign-in page the browser is on with `token` and sends it.
+async fn sign_in_with(client: &Client, token: &str) {
     let field = client
         .find(Locator::Css("input[name=token]"))
         .await
         .unwrap();
-    field.send_keys(TOKEN).await.unwrap();
+    field.send_keys(token).await.unwrap();
     client
         .find(Locator::Css("form button"))
         .await
@@ -617,4 +635,97 @@ stages:
     screenshot(&client, "job-cancelled").await;
     client.close().await.unwrap();
     running.stop().await.unwrap();
+}
+
+/// Over HTTPS (`serve.tls`) with scoped tokens: a read token signs in and
+/// sees the dead letters without buttons; an admin token's session (a
+/// Secure cookie, the page's own https origin) purges them through the
+/// buttons, after confirming.
+#[tokio::test]
+async fn over_https_a_read_token_sees_no_buttons_and_an_admin_purges() {
+    const READ: &str = "read-0123456789abcdef";
+    let file = PipelineFile::new(
+        "dashtls",
+        &format!(
+            "
+pipeline: {{name}}
+serve:
+  token: \"{TOKEN}\"
+  tokens: {{ read: {READ} }}
+  allow_actions: true
+  tls: {{ cert: tls-cert.pem, key: tls-key.pem }}
+stages:
+  work:
+    command: [unused]
+"
+        ),
+    );
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    front_door::certificate(file.dir.path(), "tls");
+    let trusting = front_door::trusting(file.dir.path(), "tls");
+    let (_server, base) = front_door::start(&file, "serve", "127.0.0.1", "https", &trusting).await;
+    let dead_queue = format!("{}.work.dead", file.name);
+    let conn = connect().await;
+    for id in ["d1", "d2"] {
+        publish_raw(&conn, "", &dead_queue, b"{\"n\": 1}", Some(id)).await;
+    }
+    let _ = conn.close(200, "".into()).await;
+    let dead_page = format!("{base}/stages/work/dead");
+    let group = "table#groups td.count";
+
+    // The test's own CA is not the browser's: it is told to go on.
+    let (driver, client) = browser_with(&["--ignore-certificate-errors"]).await;
+    client.goto(&format!("{base}/")).await.unwrap();
+    assert!(
+        client
+            .current_url()
+            .await
+            .unwrap()
+            .path()
+            .ends_with("/login")
+    );
+    sign_in_with(&client, READ).await;
+    assert!(wait_text(&client, "#overview").await.is_some());
+    assert!(until_text(&client, &dead_page, group, "2", Duration::from_secs(30)).await);
+    let buttons = client
+        .find_all(Locator::Css(
+            "button.replay-all, button.purge-all, button.purge-group",
+        ))
+        .await
+        .unwrap();
+    assert!(buttons.is_empty(), "a read token is offered actions");
+    screenshot(&client, "read-token").await;
+    client.close().await.unwrap();
+    drop(driver);
+
+    let (_driver, client) = browser_with(&["--ignore-certificate-errors"]).await;
+    client.goto(&format!("{base}/login")).await.unwrap();
+    sign_in(&client).await;
+    assert!(wait_text(&client, "#overview").await.is_some());
+    assert!(until_text(&client, &dead_page, group, "2", Duration::from_secs(30)).await);
+    client
+        .find(Locator::Css("button.purge-all"))
+        .await
+        .expect("the admin's purge button")
+        .click()
+        .await
+        .unwrap();
+    let asked = wait_text(&client, "#confirm-count")
+        .await
+        .unwrap_or_default();
+    assert!(asked.contains("purge 2 message(s)"), "{asked}");
+    client
+        .find(Locator::Css("#confirm"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let done = wait_text(&client, "p.note").await.unwrap_or_default();
+    assert!(done.contains("Purged 2"), "{done}");
+    let conn = connect().await;
+    let (dead, _) = queue_state(&conn, &dead_queue).await.unwrap();
+    let _ = conn.close(200, "".into()).await;
+    assert_eq!(dead, 0, "the admin's purge");
+    client.close().await.unwrap();
 }

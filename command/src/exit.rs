@@ -19,7 +19,12 @@ pub struct BadInput(pub String);
 /// The exit code for an error: the first cause in its chain that has one.
 pub fn code_for(error: &anyhow::Error) -> ExitCode {
     for cause in error.chain() {
-        if cause.downcast_ref::<InvalidPipeline>().is_some() {
+        // `serve.tls` names a file that cannot be served: the file's fault.
+        if cause.downcast_ref::<InvalidPipeline>().is_some()
+            || cause
+                .downcast_ref::<warren_serve::tls::TlsError>()
+                .is_some()
+        {
             return ExitCode::from(CONFIG);
         }
         if cause.downcast_ref::<BadInput>().is_some() {

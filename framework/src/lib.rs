@@ -15,6 +15,7 @@
 pub mod config;
 pub mod dead_letters;
 pub mod error;
+pub mod front;
 pub mod jobs;
 #[cfg(feature = "logging")]
 pub mod logging;

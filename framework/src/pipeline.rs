@@ -7,6 +7,7 @@
 
 use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
+pub use crate::front::{Scope, Serve, Tls, Tokens};
 use crate::{broker::BrokerUrls, rate::RateLimit, retry::RetryPolicy};
 
 /// A validated pipeline.
@@ -67,59 +68,6 @@ impl Default for Jobs {
             result: None,
             result_max: RESULT_MAX,
         }
-    }
-}
-
-/// The HTTP front door's settings (`serve:`; DESIGN.md, *HTTP*).
-#[derive(Clone, PartialEq)]
-pub struct Serve {
-    /// The bearer token every route but `/healthz` needs, if set
-    /// (`WARREN_SERVE_TOKEN` overrides it). Never displayed.
-    pub token: Option<String>,
-    /// Ready messages in a stage queue above which ingest answers 429.
-    pub max_backlog: u64,
-    /// The dashboard may replay and purge dead letters (else it only
-    /// shows them).
-    pub allow_actions: bool,
-    /// Host names (lower case, without port) the front door answers to
-    /// besides its listen address (and `localhost` on loopback): requests
-    /// naming any other host are refused, against DNS rebinding.
-    pub hosts: Vec<String>,
-}
-
-impl Default for Serve {
-    fn default() -> Serve {
-        Serve {
-            token: None,
-            max_backlog: 100_000,
-            allow_actions: false,
-            hosts: Vec::new(),
-        }
-    }
-}
-
-impl Serve {
-    /// Whether `token` may be the front door's token (from the file or
-    /// `WARREN_SERVE_TOKEN`); why not, in words that never repeat it.
-    pub fn check_token(token: &str) -> Result<(), &'static str> {
-        if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            Err(
-                "must be at least 16 characters, without spaces (use a random one, like `openssl rand -hex 24`)",
-            )
-        } else {
-            Ok(())
-        }
-    }
-}
-
-impl std::fmt::Debug for Serve {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Serve")
-            .field("token", &self.token.as_ref().map(|_| "(set)"))
-            .field("max_backlog", &self.max_backlog)
-            .field("allow_actions", &self.allow_actions)
-            .field("hosts", &self.hosts)
-            .finish()
     }
 }
 

@@ -1,9 +1,16 @@
-//! The bearer token (`serve.token` or `WARREN_SERVE_TOKEN`): when one is
-//! set, every route but `/healthz` and `/login` needs it, as
-//! `Authorization: Bearer TOKEN` or as the dashboard's session cookie (set
-//! by `/login`: HttpOnly, SameSite=Strict). Without it the API answers 401
-//! and the dashboard's pages send the browser to `/login`. Compared in
-//! constant time; never logged.
+//! The bearer tokens (`serve.token`, `serve.tokens` or
+//! `WARREN_SERVE_TOKEN`; [`crate::access`]): when one is set, every route
+//! but `/healthz` and `/login` needs one whose scope allows the request,
+//! as `Authorization: Bearer TOKEN` or as the dashboard's session cookie
+//! (set by `/login`: HttpOnly, SameSite=Strict, and Secure over HTTPS).
+//! No token or a wrong one: the API answers 401 (with `WWW-Authenticate`)
+//! and the dashboard's pages send the browser to `/login`; a right token
+//! whose scope does not allow the request: 403 naming the scope needed.
+//! Tokens are compared in constant time and never logged.
+//!
+//! The request goes on with its bearer's [`Scope`] among its extensions
+//! (admin when no token is set): the dashboard offers its actions only to
+//! admin.
 
 use axum::{
     extract::{Request, State},
@@ -12,15 +19,23 @@ use axum::{
     response::{IntoResponse as _, Response},
 };
 use serde_json::json;
-use subtle::ConstantTimeEq as _;
 
-use super::{App, ingest::refuse};
+use super::{
+    App,
+    access::{self, Scope},
+    ingest::refuse,
+};
 
-/// Lets the request through when it carries the token (or none is set).
-pub async fn check(State(app): State<App>, request: Request, next: Next) -> Response {
-    let Some(token) = &app.token else {
+/// Lets the request through when it carries a token whose scope allows it
+/// (or none is set).
+pub async fn check(State(app): State<App>, mut request: Request, next: Next) -> Response {
+    if matches!(request.uri().path(), "/healthz" | "/login") {
         return next.run(request).await;
-    };
+    }
+    if app.access.is_open() {
+        request.extensions_mut().insert(Scope::Admin);
+        return next.run(request).await;
+    }
     let bearer = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -30,10 +45,27 @@ pub async fn check(State(app): State<App>, request: Request, next: Next) -> Resp
         Some(given) => given.to_string(),
         None => cookie(request.headers()).unwrap_or_default(),
     };
-    if matches(&given, token) {
-        return next.run(request).await;
+    let needed = access::needed(request.method(), request.uri().path());
+    match app.access.scope_of(&given) {
+        Some(scope) if scope.allows(needed) => {
+            request.extensions_mut().insert(scope);
+            next.run(request).await
+        }
+        Some(scope) => refuse(
+            StatusCode::FORBIDDEN,
+            format!(
+                "this token's scope is `{scope}` ({}); this request needs a token of scope `{needed}` (serve.tokens.{needed}) or admin",
+                access::said(scope)
+            ),
+            json!({}),
+        ),
+        None => unauthorized(request.uri().path()),
     }
-    let path = request.uri().path();
+}
+
+/// No token, or a wrong one: 401 for the API, the sign-in page for a
+/// browser.
+fn unauthorized(path: &str) -> Response {
     let api = ["/v1/", "/metrics", "/readyz", "/dashboard/"]
         .iter()
         .any(|prefix| path.starts_with(prefix));
@@ -42,7 +74,7 @@ pub async fn check(State(app): State<App>, request: Request, next: Next) -> Resp
     }
     let mut answer = refuse(
         StatusCode::UNAUTHORIZED,
-        "this route needs `Authorization: Bearer TOKEN` (serve.token)",
+        "this route needs `Authorization: Bearer TOKEN` (serve.token or serve.tokens)",
         json!({}),
     );
     answer
@@ -68,21 +100,4 @@ fn cookie(headers: &axum::http::HeaderMap) -> Option<String> {
                 .decode_utf8_lossy()
                 .into_owned()
         })
-}
-
-/// Whether `given` is `token`, in time that does not depend on where they
-/// differ.
-pub fn matches(given: &str, token: &str) -> bool {
-    bool::from(given.as_bytes().ct_eq(token.as_bytes()))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn only_the_token_matches() {
-        assert!(super::matches("0123456789abcdef", "0123456789abcdef"));
-        assert!(!super::matches("0123456789abcdeX", "0123456789abcdef"));
-        assert!(!super::matches("", "0123456789abcdef"));
-        assert!(!super::matches("0123456789abcdef0", "0123456789abcdef"));
-    }
 }

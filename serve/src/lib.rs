@@ -3,10 +3,12 @@
 //! request's messages ([`ingest`]); tickets come from a job store kept
 //! folded by a follower ([`tickets`]); `/metrics` shows the last look of a
 //! refresher ([`metrics`], [`refresh`]). Every route but `/healthz` needs
-//! the bearer token when one is set ([`auth`]), a `Host` this server
-//! answers to, and, for a change, the `Origin` of its own pages
-//! ([`origin`]).
+//! a bearer token of a scope that allows it when any is set ([`auth`],
+//! [`access`]), a `Host` this server answers to, and, for a change, the
+//! `Origin` of its own pages ([`origin`]). With `serve.tls` it speaks
+//! HTTPS only ([`tls`]).
 
+pub mod access;
 pub mod auth;
 pub mod budget;
 pub mod dashboard;
@@ -15,6 +17,7 @@ pub mod metrics;
 pub mod origin;
 mod refresh;
 pub mod tickets;
+pub mod tls;
 
 use std::{
     sync::{
@@ -71,11 +74,28 @@ pub struct App {
     figures: metrics::Shared,
     registry: Arc<prometheus_client::registry::Registry>,
     ready: Arc<AtomicBool>,
-    token: Option<Arc<str>>,
+    access: access::Access,
     hosts: Arc<origin::Hosts>,
+    /// Served over HTTPS (the session cookie is then `Secure`).
+    https: bool,
+}
+
+/// Who may ask, and over what.
+#[derive(Clone, Debug, Default)]
+pub struct Door {
+    /// The tokens by scope (none: open).
+    pub access: access::Access,
+    /// HTTPS, when set (from [`tls::load`]).
+    pub tls: Option<tls::Acceptor>,
 }
 
 impl App {
+    /// Whether a bearer of `scope` is offered the dashboard's actions
+    /// (`serve.allow_actions`, and admin).
+    fn actions(&self, scope: access::Scope) -> bool {
+        self.pipeline.serve.allow_actions && scope == access::Scope::Admin
+    }
+
     /// The ready messages of `stage` at the last look, if known.
     fn backlog(&self, stage: &str) -> Option<u64> {
         self.figures
@@ -92,7 +112,7 @@ impl App {
 pub async fn serve(
     pipeline: Pipeline,
     listener: tokio::net::TcpListener,
-    token: Option<String>,
+    door: Door,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let producer = Producer::connect(&pipeline).await?;
@@ -107,7 +127,11 @@ pub async fn serve(
     ));
     let ready = Arc::new(AtomicBool::new(true));
     let address = listener.local_addr()?;
-    let hosts = Arc::new(origin::Hosts::new(address, &pipeline.serve.hosts));
+    let mut hosts = origin::Hosts::new(address, &pipeline.serve.hosts);
+    if door.tls.is_some() {
+        hosts = hosts.over_https();
+    }
+    let hosts = Arc::new(hosts);
     tokio::spawn(refresh::run(
         pipeline.clone(),
         figures.clone(),
@@ -122,23 +146,30 @@ pub async fn serve(
         tickets,
         figures,
         ready,
-        token: token.map(Into::into),
+        access: door.access,
         hosts,
+        https: door.tls.is_some(),
     };
     let router = router(app);
-    info!("warren serve: listening on http://{address}");
-    accept(listener, router, stop).await;
+    let scheme = if door.tls.is_some() { "https" } else { "http" };
+    info!("warren serve: listening on {scheme}://{address}");
+    accept(listener, router, door.tls, stop).await;
     producer.close().await;
     Ok(())
 }
 
 /// Serves connections until `stop`, then lets the requests in flight finish
 /// (idle connections close at once). Each connection gets
-/// [`HEADER_TIME`] to send its request headers (a slow client cannot hold
-/// a connection open by trickling them), at most [`MAX_HEADERS`] bytes of
-/// them, and at most [`MAX_CONNECTIONS`] are open at once (more are closed
-/// as they come).
-async fn accept(listener: tokio::net::TcpListener, router: Router, stop: CancellationToken) {
+/// [`HEADER_TIME`] to finish its TLS handshake (with `tls`) and again to
+/// send its request headers (a slow client cannot hold a connection open
+/// by trickling them), at most [`MAX_HEADERS`] bytes of them, and at most
+/// [`MAX_CONNECTIONS`] are open at once (more are closed as they come).
+async fn accept(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    tls: Option<tls::Acceptor>,
+    stop: CancellationToken,
+) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -160,22 +191,40 @@ async fn accept(listener: tokio::net::TcpListener, router: Router, stop: Cancell
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let mut http = hyper::server::conn::http1::Builder::new();
-        http.timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(HEADER_TIME)
-            .max_header_size(MAX_HEADERS);
-        let connection = http.serve_connection(
-            hyper_util::rt::TokioIo::new(stream),
-            hyper_util::service::TowerToHyperService::new(router.clone()),
-        );
-        let connection = graceful.watch(connection);
+        let watcher = graceful.watcher();
+        let router = router.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let _ = connection.await;
+            match tls {
+                None => connection(stream, router, watcher).await,
+                Some(tls) => match tokio::time::timeout(HEADER_TIME, tls.0.accept(stream)).await {
+                    Ok(Ok(stream)) => connection(stream, router, watcher).await,
+                    // Plain HTTP to the HTTPS port, among others.
+                    Ok(Err(error)) => tracing::debug!(%error, "a TLS handshake failed"),
+                    Err(_) => tracing::debug!("a TLS handshake took too long"),
+                },
+            }
             drop(permit);
         });
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Serves HTTP/1.1 on one connection (plain or TLS) until it closes.
+async fn connection<I>(io: I, router: Router, watcher: hyper_util::server::graceful::Watcher)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIME)
+        .max_header_size(MAX_HEADERS);
+    let connection = http.serve_connection(
+        hyper_util::rt::TokioIo::new(io),
+        hyper_util::service::TowerToHyperService::new(router),
+    );
+    let _ = watcher.watch(connection).await;
 }
 
 /// The routes and their layers.
@@ -197,19 +246,21 @@ pub fn router(app: App) -> Router {
         .layer(middleware::from_fn_with_state(
             budget::budget(),
             budget::hold,
-        ))
-        .layer(middleware::from_fn_with_state(app.clone(), auth::check));
+        ));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/login",
-            get(|| async { dashboard::login_page(false) })
+            get(|| async { dashboard::login_page(None) })
                 .post(dashboard::login)
                 .layer(DefaultBodyLimit::max(MAX_LOGIN)),
         )
         .merge(guarded)
         .fallback(|| async { refuse(StatusCode::NOT_FOUND, "no such route", json!({})) })
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        // Every route but /healthz and /login, and unknown ones (a route
+        // added later is covered by itself).
+        .layer(middleware::from_fn_with_state(app.clone(), auth::check))
         .layer(middleware::from_fn_with_state(app.clone(), origin::guard))
         .layer(middleware::from_fn(access_log))
         .layer(

@@ -9,8 +9,8 @@
 //!   box (DNS rebinding) names its own host, and is refused.
 //! - **Origin.** A request that changes something (any method but GET,
 //!   HEAD, OPTIONS) sent by a browser must come from one of this server's
-//!   own pages: its `Origin` is this server (the `Host` it asked for, or a
-//!   name of `serve.hosts`), and its `Sec-Fetch-Site`, when sent, is
+//!   own pages: its `Origin` is this server (the scheme it serves, http or
+//!   https, with the `Host` it asked for; or a name of `serve.hosts`), and its `Sec-Fetch-Site`, when sent, is
 //!   `same-origin`. Without either header it is not a browser's (they send
 //!   `Origin` with every POST), unless it is what a page of another site
 //!   could send without one: a form or plain text without a bearer token.
@@ -37,6 +37,7 @@ use super::{App, ingest::refuse};
 pub struct Hosts {
     listen: IpAddr,
     names: Vec<String>,
+    https: bool,
 }
 
 impl Hosts {
@@ -46,6 +47,16 @@ impl Hosts {
         Hosts {
             listen: listen.ip(),
             names: names.to_vec(),
+            https: false,
+        }
+    }
+
+    /// The same hosts, served over HTTPS (`serve.tls`): its pages'
+    /// origins are `https://`.
+    pub fn over_https(self) -> Hosts {
+        Hosts {
+            https: true,
+            ..self
         }
     }
 
@@ -157,8 +168,11 @@ fn same_site(origin: &str, host: &str, port: Option<u16>, hosts: &Hosts) -> bool
     if hosts.names.contains(&name) {
         return true;
     }
-    let default = if origin.scheme() == "https" { 443 } else { 80 };
-    name == host && origin.port_or_known_default() == Some(port.unwrap_or(default))
+    let scheme = if hosts.https { "https" } else { "http" };
+    let default = if hosts.https { 443 } else { 80 };
+    origin.scheme() == scheme
+        && name == host
+        && origin.port_or_known_default() == Some(port.unwrap_or(default))
 }
 
 /// `name` (lower case, without a trailing dot; an IPv6 address in
@@ -310,6 +324,20 @@ mod tests {
             post(&named, &[("origin", "https://warren.example.com"), form]),
             Ok(())
         );
+        // Over HTTPS its pages' origins are https://, on its port.
+        let https = loopback().over_https();
+        assert!(post(&https, &[("origin", "http://127.0.0.1:8080"), form]).is_err());
+        assert_eq!(
+            post(&https, &[("origin", "https://127.0.0.1:8080"), form]),
+            Ok(())
+        );
+        let default = check(
+            &https,
+            &Method::POST,
+            "/jobs/cancel",
+            &request(&[("host", "127.0.0.1"), ("origin", "https://127.0.0.1"), form]),
+        );
+        assert_eq!(default, Ok(()), "443 is https' own port");
     }
 
     #[test]

@@ -37,11 +37,11 @@ pub async fn run(
     let http_stop = tokio_util::sync::CancellationToken::new();
     let server = match http {
         Some(listen) => {
-            let token = crate::commands::serve::token(&pipeline)?;
-            let listener = crate::commands::serve::bind(listen, token.is_some()).await?;
+            let door = crate::commands::serve::door(&pipeline)?;
+            let listener = crate::commands::serve::bind(listen, &door).await?;
             // The routes read the job stream and the queues: declared first.
             crate::commands::declare::declare(&pipeline).await?;
-            let served = warren_serve::serve(pipeline.clone(), listener, token, http_stop.clone());
+            let served = warren_serve::serve(pipeline.clone(), listener, door, http_stop.clone());
             Some(tokio::spawn(served))
         }
         None => None,

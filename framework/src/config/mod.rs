@@ -19,6 +19,7 @@ mod postgres;
 mod problem;
 mod raw;
 mod schedules;
+mod serve;
 mod sinks;
 mod tests;
 mod validate;

@@ -64,13 +64,38 @@ pub(crate) struct RawSchedule {
 #[derive(Debug, Default, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a mapping with token, max_backlog, allow_actions and hosts"
+    expecting = "a mapping with token, tokens, tls, max_backlog, allow_actions and hosts"
 )]
 pub(crate) struct RawServe {
     pub token: Option<String>,
+    pub tokens: Option<RawTokens>,
+    pub tls: Option<RawTls>,
     pub max_backlog: Option<Number>,
     pub allow_actions: Option<bool>,
     pub hosts: Option<Vec<String>>,
+}
+
+/// `serve.tokens:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with ingest, read and admin (a token each)"
+)]
+pub(crate) struct RawTokens {
+    pub ingest: Option<String>,
+    pub read: Option<String>,
+    pub admin: Option<String>,
+}
+
+/// `serve.tls:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with cert and key (paths to PEM files)"
+)]
+pub(crate) struct RawTls {
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }
 
 /// A stage, and `defaults:` (which may hold only the settings, not the kind

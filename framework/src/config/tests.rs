@@ -691,7 +691,10 @@ fn the_front_door_settings_are_checked_and_the_token_never_shown() {
         "serve: { token: \"0123456789abcdef0123\", max_backlog: 500, allow_actions: true }\ndefaults:",
     ))
     .unwrap();
-    assert_eq!(p.serve.token.as_deref(), Some("0123456789abcdef0123"));
+    assert_eq!(
+        p.serve.tokens.admin.as_deref(),
+        Some("0123456789abcdef0123")
+    );
     assert_eq!(p.serve.max_backlog, 500);
     assert!(p.serve.allow_actions);
     assert!(!load(GOOD).unwrap().serve.allow_actions);
@@ -703,6 +706,98 @@ fn the_front_door_settings_are_checked_and_the_token_never_shown() {
     assert_problem(
         &with("defaults:", "serve: { max_backlog: 0 }\ndefaults:"),
         &["serve.max_backlog"],
+    );
+}
+
+#[test]
+fn scoped_tokens_are_checked_each_where_it_is_written_and_never_shown() {
+    let (a, b, c) = ("a".repeat(20), "b".repeat(20), "c".repeat(20));
+    let p = load(&with(
+        "defaults:",
+        &format!("serve: {{ token: {a}, tokens: {{ ingest: {b}, read: {c} }} }}\ndefaults:"),
+    ))
+    .unwrap();
+    let t = &p.serve.tokens;
+    assert_eq!(
+        (t.ingest.as_deref(), t.read.as_deref(), t.admin.as_deref()),
+        (Some(b.as_str()), Some(c.as_str()), Some(a.as_str()))
+    );
+    assert!(!format!("{p:?}").contains(&a) && !format!("{p:?}").contains(&b));
+    let only = load(&with(
+        "defaults:",
+        &format!("serve: {{ tokens: {{ admin: {a} }} }}\ndefaults:"),
+    ))
+    .unwrap();
+    assert_eq!(only.serve.tokens.admin.as_deref(), Some(a.as_str()));
+    assert!(load(GOOD).unwrap().serve.tokens.is_empty());
+    let cases = [
+        (
+            format!("{{ token: {a}, tokens: {{ admin: {b} }} }}"),
+            vec!["serve.tokens.admin", "serve.token is the admin token"],
+        ),
+        (
+            format!("{{ tokens: {{ ingest: {a}, read: {a} }} }}"),
+            vec!["serve.tokens.read", "same token as serve.tokens.ingest"],
+        ),
+        (
+            format!("{{ token: {a}, tokens: {{ read: {a} }} }}"),
+            vec!["serve.token", "same token as serve.tokens.read"],
+        ),
+        (
+            "{ tokens: { read: short } }".to_string(),
+            vec!["serve.tokens.read", "at least 16"],
+        ),
+        (
+            "{ tokens: { read: \"\" } }".to_string(),
+            vec!["serve.tokens.read", "at least 16"],
+        ),
+        (
+            "{ tokens: {} }".to_string(),
+            vec!["serve.tokens", "holds no token"],
+        ),
+        (
+            "{ tokens: { write: x } }".to_string(),
+            vec!["serve.tokens", "write"],
+        ),
+    ];
+    for (serve, expected) in cases {
+        let text = with("defaults:", &format!("serve: {serve}\ndefaults:"));
+        assert_problem(&text, &expected);
+        assert!(!problems(&text).join("\n").contains(&a), "{serve}");
+    }
+}
+
+#[test]
+fn tls_needs_both_files_resolved_from_the_pipelines_folder() {
+    let p = load(&with(
+        "defaults:",
+        "serve: { tls: { cert: tls/cert.pem, key: /etc/warren/key.pem } }\ndefaults:",
+    ))
+    .unwrap();
+    let tls = p.serve.tls.expect("tls");
+    assert!(
+        tls.cert.is_absolute() && tls.cert.ends_with("tls/cert.pem"),
+        "{tls:?}"
+    );
+    assert_eq!(tls.key, Path::new("/etc/warren/key.pem"));
+    assert!(load(GOOD).unwrap().serve.tls.is_none());
+    assert_problem(
+        &with("defaults:", "serve: { tls: { cert: c.pem } }\ndefaults:"),
+        &["serve.tls.key", "missing"],
+    );
+    assert_problem(
+        &with(
+            "defaults:",
+            "serve: { tls: { cert: \"\", key: k.pem } }\ndefaults:",
+        ),
+        &["serve.tls.cert", "empty"],
+    );
+    assert_problem(
+        &with(
+            "defaults:",
+            "serve: { tls: { cert: c.pem, key: k.pem, ca: x } }\ndefaults:",
+        ),
+        &["serve.tls", "ca"],
     );
 }
 

@@ -20,7 +20,7 @@ use super::{
 use crate::{
     broker::{BrokerUrl, BrokerUrls, DEFAULT_URL},
     duration,
-    pipeline::{Broker, Jobs, Pipeline, QueueKind, QueueSpec, Scale, Serve, Stage, StageKind},
+    pipeline::{Broker, Jobs, Pipeline, QueueKind, QueueSpec, Scale, Stage, StageKind},
     rate::RateLimit,
     retry::RetryPolicy,
 };
@@ -53,7 +53,7 @@ pub(crate) fn validate(
     };
     let broker = broker(&mut v, raw);
     let jobs = jobs(&mut v, raw);
-    let serve = serve(&mut v, raw);
+    let serve = super::serve::check(&mut v, raw.serve.as_ref());
     let empty = RawStage::default();
     let defaults = raw.defaults.as_ref().unwrap_or(&empty);
     for key in kind::KIND_KEYS.iter().copied().chain(["outputs"]) {
@@ -220,47 +220,6 @@ fn jobs(v: &mut Checker, raw: &RawFile) -> Jobs {
         }
     }
     jobs
-}
-
-fn serve(v: &mut Checker, raw: &RawFile) -> Serve {
-    let mut serve = Serve::default();
-    let Some(raw) = raw.serve.as_ref() else {
-        return serve;
-    };
-    if let Some(token) = &raw.token {
-        // The token itself is never shown.
-        match Serve::check_token(token) {
-            Ok(()) => serve.token = Some(token.clone()),
-            Err(why) => v.problem("serve.token", why),
-        }
-    }
-    if let Some(n) = raw.max_backlog {
-        serve.max_backlog = v
-            .whole("serve.max_backlog", n, 1, 1_000_000_000)
-            .unwrap_or(serve.max_backlog);
-    }
-    serve.allow_actions = raw.allow_actions.unwrap_or(false);
-    for (n, host) in raw.hosts.iter().flatten().enumerate() {
-        match host_name(host) {
-            Some(name) => serve.hosts.push(name),
-            None => v.problem(
-                format!("serve.hosts[{n}]"),
-                format!("`{host}` is not a host name; write only the name the front door is reached by, like warren.internal (no scheme, port or path)"),
-            ),
-        }
-    }
-    serve
-}
-
-/// A host name as `serve.hosts` holds it (lower case), if `text` is one.
-fn host_name(text: &str) -> Option<String> {
-    let name = text.trim().trim_end_matches('.').to_ascii_lowercase();
-    let fine = !name.is_empty()
-        && name.len() <= 253
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-    fine.then_some(name)
 }
 
 fn stage(

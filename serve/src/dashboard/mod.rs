@@ -3,8 +3,9 @@
 //! nothing of its own: every page reads the refresher's last look, the
 //! dead-letter queues and the job store (the schedules too: [`schedules`]),
 //! so a restart loses nothing.
-//! Replay and purge need `serve.allow_actions` (else 403) and are
-//! confirmed on a page of their own that says how many messages they touch;
+//! Replay and purge need `serve.allow_actions` (else 403) and an admin
+//! token when tokens are set (a read token sees the pages without their
+//! buttons; the routes answer it 403), and are confirmed on a page of their own that says how many messages they touch;
 //! so does cancelling a job (`job.rs`).
 
 pub mod groups;
@@ -15,7 +16,7 @@ mod schedules;
 pub use job::cancel as cancel_job;
 
 use axum::{
-    Form, Json,
+    Extension, Form, Json,
     extract::{Path, Query, State},
     http::{StatusCode, header},
     response::{IntoResponse, Redirect, Response},
@@ -26,7 +27,7 @@ use serde_json::json;
 use tracing::info;
 use warren::{dead_letters, dead_letters::DeadLetter};
 
-use super::App;
+use super::{App, access::Scope};
 use page::page;
 use warren_ops::status::StageState;
 
@@ -126,6 +127,7 @@ fn found_by(letter: &DeadLetter, q: Option<&str>) -> bool {
 /// `GET /stages/{stage}/dead`.
 pub async fn dead(
     State(app): State<App>,
+    Extension(who): Extension<Scope>,
     Path(stage): Path<String>,
     Query(query): Query<DeadQuery>,
 ) -> Response {
@@ -137,7 +139,7 @@ pub async fn dead(
             .into_response();
     }
     if let Some(id) = &query.id {
-        return dead_letter(&app, &stage, id).await;
+        return dead_letter(&app, &stage, id, app.actions(who)).await;
     }
     let letters = match dead_letters::list(&app.pipeline, &stage, MAX_LISTED).await {
         Ok(letters) => letters,
@@ -152,7 +154,7 @@ pub async fn dead(
     let q = query.q.as_deref();
     let found: Vec<DeadLetter> = letters.into_iter().filter(|l| found_by(l, q)).collect();
     let groups = groups::group(&found);
-    let actions = app.pipeline.serve.allow_actions;
+    let actions = app.actions(who);
     let base = format!("/stages/{stage}/dead");
     let chosen = query.group.as_deref();
     page(
@@ -222,7 +224,7 @@ pub async fn dead(
 
 /// `GET /stages/{stage}/dead?id=ID`: one dead letter, whole (a listing
 /// holds only the start of each body).
-async fn dead_letter(app: &App, stage: &str, id: &str) -> Response {
+async fn dead_letter(app: &App, stage: &str, id: &str, actions: bool) -> Response {
     let letter = match dead_letters::find(&app.pipeline, stage, id).await {
         Ok(Some(letter)) => letter,
         Ok(None) => {
@@ -243,7 +245,6 @@ async fn dead_letter(app: &App, stage: &str, id: &str) -> Response {
                 .into_response();
         }
     };
-    let actions = app.pipeline.serve.allow_actions;
     page(
         "Dead letter",
         html! {
@@ -380,7 +381,11 @@ pub struct JobQuery {
 }
 
 /// `GET /jobs`.
-pub async fn jobs(State(app): State<App>, Query(query): Query<JobQuery>) -> Markup {
+pub async fn jobs(
+    State(app): State<App>,
+    Extension(who): Extension<Scope>,
+    Query(query): Query<JobQuery>,
+) -> Markup {
     let Some(tickets) = &app.tickets else {
         return page(
             "Jobs",
@@ -401,7 +406,7 @@ pub async fn jobs(State(app): State<App>, Query(query): Query<JobQuery>) -> Mark
                 " " button type="submit" { "Look up" }
             }
             @match view {
-                Some(Ok(view)) => (job::job(&view, app.pipeline.serve.allow_actions, query.done.as_deref())),
+                Some(Ok(view)) => (job::job(&view, app.actions(who), query.done.as_deref())),
                 Some(Err(error)) => p.bad { (error) },
                 None => {},
             }
@@ -416,15 +421,15 @@ pub(super) fn ms(at: u64) -> String {
     httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_millis(at))
 }
 
-/// `GET /login` and the answer to a wrong token.
-pub fn login_page(wrong: bool) -> Markup {
+/// `GET /login`, and the answer to a token that does not sign in (`why`).
+pub fn login_page(why: Option<&str>) -> Markup {
     page(
         "Sign in",
         html! {
             h1 { "Sign in" }
-            @if wrong { p.bad { "That is not the token." } }
+            @if let Some(why) = why { p.bad { (why) } }
             form method="post" action="/login" {
-                input type="password" name="token" placeholder="serve.token" autofocus;
+                input type="password" name="token" placeholder="a read or admin token" autofocus;
                 " " button type="submit" { "Sign in" }
             }
         },
@@ -437,24 +442,33 @@ pub struct Login {
     token: String,
 }
 
-/// `POST /login`: with the right token, an HttpOnly, SameSite=Strict
-/// cookie holding it, and the overview.
+/// `POST /login`: with a read or admin token, an HttpOnly, SameSite=Strict
+/// cookie holding it (Secure over HTTPS), and the overview. An ingest
+/// token sees no page: 403.
 pub async fn login(State(app): State<App>, Form(login): Form<Login>) -> Response {
-    match &app.token {
-        Some(token) if super::auth::matches(&login.token, token) => (
+    if app.access.is_open() {
+        return Redirect::to("/").into_response();
+    }
+    match app.access.scope_of(&login.token) {
+        Some(Scope::Read | Scope::Admin) => (
             [(
                 header::SET_COOKIE,
                 format!(
-                    "{}={}; HttpOnly; SameSite=Strict; Path=/",
+                    "{}={}; HttpOnly; SameSite=Strict; Path=/{}",
                     super::auth::COOKIE,
-                    urlencode(&login.token)
+                    urlencode(&login.token),
+                    if app.https { "; Secure" } else { "" }
                 ),
             )],
             Redirect::to("/"),
         )
             .into_response(),
-        Some(_) => (StatusCode::UNAUTHORIZED, login_page(true)).into_response(),
-        None => Redirect::to("/").into_response(),
+        Some(Scope::Ingest) => (
+            StatusCode::FORBIDDEN,
+            login_page(Some("That is an ingest token: it may only post messages. Sign in with a read or admin token.")),
+        )
+            .into_response(),
+        None => (StatusCode::UNAUTHORIZED, login_page(Some("That is not a token."))).into_response(),
     }
 }
 
