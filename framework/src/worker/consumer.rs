@@ -13,6 +13,15 @@
 //!   outage can last, and each probe would otherwise consume again and
 //!   cancel, which flags as redelivered (an attempt charged) what a quorum
 //!   queue had on its way;
+//! - `Held`: an operator paused the stage (`warren pause`, `pauses.rs`);
+//!   nothing new starts and the consumers stay, as in `StreamAway`: what
+//!   they deliver (up to the prefetch) is held unstarted, so the broker
+//!   sends nothing more, nothing is flagged redelivered and nothing churns
+//!   for the hours a pause may last. A delivery held for
+//!   [`StageRuntime::hold_limit`] (half the broker's acknowledgement
+//!   timeout, after which the broker would close the channel) is given
+//!   back (a copy, then an ack) and the next one held instead. On resume
+//!   the held deliveries are handled first, in the order they came;
 //! - `StreamAway`: the job stream does not take events (`stream_gate.rs`);
 //!   nothing new starts, and the consumers stay (what they prefetched waits
 //!   in the client): a quorum queue returns the deliveries on their way to
@@ -30,7 +39,11 @@
 //! Acknowledgements go on the channel the delivery came from, through its
 //! own [`acks`] task.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::VecDeque,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use futures_util::{FutureExt, StreamExt};
 use lapin::{
@@ -60,12 +73,20 @@ const ISOLATION_LINGER: Duration = Duration::from_millis(200);
 #[derive(Debug, PartialEq)]
 enum Mode {
     Consuming,
+    Held,
     Paused(Duration),
     StreamAway(Duration),
     Blocked,
     Probing,
     ProbingStream,
     Draining,
+}
+
+/// A delivery a paused stage holds unstarted.
+struct Held {
+    from: Source,
+    since: Instant,
+    delivery: Delivery,
 }
 
 /// How a step ended.
@@ -106,11 +127,23 @@ impl StageLoop {
         let mut main = Some(main);
         let mut isolated = Some(isolated);
         let mut generation = 0u32;
+        let mut held = VecDeque::new();
         let lost = loop {
             work.reap();
             self.report();
-            let step = match self.mode() {
+            let mode = self.mode();
+            if !matches!(mode, Mode::Held | Mode::Consuming | Mode::Draining) {
+                for one in held.drain(..) {
+                    let Held { from, delivery, .. } = one;
+                    work.give_back(delivery, from);
+                }
+            }
+            let step = match mode {
                 Mode::Draining => break None,
+                Mode::Held => {
+                    self.hold_paused(&mut main, &mut isolated, &mut held, &mut work)
+                        .await
+                }
                 Mode::Blocked => self.blocked(&mut work).await,
                 Mode::Paused(wait) if self.runtime.breaker.outage() => {
                     match self.hold(main.as_mut(), &mut work) {
@@ -139,7 +172,10 @@ impl StageLoop {
                 },
                 Mode::Consuming => match self.ensure(&mut main, &mut generation).await {
                     Err(reason) => Step::Lost(reason),
-                    Ok(()) => self.consume(&mut main, &mut isolated, &mut work).await,
+                    Ok(()) => {
+                        self.consume(&mut main, &mut isolated, &mut held, &mut work)
+                            .await
+                    }
                 },
             };
             if let Step::Lost(reason) = step {
@@ -147,6 +183,9 @@ impl StageLoop {
             }
         };
         if lost.is_none() {
+            for Held { from, delivery, .. } in held.drain(..) {
+                work.give_back(delivery, from);
+            }
             self.drain(main, isolated, &mut work).await;
             work.close(ackers).await;
         } else {
@@ -162,6 +201,9 @@ impl StageLoop {
     fn mode(&self) -> Mode {
         if self.stop.is_cancelled() {
             return Mode::Draining;
+        }
+        if self.runtime.pauses.is_paused(&self.runtime.info.name) {
+            return Mode::Held;
         }
         if self.blocked.borrow().is_some() {
             return Mode::Blocked;
@@ -189,6 +231,7 @@ impl StageLoop {
         let stats = &self.runtime.stats;
         stats.set_paused(self.runtime.breaker.is_open() || self.runtime.recorder.is_away());
         stats.set_blocked(self.blocked.borrow().is_some());
+        stats.set_held(self.runtime.pauses.is_paused(&self.runtime.info.name));
     }
 
     /// Consumes the stage queue again after a pause, with a new tag.
@@ -223,21 +266,28 @@ impl StageLoop {
         &self,
         main: &mut Option<Consumer>,
         isolated: &mut Option<Consumer>,
+        held: &mut VecDeque<Held>,
         work: &mut InFlight,
     ) -> Step {
         let mut blocked = self.watch_blocked();
         if blocked.borrow().is_some() {
             return Step::Next;
         }
+        let mut pauses = self.runtime.pauses.subscribe();
+        pauses.borrow_and_update();
         let consumer = main.as_mut().expect("consuming");
-        // Under load a delivery is waiting already (the mode was checked
-        // just now): take it without setting up the wait below.
-        let ready = match next_of(isolated).now_or_never() {
-            Some(next) => Some((Source::Isolation, next)),
-            None => consumer
-                .next()
-                .now_or_never()
-                .map(|next| (Source::Main, next)),
+        // What a pause held comes first; under load a delivery is waiting
+        // already (the mode was checked just now): take it without setting
+        // up the wait below.
+        let ready = match held.pop_front() {
+            Some(Held { from, delivery, .. }) => Some((from, Some(Ok(delivery)))),
+            None => match next_of(isolated).now_or_never() {
+                Some(next) => Some((Source::Isolation, next)),
+                None => consumer
+                    .next()
+                    .now_or_never()
+                    .map(|next| (Source::Main, next)),
+            },
         };
         let (from, next) = match ready {
             Some(ready) => {
@@ -249,6 +299,7 @@ impl StageLoop {
                 biased;
                 _ = self.stop.cancelled() => return Step::Next,
                 _ = blocked.changed() => return Step::Next,
+                _ = pauses.changed() => return Step::Next,
                 next = next_of(isolated) => (Source::Isolation, next),
                 next = consumer.next() => (Source::Main, next),
             },
@@ -257,6 +308,15 @@ impl StageLoop {
             Ok(delivery) => delivery,
             Err(reason) => return Step::Lost(reason),
         };
+        if self.mode() == Mode::Held {
+            // Paused while this one was on its way: held with the others.
+            held.push_back(Held {
+                from,
+                since: Instant::now(),
+                delivery,
+            });
+            return Step::Next;
+        }
         if self.mode() != Mode::Consuming {
             // The breaker opened (or the broker blocked) while this one was
             // on its way: it waits in the queue with the others.
@@ -277,6 +337,15 @@ impl StageLoop {
                             work.give_back(delivery, Source::Main);
                             return Step::Next;
                         }
+                        _ = pauses.wait_for(|paused| paused.contains(&self.runtime.info.name)) => {
+                            // Paused before it could start: held.
+                            held.push_back(Held {
+                                from: Source::Main,
+                                since: Instant::now(),
+                                delivery,
+                            });
+                            return Step::Next;
+                        }
                         permit = work.permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
                     },
                 };
@@ -287,6 +356,52 @@ impl StageLoop {
                 work.admit(delivery, intake, from);
                 Step::Next
             }
+        }
+    }
+
+    /// An operator paused the stage: hold what the consumers deliver,
+    /// unstarted, and give back what was held for the hold limit; wait for
+    /// the next delivery, the resume, a handler's end or shutdown.
+    async fn hold_paused(
+        &self,
+        main: &mut Option<Consumer>,
+        isolated: &mut Option<Consumer>,
+        held: &mut VecDeque<Held>,
+        work: &mut InFlight,
+    ) -> Step {
+        let limit = self.runtime.hold_limit;
+        let now = Instant::now();
+        while held
+            .front()
+            .is_some_and(|one| now.duration_since(one.since) >= limit)
+        {
+            let Held { from, delivery, .. } = held.pop_front().expect("looked at");
+            work.give_back(delivery, from);
+        }
+        let wait = held.front().map_or(limit, |one| {
+            (one.since + limit).saturating_duration_since(now)
+        });
+        let mut pauses = self.runtime.pauses.subscribe();
+        pauses.borrow_and_update();
+        let (from, next) = tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => return Step::Next,
+            _ = pauses.changed() => return Step::Next,
+            true = work.one_finished() => return Step::Next,
+            _ = tokio::time::sleep(wait) => return Step::Next,
+            next = next_of(isolated) => (Source::Isolation, next),
+            next = next_of(main) => (Source::Main, next),
+        };
+        match self.delivered(from, next) {
+            Ok(delivery) => {
+                held.push_back(Held {
+                    from,
+                    since: Instant::now(),
+                    delivery,
+                });
+                Step::Next
+            }
+            Err(reason) => Step::Lost(reason),
         }
     }
 
