@@ -110,11 +110,6 @@ impl Pauses {
     }
 }
 
-/// The stream's declaration arguments (also in the topology).
-pub(crate) fn stream_args() -> Vec<(&'static str, crate::topology::Arg)> {
-    vec![("x-queue-type", crate::topology::Arg::Text("stream".into()))]
-}
-
 /// Declares `pipeline`'s pause stream on `connection` (safe to repeat).
 pub async fn declare(connection: &Connection, pipeline: &str) -> Result<(), Error> {
     let stream = names::pause_stream(pipeline);
@@ -129,12 +124,23 @@ pub async fn declare(connection: &Connection, pipeline: &str) -> Result<(), Erro
                 durable: true,
                 ..Default::default()
             },
-            crate::topology::arguments(&stream_args()),
+            stream_args(),
         )
         .await
         .map_err(|e| Error::broker(format!("declare the pause stream {stream}"), e))?;
     let _ = channel.close(200, "declared".into()).await;
     Ok(())
+}
+
+/// The stream's declaration arguments, as the topology states them
+/// (`Role::PauseStream`).
+fn stream_args() -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        lapin::types::AMQPValue::LongString("stream".into()),
+    );
+    args
 }
 
 /// Reads `pipeline`'s paused stages once, on a connection of its own:

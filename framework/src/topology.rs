@@ -220,7 +220,7 @@ impl Topology {
             name: names::pause_stream(&pipeline.name),
             role: Role::PauseStream,
             stage: None,
-            args: crate::pauses::stream_args(),
+            args: vec![("x-queue-type", Arg::Text("stream".into()))],
             binding: None,
         });
         let (levels, delay_exchanges, delay_bindings) = cascade(pipeline);
@@ -638,7 +638,7 @@ async fn bind(channel: &Channel, binding: &Binding) -> Result<(), Error> {
     })
 }
 
-pub(crate) fn arguments(args: &[(&'static str, Arg)]) -> FieldTable {
+fn arguments(args: &[(&'static str, Arg)]) -> FieldTable {
     let mut table = FieldTable::default();
     for (key, value) in args {
         let value = match value {
