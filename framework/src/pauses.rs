@@ -240,3 +240,40 @@ async fn follow_once(
     connection::close(&connection, "pause stream follower").await;
     why
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(stage: &str, paused: bool) -> Vec<u8> {
+        Change {
+            stage: stage.into(),
+            paused,
+            at_ms: 1,
+            by: "test".into(),
+        }
+        .encode()
+    }
+
+    #[test]
+    fn the_last_change_of_each_stage_wins_and_markers_change_nothing() {
+        let pauses = Pauses::new();
+        let apply = pauses.applier();
+        let mut changes = pauses.subscribe();
+        apply(&change("a", true));
+        apply(&change("b", true));
+        apply(b"{}");
+        apply(&change("a", false));
+        apply(&change("b", true));
+        assert!(!pauses.is_paused("a") && pauses.is_paused("b"));
+        assert_eq!(pauses.paused(), ["b".to_string()].into());
+        assert!(changes.has_changed().unwrap());
+        changes.borrow_and_update();
+        apply(&change("b", true));
+        apply(&change("c", false));
+        assert!(
+            !changes.has_changed().unwrap(),
+            "a change that changes nothing wakes nobody"
+        );
+    }
+}
