@@ -298,3 +298,82 @@ async fn pause_and_resume_over_http_and_an_unknown_stage() {
         "the actions are logged: {log}"
     );
 }
+
+/// A worker started while its stage is paused starts paused; what it holds
+/// past the hold limit (half of `broker.ack_timeout`, 7 s here) is given
+/// back and other deliveries held instead; after the resume each message is
+/// handled once, on its first attempt (nothing was flagged redelivered).
+#[tokio::test]
+async fn a_worker_started_paused_gives_back_what_it_held_too_long_uncharged() {
+    let file = PipelineFile::new(
+        "pausehold",
+        "
+pipeline: {name}
+broker: { ack_timeout: 14s }
+stages:
+  work:
+    command: [unused]
+    prefetch: 4
+    concurrency: 2
+    timeout: 1s
+",
+    );
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let loaded = warren::config::load(&file.path).unwrap();
+    declare(&loaded).await;
+    let producer = Producer::connect(&loaded).await.unwrap();
+    producer.set_paused("work", true, "a test").await.unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let running = spawn_worker(warren::Worker::new().pipeline(loaded.clone()).stage(
+        "work",
+        move |_body: Value, ctx: warren::Context| {
+            record
+                .lock()
+                .unwrap()
+                .push((ctx.id().to_string(), ctx.attempt()));
+            async { Ok(()) }
+        },
+    ));
+    let queue = format!("{}.work", file.name);
+    assert!(
+        eventually(LONG, || async {
+            queue_state(&connect().await, &queue)
+                .await
+                .is_some_and(|(_, consumers)| consumers == 1)
+        })
+        .await
+    );
+    for n in 0..10 {
+        producer
+            .send_with_id("work", &format!("h{n}"), &json!({ "n": n }))
+            .await
+            .unwrap();
+    }
+    // Past the hold limit twice.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    assert!(seen.lock().unwrap().is_empty(), "handled while paused");
+    let (ready, consumers) = queue_state(&connect().await, &queue).await.unwrap();
+    assert_eq!((ready, consumers), (6, 1), "four held, the consumer kept");
+    producer.set_paused("work", false, "a test").await.unwrap();
+    assert!(
+        eventually(LONG, || async { seen.lock().unwrap().len() >= 10 }).await,
+        "handled after the resume: {:?}",
+        seen.lock().unwrap()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let first = seen.lock().unwrap()[0].0.clone();
+    assert!(
+        !["h0", "h1"].contains(&first.as_str()),
+        "the first deliveries held were never given back: {first} came first"
+    );
+    let mut handled = seen.lock().unwrap().clone();
+    handled.sort();
+    let expected: Vec<(String, u32)> = {
+        let mut all: Vec<_> = (0..10).map(|n| (format!("h{n}"), 1)).collect();
+        all.sort();
+        all
+    };
+    assert_eq!(handled, expected, "each once, on its first attempt");
+    running.stop().await.unwrap();
+}
