@@ -5,8 +5,8 @@
 //! their group with their payload, a group replayed after confirming and
 //! then processed, a job looked up by id, and a read-only dashboard with
 //! no actions and 403 from the action route; over HTTPS, a read token's
-//! pages without buttons and an admin token's purge. Screenshots go to
-//! `target/`.
+//! pages without buttons and an admin token's purge; the Pause and Resume
+//! buttons. Screenshots go to `target/`.
 
 mod common;
 #[path = "common/front_door.rs"]
@@ -348,7 +348,29 @@ async fn a_read_only_dashboard_shows_no_actions_and_refuses_them() {
         .await
         .unwrap();
     assert!(buttons.is_empty(), "a read-only dashboard shows actions");
+    client.goto(&format!("{base}/")).await.unwrap();
+    assert!(wait_text(&client, "#overview").await.is_some());
+    let controls = client
+        .find_all(Locator::Css("button[data-action]"))
+        .await
+        .unwrap();
+    assert!(
+        controls.is_empty(),
+        "a read-only dashboard shows pause buttons"
+    );
     client.close().await.unwrap();
+    let refused = reqwest::Client::new()
+        .post(format!("{base}/stages/work/control"))
+        .bearer_auth(TOKEN)
+        .form(&[("action", "pause")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.status().as_u16(),
+        403,
+        "pausing from a read-only dashboard"
+    );
     let refused = reqwest::Client::new()
         .post(format!("{base}/stages/work/dead"))
         .bearer_auth(TOKEN)
@@ -363,6 +385,121 @@ async fn a_read_only_dashboard_shows_no_actions_and_refuses_them() {
         .unwrap();
     assert_eq!(dead, 1, "nothing was purged");
     let _ = conn.close(200, "".into()).await;
+    running.stop().await.unwrap();
+}
+
+/// The overview's Pause button stops a running worker's stage (the
+/// backlog waits, the row says paused), Resume starts it again; both are
+/// logged.
+#[tokio::test]
+async fn the_pause_button_stops_a_stage_and_resume_starts_it_again() {
+    let file = PipelineFile::new("dashpause", &pipeline_text(true));
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let pipeline = warren::config::load(&file.path).unwrap();
+    declare(&pipeline).await;
+    let (_server, base) = serve(&file).await;
+    let handled = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = handled.clone();
+    let running = spawn_worker(Worker::new().pipeline(pipeline.clone()).stage(
+        "work",
+        move |_body: Value, _ctx: Context| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async { Ok(()) }
+        },
+    ));
+    let queue = format!("{}.work", file.name);
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            queue_state(&connect().await, &queue)
+                .await
+                .is_some_and(|(_, consumers)| consumers == 1)
+        })
+        .await
+    );
+    let (_driver, client) = browser().await;
+    client.goto(&format!("{base}/login")).await.unwrap();
+    sign_in(&client).await;
+    assert!(wait_text(&client, "#overview").await.is_some());
+    let row = "tr[data-stage='work']";
+    client
+        .find(Locator::Css(&format!("{row} button[data-action='pause']")))
+        .await
+        .expect("a Pause button")
+        .click()
+        .await
+        .unwrap();
+    let paused_cell = format!("{row} td[data-field='paused']");
+    assert!(
+        until_text(
+            &client,
+            &format!("{base}/"),
+            &paused_cell,
+            "yes",
+            Duration::from_secs(30)
+        )
+        .await,
+        "the row says paused"
+    );
+    assert!(
+        client
+            .find(Locator::Css(&format!("{row} button[data-action='resume']")))
+            .await
+            .is_ok(),
+        "a Resume button once paused"
+    );
+    // The worker takes nothing while paused: the backlog waits (what it
+    // prefetched unstarted in it, the rest in the queue).
+    let producer = Producer::connect(&pipeline).await.unwrap();
+    for n in 0..100 {
+        producer.send("work", &json!({ "n": n })).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(handled.load(Ordering::SeqCst), 0, "handled while paused");
+    let (ready, _) = queue_state(&connect().await, &queue).await.unwrap();
+    assert!(
+        ready >= 30,
+        "the backlog waits in the queue ({ready} ready)"
+    );
+    screenshot(&client, "paused").await;
+    client
+        .find(Locator::Css(&format!("{row} button[data-action='resume']")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(
+        until_text(
+            &client,
+            &format!("{base}/"),
+            &paused_cell,
+            "-",
+            Duration::from_secs(30)
+        )
+        .await,
+        "the row says running again"
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            queue_state(&connect().await, &queue).await == Some((0, 1))
+        })
+        .await,
+        "the backlog is handled after the resume"
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            handled.load(Ordering::SeqCst) == 100
+        })
+        .await,
+        "handled after the resume: {}",
+        handled.load(Ordering::SeqCst)
+    );
+    client.close().await.unwrap();
+    let log = serve_log(&file);
+    assert!(
+        log.contains("stage paused on every box") && log.contains("route=the dashboard"),
+        "the button's action is logged: {log}"
+    );
     running.stop().await.unwrap();
 }
 

@@ -222,6 +222,7 @@ async fn ingest_answers_after_confirms_and_names_what_it_refuses() {
         "warren_dead_letters",
         "warren_workers",
         "warren_breaker_open",
+        "warren_paused",
         "warren_broker_blocked",
         "warren_jobs",
     ] {

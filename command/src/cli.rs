@@ -143,6 +143,22 @@ pub enum Command {
         #[arg(long)]
         cancel: bool,
     },
+    /// Pauses a stage on every box: its workers take no new message (what
+    /// they handle finishes) and keep their connections, until `warren
+    /// resume`. The state is kept on the broker.
+    Pause {
+        /// The pipeline file.
+        file: PathBuf,
+        /// The stage to pause.
+        stage: String,
+    },
+    /// Resumes a paused stage on every box.
+    Resume {
+        /// The pipeline file.
+        file: PathBuf,
+        /// The stage to resume.
+        stage: String,
+    },
     /// The schedules (`schedules:`) with their last and next ticks.
     Schedule {
         /// The pipeline file.

@@ -116,6 +116,8 @@ fn main() -> ExitCode {
                 wait,
                 cancel,
             } => commands::job::run(&file, &id, json, wait, cancel).await,
+            Command::Pause { file, stage } => commands::pause::run(&file, &stage, true).await,
+            Command::Resume { file, stage } => commands::pause::run(&file, &stage, false).await,
             Command::Schedule { file, json } => commands::schedule::run(&file, json).await,
             Command::Serve { file, listen } => commands::serve::run(&file, listen).await,
             Command::Dlq {

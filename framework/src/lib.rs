@@ -20,6 +20,7 @@ pub mod jobs;
 #[cfg(feature = "logging")]
 pub mod logging;
 pub mod names;
+pub mod pauses;
 pub mod pipeline;
 pub mod producer;
 pub mod testing;
@@ -35,6 +36,7 @@ pub mod backoff;
 pub mod broker;
 #[doc(hidden)]
 pub mod connection;
+pub(crate) mod control_stream;
 pub mod delay;
 #[doc(hidden)]
 pub mod duration;

@@ -75,6 +75,13 @@ pub fn cancel_stream(pipeline: &str) -> String {
     format!("{pipeline}.jobs.cancels")
 }
 
+/// A pipeline's paused stages (a RabbitMQ stream): one message per pause
+/// or resume, read by every worker from its start. No stage queue ends in
+/// `.pauses`, so it cannot meet a stage named `control`.
+pub fn pause_stream(pipeline: &str) -> String {
+    format!("{pipeline}.control.pauses")
+}
+
 /// A tracked pipeline's keeper election queue: one token message, held by
 /// the supervisor that fires callbacks and releases gathers.
 pub fn keeper_queue(pipeline: &str) -> String {
@@ -100,6 +107,7 @@ mod tests {
         );
         assert_eq!(presence_queue("grading"), "grading.supervisors");
         assert_eq!(cancel_stream("grading"), "grading.jobs.cancels");
+        assert_eq!(pause_stream("grading"), "grading.control.pauses");
         assert_eq!(delay_level("grading", 3), "grading.delay.03");
         assert_eq!(delay_due("grading"), "grading.delay.due");
         assert_eq!(prefix("grading"), "grading.");

@@ -337,6 +337,46 @@ impl Producer {
         .await
     }
 
+    /// Pauses (`paused`) or resumes `stage` on every box (DESIGN.md, *Stage
+    /// control*): writes a [`crate::pauses::Change`] to the pipeline's
+    /// pause stream (declared with the topology), which every worker
+    /// follows, and returns once the broker confirmed it. `by` says who
+    /// asked (it is logged and kept with the change). Pausing twice is
+    /// harmless.
+    pub async fn set_paused(&self, stage: &str, paused: bool, by: &str) -> Result<(), Error> {
+        if !self.inner.stages.iter().any(|s| s == stage) {
+            return Err(UnknownStage {
+                pipeline: self.inner.pipeline.clone(),
+                stage: stage.to_string(),
+                known: self.inner.stages.join(", "),
+            }
+            .into());
+        }
+        let change = crate::pauses::Change {
+            stage: stage.to_string(),
+            paused,
+            at_ms: message::epoch_ms(),
+            by: by.to_string(),
+        };
+        let stream = names::pause_stream(&self.inner.pipeline);
+        let id = format!("pause-{}", message::new_id());
+        self.within_timeout(async {
+            let publisher = self.publisher().await?;
+            let props = message::new_properties(&id, &id);
+            if let Err(error) = publisher
+                .publish_confirmed("", &stream, &change.encode(), props)
+                .await
+            {
+                if !publisher.is_open() {
+                    self.inner.link.lock().await.open = None;
+                }
+                return Err(error);
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Writes one message, after its job's `sent` event when the pipeline
     /// tracks jobs (a job is never handled before it is known).
     async fn write_one(

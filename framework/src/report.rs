@@ -62,6 +62,9 @@ pub struct StageCounts {
     /// The broker blocks this worker's publishing (a memory or disk alarm).
     #[serde(default)]
     pub blocked: bool,
+    /// An operator paused the stage (`warren pause`): it takes no message.
+    #[serde(default)]
+    pub paused: bool,
     /// How long handlings took.
     #[serde(default)]
     pub handle: Histogram,
@@ -99,6 +102,7 @@ pub(crate) struct StageStats {
     pub consuming: AtomicBool,
     pub breaker_open: AtomicBool,
     pub blocked: AtomicBool,
+    pub paused: AtomicBool,
     pub handle: Recording,
     pub queue_wait: Recording,
 }
@@ -112,6 +116,10 @@ impl StageStats {
         self.blocked.store(blocked, Ordering::Relaxed);
     }
 
+    pub fn set_held(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> StageCounts {
         StageCounts {
             in_flight: self.in_flight.load(Ordering::Relaxed),
@@ -122,6 +130,7 @@ impl StageStats {
             consuming: self.consuming.load(Ordering::Relaxed),
             breaker_open: self.breaker_open.load(Ordering::Relaxed),
             blocked: self.blocked.load(Ordering::Relaxed),
+            paused: self.paused.load(Ordering::Relaxed),
             handle: self.handle.snapshot(),
             queue_wait: self.queue_wait.snapshot(),
             at_ms: crate::message::epoch_ms(),

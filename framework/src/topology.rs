@@ -123,6 +123,9 @@ pub enum Role {
     /// The cancelled jobs of a tracked pipeline, a stream every worker
     /// reads (kept for `jobs.keep`).
     CancelStream,
+    /// The paused stages of a pipeline, a stream every worker reads
+    /// (`pauses.rs`), kept without an age limit.
+    PauseStream,
     /// Level `n` of the delay cascade: delayed messages wait here for
     /// `delay::level_wait(n)`.
     Delay(u8),
@@ -213,6 +216,13 @@ impl Topology {
                 binding: None,
             });
         }
+        queues.push(Queue {
+            name: names::pause_stream(&pipeline.name),
+            role: Role::PauseStream,
+            stage: None,
+            args: vec![("x-queue-type", Arg::Text("stream".into()))],
+            binding: None,
+        });
         let (levels, delay_exchanges, delay_bindings) = cascade(pipeline);
         queues.extend(levels);
         Topology {
@@ -239,6 +249,7 @@ impl Topology {
                 Role::JobStream => "job events, a stream".to_string(),
                 Role::Keeper => "elects the job keeper".to_string(),
                 Role::CancelStream => "cancelled jobs, a stream".to_string(),
+                Role::PauseStream => "paused stages, a stream".to_string(),
                 Role::Delay(level) => format!(
                     "delayed messages wait {} here",
                     duration::format(delay::level_wait(*level))

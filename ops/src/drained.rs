@@ -46,8 +46,9 @@ pub struct Local {
     pub in_flight: u64,
     /// Workers consuming the stage queue.
     pub consuming: u32,
-    /// One of them holds deliveries back: its breaker is open, or the
-    /// broker blocks its publishing (what it prefetched waits in it).
+    /// One of them holds deliveries back: its breaker is open, the broker
+    /// blocks its publishing or the stage is paused (what it prefetched
+    /// waits in it).
     pub held_back: bool,
     /// When the oldest of their last reports was taken (milliseconds since
     /// the epoch; 0 when a worker has not reported, or does not say when);
@@ -62,7 +63,7 @@ impl Local {
         for process in stage.processes.iter().filter(|p| p.pid != 0) {
             let counts = &process.counts;
             self.consuming += u32::from(counts.consuming);
-            self.held_back |= counts.breaker_open || counts.blocked;
+            self.held_back |= counts.breaker_open || counts.blocked || counts.paused;
             self.oldest_report_ms = Some(
                 self.oldest_report_ms
                     .map_or(counts.at_ms, |oldest| oldest.min(counts.at_ms)),

@@ -81,6 +81,10 @@ pub enum StageState {
     #[default]
     #[serde(rename = "running")]
     Running,
+    /// An operator paused the stage (`warren pause`): its workers take no
+    /// message and keep their connections.
+    #[serde(rename = "paused")]
+    Paused,
     /// A worker's circuit breaker is open: it pauses and probes.
     #[serde(rename = "calls failing")]
     CallsFailing,
@@ -100,6 +104,7 @@ impl StageState {
     pub fn as_str(self) -> &'static str {
         match self {
             StageState::Running => "running",
+            StageState::Paused => "paused",
             StageState::CallsFailing => "calls failing",
             StageState::Blocked => "blocked",
             StageState::Stopping => "stopping",

@@ -4,7 +4,7 @@
 //! box's supervisors run. A [`Look`] is what was read; [`view`] (pure) turns
 //! it into one [`StageView`] per stage.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use serde::Serialize;
 use warren::{Pipeline, Topology, names, report::StageCounts, topology::Role};
@@ -38,7 +38,13 @@ pub struct StageView {
     pub workers: u32,
     /// Unexpected worker exits on this box.
     pub restarts: u32,
-    /// Its workers' state on this box; none without a supervisor here.
+    /// An operator paused the stage (`warren pause`; the state kept on the
+    /// broker, every box).
+    pub paused: bool,
+    /// Its workers' state on this box; none without a supervisor here,
+    /// but `paused` when the stage is paused, unless its workers do worse
+    /// (a breaker open shows as `calls failing`, a crash loop as
+    /// `failing`).
     pub state: Option<StageState>,
     /// What this box's workers counted (in flight, done, retried, dead,
     /// timings) since their supervisors started.
@@ -56,6 +62,10 @@ pub struct Look {
     pub supervisors: Vec<SupervisorStatus>,
     /// The management API's figures by queue name, when it answered.
     pub sampled: Option<HashMap<String, Figures>>,
+    /// The paused stages (the broker's pause stream), when read: the
+    /// caller fills it in (`warren_pipeline::pauses`: `read` once, or
+    /// `follow`).
+    pub paused: Option<BTreeSet<String>>,
 }
 
 /// Reads what a look needs: the broker's queues on `monitor`, this box's
@@ -77,6 +87,7 @@ pub async fn look(
         queues,
         supervisors,
         sampled,
+        paused: None,
     }
 }
 
@@ -109,7 +120,11 @@ pub fn view(pipeline: &Pipeline, topology: &Topology, look: &Look) -> Vec<StageV
                     Role::Retry(_) => line.retrying += state.ready,
                     Role::Isolation => line.isolated += state.ready,
                     Role::Dead => line.dead += state.ready,
-                    Role::JobStream | Role::Keeper | Role::CancelStream | Role::Delay(_) => {}
+                    Role::JobStream
+                    | Role::Keeper
+                    | Role::CancelStream
+                    | Role::PauseStream
+                    | Role::Delay(_) => {}
                 }
             }
             for supervisor in &look.supervisors {
@@ -134,6 +149,13 @@ pub fn view(pipeline: &Pipeline, topology: &Topology, look: &Look) -> Vec<StageV
                 .and_then(|s| s.get(&names::stage_queue(&pipeline.name, &stage.name)))
                 .map_or(0, |f| f.unacked);
             line.in_flight = line.counts.in_flight.max(everywhere);
+            line.paused = look
+                .paused
+                .as_ref()
+                .is_some_and(|paused| paused.contains(&stage.name));
+            if line.paused {
+                line.state = line.state.max(Some(StageState::Paused));
+            }
             line
         })
         .collect()
@@ -204,6 +226,48 @@ stages:
     }
 
     #[test]
+    fn a_paused_stage_shows_paused_unless_its_workers_do_worse() {
+        let pipeline = pipeline();
+        let topology = Topology::plan(&pipeline);
+        let stage = |name: &str, state| StageStatus {
+            name: name.into(),
+            state,
+            workers: 1,
+            ..Default::default()
+        };
+        let look = Look {
+            supervisors: vec![SupervisorStatus {
+                stages: vec![
+                    stage("a", StageState::Running),
+                    stage("b", StageState::CallsFailing),
+                ],
+                ..Default::default()
+            }],
+            paused: Some(["a".to_string(), "b".to_string()].into()),
+            ..Default::default()
+        };
+        let stages = view(&pipeline, &topology, &look);
+        assert!(stages[0].paused && stages[1].paused);
+        assert_eq!(stages[0].state, Some(StageState::Paused));
+        assert_eq!(
+            stages[1].state,
+            Some(StageState::CallsFailing),
+            "the breaker says more; `paused` still shows"
+        );
+        let nobody = Look {
+            paused: Some(["a".to_string()].into()),
+            ..Default::default()
+        };
+        let stages = view(&pipeline, &topology, &nobody);
+        assert_eq!(
+            stages[0].state,
+            Some(StageState::Paused),
+            "paused without a supervisor here"
+        );
+        assert_eq!((stages[1].paused, stages[1].state), (false, None));
+    }
+
+    #[test]
     fn local_supervisors_add_up_and_the_worst_state_shows() {
         let pipeline = pipeline();
         let topology = Topology::plan(&pipeline);
@@ -238,6 +302,7 @@ stages:
                 supervisor(vec![stage(StageState::Failing, 1, 1)]),
             ],
             sampled: Some(sampled),
+            paused: None,
         };
         let a = &view(&pipeline, &topology, &look)[0];
         assert_eq!((a.workers, a.restarts, a.counts.done), (3, 2, 20));

@@ -11,6 +11,7 @@
 pub mod access;
 pub mod auth;
 pub mod budget;
+pub mod control;
 pub mod dashboard;
 pub mod ingest;
 pub mod metrics;
@@ -234,6 +235,8 @@ pub fn router(app: App) -> Router {
         .route("/metrics", get(metrics_page))
         .route("/v1/stages/{stage}/messages", post(ingest::post))
         .route("/v1/jobs/{id}", get(job).delete(cancel))
+        .route("/v1/stages/{stage}/pause", post(control::pause))
+        .route("/v1/stages/{stage}/resume", post(control::resume))
         .route("/v1/jobs", get(jobs))
         .route("/", get(dashboard::overview))
         .route("/dashboard/overview.json", get(dashboard::overview_json))
@@ -243,6 +246,7 @@ pub fn router(app: App) -> Router {
         )
         .route("/jobs", get(dashboard::jobs))
         .route("/jobs/cancel", post(dashboard::cancel_job))
+        .route("/stages/{stage}/control", post(dashboard::control_stage))
         .layer(middleware::from_fn_with_state(
             budget::budget(),
             budget::hold,

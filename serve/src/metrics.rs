@@ -199,6 +199,12 @@ impl Collector for Figures {
             "1 while a worker of this box has the stage's circuit breaker open.",
             &per_stage(&|f| i64::from(f.counts.breaker_open)),
         )?;
+        Self::gauge(
+            &mut encoder,
+            "warren_paused",
+            "1 while an operator paused the stage (warren pause; every box, from the broker). A stage paused by its circuit breaker shows in warren_breaker_open.",
+            &per_stage(&|f| i64::from(f.paused)),
+        )?;
         {
             let metric = encoder.encode_descriptor(
                 "warren_broker_blocked",

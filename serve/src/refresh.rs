@@ -1,5 +1,6 @@
 //! Every second: the pipeline's stage view ([`warren_ops::view`]: the broker's
-//! queues, this box's supervisors, the management API) and the job counts,
+//! queues, this box's supervisors, the management API, the paused stages
+//! followed live on the pause stream) and the job counts,
 //! into the snapshot `/metrics` and the dashboard show and ingest's backlog
 //! check reads. Whether
 //! the broker answered is `/readyz`.
@@ -13,7 +14,10 @@ use std::{
 };
 
 use tokio_util::sync::CancellationToken;
-use warren::Pipeline;
+use warren::{
+    Pipeline,
+    pauses::{self, Pauses},
+};
 
 use super::{metrics::Shared, tickets::Tickets};
 use warren_ops::{management::Management, monitor::Monitor, view};
@@ -32,8 +36,16 @@ pub async fn run(
     let mut monitor = Monitor::new(pipeline.broker.urls.clone(), &pipeline.name, "serve", false);
     let management = Management::for_broker(&pipeline.broker.urls);
     let topology = warren::Topology::plan(&pipeline);
+    let pauses = Pauses::new();
+    let follower = tokio::spawn(pauses::follow(
+        pipeline.broker.urls.clone(),
+        pipeline.name.clone(),
+        pauses.clone(),
+        stop.clone(),
+    ));
     while !stop.is_cancelled() {
-        let look = view::look(&pipeline, &topology, &mut monitor, Some(&management)).await;
+        let mut look = view::look(&pipeline, &topology, &mut monitor, Some(&management)).await;
+        look.paused = Some(pauses.paused());
         let reachable = look.queues.is_some();
         ready.store(reachable, Ordering::Relaxed);
         let jobs = tickets.as_ref().and_then(|t| t.counts().ok());
@@ -68,4 +80,5 @@ pub async fn run(
         }
     }
     monitor.close().await;
+    let _ = follower.await;
 }

@@ -5,6 +5,7 @@ pub mod dlq;
 pub mod drain;
 pub mod init;
 pub mod job;
+pub mod pause;
 pub mod run;
 pub mod schedule;
 pub mod send;

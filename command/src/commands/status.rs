@@ -1,5 +1,5 @@
-//! `warren status FILE [--json]`: per stage, what the broker holds and what
-//! the supervisors of this box run.
+//! `warren status FILE [--json]`: per stage, what the broker holds (the
+//! paused stages included) and what the supervisors of this box run.
 
 use std::path::Path;
 
@@ -103,8 +103,11 @@ pub async fn collect(file: &Path) -> Result<Report> {
         false,
     );
     let management = Management::for_broker(&pipeline.broker.urls);
-    let look = view::look(&pipeline, &topology, &mut monitor, Some(&management)).await;
+    let mut look = view::look(&pipeline, &topology, &mut monitor, Some(&management)).await;
     monitor.close().await;
+    if look.queues.is_some() {
+        look.paused = Some(warren::pauses::read(&pipeline.broker.urls, &pipeline.name).await?);
+    }
     if look.queues.is_none() {
         return Err(Error::Unreachable {
             address: pipeline.broker.urls.addresses(),

@@ -13,6 +13,7 @@
 //!   worker (`min: 0` scales to zero and back);
 //! - a failing stage (crash loop) never grows, and shrinks to `scale.min`
 //!   (at least one worker, restarting with backoff, to notice recovery);
+//! - a paused stage (`warren pause`: its workers report it) does not grow;
 //! - a stage whose calls fail (a worker's circuit breaker is open: the
 //!   service it calls is down) or whose workers the broker blocks (a memory
 //!   or disk alarm) does not grow: more workers would not help;

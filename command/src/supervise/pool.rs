@@ -119,7 +119,8 @@ impl Pool {
             observation.consuming += u32::from(slot.counts.consuming);
             observation.busy += u32::from(slot.counts.in_flight > 0);
             observation.in_flight += slot.counts.in_flight;
-            observation.held_back |= slot.counts.breaker_open || slot.counts.blocked;
+            observation.held_back |=
+                slot.counts.breaker_open || slot.counts.blocked || slot.counts.paused;
         }
         observation.failed = self.history.failed;
     }
@@ -392,6 +393,8 @@ impl Pool {
             StageState::Stopping
         } else if self.history.failed {
             StageState::Failing
+        } else if running().any(|s| s.counts.paused) {
+            StageState::Paused
         } else if running().any(|s| s.counts.blocked) {
             StageState::Blocked
         } else if running().any(|s| s.counts.breaker_open) {

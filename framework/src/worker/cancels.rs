@@ -1,10 +1,11 @@
 //! The cancelled jobs a worker knows of (DESIGN.md, *Jobs*: cancel). A
 //! cancel is one message on the pipeline's cancel stream
-//! ([`names::cancel_stream`], kept for `jobs.keep`); every session of a
+//! ([`crate::names::cancel_stream`], kept for `jobs.keep`); every session of a
 //! tracked pipeline's worker reads it from its start, and starts consuming
 //! its stages only once it has read up to a marker it wrote, so that a
-//! worker started after a cancel still knows it. Later cancels reach the
-//! reader as the broker pushes them (well within a second).
+//! worker started after a cancel still knows it (`control_stream.rs`).
+//! Later cancels reach the reader as the broker pushes them (well within a
+//! second).
 //!
 //! [`Cancels`] is what the stages ask: a delivery of a cancelled job is
 //! acknowledged without being handled, and a handling that runs when its
@@ -16,26 +17,14 @@ use std::{
     time::Duration,
 };
 
-use futures_util::StreamExt;
-use lapin::{
-    Connection, Consumer,
-    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions},
-    types::{AMQPValue, FieldTable},
-};
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::{
-    error::Error,
+    control_stream::Apply,
     jobs::{Event, What},
-    message, names,
-    publisher::Publisher,
+    message,
 };
-
-/// How long a session waits to read the cancels the stream held at its
-/// start before it gives up and starts again.
-pub(crate) const CATCH_UP: Duration = Duration::from_secs(60);
 
 /// The cancelled jobs of a pipeline, and the handlings running for jobs.
 #[derive(Debug)]
@@ -128,138 +117,16 @@ impl Cancels {
     }
 }
 
-/// Starts reading `pipeline`'s cancel stream on `connection` (which never
-/// publishes) and writes a marker to it through `publisher`: the reader
-/// [`follow`] sends on its `caught_up` once it read that far.
-pub(crate) async fn open(
-    pipeline: &str,
-    connection: &Connection,
-    publisher: &Publisher,
-) -> Result<(lapin::Channel, Consumer, String), Error> {
-    let stream = names::cancel_stream(pipeline);
-    let channel = connection
-        .create_channel()
-        .await
-        .map_err(|e| Error::broker("open a channel for the cancel stream", e))?;
-    channel
-        .basic_qos(256, BasicQosOptions::default())
-        .await
-        .map_err(|e| Error::broker("set the prefetch", e))?;
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-stream-offset".into(),
-        AMQPValue::LongString("first".into()),
-    );
-    let consumer = channel
-        .basic_consume(
-            stream.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            args,
-        )
-        .await
-        .map_err(|e| Error::broker(format!("read the cancel stream {stream}"), e))?;
-    let marker = format!("marker-{}", message::new_id());
-    publisher
-        .publish_confirmed(
-            "",
-            &stream,
-            b"{}",
-            message::new_properties(&marker, &marker),
-        )
-        .await?;
-    Ok((channel, consumer, marker))
-}
-
-/// What [`follow`] reads on: the stream's name, the consuming connection
-/// and the session's publisher (for markers).
-pub(crate) struct Source {
-    pub pipeline: String,
-    pub connection: Arc<Connection>,
-    pub publisher: Publisher,
-}
-
-/// Follows the cancel stream into `cancels` from `first` (what [`open`]
-/// gave) until `stop`; sends on `caught_up` once the first marker was read.
-/// A reader lost before that ends with why (the session cannot start); a
-/// reader lost later opens again after a pause (doubling up to 15 s) and
-/// reads the stream from its start again, while the stages go on: a cancel
-/// is then late, never lost.
-pub(crate) async fn follow(
-    source: Source,
-    first: (lapin::Channel, Consumer, String),
-    cancels: Arc<Cancels>,
-    caught_up: oneshot::Sender<()>,
-    stop: CancellationToken,
-) -> Option<String> {
-    let mut caught_up = Some(caught_up);
-    let mut current = Some(first);
-    let mut pause = Duration::from_secs(1);
-    loop {
-        let (channel, consumer, marker) = match current.take() {
-            Some(open) => open,
-            None => {
-                tokio::select! {
-                    _ = stop.cancelled() => return None,
-                    _ = tokio::time::sleep(pause) => {}
-                }
-                pause = (pause * 2).min(Duration::from_secs(15));
-                match open(&source.pipeline, &source.connection, &source.publisher).await {
-                    Ok(open) => open,
-                    Err(error) => {
-                        warn!(%error, "the cancel stream cannot be read; trying again");
-                        continue;
-                    }
-                }
-            }
-        };
-        let why = read(channel, consumer, &marker, &cancels, &mut caught_up, &stop).await?;
-        if caught_up.is_some() {
-            return Some(why);
-        }
-        warn!(reason = %why, "lost the cancel stream; reading it again");
-    }
-}
-
-/// Reads until `stop` (`None`) or a loss (why).
-async fn read(
-    channel: lapin::Channel,
-    mut consumer: Consumer,
-    marker: &str,
-    cancels: &Cancels,
-    caught_up: &mut Option<oneshot::Sender<()>>,
-    stop: &CancellationToken,
-) -> Option<String> {
-    let _channel = channel;
-    loop {
-        let delivery = tokio::select! {
-            _ = stop.cancelled() => return None,
-            delivery = consumer.next() => delivery,
-        };
-        let delivery = match delivery {
-            None => return Some("the cancel stream's consumer ended".into()),
-            Some(Err(error)) => return Some(format!("reading the cancel stream: {error}")),
-            Some(Ok(delivery)) => delivery,
-        };
-        let id = delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|id| id.as_str());
-        if id == Some(marker)
-            && let Some(caught_up) = caught_up.take()
-        {
-            let _ = caught_up.send(());
-        }
-        if let Ok(event) = Event::decode(&delivery.data)
+/// What a message of the cancel stream does: a `cancelled` event notes its
+/// job (see `control_stream.rs` for how the stream is read).
+pub(crate) fn apply(cancels: Arc<Cancels>) -> Apply {
+    Arc::new(move |body: &[u8]| {
+        if let Ok(event) = Event::decode(body)
             && event.what == What::Cancelled
         {
             cancels.cancel(&event.job, event.at_ms);
         }
-        if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
-            return Some(format!("acknowledging on the cancel stream: {error}"));
-        }
-    }
+    })
 }
 
 #[cfg(test)]

@@ -13,10 +13,19 @@
 //!   consume again and cancel, which flags as redelivered (an attempt
 //!   charged) what a quorum queue had on its way. What it prefetched waits
 //!   in the client (the prefetch window fills and the queue sends no more)
-//!   and is given back every [`HOLD_LIMIT`], well inside the broker's
-//!   consumer timeout; giving it back at each turn would free the window
+//!   and is given back every [`StageRuntime::hold_limit`], well inside the
+//!   broker's acknowledgement timeout; giving it back at each turn would free the window
 //!   at each turn, and the queue would always have deliveries on their way
 //!   when a drain cancels the consumer;
+//! - `Held`: an operator paused the stage (`warren pause`, `pauses.rs`);
+//!   nothing new starts and the consumers stay, as in `StreamAway`: what
+//!   they deliver (up to the prefetch) is held unstarted, so the broker
+//!   sends nothing more, nothing is flagged redelivered and nothing churns
+//!   for the hours a pause may last. A delivery held for
+//!   [`StageRuntime::hold_limit`] (half the broker's acknowledgement
+//!   timeout, after which the broker would close the channel) is given
+//!   back (a copy, then an ack) and the next one held instead. On resume
+//!   the held deliveries are handled first, in the order they came;
 //! - `StreamAway`: the job stream does not take events (`stream_gate.rs`);
 //!   nothing new starts, and the consumers stay (what they prefetched waits
 //!   in the client): a quorum queue returns the deliveries on their way to
@@ -35,6 +44,7 @@
 //! own [`acks`] task.
 
 use std::{
+    collections::VecDeque,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -63,22 +73,24 @@ use crate::{message, publisher::Publisher};
 /// stage queue.
 const ISOLATION_LINGER: Duration = Duration::from_millis(200);
 
-/// How long deliveries prefetched during an outage wait in the client
-/// before they are given back to the queue: well inside the broker's
-/// `consumer_timeout` (30 minutes by default), past which it closes the
-/// channel and flags them redelivered.
-const HOLD_LIMIT: Duration = Duration::from_secs(60);
-
 /// What the loop does this turn.
 #[derive(Debug, PartialEq)]
 enum Mode {
     Consuming,
+    Held,
     Paused(Duration),
     StreamAway(Duration),
     Blocked,
     Probing,
     ProbingStream,
     Draining,
+}
+
+/// A delivery a paused stage holds unstarted.
+struct Held {
+    from: Source,
+    since: Instant,
+    delivery: Delivery,
 }
 
 /// How a step ended.
@@ -119,6 +131,7 @@ impl StageLoop {
         let mut main = Some(main);
         let mut isolated = Some(isolated);
         let mut generation = 0u32;
+        let mut held = VecDeque::new();
         // Since when an outage holds what the stage queue prefetched.
         let mut holding: Option<Instant> = None;
         let lost = loop {
@@ -129,20 +142,31 @@ impl StageLoop {
             if !outage {
                 holding = None;
             }
+            if !matches!(mode, Mode::Held | Mode::Consuming | Mode::Draining) {
+                for one in held.drain(..) {
+                    let Held { from, delivery, .. } = one;
+                    work.give_back(delivery, from);
+                }
+            }
             let step = match mode {
                 Mode::Draining => break None,
+                Mode::Held => {
+                    self.hold_paused(&mut main, &mut isolated, &mut held, &mut work)
+                        .await
+                }
                 Mode::Blocked => self.blocked(&mut work).await,
                 Mode::Paused(wait) if outage => {
                     let now = Instant::now();
                     let since = *holding.get_or_insert(now);
-                    let step = if now.duration_since(since) >= HOLD_LIMIT {
+                    let limit = self.runtime.hold_limit;
+                    let step = if now.duration_since(since) >= limit {
                         holding = Some(now);
                         self.give_back_prefetched(main.as_mut(), &mut work)
                     } else {
                         Step::Next
                     };
                     match step {
-                        Step::Next => self.pause(wait.min(HOLD_LIMIT)).await,
+                        Step::Next => self.pause(wait.min(limit)).await,
                         lost => lost,
                     }
                 }
@@ -167,7 +191,10 @@ impl StageLoop {
                 },
                 Mode::Consuming => match self.ensure(&mut main, &mut generation).await {
                     Err(reason) => Step::Lost(reason),
-                    Ok(()) => self.consume(&mut main, &mut isolated, &mut work).await,
+                    Ok(()) => {
+                        self.consume(&mut main, &mut isolated, &mut held, &mut work)
+                            .await
+                    }
                 },
             };
             if let Step::Lost(reason) = step {
@@ -175,6 +202,9 @@ impl StageLoop {
             }
         };
         if lost.is_none() {
+            for Held { from, delivery, .. } in held.drain(..) {
+                work.give_back(delivery, from);
+            }
             self.drain(main, isolated, &mut work).await;
             work.close(ackers).await;
         } else {
@@ -190,6 +220,9 @@ impl StageLoop {
     fn mode(&self) -> Mode {
         if self.stop.is_cancelled() {
             return Mode::Draining;
+        }
+        if self.runtime.pauses.is_paused(&self.runtime.info.name) {
+            return Mode::Held;
         }
         if self.blocked.borrow().is_some() {
             return Mode::Blocked;
@@ -217,6 +250,7 @@ impl StageLoop {
         let stats = &self.runtime.stats;
         stats.set_paused(self.runtime.breaker.is_open() || self.runtime.recorder.is_away());
         stats.set_blocked(self.blocked.borrow().is_some());
+        stats.set_held(self.runtime.pauses.is_paused(&self.runtime.info.name));
     }
 
     /// Consumes the stage queue again after a pause, with a new tag.
@@ -251,21 +285,28 @@ impl StageLoop {
         &self,
         main: &mut Option<Consumer>,
         isolated: &mut Option<Consumer>,
+        held: &mut VecDeque<Held>,
         work: &mut InFlight,
     ) -> Step {
         let mut blocked = self.watch_blocked();
         if blocked.borrow().is_some() {
             return Step::Next;
         }
+        let mut pauses = self.runtime.pauses.subscribe();
+        pauses.borrow_and_update();
         let consumer = main.as_mut().expect("consuming");
-        // Under load a delivery is waiting already (the mode was checked
-        // just now): take it without setting up the wait below.
-        let ready = match next_of(isolated).now_or_never() {
-            Some(next) => Some((Source::Isolation, next)),
-            None => consumer
-                .next()
-                .now_or_never()
-                .map(|next| (Source::Main, next)),
+        // What a pause held comes first; under load a delivery is waiting
+        // already (the mode was checked just now): take it without setting
+        // up the wait below.
+        let ready = match held.pop_front() {
+            Some(Held { from, delivery, .. }) => Some((from, Some(Ok(delivery)))),
+            None => match next_of(isolated).now_or_never() {
+                Some(next) => Some((Source::Isolation, next)),
+                None => consumer
+                    .next()
+                    .now_or_never()
+                    .map(|next| (Source::Main, next)),
+            },
         };
         let (from, next) = match ready {
             Some(ready) => {
@@ -277,6 +318,7 @@ impl StageLoop {
                 biased;
                 _ = self.stop.cancelled() => return Step::Next,
                 _ = blocked.changed() => return Step::Next,
+                _ = pauses.changed() => return Step::Next,
                 next = next_of(isolated) => (Source::Isolation, next),
                 next = consumer.next() => (Source::Main, next),
             },
@@ -285,6 +327,15 @@ impl StageLoop {
             Ok(delivery) => delivery,
             Err(reason) => return Step::Lost(reason),
         };
+        if self.mode() == Mode::Held {
+            // Paused while this one was on its way: held with the others.
+            held.push_back(Held {
+                from,
+                since: Instant::now(),
+                delivery,
+            });
+            return Step::Next;
+        }
         if self.mode() != Mode::Consuming {
             // The breaker opened (or the broker blocked) while this one was
             // on its way: it waits in the queue with the others.
@@ -305,6 +356,15 @@ impl StageLoop {
                             work.give_back(delivery, Source::Main);
                             return Step::Next;
                         }
+                        _ = pauses.wait_for(|paused| paused.contains(&self.runtime.info.name)) => {
+                            // Paused before it could start: held.
+                            held.push_back(Held {
+                                from: Source::Main,
+                                since: Instant::now(),
+                                delivery,
+                            });
+                            return Step::Next;
+                        }
                         permit = work.permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
                     },
                 };
@@ -315,6 +375,52 @@ impl StageLoop {
                 work.admit(delivery, intake, from);
                 Step::Next
             }
+        }
+    }
+
+    /// An operator paused the stage: hold what the consumers deliver,
+    /// unstarted, and give back what was held for the hold limit; wait for
+    /// the next delivery, the resume, a handler's end or shutdown.
+    async fn hold_paused(
+        &self,
+        main: &mut Option<Consumer>,
+        isolated: &mut Option<Consumer>,
+        held: &mut VecDeque<Held>,
+        work: &mut InFlight,
+    ) -> Step {
+        let limit = self.runtime.hold_limit;
+        let now = Instant::now();
+        while held
+            .front()
+            .is_some_and(|one| now.duration_since(one.since) >= limit)
+        {
+            let Held { from, delivery, .. } = held.pop_front().expect("looked at");
+            work.give_back(delivery, from);
+        }
+        let wait = held.front().map_or(limit, |one| {
+            (one.since + limit).saturating_duration_since(now)
+        });
+        let mut pauses = self.runtime.pauses.subscribe();
+        pauses.borrow_and_update();
+        let (from, next) = tokio::select! {
+            biased;
+            _ = self.stop.cancelled() => return Step::Next,
+            _ = pauses.changed() => return Step::Next,
+            true = work.one_finished() => return Step::Next,
+            _ = tokio::time::sleep(wait) => return Step::Next,
+            next = next_of(isolated) => (Source::Isolation, next),
+            next = next_of(main) => (Source::Main, next),
+        };
+        match self.delivered(from, next) {
+            Ok(delivery) => {
+                held.push_back(Held {
+                    from,
+                    since: Instant::now(),
+                    delivery,
+                });
+                Step::Next
+            }
+            Err(reason) => Step::Lost(reason),
         }
     }
 
@@ -429,7 +535,8 @@ impl StageLoop {
         Step::Next
     }
 
-    /// An outage said by a handler has held deliveries for [`HOLD_LIMIT`]:
+    /// An outage said by a handler has held deliveries for
+    /// [`StageRuntime::hold_limit`]:
     /// the consumer stays; what it delivered so far is given back (a copy,
     /// then an ack), uncharged.
     fn give_back_prefetched(&self, consumer: Option<&mut Consumer>, work: &mut InFlight) -> Step {

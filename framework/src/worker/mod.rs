@@ -183,6 +183,7 @@ impl Worker {
             .jobs
             .track
             .then(|| Arc::new(cancels::Cancels::new(pipeline.jobs.keep)));
+        let pauses = crate::pauses::Pauses::new();
         let mut stages = Vec::new();
         for name in &wanted {
             let stage = pipeline.require_stage(name)?.clone();
@@ -204,6 +205,7 @@ impl Worker {
                 stage,
                 handler,
                 cancels.clone(),
+                pauses.clone(),
             )));
         }
         let grace = stages

@@ -36,7 +36,8 @@ use super::{
     stage::StageRuntime,
 };
 use crate::{
-    connection, error::Error, pipeline::Pipeline, publisher::Publisher, topology::Topology,
+    connection, control_stream, error::Error, names, pipeline::Pipeline, publisher::Publisher,
+    topology::Topology,
 };
 
 /// How a session ended.
@@ -124,38 +125,27 @@ async fn start(
     let stop = CancellationToken::new();
     let trouble = CancellationToken::new();
     let mut loops = JoinSet::new();
+    // Every cancel and pause the streams hold is known before any
+    // delivery (`control_stream.rs`).
+    let source = |stream: String| control_stream::Source {
+        stream,
+        connection: connections.consume.clone(),
+        publisher: publisher.clone(),
+    };
     if let Some(cancels) = stages.iter().find_map(|s| s.info.cancels.clone()) {
-        // Every cancel the stream holds is known before any delivery.
-        let first = cancels::open(&pipeline.name, &connections.consume, &publisher).await?;
-        let (caught_up, read_up) = tokio::sync::oneshot::channel();
-        let source = cancels::Source {
-            pipeline: pipeline.name.clone(),
-            connection: connections.consume.clone(),
-            publisher: publisher.clone(),
-        };
-        loops.spawn(cancels::follow(
-            source,
-            first,
-            cancels,
-            caught_up,
+        let stream = names::cancel_stream(&pipeline.name);
+        control_stream::start(
+            source(stream),
+            cancels::apply(cancels),
+            &mut loops,
             stop.clone(),
-        ));
-        match tokio::time::timeout(cancels::CATCH_UP, read_up).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => {
-                let why = match loops.join_next().await {
-                    Some(Ok(Some(why))) => why,
-                    _ => "the cancel stream's reader stopped".into(),
-                };
-                return Err(Error::Setup(why));
-            }
-            Err(_) => {
-                return Err(Error::Setup(format!(
-                    "the cancel stream was not read within {}s",
-                    cancels::CATCH_UP.as_secs()
-                )));
-            }
-        }
+        )
+        .await?;
+    }
+    if let Some(runtime) = stages.first() {
+        let stream = names::pause_stream(&pipeline.name);
+        let apply = runtime.pauses.applier();
+        control_stream::start(source(stream), apply, &mut loops, stop.clone()).await?;
     }
     for runtime in stages {
         let tag = format!("{tag_prefix}-{}", runtime.info.name);

@@ -2,13 +2,14 @@
 //! names of its queues, and the state its deliveries share (counters, rate
 //! limiter, circuit breaker).
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use super::{
     breaker::Breaker, cancels::Cancels, context::StageInfo, handler::Handler, recorder::Recorder,
 };
 use crate::{
     names,
+    pauses::Pauses,
     pipeline::{Pipeline, Stage},
     rate::Limiter,
     report::StageStats,
@@ -35,6 +36,12 @@ pub(crate) struct StageRuntime {
     pub limiter: Option<Arc<Limiter>>,
     /// Pauses consumption when calls fail at a high rate.
     pub breaker: Breaker,
+    /// The pipeline's paused stages (shared by the worker's stages, followed
+    /// by the session): while this one is paused, it takes no message.
+    pub pauses: Pauses,
+    /// How long a paused stage holds a delivery before giving it back:
+    /// half the broker's acknowledgement timeout.
+    pub hold_limit: Duration,
     /// Writes the handlings' job events, when the pipeline tracks jobs, and
     /// knows whether the job stream answers.
     pub recorder: Recorder,
@@ -47,6 +54,7 @@ impl StageRuntime {
         stage: Stage,
         handler: Arc<dyn Handler>,
         cancels: Option<Arc<Cancels>>,
+        pauses: Pauses,
     ) -> StageRuntime {
         let recorder = Recorder::new(pipeline, &stage.name);
         let mut info = StageInfo::new(&pipeline.name, &stage.name, &stage.outputs);
@@ -59,6 +67,7 @@ impl StageRuntime {
         info.cancels = cancels;
         info.result_max = (pipeline.jobs.result.as_deref() == Some(stage.name.as_str()))
             .then_some(pipeline.jobs.result_max);
+        let hold_limit = pipeline.broker.ack_timeout / 2;
         let pipeline = &pipeline.name;
         StageRuntime {
             info: Arc::new(info),
@@ -68,6 +77,8 @@ impl StageRuntime {
             limiter: stage.rate_limit.map(|limit| Arc::new(Limiter::new(limit))),
             breaker: Breaker::new(&stage.name),
             recorder,
+            pauses,
+            hold_limit,
             stage,
             handler,
             stats: Arc::default(),

@@ -5,14 +5,17 @@
 //! so a restart loses nothing.
 //! Replay and purge need `serve.allow_actions` (else 403) and an admin
 //! token when tokens are set (a read token sees the pages without their
-//! buttons; the routes answer it 403), and are confirmed on a page of their own that says how many messages they touch;
-//! so does cancelling a job (`job.rs`).
+//! buttons; the routes answer it 403), and are confirmed on a page of their
+//! own that says how many messages they touch; so does cancelling a job
+//! (`job.rs`). Pausing and resuming a stage (`control.rs`) need the same.
 
+mod control;
 pub mod groups;
 mod job;
 mod page;
 mod schedules;
 
+pub use control::act as control_stage;
 pub use job::cancel as cancel_job;
 
 use axum::{
@@ -39,8 +42,9 @@ pub const MAX_LISTED: usize = 10_000;
 const SHOWN: usize = 100;
 
 /// `GET /`.
-pub async fn overview(State(app): State<App>) -> Markup {
+pub async fn overview(State(app): State<App>, Extension(who): Extension<Scope>) -> Markup {
     let snapshot = app.figures.lock().expect("metrics").clone();
+    let actions = app.actions(who);
     page(
         "Overview",
         html! {
@@ -51,7 +55,8 @@ pub async fn overview(State(app): State<App>) -> Markup {
                     tr {
                         th { "stage" } th { "kind" } th { "ready" } th { "in flight" }
                         th { "retrying" } th { "isolated" } th { "dead letters" } th { "workers (all boxes)" }
-                        th { "workers (this box)" } th { "rate" } th { "" } th { "breaker open" } th { "failing" }
+                        th { "workers (this box)" } th { "rate" } th { "" } th { "breaker open" } th { "failing" } th { "paused" }
+                        @if actions { th { "" } }
                     }
                     @for stage in &app.pipeline.stages {
                         @let f = snapshot.stages.get(&stage.name).cloned().unwrap_or_default();
@@ -71,6 +76,10 @@ pub async fn overview(State(app): State<App>) -> Markup {
                             td { svg.spark viewBox="0 0 120 24" { polyline fill="none" stroke="#0969da" points="" {} } }
                             td data-field="breaker_open" { (if f.counts.breaker_open { "yes" } else { "-" }) }
                             td data-field="failing" { (if f.state == Some(StageState::Failing) { "yes" } else { "-" }) }
+                            td data-field="paused" { (if f.paused { "yes" } else { "-" }) }
+                            @if actions {
+                                td { (control::buttons(&stage.name, f.paused)) }
+                            }
                         }
                     }
                 }
@@ -100,6 +109,7 @@ pub async fn overview_json(State(app): State<App>) -> Json<serde_json::Value> {
                 "workers": f.consumers, "local_workers": f.workers, "done": f.counts.done,
                 "breaker_open": f.counts.breaker_open,
                 "failing": f.state == Some(StageState::Failing),
+                "paused": f.paused,
             })
         })
         .collect();

@@ -1,0 +1,188 @@
+//! A pipeline's control streams (RabbitMQ streams every worker reads from
+//! their start before it consumes, then follows live): the cancelled jobs
+//! (`worker/cancels.rs`) and the paused stages (`pauses.rs`).
+//!
+//! A reader opens a consumer at the stream's first offset and writes a
+//! marker (an empty message with an id of its own) through a publisher;
+//! once it reads its marker it has seen everything the stream held when it
+//! started. Later messages reach it as the broker pushes them (well within
+//! a second). A reader lost after that opens again after a pause (doubling
+//! up to 15 s) and reads the stream from its start again: a change is then
+//! late, never lost.
+
+use std::{sync::Arc, time::Duration};
+
+use futures_util::StreamExt;
+use lapin::{
+    Connection, Consumer,
+    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions},
+    types::{AMQPValue, FieldTable},
+};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::{error::Error, message, publisher::Publisher};
+
+/// How long a reader waits to read what the stream held at its start
+/// before it gives up.
+pub(crate) const CATCH_UP: Duration = Duration::from_secs(60);
+
+/// What one message of a control stream does to the reader's state: its
+/// body (markers are `{}`).
+pub(crate) type Apply = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
+/// An open reader: its channel, consumer and the marker it wrote.
+pub(crate) type Opened = (lapin::Channel, Consumer, String);
+
+/// Starts reading `stream` on `connection` and writes a marker to it
+/// through `publisher`: the reader [`follow`] sends on its `caught_up`
+/// once it read that far.
+pub(crate) async fn open(
+    stream: &str,
+    connection: &Connection,
+    publisher: &Publisher,
+) -> Result<Opened, Error> {
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| Error::broker(format!("open a channel for the stream {stream}"), e))?;
+    channel
+        .basic_qos(256, BasicQosOptions::default())
+        .await
+        .map_err(|e| Error::broker("set the prefetch", e))?;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-stream-offset".into(),
+        AMQPValue::LongString("first".into()),
+    );
+    let consumer = channel
+        .basic_consume(
+            stream.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            args,
+        )
+        .await
+        .map_err(|e| Error::broker(format!("read the stream {stream}"), e))?;
+    let marker = format!("marker-{}", message::new_id());
+    publisher
+        .publish_confirmed("", stream, b"{}", message::new_properties(&marker, &marker))
+        .await?;
+    Ok((channel, consumer, marker))
+}
+
+/// What [`follow`] reads on: the stream's name, the consuming connection
+/// and a publisher (for markers).
+pub(crate) struct Source {
+    pub stream: String,
+    pub connection: Arc<Connection>,
+    pub publisher: Publisher,
+}
+
+/// Follows the stream into `apply` from `first` (what [`open`] gave) until
+/// `stop`; sends on `caught_up` once the first marker was read. A reader
+/// lost before that ends with why; a reader lost later opens again.
+pub(crate) async fn follow(
+    source: Source,
+    first: Opened,
+    apply: Apply,
+    caught_up: oneshot::Sender<()>,
+    stop: CancellationToken,
+) -> Option<String> {
+    let mut caught_up = Some(caught_up);
+    let mut current = Some(first);
+    let mut pause = Duration::from_secs(1);
+    loop {
+        let (channel, consumer, marker) = match current.take() {
+            Some(open) => open,
+            None => {
+                tokio::select! {
+                    _ = stop.cancelled() => return None,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(Duration::from_secs(15));
+                match open(&source.stream, &source.connection, &source.publisher).await {
+                    Ok(open) => open,
+                    Err(error) => {
+                        warn!(stream = %source.stream, %error, "a control stream cannot be read; trying again");
+                        continue;
+                    }
+                }
+            }
+        };
+        let why = read(channel, consumer, &marker, &apply, &mut caught_up, &stop).await?;
+        if caught_up.is_some() {
+            return Some(why);
+        }
+        warn!(stream = %source.stream, reason = %why, "lost a control stream; reading it again");
+    }
+}
+
+/// Reads until `stop` (`None`) or a loss (why).
+async fn read(
+    channel: lapin::Channel,
+    mut consumer: Consumer,
+    marker: &str,
+    apply: &Apply,
+    caught_up: &mut Option<oneshot::Sender<()>>,
+    stop: &CancellationToken,
+) -> Option<String> {
+    let _channel = channel;
+    loop {
+        let delivery = tokio::select! {
+            _ = stop.cancelled() => return None,
+            delivery = consumer.next() => delivery,
+        };
+        let delivery = match delivery {
+            None => return Some("the stream's consumer ended".into()),
+            Some(Err(error)) => return Some(format!("reading the stream: {error}")),
+            Some(Ok(delivery)) => delivery,
+        };
+        let id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|id| id.as_str());
+        apply(&delivery.data);
+        if id == Some(marker)
+            && let Some(caught_up) = caught_up.take()
+        {
+            let _ = caught_up.send(());
+        }
+        if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
+            return Some(format!("acknowledging on the stream: {error}"));
+        }
+    }
+}
+
+/// Opens a reader of `stream`, spawns its [`follow`] into `tasks` and
+/// waits until it read what the stream held: an error when it could not.
+pub(crate) async fn start(
+    source: Source,
+    apply: Apply,
+    tasks: &mut tokio::task::JoinSet<Option<String>>,
+    stop: CancellationToken,
+) -> Result<(), Error> {
+    let stream = source.stream.clone();
+    let first = open(&stream, &source.connection, &source.publisher).await?;
+    let (caught_up, read_up) = oneshot::channel();
+    let reader = tasks.spawn(follow(source, first, apply, caught_up, stop));
+    match tokio::time::timeout(CATCH_UP, read_up).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => {
+            let why = match tasks.join_next().await {
+                Some(Ok(Some(why))) => why,
+                _ => format!("the reader of {stream} stopped"),
+            };
+            Err(Error::Setup(why))
+        }
+        Err(_) => {
+            reader.abort();
+            Err(Error::Setup(format!(
+                "the stream {stream} was not read within {}s",
+                CATCH_UP.as_secs()
+            )))
+        }
+    }
+}
