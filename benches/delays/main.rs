@@ -6,6 +6,7 @@
 //! ```sh
 //! cargo bench -p warren-command --bench delays                  # 100,000 messages, 1 s to 10 min
 //! cargo bench -p warren-command --bench delays -- --messages 20000 --max-delay 120 --restart
+//! cargo bench -p warren-command --bench delays -- --restart --dlx-confirm-timeout 5000
 //! ```
 //!
 //! `--messages` messages are sent with `Producer::publish_many_at`, each
@@ -16,7 +17,10 @@
 //! twice, and the broker's memory (`erlang:memory(total)`) sampled every
 //! 15 s. With `--restart` the broker is stopped and started again halfway
 //! through the longest delay; messages whose time fell while it was down
-//! are reported apart.
+//! are reported apart. `--dlx-confirm-timeout MS` sets the broker's
+//! `dead_letter_worker_publisher_confirm_timeout` (120,000 by default): how
+//! long a quorum queue's dead-letter worker waits for a confirm before it
+//! sends again (the cascade's levels dead-letter at least once).
 
 #[path = "../args.rs"]
 mod args;
@@ -43,11 +47,12 @@ fn script() -> PathBuf {
 struct Broker(PathBuf);
 
 impl Broker {
-    fn up(dir: &Path) -> Broker {
+    fn up(dir: &Path, rabbit_env: &str) -> Broker {
         let broker = Broker(dir.join("broker"));
         let up = Command::new(script())
             .env("N", "1")
             .env("MANAGEMENT", "0")
+            .env("RABBIT_ENV", rabbit_env)
             .args([
                 "up",
                 broker.0.to_str().unwrap(),
@@ -127,7 +132,14 @@ async fn main() {
     let max_delay = value(&args, "--max-delay", 600);
     let restart = args.iter().any(|a| a == "--restart");
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::up(dir.path());
+    let dlx_confirm_timeout = value(&args, "--dlx-confirm-timeout", 0);
+    let rabbit_env = if dlx_confirm_timeout > 0 {
+        println!("dead_letter_worker_publisher_confirm_timeout: {dlx_confirm_timeout} ms");
+        format!("{{dead_letter_worker_publisher_confirm_timeout, {dlx_confirm_timeout}}}")
+    } else {
+        String::new()
+    };
+    let broker = Broker::up(dir.path(), &rabbit_env);
     let url = format!("amqp://guest:guest@127.0.0.1:{PORT}/%2f");
     let file = dir.path().join("pipeline.yaml");
     std::fs::write(

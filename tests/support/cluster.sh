@@ -16,7 +16,9 @@
 #   dist       BASE_PORT+20000+i-1; node i connects to the others from
 #              127.0.0.(10+i), so one pair of nodes can be cut by iptables
 # Other knobs (env): N=3, COOKIE=<random>, NET_TICKTIME=<s>,
-#   PARTITION_HANDLING=ignore|pause_minority|autoheal.
+#   PARTITION_HANDLING=ignore|pause_minority|autoheal, RABBIT_ENV=<Erlang
+#   terms for the rabbit application in advanced.config, e.g.
+#   "{dead_letter_worker_publisher_confirm_timeout, 5000}">.
 #
 # Pitfalls it avoids: /usr/sbin/rabbitmqctl and rabbitmq-server switch to the
 # rabbitmq user and its cookie (the scripts in /usr/lib/rabbitmq/bin do
@@ -128,7 +130,10 @@ EOF
       fi
       if [ -n "${PARTITION_HANDLING:-}" ]; then echo "cluster_partition_handling = $PARTITION_HANDLING"; fi
     } >"$nd/rabbitmq.conf"
-    if [ -n "${NET_TICKTIME:-}" ]; then echo "[{kernel, [{net_ticktime, $NET_TICKTIME}]}]." >"$nd/advanced.config"; fi
+    local advanced=()
+    if [ -n "${NET_TICKTIME:-}" ]; then advanced+=("{kernel, [{net_ticktime, $NET_TICKTIME}]}"); fi
+    if [ -n "${RABBIT_ENV:-}" ]; then advanced+=("{rabbit, [$RABBIT_ENV]}"); fi
+    if [ ${#advanced[@]} -gt 0 ]; then (IFS=,; echo "[${advanced[*]}].") >"$nd/advanced.config"; fi
     if [ "$MANAGEMENT" = 1 ]; then echo '[rabbitmq_management].' >"$nd/enabled_plugins"
     else echo '[].' >"$nd/enabled_plugins"; fi
     node_env "$i" >"$nd/env.sh"

@@ -43,22 +43,19 @@
 //! Acknowledgements go on the channel the delivery came from, through its
 //! own [`acks`] task.
 
-use std::{
-    collections::VecDeque,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{sync::Arc, time::Duration};
 
 use futures_util::{FutureExt, StreamExt};
 use lapin::{
-    Connection, Consumer,
-    message::Delivery,
-    options::{BasicCancelOptions, BasicConsumeOptions},
-    types::FieldTable,
+    Connection, Consumer, message::Delivery, options::BasicConsumeOptions, types::FieldTable,
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+
+mod draining;
+mod waiting;
+
+use waiting::Holding;
 
 use super::{
     breaker::Gate,
@@ -84,13 +81,6 @@ enum Mode {
     Probing,
     ProbingStream,
     Draining,
-}
-
-/// A delivery a paused stage holds unstarted.
-struct Held {
-    from: Source,
-    since: Instant,
-    delivery: Delivery,
 }
 
 /// How a step ended.
@@ -131,44 +121,28 @@ impl StageLoop {
         let mut main = Some(main);
         let mut isolated = Some(isolated);
         let mut generation = 0u32;
-        let mut held = VecDeque::new();
-        // Since when an outage holds what the stage queue prefetched.
-        let mut holding: Option<Instant> = None;
+        let mut holding = Holding::default();
         let lost = loop {
             work.reap();
             self.report();
             let mode = self.mode();
             let outage = matches!(mode, Mode::Paused(_)) && self.runtime.breaker.outage();
             if !outage {
-                holding = None;
+                holding.outage_over();
             }
             if !matches!(mode, Mode::Held | Mode::Consuming | Mode::Draining) {
-                for one in held.drain(..) {
-                    let Held { from, delivery, .. } = one;
-                    work.give_back(delivery, from);
-                }
+                holding.give_back(&mut work);
             }
             let step = match mode {
                 Mode::Draining => break None,
                 Mode::Held => {
-                    self.hold_paused(&mut main, &mut isolated, &mut held, &mut work)
+                    self.hold_paused(&mut main, &mut isolated, &mut holding, &mut work)
                         .await
                 }
                 Mode::Blocked => self.blocked(&mut work).await,
                 Mode::Paused(wait) if outage => {
-                    let now = Instant::now();
-                    let since = *holding.get_or_insert(now);
-                    let limit = self.runtime.hold_limit;
-                    let step = if now.duration_since(since) >= limit {
-                        holding = Some(now);
-                        self.give_back_prefetched(main.as_mut(), &mut work)
-                    } else {
-                        Step::Next
-                    };
-                    match step {
-                        Step::Next => self.pause(wait.min(limit)).await,
-                        lost => lost,
-                    }
+                    self.hold_outage(main.as_mut(), &mut holding, wait, &mut work)
+                        .await
                 }
                 Mode::Paused(wait) => match main.take() {
                     Some(consumer) => match self
@@ -192,7 +166,7 @@ impl StageLoop {
                 Mode::Consuming => match self.ensure(&mut main, &mut generation).await {
                     Err(reason) => Step::Lost(reason),
                     Ok(()) => {
-                        self.consume(&mut main, &mut isolated, &mut held, &mut work)
+                        self.consume(&mut main, &mut isolated, &mut holding, &mut work)
                             .await
                     }
                 },
@@ -202,9 +176,7 @@ impl StageLoop {
             }
         };
         if lost.is_none() {
-            for Held { from, delivery, .. } in held.drain(..) {
-                work.give_back(delivery, from);
-            }
+            holding.give_back(&mut work);
             self.drain(main, isolated, &mut work).await;
             work.close(ackers).await;
         } else {
@@ -285,7 +257,7 @@ impl StageLoop {
         &self,
         main: &mut Option<Consumer>,
         isolated: &mut Option<Consumer>,
-        held: &mut VecDeque<Held>,
+        holding: &mut Holding,
         work: &mut InFlight,
     ) -> Step {
         let mut blocked = self.watch_blocked();
@@ -298,8 +270,8 @@ impl StageLoop {
         // What a pause held comes first; under load a delivery is waiting
         // already (the mode was checked just now): take it without setting
         // up the wait below.
-        let ready = match held.pop_front() {
-            Some(Held { from, delivery, .. }) => Some((from, Some(Ok(delivery)))),
+        let ready = match holding.next_held() {
+            Some((from, delivery)) => Some((from, Some(Ok(delivery)))),
             None => match next_of(isolated).now_or_never() {
                 Some(next) => Some((Source::Isolation, next)),
                 None => consumer
@@ -329,11 +301,7 @@ impl StageLoop {
         };
         if self.mode() == Mode::Held {
             // Paused while this one was on its way: held with the others.
-            held.push_back(Held {
-                from,
-                since: Instant::now(),
-                delivery,
-            });
+            holding.hold(from, delivery);
             return Step::Next;
         }
         if self.mode() != Mode::Consuming {
@@ -358,11 +326,7 @@ impl StageLoop {
                         }
                         _ = pauses.wait_for(|paused| paused.contains(&self.runtime.info.name)) => {
                             // Paused before it could start: held.
-                            held.push_back(Held {
-                                from: Source::Main,
-                                since: Instant::now(),
-                                delivery,
-                            });
+                            holding.hold(Source::Main, delivery);
                             return Step::Next;
                         }
                         permit = work.permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
@@ -375,52 +339,6 @@ impl StageLoop {
                 work.admit(delivery, intake, from);
                 Step::Next
             }
-        }
-    }
-
-    /// An operator paused the stage: hold what the consumers deliver,
-    /// unstarted, and give back what was held for the hold limit; wait for
-    /// the next delivery, the resume, a handler's end or shutdown.
-    async fn hold_paused(
-        &self,
-        main: &mut Option<Consumer>,
-        isolated: &mut Option<Consumer>,
-        held: &mut VecDeque<Held>,
-        work: &mut InFlight,
-    ) -> Step {
-        let limit = self.runtime.hold_limit;
-        let now = Instant::now();
-        while held
-            .front()
-            .is_some_and(|one| now.duration_since(one.since) >= limit)
-        {
-            let Held { from, delivery, .. } = held.pop_front().expect("looked at");
-            work.give_back(delivery, from);
-        }
-        let wait = held.front().map_or(limit, |one| {
-            (one.since + limit).saturating_duration_since(now)
-        });
-        let mut pauses = self.runtime.pauses.subscribe();
-        pauses.borrow_and_update();
-        let (from, next) = tokio::select! {
-            biased;
-            _ = self.stop.cancelled() => return Step::Next,
-            _ = pauses.changed() => return Step::Next,
-            true = work.one_finished() => return Step::Next,
-            _ = tokio::time::sleep(wait) => return Step::Next,
-            next = next_of(isolated) => (Source::Isolation, next),
-            next = next_of(main) => (Source::Main, next),
-        };
-        match self.delivered(from, next) {
-            Ok(delivery) => {
-                held.push_back(Held {
-                    from,
-                    since: Instant::now(),
-                    delivery,
-                });
-                Step::Next
-            }
-            Err(reason) => Step::Lost(reason),
         }
     }
 
@@ -533,98 +451,6 @@ impl StageLoop {
             _ = self.runtime.recorder.probe(&self.publishing, &self.publisher) => {}
         }
         Step::Next
-    }
-
-    /// An outage said by a handler has held deliveries for
-    /// [`StageRuntime::hold_limit`]:
-    /// the consumer stays; what it delivered so far is given back (a copy,
-    /// then an ack), uncharged.
-    fn give_back_prefetched(&self, consumer: Option<&mut Consumer>, work: &mut InFlight) -> Step {
-        let Some(consumer) = consumer else {
-            return Step::Next;
-        };
-        while let Some(next) = consumer.next().now_or_never() {
-            match self.delivered(Source::Main, next) {
-                Ok(delivery) => work.give_back(delivery, Source::Main),
-                Err(reason) => return Step::Lost(reason),
-            }
-        }
-        Step::Next
-    }
-
-    /// The breaker is open, or the job stream does not answer: wait out the
-    /// pause (or until the broker's block changes, or shutdown).
-    async fn pause(&self, wait: Duration) -> Step {
-        let mut blocked = self.watch_blocked();
-        tokio::select! {
-            _ = self.stop.cancelled() => {}
-            _ = blocked.changed() => {}
-            _ = tokio::time::sleep(wait) => {}
-        }
-        Step::Next
-    }
-
-    /// The broker blocks publishing: start nothing until it lifts. The
-    /// consumers stay; what they prefetched waits in the client.
-    async fn blocked(&self, work: &mut InFlight) -> Step {
-        let mut blocked = self.watch_blocked();
-        tokio::select! {
-            _ = self.stop.cancelled() => {}
-            _ = blocked.wait_for(Option::is_none) => {}
-            true = work.one_finished() => {}
-        }
-        Step::Next
-    }
-
-    /// Shutdown: cancel both consumers, give back what they prefetched,
-    /// let the handlers finish (the session bounds this by the grace
-    /// period).
-    async fn drain(&self, main: Option<Consumer>, isolated: Option<Consumer>, work: &mut InFlight) {
-        let in_flight = work.len();
-        if in_flight > 0 {
-            info!(stage = %self.runtime.info.name, in_flight, "draining");
-        }
-        // A consumer that does not end leaves its deliveries to the broker,
-        // which gives them again when the channel closes.
-        if let Some(consumer) = main {
-            let _ = self
-                .cancel_and_give_back(consumer, Source::Main, work)
-                .await;
-        }
-        if let Some(consumer) = isolated {
-            let _ = self
-                .cancel_and_give_back(consumer, Source::Isolation, work)
-                .await;
-        }
-        work.finish_all().await;
-    }
-
-    /// Cancels a consumer and gives back what it had received but not
-    /// started.
-    async fn cancel_and_give_back(
-        &self,
-        mut consumer: Consumer,
-        from: Source,
-        work: &mut InFlight,
-    ) -> Result<(), String> {
-        let _ = self
-            .channels
-            .of(from)
-            .basic_cancel(consumer.tag(), BasicCancelOptions::default())
-            .await;
-        // The broker sent everything for this consumer before its
-        // cancel-ok: the stream ends once they are read.
-        let mut rest = Vec::new();
-        let read = tokio::time::timeout(Duration::from_secs(10), async {
-            while let Some(Ok(delivery)) = consumer.next().await {
-                rest.push(delivery);
-            }
-        })
-        .await;
-        for delivery in rest {
-            work.give_back(delivery, from);
-        }
-        read.map_err(|_| "a cancelled consumer did not end; starting the session again".to_string())
     }
 }
 
