@@ -16,8 +16,9 @@ with a venv that has kubernetes-validate, jsonschema and PyYAML):
    10 s, the image of this version) and one ScaledObject of the top level
    whose rabbitmq trigger reads the queue {pipeline}.{stage}; no Deployment
    for a stage the file does not have; a sink stage at most 1 replica;
-4. every Secret, ConfigMap, TriggerAuthentication and Deployment a manifest
-   names is in the set, and every warren_* series a Prometheus query names
+4. every Secret (and key), ConfigMap, PersistentVolumeClaim,
+   TriggerAuthentication and Deployment a manifest names is in the set, a
+   `python3 -c` probe compiles, and every warren_* series a Prometheus query names
    is one that warren serves (FILE of --metrics);
 5. the ConfigMap's extra files equal their originals (--same NAME=PATH).
 
@@ -214,22 +215,48 @@ def pipeline_check(docs, args, problems):
             problems.add("-: stage %s" % stage, "%d ScaledObjects scale it, not 1" % len(scaled.get(stage, [])))
 
     for rel, doc in docs:
-        text = yaml.safe_dump(doc)
-        for kind, key in (("Secret", "secretKeyRef"), ("ConfigMap", "configMapKeyRef")):
-            for ref in re.findall(r"%s:\n\s+key: (\S+)\n\s+name: (\S+)" % key, text):
-                obj = named.get((kind, ref[1]))
-                keys = set((obj or {}).get("data") or {}) | set((obj or {}).get("stringData") or {})
-                if obj is None or ref[0] not in keys:
-                    problems.add("%s: %s" % (rel, label(doc)), "%s %s has no key %s here" % (kind, ref[1], ref[0]))
-        for cm_name in re.findall(r"configMap:\n\s+name: (\S+)", text):
-            if ("ConfigMap", cm_name) not in named:
-                problems.add("%s: %s" % (rel, label(doc)), "ConfigMap %s is not here" % cm_name)
-        if doc.get("kind") == "TriggerAuthentication":
-            for ref in (doc.get("spec") or {}).get("secretTargetRef") or []:
-                obj = named.get(("Secret", ref.get("name")))
-                keys = set((obj or {}).get("stringData") or {}) | set((obj or {}).get("data") or {})
-                if ref.get("key") not in keys:
-                    problems.add("%s: %s" % (rel, label(doc)), "Secret %s has no key %s here" % (ref.get("name"), ref.get("key")))
+        references_check("%s: %s" % (rel, label(doc)), doc, named, problems)
+
+
+def walk(node):
+    """Every mapping in a document, depth first."""
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from walk(value)
+
+
+def keys_of(obj):
+    return set((obj or {}).get("data") or {}) | set((obj or {}).get("stringData") or {})
+
+
+def references_check(where, doc, named, problems):
+    """The Secrets, ConfigMaps and claims a document names are in the set,
+    with the keys it reads; a `python3 -c` probe compiles."""
+    for node in walk(doc):
+        for field, kind in (("secretKeyRef", "Secret"), ("configMapKeyRef", "ConfigMap")):
+            ref = node.get(field)
+            if isinstance(ref, dict) and ref.get("key") not in keys_of(named.get((kind, ref.get("name")))):
+                problems.add(where, "%s %s has no key %s here" % (kind, ref.get("name"), ref.get("key")))
+        volume = node.get("configMap")
+        if isinstance(volume, dict) and ("ConfigMap", volume.get("name")) not in named:
+            problems.add(where, "ConfigMap %s is not here" % volume.get("name"))
+        claim = node.get("persistentVolumeClaim")
+        if isinstance(claim, dict) and ("PersistentVolumeClaim", claim.get("claimName")) not in named:
+            problems.add(where, "PersistentVolumeClaim %s is not here" % claim.get("claimName"))
+        command = (node.get("exec") or {}).get("command") if isinstance(node.get("exec"), dict) else None
+        if command and command[:2] == ["python3", "-c"]:
+            try:
+                compile(command[2], "probe", "exec")
+            except SyntaxError as e:
+                problems.add(where, "the probe's python3 -c does not compile: %s" % e)
+    if doc.get("kind") == "TriggerAuthentication":
+        for ref in (doc.get("spec") or {}).get("secretTargetRef") or []:
+            if ref.get("key") not in keys_of(named.get(("Secret", ref.get("name")))):
+                problems.add(where, "Secret %s has no key %s here" % (ref.get("name"), ref.get("key")))
 
 
 def main():
