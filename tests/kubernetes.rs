@@ -341,6 +341,13 @@ fn a_reference_to_something_that_is_not_there_fails() {
     edit(dir.path(), "keda.yaml", "key: AMQP_URL", "key: url");
     // The serve readiness probe's Python, broken.
     edit(dir.path(), "serve.yaml", "timeout=4)", "timeout=4");
+    edit(dir.path(), "serve.yaml", "path: /healthz", "path: /health");
+    edit(
+        dir.path(),
+        "serve.yaml",
+        "          valueFrom:\n                secretKeyRef: { name: warren-serve, key: read }",
+        "          value: a-token-in-the-manifest",
+    );
     fails_saying(
         dir.path(),
         &[
@@ -349,6 +356,8 @@ fn a_reference_to_something_that_is_not_there_fails() {
             "worker-lookup.yaml: Deployment/grading-lookup: ConfigMap warren-pipelines is not here",
             "keda.yaml: TriggerAuthentication/warren-broker: Secret warren-broker has no key url here",
             "serve.yaml: Deployment/warren-serve: the probe's python3 -c does not compile",
+            "serve.yaml: Deployment/warren-serve: livenessProbe is not an httpGet on /healthz",
+            "serve.yaml: Deployment/warren-serve: WARREN_SERVE__TOKENS__READ does not come from a Secret",
         ],
     );
 }

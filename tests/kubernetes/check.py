@@ -15,7 +15,9 @@ with a venv that has kubernetes-validate, jsonschema and PyYAML):
    Secret, WARREN_LOG=json, a grace period of at least the stage's timeout +
    10 s, the image of this version) and one ScaledObject of the top level
    whose rabbitmq trigger reads the queue {pipeline}.{stage}; no Deployment
-   for a stage the file does not have; a sink stage at most 1 replica;
+   for a stage the file does not have; a sink stage at most 1 replica; the
+   `warren serve` Deployment serves the file, its read token from a Secret,
+   with /healthz and /readyz probes;
 4. every Secret (and key), ConfigMap, PersistentVolumeClaim,
    TriggerAuthentication and Deployment a manifest names is in the set, a
    `python3 -c` probe compiles, and every warren_* series a Prometheus query names
@@ -153,6 +155,8 @@ def pipeline_check(docs, args, problems):
         if c.get("image") != image:
             problems.add(where, "image %s, not %s (packaging/ builds that)" % (c.get("image"), image))
         argv = c.get("args") or []
+        if argv[:1] == ["serve"]:
+            serve_check(where, c, problems)
         if argv[:1] != ["worker"]:
             continue
         stage = argv[3] if len(argv) > 3 else None
@@ -216,6 +220,22 @@ def pipeline_check(docs, args, problems):
 
     for rel, doc in docs:
         references_check("%s: %s" % (rel, label(doc)), doc, named, problems)
+
+
+def serve_check(where, c, problems):
+    """`warren serve` on the ConfigMap's file, on all addresses, its tokens
+    from a Secret, /healthz for liveness and /readyz for readiness."""
+    argv = c.get("args") or []
+    if argv[:2] != ["serve", "/etc/warren/pipeline.yaml"] or "--listen" not in argv:
+        problems.add(where, "args %s do not serve /etc/warren/pipeline.yaml with --listen" % argv)
+    env = {e["name"]: e for e in c.get("env") or []}
+    for name in ("AMQP_URL", "WARREN_SERVE__TOKENS__READ"):
+        if "secretKeyRef" not in (env.get(name, {}).get("valueFrom") or {}):
+            problems.add(where, "%s does not come from a Secret" % name)
+    if ((c.get("livenessProbe") or {}).get("httpGet") or {}).get("path") != "/healthz":
+        problems.add(where, "livenessProbe is not an httpGet on /healthz")
+    if "/readyz" not in yaml.safe_dump(c.get("readinessProbe") or {}):
+        problems.add(where, "readinessProbe does not ask /readyz")
 
 
 def walk(node):
