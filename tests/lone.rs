@@ -244,3 +244,34 @@ fn a_bad_grace_or_health_address_is_named() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--health"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_command_stage_s_own_program_answers_probes_from_warren_health() {
+    let file = PipelineFile::new("lonecmd", WORK_LAST);
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let record = file.file("record.txt");
+    let mut program = ChildGuard(
+        Command::new(example_bin("test-worker"))
+            .arg("work")
+            .env("WARREN_PIPELINE", &file.path)
+            .env("WARREN_STAGE", "work")
+            .env("WARREN_TEST_RECORD", &record)
+            .env("WARREN_HEALTH", format!("127.0.0.1:{port}"))
+            .env("AMQP_URL", amqp_url())
+            .env_remove("WARREN_SUPERVISOR_SOCKET")
+            .stdout(Stdio::null())
+            .stderr(log_file(&file.file("program.log")))
+            .spawn()
+            .expect("start test-worker"),
+    );
+    let ready = eventually(Duration::from_secs(60), || async {
+        status(&format!("{base}/readyz")).await == Some(200)
+    })
+    .await;
+    assert!(ready, "never ready: {}", read(&file, "program.log"));
+    assert_eq!(status(&format!("{base}/healthz")).await, Some(200));
+    program.signal("TERM");
+    assert!(program.wait().success(), "{}", read(&file, "program.log"));
+}
