@@ -362,12 +362,6 @@ fn a_reference_to_something_that_is_not_there_fails() {
     );
 }
 
-/// Flags the pods pass that another branch is adding to `warren` (issue 36
-/// item 3: `warren worker --health`). Once `--help` lists one, the test
-/// below fails until it is taken out of here, so that it is then checked
-/// like the others.
-const PENDING: &[(&str, &str)] = &[("worker", "--health")];
-
 #[test]
 fn warren_knows_the_flags_the_pods_pass() {
     let warren = Path::new(env!("CARGO_BIN_EXE_warren"));
@@ -379,20 +373,10 @@ fn warren_knows_the_flags_the_pods_pass() {
         assert!(ok, "warren {command} --help: {help}");
         for flag in flags {
             let listed = help.contains(&format!("{flag} <"));
-            if PENDING.contains(&(command, *flag)) {
-                assert!(
-                    !listed,
-                    "`warren {command} --help` lists {flag} now: take it out of PENDING in tests/kubernetes.rs"
-                );
-                println!(
-                    "note: `warren {command}` has no {flag} yet (issue 36 item 3): the pods need an image that has it"
-                );
-            } else {
-                assert!(
-                    listed,
-                    "the manifests pass `warren {command} {flag}`, which `warren {command} --help` does not list:\n{help}"
-                );
-            }
+            assert!(
+                listed,
+                "the manifests pass `warren {command} {flag}`, which `warren {command} --help` does not list:\n{help}"
+            );
         }
     }
 }

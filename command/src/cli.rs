@@ -1,6 +1,6 @@
 //! The command line (DESIGN.md, "Command line").
 
-use std::{path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -65,7 +65,7 @@ pub enum Command {
         /// Also serve the HTTP routes of `warren serve` (metrics, health,
         /// ingest, tickets) on this address.
         #[arg(long)]
-        http: Option<std::net::SocketAddr>,
+        http: Option<SocketAddr>,
     },
     /// Publish one message per JSON line of INPUT (or stdin) to a stage, each
     /// confirmed by the broker. A file with bad lines is refused whole.
@@ -174,7 +174,7 @@ pub enum Command {
         file: PathBuf,
         /// Address to listen on (default 127.0.0.1:8080).
         #[arg(long)]
-        listen: Option<std::net::SocketAddr>,
+        listen: Option<SocketAddr>,
     },
     /// Inspect, re-send or drop the dead letters of a stage.
     Dlq {
@@ -200,6 +200,15 @@ pub enum Command {
         /// The stage to serve.
         #[arg(long)]
         stage: String,
+        /// Serve `/healthz` (200 while running) and `/readyz` (200 while
+        /// connected and consuming, else 503) on ADDR, e.g. 0.0.0.0:8081
+        /// (also `WARREN_HEALTH`).
+        #[arg(long, value_name = "ADDR")]
+        health: Option<SocketAddr>,
+        /// How long messages in flight get to finish after SIGTERM, e.g.
+        /// 25s (also `WARREN_GRACE`; default: the stage timeout plus 5s).
+        #[arg(long, value_name = "DURATION", value_parser = parse_grace)]
+        grace: Option<Duration>,
     },
     /// Per stage: ready, in flight, retrying, consumers, dead letters, and the
     /// workers of this box's supervisors.
@@ -254,4 +263,9 @@ pub fn duration(text: &str) -> Result<Duration, String> {
         return Err("must be longer than zero".into());
     }
     Ok(parsed)
+}
+
+/// Parses `--grace`.
+fn parse_grace(text: &str) -> Result<Duration, String> {
+    warren::duration::parse(text)
 }

@@ -89,7 +89,12 @@ fn main() -> ExitCode {
                 http,
             } => commands::supervise::run(&file, stages, poll, json_logs, http).await,
             Command::Status { file, json } => commands::status::run(&file, json).await,
-            Command::Worker { file, stage } => commands::worker::run(&file, &stage).await,
+            Command::Worker {
+                file,
+                stage,
+                health,
+                grace,
+            } => commands::worker::run(&file, &stage, health, grace).await,
             Command::Run {
                 file,
                 input,

@@ -56,7 +56,9 @@ impl std::fmt::Display for RateLimit {
 
 /// Spaces the starts of a stage's handlers so this worker stays within its
 /// share of the stage's rate limit. The share (1 when alone) is set by the
-/// supervisor: the limit divided among the stage's consumers on all boxes.
+/// supervisor (the limit divided among the stage's consumers on all boxes)
+/// or, without one, by the worker from its queue's consumer count
+/// (`worker/lone.rs`).
 #[derive(Debug)]
 pub(crate) struct Limiter {
     limit: RateLimit,

@@ -1,7 +1,7 @@
 //! `warren worker FILE --stage S`: one worker of a built-in stage (the
 //! supervisor starts these; they can be run by hand too).
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
 use anyhow::{Result, bail};
 use serde_json::Value;
@@ -20,8 +20,14 @@ use crate::{
 /// Time an exec stage's program gets to exit once the worker drained.
 const PROGRAM_GRACE: Duration = Duration::from_secs(5);
 
-/// Serves stage `stage` until SIGTERM or SIGINT.
-pub async fn run(file: &Path, stage: &str) -> Result<()> {
+/// Serves stage `stage` until SIGTERM or SIGINT, answering health probes
+/// on `health` and draining within `grace` when given.
+pub async fn run(
+    file: &Path,
+    stage: &str,
+    health: Option<SocketAddr>,
+    grace: Option<Duration>,
+) -> Result<()> {
     let pipeline = warren::config::load(file)?;
     let settings = pipeline.require_stage(stage)?.clone();
     let setup = |e: String| warren::Error::Setup(format!("stage `{stage}`: {e}"));
@@ -66,7 +72,13 @@ pub async fn run(file: &Path, stage: &str) -> Result<()> {
             command.argv[0]
         ))),
     };
-    let worker = worker.pipeline(pipeline).serve_stages([stage]);
+    let mut worker = worker.pipeline(pipeline).serve_stages([stage]);
+    if let Some(addr) = health {
+        worker = worker.health(addr);
+    }
+    if let Some(grace) = grace {
+        worker = worker.grace(grace);
+    }
     let served = match &program {
         // The program's stdin closes as the worker starts draining: it
         // finishes what it holds and exits.

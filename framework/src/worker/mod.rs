@@ -28,7 +28,13 @@
 //! unset), as set by `warren supervise`. It connects, declares, consumes,
 //! reconnects by itself when the broker goes away, and on SIGTERM or SIGINT
 //! drains: it takes no new message, lets the handlers in flight finish
-//! within the grace period, acknowledges, and returns.
+//! within the grace period (`WARREN_GRACE`, or the longest stage timeout
+//! plus [`GRACE_MARGIN`]), acknowledges, and returns.
+//!
+//! Without a supervisor (`WARREN_SUPERVISOR_SOCKET` unset), a worker of a
+//! rate-limited stage takes 1/N of the limit, N the consumers of the
+//! stage's queue, read again every two seconds; `WARREN_HEALTH=ADDR` serves
+//! `/healthz` and `/readyz` for a platform's probes.
 
 mod acks;
 mod breaker;
@@ -39,8 +45,10 @@ mod context;
 mod delivery;
 mod handler;
 mod handover;
+mod health;
 mod in_flight;
 mod intake;
+mod lone;
 mod outcome;
 mod reconnect;
 mod recorder;
@@ -50,7 +58,7 @@ mod signals;
 mod stage;
 mod stream_gate;
 
-use std::{future::Future, process::ExitCode, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
@@ -58,6 +66,7 @@ use tracing::error;
 
 pub use context::{Context, Emitted};
 pub use handler::{Handler, HandlerFuture, typed};
+pub use health::HEALTH_ENV;
 pub use outcome::{Action, Disposition, Failure, Outcome, decide};
 
 pub(crate) use context::{Outlet, StageInfo};
@@ -71,12 +80,19 @@ use stage::StageRuntime;
 /// stage timeout.
 pub const GRACE_MARGIN: Duration = Duration::from_secs(5);
 
+/// The environment variable with a worker's grace period after SIGTERM
+/// (`30s`, `2m`): set it below a platform's kill timeout, such as a
+/// Kubernetes pod's `terminationGracePeriodSeconds`.
+pub const GRACE_ENV: &str = "WARREN_GRACE";
+
 /// A worker process: handlers by stage name.
 #[derive(Default)]
 pub struct Worker {
     handlers: Vec<(String, Arc<dyn Handler>)>,
     pipeline: Option<Pipeline>,
     stages: Option<Vec<String>>,
+    health: Option<SocketAddr>,
+    grace: Option<Duration>,
 }
 
 impl Worker {
@@ -112,6 +128,21 @@ impl Worker {
     /// Serves these stages instead of reading `WARREN_STAGE`.
     pub fn serve_stages<S: Into<String>>(mut self, stages: impl IntoIterator<Item = S>) -> Worker {
         self.stages = Some(stages.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Serves `/healthz` and `/readyz` on `addr` instead of reading
+    /// `WARREN_HEALTH` (see [`HEALTH_ENV`]).
+    pub fn health(mut self, addr: SocketAddr) -> Worker {
+        self.health = Some(addr);
+        self
+    }
+
+    /// Gives the handlers in flight this long to finish after SIGTERM,
+    /// instead of reading `WARREN_GRACE` (see [`GRACE_ENV`]) or taking the
+    /// longest stage timeout plus [`GRACE_MARGIN`].
+    pub fn grace(mut self, grace: Duration) -> Worker {
+        self.grace = Some(grace);
         self
     }
 
@@ -208,12 +239,34 @@ impl Worker {
                 pauses.clone(),
             )));
         }
-        let grace = stages
-            .iter()
-            .map(|s| s.stage.timeout)
-            .max()
-            .unwrap_or_default()
-            + GRACE_MARGIN;
+        let grace = match self.grace {
+            Some(grace) => grace,
+            None => match std::env::var(GRACE_ENV) {
+                Ok(text) if !text.trim().is_empty() => crate::duration::parse(text.trim())
+                    .map_err(|e| Error::Setup(format!("{GRACE_ENV}={text}: {e}")))?,
+                _ => {
+                    stages
+                        .iter()
+                        .map(|s| s.stage.timeout)
+                        .max()
+                        .unwrap_or_default()
+                        + GRACE_MARGIN
+                }
+            },
+        };
+        let health = match self.health {
+            Some(addr) => Some(addr),
+            None => match std::env::var(HEALTH_ENV) {
+                Ok(text) if !text.trim().is_empty() => {
+                    Some(text.trim().parse::<SocketAddr>().map_err(|e| {
+                        Error::Setup(format!(
+                            "{HEALTH_ENV}={text}: not an address like 0.0.0.0:8081 ({e})"
+                        ))
+                    })?)
+                }
+                _ => None,
+            },
+        };
         if let Some(share) = std::env::var(report::RATE_SHARE_ENV)
             .ok()
             .and_then(|s| s.parse::<f64>().ok())
@@ -226,6 +279,7 @@ impl Worker {
             pipeline,
             stages,
             grace,
+            health,
         })
     }
 }

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{
+    health,
     session::{self, Connections, SessionEnd},
     stage::StageRuntime,
 };
@@ -28,6 +29,8 @@ pub(crate) struct Served {
     pub stages: Vec<Arc<StageRuntime>>,
     /// How long handlers may take to finish after shutdown.
     pub grace: Duration,
+    /// Where to answer health probes, if anywhere.
+    pub health: Option<std::net::SocketAddr>,
 }
 
 /// Aborts a task when dropped.
@@ -69,6 +72,15 @@ impl Served {
             .ok()
             .map(|path| tokio::spawn(report::run(path, self.reported())));
         let _stop_reporting = reporter.map(|task| AbortOnDrop(task.abort_handle()));
+        let _stop_probes = match self.health {
+            Some(addr) => {
+                let listener = health::bind(addr).await?;
+                info!(%addr, "answering /healthz and /readyz");
+                let task = tokio::spawn(health::serve(listener, Arc::new(self.stages.clone())));
+                Some(AbortOnDrop(task.abort_handle()))
+            }
+            None => None,
+        };
         loop {
             if shutdown.is_cancelled() {
                 return Ok(());

@@ -33,6 +33,7 @@ use super::{
     cancels,
     channels::{Channels, ISOLATION_PREFETCH},
     consumer::StageLoop,
+    lone,
     stage::StageRuntime,
 };
 use crate::{
@@ -80,7 +81,15 @@ pub(crate) async fn run(
     match start(&connections, pipeline, stages, tag_prefix).await {
         Ok(running) => {
             set_consuming(stages, true);
+            // Without a supervisor, the rate shares come from the broker's
+            // consumer counts (`lone.rs`).
+            let supervised = std::env::var(crate::report::SOCKET_ENV).is_ok();
+            let shares = lone::needed(stages, supervised)
+                .then(|| tokio::spawn(lone::follow(connections.consume.clone(), stages.to_vec())));
             let end = running.wait(&connections, shutdown, grace).await;
+            if let Some(shares) = shares {
+                shares.abort();
+            }
             set_consuming(stages, false);
             Ok(end)
         }
