@@ -2,7 +2,8 @@
 //! script speaking the protocol by hand, `tests/support/exec_stage.py`):
 //! emits and outputs, interleaved answers, retry with `after`, dead with a
 //! reason, and a program that exits, hangs, writes garbage, never reads its
-//! stdin, is drained with messages in flight, or loses its worker.
+//! stdin, is drained with messages in flight, or loses its worker; only the
+//! message that kills or hangs it is charged an attempt.
 
 mod common;
 
@@ -204,7 +205,7 @@ async fn retry_after_is_honoured_and_dead_keeps_its_reason() {
 }
 
 #[tokio::test]
-async fn a_program_that_exits_mid_batch_loses_nothing_and_its_messages_count_an_attempt() {
+async fn a_program_that_exits_mid_batch_loses_nothing_and_only_the_culprit_counts_an_attempt() {
     let file = pipeline(
         "execexit",
         "    concurrency: 4\n    retry: { attempts: 3, backoff: [200ms] }",
@@ -238,20 +239,165 @@ async fn a_program_that_exits_mid_batch_loses_nothing_and_its_messages_count_an_
     let runs = started(&file);
     let attempts =
         |id: &str| -> Vec<u32> { runs.iter().filter(|s| s.0 == id).map(|s| s.1).collect() };
-    assert_eq!(attempts("bomb"), vec![1, 2]);
+    assert_eq!(
+        attempts("bomb"),
+        vec![1, 1, 2],
+        "a suspect, handled alone uncharged, then the culprit: {runs:?}"
+    );
     assert_eq!(
         attempts("slow0"),
-        vec![1, 2],
-        "in flight when it exited: another attempt"
+        vec![1, 1],
+        "in flight when it exited: handled again alone, its attempt not counted"
     );
     let pids: std::collections::BTreeSet<u32> = runs.iter().map(|s| s.2).collect();
-    assert_eq!(pids.len(), 2, "started again once: {runs:?}");
+    assert_eq!(pids.len(), 3, "started again twice: {runs:?}");
     let log = log(&file);
     assert!(log.contains("the program exited with code 3"), "{log}");
+    assert!(log.contains("it held 4 messages"), "{log}");
     assert!(
         log.contains("exiting on purpose at bomb"),
         "the reason has its last lines: {log}"
     );
+}
+
+/// What [`only_the_culprit_is_charged`] runs.
+struct Poisoned {
+    prefix: &'static str,
+    /// More stage settings.
+    settings: &'static str,
+    /// The program's `MODE`.
+    mode: &'static str,
+    /// How long each innocent message takes.
+    sleep_ms: u64,
+    /// The body of the message that kills or hangs the program.
+    poison: Value,
+    /// What the program's stderr says then.
+    says: &'static str,
+    /// What warren says then.
+    why: &'static str,
+}
+
+/// 300 messages, concurrency 8, two attempts, through a program that one
+/// of them (`poison`) kills or hangs every time: exactly one dead letter,
+/// `poison`, its reason carrying the program's last stderr line and why it
+/// was stopped; the 299 others done once, never charged.
+async fn only_the_culprit_is_charged(run: Poisoned) {
+    let Poisoned {
+        prefix,
+        settings,
+        mode,
+        sleep_ms,
+        poison,
+        says,
+        why,
+    } = run;
+    let file = pipeline(
+        prefix,
+        &format!("    concurrency: 8\n    retry: {{ attempts: 2, backoff: [200ms] }}\n{settings}"),
+        mode,
+    );
+    let (_cleanup, producer) = setup(&file).await;
+    let mut sent = Vec::new();
+    for n in 0..300u64 {
+        let (id, body) = if n == 150 {
+            ("poison".to_string(), poison.clone())
+        } else {
+            (
+                format!("m{n:03}"),
+                json!({"sleep_ms": sleep_ms, "emit": [{"n": n}]}),
+            )
+        };
+        let body = serde_json::to_vec(&body).unwrap();
+        sent.push(producer.publish("step", &id, &body).await.unwrap());
+    }
+    for confirm in sent {
+        confirm.confirmed().await.unwrap();
+    }
+    let mut program = worker(&file);
+    let dead = collect(&format!("{}.step.dead", file.name), 1, &file).await;
+    let mut out = collect(&format!("{}.a", file.name), 299, &file).await;
+    // Nothing else is on its way: the stage's queues are empty and stay so.
+    let conn = connect().await;
+    let queues = [
+        file.name.clone() + ".step",
+        file.name.clone() + ".step.isolated",
+    ];
+    let settled = eventually(Duration::from_secs(60), || async {
+        let mut empty = true;
+        for queue in &queues {
+            empty &= queue_state(&conn, queue).await.map(|q| q.0) == Some(0);
+        }
+        empty
+    })
+    .await;
+    assert!(settled, "{}", queue_report(&file, &["step"]).await);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    out.extend(drain_queue(&conn, &format!("{}.a", file.name)).await);
+    let more_dead = drain_queue(&conn, &format!("{}.step.dead", file.name)).await;
+    program.signal("TERM");
+    program.wait();
+    let log = log(&file);
+
+    assert_eq!(ids(&dead), vec!["poison"], "{log}");
+    assert!(more_dead.is_empty(), "{:?}", ids(&more_dead));
+    let reason = header(&dead[0].properties, "x-warren-error").unwrap_or_default();
+    assert!(reason.starts_with("attempt 2 of 2 failed: "), "{reason}");
+    assert!(reason.contains(why), "{reason}");
+    assert!(reason.contains(says), "the child's last lines: {reason}");
+    assert!(!reason.contains("it held"), "charged alone: {reason}");
+
+    let done = ids(&out);
+    let expected: Vec<String> = (0..300u64)
+        .filter(|n| *n != 150)
+        .map(|n| format!("m{n:03}.0"))
+        .collect();
+    assert_eq!(done, expected, "each of the 299 others done exactly once");
+
+    let runs = started(&file);
+    let charged: Vec<_> = runs.iter().filter(|r| r.0 != "poison" && r.1 > 1).collect();
+    assert!(charged.is_empty(), "innocent messages charged: {charged:?}");
+    let poison_attempts: std::collections::BTreeSet<u32> = runs
+        .iter()
+        .filter(|r| r.0 == "poison")
+        .map(|r| r.1)
+        .collect();
+    assert_eq!(poison_attempts, [1, 2].into(), "{runs:?}");
+    assert!(
+        log.contains("handled alone next, its attempt not counted")
+            && log.contains(" messages: each is handled alone"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_message_that_kills_the_program_is_the_only_one_charged() {
+    // Each message on a thread of its own: others are in hand when it dies.
+    only_the_culprit_is_charged(Poisoned {
+        prefix: "execculprit",
+        settings: "",
+        mode: "",
+        sleep_ms: 50,
+        poison: json!({"sleep_ms": 20, "exit_until": 99}),
+        says: "exiting on purpose at poison",
+        why: "the program exited with code 3",
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_message_that_hangs_the_program_is_the_only_one_charged() {
+    // One message at a time, as a PHP program: the messages given after it
+    // wait behind it, in hand, until its deadline.
+    only_the_culprit_is_charged(Poisoned {
+        prefix: "exechangculprit",
+        settings: "    timeout: 2s\n",
+        mode: "serial",
+        sleep_ms: 10,
+        poison: json!({"hang_until": 99}),
+        says: "hanging on purpose at poison",
+        why: "message `poison` passed its deadline",
+    })
+    .await;
 }
 
 /// Sends one message that makes the program misbehave on its first

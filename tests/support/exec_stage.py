@@ -8,14 +8,17 @@ fields of each message:
 - `retry_until` (with `after`): answer retry while the attempt is below it;
 - `dead`: answer dead with this reason;
 - `exit_until`: exit the whole program (code 3) while the attempt is below it;
-- `hang_until`: never answer while the attempt is below it;
+- `hang_until`: never answer while the attempt is below it (saying so on
+  stderr);
 - `garbage_until`: write a line that is not the protocol while the attempt
   is below it;
 - `spawn_child`: start `sleep 1000` (a child of the program, in its
   process group) and write its pid to this file;
 - `dump_env`: write the program's environment to this file, as JSON.
 
-With MODE=noread in its environment it never reads stdin. Every message it
+With MODE=noread in its environment it never reads stdin; with
+MODE=serial it handles one message at a time, in the order given (as a PHP
+program does), instead of each on a thread of its own. Every message it
 starts is appended to the file WARREN_TEST_RECORD (which the stage's `env`
 must give it) as `id attempt pid`.
 """
@@ -30,9 +33,10 @@ import time
 out_lock = threading.Lock()
 
 
-def say(answer):
+def say(*answers):
+    text = "".join(json.dumps(answer) + "\n" for answer in answers)
     with out_lock:
-        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.write(text)
         sys.stdout.flush()
 
 
@@ -59,22 +63,26 @@ def handle(message):
         sys.stderr.flush()
         os._exit(3)
     if attempt < body.get("hang_until", 0):
+        sys.stderr.write("hanging on purpose at %s\n" % mid)
+        sys.stderr.flush()
         time.sleep(3600)
     if attempt < body.get("garbage_until", 0):
         with out_lock:
             sys.stdout.write("this is not the protocol\n")
             sys.stdout.flush()
         return
-    for item in body.get("emit", []):
-        say({"id": mid, "emit": item})
+    # The emits and the last answer in one write: a program killed by
+    # another message's exit either wrote all of them or none.
+    answers = [{"id": mid, "emit": item} for item in body.get("emit", [])]
     for stage, item in body.get("emit_to", {}).items():
-        say({"id": mid, "emit": item, "to": stage})
+        answers.append({"id": mid, "emit": item, "to": stage})
     if attempt < body.get("retry_until", 0):
-        say({"id": mid, "retry": "not yet", "after": body.get("after", "1s")})
+        answers.append({"id": mid, "retry": "not yet", "after": body.get("after", "1s")})
     elif "dead" in body:
-        say({"id": mid, "dead": body["dead"]})
+        answers.append({"id": mid, "dead": body["dead"]})
     else:
-        say({"id": mid, "done": True})
+        answers.append({"id": mid, "done": True})
+    say(*answers)
 
 
 def main():
@@ -82,6 +90,9 @@ def main():
         time.sleep(3600)
     threads = []
     for line in sys.stdin:
+        if os.environ.get("MODE") == "serial":
+            handle(json.loads(line))
+            continue
         thread = threading.Thread(target=handle, args=(json.loads(line),))
         thread.start()
         threads.append(thread)

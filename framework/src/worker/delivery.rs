@@ -95,6 +95,13 @@ impl StageRuntime {
             // matters, nothing is retried or dead-lettered for it.
             return Box::pin(self.skip(publisher, delivery, queue, ctx.job(), &id)).await;
         }
+        // Handled alone (in isolation), a suspect is the culprit: charged.
+        let handled = match handled {
+            Handled::Finished(Err(failure)) if queue == self.isolation_queue => {
+                Handled::Finished(Err(failure.alone()))
+            }
+            handled => handled,
+        };
         let disposition = match handled {
             Handled::Undecodable(reason) => Disposition::Dead { reason },
             Handled::Panicked(failure) => decide(Err(failure), attempt, &self.stage.retry),
@@ -256,7 +263,9 @@ impl StageRuntime {
             Disposition::Dead { reason } => What::Dead {
                 reason: reason.clone(),
             },
-            Disposition::Retry { .. } | Disposition::GiveBack { .. } => return Ok(()),
+            Disposition::Retry { .. }
+            | Disposition::GiveBack { .. }
+            | Disposition::Isolate { .. } => return Ok(()),
         };
         let emitted = if matches!(what, What::Done | What::Held { .. } | What::Result { .. }) {
             emitted()

@@ -135,6 +135,17 @@ impl StageRuntime {
                 };
                 self.forward(publisher, delivery, back).await
             }
+            Disposition::Isolate { reason } => {
+                info!(stage = %self.info.name, %id, attempt, "handled alone next, its attempt not counted: {reason}");
+                let alone = Forward {
+                    exchange: "",
+                    queue: &self.isolation_queue,
+                    id,
+                    set: vec![job_header, (message::ERROR, message::text(&reason))],
+                    remove: &[],
+                };
+                self.forward(publisher, delivery, alone).await
+            }
             Disposition::Retry {
                 attempt: next,
                 delay,

@@ -44,6 +44,11 @@ pub enum Action {
     /// answer): the message goes back to its queue uncharged and the
     /// stage pauses at once, as when its circuit breaker opens.
     Unavailable,
+    /// The code handling it crashed while it held this message with
+    /// others (an `exec` program that died or hung): any of them may have
+    /// caused it. It goes to the stage's isolation queue uncharged, to be
+    /// handled alone; handled alone, the crash is its own (an attempt).
+    Suspect,
 }
 
 impl Failure {
@@ -95,6 +100,30 @@ impl Failure {
             action: Action::Unavailable,
             reason: reason.to_string(),
             about_calls: true,
+        }
+    }
+
+    /// The code handling it crashed while it held this message and others
+    /// (an `exec` program that died or missed a deadline with several
+    /// messages in hand): this one may be innocent. It moves to the
+    /// stage's isolation queue without counting an attempt and is handled
+    /// there alone, where a crash is its own: a suspect failure of a
+    /// message handled alone counts as [`Failure::crashed`] (see
+    /// [`Failure::alone`]), so a message is never isolated for ever.
+    pub fn suspect(reason: impl fmt::Display) -> Failure {
+        Failure {
+            action: Action::Suspect,
+            reason: reason.to_string(),
+            about_calls: false,
+        }
+    }
+
+    /// The failure of a message that was handled alone (in isolation):
+    /// a suspect is the culprit, charged as a crash; others are unchanged.
+    pub fn alone(self) -> Failure {
+        match self.action {
+            Action::Suspect => Failure::crashed(self.reason),
+            _ => self,
         }
     }
 
@@ -162,6 +191,13 @@ pub enum Disposition {
         /// Why.
         reason: String,
     },
+    /// Moved to the stage's isolation queue unchanged, its attempt not
+    /// counted, to be handled alone: the code handling it crashed while it
+    /// held others too ([`Failure::suspect`]).
+    Isolate {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// The disposition of a message after attempt `attempt` ended with
@@ -179,6 +215,11 @@ pub fn decide(outcome: Outcome, attempt: u32, policy: &RetryPolicy) -> Dispositi
         }
         Action::Unavailable => {
             return Disposition::GiveBack {
+                reason: failure.reason,
+            };
+        }
+        Action::Suspect => {
+            return Disposition::Isolate {
                 reason: failure.reason,
             };
         }
@@ -269,6 +310,38 @@ mod tests {
                 }
             );
         }
+    }
+
+    #[test]
+    fn a_suspect_is_isolated_uncharged_on_any_attempt() {
+        for attempt in [1, 3, 7] {
+            assert_eq!(
+                decide(Err(Failure::suspect("child died")), attempt, &policy()),
+                Disposition::Isolate {
+                    reason: "child died".into()
+                }
+            );
+        }
+        assert!(!Failure::suspect("x").is_about_calls());
+    }
+
+    #[test]
+    fn a_suspect_handled_alone_is_the_culprit_and_charged() {
+        let alone = Failure::suspect("child died").alone();
+        assert_eq!(alone, Failure::crashed("child died"));
+        assert!(matches!(
+            decide(Err(alone.clone()), 1, &policy()),
+            Disposition::Retry { attempt: 2, .. }
+        ));
+        assert_eq!(
+            decide(Err(alone), 3, &policy()),
+            Disposition::Dead {
+                reason: "attempt 3 of 3 failed: child died".into()
+            }
+        );
+        // Other failures are what they are, alone or not.
+        assert_eq!(Failure::dead("poison").alone(), Failure::dead("poison"));
+        assert_eq!(Failure::retry("boom").alone(), Failure::retry("boom"));
     }
 
     #[test]

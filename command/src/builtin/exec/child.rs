@@ -26,6 +26,7 @@ use tracing::info;
 use warren::{message::one_line, pipeline::ExecSpec};
 
 use super::{
+    culprit::Stopped,
     environment::{self, Identity},
     protocol::{self, Answer, MAX_LINE},
 };
@@ -38,8 +39,9 @@ use crate::subprocess::{
 /// Lines of the program's stderr kept for the reasons of failures.
 const TAIL_LINES: usize = 5;
 
-/// Why a handling's message was not finished: the program was stopped.
-pub type Crash = watch::Receiver<Option<String>>;
+/// Why a handling's message was not finished: the program was stopped
+/// (why, and what it held then).
+pub type Crash = watch::Receiver<Option<Arc<Stopped>>>;
 
 /// The messages given to the running program and not finished.
 pub type Unfinished = Arc<Mutex<HashMap<String, (mpsc::Sender<Answer>, Instant)>>>;
@@ -51,7 +53,7 @@ pub struct Running {
     pub group: Group,
     /// Lines for its stdin; dropped to close it.
     pub stdin: Option<mpsc::UnboundedSender<Vec<u8>>>,
-    pub crash: watch::Sender<Option<String>>,
+    pub crash: watch::Sender<Option<Arc<Stopped>>>,
     /// Why it must stop: set by the reader (a bad line, the end of its
     /// stdout) or by its exit.
     pub trouble: mpsc::UnboundedReceiver<String>,

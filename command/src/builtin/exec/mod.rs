@@ -10,9 +10,11 @@
 //!
 //! [`program`] keeps the program running, one run of it at a time
 //! (`child`: the process and its pipes; `environment`: what it inherits);
-//! [`protocol`] is the line format.
+//! [`protocol`] is the line format; `culprit` says which message a
+//! stopped program is charged to.
 
 mod child;
+mod culprit;
 mod environment;
 pub mod program;
 pub mod protocol;
@@ -130,10 +132,22 @@ async fn follow(
 ) -> Outcome {
     let mut emitted = 0u32;
     let mut told = false;
+    // The program stopped after it finished this message: its last answer
+    // is on its way.
+    let mut answered = false;
     loop {
         let answer = tokio::select! {
             answer = answers.recv() => answer,
-            _ = crash.changed() => None,
+            _ = crash.changed(), if !answered => {
+                let stopped = crash.borrow().clone();
+                match culprit::verdict(stopped.as_deref(), ctx.id()).failure() {
+                    Some(failure) => return Err(failure),
+                    None => {
+                        answered = true;
+                        continue;
+                    }
+                }
+            }
             _ = ctx.cancelled(), if !told => {
                 // The job was cancelled (not a timeout: the program's own
                 // deadline comes first): the program is told, and its
@@ -146,11 +160,13 @@ async fn follow(
             }
         };
         let Some(answer) = answer else {
-            let why = crash
-                .borrow()
-                .clone()
-                .unwrap_or_else(|| "the program stopped".into());
-            return Err(Failure::crashed(why));
+            // No last answer will come: the program stopped (its keeper
+            // lets go of the message just before it says why).
+            let _ = crash.wait_for(Option::is_some).await;
+            let stopped = crash.borrow().clone();
+            return Err(culprit::verdict(stopped.as_deref(), ctx.id())
+                .failure()
+                .unwrap_or_else(|| Failure::crashed("the program stopped")));
         };
         match answer {
             Answer::Emit { to, body, .. } => {

@@ -4,9 +4,10 @@
 //! them, relays its stderr to the log, and when the program exits, writes
 //! something that is not the protocol, answers about a message it was not
 //! given, or lets a message pass its deadline, it kills the program's
-//! process group, fails every unfinished message (each counts an attempt,
-//! the reason carrying the program's last stderr lines) and starts it
-//! again, with a growing pause if it keeps dying.
+//! process group, fails every unfinished message (the reason carrying the
+//! program's last stderr lines; only a message it held alone counts an
+//! attempt, see `culprit`) and starts it again, with a growing pause if it
+//! keeps dying.
 
 use std::{
     collections::VecDeque,
@@ -22,6 +23,7 @@ use tracing::{error, info, warn};
 use warren::{backoff::Backoff, pipeline::ExecSpec};
 
 use super::child::{Running, Unfinished, spawn};
+use super::culprit::Stopped;
 use super::protocol::Answer;
 pub use super::{child::Crash, environment::Identity};
 
@@ -188,10 +190,16 @@ impl Keeper {
                 "message `{id}` passed its deadline: the program was stopped and started again"
             ));
         }
-        self.waiting.retain(|request| match request {
-            Request::Start { deadline, .. } => *deadline > now,
-            _ => true,
-        });
+        let (late, waiting) = std::mem::take(&mut self.waiting).into_iter().partition(
+            |request| matches!(request, Request::Start { deadline, .. } if *deadline <= now),
+        );
+        self.waiting = waiting;
+        for request in late {
+            refuse(
+                request,
+                "it passed its deadline waiting for the program to start again",
+            );
+        }
     }
 
     fn restart_if_due(&mut self) {
@@ -234,16 +242,12 @@ impl Keeper {
         } else {
             format!("{reason}; its last lines: {}", last.join(" / "))
         };
-        let unfinished = {
-            let mut pending = self.pending.lock().expect("pending");
-            let count = pending.len();
-            pending.clear();
-            count
-        };
+        let stopped = self.stopped(full);
+        let unfinished = stopped.held.len();
         if !self.closing || unfinished > 0 {
-            warn!(stage = %self.who.stage, unfinished, "{full}");
+            warn!(stage = %self.who.stage, unfinished, "{}", stopped.reason);
         }
-        let _ = running.crash.send(Some(full));
+        let _ = running.crash.send(Some(stopped));
         if !self.closing {
             let pause = self.backoff.next_delay();
             self.restart_at = Some(Instant::now() + pause);
@@ -265,8 +269,21 @@ impl Keeper {
         }
         if let Some(running) = self.running.take() {
             running.group.kill();
-            let _ = running.crash.send(Some("the worker stopped".into()));
+            let stopped = self.stopped("the worker stopped".into());
+            let _ = running.crash.send(Some(stopped));
         }
+    }
+
+    /// The program stopped for `reason`: what it held is unfinished.
+    fn stopped(&self, reason: String) -> Arc<Stopped> {
+        let held = self
+            .pending
+            .lock()
+            .expect("pending")
+            .drain()
+            .map(|(id, _)| id)
+            .collect();
+        Arc::new(Stopped { reason, held })
     }
 }
 
