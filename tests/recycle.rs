@@ -4,8 +4,8 @@
 //! with Debian's `composer` from a path repository, as `tests/clients.rs`
 //! does): a child that leaks is replaced, and so is one that was given its
 //! count of messages, while every message is done exactly once, none
-//! retried, none dead-lettered. Bad values are refused by `warren validate`
-//! naming the field.
+//! retried, none dead-lettered; a drain lets replaced programs finish what
+//! they hold. Bad values are refused by `warren validate` naming the field.
 
 mod common;
 
@@ -240,4 +240,45 @@ fn bad_recycle_settings_are_refused_naming_the_field() {
     );
     let output = warren(&["validate", file.path.to_str().unwrap()]);
     assert!(output.status.success(), "{:?}", text(&output));
+}
+
+#[tokio::test]
+async fn a_drain_lets_replaced_programs_finish_what_they_hold() {
+    // Two messages a program, a second each: with four sent, two replaced
+    // programs hold two each when the worker is told to stop.
+    let file = pipeline("recycledrain", "max_messages: 2", 0, 1000);
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let pipeline = warren::config::load(&file.path).unwrap();
+    declare(&pipeline).await;
+    let producer = Producer::connect(&pipeline).await.unwrap();
+    let mut program = worker(&file);
+    for i in 0..4u64 {
+        producer
+            .send_with_id("step", &format!("m{i}"), &json!({ "n": i }))
+            .await
+            .unwrap();
+    }
+    let replaced = eventually(Duration::from_secs(60), || async {
+        log(&file).matches("recycling the program").count() >= 2
+    })
+    .await;
+    assert!(replaced, "{}", log(&file));
+    program.signal("TERM");
+    assert_eq!(program.wait().code(), Some(0), "{}", log(&file));
+    let conn = connect().await;
+    let messages = drain_queue(&conn, &format!("{}.out", file.name)).await;
+    let mut done: Vec<u64> = messages
+        .iter()
+        .map(|m| {
+            let body: Value = serde_json::from_slice(&m.data).unwrap();
+            assert_eq!(body["attempt"], 1, "{body}");
+            body["n"].as_u64().unwrap()
+        })
+        .collect();
+    done.sort();
+    assert_eq!(done, [0, 1, 2, 3], "each done once\n{}", log(&file));
+    let step = queue_state(&conn, &format!("{}.step", file.name)).await;
+    assert_eq!(step.map(|q| q.0), Some(0), "nothing given back");
+    let log = log(&file);
+    assert!(!log.contains("unfinished"), "no message failed: {log}");
 }

@@ -297,7 +297,7 @@ impl Keeper {
     /// the old one goes on, and it is tried again after a pause.
     fn recycle(&mut self, why: recycle::Reason) {
         let now = Instant::now();
-        if self.closing || self.restart_at.is_some_and(|at| at > now) {
+        if self.running.is_none() || self.closing || self.restart_at.is_some_and(|at| at > now) {
             return;
         }
         let pending = Unfinished::default();
