@@ -156,6 +156,18 @@ pub struct ExecSpec {
     /// Variables of its environment besides the few it inherits; a value
     /// `${NAME}` is the worker's variable `NAME`.
     pub env: BTreeMap<String, String>,
+    /// When a child is replaced by a fresh one; never by default.
+    pub recycle: Recycle,
+}
+
+/// When an `exec` stage's child is drained and replaced (`max_messages`,
+/// `max_memory`): a leaking program is restarted without a message failing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recycle {
+    /// After it was given this many messages.
+    pub max_messages: Option<u64>,
+    /// When its resident size (bytes) is above this.
+    pub max_memory: Option<u64>,
 }
 
 /// The built-in HTTP stage.

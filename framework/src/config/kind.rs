@@ -7,10 +7,12 @@ use std::collections::BTreeMap;
 use super::{
     check::Checker,
     defaults,
-    raw::{RawExec, RawHttp, RawStage},
+    raw::{RawExec, RawExecFull, RawHttp, RawStage},
 };
 use crate::{
-    pipeline::{CommandSpec, ExecSpec, HeaderValue, HttpEmit, HttpSpec, SinkSpec, StageKind},
+    pipeline::{
+        CommandSpec, ExecSpec, HeaderValue, HttpEmit, HttpSpec, Recycle, SinkSpec, StageKind,
+    },
     template,
 };
 
@@ -97,6 +99,10 @@ fn exec(v: &mut Checker, path: &str, raw: &RawExec) -> Option<ExecSpec> {
             format!("{path}.command"),
         ),
     };
+    let recycle = match raw {
+        RawExec::Argv(_) => Some(Recycle::default()),
+        RawExec::Full(full) => recycle(v, path, full),
+    };
     let Some(program) = argv.first().filter(|p| !p.trim().is_empty()) else {
         v.problem(
             argv_path,
@@ -129,7 +135,47 @@ fn exec(v: &mut Checker, path: &str, raw: &RawExec) -> Option<ExecSpec> {
         }
         vars.insert(name.clone(), value.clone());
     }
-    Some(ExecSpec { argv, env: vars })
+    Some(ExecSpec {
+        argv,
+        env: vars,
+        recycle: recycle?,
+    })
+}
+
+/// Most messages one child may be given before it is replaced.
+const MAX_MESSAGES: u64 = 1_000_000_000;
+
+/// `max_messages` and `max_memory` of `exec: {...}` at `path`.
+fn recycle(v: &mut Checker, path: &str, full: &RawExecFull) -> Option<Recycle> {
+    let mut ok = true;
+    let max_messages = full.max_messages.and_then(|n| {
+        let n = v.whole(&format!("{path}.max_messages"), n, 1, MAX_MESSAGES);
+        ok &= n.is_some();
+        n
+    });
+    let max_memory = full.max_memory.as_ref().and_then(|text| {
+        let field = format!("{path}.max_memory");
+        match size(text) {
+            Ok(bytes) if bytes >= 1_000_000 => Some(bytes),
+            Ok(_) => {
+                v.problem(
+                    field,
+                    format!("`{text}` is too small: give at least 1MB, like 512MB or 1GiB"),
+                );
+                ok = false;
+                None
+            }
+            Err(why) => {
+                v.problem(field, why);
+                ok = false;
+                None
+            }
+        }
+    });
+    ok.then_some(Recycle {
+        max_messages,
+        max_memory,
+    })
 }
 
 /// A program as it is started: a relative path (one with a `/`) resolved

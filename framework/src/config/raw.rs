@@ -193,12 +193,17 @@ pub(crate) enum RawExec {
     Full(RawExecFull),
 }
 
-/// `exec: { command: [...], env: {...} }`
+/// `exec: { command: [...], env: {...}, max_messages: N, max_memory: SIZE }`
 #[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a mapping with command and env")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with command, env, max_messages and max_memory"
+)]
 pub(crate) struct RawExecFull {
     pub command: Option<Vec<String>>,
     pub env: Option<IndexMap<String, String>>,
+    pub max_messages: Option<Number>,
+    pub max_memory: Option<Text>,
 }
 
 /// `sink:`

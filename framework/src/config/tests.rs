@@ -4,7 +4,7 @@
 use std::{path::Path, time::Duration};
 
 use super::{InvalidPipeline, parse_str};
-use crate::pipeline::{Pipeline, QueueKind, StageKind};
+use crate::pipeline::{Pipeline, QueueKind, Recycle, StageKind};
 
 const GOOD: &str = "\
 pipeline: grading
@@ -849,6 +849,45 @@ fn an_exec_env_reference_names_a_variable() {
     let fine =
         "pipeline: p\nstages:\n  s:\n    exec: { command: [sh], env: { A: \"${DB_URL}\" } }\n";
     assert!(load(fine).is_ok());
+}
+
+#[test]
+fn an_exec_child_is_recycled_by_count_or_size() {
+    let exec = |settings: &str| {
+        format!("pipeline: p\nstages:\n  s:\n    exec: {{ command: [sh]{settings} }}\n")
+    };
+    let recycle = |text: &str| match &load(text).unwrap().stages[0].kind {
+        StageKind::Exec(spec) => spec.recycle,
+        other => panic!("not exec: {other:?}"),
+    };
+    assert_eq!(recycle(&exec("")), Recycle::default());
+    assert_eq!(
+        recycle(&exec(", max_messages: 1000, max_memory: 512MB")),
+        Recycle {
+            max_messages: Some(1000),
+            max_memory: Some(512_000_000),
+        }
+    );
+    assert_eq!(
+        recycle(&exec(", max_memory: 1GiB")).max_memory,
+        Some(1 << 30)
+    );
+    assert_problem(
+        &exec(", max_messages: 0"),
+        &["stages.s.exec.max_messages", "between 1 and"],
+    );
+    assert_problem(
+        &exec(", max_messages: 2.5"),
+        &["stages.s.exec.max_messages", "not a whole number"],
+    );
+    assert_problem(
+        &exec(", max_memory: lots"),
+        &["stages.s.exec.max_memory", "not a size"],
+    );
+    assert_problem(
+        &exec(", max_memory: 10KB"),
+        &["stages.s.exec.max_memory", "too small"],
+    );
 }
 
 #[test]

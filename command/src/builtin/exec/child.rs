@@ -60,6 +60,8 @@ pub struct Running {
     pub started: Instant,
     /// It finished a message: it works.
     pub healthy: Arc<AtomicBool>,
+    /// Messages it was given (for `max_messages`).
+    pub given: u64,
 }
 
 /// Starts the program with its pipes and the tasks that serve them.
@@ -121,6 +123,7 @@ pub fn spawn(
         trouble,
         started: Instant::now(),
         healthy,
+        given: 0,
     })
 }
 

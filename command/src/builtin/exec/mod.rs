@@ -11,13 +11,15 @@
 //! [`program`] keeps the program running, one run of it at a time
 //! (`child`: the process and its pipes; `environment`: what it inherits);
 //! [`protocol`] is the line format; `culprit` says which message a
-//! stopped program is charged to.
+//! stopped program is charged to; `recycle` replaces a program that was
+//! given `max_messages` or grew above `max_memory`.
 
 mod child;
 mod culprit;
 mod environment;
 pub mod program;
 pub mod protocol;
+mod recycle;
 
 use std::time::Duration;
 

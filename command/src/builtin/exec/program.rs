@@ -7,7 +7,8 @@
 //! process group, fails every unfinished message (the reason carrying the
 //! program's last stderr lines; only a message it held alone counts an
 //! attempt, see `culprit`) and starts it again, with a growing pause if it
-//! keeps dying.
+//! keeps dying. With `max_messages` or `max_memory` it replaces the program
+//! when due, without a gap and without failing a message (`recycle`).
 
 use std::{
     collections::VecDeque,
@@ -25,6 +26,7 @@ use warren::{backoff::Backoff, pipeline::ExecSpec};
 use super::child::{Running, Unfinished, spawn};
 use super::culprit::Stopped;
 use super::protocol::Answer;
+use super::recycle::{self, Look, MEMORY_EVERY, Retiring};
 pub use super::{child::Crash, environment::Identity};
 
 /// A handling's request to the program's task.
@@ -69,6 +71,8 @@ pub fn start(spec: ExecSpec, who: Identity) -> Result<mpsc::UnboundedSender<Requ
         restart_at: None,
         backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(30)),
         closing: false,
+        retiring: Vec::new(),
+        memory_read: Instant::now(),
     };
     tokio::spawn(keeper.run(incoming));
     Ok(requests)
@@ -86,6 +90,10 @@ struct Keeper {
     restart_at: Option<Instant>,
     backoff: Backoff,
     closing: bool,
+    /// Replaced programs finishing what they hold (see `recycle`).
+    retiring: Vec<Retiring>,
+    /// When the running program's resident size was last read.
+    memory_read: Instant,
 }
 
 impl Keeper {
@@ -102,7 +110,9 @@ impl Keeper {
                 request = incoming.recv() => match request {
                     None => break,
                     Some(Request::Stop { grace, done }) => {
+                        let until = Instant::now() + grace;
                         self.stop(grace).await;
+                        self.stop_retiring(until).await;
                         let _ = done.send(());
                         break;
                     }
@@ -112,6 +122,8 @@ impl Keeper {
                 _ = tick.tick() => {
                     self.check_deadlines();
                     self.restart_if_due();
+                    self.look_at_retiring();
+                    self.recycle_if_too_big();
                 }
             }
         }
@@ -132,6 +144,8 @@ impl Keeper {
                 }
             }
             Request::Cancel { id } => {
+                // (A replaced program holding it cannot be told: its
+                // stdin is closed; its answer is awaited as usual.)
                 let holds = self.pending.lock().expect("pending").contains_key(&id);
                 if let (true, Some(running)) = (holds, &self.running)
                     && let Some(stdin) = &running.stdin
@@ -142,7 +156,8 @@ impl Keeper {
             Request::Start { .. } if self.closing => refuse(request, "the worker is stopping"),
             Request::Start { ref id, .. }
                 if self.running.is_none()
-                    || self.pending.lock().expect("pending").contains_key(id) =>
+                    || self.pending.lock().expect("pending").contains_key(id)
+                    || self.retiring.iter().any(|old| old.holds(id)) =>
             {
                 self.waiting.push_back(request);
             }
@@ -164,6 +179,10 @@ impl Keeper {
                     .insert(id, (events, deadline));
                 let _ = stdin.send(line);
                 let _ = started.send(Ok(running.crash.subscribe()));
+                running.given += 1;
+                if let Some(why) = recycle::due(&self.spec.recycle, running.given, None) {
+                    self.recycle(why);
+                }
             }
             Request::Stop { .. } => unreachable!("handled by the loop"),
         }
@@ -284,6 +303,87 @@ impl Keeper {
             .map(|(id, _)| id)
             .collect();
         Arc::new(Stopped { reason, held })
+    }
+}
+
+/// Recycling (`max_messages`, `max_memory`; see `recycle`).
+impl Keeper {
+    /// Replaces the running program: a fresh one takes the next messages,
+    /// the old one finishes what it holds. If no fresh one can be started,
+    /// the old one goes on, and it is tried again after a pause.
+    fn recycle(&mut self, why: recycle::Reason) {
+        let now = Instant::now();
+        if self.running.is_none() || self.closing || self.restart_at.is_some_and(|at| at > now) {
+            return;
+        }
+        let pending = Unfinished::default();
+        let fresh = match spawn(&self.spec, &self.who, &pending, &self.tail) {
+            Ok(fresh) => fresh,
+            Err(error) => {
+                error!(stage = %self.who.stage, "the program is not replaced ({why}): {error}");
+                self.restart_at = Some(now + self.backoff.next_delay());
+                return;
+            }
+        };
+        let Some(old) = self.running.replace(fresh) else {
+            return;
+        };
+        let old_pending = std::mem::replace(&mut self.pending, pending);
+        let holds = old_pending.lock().expect("pending").len();
+        info!(
+            stage = %self.who.stage,
+            pid = old.pid,
+            holds,
+            "recycling the program: {why}; pid {} takes the next messages, pid {} finishes the {holds} it holds",
+            self.running.as_ref().map_or(0, |new| new.pid),
+            old.pid,
+        );
+        self.retiring
+            .push(Retiring::new(old, old_pending, &self.who.stage));
+        self.memory_read = now;
+    }
+
+    /// Reads the running program's resident size (every `MEMORY_EVERY`)
+    /// and replaces it when it is above `max_memory`.
+    fn recycle_if_too_big(&mut self) {
+        let Some(running) = &self.running else {
+            return;
+        };
+        if self.spec.recycle.max_memory.is_none() || self.memory_read.elapsed() < MEMORY_EVERY {
+            return;
+        }
+        self.memory_read = Instant::now();
+        let rss = recycle::resident_bytes(running.pid);
+        if let Some(why) = recycle::due(&self.spec.recycle, running.given, rss)
+            && matches!(why, recycle::Reason::Memory(_))
+        {
+            self.recycle(why);
+        }
+    }
+
+    /// Lets go of replaced programs that finished; stops those that died
+    /// or let a message pass its deadline with messages in hand.
+    fn look_at_retiring(&mut self) {
+        let now = Instant::now();
+        for mut old in std::mem::take(&mut self.retiring) {
+            match old.look(now) {
+                Look::Working => self.retiring.push(old),
+                Look::Gone => old.gone(),
+                Look::Failed(reason) => old.fail(&reason, &self.tail),
+            }
+        }
+    }
+
+    /// On drain: waits for the replaced programs to finish, until `until`,
+    /// then stops those left.
+    async fn stop_retiring(&mut self, until: Instant) {
+        while !self.retiring.is_empty() && Instant::now() < until {
+            self.look_at_retiring();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for old in std::mem::take(&mut self.retiring) {
+            old.fail("the worker stopped", &self.tail);
+        }
     }
 }
 
