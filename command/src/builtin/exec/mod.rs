@@ -140,7 +140,15 @@ async fn follow(
     loop {
         let answer = tokio::select! {
             answer = answers.recv() => answer,
-            _ = crash.changed(), if !answered => {
+            changed = crash.changed(), if !answered => {
+                if changed.is_err() {
+                    // Its keeper let go of the program without a stop (a
+                    // replaced program that answered everything): the
+                    // answers are in `answers`, and a missing one ends it
+                    // below.
+                    answered = true;
+                    continue;
+                }
                 let stopped = crash.borrow().clone();
                 match culprit::verdict(stopped.as_deref(), ctx.id()).failure() {
                     Some(failure) => return Err(failure),
