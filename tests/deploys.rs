@@ -43,10 +43,12 @@ stages:
 }
 
 /// Writes `worker.sh`: the test worker recording into `{version}.txt`,
-/// replacing the file at once (as a deploy tool does).
+/// replacing the file at once (as a deploy tool does). It takes a second
+/// to start (as a real program loading its data does): a roll that did not
+/// wait for it would leave the stage with fewer consumers.
 fn write_worker(file: &PipelineFile, version: &str) {
     let script = format!(
-        "#!/bin/sh\nWARREN_TEST_RECORD={} exec {} work\n",
+        "#!/bin/sh\nsleep 1\nWARREN_TEST_RECORD={} exec {} work\n",
         file.file(&format!("{version}.txt")).display(),
         example_bin("test-worker").display()
     );
@@ -166,22 +168,26 @@ impl Flow {
 }
 
 /// Watches `warren status` in a thread until `stop`: the fewest running
-/// workers of `work` seen, and how many looks saw them.
-fn watch_workers(path: &Path, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(u64, u32)> {
+/// workers of `work` and the fewest consumers of its queue (the broker's
+/// count) seen, and how many looks saw them.
+fn watch_workers(path: &Path, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(u64, u64, u32)> {
     let path = path.to_str().unwrap().to_string();
     std::thread::spawn(move || {
         let mut fewest = u64::MAX;
+        let mut consumers = u64::MAX;
         let mut looks = 0;
         while !stop.load(Ordering::Relaxed) {
             let out = warren(&["status", &path, "--json"]);
             if let Ok(status) = serde_json::from_slice::<Value>(&out.stdout) {
                 let workers = stage(&status, "work")["workers"].as_u64().unwrap_or(0);
                 fewest = fewest.min(workers);
+                let on_broker = stage(&status, "work")["consumers"].as_u64().unwrap_or(0);
+                consumers = consumers.min(on_broker);
                 looks += 1;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        (fewest, looks)
+        (fewest, consumers, looks)
     })
 }
 
@@ -229,9 +235,13 @@ async fn a_new_program_file_rolls_the_workers_under_load_losing_nothing() {
         log(&file, "supervisor.log")
     );
     stop.store(true, Ordering::Relaxed);
-    let (fewest, looks) = watcher.join().unwrap();
+    let (fewest, consumers, looks) = watcher.join().unwrap();
     assert!(looks >= 3, "status was read {looks} times during the roll");
-    eprintln!("fewest workers during the roll: {fewest} ({looks} looks)");
+    eprintln!("fewest during the roll: {fewest} workers, {consumers} consumers ({looks} looks)");
+    assert!(
+        consumers >= 2,
+        "{consumers} consumers during the roll: an old worker stopped before its replacement consumed"
+    );
     assert!(
         fewest >= 2,
         "{fewest} workers ran during the roll (scale.min 2)"

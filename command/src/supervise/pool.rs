@@ -67,6 +67,9 @@ pub(super) struct Slot {
     pub(super) counts: StageCounts,
     /// The pool's generation when it started.
     pub(super) generation: u64,
+    /// The worker has reported to the supervisor's socket (it speaks the
+    /// protocol: it is ready once it reports consuming).
+    pub(super) reported: bool,
 }
 
 pub(super) enum SlotState {
@@ -178,6 +181,7 @@ impl Pool {
                         state: SlotState::Restarting { at: now },
                         quick_failures: 0,
                         counts: StageCounts::default(),
+                        reported: false,
                         generation: self.generation,
                     },
                 );
@@ -257,6 +261,7 @@ impl Pool {
                 let slot = self.slots.get_mut(&index).expect("slot");
                 slot.state = SlotState::Running { pid, since: now };
                 slot.counts = StageCounts::default();
+                slot.reported = false;
                 slot.generation = self.generation;
             }
             Err(error) => {
@@ -385,6 +390,7 @@ impl Pool {
                     slot.quick_failures = 0;
                 }
                 slot.counts = counts;
+                slot.reported = true;
                 return true;
             }
         }

@@ -2,8 +2,9 @@
 //! `warren restart`): pure, fed with the workers' states.
 //!
 //! One at a time: a new worker starts first (one above the stage's count);
-//! once it is ready (it reports consuming, or it has run for the settle
-//! time) one old worker is drained (SIGTERM), and so on until no old
+//! once it is ready (it reports consuming; a program that does not report
+//! to the supervisor: it has run for the settle time) one old worker is
+//! drained (SIGTERM), and so on until no old
 //! worker is left. The stage never has fewer workers running than before
 //! the roll. A new program that crash-loops (the supervisor's crash-loop
 //! rule applied to the roll's own new workers) stops the roll and leaves
@@ -31,9 +32,11 @@ pub struct Seen {
 /// A worker's state, for the roll.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WorkerState {
-    /// Running for this long; `consuming` when it reported so.
+    /// Running for this long; `reports` when it has reported to the
+    /// supervisor, `consuming` when it reported consuming.
     Running {
         up: Duration,
+        reports: bool,
         consuming: bool,
         busy: bool,
     },
@@ -137,7 +140,12 @@ impl Roll {
                 return Step::Start;
             }
             Some(worker) => match worker.state {
-                WorkerState::Running { up, consuming, .. } => consuming || up >= SETTLE,
+                WorkerState::Running {
+                    up,
+                    reports,
+                    consuming,
+                    ..
+                } => consuming || (!reports && up >= SETTLE),
                 WorkerState::Restarting => false,
                 WorkerState::Draining => {
                     self.surge = None;
@@ -193,6 +201,7 @@ mod tests {
             old,
             state: WorkerState::Running {
                 up,
+                reports: consuming,
                 consuming,
                 busy: false,
             },
@@ -302,6 +311,7 @@ mod tests {
             old: true,
             state: WorkerState::Running {
                 up: 100 * S,
+                reports: true,
                 consuming: true,
                 busy: true,
             },
@@ -323,6 +333,28 @@ mod tests {
         assert_eq!(roll.next(&[busy, new, new2, new3]), Step::Retire(2));
         assert_eq!(roll.next(&[new, new2, new3]), Step::Done);
         assert_eq!(roll.state, RollState::Done);
+    }
+
+    #[test]
+    fn a_worker_that_reports_is_ready_only_once_it_consumes() {
+        let mut roll = Roll::new(1, "test".into());
+        let old = running(0, true, 100 * S, true);
+        roll.started(1);
+        let connecting = Seen {
+            index: 1,
+            old: false,
+            state: WorkerState::Running {
+                up: 10 * SETTLE,
+                reports: true,
+                consuming: false,
+                busy: false,
+            },
+        };
+        assert_eq!(roll.next(&[old, connecting]), Step::Wait);
+        assert_eq!(
+            roll.next(&[old, running(1, false, S, true)]),
+            Step::Retire(0)
+        );
     }
 
     #[test]

@@ -103,6 +103,7 @@ impl Pool {
                     state: match slot.state {
                         SlotState::Running { since, .. } => WorkerState::Running {
                             up: now - since,
+                            reports: slot.reported,
                             consuming: slot.counts.consuming,
                             busy: slot.counts.in_flight > 0,
                         },
@@ -129,6 +130,7 @@ impl Pool {
                             state: SlotState::Restarting { at: now },
                             quick_failures: 0,
                             counts: StageCounts::default(),
+                            reported: false,
                             generation,
                         },
                     );
