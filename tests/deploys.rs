@@ -2,7 +2,7 @@
 //! real broker: a new program file rolls a stage's workers one at a time
 //! under a steady flow (every message once, never fewer workers than
 //! `scale.min`); a broken one stops the roll and the old workers keep
-//! working; `warren restart FILE STAGE` rolls the workers of two
+//! working, until a fixed one rolls; `warren restart FILE STAGE` rolls the workers of two
 //! supervisors.
 
 mod common;
@@ -271,7 +271,7 @@ async fn a_new_program_file_rolls_the_workers_under_load_losing_nothing() {
 }
 
 #[tokio::test]
-async fn a_broken_program_stops_the_roll_and_the_old_workers_keep_working() {
+async fn a_broken_program_stops_the_roll_the_old_workers_keep_working_and_a_fixed_one_rolls() {
     let file = pipeline("deploybad");
     let _cleanup = Cleanup::pipeline(&file.path, &[format!("{}.supervisors", file.name)]);
     let loaded = warren::config::load(&file.path).unwrap();
@@ -322,7 +322,32 @@ async fn a_broken_program_stops_the_roll_and_the_old_workers_keep_working() {
         eventually(LONG, || async { handled(&file, "v1") >= now + 50 }).await,
         "the old workers keep handling"
     );
-    flow.finish(&file, &["v1"]).await;
+
+    // A fixed build starts a new roll, which ends.
+    write_worker(&file, "v2");
+    assert!(
+        eventually(LONG, || async {
+            log(&file, "supervisor.log")
+                .contains("roll done (the program file changed): 2 workers replaced")
+        })
+        .await,
+        "the fixed build did not roll\n{}",
+        log(&file, "supervisor.log")
+    );
+    assert!(
+        eventually(LONG, || async {
+            stage(&status_json(&file), "work").get("deploys").is_none()
+        })
+        .await,
+        "status still shows a roll: {}",
+        stage(&status_json(&file), "work")
+    );
+    let v2 = handled(&file, "v2");
+    assert!(
+        eventually(LONG, || async { handled(&file, "v2") >= v2 + 20 }).await,
+        "the fixed program handles the flow"
+    );
+    flow.finish(&file, &["v1", "v2"]).await;
     supervisor.signal("TERM");
     assert_eq!(supervisor.wait().code(), Some(0));
 }
