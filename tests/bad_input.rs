@@ -63,7 +63,7 @@ fn every_command_refuses_every_bad_file_and_declares_nothing() {
     let mut failures = Vec::new();
     for file in &files {
         let path = file.to_str().unwrap();
-        let commands: [&[&str]; 13] = [
+        let commands: [&[&str]; 15] = [
             &["validate", path],
             &["declare", path],
             &["run", path, "--input", input],
@@ -77,6 +77,8 @@ fn every_command_refuses_every_bad_file_and_declares_nothing() {
             &["schedule", path],
             &["pause", path, "a"],
             &["resume", path, "a"],
+            &["restart", path, "a"],
+            &["restart", path],
         ];
         for args in commands {
             // The file's own broker URL, not the tests' AMQP_URL, applies.
@@ -268,6 +270,7 @@ async fn bad_command_lines_and_inputs_get_their_exit_code_and_send_nothing() {
         (vec!["declare", p, "--dry-rn"], b"", 2, "--dry-run"),
         (vec!["pause", p, "nosuch"], b"", 2, "no stage `nosuch`"),
         (vec!["resume", p, "nosuch"], b"", 2, "no stage `nosuch`"),
+        (vec!["restart", p, "nosuch"], b"", 2, "no stage `nosuch`"),
         (vec!["pause", p], b"", 2, "<STAGE>"),
     ];
     let mut failures = Vec::new();

@@ -159,6 +159,14 @@ pub enum Command {
         /// The stage to resume.
         stage: String,
     },
+    /// Replaces a stage's workers (every stage's without STAGE) one at a
+    /// time on every box, each new worker ready before an old one drains.
+    Restart {
+        /// The pipeline file.
+        file: PathBuf,
+        /// The stage to restart (every stage when left out).
+        stage: Option<String>,
+    },
     /// The schedules (`schedules:`) with their last and next ticks.
     Schedule {
         /// The pipeline file.

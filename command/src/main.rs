@@ -123,6 +123,9 @@ fn main() -> ExitCode {
             } => commands::job::run(&file, &id, json, wait, cancel).await,
             Command::Pause { file, stage } => commands::pause::run(&file, &stage, true).await,
             Command::Resume { file, stage } => commands::pause::run(&file, &stage, false).await,
+            Command::Restart { file, stage } => {
+                commands::restart::run(&file, stage.as_deref()).await
+            }
             Command::Schedule { file, json } => commands::schedule::run(&file, json).await,
             Command::Serve { file, listen } => commands::serve::run(&file, listen).await,
             Command::Dlq {

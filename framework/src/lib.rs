@@ -23,6 +23,7 @@ pub mod names;
 pub mod pauses;
 pub mod pipeline;
 pub mod producer;
+pub mod restarts;
 pub mod testing;
 pub mod topology;
 pub mod worker;

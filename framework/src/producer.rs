@@ -377,6 +377,46 @@ impl Producer {
         .await
     }
 
+    /// Asks every supervisor of the pipeline to replace the workers of
+    /// `stage` (every stage when `None`) one at a time (`warren restart`):
+    /// one request on the pause stream. Returns the request's id.
+    pub async fn request_restart(&self, stage: Option<&str>, by: &str) -> Result<String, Error> {
+        if let Some(stage) = stage
+            && !self.inner.stages.iter().any(|s| s == stage)
+        {
+            return Err(UnknownStage {
+                pipeline: self.inner.pipeline.clone(),
+                stage: stage.to_string(),
+                known: self.inner.stages.join(", "),
+            }
+            .into());
+        }
+        let id = format!("restart-{}", message::new_id());
+        let request = crate::restarts::Request {
+            id: id.clone(),
+            stage: stage.map(str::to_string),
+            at_ms: message::epoch_ms(),
+            by: by.to_string(),
+        };
+        let stream = names::pause_stream(&self.inner.pipeline);
+        self.within_timeout(async {
+            let publisher = self.publisher().await?;
+            let props = message::new_properties(&id, &id);
+            if let Err(error) = publisher
+                .publish_confirmed("", &stream, &request.encode(), props)
+                .await
+            {
+                if !publisher.is_open() {
+                    self.inner.link.lock().await.open = None;
+                }
+                return Err(error);
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(id)
+    }
+
     /// Writes one message, after its job's `sent` event when the pipeline
     /// tracks jobs (a job is never handled before it is known).
     async fn write_one(

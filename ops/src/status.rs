@@ -67,6 +67,10 @@ pub struct StageStatus {
     /// How the last unexpected exit ended, with the worker's last lines.
     #[serde(default)]
     pub last_exit: Option<String>,
+    /// A roll of its workers under way or stopped (a deploy, `warren
+    /// restart`), in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<String>,
     /// Messages in flight now, and done, retried and dead-lettered since
     /// the supervisor started (by its workers).
     pub counts: StageCounts,

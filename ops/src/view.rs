@@ -46,6 +46,10 @@ pub struct StageView {
     /// (a breaker open shows as `calls failing`, a crash loop as
     /// `failing`).
     pub state: Option<StageState>,
+    /// Rolls of its workers under way or stopped on this box's
+    /// supervisors (a deploy, `warren restart`), in words.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deploys: Vec<String>,
     /// What this box's workers counted (in flight, done, retried, dead,
     /// timings) since their supervisors started.
     #[serde(skip)]
@@ -137,6 +141,7 @@ pub fn view(pipeline: &Pipeline, topology: &Topology, look: &Look) -> Vec<StageV
                         local.counts.blocked || local.state == StageState::Blocked;
                     line.workers += local.workers;
                     line.restarts += local.restarts;
+                    line.deploys.extend(local.deploy.clone());
                     line.state = line.state.max(Some(local.state));
                 }
             }

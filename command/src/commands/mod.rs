@@ -6,6 +6,7 @@ pub mod drain;
 pub mod init;
 pub mod job;
 pub mod pause;
+pub mod restart;
 pub mod run;
 pub mod schedule;
 pub mod send;

@@ -62,6 +62,11 @@ pub async fn run(file: &Path, json: bool) -> Result<()> {
             line.state.map_or("-", |s| s.as_str())
         );
     }
+    for line in &report.stages {
+        for deploy in &line.deploys {
+            out!("stage {}: {deploy}", line.stage);
+        }
+    }
     for supervisor in &report.supervisors {
         if let Some(keeper) = &supervisor.keeper {
             let ticks: u64 = keeper.ticks_fired.values().sum();

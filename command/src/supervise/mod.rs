@@ -9,13 +9,20 @@
 //! starts or drains them. Crashed workers restart with backoff
 //! ([`restart`]); workers chosen to stop get SIGTERM and their grace period
 //! before anything harsher. SIGHUP applies the file again ([`reload`]).
+//! A stage whose program file changed ([`deploy`]) or that `warren
+//! restart` names (a request on the pipeline's pause stream, followed by
+//! [`warren::restarts::follow`]) has its workers replaced one at a time
+//! ([`roll`]).
 
+pub mod deploy;
 pub mod policy;
 mod poll;
 pub mod pool;
 pub mod process;
 mod reload;
 pub mod restart;
+pub mod roll;
+mod rolling;
 
 use std::{
     path::{Path, PathBuf},
@@ -26,7 +33,7 @@ use std::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use warren::{Pipeline, report::WorkerReport};
+use warren::{Pipeline, report::WorkerReport, restarts::Request};
 
 use pool::Pool;
 use process::{Environment, Exited, Launch};
@@ -129,6 +136,7 @@ impl Supervisor {
                 Launch::of(stage, &file)?,
                 options.rules,
                 epoch,
+                file.parent().unwrap_or(Path::new("/")),
             ));
         }
         Ok(Supervisor {
@@ -175,6 +183,14 @@ impl Supervisor {
                 keeper_stop.clone(),
             ))
         });
+        let follow_stop = CancellationToken::new();
+        let (requests_tx, mut requests) = mpsc::unbounded_channel();
+        tokio::spawn(warren::restarts::follow(
+            self.pipeline.broker.urls.clone(),
+            self.pipeline.name.clone(),
+            requests_tx,
+            follow_stop.clone(),
+        ));
         let mut tick = tokio::time::interval(self.options.poll);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -183,6 +199,7 @@ impl Supervisor {
                 _ = tick.tick() => self.poll().await,
                 Some(exit) = self.exits.1.recv() => self.exited(&exit, false),
                 Some(report) = self.reports.recv() => self.report(report),
+                Some(request) = requests.recv() => self.restart(&request),
                 Some(()) = reload.recv() => {
                     let schedules = self.pipeline.schedules.clone();
                     self.reload().await;
@@ -205,6 +222,7 @@ impl Supervisor {
             }
             self.publish();
         }
+        follow_stop.cancel();
         // The keeper goes last: gathers of what the workers finish while
         // draining are still released.
         self.shutdown(&mut tick).await;
@@ -220,6 +238,15 @@ impl Supervisor {
         for pool in &mut self.pools {
             if pool.exited(exit, now, stopping) {
                 return;
+            }
+        }
+    }
+
+    /// `warren restart`: roll the stages it names.
+    fn restart(&mut self, request: &Request) {
+        for pool in &mut self.pools {
+            if !pool.retiring && request.covers(&pool.stage.name) {
+                pool.begin_roll(format!("restart asked by {}", request.by));
             }
         }
     }

@@ -33,6 +33,9 @@ impl Supervisor {
         };
         let now = Instant::now();
         for (i, pool) in self.pools.iter_mut().enumerate() {
+            if !pool.retiring && pool.deployed() {
+                pool.begin_roll("the program file changed".into());
+            }
             if !pool.retiring {
                 let queue_state = seen.as_ref().and_then(|states| states[i]);
                 let target = match queue_state {

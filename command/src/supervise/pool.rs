@@ -13,9 +13,11 @@ use warren::{pipeline::Stage, report::StageCounts, worker::GRACE_MARGIN};
 use warren_ops::status::{ProcessStatus, StageState, StageStatus};
 
 use super::{
+    deploy::Watch,
     policy::{Observation, ScaleState},
     process::{self, Environment, Exited, Launch},
     restart::{History, RestartRules},
+    roll::Roll,
 };
 
 /// Extra time, beyond the worker's own grace period, before a draining
@@ -27,7 +29,7 @@ pub struct Pool {
     /// The stage's settings.
     pub stage: Stage,
     launch: Launch,
-    slots: BTreeMap<u32, Slot>,
+    pub(super) slots: BTreeMap<u32, Slot>,
     /// Exits and crash-loop state.
     pub history: History,
     /// What the scaling policy remembers.
@@ -38,26 +40,39 @@ pub struct Pool {
     finished: StageCounts,
     /// The stage was removed from the file: drain everything, then go.
     pub retiring: bool,
-    rules: RestartRules,
+    pub(super) rules: RestartRules,
     /// When the supervisor started: the clock of the restart history.
-    epoch: Instant,
+    pub(super) epoch: Instant,
     /// How the last worker that exited unexpectedly ended, and its last
     /// lines of output.
-    last_exit: Option<String>,
+    pub(super) last_exit: Option<String>,
+    /// Workers started now are of this generation (a roll starts a new
+    /// one).
+    pub(super) generation: u64,
+    /// The current (or last stopped) roll of its workers.
+    pub(super) roll: Option<Roll>,
+    /// The stage's program files (deploys).
+    pub(super) files: Vec<std::path::PathBuf>,
+    pub(super) watch: Watch,
 }
 
-struct Slot {
-    state: SlotState,
+pub(super) struct Slot {
+    pub(super) state: SlotState,
     /// Exits in a row without a healthy run: one that lasted
     /// `healthy_after`, or that finished a message (its start succeeded; a
     /// worker killed later, by the OOM killer say, restarts after the first
     /// pause, as supervisord's `startsecs` has it).
-    quick_failures: u32,
+    pub(super) quick_failures: u32,
     /// The worker's last report.
-    counts: StageCounts,
+    pub(super) counts: StageCounts,
+    /// The pool's generation when it started.
+    pub(super) generation: u64,
+    /// The worker has reported to the supervisor's socket (it speaks the
+    /// protocol: it is ready once it reports consuming).
+    pub(super) reported: bool,
 }
 
-enum SlotState {
+pub(super) enum SlotState {
     Running {
         pid: u32,
         since: Instant,
@@ -74,7 +89,15 @@ enum SlotState {
 
 impl Pool {
     /// A pool with no workers yet.
-    pub fn new(stage: Stage, launch: Launch, rules: RestartRules, epoch: Instant) -> Pool {
+    pub fn new(
+        stage: Stage,
+        launch: Launch,
+        rules: RestartRules,
+        epoch: Instant,
+        folder: &std::path::Path,
+    ) -> Pool {
+        let files = super::deploy::files(&stage, folder);
+        let watch = Watch::new(super::deploy::prints(&files));
         Pool {
             stage,
             launch,
@@ -87,6 +110,10 @@ impl Pool {
             rules,
             epoch,
             last_exit: None,
+            generation: 0,
+            roll: None,
+            files,
+            watch,
         }
     }
 
@@ -97,11 +124,18 @@ impl Pool {
     }
 
     /// Running or restarting workers (the ones that count).
+    /// A new worker of a roll that is not ready yet does not count.
     pub fn active(&self) -> u32 {
+        let surge = self.surge();
         self.slots
-            .values()
-            .filter(|s| !matches!(s.state, SlotState::Draining { .. }))
+            .iter()
+            .filter(|(i, s)| !matches!(s.state, SlotState::Draining { .. }) && Some(**i) != surge)
             .count() as u32
+    }
+
+    /// The new worker of the current roll, not ready yet.
+    pub(super) fn surge(&self) -> Option<u32> {
+        self.roll.as_ref().and_then(Roll::surge)
     }
 
     /// True when no process is left.
@@ -111,8 +145,9 @@ impl Pool {
 
     /// This box's part of a policy observation.
     pub fn observe(&self, observation: &mut Observation) {
-        for slot in self.slots.values() {
-            if let SlotState::Draining { .. } = slot.state {
+        let surge = self.surge();
+        for (index, slot) in &self.slots {
+            if matches!(slot.state, SlotState::Draining { .. }) || Some(*index) == surge {
                 continue;
             }
             observation.running += 1;
@@ -146,6 +181,8 @@ impl Pool {
                         state: SlotState::Restarting { at: now },
                         quick_failures: 0,
                         counts: StageCounts::default(),
+                        reported: false,
+                        generation: self.generation,
                     },
                 );
                 self.start(index, now, env, exits);
@@ -161,9 +198,11 @@ impl Pool {
     /// highest index first.
     fn stop(&mut self, count: u32, now: Instant) {
         let mut left = count;
+        let surge = self.surge();
         let waiting: Vec<u32> = self
             .slots
             .iter()
+            .filter(|(i, _)| Some(**i) != surge)
             .filter(|(_, s)| matches!(s.state, SlotState::Restarting { .. }))
             .map(|(i, _)| *i)
             .collect();
@@ -177,32 +216,38 @@ impl Pool {
         let mut running: Vec<(bool, u32)> = self
             .slots
             .iter()
-            .filter(|(_, s)| matches!(s.state, SlotState::Running { .. }))
+            .filter(|(i, s)| matches!(s.state, SlotState::Running { .. }) && Some(**i) != surge)
             .map(|(i, s)| (s.counts.in_flight > 0, *i))
             .collect();
         // Idle ones first, then the highest index.
         running.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
         let deadline = now + self.grace();
         for (_, index) in running.into_iter().take(left as usize) {
-            let slot = self.slots.get_mut(&index).expect("slot");
-            if let SlotState::Running { pid, .. } = slot.state {
-                process::signal_group(pid, Signal::TERM);
-                slot.state = SlotState::Draining {
-                    pid,
-                    deadline,
-                    killed: false,
-                };
-            }
+            self.drain(index, deadline);
+        }
+    }
+
+    /// Sends SIGTERM to the worker of slot `index` (if it runs).
+    pub(super) fn drain(&mut self, index: u32, deadline: Instant) {
+        let slot = self.slots.get_mut(&index).expect("slot");
+        if let SlotState::Running { pid, .. } = slot.state {
+            process::signal_group(pid, Signal::TERM);
+            slot.state = SlotState::Draining {
+                pid,
+                deadline,
+                killed: false,
+            };
         }
     }
 
     /// Drains every worker (shutdown, a removed stage, a changed command).
     pub fn drain_all(&mut self, now: Instant) {
+        self.roll = None;
         let active = self.active();
         self.stop(active, now);
     }
 
-    fn start(
+    pub(super) fn start(
         &mut self,
         index: u32,
         now: Instant,
@@ -216,6 +261,8 @@ impl Pool {
                 let slot = self.slots.get_mut(&index).expect("slot");
                 slot.state = SlotState::Running { pid, since: now };
                 slot.counts = StageCounts::default();
+                slot.reported = false;
+                slot.generation = self.generation;
             }
             Err(error) => {
                 error!(%stage, worker = index, "{error}");
@@ -262,6 +309,9 @@ impl Pool {
                 _ => {}
             }
         }
+        if !self.retiring {
+            self.roll_tick(now, env, exits);
+        }
     }
 
     /// A process ended. Returns false if it was not one of this pool's.
@@ -281,6 +331,10 @@ impl Pool {
             }
             SlotState::Running { .. } if stopping || self.retiring => {
                 self.slots.remove(&index);
+            }
+            SlotState::Running { since, .. } if self.surge() == Some(index) => {
+                self.last_exit = Some(exit.how.clone());
+                self.surge_exited(index, now, now - since, &exit.how);
             }
             SlotState::Running { since, .. } => {
                 let ran = now - since;
@@ -336,6 +390,7 @@ impl Pool {
                     slot.quick_failures = 0;
                 }
                 slot.counts = counts;
+                slot.reported = true;
                 return true;
             }
         }
@@ -413,6 +468,7 @@ impl Pool {
             target: self.target,
             restarts: self.history.restarts,
             last_exit: self.last_exit.clone(),
+            deploy: self.describe_roll(),
             counts: self.counts(),
             processes,
         }

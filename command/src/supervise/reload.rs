@@ -44,7 +44,9 @@ impl Supervisor {
                 .find(|p| p.stage.name == stage.name && !p.retiring)
             {
                 Some(pool) => {
-                    if pool.update((*stage).clone(), launch) {
+                    let changed = pool.update((*stage).clone(), launch);
+                    pool.refresh_files(self.file.parent().unwrap_or(std::path::Path::new("/")));
+                    if changed {
                         info!(stage = %stage.name, "settings changed: replacing its workers");
                         pool.drain_all(now);
                     }
@@ -56,6 +58,7 @@ impl Supervisor {
                         launch,
                         self.options.rules,
                         self.epoch,
+                        self.file.parent().unwrap_or(std::path::Path::new("/")),
                     ));
                 }
             }
