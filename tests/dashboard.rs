@@ -440,11 +440,15 @@ async fn the_pause_button_stops_a_stage_and_resume_starts_it_again() {
         .await,
         "the row says paused"
     );
+    // The cell follows the live figures; the button is drawn with the page
+    // (a page drawn just before the figures changed still offers Pause).
+    let resume = format!("{row} button[data-action='resume']");
     assert!(
-        client
-            .find(Locator::Css(&format!("{row} button[data-action='resume']")))
-            .await
-            .is_ok(),
+        eventually(Duration::from_secs(30), || async {
+            client.goto(&format!("{base}/")).await.unwrap();
+            client.find(Locator::Css(&resume)).await.is_ok()
+        })
+        .await,
         "a Resume button once paused"
     );
     // The worker takes nothing while paused: the backlog waits (what it
@@ -462,7 +466,7 @@ async fn the_pause_button_stops_a_stage_and_resume_starts_it_again() {
     );
     screenshot(&client, "paused").await;
     client
-        .find(Locator::Css(&format!("{row} button[data-action='resume']")))
+        .find(Locator::Css(&resume))
         .await
         .unwrap()
         .click()
