@@ -5,7 +5,13 @@
 //! A reader opens a consumer at the stream's first offset and writes a
 //! marker (an empty message with an id of its own) through a publisher;
 //! once it reads its marker it has seen everything the stream held when it
-//! started. Later messages reach it as the broker pushes them (well within
+//! started. A worker's reader writes no marker: a worker that publishes at
+//! its start would learn at once of a memory alarm's block and start
+//! nothing, where it can still handle and acknowledge what it holds (its
+//! publishing waits, `worker/session.rs`). A reader without a marker, or
+//! whose marker the broker holds (a memory or disk alarm), takes
+//! [`IDLE_END`] without a message for the stream's end: a stream hands
+//! what it holds over within milliseconds. Later messages reach it as the broker pushes them (well within
 //! a second). A reader lost after that opens again after a pause (doubling
 //! up to 15 s) and reads the stream from its start again: a change is then
 //! late, never lost.
@@ -28,6 +34,10 @@ use crate::{error::Error, message, publisher::Publisher};
 /// before it gives up.
 pub(crate) const CATCH_UP: Duration = Duration::from_secs(60);
 
+/// How long a reader that has not read its marker (or has none) waits for
+/// a next message before it takes the stream to be read to its end.
+const IDLE_END: Duration = Duration::from_secs(1);
+
 /// What one message of a control stream does to the reader's state: its
 /// body (markers are `{}`).
 pub(crate) type Apply = Arc<dyn Fn(&[u8]) + Send + Sync>;
@@ -35,13 +45,13 @@ pub(crate) type Apply = Arc<dyn Fn(&[u8]) + Send + Sync>;
 /// An open reader: its channel, consumer and the marker it wrote.
 pub(crate) type Opened = (lapin::Channel, Consumer, String);
 
-/// Starts reading `stream` on `connection` and writes a marker to it
-/// through `publisher`: the reader [`follow`] sends on its `caught_up`
-/// once it read that far.
+/// Starts reading `stream` on `connection` and, given a `publisher`,
+/// writes a marker to it: the reader [`follow`] sends on its `caught_up`
+/// once it read that far (or after [`IDLE_END`] without a message).
 pub(crate) async fn open(
     stream: &str,
     connection: &Connection,
-    publisher: &Publisher,
+    publisher: Option<&Publisher>,
 ) -> Result<Opened, Error> {
     let channel = connection
         .create_channel()
@@ -66,18 +76,28 @@ pub(crate) async fn open(
         .await
         .map_err(|e| Error::broker(format!("read the stream {stream}"), e))?;
     let marker = format!("marker-{}", message::new_id());
-    publisher
-        .publish_confirmed("", stream, b"{}", message::new_properties(&marker, &marker))
-        .await?;
+    let Some(publisher) = publisher else {
+        return Ok((channel, consumer, marker));
+    };
+    // Written on its own: a broker that blocks publishing holds it (and
+    // the reader ends its catch-up by [`IDLE_END`] instead).
+    let publisher = publisher.clone();
+    let (to, id) = (stream.to_string(), marker.clone());
+    tokio::spawn(async move {
+        let props = message::new_properties(&id, &id);
+        if let Err(error) = publisher.publish_confirmed("", &to, b"{}", props).await {
+            warn!(stream = %to, %error, "could not write a control stream's marker");
+        }
+    });
     Ok((channel, consumer, marker))
 }
 
 /// What [`follow`] reads on: the stream's name, the consuming connection
-/// and a publisher (for markers).
+/// and a publisher for markers (none for a worker's readers).
 pub(crate) struct Source {
     pub stream: String,
     pub connection: Arc<Connection>,
-    pub publisher: Publisher,
+    pub publisher: Option<Publisher>,
 }
 
 /// Follows the stream into `apply` from `first` (what [`open`] gave) until
@@ -102,7 +122,13 @@ pub(crate) async fn follow(
                     _ = tokio::time::sleep(pause) => {}
                 }
                 pause = (pause * 2).min(Duration::from_secs(15));
-                match open(&source.stream, &source.connection, &source.publisher).await {
+                match open(
+                    &source.stream,
+                    &source.connection,
+                    source.publisher.as_ref(),
+                )
+                .await
+                {
                     Ok(open) => open,
                     Err(error) => {
                         warn!(stream = %source.stream, %error, "a control stream cannot be read; trying again");
@@ -130,9 +156,21 @@ async fn read(
 ) -> Option<String> {
     let _channel = channel;
     loop {
+        let idle = async {
+            match caught_up.is_some() {
+                true => tokio::time::sleep(IDLE_END).await,
+                false => std::future::pending().await,
+            }
+        };
         let delivery = tokio::select! {
             _ = stop.cancelled() => return None,
             delivery = consumer.next() => delivery,
+            _ = idle => {
+                if let Some(caught_up) = caught_up.take() {
+                    let _ = caught_up.send(());
+                }
+                continue;
+            }
         };
         let delivery = match delivery {
             None => return Some("the stream's consumer ended".into()),
@@ -165,7 +203,7 @@ pub(crate) async fn start(
     stop: CancellationToken,
 ) -> Result<(), Error> {
     let stream = source.stream.clone();
-    let first = open(&stream, &source.connection, &source.publisher).await?;
+    let first = open(&stream, &source.connection, source.publisher.as_ref()).await?;
     let (caught_up, read_up) = oneshot::channel();
     let reader = tasks.spawn(follow(source, first, apply, caught_up, stop));
     match tokio::time::timeout(CATCH_UP, read_up).await {

@@ -182,7 +182,7 @@ async fn read_on(connection: &Arc<Connection>, pipeline: &str) -> Result<BTreeSe
     let source = Source {
         stream,
         connection,
-        publisher: publisher.clone(),
+        publisher: Some(publisher.clone()),
     };
     let read = control_stream::start(source, pauses.applier(), &mut tasks, stop.clone()).await;
     stop.cancel();
@@ -227,7 +227,7 @@ async fn follow_once(
         let source = Source {
             stream: names::pause_stream(pipeline),
             connection: connection.clone(),
-            publisher,
+            publisher: Some(publisher),
         };
         control_stream::start(source, pauses.applier(), &mut tasks, stop.clone()).await?;
         Ok::<_, Error>(tasks.join_next().await)

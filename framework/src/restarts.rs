@@ -145,7 +145,7 @@ async fn read(
     let publisher = Publisher::open(connection).await?;
     let stream = names::pause_stream(pipeline);
     let (_channel, mut consumer, marker) =
-        control_stream::open(&stream, connection, &publisher).await?;
+        control_stream::open(&stream, connection, Some(&publisher)).await?;
     loop {
         let delivery = tokio::select! {
             _ = stop.cancelled() => return Ok("stopped".into()),

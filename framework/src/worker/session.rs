@@ -17,9 +17,9 @@
 //! dropped: their deliveries belong to dead channels and the broker gives
 //! them again, so no acknowledgement is ever sent on another channel.
 
-use std::{sync::Arc, time::Duration};
+use std::{pin::Pin, sync::Arc, time::Duration};
 
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use lapin::{
     Channel, Connection, Consumer,
     options::{BasicConsumeOptions, BasicQosOptions},
@@ -116,6 +116,16 @@ struct Running {
     stop: CancellationToken,
     trouble: CancellationToken,
     blocked: watch::Sender<Option<String>>,
+    events: Events,
+}
+
+/// The events of the two connections, listened to from the session's
+/// start: a block the broker announces while the session starts (its
+/// first publish, a control stream's marker, meets a memory alarm) is not
+/// missed.
+struct Events {
+    consume: Pin<Box<dyn Stream<Item = lapin::Event> + Send>>,
+    publish: Pin<Box<dyn Stream<Item = lapin::Event> + Send>>,
 }
 
 async fn start(
@@ -124,6 +134,10 @@ async fn start(
     stages: &[Arc<StageRuntime>],
     tag_prefix: &str,
 ) -> Result<Running, Error> {
+    let events = Events {
+        consume: Box::pin(connections.consume.events_listener()),
+        publish: Box::pin(connections.publish.events_listener()),
+    };
     Topology::plan(pipeline)
         .declare(&connections.publish)
         .await?;
@@ -139,7 +153,7 @@ async fn start(
     let source = |stream: String| control_stream::Source {
         stream,
         connection: connections.consume.clone(),
-        publisher: publisher.clone(),
+        publisher: None,
     };
     if let Some(cancels) = stages.iter().find_map(|s| s.info.cancels.clone()) {
         let stream = names::cancel_stream(&pipeline.name);
@@ -190,6 +204,7 @@ async fn start(
         stop,
         trouble,
         blocked,
+        events,
     })
 }
 
@@ -235,7 +250,7 @@ impl Running {
                 Err(error) => format!("a consumer task failed: {error}"),
             }),
             _ = self.trouble.cancelled() => Some("the broker refused a retry or a dead letter".to_string()),
-            reason = watch(connections, &self.publisher, &self.blocked) => Some(reason),
+            reason = watch(connections, &self.publisher, &self.blocked, &mut self.events) => Some(reason),
         };
         match lost {
             None => {
@@ -244,7 +259,7 @@ impl Running {
                 let drained = async {
                     tokio::select! {
                         _ = async { while self.loops.join_next().await.is_some() {} } => {}
-                        _ = watch(connections, &self.publisher, &self.blocked) => {}
+                        _ = watch(connections, &self.publisher, &self.blocked, &mut self.events) => {}
                     }
                 };
                 if tokio::time::timeout(grace, drained).await.is_err() {
@@ -274,9 +289,12 @@ async fn watch(
     connections: &Connections,
     publisher: &Publisher,
     blocked: &watch::Sender<Option<String>>,
+    events: &mut Events,
 ) -> String {
-    let mut consume_events = connections.consume.events_listener();
-    let mut publish_events = connections.publish.events_listener();
+    let Events {
+        consume: consume_events,
+        publish: publish_events,
+    } = events;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
