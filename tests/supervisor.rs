@@ -388,10 +388,14 @@ stages:
     .await;
     assert!(moved, "{}", read_log(&file, "supervisor.log"));
     assert_eq!(worker_pids(&status(&file), "a"), a_now, "a was not touched");
+    // b's worker drains, then exits.
     assert!(
-        !processes_of(&file.path)
-            .iter()
-            .any(|pid| b_before.contains(&u64::from(*pid))),
+        eventually(Duration::from_secs(30), || async {
+            !processes_of(&file.path)
+                .iter()
+                .any(|pid| b_before.contains(&u64::from(*pid)))
+        })
+        .await,
         "b's worker exited"
     );
     supervisor.signal("TERM");

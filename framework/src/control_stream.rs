@@ -36,7 +36,7 @@ pub(crate) const CATCH_UP: Duration = Duration::from_secs(60);
 
 /// How long a reader that has not read its marker (or has none) waits for
 /// a next message before it takes the stream to be read to its end.
-const IDLE_END: Duration = Duration::from_secs(1);
+const IDLE_END: Duration = Duration::from_millis(200);
 
 /// What one message of a control stream does to the reader's state: its
 /// body (markers are `{}`).

@@ -269,12 +269,16 @@ impl Running {
                     );
                     self.loops.abort_all();
                 }
+                // Nothing reads the events any more: a closing connection
+                // must not wait on them.
+                drop(self.events);
                 self.publisher.close().await;
                 connections.close("worker stopping").await;
                 SessionEnd::Drained
             }
             Some(reason) => {
                 self.loops.abort_all();
+                drop(self.events);
                 connections.close("reconnecting").await;
                 SessionEnd::Lost(reason)
             }
