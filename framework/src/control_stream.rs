@@ -2,19 +2,19 @@
 //! their start before it consumes, then follows live): the cancelled jobs
 //! (`worker/cancels.rs`) and the paused stages (`pauses.rs`).
 //!
-//! A reader opens a consumer at the stream's first offset and writes a
-//! marker (an empty message with an id of its own) through a publisher;
-//! once it reads its marker it has seen everything the stream held when it
-//! started. A worker's reader writes no marker: a worker that publishes at
-//! its start would learn at once of a memory alarm's block and start
-//! nothing, where it can still handle and acknowledge what it holds (its
-//! publishing waits, `worker/session.rs`). A reader without a marker, or
-//! whose marker the broker holds (a memory or disk alarm), takes
-//! [`IDLE_END`] without a message for the stream's end: a stream hands
-//! what it holds over within milliseconds. Later messages reach it as the broker pushes them (well within
-//! a second). A reader lost after that opens again after a pause (doubling
-//! up to 15 s) and reads the stream from its start again: a change is then
-//! late, never lost.
+//! A reader opens a consumer at the stream's first offset and reads until
+//! [`IDLE_END`] passes without a message: a stream hands what it holds over
+//! within milliseconds, so it has then seen everything the stream held
+//! when it started. It writes nothing: a worker that published at its
+//! start would learn at once of a memory alarm's block and start nothing,
+//! where it can still handle and acknowledge what it holds (its publishing
+//! waits, `worker/session.rs`); and a marker per reader would pile up in a
+//! stream kept without an age limit. (The restart follower, `restarts.rs`,
+//! writes one per connection to tell old requests from new.) Later
+//! messages reach a reader as the broker pushes them (well within a
+//! second). A reader lost after that opens again after a growing pause
+//! ([`Backoff`]) and reads the stream from its start again: a change is
+//! then late, never lost.
 
 use std::{sync::Arc, time::Duration};
 
@@ -28,7 +28,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::{error::Error, message, publisher::Publisher};
+use crate::{backoff::Backoff, error::Error, message, publisher::Publisher};
 
 /// How long a reader waits to read what the stream held at its start
 /// before it gives up.
@@ -92,12 +92,11 @@ pub(crate) async fn open(
     Ok((channel, consumer, marker))
 }
 
-/// What [`follow`] reads on: the stream's name, the consuming connection
-/// and a publisher for markers (none for a worker's readers).
+/// What [`follow`] reads on: the stream's name and the consuming
+/// connection.
 pub(crate) struct Source {
     pub stream: String,
     pub connection: Arc<Connection>,
-    pub publisher: Option<Publisher>,
 }
 
 /// Follows the stream into `apply` from `first` (what [`open`] gave) until
@@ -112,23 +111,16 @@ pub(crate) async fn follow(
 ) -> Option<String> {
     let mut caught_up = Some(caught_up);
     let mut current = Some(first);
-    let mut pause = Duration::from_secs(1);
+    let mut pauses = pauses();
     loop {
         let (channel, consumer, marker) = match current.take() {
             Some(open) => open,
             None => {
                 tokio::select! {
                     _ = stop.cancelled() => return None,
-                    _ = tokio::time::sleep(pause) => {}
+                    _ = tokio::time::sleep(pauses.next_delay()) => {}
                 }
-                pause = (pause * 2).min(Duration::from_secs(15));
-                match open(
-                    &source.stream,
-                    &source.connection,
-                    source.publisher.as_ref(),
-                )
-                .await
-                {
+                match open(&source.stream, &source.connection, None).await {
                     Ok(open) => open,
                     Err(error) => {
                         warn!(stream = %source.stream, %error, "a control stream cannot be read; trying again");
@@ -203,7 +195,7 @@ pub(crate) async fn start(
     stop: CancellationToken,
 ) -> Result<(), Error> {
     let stream = source.stream.clone();
-    let first = open(&stream, &source.connection, source.publisher.as_ref()).await?;
+    let first = open(&stream, &source.connection, None).await?;
     let (caught_up, read_up) = oneshot::channel();
     let reader = tasks.spawn(follow(source, first, apply, caught_up, stop));
     match tokio::time::timeout(CATCH_UP, read_up).await {
@@ -222,5 +214,26 @@ pub(crate) async fn start(
                 CATCH_UP.as_secs()
             )))
         }
+    }
+}
+
+/// The pause before a follower of a stream on a connection of its own
+/// tries again: the first of a growing series.
+pub(crate) fn pauses() -> Backoff {
+    Backoff::new(Duration::from_secs(1), Duration::from_secs(15))
+}
+
+/// A follower (`what`) lost its stream for `why`: logs it and waits the
+/// next of `pauses`; false when `stop` came first.
+pub(crate) async fn again_after(
+    pauses: &mut Backoff,
+    what: &str,
+    why: &str,
+    stop: &CancellationToken,
+) -> bool {
+    warn!(reason = %why, "{what} not followed; trying again");
+    tokio::select! {
+        _ = stop.cancelled() => false,
+        _ = tokio::time::sleep(pauses.next_delay()) => true,
     }
 }

@@ -8,13 +8,12 @@
 //! is paused starts paused; `warren status` reads it once, `warren serve`
 //! follows it.
 
-use std::{collections::BTreeSet, sync::Arc, time::Duration};
+use std::{collections::BTreeSet, sync::Arc};
 
 use lapin::{Connection, options::QueueDeclareOptions, types::FieldTable};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
 
 use crate::{
     broker::BrokerUrls,
@@ -22,7 +21,6 @@ use crate::{
     control_stream::{self, Apply, Source},
     error::Error,
     names,
-    publisher::Publisher,
 };
 
 /// One pause or resume of a stage, as written on the pause stream.
@@ -176,18 +174,12 @@ async fn read_on(connection: &Arc<Connection>, pipeline: &str) -> Result<BTreeSe
     }
     let pauses = Pauses::new();
     let connection = connection.clone();
-    let publisher = Publisher::open(&connection).await?;
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
-    let source = Source {
-        stream,
-        connection,
-        publisher: Some(publisher.clone()),
-    };
+    let source = Source { stream, connection };
     let read = control_stream::start(source, pauses.applier(), &mut tasks, stop.clone()).await;
     stop.cancel();
     tasks.abort_all();
-    publisher.close().await;
     read.map(|()| pauses.paused())
 }
 
@@ -195,18 +187,14 @@ async fn read_on(connection: &Arc<Connection>, pipeline: &str) -> Result<BTreeSe
 /// its own, reconnecting after any loss, until `stop` (for `warren
 /// serve`).
 pub async fn follow(urls: BrokerUrls, pipeline: String, pauses: Pauses, stop: CancellationToken) {
-    let mut wait = Duration::from_secs(1);
+    let mut waits = control_stream::pauses();
     loop {
         let why = follow_once(&urls, &pipeline, &pauses, &stop).await;
-        if stop.is_cancelled() {
+        if stop.is_cancelled()
+            || !control_stream::again_after(&mut waits, "the pause stream is", &why, &stop).await
+        {
             return;
         }
-        warn!(reason = %why, "the pause stream is not followed; trying again");
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        wait = (wait * 2).min(Duration::from_secs(15));
     }
 }
 
@@ -222,12 +210,10 @@ async fn follow_once(
     };
     let run = async {
         declare(&connection, pipeline).await?;
-        let publisher = Publisher::open(&connection).await?;
         let mut tasks = tokio::task::JoinSet::new();
         let source = Source {
             stream: names::pause_stream(pipeline),
             connection: connection.clone(),
-            publisher: Some(publisher),
         };
         control_stream::start(source, pauses.applier(), &mut tasks, stop.clone()).await?;
         Ok::<_, Error>(tasks.join_next().await)

@@ -249,14 +249,7 @@ impl Producer {
                 reason,
             });
         }
-        if !self.inner.stages.iter().any(|s| s == stage) {
-            return Err(UnknownStage {
-                pipeline: self.inner.pipeline.clone(),
-                stage: stage.to_string(),
-                known: self.inner.stages.join(", "),
-            }
-            .into());
-        }
+        self.known_stage(stage)?;
         let target = target(&self.inner.pipeline, stage);
         for (id, _) in messages {
             if id.is_empty() || id.len() > message::MAX_ID {
@@ -344,14 +337,7 @@ impl Producer {
     /// asked (it is logged and kept with the change). Pausing twice is
     /// harmless.
     pub async fn set_paused(&self, stage: &str, paused: bool, by: &str) -> Result<(), Error> {
-        if !self.inner.stages.iter().any(|s| s == stage) {
-            return Err(UnknownStage {
-                pipeline: self.inner.pipeline.clone(),
-                stage: stage.to_string(),
-                known: self.inner.stages.join(", "),
-            }
-            .into());
-        }
+        self.known_stage(stage)?;
         let change = crate::pauses::Change {
             stage: stage.to_string(),
             paused,
@@ -360,36 +346,15 @@ impl Producer {
         };
         let stream = names::pause_stream(&self.inner.pipeline);
         let id = format!("pause-{}", message::new_id());
-        self.within_timeout(async {
-            let publisher = self.publisher().await?;
-            let props = message::new_properties(&id, &id);
-            if let Err(error) = publisher
-                .publish_confirmed("", &stream, &change.encode(), props)
-                .await
-            {
-                if !publisher.is_open() {
-                    self.inner.link.lock().await.open = None;
-                }
-                return Err(error);
-            }
-            Ok(())
-        })
-        .await
+        self.write_control(&stream, &id, &change.encode()).await
     }
 
     /// Asks every supervisor of the pipeline to replace the workers of
     /// `stage` (every stage when `None`) one at a time (`warren restart`):
     /// one request on the pause stream. Returns the request's id.
     pub async fn request_restart(&self, stage: Option<&str>, by: &str) -> Result<String, Error> {
-        if let Some(stage) = stage
-            && !self.inner.stages.iter().any(|s| s == stage)
-        {
-            return Err(UnknownStage {
-                pipeline: self.inner.pipeline.clone(),
-                stage: stage.to_string(),
-                known: self.inner.stages.join(", "),
-            }
-            .into());
+        if let Some(stage) = stage {
+            self.known_stage(stage)?;
         }
         let id = format!("restart-{}", message::new_id());
         let request = crate::restarts::Request {
@@ -399,21 +364,7 @@ impl Producer {
             by: by.to_string(),
         };
         let stream = names::pause_stream(&self.inner.pipeline);
-        self.within_timeout(async {
-            let publisher = self.publisher().await?;
-            let props = message::new_properties(&id, &id);
-            if let Err(error) = publisher
-                .publish_confirmed("", &stream, &request.encode(), props)
-                .await
-            {
-                if !publisher.is_open() {
-                    self.inner.link.lock().await.open = None;
-                }
-                return Err(error);
-            }
-            Ok(())
-        })
-        .await?;
+        self.write_control(&stream, &id, &request.encode()).await?;
         Ok(id)
     }
 
@@ -498,6 +449,36 @@ impl Producer {
         if let Some((connection, _)) = self.inner.link.lock().await.open.take() {
             connection::close(&connection, "producer closed").await;
         }
+    }
+
+    /// An error naming the pipeline's stages unless `stage` is one.
+    fn known_stage(&self, stage: &str) -> Result<(), Error> {
+        if self.inner.stages.iter().any(|s| s == stage) {
+            return Ok(());
+        }
+        Err(UnknownStage {
+            pipeline: self.inner.pipeline.clone(),
+            stage: stage.to_string(),
+            known: self.inner.stages.join(", "),
+        }
+        .into())
+    }
+
+    /// Writes one record `body` with id `id` to the control stream
+    /// `stream` and waits for its confirm.
+    async fn write_control(&self, stream: &str, id: &str, body: &[u8]) -> Result<(), Error> {
+        self.within_timeout(async {
+            let publisher = self.publisher().await?;
+            let props = message::new_properties(id, id);
+            if let Err(error) = publisher.publish_confirmed("", stream, body, props).await {
+                if !publisher.is_open() {
+                    self.inner.link.lock().await.open = None;
+                }
+                return Err(error);
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// The open publishing channel, reconnecting if it was lost (at most

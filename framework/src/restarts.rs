@@ -13,14 +13,14 @@
 //!   the requests it had not seen (written while it was away): late, never
 //!   lost, never twice.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{collections::HashSet, sync::Arc};
 
 use futures_util::StreamExt;
 use lapin::{Connection, options::BasicAckOptions};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::{
     broker::BrokerUrls, connection, control_stream, error::Error, names, pauses,
@@ -100,18 +100,16 @@ pub async fn follow(
     stop: CancellationToken,
 ) {
     let mut seen = Seen::default();
-    let mut wait = Duration::from_secs(1);
+    let mut waits = control_stream::pauses();
+    let what = "restart requests (`warren restart`) are";
     loop {
         let why = follow_once(&urls, &pipeline, &mut seen, &requests, &stop).await;
-        if stop.is_cancelled() || requests.is_closed() {
+        if stop.is_cancelled()
+            || requests.is_closed()
+            || !control_stream::again_after(&mut waits, what, &why, &stop).await
+        {
             return;
         }
-        warn!(reason = %why, "restart requests (`warren restart`) are not followed; trying again");
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        wait = (wait * 2).min(Duration::from_secs(15));
     }
 }
 

@@ -110,9 +110,6 @@ pub async fn collect(file: &Path) -> Result<Report> {
     let management = Management::for_broker(&pipeline.broker.urls);
     let mut look = view::look(&pipeline, &topology, &mut monitor, Some(&management)).await;
     monitor.close().await;
-    if look.queues.is_some() {
-        look.paused = Some(warren::pauses::read(&pipeline.broker.urls, &pipeline.name).await?);
-    }
     if look.queues.is_none() {
         return Err(Error::Unreachable {
             address: pipeline.broker.urls.addresses(),
@@ -120,6 +117,7 @@ pub async fn collect(file: &Path) -> Result<Report> {
         }
         .into());
     }
+    look.paused = Some(warren::pauses::read(&pipeline.broker.urls, &pipeline.name).await?);
     Ok(Report {
         pipeline: pipeline.name.clone(),
         broker: pipeline.broker.urls.to_string(),

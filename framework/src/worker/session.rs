@@ -153,7 +153,6 @@ async fn start(
     let source = |stream: String| control_stream::Source {
         stream,
         connection: connections.consume.clone(),
-        publisher: None,
     };
     if let Some(cancels) = stages.iter().find_map(|s| s.info.cancels.clone()) {
         let stream = names::cancel_stream(&pipeline.name);

@@ -12,7 +12,7 @@ use axum::{
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::page::page;
+use super::page::{self, page};
 use crate::App;
 
 /// The form's field.
@@ -43,11 +43,7 @@ pub async fn act(
     Form(action): Form<Action>,
 ) -> Response {
     if !app.pipeline.serve.allow_actions {
-        return (
-            StatusCode::FORBIDDEN,
-            page("Read-only", html! { p.bad { "This dashboard is read-only: pausing a stage needs serve.allow_actions: true." } }),
-        )
-            .into_response();
+        return page::read_only("pausing a stage");
     }
     let paused = match action.action.as_str() {
         "pause" => true,

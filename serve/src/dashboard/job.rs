@@ -14,7 +14,11 @@ use serde::Deserialize;
 use tracing::info;
 use warren::jobs::{JobState, JobView};
 
-use super::{App, ms, page::page, urlencode};
+use super::{
+    App, ms,
+    page::{self, page},
+    urlencode,
+};
 
 /// The job as the page shows it; `actions`: the cancel button is offered
 /// (while the job is not settled); `done`: what an action just did.
@@ -80,11 +84,7 @@ pub struct Cancel {
 /// the cancel (`Producer::cancel`), then the job's page.
 pub async fn cancel(State(app): State<App>, Form(cancel): Form<Cancel>) -> Response {
     if !app.pipeline.serve.allow_actions {
-        return (
-            StatusCode::FORBIDDEN,
-            page("Read-only", html! { p.bad { "This dashboard is read-only: cancelling a job needs serve.allow_actions: true." } }),
-        )
-            .into_response();
+        return page::read_only("cancelling a job");
     }
     if cancel.confirmed.is_none() {
         return page(

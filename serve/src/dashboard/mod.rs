@@ -321,11 +321,7 @@ pub async fn act(
     Form(action): Form<Action>,
 ) -> Response {
     if !app.pipeline.serve.allow_actions {
-        return (
-            StatusCode::FORBIDDEN,
-            page("Read-only", html! { p.bad { "This dashboard is read-only: replay and purge need serve.allow_actions: true." } }),
-        )
-            .into_response();
+        return page::read_only("replaying or purging dead letters");
     }
     if app.pipeline.stage(&stage).is_none() || !matches!(action.action.as_str(), "replay" | "purge")
     {

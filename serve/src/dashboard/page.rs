@@ -2,6 +2,10 @@
 //! embedded (no external fonts, scripts or requests), server-rendered with
 //! `maud`.
 
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 /// The style: readable at 1280x800 and on a phone.
@@ -80,4 +84,17 @@ pub fn page(title: &str, body: Markup) -> Markup {
             }
         }
     }
+}
+
+/// The answer to an action on a dashboard without `serve.allow_actions`:
+/// 403 and a page that says what `action` needs.
+pub fn read_only(action: &str) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        page(
+            "Read-only",
+            html! { p.bad { "This dashboard is read-only: " (action) " needs serve.allow_actions: true." } },
+        ),
+    )
+        .into_response()
 }

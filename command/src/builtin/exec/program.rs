@@ -317,7 +317,10 @@ impl Keeper {
             return;
         }
         let pending = Unfinished::default();
-        let fresh = match spawn(&self.spec, &self.who, &pending, &self.tail) {
+        // The fresh program's stderr lines are its own: a failure of either
+        // names the lines of the program that failed.
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let fresh = match spawn(&self.spec, &self.who, &pending, &tail) {
             Ok(fresh) => fresh,
             Err(error) => {
                 error!(stage = %self.who.stage, "the program is not replaced ({why}): {error}");
@@ -329,6 +332,7 @@ impl Keeper {
             return;
         };
         let old_pending = std::mem::replace(&mut self.pending, pending);
+        let old_tail = std::mem::replace(&mut self.tail, tail);
         let holds = old_pending.lock().expect("pending").len();
         info!(
             stage = %self.who.stage,
@@ -339,7 +343,7 @@ impl Keeper {
             old.pid,
         );
         self.retiring
-            .push(Retiring::new(old, old_pending, &self.who.stage));
+            .push(Retiring::new(old, old_pending, old_tail, &self.who.stage));
         self.memory_read = now;
     }
 
@@ -365,12 +369,17 @@ impl Keeper {
     /// or let a message pass its deadline with messages in hand.
     fn look_at_retiring(&mut self) {
         let now = Instant::now();
+        let before = self.retiring.len();
         for mut old in std::mem::take(&mut self.retiring) {
             match old.look(now) {
                 Look::Working => self.retiring.push(old),
                 Look::Gone => old.gone(),
-                Look::Failed(reason) => old.fail(&reason, &self.tail),
+                Look::Failed(reason) => old.fail(&reason),
             }
+        }
+        if self.retiring.len() < before {
+            // A request for an id a replaced program held can go now.
+            self.release_waiting();
         }
     }
 
@@ -382,7 +391,7 @@ impl Keeper {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         for old in std::mem::take(&mut self.retiring) {
-            old.fail("the worker stopped", &self.tail);
+            old.fail("the worker stopped");
         }
     }
 }

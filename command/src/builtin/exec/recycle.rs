@@ -96,6 +96,8 @@ pub struct Retiring {
     stage: String,
     /// Its messages not answered yet.
     pub pending: Unfinished,
+    /// Its last stderr lines.
+    tail: Arc<Mutex<VecDeque<String>>>,
     running: Running,
     /// When (and how) it ended or went wrong.
     ended: Option<(Instant, String)>,
@@ -115,10 +117,16 @@ pub enum Look {
 
 impl Retiring {
     /// Closes the program's stdin: it finishes what it holds and exits.
-    pub fn new(mut running: Running, pending: Unfinished, stage: &str) -> Retiring {
+    pub fn new(
+        mut running: Running,
+        pending: Unfinished,
+        tail: Arc<Mutex<VecDeque<String>>>,
+        stage: &str,
+    ) -> Retiring {
         running.stdin = None;
         Retiring {
             pid: running.pid,
+            tail,
             stage: stage.to_string(),
             pending,
             running,
@@ -177,9 +185,9 @@ impl Retiring {
     /// Stops it: its process group is killed and each unfinished message
     /// fails with `reason` and the program's last stderr lines, charged only
     /// if it was the one message held (`culprit`).
-    pub fn fail(self, reason: &str, tail: &Arc<Mutex<VecDeque<String>>>) {
+    pub fn fail(self, reason: &str) {
         self.running.group.kill();
-        let last: Vec<String> = tail.lock().expect("tail").iter().cloned().collect();
+        let last: Vec<String> = self.tail.lock().expect("tail").iter().cloned().collect();
         let full = if last.is_empty() {
             reason.to_string()
         } else {

@@ -299,16 +299,19 @@ impl StageLoop {
             Ok(delivery) => delivery,
             Err(reason) => return Step::Lost(reason),
         };
-        if self.mode() == Mode::Held {
-            // Paused while this one was on its way: held with the others.
-            holding.hold(from, delivery);
-            return Step::Next;
-        }
-        if self.mode() != Mode::Consuming {
-            // The breaker opened (or the broker blocked) while this one was
-            // on its way: it waits in the queue with the others.
-            work.give_back(delivery, from);
-            return Step::Next;
+        match self.mode() {
+            Mode::Consuming => {}
+            Mode::Held => {
+                // Paused while this one was on its way: held with the others.
+                holding.hold(from, delivery);
+                return Step::Next;
+            }
+            _ => {
+                // The breaker opened (or the broker blocked) while this one
+                // was on its way: it waits in the queue with the others.
+                work.give_back(delivery, from);
+                return Step::Next;
+            }
         }
         match (from, self.intake_of(&delivery)) {
             (Source::Isolation, Intake::Handle) => {
