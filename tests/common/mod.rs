@@ -582,9 +582,21 @@ impl ChildGuard {
             .status();
     }
 
-    /// Waits for the process to end.
+    /// Waits for the process to end; panics (after killing it) when it
+    /// still runs after five minutes, so a process that never exits fails
+    /// its test by name instead of holding the run.
     pub fn wait(&mut self) -> std::process::ExitStatus {
-        self.0.wait().expect("wait for child")
+        let limit = std::time::Instant::now() + Duration::from_secs(300);
+        loop {
+            if let Some(status) = self.0.try_wait().expect("poll child") {
+                return status;
+            }
+            if std::time::Instant::now() > limit {
+                let _ = self.0.kill();
+                panic!("process {} did not exit within 5 minutes", self.0.id());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// True while the process runs.
