@@ -200,12 +200,14 @@ async fn ingest_answers_after_confirms_and_names_what_it_refuses() {
     let (status, failed) = get(&base, "/v1/jobs?state=failed", Some(TOKEN)).await;
     assert_eq!((status, failed.as_str()), (200, "{\"jobs\":[]}"));
 
-    // Metrics: every series DESIGN.md names, parsed; the queue's depth.
+    // Metrics: every series DESIGN.md names, parsed, each with the
+    // pipeline's label; the queue's depth.
+    let depth = format!(
+        "warren_queue_ready{{pipeline=\"{}\",stage=\"a\"}} 5",
+        file.name
+    );
     let scraped = eventually(Duration::from_secs(10), || async {
-        get(&base, "/metrics", Some(TOKEN))
-            .await
-            .1
-            .contains("warren_queue_ready{stage=\"a\"} 5")
+        get(&base, "/metrics", Some(TOKEN)).await.1.contains(&depth)
     })
     .await;
     let (_, text) = get(&base, "/metrics", Some(TOKEN)).await;
@@ -225,9 +227,36 @@ async fn ingest_answers_after_confirms_and_names_what_it_refuses() {
         "warren_paused",
         "warren_broker_blocked",
         "warren_jobs",
+        "warren_stage_failing",
+        "warren_retrying",
+        "warren_worker_restarts_total",
+        "warren_callbacks_total",
+        "warren_http_requests_total",
+        "warren_build_info",
     ] {
         assert!(names.contains(name), "{name} missing from:\n{text}");
     }
+    for sample in &scrape.samples {
+        assert_eq!(
+            sample.labels.get("pipeline"),
+            Some(file.name.as_str()),
+            "{} has no pipeline label:\n{text}",
+            sample.metric
+        );
+    }
+    // (A route's braces are beyond prometheus-parse: read the line.)
+    let posted = format!(
+        "warren_http_requests_total{{pipeline=\"{}\",route=\"/v1/stages/{{stage}}/messages\",code=\"202\"}} ",
+        file.name
+    );
+    let posted: Option<u64> = text
+        .lines()
+        .find_map(|l| l.strip_prefix(posted.as_str()))
+        .and_then(|n| n.parse().ok());
+    assert!(
+        posted.is_some_and(|n| n >= 1),
+        "the accepted POSTs are counted: {text}"
+    );
     let queued = scrape
         .samples
         .iter()
@@ -456,24 +485,47 @@ stages:
         .await
         .unwrap();
     assert_eq!(answer.status().as_u16(), 202);
+    let of = |stage: &str| format!("pipeline=\"{}\",stage=\"{stage}\"", file.name);
     let counted = eventually(Duration::from_secs(60), || async {
         let (_, text) = get(&base, "/metrics", None).await;
-        text.contains("warren_messages_total{stage=\"work\",outcome=\"done\"} 20")
-            && text.contains("warren_handle_seconds_count{stage=\"work\"} 20")
-            && text.contains("warren_queue_wait_seconds_count{stage=\"work\"} 20")
-            && text.contains("warren_messages_total{stage=\"results\",outcome=\"done\"} 20")
+        text.contains(&format!(
+            "warren_messages_total{{{},outcome=\"done\"}} 20",
+            of("work")
+        )) && text.contains(&format!("warren_handle_seconds_count{{{}}} 20", of("work")))
+            && text.contains(&format!(
+                "warren_queue_wait_seconds_count{{{}}} 20",
+                of("work")
+            ))
+            && text.contains(&format!(
+                "warren_messages_total{{{},outcome=\"done\"}} 20",
+                of("results")
+            ))
     })
     .await;
     let (_, text) = get(&base, "/metrics", None).await;
     assert!(counted, "{text}");
     // The handlings slept 20 ms: none in the 5 ms bucket (how long they
-    // took beyond that depends on the machine's load), all in +Inf.
+    // took beyond that depends on the machine's load), all in +Inf; their
+    // waits in the queue in the buckets of hours.
     assert!(
-        text.contains("warren_handle_seconds_bucket{stage=\"work\",le=\"0.005\"} 0"),
+        text.contains(&format!(
+            "warren_handle_seconds_bucket{{{},le=\"0.005\"}} 0",
+            of("work")
+        )),
         "{text}"
     );
     assert!(
-        text.contains("warren_handle_seconds_bucket{stage=\"work\",le=\"+Inf\"} 20"),
+        text.contains(&format!(
+            "warren_handle_seconds_bucket{{{},le=\"+Inf\"}} 20",
+            of("work")
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "warren_queue_wait_seconds_bucket{{{},le=\"43200\"}} 20",
+            of("work")
+        )),
         "{text}"
     );
 }

@@ -40,6 +40,10 @@ pub struct KeeperStatus {
     pub leader: bool,
     /// Callbacks answered with a 2xx since it took over.
     pub callbacks_delivered: u64,
+    /// Callback attempts that failed since it took over (each attempt
+    /// counts).
+    #[serde(default)]
+    pub callbacks_failed: u64,
     /// Jobs whose callback failed and waits for another attempt.
     pub callbacks_failing: u64,
     /// The last callback failure: the job and why.

@@ -124,7 +124,8 @@ pub async fn serve(
     };
     let schedules: Vec<&str> = pipeline.schedules.iter().map(|s| s.name.as_str()).collect();
     let figures: metrics::Shared = Arc::new(Mutex::new(
-        metrics::Snapshot::empty(&pipeline.stage_names()).with_schedules(&schedules),
+        metrics::Snapshot::empty(&pipeline.name, &pipeline.stage_names())
+            .with_schedules(&schedules),
     ));
     let ready = Arc::new(AtomicBool::new(true));
     let address = listener.local_addr()?;
@@ -266,7 +267,10 @@ pub fn router(app: App) -> Router {
         // added later is covered by itself).
         .layer(middleware::from_fn_with_state(app.clone(), auth::check))
         .layer(middleware::from_fn_with_state(app.clone(), origin::guard))
-        .layer(middleware::from_fn(access_log))
+        .layer(middleware::from_fn_with_state(
+            app.figures.clone(),
+            access_log,
+        ))
         .layer(
             tower::ServiceBuilder::new()
                 .layer(axum::error_handling::HandleErrorLayer::new(|_| async {
@@ -282,9 +286,14 @@ pub fn router(app: App) -> Router {
         .with_state(app)
 }
 
-/// One line per request at info: method, route template, status, time.
-/// Bodies and query strings are never logged.
-async fn access_log(request: Request, next: Next) -> Response {
+/// One line per request at info: method, route template, status, time;
+/// counted in `warren_http_requests_total`. Bodies and query strings are
+/// never logged.
+async fn access_log(
+    State(figures): State<metrics::Shared>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let route = request
@@ -300,6 +309,10 @@ async fn access_log(request: Request, next: Next) -> Response {
         ms = started.elapsed().as_secs_f64() * 1000.0,
         "request"
     );
+    figures
+        .lock()
+        .expect("metrics")
+        .answered(&route, response.status().as_u16());
     response
 }
 

@@ -2,9 +2,12 @@
 //! Prometheus' text format, encoded by `prometheus-client` from a snapshot
 //! on each scrape. A refresher fills the snapshot every second: queue
 //! depths, dead letters and consumers from the broker (every box); messages,
-//! timings, in-flight counts, open breakers and blocked publishing from the
-//! supervisors of this box (their workers' reports); job counts from the
-//! job store. Every series exists, at 0, from the start.
+//! timings, in-flight counts, open breakers, crash loops, restarts, blocked
+//! publishing, callbacks and schedule ticks from the supervisors of this box
+//! (their workers' and keepers' reports); job counts from the job store.
+//! The HTTP requests are counted as they are answered. Every series carries
+//! the `pipeline` label and exists, at 0, from the start; each help text
+//! says whether it counts the whole broker or this box.
 
 use std::{
     collections::BTreeMap,
@@ -17,9 +20,11 @@ use prometheus_client::{
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::Registry,
 };
-use warren::{jobs::JobState, timings::Histogram};
-
-use warren_ops::jobs::store::COUNTED;
+use warren::{
+    jobs::JobState,
+    timings::{self, Bounds, Histogram},
+};
+use warren_ops::{jobs::store::COUNTED, status::StageState};
 
 /// What `/metrics` shows of one stage: its view ([`warren_ops::view`]).
 pub type StageFigures = warren_ops::view::StageView;
@@ -27,6 +32,8 @@ pub type StageFigures = warren_ops::view::StageView;
 /// Everything `/metrics` shows.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
+    /// The pipeline's name: the `pipeline` label of every series.
+    pub pipeline: String,
     /// Per stage, every stage of the pipeline.
     pub stages: BTreeMap<String, StageFigures>,
     /// The broker blocks publishing of a worker of this box.
@@ -36,19 +43,33 @@ pub struct Snapshot {
     /// Ticks fired per schedule by the job keeper of this box's
     /// supervisors, since each took over.
     pub schedule_ticks: BTreeMap<String, u64>,
+    /// Callbacks delivered and callback attempts failed by the job keeper
+    /// of this box's supervisors, since each took over.
+    pub callbacks: Callbacks,
+    /// HTTP requests answered, per route template and status code.
+    pub http_requests: BTreeMap<(String, u16), u64>,
+}
+
+/// What the job keepers of this box's supervisors did with callbacks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Callbacks {
+    /// Answered with a 2xx.
+    pub delivered: u64,
+    /// Attempts that failed (each attempt counts).
+    pub failed: u64,
 }
 
 impl Snapshot {
-    /// A snapshot with every stage at 0.
-    pub fn empty(stages: &[&str]) -> Snapshot {
+    /// A snapshot of `pipeline` with every stage at 0.
+    pub fn empty(pipeline: &str, stages: &[&str]) -> Snapshot {
         Snapshot {
+            pipeline: pipeline.to_string(),
             stages: stages
                 .iter()
                 .map(|s| (s.to_string(), StageFigures::default()))
                 .collect(),
-            broker_blocked: false,
             jobs: COUNTED.iter().map(|state| (*state, 0)).collect(),
-            schedule_ticks: BTreeMap::new(),
+            ..Snapshot::default()
         }
     }
 
@@ -56,6 +77,14 @@ impl Snapshot {
     pub fn with_schedules(mut self, schedules: &[&str]) -> Snapshot {
         self.schedule_ticks = schedules.iter().map(|s| (s.to_string(), 0)).collect();
         self
+    }
+
+    /// Counts one answered HTTP request.
+    pub fn answered(&mut self, route: &str, code: u16) {
+        *self
+            .http_requests
+            .entry((route.to_string(), code))
+            .or_default() += 1;
     }
 }
 
@@ -80,168 +109,230 @@ pub fn encode(registry: &Registry) -> String {
 #[derive(Debug)]
 struct Figures(Shared);
 
-impl Figures {
-    fn gauge(
-        encoder: &mut DescriptorEncoder<'_>,
-        name: &str,
-        help: &str,
-        values: &[(&str, &str, i64)],
-    ) -> Result<(), std::fmt::Error> {
-        let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-        for (key, value, n) in values {
-            let labels = [(*key, *value)];
-            ConstGauge::new(*n).encode(metric.encode_family(&labels)?)?;
-        }
-        Ok(())
-    }
+/// A series' labels: `pipeline` first, then its own.
+type Labels = Vec<(&'static str, String)>;
 
-    fn histogram(
-        encoder: &mut DescriptorEncoder<'_>,
-        name: &str,
-        help: &str,
-        values: &[(&str, Histogram)],
-    ) -> Result<(), std::fmt::Error> {
-        let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
-        for (stage, h) in values {
-            let labels = [("stage", *stage)];
-            metric
-                .encode_family(&labels)?
-                .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-                    h.sum_seconds(),
-                    h.count,
-                    &h.per_bucket(),
-                    None,
-                )?;
+/// One figure of a stage.
+type Figure = dyn Fn(&StageFigures) -> u64;
+
+/// Writes one family: its descriptor, then each series with its labels.
+fn family(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    series: &[(Labels, u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, n) in series {
+        let family = metric.encode_family(labels)?;
+        match kind {
+            MetricType::Counter => ConstCounter::new(*n).encode(family)?,
+            _ => ConstGauge::new(*n as i64).encode(family)?,
         }
-        Ok(())
     }
+    Ok(())
+}
+
+/// Writes one histogram family.
+fn histogram(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    bounds: &Bounds,
+    series: &[(Labels, Histogram)],
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for (labels, h) in series {
+        metric
+            .encode_family(labels)?
+            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                h.sum_seconds(),
+                h.count,
+                &h.per_bucket(bounds),
+                None,
+            )?;
+    }
+    Ok(())
 }
 
 impl Collector for Figures {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use MetricType::{Counter, Gauge};
         let snapshot = self.0.lock().expect("metrics").clone();
+        let labels = |more: &[(&'static str, &str)]| -> Labels {
+            std::iter::once(("pipeline", snapshot.pipeline.clone()))
+                .chain(more.iter().map(|(k, v)| (*k, v.to_string())))
+                .collect()
+        };
         let stages: Vec<(&str, &StageFigures)> = snapshot
             .stages
             .iter()
             .map(|(s, f)| (s.as_str(), f))
             .collect();
-        {
-            let mut metric = encoder.encode_descriptor(
-                "warren_messages",
-                "Messages handled by this box's workers, by outcome (done, retried, dead; cancelled: acknowledged unhandled, their job cancelled).",
-                None,
-                MetricType::Counter,
-            )?;
-            for (stage, figures) in &stages {
-                let c = &figures.counts;
-                for (outcome, n) in [
-                    ("done", c.done),
-                    ("retried", c.retried),
-                    ("dead", c.dead),
-                    ("cancelled", c.cancelled),
-                ] {
-                    let labels = [("stage", *stage), ("outcome", outcome)];
-                    ConstCounter::new(n).encode(metric.encode_family(&labels)?)?;
-                }
-            }
-        }
-        let per_stage = |f: &dyn Fn(&StageFigures) -> i64| -> Vec<(&str, &str, i64)> {
+        let per_stage = |f: &Figure| -> Vec<(Labels, u64)> {
             stages
                 .iter()
-                .map(|(s, fig)| ("stage", *s, f(fig)))
+                .map(|(s, fig)| (labels(&[("stage", s)]), f(fig)))
                 .collect()
         };
-        Self::histogram(
+        let mut messages = Vec::new();
+        for (stage, figures) in &stages {
+            let c = &figures.counts;
+            for (outcome, n) in [
+                ("done", c.done),
+                ("retried", c.retried),
+                ("dead", c.dead),
+                ("cancelled", c.cancelled),
+            ] {
+                messages.push((labels(&[("stage", stage), ("outcome", outcome)]), n));
+            }
+        }
+        // prometheus-client adds `_total` to a counter's name.
+        family(
+            &mut encoder,
+            "warren_messages",
+            "Messages handled by this box's workers, by outcome (done, retried, dead; cancelled: acknowledged unhandled, their job cancelled).",
+            Counter,
+            &messages,
+        )?;
+        let timed = |f: &dyn Fn(&StageFigures) -> Histogram| -> Vec<(Labels, Histogram)> {
+            stages
+                .iter()
+                .map(|(s, fig)| (labels(&[("stage", s)]), f(fig)))
+                .collect()
+        };
+        histogram(
             &mut encoder,
             "warren_handle_seconds",
             "How long handlings took (this box's workers).",
-            &stages
-                .iter()
-                .map(|(s, f)| (*s, f.counts.handle))
-                .collect::<Vec<_>>(),
+            &timings::HANDLE,
+            &timed(&|f| f.counts.handle),
         )?;
-        Self::histogram(
+        histogram(
             &mut encoder,
             "warren_queue_wait_seconds",
-            "How long messages waited in the queue, from their timestamp (whole seconds; this box's workers).",
-            &stages
-                .iter()
-                .map(|(s, f)| (*s, f.counts.queue_wait))
-                .collect::<Vec<_>>(),
+            "How long messages waited in the queue before a worker of this box took them, from their timestamp (whole seconds).",
+            &timings::QUEUE_WAIT,
+            &timed(&|f| f.counts.queue_wait),
         )?;
-        Self::gauge(
-            &mut encoder,
-            "warren_in_flight",
-            "Deliveries not yet acknowledged (every box when the management API answers, else this box).",
-            &per_stage(&|f| f.in_flight as i64),
-        )?;
-        Self::gauge(
-            &mut encoder,
-            "warren_queue_ready",
-            "Ready messages in the stage queue (broker).",
-            &per_stage(&|f| f.ready as i64),
-        )?;
-        Self::gauge(
-            &mut encoder,
-            "warren_dead_letters",
-            "Messages in the stage's dead-letter queue (broker).",
-            &per_stage(&|f| f.dead as i64),
-        )?;
-        Self::gauge(
-            &mut encoder,
-            "warren_workers",
-            "Consumers of the stage queue, every box (broker).",
-            &per_stage(&|f| i64::from(f.consumers)),
-        )?;
-        Self::gauge(
-            &mut encoder,
-            "warren_breaker_open",
-            "1 while a worker of this box has the stage's circuit breaker open.",
-            &per_stage(&|f| i64::from(f.counts.breaker_open)),
-        )?;
-        Self::gauge(
-            &mut encoder,
-            "warren_paused",
-            "1 while an operator paused the stage (warren pause; every box, from the broker). A stage paused by its circuit breaker shows in warren_breaker_open.",
-            &per_stage(&|f| i64::from(f.paused)),
-        )?;
-        {
-            let metric = encoder.encode_descriptor(
-                "warren_broker_blocked",
-                "1 while the broker blocks publishing of a worker of this box.",
-                None,
-                MetricType::Gauge,
-            )?;
-            ConstGauge::new(i64::from(snapshot.broker_blocked)).encode(metric)?;
+        let gauges: [(&str, &str, &Figure); 8] = [
+            (
+                "warren_in_flight",
+                "Deliveries not yet acknowledged (every box when the management API answers, else this box).",
+                &|f| f.in_flight,
+            ),
+            (
+                "warren_queue_ready",
+                "Ready messages in the stage queue (broker: every box).",
+                &|f| f.ready,
+            ),
+            (
+                "warren_retrying",
+                "Messages waiting in the stage's retry queues for their next attempt (broker: every box).",
+                &|f| f.retrying,
+            ),
+            (
+                "warren_dead_letters",
+                "Messages in the stage's dead-letter queue (broker: every box).",
+                &|f| f.dead,
+            ),
+            (
+                "warren_workers",
+                "Consumers of the stage queue (broker: every box).",
+                &|f| u64::from(f.consumers),
+            ),
+            (
+                "warren_breaker_open",
+                "1 while a worker of this box has the stage's circuit breaker open.",
+                &|f| u64::from(f.counts.breaker_open),
+            ),
+            (
+                "warren_paused",
+                "1 while an operator paused the stage (warren pause; every box, from the broker). A stage paused by its circuit breaker shows in warren_breaker_open.",
+                &|f| u64::from(f.paused),
+            ),
+            (
+                "warren_stage_failing",
+                "1 while the stage's workers on this box crash-loop (they exit soon after they start; the supervisor backs off).",
+                &|f| u64::from(f.state == Some(StageState::Failing)),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            family(&mut encoder, name, help, Gauge, &per_stage(value))?;
         }
-        {
-            let mut metric = encoder.encode_descriptor(
-                "warren_schedule_ticks",
-                "Schedule ticks fired by the job keeper of this box's supervisors since it took over (exactly one box fires each tick: sum over boxes).",
-                None,
-                MetricType::Counter,
-            )?;
-            for (schedule, n) in &snapshot.schedule_ticks {
-                let labels = [("schedule", schedule.as_str())];
-                ConstCounter::new(*n).encode(metric.encode_family(&labels)?)?;
-            }
-        }
-        let jobs: Vec<(String, i64)> = snapshot
+        family(
+            &mut encoder,
+            "warren_worker_restarts",
+            "Unexpected exits of the stage's workers on this box, since their supervisors started.",
+            Counter,
+            &per_stage(&|f| u64::from(f.restarts)),
+        )?;
+        family(
+            &mut encoder,
+            "warren_broker_blocked",
+            "1 while the broker blocks publishing of a worker of this box.",
+            Gauge,
+            &[(labels(&[]), u64::from(snapshot.broker_blocked))],
+        )?;
+        let jobs: Vec<(Labels, u64)> = snapshot
             .jobs
             .iter()
             .map(|(state, n)| {
                 let name = serde_json::to_value(state).expect("a state is JSON");
-                (name.as_str().unwrap_or("?").to_string(), *n as i64)
+                (labels(&[("state", name.as_str().unwrap_or("?"))]), *n)
             })
             .collect();
-        Self::gauge(
+        family(
             &mut encoder,
             "warren_jobs",
             "Jobs of a tracked pipeline per state, as this box's job store knows them.",
-            &jobs
-                .iter()
-                .map(|(state, n)| ("state", state.as_str(), *n))
-                .collect::<Vec<_>>(),
+            Gauge,
+            &jobs,
+        )?;
+        let callbacks = snapshot.callbacks;
+        family(
+            &mut encoder,
+            "warren_callbacks",
+            "Job callbacks by outcome (delivered: answered 2xx; failed: an attempt that failed, tried again later), by the job keeper of this box's supervisors since it took over.",
+            Counter,
+            &[
+                (labels(&[("outcome", "delivered")]), callbacks.delivered),
+                (labels(&[("outcome", "failed")]), callbacks.failed),
+            ],
+        )?;
+        let ticks: Vec<(Labels, u64)> = snapshot
+            .schedule_ticks
+            .iter()
+            .map(|(schedule, n)| (labels(&[("schedule", schedule)]), *n))
+            .collect();
+        family(
+            &mut encoder,
+            "warren_schedule_ticks",
+            "Schedule ticks fired by the job keeper of this box's supervisors since it took over (exactly one box fires each tick: sum over boxes).",
+            Counter,
+            &ticks,
+        )?;
+        let requests: Vec<(Labels, u64)> = snapshot
+            .http_requests
+            .iter()
+            .map(|((route, code), n)| {
+                (labels(&[("route", route), ("code", &code.to_string())]), *n)
+            })
+            .collect();
+        family(
+            &mut encoder,
+            "warren_http_requests",
+            "HTTP requests this server answered, per route template and status code.",
+            Counter,
+            &requests,
+        )?;
+        family(
+            &mut encoder,
+            "warren_build_info",
+            "Always 1: the version of warren serving these figures.",
+            Gauge,
+            &[(labels(&[("version", env!("CARGO_PKG_VERSION"))]), 1)],
         )
     }
 }

@@ -19,7 +19,10 @@ use warren::{
     pauses::{self, Pauses},
 };
 
-use super::{metrics::Shared, tickets::Tickets};
+use super::{
+    metrics::{Callbacks, Shared},
+    tickets::Tickets,
+};
 use warren_ops::{management::Management, monitor::Monitor, view};
 
 /// Time between looks.
@@ -65,14 +68,16 @@ pub async fn run(
             if let Some(jobs) = jobs {
                 snapshot.jobs = jobs;
             }
+            let keepers = || look.supervisors.iter().filter_map(|s| s.keeper.as_ref());
             for (schedule, n) in snapshot.schedule_ticks.iter_mut() {
-                *n = look
-                    .supervisors
-                    .iter()
-                    .filter_map(|s| s.keeper.as_ref())
+                *n = keepers()
                     .filter_map(|keeper| keeper.ticks_fired.get(schedule))
                     .sum();
             }
+            snapshot.callbacks = Callbacks {
+                delivered: keepers().map(|k| k.callbacks_delivered).sum(),
+                failed: keepers().map(|k| k.callbacks_failed).sum(),
+            };
         }
         tokio::select! {
             _ = stop.cancelled() => break,

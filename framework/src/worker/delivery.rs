@@ -21,6 +21,7 @@ use crate::{
     jobs::{Emission, Event, What},
     message,
     publisher::Publisher,
+    timings,
 };
 
 impl StageRuntime {
@@ -76,7 +77,9 @@ impl StageRuntime {
         );
         if let Some(sent) = delivery.properties.timestamp() {
             let waited = message::epoch_ms().saturating_sub(sent.saturating_mul(1000));
-            self.stats.queue_wait.observe(Duration::from_millis(waited));
+            self.stats
+                .queue_wait
+                .observe(Duration::from_millis(waited), &timings::QUEUE_WAIT);
         }
         let watch = ctx.watch_cancels();
         let started = std::time::Instant::now();
@@ -88,7 +91,9 @@ impl StageRuntime {
             slot,
         )
         .await;
-        self.stats.handle.observe(started.elapsed());
+        self.stats
+            .handle
+            .observe(started.elapsed(), &timings::HANDLE);
         drop(watch);
         if !matches!(handled, Handled::Finished(Ok(()))) && ctx.job_cancelled() {
             // Its job was cancelled while it ran: how it ended no longer

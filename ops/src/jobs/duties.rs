@@ -400,6 +400,7 @@ impl Duties {
                     Vec::new(),
                 )
                 .await?;
+                self.status.callbacks_failed += 1;
                 if let Some(call) = self.calls.get_mut(&job) {
                     call.failed += 1;
                     call.posting = false;
