@@ -413,6 +413,7 @@ async fn a_store_behind_the_retention_names_the_jobs_of_its_gap() {
             what,
             emitted: Vec::new(),
             callback: None,
+            trace: None,
             at_ms: warren::message::epoch_ms(),
         };
         let publisher = publisher.clone();

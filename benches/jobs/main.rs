@@ -43,6 +43,7 @@ fn events_of(n: u64, at_ms: u64) -> [Event; 4] {
         what,
         emitted,
         callback: None,
+        trace: None,
         at_ms,
     };
     let children: Vec<Emission> = (0..2)

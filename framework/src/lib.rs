@@ -61,6 +61,7 @@ pub mod schedule;
 pub mod template;
 #[doc(hidden)]
 pub mod timings;
+pub mod traces;
 
 pub use broker::{BrokerUrl, BrokerUrls};
 pub use error::{Error, Result};

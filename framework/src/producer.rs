@@ -19,6 +19,7 @@ use crate::{
     message, names,
     pipeline::{Pipeline, UnknownStage},
     publisher::{Publisher, Unconfirmed, target},
+    traces::TraceHeaders,
 };
 
 /// How long a send may take, reconnecting included, unless set otherwise.
@@ -81,6 +82,17 @@ struct Inner {
 struct Link {
     open: Option<(lapin::Connection, Publisher)>,
     failed: Option<(Instant, String)>,
+}
+
+/// What goes along with each message of one send.
+#[derive(Clone, Copy)]
+struct Along<'a> {
+    /// The URL to call back when its job is done.
+    callback: Option<&'a str>,
+    /// Not handled before this time (ms since the Unix epoch).
+    not_before_ms: Option<u64>,
+    /// The trace it continues.
+    trace: &'a TraceHeaders,
 }
 
 impl Producer {
@@ -241,6 +253,27 @@ impl Producer {
         callback: Option<&str>,
         not_before_ms: Option<u64>,
     ) -> Result<Vec<Sent>, Error> {
+        self.publish_many_traced(
+            stage,
+            messages,
+            callback,
+            not_before_ms,
+            &TraceHeaders::default(),
+        )
+        .await
+    }
+
+    /// Like [`Producer::publish_many_at`], each message in the trace of
+    /// `trace` (its `traceparent` and `tracestate` headers: `warren serve`
+    /// continues its caller's trace).
+    pub async fn publish_many_traced(
+        &self,
+        stage: &str,
+        messages: &[(&str, &[u8])],
+        callback: Option<&str>,
+        not_before_ms: Option<u64>,
+        trace: &TraceHeaders,
+    ) -> Result<Vec<Sent>, Error> {
         if let Some(at) = not_before_ms
             && let Err(reason) = delay::check(at, message::epoch_ms())
         {
@@ -268,9 +301,14 @@ impl Producer {
             // All written at once: the client queues their frames in this
             // order and writes them together, instead of one write (and
             // one wake of its I/O thread) per message.
-            let writes = messages.iter().map(|(id, body)| {
-                self.write_one(&publisher, stage, id, body, callback, not_before_ms)
-            });
+            let along = Along {
+                callback,
+                not_before_ms,
+                trace,
+            };
+            let writes = messages
+                .iter()
+                .map(|(id, body)| self.write_one(&publisher, stage, id, body, &along));
             let written: Result<Vec<Sent>, Error> = futures_util::future::join_all(writes)
                 .await
                 .into_iter()
@@ -310,6 +348,7 @@ impl Producer {
             what: What::Cancelled,
             emitted: Vec::new(),
             callback: None,
+            trace: None,
             at_ms: message::epoch_ms(),
         };
         let body = event.encode();
@@ -368,7 +407,8 @@ impl Producer {
         Ok(id)
     }
 
-    /// Writes one message, after its job's `sent` event when the pipeline
+    /// Writes one message, with what goes `along` with it, after its job's
+    /// `sent` event when the pipeline
     /// tracks jobs (a job is never handled before it is known).
     async fn write_one(
         &self,
@@ -376,10 +416,14 @@ impl Producer {
         stage: &str,
         id: &str,
         body: &[u8],
-        callback: Option<&str>,
-        not_before_ms: Option<u64>,
+        along: &Along<'_>,
     ) -> Result<Sent, Error> {
-        let mut properties = message::new_properties(id, id);
+        let Along {
+            callback,
+            not_before_ms,
+            trace,
+        } = *along;
+        let mut properties = trace.on(message::new_properties(id, id));
         if let Some(url) = callback {
             properties = message::with_header(properties, message::CALLBACK, message::text(url));
         }
@@ -410,6 +454,7 @@ impl Producer {
                     what,
                     emitted: Vec::new(),
                     callback: callback.map(str::to_string),
+                    trace: trace.traceparent().map(str::to_string),
                     at_ms: now,
                 };
                 // One stream message: the job is known as sent and

@@ -140,6 +140,7 @@ impl Harness {
             self.attempt,
             info,
             Outlet::Memory(emitted.clone()),
+            Default::default(),
         );
         let disposition = match invoke(&*self.handler, body, ctx, self.timeout, ()).await {
             Handled::Undecodable(reason) => Disposition::Dead { reason },

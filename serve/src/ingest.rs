@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use warren::{
     delay::{self, When},
     message,
+    traces::TraceHeaders,
 };
 
 use super::App;
@@ -175,7 +176,17 @@ pub async fn post(
             json!({ "ids": ids, "confirmed": [] }),
         );
     }
-    send(&app, &stage, &messages, params.callback.as_deref(), when).await
+    // The messages continue the caller's trace (W3C trace context).
+    let trace = TraceHeaders::from_pairs(|name| headers.get(name).and_then(|v| v.to_str().ok()));
+    send(
+        &app,
+        &stage,
+        &messages,
+        params.callback.as_deref(),
+        when,
+        &trace,
+    )
+    .await
 }
 
 /// The messages of a body, each with its id; or the 400 (or 413) answer.
@@ -288,6 +299,7 @@ async fn send(
     messages: &[(String, Vec<u8>)],
     callback: Option<&str>,
     when: Option<When>,
+    trace: &TraceHeaders,
 ) -> Response {
     let refs: Vec<(&str, &[u8])> = messages
         .iter()
@@ -300,7 +312,7 @@ async fn send(
     let not_before = when.map(|when| when.not_before_ms(message::epoch_ms()));
     let publishing = app
         .producer
-        .publish_many_at(stage, &refs, callback, not_before);
+        .publish_many_traced(stage, &refs, callback, not_before, trace);
     let published = if connected {
         publishing.await
     } else {

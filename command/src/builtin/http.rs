@@ -103,6 +103,10 @@ impl HttpStage {
         if let Some(name) = &self.idempotency_key {
             request = request.header(name, idempotency_value(ctx.id()));
         }
+        // The call continues the message's trace (W3C trace context).
+        if let Some(traceparent) = ctx.traceparent() {
+            request = request.header(warren::traces::TRACEPARENT, traceparent);
+        }
         let body = match &self.spec.body {
             Some(template) => Some(template::body(template, &message).map_err(Failure::dead)?),
             None if matches!(self.method, Method::GET | Method::HEAD | Method::DELETE) => None,

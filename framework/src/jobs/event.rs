@@ -128,6 +128,10 @@ pub struct Event {
     /// (`x-warren-callback`), on the events of the job's first message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<String>,
+    /// The W3C `traceparent` the job's first message was sent with, on its
+    /// `sent` event: the job's callback continues that trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
     /// When (ms since the Unix epoch).
     pub at_ms: u64,
 }
@@ -171,6 +175,7 @@ mod tests {
                 id: "c0.1.0".into(),
             }],
             callback: Some("http://app/done".into()),
+            trace: None,
             at_ms: 7,
         };
         let body = event.encode();
@@ -211,6 +216,7 @@ mod tests {
                 what,
                 emitted: Vec::new(),
                 callback: None,
+                trace: None,
                 at_ms: 1,
             };
             assert_eq!(Event::decode(&event.encode()).unwrap(), event);

@@ -113,6 +113,8 @@ pub struct JobRecord {
     pub(super) root: bool,
     /// The callback URL its producer gave.
     pub(super) callback: Option<String>,
+    /// The W3C traceparent its first message was sent with.
+    pub(super) trace: Option<String>,
     pub(super) call: Call,
     /// Gather stages released for the job.
     pub(super) released: BTreeSet<String>,
@@ -173,6 +175,9 @@ impl JobRecord {
     pub fn apply(&mut self, event: &Event) {
         if self.callback.is_none() {
             self.callback.clone_from(&event.callback);
+        }
+        if self.trace.is_none() {
+            self.trace.clone_from(&event.trace);
         }
         match &event.what {
             What::Called { .. } => {
@@ -360,6 +365,12 @@ impl JobRecord {
             .collect()
     }
 
+    /// The W3C traceparent the job's first message was sent with: its
+    /// callback continues that trace.
+    pub fn traceparent(&self) -> Option<&str> {
+        self.trace.as_deref()
+    }
+
     /// Failed POSTs of the callback so far.
     pub fn callback_attempts(&self) -> u32 {
         self.call.failed
@@ -428,6 +439,7 @@ mod tests {
                 })
                 .collect(),
             callback: None,
+            trace: None,
             at_ms,
         }
     }

@@ -24,6 +24,9 @@ struct Stored {
     /// The producer's callback URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cb: Option<String>,
+    /// The W3C traceparent of the first message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tp: Option<String>,
     /// The callback: delivered, or failed attempts and the last reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     call: Option<(u32, String)>,
@@ -75,6 +78,7 @@ impl JobRecord {
             l: self.last_ms,
             r: self.root,
             cb: self.callback.clone(),
+            tp: self.trace.clone(),
             call: (self.call.failed > 0).then(|| {
                 (
                     self.call.failed,
@@ -158,6 +162,7 @@ impl JobRecord {
             last_ms: stored.l,
             root: stored.r,
             callback: stored.cb,
+            trace: stored.tp,
             call: Call {
                 delivered: stored.called,
                 failed: stored.call.as_ref().map_or(0, |(failed, _)| *failed),

@@ -16,6 +16,7 @@ use crate::{
     error::Error,
     message, names,
     publisher::{Publisher, Unconfirmed},
+    traces::TraceHeaders,
 };
 
 /// The handler's view of one message being handled. Cheap to clone.
@@ -30,6 +31,8 @@ struct Inner {
     attempt: u32,
     stage: Arc<StageInfo>,
     outlet: Outlet,
+    /// The trace context of what it emits: the handling's span.
+    trace: TraceHeaders,
     cancel: CancellationToken,
     emits: Mutex<Emits>,
 }
@@ -128,6 +131,7 @@ impl Context {
         attempt: u32,
         stage: Arc<StageInfo>,
         outlet: Outlet,
+        trace: TraceHeaders,
     ) -> Context {
         Context {
             inner: Arc::new(Inner {
@@ -136,6 +140,7 @@ impl Context {
                 attempt,
                 stage,
                 outlet,
+                trace,
                 cancel: CancellationToken::new(),
                 emits: Mutex::new(Emits::default()),
             }),
@@ -145,6 +150,13 @@ impl Context {
     /// The message id (kept from the producer, or assigned).
     pub fn id(&self) -> &str {
         &self.inner.id
+    }
+
+    /// The W3C `traceparent` of this handling (its span, or the message's
+    /// own when nothing is exported), for a call that continues the trace:
+    /// the `http` stage sends it. `None` when the message has no trace.
+    pub fn traceparent(&self) -> Option<&str> {
+        self.inner.trace.traceparent()
     }
 
     /// The job the message belongs to: the id of the message that entered
@@ -215,6 +227,7 @@ impl Context {
             },
             emitted: Vec::new(),
             callback: None,
+            trace: None,
             at_ms: message::epoch_ms(),
         };
         notes.note(event, publisher);
@@ -296,12 +309,16 @@ impl Context {
                     // its write and confirm are awaited when the handler ends.
                     // Straight to the stage queue (the default exchange), which
                     // spares the broker a lookup in the pipeline exchange.
-                    let mut writing = Box::pin(publisher.publish_owned(
-                        String::new(),
-                        self.inner.stage.output_queues[index].clone(),
-                        payload,
-                        message::new_properties(&id, &self.inner.job),
-                    ));
+                    let mut writing = Box::pin(
+                        publisher.publish_owned(
+                            String::new(),
+                            self.inner.stage.output_queues[index].clone(),
+                            payload,
+                            self.inner
+                                .trace
+                                .on(message::new_properties(&id, &self.inner.job)),
+                        ),
+                    );
                     let emit = match writing.as_mut().poll(&mut std::task::Context::from_waker(
                         futures_util::task::noop_waker_ref(),
                     )) {

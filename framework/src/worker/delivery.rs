@@ -6,7 +6,7 @@ use std::{sync::atomic::Ordering, time::Duration};
 
 use lapin::message::Delivery;
 use tokio::sync::OwnedSemaphorePermit;
-use tracing::debug;
+use tracing::{Instrument as _, debug};
 
 use super::{
     acks::Settle,
@@ -22,6 +22,7 @@ use crate::{
     message,
     publisher::Publisher,
     timings,
+    traces::Handling,
 };
 
 impl StageRuntime {
@@ -68,19 +69,24 @@ impl StageRuntime {
         if let Some(limiter) = &self.limiter {
             limiter.acquire().await;
         }
+        let waited = delivery.properties.timestamp().map(|sent| {
+            Duration::from_millis(message::epoch_ms().saturating_sub(sent.saturating_mul(1000)))
+        });
+        if let Some(waited) = waited {
+            self.stats.queue_wait.observe(waited, &timings::QUEUE_WAIT);
+        }
+        let handling = Handling::start(&self.info.name, &id, &job, attempt, waited, props);
+        // Every line logged while it is handled names the message, its job
+        // and its trace.
+        let span = tracing::info_span!("handling", %id, %job, trace_id = %handling.trace_id());
         let ctx = Context::new(
             id.clone(),
             job,
             attempt,
             self.info.clone(),
             Outlet::Broker(publisher.clone()),
+            handling.headers().clone(),
         );
-        if let Some(sent) = delivery.properties.timestamp() {
-            let waited = message::epoch_ms().saturating_sub(sent.saturating_mul(1000));
-            self.stats
-                .queue_wait
-                .observe(Duration::from_millis(waited), &timings::QUEUE_WAIT);
-        }
         let watch = ctx.watch_cancels();
         let started = std::time::Instant::now();
         let handled = invoke(
@@ -90,6 +96,7 @@ impl StageRuntime {
             self.stage.timeout,
             slot,
         )
+        .instrument(span.clone())
         .await;
         self.stats
             .handle
@@ -132,6 +139,8 @@ impl StageRuntime {
                 }
             }
         };
+        let (outcome, reason) = disposition.outcome();
+        handling.end(outcome, reason);
         if disposition != Disposition::Done && !publisher.is_open() {
             // The connection is gone (the failure is most likely that): the
             // broker requeues the delivery and the session reconnects. Say
@@ -159,7 +168,9 @@ impl StageRuntime {
         if disposition == Disposition::Done {
             return Ok(self.done());
         }
-        Box::pin(self.carry_out(publisher, delivery, &id, disposition, attempt)).await
+        Box::pin(self.carry_out(publisher, delivery, &id, disposition, attempt))
+            .instrument(span)
+            .await
     }
 
     /// Acknowledges a delivery of a cancelled job without handling it
@@ -181,6 +192,7 @@ impl StageRuntime {
                 what: What::Skipped,
                 emitted: Vec::new(),
                 callback: None,
+                trace: None,
                 at_ms: message::epoch_ms(),
             };
             if let Err(reason) = self.recorder.record(publisher, event).await {
@@ -223,6 +235,9 @@ impl StageRuntime {
             emitted: Vec::new(),
             callback: (id == job)
                 .then(|| message::text_header(&delivery.properties, message::CALLBACK))
+                .flatten(),
+            trace: (id == job)
+                .then(|| message::text_header(&delivery.properties, crate::traces::TRACEPARENT))
                 .flatten(),
             at_ms: message::epoch_ms(),
         };
@@ -286,6 +301,7 @@ impl StageRuntime {
             callback: (id == job)
                 .then(|| message::text_header(&delivery.properties, message::CALLBACK))
                 .flatten(),
+            trace: None,
             at_ms: message::epoch_ms(),
         };
         self.recorder.record(publisher, event).await

@@ -216,6 +216,7 @@ mod tests {
             1,
             Arc::new(info),
             Outlet::Broker(publisher),
+            Default::default(),
         );
         let handler = typed(|n: u32, ctx: Context| async move {
             ctx.emit(&(n + 1)).await?;

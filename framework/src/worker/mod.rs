@@ -164,7 +164,15 @@ impl Worker {
             shutdown.await;
             trigger.cancel();
         });
-        self.resolve()?.run(&token).await
+        let served = self.resolve()?;
+        // Spans of the handlings, when OTEL_EXPORTER_OTLP_ENDPOINT is set;
+        // the last ones sent before the worker ends.
+        let exporting = crate::traces::export_from_env();
+        let result = served.run(&token).await;
+        if let Some(exporting) = exporting {
+            exporting.finish().await;
+        }
+        result
     }
 
     /// Runs like [`Worker::run`] and turns the result into an exit code,

@@ -200,6 +200,20 @@ pub enum Disposition {
     },
 }
 
+impl Disposition {
+    /// What became of the handling, in one word (`done`, `retried`, `dead`,
+    /// `given back`, `isolated`), and why when it was not done.
+    pub fn outcome(&self) -> (&'static str, Option<&str>) {
+        match self {
+            Disposition::Done => ("done", None),
+            Disposition::Retry { reason, .. } => ("retried", Some(reason)),
+            Disposition::Dead { reason } => ("dead", Some(reason)),
+            Disposition::GiveBack { reason } => ("given back", Some(reason)),
+            Disposition::Isolate { reason } => ("isolated", Some(reason)),
+        }
+    }
+}
+
 /// The disposition of a message after attempt `attempt` ended with
 /// `outcome`, under `policy`.
 pub fn decide(outcome: Outcome, attempt: u32, policy: &RetryPolicy) -> Disposition {

@@ -23,25 +23,28 @@ pub fn client() -> reqwest::Client {
         .expect("an HTTP client with a timeout builds")
 }
 
-/// POSTs `body` (the job's state) to `url`; the HTTP status of a 2xx, or
+/// POSTs `body` (the job's state) to `url`, with the job's `traceparent`
+/// when it has one; the HTTP status of a 2xx, or
 /// why it failed.
 pub async fn post(
     client: &reqwest::Client,
     url: &str,
     job: &str,
     body: Vec<u8>,
+    traceparent: Option<&str>,
 ) -> Result<u16, String> {
-    let answer = client
+    let mut request = client
         .post(url)
         .header("Content-Type", warren::message::JSON)
-        .header("Idempotency-Key", job)
-        .body(body)
-        .send()
-        .await
-        .map_err(|error| {
-            let error = error.without_url();
-            format!("POST {}: {error}", crate::redact::url(url))
-        })?;
+        .header("Idempotency-Key", job);
+    // It continues the trace the job was sent in.
+    if let Some(traceparent) = traceparent {
+        request = request.header(warren::traces::TRACEPARENT, traceparent);
+    }
+    let answer = request.body(body).send().await.map_err(|error| {
+        let error = error.without_url();
+        format!("POST {}: {error}", crate::redact::url(url))
+    })?;
     let status = answer.status();
     if status.is_success() {
         Ok(status.as_u16())

@@ -48,6 +48,8 @@ struct Gather {
 struct Call {
     url: String,
     body: Vec<u8>,
+    /// The job's W3C traceparent, sent with the POST.
+    trace: Option<String>,
     failed: u32,
     /// Delays between tries: doubling from a second to five minutes, with
     /// jitter.
@@ -160,6 +162,7 @@ impl Duties {
                     Call {
                         url: url.to_string(),
                         body: serde_json::to_vec(&view).expect("a view is JSON"),
+                        trace: record.traceparent().map(str::to_string),
                         failed,
                         backoff,
                         due,
@@ -200,14 +203,15 @@ impl Duties {
             }
             posting += 1;
             call.posting = true;
-            let (client, url, body, job) = (
+            let (client, url, body, job, trace) = (
                 self.client.clone(),
                 call.url.clone(),
                 call.body.clone(),
                 job.clone(),
+                call.trace.clone(),
             );
             self.posts.spawn(async move {
-                let answer = callback::post(&client, &url, &job, body).await;
+                let answer = callback::post(&client, &url, &job, body, trace.as_deref()).await;
                 (job, answer)
             });
         }
@@ -357,6 +361,7 @@ impl Duties {
                     },
                     emitted: Vec::new(),
                     callback: None,
+                    trace: None,
                     at_ms,
                 })
                 .collect();
@@ -430,6 +435,7 @@ impl Duties {
             what,
             emitted,
             callback: None,
+            trace: None,
             at_ms: message::epoch_ms(),
         };
         let stream = names::job_stream(&self.pipeline);

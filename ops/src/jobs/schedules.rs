@@ -180,6 +180,7 @@ impl Schedules {
                     what: What::Sent,
                     emitted: Vec::new(),
                     callback: None,
+                    trace: None,
                     at_ms: epoch_ms(),
                 })
                 .collect();

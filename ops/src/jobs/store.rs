@@ -480,6 +480,7 @@ mod tests {
             what,
             emitted: Vec::new(),
             callback: None,
+            trace: None,
             at_ms,
         }
     }
