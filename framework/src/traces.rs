@@ -7,11 +7,16 @@
 //! emits: the emitted messages carry its context. Retries and dead letters
 //! are copies of the message, headers and all, so they stay in the trace of
 //! the handling that failed, as children of the same parent. Without an
-//! endpoint nothing is exported and no span is made: the OpenTelemetry API's
-//! no-op tracer hands the message's own context on unchanged, so the trace
-//! still crosses stages for a process further on that does export.
+//! endpoint nothing is exported and no span is made: a handling hands the
+//! message's own (valid) trace headers on unchanged, so the trace still
+//! crosses stages for a process further on that does export, and a message
+//! without them costs a header lookup (`benches/traces.rs` prints it).
 
-use std::{fmt, time::Duration};
+use std::{
+    fmt,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 
 use lapin::{BasicProperties, types::AMQPValue};
 use opentelemetry::{
@@ -67,8 +72,13 @@ pub fn export_from_env() -> Option<Exporting> {
         )
         .build();
     global::set_tracer_provider(provider.clone());
+    EXPORTING.store(true, Ordering::Relaxed);
     Some(Exporting(provider))
 }
+
+/// Spans are exported (an exporter was installed): handlings make spans.
+/// Until then a handling only hands its message's trace headers on.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
 
 fn service_name() -> String {
     std::env::var("OTEL_SERVICE_NAME")
@@ -215,9 +225,40 @@ impl Extractor for Pairs<'_> {
     }
 }
 
-/// The span of one handling, in the trace of the message handled.
+/// A W3C `traceparent` a receiver may continue, by the specification's
+/// rules (the propagator used when spans are exported is a little more
+/// lenient, with short ids among others): a version of 2 hex digits
+/// (not `ff`; `00` has exactly four fields, a later one at least four), a
+/// trace id of 32 lowercase hex digits, a parent id of 16, flags of 2,
+/// neither id all zeros.
+fn valid_traceparent(parent: &str) -> bool {
+    let hex = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let zeros = |s: &str| s.bytes().all(|b| b == b'0');
+    let parts: Vec<&str> = parent.split('-').collect();
+    let [version, trace, span, flags, rest @ ..] = parts.as_slice() else {
+        return false;
+    };
+    version.len() == 2
+        && hex(version)
+        && *version != "ff"
+        && (rest.is_empty() || *version != "00")
+        && trace.len() == 32
+        && span.len() == 16
+        && flags.len() == 2
+        && hex(trace)
+        && hex(span)
+        && hex(flags)
+        && !zeros(trace)
+        && !zeros(span)
+}
+
+/// The span of one handling, in the trace of the message handled (none
+/// when nothing is exported: the message's own trace context is handed on).
 pub struct Handling {
-    context: Context,
+    context: Option<Context>,
     headers: TraceHeaders,
 }
 
@@ -241,6 +282,22 @@ impl Handling {
         waited: Option<Duration>,
         properties: &BasicProperties,
     ) -> Handling {
+        if !EXPORTING.load(Ordering::Relaxed) {
+            // Nothing exported: no span, and the message's context as it is
+            // (the cost of a header lookup for a message without one).
+            let carrier = Headers(properties);
+            let mut headers = TraceHeaders::default();
+            if let Some(parent) = carrier.get(TRACEPARENT).filter(|p| valid_traceparent(p)) {
+                headers.0.push((TRACEPARENT, parent.to_string()));
+                if let Some(state) = carrier.get(TRACESTATE) {
+                    headers.0.push((TRACESTATE, state.to_string()));
+                }
+            }
+            return Handling {
+                context: None,
+                headers,
+            };
+        }
         let parent = TraceContextPropagator::new().extract(&Headers(properties));
         let tracer = global::tracer("warren");
         let mut attributes = vec![
@@ -262,7 +319,10 @@ impl Handling {
             .start_with_context(&tracer, &parent);
         let context = parent.with_span(span);
         let headers = TraceHeaders::of(&context);
-        Handling { context, headers }
+        Handling {
+            context: Some(context),
+            headers,
+        }
     }
 
     /// The trace headers of what this handling emits.
@@ -272,20 +332,21 @@ impl Handling {
 
     /// The trace's id (32 hex digits), or empty when the message has no
     /// trace and nothing is exported.
-    pub fn trace_id(&self) -> String {
-        let span = self.context.span();
-        let context = span.span_context();
-        if context.is_valid() {
-            context.trace_id().to_string()
-        } else {
-            String::new()
-        }
+    pub fn trace_id(&self) -> &str {
+        // traceparent: version-trace id-parent id-flags, validated.
+        self.headers
+            .traceparent()
+            .and_then(|parent| parent.get(3..35))
+            .unwrap_or_default()
     }
 
     /// Ends the span with the handling's outcome (`done`, `retried`,
     /// `dead`, ...); an outcome other than `done` with `reason`.
     pub fn end(self, outcome: &str, reason: Option<&str>) {
-        let span = self.context.span();
+        let Some(context) = self.context else {
+            return;
+        };
+        let span = context.span();
         span.set_attribute(KeyValue::new("warren.outcome", outcome.to_string()));
         if let Some(reason) = reason {
             span.set_status(Status::error(reason.to_string()));
@@ -324,9 +385,50 @@ mod tests {
     }
 
     #[test]
-    fn a_malformed_traceparent_is_ignored() {
-        let handling = Handling::start("a", "m1", "m1", 1, None, &props(Some("00-zz-01")));
-        assert_eq!(handling.headers().traceparent(), None);
+    fn a_malformed_traceparent_is_ignored_as_the_propagator_ignores_it() {
+        for (parent, valid) in [
+            (PARENT, true),
+            (
+                "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                true,
+            ),
+            (
+                "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-x",
+                true,
+            ),
+            ("00-zz-01", false),
+            (
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",
+                false,
+            ),
+            (
+                "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                false,
+            ),
+            (
+                "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",
+                false,
+            ),
+            (
+                "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+                false,
+            ),
+            (
+                "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+                false,
+            ),
+        ] {
+            assert_eq!(valid_traceparent(parent), valid, "{parent}");
+            let handling = Handling::start("a", "m1", "m1", 1, None, &props(Some(parent)));
+            assert_eq!(
+                handling.headers().traceparent().is_some(),
+                valid,
+                "{parent}"
+            );
+            // The propagator, used when exporting, agrees.
+            let parsed = TraceHeaders::from_pairs(|n| (n == TRACEPARENT).then_some(parent));
+            assert_eq!(parsed.traceparent().is_some(), valid, "{parent}");
+        }
     }
 
     #[test]
