@@ -30,9 +30,11 @@ const MAX_HEAD: usize = 8192;
 
 /// Listens on `addr`; the error names the address.
 pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| Error::Setup(format!("--health {addr}: cannot listen there: {e}")))
+    TcpListener::bind(addr).await.map_err(|e| {
+        Error::Setup(format!(
+            "the health address {addr} (--health or {HEALTH_ENV}): cannot listen there: {e}"
+        ))
+    })
 }
 
 /// Answers probes on `listener` until the task is aborted.
@@ -96,7 +98,21 @@ fn respond(request_line: &str, ready: bool) -> (&'static str, &'static str) {
 
 #[cfg(test)]
 mod tests {
-    use super::respond;
+    use super::{bind, respond};
+
+    #[tokio::test]
+    async fn an_address_in_use_is_named_with_both_ways_to_set_it() {
+        let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = taken.local_addr().unwrap();
+        let error = bind(addr).await.unwrap_err().to_string();
+        assert!(
+            error.contains(&addr.to_string())
+                && error.contains("--health")
+                && error.contains("WARREN_HEALTH")
+                && error.contains("cannot listen there"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn probes_answer_by_path_and_readiness() {

@@ -34,7 +34,7 @@ pub(crate) struct Served {
 }
 
 /// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::AbortHandle);
+pub(super) struct AbortOnDrop(pub(super) tokio::task::AbortHandle);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

@@ -34,6 +34,7 @@ use super::{
     channels::{Channels, ISOLATION_PREFETCH},
     consumer::StageLoop,
     lone,
+    reconnect::AbortOnDrop,
     stage::StageRuntime,
 };
 use crate::{
@@ -84,12 +85,13 @@ pub(crate) async fn run(
             // Without a supervisor, the rate shares come from the broker's
             // consumer counts (`lone.rs`).
             let supervised = std::env::var(crate::report::SOCKET_ENV).is_ok();
-            let shares = lone::needed(stages, supervised)
-                .then(|| tokio::spawn(lone::follow(connections.consume.clone(), stages.to_vec())));
+            // Stopped with the session, even when it is dropped midway.
+            let shares = lone::needed(stages, supervised).then(|| {
+                let task = tokio::spawn(lone::follow(connections.consume.clone(), stages.to_vec()));
+                AbortOnDrop(task.abort_handle())
+            });
             let end = running.wait(&connections, shutdown, grace).await;
-            if let Some(shares) = shares {
-                shares.abort();
-            }
+            drop(shares);
             set_consuming(stages, false);
             Ok(end)
         }
