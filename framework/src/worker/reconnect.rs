@@ -9,7 +9,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     health,
-    session::{self, Connections, SessionEnd},
+    session::{self, AbortOnDrop, Connections, SessionEnd},
     stage::StageRuntime,
 };
 use crate::{backoff::Backoff, connection, error::Error, pipeline::Pipeline, report};
@@ -31,15 +31,6 @@ pub(crate) struct Served {
     pub grace: Duration,
     /// Where to answer health probes, if anywhere.
     pub health: Option<std::net::SocketAddr>,
-}
-
-/// Aborts a task when dropped.
-pub(super) struct AbortOnDrop(pub(super) tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 impl Served {

@@ -34,7 +34,6 @@ use super::{
     channels::{Channels, ISOLATION_PREFETCH},
     consumer::StageLoop,
     lone,
-    reconnect::AbortOnDrop,
     stage::StageRuntime,
 };
 use crate::{
@@ -330,5 +329,15 @@ async fn watch(
                 }
             }
         }
+    }
+}
+
+/// Aborts a task when dropped (a session's helpers, and the reporter and
+/// probes of `reconnect.rs`).
+pub(super) struct AbortOnDrop(pub(super) tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
