@@ -225,6 +225,14 @@ impl Extractor for Pairs<'_> {
     }
 }
 
+/// The message's `traceparent`, when it is one a receiver may continue.
+pub fn traceparent_of(properties: &BasicProperties) -> Option<String> {
+    Headers(properties)
+        .get(TRACEPARENT)
+        .filter(|parent| valid_traceparent(parent))
+        .map(str::to_string)
+}
+
 /// A W3C `traceparent` a receiver may continue, by the specification's
 /// rules (the propagator used when spans are exported is a little more
 /// lenient, with short ids among others): a version of 2 hex digits
@@ -419,6 +427,7 @@ mod tests {
             ),
         ] {
             assert_eq!(valid_traceparent(parent), valid, "{parent}");
+            assert_eq!(traceparent_of(&props(Some(parent))).is_some(), valid);
             let handling = Handling::start("a", "m1", "m1", 1, None, &props(Some(parent)));
             assert_eq!(
                 handling.headers().traceparent().is_some(),

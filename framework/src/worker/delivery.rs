@@ -237,7 +237,7 @@ impl StageRuntime {
                 .then(|| message::text_header(&delivery.properties, message::CALLBACK))
                 .flatten(),
             trace: (id == job)
-                .then(|| message::text_header(&delivery.properties, crate::traces::TRACEPARENT))
+                .then(|| crate::traces::traceparent_of(&delivery.properties))
                 .flatten(),
             at_ms: message::epoch_ms(),
         };
