@@ -400,6 +400,67 @@ async fn a_message_that_hangs_the_program_is_the_only_one_charged() {
     .await;
 }
 
+/// A program that fails to start again, five times, after the one message
+/// that crashed it: the pause before each new start doubles (0.2 s to
+/// 6.4 s). Messages sent during the last, longest pause wait for a
+/// program; no program takes them within half their deadline, so they go
+/// back to their queue uncharged, again and again, until one runs: each is
+/// done at its first attempt. Only the crashing message is charged.
+#[tokio::test]
+async fn messages_waiting_for_the_program_to_start_again_are_not_charged() {
+    let file = pipeline_with_env(
+        "execwaiting",
+        "    concurrency: 1\n    timeout: 4s\n    retry: { attempts: 1 }\n",
+        "",
+        "CRASH_STARTS: \"2-6\", ",
+    );
+    let (_cleanup, producer) = setup(&file).await;
+    let mut program = worker(&file);
+    producer
+        .send_with_id("step", "poison", &json!({"exit_until": 99}))
+        .await
+        .unwrap();
+    // The sixth start (the fifth to fail) came: the next is 6.4 s away.
+    let starts = file.file("record.txt.starts");
+    let failing = eventually(Duration::from_secs(60), || async {
+        std::fs::read_to_string(&starts)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            >= 6
+    })
+    .await;
+    assert!(
+        failing,
+        "the program never failed its starts\n{}",
+        log(&file)
+    );
+    for n in 0..4u64 {
+        producer
+            .send_with_id("step", &format!("m{n}"), &json!({"emit": [{"n": n}]}))
+            .await
+            .unwrap();
+    }
+    let out = collect(&format!("{}.a", file.name), 4, &file).await;
+    let conn = connect().await;
+    let dead = drain_queue(&conn, &format!("{}.step.dead", file.name)).await;
+    program.signal("TERM");
+    program.wait();
+    let log = log(&file);
+
+    assert_eq!(ids(&dead), vec!["poison"], "{log}");
+    assert_eq!(ids(&out), vec!["m0.0", "m1.0", "m2.0", "m3.0"], "{log}");
+    let charged: Vec<_> = started(&file)
+        .into_iter()
+        .filter(|run| run.0 != "poison" && run.1 > 1)
+        .collect();
+    assert!(charged.is_empty(), "innocent messages charged: {charged:?}");
+    assert!(
+        log.contains("back to its queue, its attempt not counted: no program took it"),
+        "no message waited for the program: the test proved nothing\n{log}"
+    );
+}
+
 /// Sends one message that makes the program misbehave on its first
 /// attempt; waits for the one part it emits when handled again. Returns the
 /// ids reaching output `a`, the handlings started and the worker's log.
@@ -456,7 +517,10 @@ async fn garbage_on_stdout_restarts_the_program() {
 async fn a_program_that_never_reads_its_stdin_ends_its_messages_in_the_dead_letter_queue() {
     let file = pipeline(
         "execnoread",
-        "    timeout: 2s\n    retry: { attempts: 2, backoff: [200ms] }",
+        // One at a time: each is the culprit of its program's stop (held
+        // with others, they would be isolated first, and the messages
+        // waiting while its starts fail go back uncharged).
+        "    concurrency: 1\n    timeout: 2s\n    retry: { attempts: 2, backoff: [200ms] }",
         "noread",
     );
     let (_cleanup, producer) = setup(&file).await;

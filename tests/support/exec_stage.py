@@ -16,6 +16,8 @@ fields of each message:
   process group) and write its pid to this file;
 - `dump_env`: write the program's environment to this file, as JSON.
 
+With CRASH_STARTS=LOW-HIGH in its environment, its starts LOW to HIGH
+(counted in the file WARREN_TEST_RECORD.starts) exit at once, code 4.
 With MODE=noread in its environment it never reads stdin; with
 MODE=serial it handles one message at a time, in the order given (as a PHP
 program does), instead of each on a thread of its own. Every message it
@@ -85,7 +87,23 @@ def handle(message):
     say(*answers)
 
 
+def crash_at_start():
+    spec, path = os.environ.get("CRASH_STARTS"), os.environ.get("WARREN_TEST_RECORD")
+    if not spec or not path:
+        return
+    with open(path + ".starts", "a") as f:
+        f.write("%d\n" % os.getpid())
+    with open(path + ".starts") as f:
+        n = len(f.read().splitlines())
+    low, high = (int(part) for part in spec.split("-"))
+    if low <= n <= high:
+        sys.stderr.write("crashing at start %d on purpose\n" % n)
+        sys.stderr.flush()
+        os._exit(4)
+
+
 def main():
+    crash_at_start()
     if os.environ.get("MODE") == "noread":
         time.sleep(3600)
     threads = []

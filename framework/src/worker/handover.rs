@@ -125,7 +125,7 @@ impl StageRuntime {
         match disposition {
             Disposition::Done => Ok(self.done()),
             Disposition::GiveBack { reason } => {
-                debug!(stage = %self.info.name, %id, attempt, "back to the queue while the calls fail: {reason}");
+                debug!(stage = %self.info.name, %id, attempt, "back to the queue, its attempt not counted: {reason}");
                 let back = Forward {
                     exchange: "",
                     queue: &self.queue,

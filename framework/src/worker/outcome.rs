@@ -49,6 +49,10 @@ pub enum Action {
     /// caused it. It goes to the stage's isolation queue uncharged, to be
     /// handled alone; handled alone, the crash is its own (an attempt).
     Suspect,
+    /// The code handling it never got the message (an `exec` program that
+    /// was starting again, or a worker stopping): it goes back to its
+    /// queue uncharged, and says nothing of the message nor of the calls.
+    Untouched,
 }
 
 impl Failure {
@@ -113,6 +117,19 @@ impl Failure {
     pub fn suspect(reason: impl fmt::Display) -> Failure {
         Failure {
             action: Action::Suspect,
+            reason: reason.to_string(),
+            about_calls: false,
+        }
+    }
+
+    /// The code handling it never got this message (an `exec` program that
+    /// was starting again until the message's deadline, or a worker
+    /// stopping): the message goes back to the tail of its queue without
+    /// counting an attempt. Unlike [`Failure::unavailable`], the stage
+    /// does not pause: it says nothing of the calls the stage makes.
+    pub fn untouched(reason: impl fmt::Display) -> Failure {
+        Failure {
+            action: Action::Untouched,
             reason: reason.to_string(),
             about_calls: false,
         }
@@ -186,7 +203,9 @@ pub enum Disposition {
     },
     /// Given back to the stage queue unchanged, its attempt not counted:
     /// the calls it makes fail for every message (the circuit breaker
-    /// opened), which says nothing about this message.
+    /// opened, [`Failure::unavailable`]), or the code handling it never got
+    /// it ([`Failure::untouched`]); neither says anything about this
+    /// message.
     GiveBack {
         /// Why.
         reason: String,
@@ -227,7 +246,7 @@ pub fn decide(outcome: Outcome, attempt: u32, policy: &RetryPolicy) -> Dispositi
                 reason: failure.reason,
             };
         }
-        Action::Unavailable => {
+        Action::Unavailable | Action::Untouched => {
             return Disposition::GiveBack {
                 reason: failure.reason,
             };
@@ -324,6 +343,25 @@ mod tests {
                 }
             );
         }
+    }
+
+    #[test]
+    fn an_untouched_message_goes_back_uncharged_on_any_attempt() {
+        for attempt in [1, 3, 7] {
+            assert_eq!(
+                decide(
+                    Err(Failure::untouched("program starting")),
+                    attempt,
+                    &policy()
+                ),
+                Disposition::GiveBack {
+                    reason: "program starting".into()
+                }
+            );
+        }
+        // Neither the breaker nor isolation hears of it.
+        assert!(!Failure::untouched("x").is_about_calls());
+        assert_eq!(Failure::untouched("x").alone(), Failure::untouched("x"));
     }
 
     #[test]

@@ -27,6 +27,7 @@ use tokio::{
     sync::{mpsc, oneshot},
     time::Instant,
 };
+use tracing::info;
 use warren::{
     Context, Error, Failure, Outcome,
     worker::{Handler, HandlerFuture},
@@ -92,7 +93,10 @@ impl Handler for ExecStage {
             .timeout
             .saturating_sub(DEADLINE_MARGIN)
             .max(self.timeout / 2);
-        let deadline = Instant::now() + left;
+        let now = Instant::now();
+        let deadline = now + left;
+        // A program gets a message with half its time ahead at least.
+        let give_by = now + left / 2;
         let line = Input {
             id: ctx.id(),
             job: ctx.job(),
@@ -114,15 +118,44 @@ impl Handler for ExecStage {
                     events: answers_tx,
                     started,
                 })
-                .map_err(|_| Failure::crashed("the program's keeper stopped"))?;
-            let crash = match taken.await {
-                Ok(Ok(crash)) => crash,
-                Ok(Err(why)) => return Err(Failure::crashed(why)),
-                Err(_) => return Err(Failure::crashed("the program's keeper stopped")),
+                .map_err(|_| Failure::untouched("the program's keeper stopped"))?;
+            // A message that no program took (it waited for the program to
+            // start again, or the worker is stopping) goes back uncharged:
+            // only what a program held can be its fault.
+            let crash = match given(taken, give_by).await {
+                Ok(crash) => crash,
+                Err(why) => {
+                    info!(id = %ctx.id(), "back to its queue, its attempt not counted: {why}");
+                    return Err(Failure::untouched(why));
+                }
             };
             follow(answers, crash, &ctx, &requests).await
         }))
     }
+}
+
+/// The crash signal of the program that took the message, or why none
+/// did. Waits until `give_by` at most (well before the stage's own
+/// timeout, which would charge the message, and with time left for the
+/// program): a message still waiting then goes back to its queue
+/// uncharged, unless a program took it at that very moment.
+async fn given(
+    mut taken: oneshot::Receiver<Result<program::Crash, String>>,
+    give_by: Instant,
+) -> Result<program::Crash, String> {
+    let answer = tokio::select! {
+        biased;
+        answer = &mut taken => answer,
+        _ = tokio::time::sleep_until(give_by) => {
+            // No program can take it from now on.
+            taken.close();
+            match taken.try_recv() {
+                Ok(answer) => Ok(answer),
+                Err(_) => return Err("no program took it within half its deadline (the program was starting again)".into()),
+            }
+        }
+    };
+    answer.unwrap_or_else(|_| Err("the program's keeper stopped".into()))
 }
 
 /// Carries out the program's answers about one message until the last.

@@ -173,12 +173,16 @@ impl Keeper {
                     let _ = started.send(Err("the program's stdin is closed".into()));
                     return;
                 };
+                // A handling that gave up waiting (its message went back
+                // to the queue) is not given to the program.
+                if started.send(Ok(running.crash.subscribe())).is_err() {
+                    return;
+                }
                 self.pending
                     .lock()
                     .expect("pending")
                     .insert(id, (events, deadline));
                 let _ = stdin.send(line);
-                let _ = started.send(Ok(running.crash.subscribe()));
                 running.given += 1;
                 if let Some(why) = recycle::due(&self.spec.recycle, running.given, None) {
                     self.recycle(why);
@@ -209,16 +213,11 @@ impl Keeper {
                 "message `{id}` passed its deadline: the program was stopped and started again"
             ));
         }
-        let (late, waiting) = std::mem::take(&mut self.waiting).into_iter().partition(
-            |request| matches!(request, Request::Start { deadline, .. } if *deadline <= now),
+        // Handlings that gave up waiting (their messages went back to the
+        // queue uncharged, see `given`) are forgotten.
+        self.waiting.retain(
+            |request| !matches!(request, Request::Start { started, .. } if started.is_closed()),
         );
-        self.waiting = waiting;
-        for request in late {
-            refuse(
-                request,
-                "it passed its deadline waiting for the program to start again",
-            );
-        }
     }
 
     fn restart_if_due(&mut self) {
