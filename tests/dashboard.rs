@@ -870,3 +870,114 @@ stages:
     assert_eq!(dead, 0, "the admin's purge");
     client.close().await.unwrap();
 }
+
+/// One server of two pipelines (a folder) in a browser: the list at `/`,
+/// each pipeline's overview at its base refreshing live (its script asks
+/// relative to the base), its links staying in it, and its pause button
+/// pausing its own stage only.
+#[tokio::test]
+async fn several_pipelines_each_have_their_own_dashboard() {
+    let file = PipelineFile::new("dashmany", &pipeline_text(true));
+    let second = unique_name("dashmany2");
+    let second_path = file.file("second.yaml");
+    std::fs::write(
+        &second_path,
+        format!(
+            "pipeline: {second}\nserve: {{ allow_actions: true }}\nstages:\n  work:\n    command: [unused]\n"
+        ),
+    )
+    .unwrap();
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let _cleanup_second = Cleanup::pipeline(&second_path, &[]);
+    let other = warren::config::load(&second_path).unwrap();
+    let (_server, base) = serve_paths(&file, &[file.dir.path()]).await;
+    let (_driver, client) = browser().await;
+
+    client.goto(&format!("{base}/")).await.unwrap();
+    sign_in(&client).await;
+    assert!(wait_text(&client, "#pipelines").await.is_some());
+    assert_eq!(client.current_url().await.unwrap().path(), "/");
+    screenshot(&client, "pipelines").await;
+    client
+        .find(Locator::Css(&format!("tr[data-pipeline='{second}'] a")))
+        .await
+        .expect("a link to the second pipeline")
+        .click()
+        .await
+        .unwrap();
+    assert!(wait_text(&client, "#overview").await.is_some());
+    let home = format!("/p/{second}/");
+    assert_eq!(client.current_url().await.unwrap().path(), home);
+
+    // Its figures, live.
+    let producer = Producer::connect(&other).await.unwrap();
+    for n in 0..40 {
+        producer.send("work", &json!({ "n": n })).await.unwrap();
+    }
+    let ready = "tr[data-stage=work] td[data-field=ready]";
+    let shown = eventually(Duration::from_secs(20), || async {
+        text(&client, ready).await.as_deref() == Some("40")
+    })
+    .await;
+    assert!(
+        shown,
+        "the overview showed {:?}",
+        text(&client, ready).await
+    );
+    screenshot(&client, "pipeline").await;
+
+    // Its pause button pauses its stage, not the first pipeline's.
+    client
+        .find(Locator::Css(
+            "tr[data-stage='work'] button[data-action='pause']",
+        ))
+        .await
+        .expect("a Pause button")
+        .click()
+        .await
+        .unwrap();
+    let paused = "tr[data-stage='work'] td[data-field='paused']";
+    assert!(
+        until_text(
+            &client,
+            &format!("{base}{home}"),
+            paused,
+            "yes",
+            Duration::from_secs(30)
+        )
+        .await,
+        "the second pipeline's stage says paused"
+    );
+    client
+        .goto(&format!("{base}/p/{}/", file.name))
+        .await
+        .unwrap();
+    assert!(wait_text(&client, "#overview").await.is_some());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(text(&client, paused).await.as_deref(), Some("-"));
+
+    // Its links stay in it; the header leads back to the list.
+    client.goto(&format!("{base}{home}")).await.unwrap();
+    client
+        .find(Locator::Css("header a[href='jobs']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let said = wait_text(&client, "main p").await.unwrap_or_default();
+    assert!(said.contains("does not track jobs"), "{said}");
+    assert_eq!(
+        client.current_url().await.unwrap().path(),
+        format!("{home}jobs")
+    );
+    client
+        .find(Locator::Css("header a[href='/']"))
+        .await
+        .expect("a link to the list")
+        .click()
+        .await
+        .unwrap();
+    assert!(wait_text(&client, "#pipelines").await.is_some());
+    assert_eq!(client.current_url().await.unwrap().path(), "/");
+}

@@ -1124,3 +1124,140 @@ async fn the_overview_shows_isolated_messages() {
     let (_, text) = get(&base, "/dashboard/overview.json", Some(TOKEN)).await;
     assert!(shown, "{text}");
 }
+
+/// One `warren serve` of a folder holding two pipelines (`pipeline.yaml`,
+/// with the token, and `second.yaml`, without a `serve:` section): each
+/// under `/p/{pipeline}/` with its own pages (their links relative to that
+/// base), the root listing both, one `/metrics` with both pipelines'
+/// series, and the routes of `/v1/` at the root answered where they name
+/// one pipeline. A third file with another token is refused at start.
+#[tokio::test]
+async fn one_server_serves_several_pipelines() {
+    let first = pipeline("servemany", 1_000_000);
+    let second = unique_name("servemany2");
+    std::fs::write(
+        first.file("second.yaml"),
+        format!(
+            "pipeline: {second}\njobs: {{ track: true }}\nstages:\n  a:\n    command: [unused]\n  c:\n    command: [unused]\n"
+        ),
+    )
+    .unwrap();
+    let _cleanup = Cleanup::pipeline(&first.path, &[]);
+    let _cleanup_second = Cleanup::pipeline(&first.file("second.yaml"), &[]);
+    let (_server, base) = serve_paths(&first, &[first.dir.path()]).await;
+    let log = || serve_log(&first);
+    let (one, two) = (first.name.as_str(), second.as_str());
+
+    // Each pipeline's routes under its base; a stage only the second has
+    // is answered at the root too; one both have is not.
+    let (status, answer, _) = post(
+        &format!("{base}/p/{one}"),
+        "a",
+        "",
+        b"{\"n\":1}".to_vec(),
+        false,
+        None,
+    )
+    .await;
+    assert_eq!(status, 202, "{answer} {}", log());
+    let (status, answer, _) = post(&base, "c", "", b"{\"n\":2}".to_vec(), false, None).await;
+    assert_eq!(status, 202, "{answer} {}", log());
+    let job = answer["job"].as_str().expect("a job").to_string();
+    let (status, answer, _) = post(&base, "a", "", b"{\"n\":3}".to_vec(), false, None).await;
+    assert_eq!(status, 409, "{answer}");
+    let error = answer["error"].as_str().unwrap_or_default();
+    assert!(error.contains(one) && error.contains(two), "{error}");
+    let conn = connect().await;
+    for (queue, n) in [
+        (format!("{one}.a"), 1),
+        (format!("{two}.c"), 1),
+        (format!("{two}.a"), 0),
+    ] {
+        let held = queue_state(&conn, &queue).await.expect("the queue").0;
+        assert_eq!(held, n, "{queue}");
+    }
+    let _ = conn.close(200, "".into()).await;
+
+    // A job is found at the root in the pipeline whose store knows it.
+    let known = eventually(Duration::from_secs(20), || async {
+        get(&base, &format!("/v1/jobs/{job}"), Some(TOKEN)).await.0 == 200
+    })
+    .await;
+    let (status, text) = get(&base, &format!("/v1/jobs/{job}"), Some(TOKEN)).await;
+    assert!(known, "{status} {text}");
+    assert_eq!(
+        get(&base, "/v1/jobs/nobody-has-this", Some(TOKEN)).await.0,
+        404
+    );
+
+    // The root lists both; each dashboard is its own, at its base.
+    let (status, index) = get(&base, "/", Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    for name in [one, two] {
+        assert!(index.contains(&format!("href=\"/p/{name}/\"")), "{index}");
+    }
+    let (status, page) = get(&base, &format!("/p/{two}/"), Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains(&format!("<base href=\"/p/{two}/\">")),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("Pipeline {two}")) && page.contains("href=\"stages/c/dead\""),
+        "{page}"
+    );
+    let (status, dead) = get(&base, &format!("/p/{two}/stages/c/dead"), Some(TOKEN)).await;
+    assert_eq!(status, 200, "{dead}");
+    assert_eq!(
+        get(&base, &format!("/p/{one}/stages/c/dead"), Some(TOKEN))
+            .await
+            .0,
+        404
+    );
+
+    // One /metrics: every family once, with both pipelines' series.
+    let (status, metrics) = get(&base, "/metrics", Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        metrics.matches("# HELP warren_queue_ready ").count(),
+        1,
+        "{metrics}"
+    );
+    for series in [
+        format!("warren_queue_ready{{pipeline=\"{one}\",stage=\"a\"}}"),
+        format!("warren_queue_ready{{pipeline=\"{two}\",stage=\"c\"}}"),
+    ] {
+        assert!(metrics.contains(&series), "{series} in {metrics}");
+    }
+    assert_eq!(get(&base, "/readyz", Some(TOKEN)).await.0, 200);
+
+    // The first file's token guards every pipeline.
+    assert_eq!(
+        get(&base, &format!("/p/{two}/v1/jobs/{job}"), None).await.0,
+        401
+    );
+    assert_eq!(get(&base, "/metrics", None).await.0, 401);
+
+    // Another door in a later file is refused, naming it.
+    let third = unique_name("servemany3");
+    let other = first.file("other").join("third.yaml");
+    std::fs::create_dir(first.file("other")).unwrap();
+    std::fs::write(
+        &other,
+        format!("pipeline: {third}\nserve: {{ token: \"fedcba9876543210fedcba\" }}\nstages:\n  a:\n    command: [unused]\n"),
+    )
+    .unwrap();
+    let refused = warren(&[
+        "serve",
+        first.path.to_str().unwrap(),
+        other.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:1",
+    ]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("third.yaml") && said.contains("one server has one door"),
+        "{said}"
+    );
+}

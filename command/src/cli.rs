@@ -178,8 +178,10 @@ pub enum Command {
     /// The HTTP front door: ingest, job tickets, metrics and health
     /// (DESIGN.md, HTTP) until SIGTERM or SIGINT.
     Serve {
-        /// The pipeline file.
-        file: PathBuf,
+        /// The pipeline file; several files, or a folder, serve several
+        /// pipelines (each under /p/{pipeline}/).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
         /// Address to listen on (default 127.0.0.1:8080).
         #[arg(long)]
         listen: Option<SocketAddr>,

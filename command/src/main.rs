@@ -127,7 +127,7 @@ fn main() -> ExitCode {
                 commands::restart::run(&file, stage.as_deref()).await
             }
             Command::Schedule { file, json } => commands::schedule::run(&file, json).await,
-            Command::Serve { file, listen } => commands::serve::run(&file, listen).await,
+            Command::Serve { files, listen } => commands::serve::run(&files, listen).await,
             Command::Dlq {
                 file,
                 stage,

@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod origin;
 mod refresh;
+pub mod several;
 pub mod tickets;
 pub mod tls;
 
@@ -28,6 +29,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use anyhow::Context as _;
 use axum::{
     Json, Router,
     extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State},
@@ -66,7 +68,7 @@ const MAX_HEADERS: usize = 64 * 1024;
 /// Connections open at once at most.
 const MAX_CONNECTIONS: usize = 4096;
 
-/// What every handler shares.
+/// What every handler shares: one pipeline's front door.
 #[derive(Clone)]
 pub struct App {
     pipeline: Arc<Pipeline>,
@@ -79,6 +81,9 @@ pub struct App {
     hosts: Arc<origin::Hosts>,
     /// Served over HTTPS (the session cookie is then `Secure`).
     https: bool,
+    /// Where its routes are: `/`, or `/p/{pipeline}/` when one server
+    /// serves several pipelines ([`several`]).
+    base: Arc<str>,
 }
 
 /// Who may ask, and over what.
@@ -91,6 +96,48 @@ pub struct Door {
 }
 
 impl App {
+    /// Connects, starts the job tickets and the refresher of `pipeline`,
+    /// served at `base`.
+    async fn start(
+        pipeline: Pipeline,
+        door: &Door,
+        hosts: Arc<origin::Hosts>,
+        base: &str,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<App> {
+        let producer = Producer::connect(&pipeline).await?;
+        let tickets = if pipeline.jobs.track {
+            Some(Tickets::start(&pipeline, stop.clone()).await?)
+        } else {
+            None
+        };
+        let schedules: Vec<&str> = pipeline.schedules.iter().map(|s| s.name.as_str()).collect();
+        let figures: metrics::Shared = Arc::new(Mutex::new(
+            metrics::Snapshot::empty(&pipeline.name, &pipeline.stage_names())
+                .with_schedules(&schedules),
+        ));
+        let ready = Arc::new(AtomicBool::new(true));
+        tokio::spawn(refresh::run(
+            pipeline.clone(),
+            figures.clone(),
+            tickets.clone(),
+            ready.clone(),
+            stop.clone(),
+        ));
+        Ok(App {
+            registry: Arc::new(metrics::registry(vec![figures.clone()])),
+            pipeline: Arc::new(pipeline),
+            producer,
+            tickets,
+            figures,
+            ready,
+            access: door.access.clone(),
+            hosts,
+            https: door.tls.is_some(),
+            base: base.into(),
+        })
+    }
+
     /// Whether a bearer of `scope` is offered the dashboard's actions
     /// (`serve.allow_actions`, and admin).
     fn actions(&self, scope: access::Scope) -> bool {
@@ -116,47 +163,49 @@ pub async fn serve(
     door: Door,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let producer = Producer::connect(&pipeline).await?;
-    let tickets = if pipeline.jobs.track {
-        Some(Tickets::start(&pipeline, stop.clone()).await?)
-    } else {
-        None
-    };
-    let schedules: Vec<&str> = pipeline.schedules.iter().map(|s| s.name.as_str()).collect();
-    let figures: metrics::Shared = Arc::new(Mutex::new(
-        metrics::Snapshot::empty(&pipeline.name, &pipeline.stage_names())
-            .with_schedules(&schedules),
-    ));
-    let ready = Arc::new(AtomicBool::new(true));
+    serve_all(vec![pipeline], listener, door, stop).await
+}
+
+/// Serves `pipelines` on `listener` until `stop`, as [`serve`] does one.
+/// One pipeline is served at `/`; several each at `/p/{pipeline}/`, with
+/// a list of them at `/`, one `/metrics` for all, and the routes of
+/// `/v1/` at the root still answered where they name one pipeline
+/// ([`several`]). The door (tokens, TLS, host names) is the first
+/// pipeline's.
+pub async fn serve_all(
+    pipelines: Vec<Pipeline>,
+    listener: tokio::net::TcpListener,
+    door: Door,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let first = pipelines.first().context("no pipeline to serve")?;
     let address = listener.local_addr()?;
-    let mut hosts = origin::Hosts::new(address, &pipeline.serve.hosts);
+    let mut hosts = origin::Hosts::new(address, &first.serve.hosts);
     if door.tls.is_some() {
         hosts = hosts.over_https();
     }
     let hosts = Arc::new(hosts);
-    tokio::spawn(refresh::run(
-        pipeline.clone(),
-        figures.clone(),
-        tickets.clone(),
-        ready.clone(),
-        stop.clone(),
-    ));
-    let app = App {
-        registry: Arc::new(metrics::registry(figures.clone())),
-        pipeline: Arc::new(pipeline),
-        producer: producer.clone(),
-        tickets,
-        figures,
-        ready,
-        access: door.access,
-        hosts,
-        https: door.tls.is_some(),
+    let one = pipelines.len() == 1;
+    let mut apps = Vec::new();
+    for pipeline in pipelines {
+        let base = if one {
+            "/".to_string()
+        } else {
+            several::base(&pipeline.name)
+        };
+        apps.push(App::start(pipeline, &door, hosts.clone(), &base, &stop).await?);
+    }
+    let router = if one {
+        router(apps[0].clone())
+    } else {
+        several::router(&apps)
     };
-    let router = router(app);
     let scheme = if door.tls.is_some() { "https" } else { "http" };
     info!("warren serve: listening on {scheme}://{address}");
     accept(listener, router, door.tls, stop).await;
-    producer.close().await;
+    for app in apps {
+        app.producer.close().await;
+    }
     Ok(())
 }
 
@@ -267,6 +316,7 @@ pub fn router(app: App) -> Router {
         // added later is covered by itself).
         .layer(middleware::from_fn_with_state(app.clone(), auth::check))
         .layer(middleware::from_fn_with_state(app.clone(), origin::guard))
+        .layer(middleware::from_fn_with_state(app.clone(), at_base))
         .layer(middleware::from_fn_with_state(
             app.figures.clone(),
             access_log,
@@ -284,6 +334,12 @@ pub fn router(app: App) -> Router {
                 .concurrency_limit(MAX_REQUESTS),
         )
         .with_state(app)
+}
+
+/// Answers the request with the pipeline's pages at its base (`/`, or
+/// `/p/{pipeline}/` among several).
+async fn at_base(State(app): State<App>, request: Request, next: Next) -> Response {
+    dashboard::at_base(app.base.clone(), next.run(request)).await
 }
 
 /// One line per request at info: method, route template, status, time;

@@ -91,8 +91,9 @@ impl Snapshot {
 /// The snapshot, shared with the refresher.
 pub type Shared = Arc<Mutex<Snapshot>>;
 
-/// The registry that encodes `shared` on each scrape.
-pub fn registry(shared: Shared) -> Registry {
+/// The registry that encodes the snapshots of `shared` (one per pipeline
+/// served) on each scrape.
+pub fn registry(shared: Vec<Shared>) -> Registry {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Figures(shared)));
     registry
@@ -107,10 +108,22 @@ pub fn encode(registry: &Registry) -> String {
 }
 
 #[derive(Debug)]
-struct Figures(Shared);
+struct Figures(Vec<Shared>);
 
 /// A series' labels: `pipeline` first, then its own.
 type Labels = Vec<(&'static str, String)>;
+
+/// The labels of a series of `snapshot`'s pipeline: `pipeline`, then `more`.
+fn labels(snapshot: &Snapshot, more: &[(&'static str, &str)]) -> Labels {
+    std::iter::once(("pipeline", snapshot.pipeline.clone()))
+        .chain(more.iter().map(|(k, v)| (*k, v.to_string())))
+        .collect()
+}
+
+/// One series per snapshot, of what `f` reads in it (with its labels).
+fn each<T>(snapshots: &[Snapshot], f: impl Fn(&Snapshot) -> Vec<(Labels, T)>) -> Vec<(Labels, T)> {
+    snapshots.iter().flat_map(f).collect()
+}
 
 /// One figure of a stage.
 type Figure = dyn Fn(&StageFigures) -> u64;
@@ -159,35 +172,38 @@ fn histogram(
 impl Collector for Figures {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         use MetricType::{Counter, Gauge};
-        let snapshot = self.0.lock().expect("metrics").clone();
-        let labels = |more: &[(&'static str, &str)]| -> Labels {
-            std::iter::once(("pipeline", snapshot.pipeline.clone()))
-                .chain(more.iter().map(|(k, v)| (*k, v.to_string())))
-                .collect()
-        };
-        let stages: Vec<(&str, &StageFigures)> = snapshot
-            .stages
+        let snapshots: Vec<Snapshot> = self
+            .0
             .iter()
-            .map(|(s, f)| (s.as_str(), f))
+            .map(|shared| shared.lock().expect("metrics").clone())
             .collect();
         let per_stage = |f: &Figure| -> Vec<(Labels, u64)> {
-            stages
-                .iter()
-                .map(|(s, fig)| (labels(&[("stage", s)]), f(fig)))
-                .collect()
+            each(&snapshots, |snapshot| {
+                snapshot
+                    .stages
+                    .iter()
+                    .map(|(s, fig)| (labels(snapshot, &[("stage", s)]), f(fig)))
+                    .collect()
+            })
         };
-        let mut messages = Vec::new();
-        for (stage, figures) in &stages {
-            let c = &figures.counts;
-            for (outcome, n) in [
-                ("done", c.done),
-                ("retried", c.retried),
-                ("dead", c.dead),
-                ("cancelled", c.cancelled),
-            ] {
-                messages.push((labels(&[("stage", stage), ("outcome", outcome)]), n));
+        let messages = each(&snapshots, |snapshot| {
+            let mut messages = Vec::new();
+            for (stage, figures) in &snapshot.stages {
+                let c = &figures.counts;
+                for (outcome, n) in [
+                    ("done", c.done),
+                    ("retried", c.retried),
+                    ("dead", c.dead),
+                    ("cancelled", c.cancelled),
+                ] {
+                    messages.push((
+                        labels(snapshot, &[("stage", stage), ("outcome", outcome)]),
+                        n,
+                    ));
+                }
             }
-        }
+            messages
+        });
         // prometheus-client adds `_total` to a counter's name.
         family(
             &mut encoder,
@@ -197,10 +213,13 @@ impl Collector for Figures {
             &messages,
         )?;
         let timed = |f: &dyn Fn(&StageFigures) -> Histogram| -> Vec<(Labels, Histogram)> {
-            stages
-                .iter()
-                .map(|(s, fig)| (labels(&[("stage", s)]), f(fig)))
-                .collect()
+            each(&snapshots, |snapshot| {
+                snapshot
+                    .stages
+                    .iter()
+                    .map(|(s, fig)| (labels(snapshot, &[("stage", s)]), f(fig)))
+                    .collect()
+            })
         };
         histogram(
             &mut encoder,
@@ -273,16 +292,23 @@ impl Collector for Figures {
             "warren_broker_blocked",
             "1 while the broker blocks publishing of a worker of this box.",
             Gauge,
-            &[(labels(&[]), u64::from(snapshot.broker_blocked))],
+            &each(&snapshots, |snapshot| {
+                vec![(labels(snapshot, &[]), u64::from(snapshot.broker_blocked))]
+            }),
         )?;
-        let jobs: Vec<(Labels, u64)> = snapshot
-            .jobs
-            .iter()
-            .map(|(state, n)| {
-                let name = serde_json::to_value(state).expect("a state is JSON");
-                (labels(&[("state", name.as_str().unwrap_or("?"))]), *n)
-            })
-            .collect();
+        let jobs = each(&snapshots, |snapshot| {
+            snapshot
+                .jobs
+                .iter()
+                .map(|(state, n)| {
+                    let name = serde_json::to_value(state).expect("a state is JSON");
+                    (
+                        labels(snapshot, &[("state", name.as_str().unwrap_or("?"))]),
+                        *n,
+                    )
+                })
+                .collect()
+        });
         family(
             &mut encoder,
             "warren_jobs",
@@ -290,22 +316,29 @@ impl Collector for Figures {
             Gauge,
             &jobs,
         )?;
-        let callbacks = snapshot.callbacks;
         family(
             &mut encoder,
             "warren_callbacks",
             "Job callbacks by outcome (delivered: answered 2xx; failed: an attempt that failed, tried again later), by the job keeper of this box's supervisors since it took over.",
             Counter,
-            &[
-                (labels(&[("outcome", "delivered")]), callbacks.delivered),
-                (labels(&[("outcome", "failed")]), callbacks.failed),
-            ],
+            &each(&snapshots, |snapshot| {
+                let callbacks = snapshot.callbacks;
+                vec![
+                    (
+                        labels(snapshot, &[("outcome", "delivered")]),
+                        callbacks.delivered,
+                    ),
+                    (labels(snapshot, &[("outcome", "failed")]), callbacks.failed),
+                ]
+            }),
         )?;
-        let ticks: Vec<(Labels, u64)> = snapshot
-            .schedule_ticks
-            .iter()
-            .map(|(schedule, n)| (labels(&[("schedule", schedule)]), *n))
-            .collect();
+        let ticks = each(&snapshots, |snapshot| {
+            snapshot
+                .schedule_ticks
+                .iter()
+                .map(|(schedule, n)| (labels(snapshot, &[("schedule", schedule)]), *n))
+                .collect()
+        });
         family(
             &mut encoder,
             "warren_schedule_ticks",
@@ -313,13 +346,18 @@ impl Collector for Figures {
             Counter,
             &ticks,
         )?;
-        let requests: Vec<(Labels, u64)> = snapshot
-            .http_requests
-            .iter()
-            .map(|((route, code), n)| {
-                (labels(&[("route", route), ("code", &code.to_string())]), *n)
-            })
-            .collect();
+        let requests = each(&snapshots, |snapshot| {
+            snapshot
+                .http_requests
+                .iter()
+                .map(|((route, code), n)| {
+                    (
+                        labels(snapshot, &[("route", route), ("code", &code.to_string())]),
+                        *n,
+                    )
+                })
+                .collect()
+        });
         family(
             &mut encoder,
             "warren_http_requests",
@@ -332,7 +370,12 @@ impl Collector for Figures {
             "warren_build_info",
             "Always 1: the version of warren serving these figures.",
             Gauge,
-            &[(labels(&[("version", env!("CARGO_PKG_VERSION"))]), 1)],
+            &each(&snapshots, |snapshot| {
+                vec![(
+                    labels(snapshot, &[("version", env!("CARGO_PKG_VERSION"))]),
+                    1,
+                )]
+            }),
         )
     }
 }

@@ -714,10 +714,17 @@ pub fn free_port() -> u16 {
 
 /// `warren serve` on a free port, ready to answer; its base URL.
 pub async fn serve(file: &PipelineFile) -> (ChildGuard, String) {
+    serve_paths(file, &[&file.path]).await
+}
+
+/// [`serve`] of `paths` (pipeline files or folders), logging to `file`'s
+/// `serve.log`.
+pub async fn serve_paths(file: &PipelineFile, paths: &[&Path]) -> (ChildGuard, String) {
     let port = free_port();
     let child = ChildGuard(
         Command::new(env!("CARGO_BIN_EXE_warren"))
-            .args(["serve", file.path.to_str().unwrap()])
+            .arg("serve")
+            .args(paths)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .env("AMQP_URL", amqp_url())
             .env("RUST_LOG", "info")

@@ -5,7 +5,10 @@
 //! an address beyond loopback, it warns that they cross the network in
 //! clear text.
 
-use std::{net::SocketAddr, path::Path};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context as _, Result};
 use tracing::warn;
@@ -73,13 +76,94 @@ pub async fn bind(
         .with_context(|| format!("cannot listen on {listen}"))
 }
 
-/// Serves until SIGTERM or SIGINT.
-pub async fn run(file: &Path, listen: Option<SocketAddr>) -> Result<()> {
-    let pipeline = warren::config::load(file)?;
-    let door = door(&pipeline)?;
+/// Serves the pipelines of `files` (files, or folders of them) until
+/// SIGTERM or SIGINT.
+pub async fn run(files: &[PathBuf], listen: Option<SocketAddr>) -> Result<()> {
+    let pipelines = load_all(files)?;
+    let door = door(&pipelines[0])?;
     let listen = listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("a socket address"));
     let listener = bind(listen, &door).await?;
     let (stop, _reload) = signals::install()?;
-    crate::commands::declare::declare(&pipeline).await?;
-    warren_serve::serve(pipeline, listener, door, stop).await
+    for pipeline in &pipelines {
+        crate::commands::declare::declare(pipeline).await?;
+    }
+    warren_serve::serve_all(pipelines, listener, door, stop).await
+}
+
+/// The pipelines of `files`: each file, and in each folder every
+/// `*.yaml`/`*.yml` file and every `*/pipeline.yaml`, in name order. Two
+/// pipelines of the same name are refused; the door (`serve.token`,
+/// `serve.tokens`, `serve.tls`, `serve.hosts`) is the first file's, and a
+/// later file sets none or the same.
+pub fn load_all(files: &[PathBuf]) -> Result<Vec<warren::Pipeline>> {
+    let mut paths = Vec::new();
+    for file in files {
+        if file.is_dir() {
+            paths.extend(in_folder(file)?);
+        } else {
+            paths.push(file.clone());
+        }
+    }
+    let mut pipelines: Vec<(PathBuf, warren::Pipeline)> = Vec::new();
+    for path in paths {
+        let pipeline = warren::config::load(&path)?;
+        if let Some((first, door)) = pipelines.first() {
+            if let Some((other, _)) = pipelines.iter().find(|(_, p)| p.name == pipeline.name) {
+                return Err(Usage(format!(
+                    "{} and {} are both pipeline `{}`: one server serves a pipeline once",
+                    other.display(),
+                    path.display(),
+                    pipeline.name
+                ))
+                .into());
+            }
+            let (ours, theirs) = (&pipeline.serve, &door.serve);
+            let unset =
+                ours.tokens == Tokens::default() && ours.tls.is_none() && ours.hosts.is_empty();
+            let same = ours.tokens == theirs.tokens
+                && ours.tls == theirs.tls
+                && ours.hosts == theirs.hosts;
+            if !unset && !same {
+                return Err(Usage(format!(
+                    "{}: its serve.token(s), serve.tls or serve.hosts differ from {}'s; one server has one door: set them in the first file only, or the same in each",
+                    path.display(),
+                    first.display()
+                ))
+                .into());
+            }
+        }
+        pipelines.push((path, pipeline));
+    }
+    if pipelines.is_empty() {
+        return Err(Usage(format!(
+            "no pipeline file (*.yaml, *.yml, */pipeline.yaml) in {}",
+            files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .into());
+    }
+    Ok(pipelines.into_iter().map(|(_, p)| p).collect())
+}
+
+/// The pipeline files of `folder`, in name order.
+fn in_folder(folder: &Path) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let entries =
+        std::fs::read_dir(folder).with_context(|| format!("reading {}", folder.display()))?;
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("reading {}", folder.display()))?
+            .path();
+        let yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml");
+        if path.is_file() && yaml {
+            found.push(path);
+        } else if path.join("pipeline.yaml").is_file() {
+            found.push(path.join("pipeline.yaml"));
+        }
+    }
+    found.sort();
+    Ok(found)
 }

@@ -7,7 +7,7 @@ use axum::{
     Form,
     extract::{Path, State},
     http::StatusCode,
-    response::{IntoResponse, Redirect, Response},
+    response::{IntoResponse, Response},
 };
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -29,7 +29,7 @@ pub fn buttons(stage: &str, paused: bool) -> Markup {
         ("pause", "Pause")
     };
     html! {
-        form method="post" action=(format!("/stages/{stage}/control")) {
+        form method="post" action=(format!("stages/{stage}/control")) {
             input type="hidden" name="action" value=(action);
             button type="submit" data-action=(action) { (label) }
         }
@@ -63,5 +63,5 @@ pub async fn act(
     if answer.status() != StatusCode::OK {
         return answer;
     }
-    Redirect::to("/").into_response()
+    page::redirect("").into_response()
 }

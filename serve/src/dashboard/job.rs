@@ -7,7 +7,7 @@ use axum::{
     Form,
     extract::State,
     http::StatusCode,
-    response::{IntoResponse, Redirect, Response},
+    response::{IntoResponse, Response},
 };
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -36,7 +36,7 @@ pub(super) fn job(view: &JobView, actions: bool, done: Option<&str>) -> Markup {
             p #job-not-before { "scheduled: waits on the broker until " (ms(until)) }
         }
         @if open && actions {
-            form.inline method="post" action="/jobs/cancel" {
+            form.inline method="post" action="jobs/cancel" {
                 input type="hidden" name="id" value=(view.id);
                 button type="submit" #cancel-job { "Cancel job" }
             }
@@ -92,11 +92,11 @@ pub async fn cancel(State(app): State<App>, Form(cancel): Form<Cancel>) -> Respo
             html! {
                 h1 { "Confirm" }
                 p #confirm-count { "cancel job " (cancel.id) "? Its queued messages are dropped and its running handlers told to stop." }
-                form method="post" action="/jobs/cancel" {
+                form method="post" action="jobs/cancel" {
                     input type="hidden" name="id" value=(cancel.id);
                     input type="hidden" name="confirmed" value="yes";
                     button type="submit" #confirm { "Yes, cancel it" }
-                    " " a href=(format!("/jobs?id={}", urlencode(&cancel.id))) { "Back" }
+                    " " a href=(format!("jobs?id={}", urlencode(&cancel.id))) { "Back" }
                 }
             },
         )
@@ -105,8 +105,8 @@ pub async fn cancel(State(app): State<App>, Form(cancel): Form<Cancel>) -> Respo
     match app.producer.cancel(&cancel.id).await {
         Ok(()) => {
             info!(target: "warren::access", who = "dashboard (token)", job = %cancel.id, "job cancelled");
-            Redirect::to(&format!(
-                "/jobs?id={}&done={}",
+            page::redirect(&format!(
+                "jobs?id={}&done={}",
                 urlencode(&cancel.id),
                 urlencode("Cancelled")
             ))

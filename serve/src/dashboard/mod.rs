@@ -31,7 +31,7 @@ use tracing::info;
 use warren::{dead_letters, dead_letters::DeadLetter};
 
 use super::{App, access::Scope};
-use page::page;
+pub use page::{at_base, list_page, page};
 use warren_ops::status::StageState;
 
 /// Dead letters read per page at most, each with the start of its body
@@ -68,7 +68,7 @@ pub async fn overview(State(app): State<App>, Extension(who): Extension<Scope>) 
                             td.n data-field="retrying" { (f.retrying) }
                             td.n data-field="isolated" { (f.isolated) }
                             td.n {
-                                a href=(format!("/stages/{}/dead", stage.name)) data-field="dead_letters" { (f.dead) }
+                                a href=(format!("stages/{}/dead", stage.name)) data-field="dead_letters" { (f.dead) }
                             }
                             td.n data-field="workers" { (f.consumers) }
                             td.n data-field="local_workers" { (f.workers) }
@@ -165,7 +165,7 @@ pub async fn dead(
     let found: Vec<DeadLetter> = letters.into_iter().filter(|l| found_by(l, q)).collect();
     let groups = groups::group(&found);
     let actions = app.actions(who);
-    let base = format!("/stages/{stage}/dead");
+    let base = format!("stages/{stage}/dead");
     let chosen = query.group.as_deref();
     page(
         "Dead letters",
@@ -259,7 +259,7 @@ async fn dead_letter(app: &App, stage: &str, id: &str, actions: bool) -> Respons
         "Dead letter",
         html! {
             h1 { "Dead letter " (letter.id) " of " (stage) }
-            p { a href=(format!("/stages/{stage}/dead")) { "All dead letters of " (stage) } }
+            p { a href=(format!("stages/{stage}/dead")) { "All dead letters of " (stage) } }
             div.letter data-id=(letter.id) {
                 h3 { (letter.id) " (attempt " (letter.attempts) ")" }
                 p { (letter.reason) }
@@ -295,7 +295,7 @@ fn action_form(
     label: &str,
 ) -> Markup {
     html! {
-        form.inline method="post" action=(format!("/stages/{stage}/dead")) {
+        form.inline method="post" action=(format!("stages/{stage}/dead")) {
             input type="hidden" name="action" value=(action);
             input type="hidden" name="scope" value=(scope);
             @if let Some(target) = target { input type="hidden" name="target" value=(target); }
@@ -345,13 +345,13 @@ pub async fn act(
             html! {
                 h1 { "Confirm" }
                 p #confirm-count { (action.action) " " (count) " message(s) of " (stage) (if target.is_empty() { String::new() } else { format!(" ({target})") }) "?" }
-                form method="post" action=(format!("/stages/{stage}/dead")) {
+                form method="post" action=(format!("stages/{stage}/dead")) {
                     input type="hidden" name="action" value=(action.action);
                     input type="hidden" name="scope" value=(action.scope);
                     input type="hidden" name="target" value=(target);
                     input type="hidden" name="confirmed" value="yes";
                     button type="submit" #confirm { "Yes, " (action.action) " " (count) }
-                    " " a href=(format!("/stages/{stage}/dead")) { "Cancel" }
+                    " " a href=(format!("stages/{stage}/dead")) { "Cancel" }
                 }
             },
         )
@@ -373,7 +373,8 @@ pub async fn act(
                     "Purged"
                 }
             );
-            Redirect::to(&format!("/stages/{stage}/dead?done={}", urlencode(&said))).into_response()
+            page::redirect(&format!("stages/{stage}/dead?done={}", urlencode(&said)))
+                .into_response()
         }
         Err(error) => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()).into_response(),
     }
@@ -407,7 +408,7 @@ pub async fn jobs(
         "Jobs",
         html! {
             h1 { "Jobs" }
-            form method="get" action="/jobs" {
+            form method="get" action="jobs" {
                 input type="text" name="id" placeholder="job id" value=(query.id.clone().unwrap_or_default());
                 " " button type="submit" { "Look up" }
             }
@@ -418,7 +419,7 @@ pub async fn jobs(
             }
             h2 { "Recent failed jobs" }
             @if failed.is_empty() { p { "None." } }
-            ul { @for f in &failed { li { a href=(format!("/jobs?id={}", urlencode(&f.id))) { (f.id) } " (" (f.dead_letters.len()) " dead letters)" } } }
+            ul { @for f in &failed { li { a href=(format!("jobs?id={}", urlencode(&f.id))) { (f.id) } " (" (f.dead_letters.len()) " dead letters)" } } }
         },
     )
 }

@@ -1,12 +1,36 @@
 //! The dashboard's frame: one layout with its style and its little script
 //! embedded (no external fonts, scripts or requests), server-rendered with
-//! `maud`.
+//! `maud`. Its links are relative to the pipeline's base (`<base>`: `/`,
+//! or `/p/{pipeline}/` when one server serves several), which the
+//! request being answered carries ([`at_base`]).
+
+use std::{future::Future, sync::Arc};
 
 use axum::{
     http::StatusCode,
-    response::{IntoResponse, Response},
+    response::{IntoResponse, Redirect, Response},
 };
 use maud::{DOCTYPE, Markup, PreEscaped, html};
+
+tokio::task_local! {
+    /// The base of the pipeline whose page is being answered.
+    static BASE: Arc<str>;
+}
+
+/// Runs `answer` (a request's handling) with the pages' base `base`.
+pub async fn at_base<F: Future>(base: Arc<str>, answer: F) -> F::Output {
+    BASE.scope(base, answer).await
+}
+
+/// The base of the pages being answered (`/` outside [`at_base`]).
+fn base() -> Arc<str> {
+    BASE.try_with(Arc::clone).unwrap_or_else(|_| "/".into())
+}
+
+/// A redirect to `path`, relative to the pages' base.
+pub fn redirect(path: &str) -> Redirect {
+    Redirect::to(&format!("{}{path}", base()))
+}
 
 /// The style: readable at 1280x800 and on a phone.
 const STYLE: &str = r#"
@@ -34,7 +58,7 @@ async function refresh() {
   const table = document.getElementById('overview');
   if (!table) return;
   try {
-    const answer = await fetch('/dashboard/overview.json', {credentials: 'same-origin'});
+    const answer = await fetch('dashboard/overview.json', {credentials: 'same-origin'});
     if (!answer.ok) return;
     const data = await answer.json();
     const now = Date.now() / 1000;
@@ -62,22 +86,37 @@ refresh();
 setInterval(refresh, 2000);
 "#;
 
-/// A page with the header and `body`.
+/// A page of a pipeline with the header and `body`.
 pub fn page(title: &str, body: Markup) -> Markup {
+    frame(title, body, true)
+}
+
+/// The page listing the pipelines of a server of several: its header
+/// has no pipeline's links.
+pub fn list_page(title: &str, body: Markup) -> Markup {
+    frame(title, body, false)
+}
+
+fn frame(title: &str, body: Markup, pipeline: bool) -> Markup {
+    let base = base();
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
+                base href=(base);
                 title { (title) " - warren" }
                 style { (PreEscaped(STYLE)) }
             }
             body {
                 header {
                     b { "warren" }
-                    a href="/" { "Overview" }
-                    a href="/jobs" { "Jobs" }
+                    @if &*base != "/" || !pipeline { a href="/" { "Pipelines" } }
+                    @if pipeline {
+                        a href="./" { "Overview" }
+                        a href="jobs" { "Jobs" }
+                    }
                 }
                 main { (PreEscaped(body.into_string())) }
                 script { (PreEscaped(SCRIPT)) }

@@ -34,7 +34,7 @@ pub(super) fn section(app: &App) -> Markup {
                         td data-field="last" {
                             @match last {
                                 Some(tick) if tick.phase != Phase::Armed => {
-                                    a href=(format!("/jobs?id={}", urlencode(&schedule.job_id(tick.at_ms)))) { (local_text(tick.at_ms, schedule.timezone)) }
+                                    a href=(format!("jobs?id={}", urlencode(&schedule.job_id(tick.at_ms)))) { (local_text(tick.at_ms, schedule.timezone)) }
                                     " (" (tick.phase.as_str()) ")"
                                 }
                                 _ => "none yet",
