@@ -1261,3 +1261,107 @@ async fn one_server_serves_several_pipelines() {
         "{said}"
     );
 }
+
+/// The pids of the workers `/processes` shows as running, in its rows.
+async fn running_pids(base: &str) -> Vec<u32> {
+    let (_, page) = get(base, "/processes", None).await;
+    page.split("<tr data-stage=\"work\" data-pid=\"")
+        .skip(1)
+        .filter(|row| row.contains("data-field=\"state\">running<"))
+        .filter_map(|row| row.split('"').next()?.parse().ok())
+        .collect()
+}
+
+/// `/processes` of `supervise --http`: each worker process with its pid
+/// (a live `warren worker` of the stage), a worker killed shown as an
+/// unexpected exit with its last lines, and the restart button (admin,
+/// `allow_actions`, confirmed on a page of its own) replacing every
+/// worker of the stage.
+#[tokio::test]
+async fn the_processes_page_shows_each_worker_and_restarts_them() {
+    let file = PipelineFile::new(
+        "serveprocs",
+        "
+pipeline: {name}
+serve: { allow_actions: true }
+stages:
+  work:
+    command: [unused]
+    scale: { min: 2, max: 2 }
+",
+    );
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/exec_stage.py");
+    std::fs::write(
+        &file.path,
+        std::fs::read_to_string(&file.path).unwrap().replace(
+            "command: [unused]",
+            &format!("exec: [python3, {}]", script.display()),
+        ),
+    )
+    .unwrap();
+    let _cleanup = Cleanup::pipeline(&file.path, &[format!("{}.supervisors", file.name)]);
+    let (_supervisor, base) = supervise_http(&file).await;
+    let two = eventually(Duration::from_secs(60), || async {
+        running_pids(&base).await.len() == 2
+    })
+    .await;
+    let (_, page) = get(&base, "/processes", None).await;
+    assert!(two, "{page}");
+    let first = running_pids(&base).await;
+    for pid in &first {
+        let command = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        assert!(
+            command.contains("worker") && command.contains("work"),
+            "{pid}: {command:?}"
+        );
+    }
+
+    // A worker killed: an unexpected exit, its end shown.
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &first[0].to_string()])
+        .status();
+    let shown = eventually(Duration::from_secs(60), || async {
+        let (_, page) = get(&base, "/processes", None).await;
+        page.contains("<span data-field=\"restarts\">1</span>")
+            && page.contains("class=\"last-exit\"")
+    })
+    .await;
+    let (_, page) = get(&base, "/processes", None).await;
+    assert!(shown, "{page}");
+    assert!(
+        page.contains("signal 9") || page.contains("SIGKILL"),
+        "{page}"
+    );
+
+    // Restart: a confirmation page first, then every worker replaced.
+    let form = |confirmed: bool| {
+        let mut fields = vec![("action", "restart")];
+        if confirmed {
+            fields.push(("confirmed", "yes"));
+        }
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .post(format!("{base}/stages/work/control"))
+            .header("Origin", base.clone())
+            .form(&fields)
+    };
+    let answer = form(false).send().await.unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    let text = answer.text().await.unwrap();
+    assert!(text.contains("data-action=\"confirm-restart\""), "{text}");
+    let answer = form(true).send().await.unwrap();
+    assert_eq!(answer.status().as_u16(), 303);
+    let location = answer.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.starts_with("/processes?done="), "{location}");
+    let before = running_pids(&base).await;
+    let replaced = eventually(Duration::from_secs(120), || async {
+        let now = running_pids(&base).await;
+        now.len() == 2 && now.iter().all(|pid| !before.contains(pid))
+    })
+    .await;
+    let (_, page) = get(&base, "/processes", None).await;
+    assert!(replaced, "{before:?}\n{page}");
+}

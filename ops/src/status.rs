@@ -130,6 +130,10 @@ pub struct ProcessStatus {
     pub pid: u32,
     /// `running`, `draining` or `restarting`.
     pub state: String,
+    /// When it started (milliseconds since the epoch; 0 while waiting to
+    /// restart, or draining).
+    #[serde(default)]
+    pub started_ms: u64,
     /// Its last report.
     pub counts: StageCounts,
 }

@@ -295,6 +295,7 @@ pub fn router(app: App) -> Router {
             get(dashboard::dead).post(dashboard::act),
         )
         .route("/jobs", get(dashboard::jobs))
+        .route("/processes", get(dashboard::processes))
         .route("/jobs/cancel", post(dashboard::cancel_job))
         .route("/stages/{stage}/control", post(dashboard::control_stage))
         .layer(middleware::from_fn_with_state(

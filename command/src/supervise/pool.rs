@@ -426,15 +426,21 @@ impl Pool {
             .slots
             .iter()
             .map(|(index, slot)| {
-                let (pid, state) = match slot.state {
-                    SlotState::Running { pid, .. } => (pid, "running"),
-                    SlotState::Draining { pid, .. } => (pid, "draining"),
-                    SlotState::Restarting { .. } => (0, "restarting"),
+                let (pid, state, started_ms) = match slot.state {
+                    SlotState::Running { pid, since } => (
+                        pid,
+                        "running",
+                        warren::message::epoch_ms()
+                            .saturating_sub(since.elapsed().as_millis() as u64),
+                    ),
+                    SlotState::Draining { pid, .. } => (pid, "draining", 0),
+                    SlotState::Restarting { .. } => (0, "restarting", 0),
                 };
                 ProcessStatus {
                     index: *index,
                     pid,
                     state: state.into(),
+                    started_ms,
                     counts: slot.counts,
                 }
             })

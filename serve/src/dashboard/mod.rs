@@ -13,6 +13,7 @@ mod control;
 pub mod groups;
 mod job;
 mod page;
+mod processes;
 mod schedules;
 
 pub use control::act as control_stage;
@@ -114,6 +115,21 @@ pub async fn overview_json(State(app): State<App>) -> Json<serde_json::Value> {
         })
         .collect();
     Json(json!({ "stages": stages, "broker_blocked": snapshot.broker_blocked }))
+}
+
+/// `?done=MESSAGE`.
+#[derive(Debug, Deserialize)]
+pub struct Done {
+    done: Option<String>,
+}
+
+/// `GET /processes`.
+pub async fn processes(
+    State(app): State<App>,
+    Extension(who): Extension<Scope>,
+    Query(done): Query<Done>,
+) -> Markup {
+    processes::page_of(&app, app.actions(who), done.done.as_deref()).await
 }
 
 /// `?group=CAUSE&q=TEXT&done=MESSAGE`, or `?id=ID` for one message whole.

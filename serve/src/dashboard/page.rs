@@ -116,6 +116,7 @@ fn frame(title: &str, body: Markup, pipeline: bool) -> Markup {
                     @if pipeline {
                         a href="./" { "Overview" }
                         a href="jobs" { "Jobs" }
+                        a href="processes" { "Processes" }
                     }
                 }
                 main { (PreEscaped(body.into_string())) }
