@@ -733,3 +733,61 @@ stages:
     // The worker declared the stream again.
     assert!(queue_state(&conn, &stream).await.is_some());
 }
+
+/// A message handed back uncharged while it is isolated (the code handling
+/// it never got it, `Failure::untouched`) stays isolated: the next crash it
+/// meets is handled alone, so it is its own and charged. Sent back to the
+/// stage queue instead, it would be a suspect among others again, never
+/// charged.
+#[tokio::test]
+async fn an_isolated_message_given_back_stays_isolated() {
+    let file = PipelineFile::new(
+        "isoback",
+        "
+pipeline: {name}
+stages:
+  work:
+    command: [unused]
+    retry: { attempts: 3, backoff: [100ms] }
+",
+    );
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let pipeline = load(&file);
+    declare(&pipeline).await;
+    let calls: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let seen = calls.clone();
+    let worker =
+        Worker::new()
+            .pipeline(pipeline.clone())
+            .stage("work", move |_: Value, ctx: Context| {
+                let seen = seen.clone();
+                async move {
+                    let call = {
+                        let mut seen = seen.lock().unwrap();
+                        seen.push(ctx.attempt());
+                        seen.len()
+                    };
+                    match call {
+                        // A crash among others: isolated, uncharged.
+                        1 => Err(Failure::suspect("the program died holding 3")),
+                        // Isolated, but the program was starting again.
+                        2 => Err(Failure::untouched("no program took it")),
+                        // Alone, the crash is its own: charged.
+                        3 => Err(Failure::suspect("the program died holding 1")),
+                        _ => Ok(()),
+                    }
+                }
+            });
+    let running = spawn_worker(worker);
+    let producer = Producer::connect(&pipeline).await.unwrap();
+    producer.send("work", &json!({"n": 1})).await.unwrap();
+    let finished = eventually(Duration::from_secs(30), || async {
+        calls.lock().unwrap().len() >= 4
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    running.stop().await.unwrap();
+    let calls = calls.lock().unwrap().clone();
+    assert!(finished, "calls: {calls:?}");
+    assert_eq!(calls, vec![1, 1, 1, 2], "the attempt of each call");
+}

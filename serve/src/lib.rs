@@ -322,19 +322,37 @@ pub fn router(app: App) -> Router {
             app.figures.clone(),
             access_log,
         ))
-        .layer(
-            tower::ServiceBuilder::new()
-                .layer(axum::error_handling::HandleErrorLayer::new(|_| async {
-                    refuse(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "the request took too long",
-                        json!({}),
-                    )
-                }))
-                .timeout(REQUEST_TIME)
-                .concurrency_limit(MAX_REQUESTS),
-        )
+        .layer(limits())
         .with_state(app)
+}
+
+/// What every request gets at most: [`REQUEST_TIME`] (then 408), and
+/// [`MAX_REQUESTS`] handled at once (more wait).
+fn limits() -> impl tower::Layer<
+    axum::routing::Route,
+    Service: tower::Service<
+        Request,
+        Response = Response,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+                 + Send
+                 + Sync
+                 + 'static,
+> + Clone
++ Send
++ Sync
++ 'static {
+    tower::ServiceBuilder::new()
+        .layer(axum::error_handling::HandleErrorLayer::new(|_| async {
+            refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request took too long",
+                json!({}),
+            )
+        }))
+        .timeout(REQUEST_TIME)
+        .concurrency_limit(MAX_REQUESTS)
 }
 
 /// Answers the request with the pipeline's pages at its base (`/`, or

@@ -12,7 +12,7 @@ use std::sync::{Arc, atomic::Ordering};
 
 use axum::{
     Router,
-    extract::{Request, State},
+    extract::{DefaultBodyLimit, Request, State},
     http::{Method, StatusCode, header},
     middleware,
     response::{IntoResponse, Response},
@@ -62,10 +62,14 @@ pub fn router(apps: &[App]) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/login",
-            get(|| async { dashboard::login_page(None) }).post(dashboard::login),
+            get(|| async { dashboard::login_page(None) })
+                .post(dashboard::login)
+                .layer(DefaultBodyLimit::max(super::MAX_LOGIN)),
         )
+        .layer(DefaultBodyLimit::max(super::MAX_BODY))
         .layer(middleware::from_fn_with_state(first.clone(), auth::check))
-        .layer(middleware::from_fn_with_state(first.clone(), origin::guard));
+        .layer(middleware::from_fn_with_state(first.clone(), origin::guard))
+        .layer(super::limits());
     for (app, router) in served.pipelines.iter() {
         root = root.nest_service(&format!("/p/{}", app.pipeline.name), router.clone());
     }
@@ -189,27 +193,53 @@ async fn forward(State(served): State<Served>, request: Request) -> Response {
         .filter(|id| !id.is_empty() && !id.contains('/'));
     if let (Some(job), true) = (
         job,
-        matches!(*request.method(), Method::GET | Method::DELETE),
+        matches!(
+            *request.method(),
+            Method::GET | Method::HEAD | Method::DELETE
+        ),
     ) {
         let job = percent_encoding::percent_decode_str(job)
             .decode_utf8_lossy()
             .into_owned();
+        let (mut knowing, mut behind) = (Vec::new(), Vec::new());
         for (app, router) in served.pipelines.iter() {
             let Some(tickets) = &app.tickets else {
                 continue;
             };
             if matches!(tickets.lookup(&job).await, Ok(view) if view.state != JobState::Unknown) {
-                return answer(router, request).await;
+                knowing.push((app, router));
+            } else if let Some(why) = tickets.behind() {
+                behind.push(format!("{}: {why}", app.pipeline.name));
             }
         }
-        return refuse(
-            StatusCode::NOT_FOUND,
-            format!(
-                "no pipeline served here ({}) knows job `{job}`; ask /p/{{pipeline}}{path}",
-                names()
+        return match knowing.as_slice() {
+            [(_, router)] => answer(router, request).await,
+            [] if !behind.is_empty() => refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{}; job `{job}` may exist, ask again", behind.join("; ")),
+                json!({}),
             ),
-            json!({}),
-        );
+            [] => refuse(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no pipeline served here ({}) knows job `{job}`; ask /p/{{pipeline}}{path}",
+                    names()
+                ),
+                json!({}),
+            ),
+            several => refuse(
+                StatusCode::CONFLICT,
+                format!(
+                    "pipelines {} each know a job `{job}`: name one, /p/{{pipeline}}{path}",
+                    several
+                        .iter()
+                        .map(|(app, _)| app.pipeline.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                json!({}),
+            ),
+        };
     }
     refuse(
         StatusCode::NOT_FOUND,

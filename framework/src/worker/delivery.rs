@@ -168,6 +168,14 @@ impl StageRuntime {
         if disposition == Disposition::Done {
             return Ok(self.done());
         }
+        if let Disposition::GiveBack { reason } = &disposition
+            && queue == self.isolation_queue
+        {
+            // An isolated message stays isolated: it goes back to the
+            // isolation queue, to be handled alone (and charged there).
+            debug!(stage = %self.info.name, %id, attempt, "back to the isolation queue, its attempt not counted: {reason}");
+            return Box::pin(self.give_back(publisher, delivery, queue)).await;
+        }
         Box::pin(self.carry_out(publisher, delivery, &id, disposition, attempt))
             .instrument(span)
             .await

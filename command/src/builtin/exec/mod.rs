@@ -118,16 +118,18 @@ impl Handler for ExecStage {
                     events: answers_tx,
                     started,
                 })
-                .map_err(|_| Failure::untouched("the program's keeper stopped"))?;
+                .map_err(|_| Failure::crashed("the program's keeper stopped"))?;
             // A message that no program took (it waited for the program to
             // start again, or the worker is stopping) goes back uncharged:
             // only what a program held can be its fault.
             let crash = match given(taken, give_by).await {
                 Ok(crash) => crash,
-                Err(why) => {
+                Err(Some(why)) => {
                     info!(id = %ctx.id(), "back to its queue, its attempt not counted: {why}");
                     return Err(Failure::untouched(why));
                 }
+                // A bug: a crash, charged as before, never a loop.
+                Err(None) => return Err(Failure::crashed("the program's keeper stopped")),
             };
             follow(answers, crash, &ctx, &requests).await
         }))
@@ -135,14 +137,14 @@ impl Handler for ExecStage {
 }
 
 /// The crash signal of the program that took the message, or why none
-/// did. Waits until `give_by` at most (well before the stage's own
+/// did (`None`: the program's keeper is gone). Waits until `give_by` at most (well before the stage's own
 /// timeout, which would charge the message, and with time left for the
 /// program): a message still waiting then goes back to its queue
 /// uncharged, unless a program took it at that very moment.
 async fn given(
     mut taken: oneshot::Receiver<Result<program::Crash, String>>,
     give_by: Instant,
-) -> Result<program::Crash, String> {
+) -> Result<program::Crash, Option<String>> {
     let answer = tokio::select! {
         biased;
         answer = &mut taken => answer,
@@ -151,11 +153,14 @@ async fn given(
             taken.close();
             match taken.try_recv() {
                 Ok(answer) => Ok(answer),
-                Err(_) => return Err("no program took it within half its deadline (the program was starting again)".into()),
+                Err(_) => return Err(Some("no program took it within half its deadline (the program was starting again)".into())),
             }
         }
     };
-    answer.unwrap_or_else(|_| Err("the program's keeper stopped".into()))
+    match answer {
+        Ok(given) => given.map_err(Some),
+        Err(_) => Err(None),
+    }
 }
 
 /// Carries out the program's answers about one message until the last.
