@@ -120,6 +120,17 @@ fn labels(snapshot: &Snapshot, more: &[(&'static str, &str)]) -> Labels {
         .collect()
 }
 
+/// One series per stage of every snapshot: what `f` reads in its figures.
+fn per_stage<T>(snapshots: &[Snapshot], f: impl Fn(&StageFigures) -> T) -> Vec<(Labels, T)> {
+    each(snapshots, |snapshot| {
+        snapshot
+            .stages
+            .iter()
+            .map(|(s, fig)| (labels(snapshot, &[("stage", s)]), f(fig)))
+            .collect()
+    })
+}
+
 /// One series per snapshot, of what `f` reads in it (with its labels).
 fn each<T>(snapshots: &[Snapshot], f: impl Fn(&Snapshot) -> Vec<(Labels, T)>) -> Vec<(Labels, T)> {
     snapshots.iter().flat_map(f).collect()
@@ -177,15 +188,6 @@ impl Collector for Figures {
             .iter()
             .map(|shared| shared.lock().expect("metrics").clone())
             .collect();
-        let per_stage = |f: &Figure| -> Vec<(Labels, u64)> {
-            each(&snapshots, |snapshot| {
-                snapshot
-                    .stages
-                    .iter()
-                    .map(|(s, fig)| (labels(snapshot, &[("stage", s)]), f(fig)))
-                    .collect()
-            })
-        };
         let messages = each(&snapshots, |snapshot| {
             let mut messages = Vec::new();
             for (stage, figures) in &snapshot.stages {
@@ -212,28 +214,19 @@ impl Collector for Figures {
             Counter,
             &messages,
         )?;
-        let timed = |f: &dyn Fn(&StageFigures) -> Histogram| -> Vec<(Labels, Histogram)> {
-            each(&snapshots, |snapshot| {
-                snapshot
-                    .stages
-                    .iter()
-                    .map(|(s, fig)| (labels(snapshot, &[("stage", s)]), f(fig)))
-                    .collect()
-            })
-        };
         histogram(
             &mut encoder,
             "warren_handle_seconds",
             "How long handlings took (this box's workers).",
             &timings::HANDLE,
-            &timed(&|f| f.counts.handle),
+            &per_stage(&snapshots, |f| f.counts.handle),
         )?;
         histogram(
             &mut encoder,
             "warren_queue_wait_seconds",
             "How long messages waited in the queue before a worker of this box took them, from their timestamp (whole seconds).",
             &timings::QUEUE_WAIT,
-            &timed(&|f| f.counts.queue_wait),
+            &per_stage(&snapshots, |f| f.counts.queue_wait),
         )?;
         let gauges: [(&str, &str, &Figure); 8] = [
             (
@@ -278,14 +271,20 @@ impl Collector for Figures {
             ),
         ];
         for (name, help, value) in gauges {
-            family(&mut encoder, name, help, Gauge, &per_stage(value))?;
+            family(
+                &mut encoder,
+                name,
+                help,
+                Gauge,
+                &per_stage(&snapshots, value),
+            )?;
         }
         family(
             &mut encoder,
             "warren_worker_restarts",
             "Unexpected exits of the stage's workers on this box, since their supervisors started.",
             Counter,
-            &per_stage(&|f| u64::from(f.restarts)),
+            &per_stage(&snapshots, |f| u64::from(f.restarts)),
         )?;
         family(
             &mut encoder,

@@ -149,14 +149,7 @@ async fn readyz(State(served): State<Served>) -> Response {
 /// it can only mean, else refused saying which routes to use.
 async fn forward(State(served): State<Served>, request: Request) -> Response {
     let path = request.uri().path().to_string();
-    let names = || {
-        served
-            .pipelines
-            .iter()
-            .map(|(app, _)| app.pipeline.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let names = || names_of(served.pipelines.iter().map(|(app, _)| app));
     if let Some(rest) = path.strip_prefix("/v1/stages/") {
         let stage = rest.split('/').next().unwrap_or_default();
         let owners: Vec<&(App, Router)> = served
@@ -178,11 +171,7 @@ async fn forward(State(served): State<Served>, request: Request) -> Response {
                 StatusCode::CONFLICT,
                 format!(
                     "pipelines {} each have a stage `{stage}`: name one, /p/{{pipeline}}{path}",
-                    several
-                        .iter()
-                        .map(|(app, _)| app.pipeline.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    names_of(several.iter().map(|(app, _)| app))
                 ),
                 json!({}),
             ),
@@ -231,11 +220,7 @@ async fn forward(State(served): State<Served>, request: Request) -> Response {
                 StatusCode::CONFLICT,
                 format!(
                     "pipelines {} each know a job `{job}`: name one, /p/{{pipeline}}{path}",
-                    several
-                        .iter()
-                        .map(|(app, _)| app.pipeline.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    names_of(several.iter().map(|(app, _)| *app))
                 ),
                 json!({}),
             ),
@@ -249,6 +234,13 @@ async fn forward(State(served): State<Served>, request: Request) -> Response {
         ),
         json!({}),
     )
+}
+
+/// The names of `apps`, for a message.
+fn names_of<'a>(apps: impl Iterator<Item = &'a App>) -> String {
+    apps.map(|app| app.pipeline.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `request`, answered by one pipeline's `router` as if it came to it.
