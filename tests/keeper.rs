@@ -585,6 +585,57 @@ async fn a_gather_over_the_size_limit_fails_its_job_and_the_keeper_goes_on() {
     gathering.worker.stop().await.unwrap();
 }
 
+/// A keeper whose store writes take seconds (a disk under heavy I/O; here
+/// every fold waits 6 s) keeps its connections: the writes run beside the
+/// thread that sends the heartbeats (2 s here, so the broker closes a
+/// connection silent for about 4 s), and the job gathers through them.
+#[tokio::test]
+async fn a_keeper_whose_store_is_slow_keeps_its_connections() {
+    let file = PipelineFile::new("slowstore", GATHERING);
+    let _cleanup = Cleanup::pipeline(&file.path, &[format!("{}.supervisors", file.name)]);
+    let pipeline = warren::config::load(&file.path).unwrap();
+    declare(&pipeline).await;
+    let dir = file.file("box");
+    std::fs::create_dir_all(&dir).unwrap();
+    let _supervisor = ChildGuard(
+        std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+            .args(["supervise", file.path.to_str().unwrap(), "--poll", "500ms"])
+            .args(["--stages", "sum,results"])
+            .env("AMQP_URL", format!("{}?heartbeat=2", amqp_url()))
+            .env("WARREN_TEST_STORE_PAUSE_MS", "6000")
+            .current_dir(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(log_file(&file.file("supervisor.log")))
+            .spawn()
+            .expect("start warren supervise"),
+    );
+    let keeper = format!("warren job keeper {}", file.name);
+    // The management API lists a new connection a few seconds late.
+    let found = eventually(Duration::from_secs(60), || async {
+        !connections_named(&keeper).await.is_empty()
+    })
+    .await;
+    assert!(found, "no connection named {keeper}");
+    let first = connections_named(&keeper).await;
+    let worker = spawn_worker(gathering_worker(&pipeline));
+    let producer = Producer::connect(&pipeline).await.unwrap();
+    producer
+        .send_with_id("split", "slow", &json!({"parts": 3}))
+        .await
+        .unwrap();
+    let results = file.file("results.jsonl");
+    let done = eventually(Duration::from_secs(240), || async {
+        gathered(&results).contains_key("slow")
+    })
+    .await;
+    let log = std::fs::read_to_string(file.file("supervisor.log")).unwrap_or_default();
+    assert!(done, "not gathered; the supervisor said:\n{log}");
+    assert_eq!(totals(&gathered(&results)["slow"][0]), [0, 1, 2]);
+    // The same connection as before the job: never closed and opened again.
+    assert_eq!(connections_named(&keeper).await, first, "{log}");
+    worker.stop().await.unwrap();
+}
+
 /// The management API's names of the connections whose client name
 /// contains `name`.
 async fn connections_named(name: &str) -> Vec<String> {

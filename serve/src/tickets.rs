@@ -251,7 +251,7 @@ async fn run(
                 }
             }
         }
-        if let Err(error) = tracker.prune() {
+        if let Err(error) = tracker.prune().await {
             warn!(%error, "pruning the job store");
         }
     }

@@ -53,7 +53,7 @@ pub async fn run(
     let store = open_store(&store::path(&pipeline.name, "jobs")).await?;
     let mut tracker = Tracker::open(&pipeline, store).await?;
     tracker.catch_up(Instant::now() + CATCH_UP).await?;
-    tracker.prune()?;
+    tracker.prune().await?;
     let mut view = tracker.view(id)?;
     if let Some(wait) = wait
         && view.state != JobState::Unknown

@@ -171,7 +171,7 @@ async fn term(
             for (job, record) in tracker.take_changed() {
                 duties.consider(&job, &record);
             }
-            tracker.prune()?;
+            tracker.prune().await?;
             duties.act(&connection).await?;
             schedules.act().await?;
             status.lock().expect("status").keeper = Some(KeeperStatus {
@@ -244,7 +244,7 @@ async fn follow(
             return token_tag(token).map(Some);
         }
         tracker.fold_some(Instant::now() + TURN).await?;
-        tracker.prune()?;
+        tracker.prune().await?;
         if looked.elapsed() >= LOOK {
             looked = Instant::now();
             let (ready, _) = look(channel, queue).await?;

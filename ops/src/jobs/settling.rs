@@ -25,7 +25,7 @@ impl Settling {
     /// Follows `pipeline`'s job stream into `store`.
     pub async fn open(pipeline: &Pipeline, store: Store) -> Result<Settling, warren::Error> {
         let mut tracker = Tracker::open(pipeline, store).await?;
-        tracker.prune()?;
+        tracker.prune().await?;
         tracker.take_changed();
         Ok(Settling {
             tracker,

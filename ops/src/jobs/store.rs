@@ -64,6 +64,21 @@ pub fn path(pipeline: &str, user: &str) -> PathBuf {
 /// those events again, which changes nothing (sets, not counters).
 const SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// For tests: `WARREN_TEST_STORE_PAUSE_MS` makes every fold wait that
+/// long first, as a write does on a disk under heavy I/O.
+fn slow_disk() {
+    static PAUSE: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    let pause = PAUSE.get_or_init(|| {
+        std::env::var("WARREN_TEST_STORE_PAUSE_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .map(std::time::Duration::from_millis)
+    });
+    if let Some(pause) = pause {
+        std::thread::sleep(*pause);
+    }
+}
+
 /// The open store of one pipeline.
 pub struct Store {
     db: Database,
@@ -244,6 +259,7 @@ impl Store {
         next_offset: u64,
         last_print: u64,
     ) -> Result<Vec<(String, JobRecord)>, String> {
+        slow_disk();
         let mut write = self.db.begin_write().map_err(|e| self.fail(e))?;
         {
             let mut synced_at = self.synced_at.lock().expect("synced_at");

@@ -204,10 +204,12 @@ impl Tracker {
     }
 
     /// Forgets records older than `jobs.keep` (at most once an hour).
-    pub fn prune(&self) -> Result<usize, warren::Error> {
-        self.store
-            .prune(warren::message::epoch_ms(), self.keep.as_millis() as u64)
-            .map_err(warren::Error::Setup)
+    pub async fn prune(&self) -> Result<usize, warren::Error> {
+        let keep_ms = self.keep.as_millis() as u64;
+        on_store(&self.store, move |store| {
+            store.prune(warren::message::epoch_ms(), keep_ms)
+        })
+        .await
     }
 
     /// The job as this box knows it now.
@@ -350,13 +352,12 @@ impl Tracker {
             if let Some(print) = last_print {
                 // Before the offset moves past them (a crash in between
                 // reads them again, which changes nothing).
-                self.store
-                    .note_ticks(&ticks)
-                    .map_err(warren::Error::Setup)?;
-                let changed = self
-                    .store
-                    .fold(&events, self.next, print)
-                    .map_err(warren::Error::Setup)?;
+                let next = self.next;
+                let changed = on_store(&self.store, move |store| {
+                    store.note_ticks(&ticks)?;
+                    store.fold(&events, next, print)
+                })
+                .await?;
                 if let Some(kept) = &mut self.changed {
                     kept.extend(changed);
                 }
@@ -371,9 +372,25 @@ impl Tracker {
 
     /// Syncs the store to disk and closes the connection.
     pub async fn close(mut self) {
-        if let Err(error) = self.store.sync() {
+        if let Err(error) = on_store(&self.store, |store| store.sync()).await {
             warn!("{error}; the next start reads some events again");
         }
         self.disconnect().await;
     }
+}
+
+/// Runs `work` on the store on a thread of its own. A write waits on
+/// the disk (a sync every second, seconds under heavy I/O), and
+/// `warren` runs on one thread, the one that also sends the AMQP
+/// heartbeats: a write there for two heartbeats' time gets every
+/// connection of the process closed by the broker.
+async fn on_store<T: Send + 'static>(
+    store: &std::sync::Arc<Store>,
+    work: impl FnOnce(&Store) -> Result<T, String> + Send + 'static,
+) -> Result<T, warren::Error> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || work(&store))
+        .await
+        .map_err(|e| warren::Error::Setup(format!("the job store's writer: {e}")))?
+        .map_err(warren::Error::Setup)
 }
