@@ -6,7 +6,7 @@
 //! then processed, a job looked up by id, and a read-only dashboard with
 //! no actions and 403 from the action route; over HTTPS, a read token's
 //! pages without buttons and an admin token's purge; the Pause and Resume
-//! buttons. Screenshots go to `target/`.
+//! buttons; retrying messages sent back now. Screenshots go to `target/`.
 
 mod common;
 #[path = "common/front_door.rs"]
@@ -379,12 +379,177 @@ async fn a_read_only_dashboard_shows_no_actions_and_refuses_them() {
         .await
         .unwrap();
     assert_eq!(refused.status().as_u16(), 403);
+    let refused = reqwest::Client::new()
+        .post(format!("{base}/stages/work/retrying"))
+        .bearer_auth(TOKEN)
+        .form(&[("scope", "all"), ("confirmed", "yes")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 403, "retry now, read-only");
     let conn = connect().await;
     let (dead, _) = queue_state(&conn, &format!("{}.work.dead", file.name))
         .await
         .unwrap();
     assert_eq!(dead, 1, "nothing was purged");
     let _ = conn.close(200, "".into()).await;
+    running.stop().await.unwrap();
+}
+
+/// Three messages wait an hour in the retry queue after their first
+/// attempt failed (a third party was down). Once it is back, the operator
+/// sends one back now, then the rest: each handled once more, at its
+/// second attempt, none twice; the page lists what still waits.
+#[tokio::test]
+async fn an_operator_sends_retrying_messages_back_now() {
+    let file = PipelineFile::new(
+        "dashretry",
+        &format!(
+            "
+pipeline: {{name}}
+serve: {{ token: \"{TOKEN}\", allow_actions: true }}
+stages:
+  work:
+    command: [unused]
+    retry: {{ attempts: 3, backoff: [1h] }}
+"
+        ),
+    );
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let pipeline = warren::config::load(&file.path).unwrap();
+    declare(&pipeline).await;
+    let (_server, base) = serve(&file).await;
+    let down = Arc::new(AtomicBool::new(true));
+    let handled: Arc<std::sync::Mutex<Vec<(String, u32)>>> = Arc::default();
+    let worker = {
+        let (down, handled) = (down.clone(), handled.clone());
+        Worker::new()
+            .pipeline(pipeline.clone())
+            .stage("work", move |_body: Value, ctx: Context| {
+                let (down, handled) = (down.clone(), handled.clone());
+                async move {
+                    handled
+                        .lock()
+                        .unwrap()
+                        .push((ctx.id().to_string(), ctx.attempt()));
+                    if down.load(Ordering::SeqCst) {
+                        return Err(Failure::retry("HTTP 503 from the partner API"));
+                    }
+                    Ok(())
+                }
+            })
+    };
+    let running = spawn_worker(worker);
+    let producer = Producer::connect(&pipeline).await.unwrap();
+    for id in ["r1", "r2", "r3"] {
+        producer
+            .send_with_id("work", id, &json!({ "order": id }))
+            .await
+            .unwrap();
+    }
+    let (_driver, client) = browser().await;
+    client.goto(&format!("{base}/login")).await.unwrap();
+    sign_in(&client).await;
+    let page = format!("{base}/stages/work/retrying");
+    let count = "#retrying-count";
+    let three = "3 messages wait for their next attempt.";
+    assert!(
+        until_text(&client, &page, count, three, Duration::from_secs(30)).await,
+        "{}",
+        client.source().await.unwrap()
+    );
+    let heading = text(&client, ".letter[data-id=r2] h3").await.unwrap();
+    assert_eq!(heading, "r2 (attempt 2, waits 1h)");
+    let payload = text(&client, ".letter[data-id=r2] pre.payload")
+        .await
+        .unwrap();
+    assert!(payload.contains("\"order\": \"r2\""), "{payload}");
+    let reason = text(&client, ".letter[data-id=r2] p").await.unwrap();
+    assert_eq!(reason, "HTTP 503 from the partner API");
+    screenshot(&client, "retrying").await;
+
+    // The partner is back: r2 now, after confirming.
+    down.store(false, Ordering::SeqCst);
+    client
+        .find(Locator::Css(".letter[data-id=r2] button.retry-one"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let asked = wait_text(&client, "#confirm-count").await.unwrap();
+    assert_eq!(asked, "Retry 1 message(s) of work now (r2)?");
+    client
+        .find(Locator::Css("#confirm"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let said = wait_text(&client, "#done").await.unwrap_or_default();
+    assert_eq!(said, "Sent 1 message(s) back to work now");
+    let attempts = |id: &str| -> Vec<u32> {
+        let handled = handled.lock().unwrap();
+        handled
+            .iter()
+            .filter(|(i, _)| i == id)
+            .map(|(_, a)| *a)
+            .collect()
+    };
+    let done = eventually(Duration::from_secs(30), || async {
+        attempts("r2") == [1, 2]
+    })
+    .await;
+    assert!(done, "r2 was handled at {:?}", attempts("r2"));
+    let two = "2 messages wait for their next attempt.";
+    assert!(until_text(&client, &page, count, two, Duration::from_secs(10)).await);
+    assert!(
+        client
+            .find(Locator::Css(".letter[data-id=r2]"))
+            .await
+            .is_err()
+    );
+
+    // The rest at once.
+    client
+        .find(Locator::Css("button.retry-all"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let asked = wait_text(&client, "#confirm-count").await.unwrap();
+    assert_eq!(asked, "Retry 2 message(s) of work now?");
+    client
+        .find(Locator::Css("#confirm"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let said = wait_text(&client, "#done").await.unwrap_or_default();
+    assert_eq!(said, "Sent 2 message(s) back to work now");
+    let done = eventually(Duration::from_secs(30), || async {
+        attempts("r1") == [1, 2] && attempts("r3") == [1, 2]
+    })
+    .await;
+    assert!(
+        done,
+        "r1 at {:?}, r3 at {:?}",
+        attempts("r1"),
+        attempts("r3")
+    );
+    let none = "0 messages wait for their next attempt.";
+    assert!(until_text(&client, &page, count, none, Duration::from_secs(10)).await);
+    // None handled again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        handled.lock().unwrap().len(),
+        6,
+        "{:?}",
+        handled.lock().unwrap()
+    );
+    client.close().await.unwrap();
     running.stop().await.unwrap();
 }
 

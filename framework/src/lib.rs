@@ -10,7 +10,8 @@
 
 // The API users build on: a worker (`Worker`, `Context`, `Failure`,
 // `Outcome`), a producer (`Producer`), the pipeline model (`config::load`
-// -> `Pipeline`), its broker objects (`topology`, `names`), dead letters,
+// -> `Pipeline`), its broker objects (`topology`, `names`), dead letters
+// and retrying messages,
 // job views (`jobs`) and handlers tested without a broker (`testing`).
 pub mod config;
 pub mod dead_letters;
@@ -24,6 +25,7 @@ pub mod pauses;
 pub mod pipeline;
 pub mod producer;
 pub mod restarts;
+pub mod retrying;
 pub mod testing;
 pub mod topology;
 pub mod worker;
@@ -48,6 +50,7 @@ pub(crate) mod limits;
 pub mod message;
 #[doc(hidden)]
 pub mod mismatch;
+pub(crate) mod pass;
 #[doc(hidden)]
 pub mod publisher;
 #[doc(hidden)]

@@ -294,6 +294,10 @@ pub fn router(app: App) -> Router {
             "/stages/{stage}/dead",
             get(dashboard::dead).post(dashboard::act),
         )
+        .route(
+            "/stages/{stage}/retrying",
+            get(dashboard::retrying).post(dashboard::retry_now),
+        )
         .route("/jobs", get(dashboard::jobs))
         .route("/processes", get(dashboard::processes))
         .route("/jobs/cancel", post(dashboard::cancel_job))

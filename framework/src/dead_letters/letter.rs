@@ -44,7 +44,7 @@ impl DeadLetter {
 
 /// The dead letter of a delivery: whole, or with its body and headers cut
 /// as in a listing (`cut`).
-pub(super) fn describe(props: &BasicProperties, body: &[u8], cut: bool) -> DeadLetter {
+pub(crate) fn describe(props: &BasicProperties, body: &[u8], cut: bool) -> DeadLetter {
     let reason = message::text_header(props, message::ERROR)
         .or_else(|| {
             message::death_reason(props).map(|r| format!("dead-lettered by the broker: {r}"))

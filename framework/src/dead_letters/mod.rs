@@ -7,19 +7,21 @@
 //! holds the start of each body ([`BODY_LISTED`] bytes); [`find`] gives
 //! one message whole.
 
-mod letter;
-mod pass;
+pub(crate) mod letter;
 
-use futures_util::StreamExt as _;
-use lapin::{
-    options::{BasicConsumeOptions, BasicQosOptions, QueuePurgeOptions},
-    types::FieldTable,
+use lapin::options::QueuePurgeOptions;
+
+use crate::{
+    connection,
+    error::Error,
+    message,
+    pass::{self, Pass},
+    pipeline::Pipeline,
+    publisher::Publisher,
+    topology::Topology,
 };
 
-use crate::{connection, error::Error, message, pipeline::Pipeline, publisher::Publisher};
-
 pub use letter::{BODY_LISTED, DeadLetter};
-use pass::{Keeping, Pass};
 
 /// How many dead letters `stage` has.
 pub async fn count(pipeline: &Pipeline, stage: &str) -> Result<u32, Error> {
@@ -59,82 +61,29 @@ pub async fn list(
     stage: &str,
     limit: usize,
 ) -> Result<Vec<DeadLetter>, Error> {
-    let mut pass = Pass::open(pipeline, stage).await?;
-    let wanted = limit.min(pass.there());
-    let listed = match pass.keeping() {
-        Keeping::Hold => held(&pass, wanted).await,
-        Keeping::Rotate => rotated(&mut pass, wanted).await,
-    };
-    match listed {
-        Ok(out) => {
-            pass.finish().await?;
-            Ok(out)
-        }
-        Err(error) => {
-            pass.close().await;
-            Err(error)
-        }
-    }
-}
-
-/// A listing that holds what it reads (one consumer, a prefetch as large
-/// as what is wanted, not a `basic.get` each), given back when the pass
-/// closes.
-async fn held(pass: &Pass, wanted: usize) -> Result<Vec<DeadLetter>, Error> {
-    let mut out = Vec::with_capacity(wanted);
-    if wanted == 0 {
-        return Ok(out);
-    }
-    let queue = pass.queue();
-    let channel = pass.channel();
-    channel
-        .basic_qos(wanted.min(65_535) as u16, BasicQosOptions::default())
-        .await
-        .map_err(|e| Error::broker(format!("set the prefetch on {queue}"), e))?;
-    let mut consumer = channel
-        .basic_consume(
-            queue.into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|e| Error::broker(format!("read {queue}"), e))?;
-    while out.len() < wanted {
-        // Fewer than counted (another reader took some): stop waiting.
-        let next = tokio::time::timeout(std::time::Duration::from_secs(2), consumer.next());
-        match next.await {
-            Ok(Some(Ok(delivery))) => {
-                out.push(letter::describe(&delivery.properties, &delivery.data, true));
-            }
-            Ok(Some(Err(error))) => return Err(Error::broker(format!("read {queue}"), error)),
-            Ok(None) | Err(_) => break,
-        }
-    }
+    let pass = dead_pass(pipeline, stage).await?;
+    let mut out = Vec::new();
+    pass.look(limit, |props, body| {
+        out.push(letter::describe(props, body, true))
+    })
+    .await?;
     Ok(out)
 }
 
-/// A listing that goes round the whole queue (see `pass.rs`).
-async fn rotated(pass: &mut Pass, wanted: usize) -> Result<Vec<DeadLetter>, Error> {
-    let mut out = Vec::with_capacity(wanted);
-    while out.len() < wanted {
-        let Some(got) = pass.next().await? else {
-            break;
-        };
-        out.push(letter::describe(
-            &got.delivery.properties,
-            &got.delivery.data,
-            true,
-        ));
-        pass.keep(&got).await?;
-    }
-    Ok(out)
+/// A pass over `stage`'s dead-letter queue (checking the stage exists).
+async fn dead_pass(pipeline: &Pipeline, stage: &str) -> Result<Pass, Error> {
+    pipeline.require_stage(stage)?;
+    let topology = Topology::plan(pipeline);
+    let queue = topology
+        .dead_queue(stage)
+        .expect("every stage has a dead-letter queue");
+    Pass::open(pipeline, queue, true).await
 }
 
 /// The first dead letter of `stage` with message id `id`, whole; it stays
 /// in the queue, in its place.
 pub async fn find(pipeline: &Pipeline, stage: &str, id: &str) -> Result<Option<DeadLetter>, Error> {
-    let mut pass = Pass::open(pipeline, stage).await?;
+    let mut pass = dead_pass(pipeline, stage).await?;
     let mut found = None;
     let walked: Result<(), Error> = async {
         while let Some(got) = pass.next().await? {
@@ -183,7 +132,7 @@ pub async fn replay_matching(
     limit: usize,
     chosen: impl Fn(&DeadLetter) -> bool,
 ) -> Result<usize, Error> {
-    let mut pass = Pass::open(pipeline, stage).await?;
+    let mut pass = dead_pass(pipeline, stage).await?;
     let publisher = match Publisher::open(pass.connection()).await {
         Ok(publisher) => publisher,
         Err(error) => {
@@ -232,7 +181,7 @@ pub async fn replay_matching(
 /// how many.
 pub async fn purge(pipeline: &Pipeline, stage: &str, limit: Option<usize>) -> Result<usize, Error> {
     let Some(limit) = limit else {
-        let pass = Pass::open(pipeline, stage).await?;
+        let pass = dead_pass(pipeline, stage).await?;
         let purged = pass
             .channel()
             .queue_purge(pass.queue().into(), QueuePurgeOptions::default())
@@ -261,7 +210,7 @@ async fn purge_where(
     limit: usize,
     chosen: impl Fn(&DeadLetter) -> bool,
 ) -> Result<usize, Error> {
-    let mut pass = Pass::open(pipeline, stage).await?;
+    let mut pass = dead_pass(pipeline, stage).await?;
     let mut purged = 0;
     let walked: Result<(), Error> = async {
         while purged < limit {

@@ -1,5 +1,6 @@
 //! The dashboard, `GET /` (DESIGN.md, *HTTP*): the stages live, the dead
-//! letters grouped by cause with replay and purge, and jobs by id. It keeps
+//! letters grouped by cause with replay and purge, the retrying messages
+//! with "retry now", and jobs by id. It keeps
 //! nothing of its own: every page reads the refresher's last look, the
 //! dead-letter queues and the job store (the schedules too: [`schedules`]),
 //! so a restart loses nothing.
@@ -7,17 +8,20 @@
 //! token when tokens are set (a read token sees the pages without their
 //! buttons; the routes answer it 403), and are confirmed on a page of their
 //! own that says how many messages they touch; so does cancelling a job
-//! (`job.rs`). Pausing and resuming a stage (`control.rs`) need the same.
+//! (`job.rs`). Pausing and resuming a stage (`control.rs`) and sending
+//! retrying messages back now (`retrying.rs`) need the same.
 
 mod control;
 pub mod groups;
 mod job;
 mod page;
 mod processes;
+mod retrying;
 mod schedules;
 
 pub use control::act as control_stage;
 pub use job::cancel as cancel_job;
+pub use retrying::{act as retry_now, list as retrying};
 
 use axum::{
     Extension, Form, Json,
@@ -66,7 +70,9 @@ pub async fn overview(State(app): State<App>, Extension(who): Extension<Scope>) 
                             td { (stage.kind.label()) }
                             td.n data-field="ready" { (f.ready) }
                             td.n data-field="in_flight" { (f.in_flight) }
-                            td.n data-field="retrying" { (f.retrying) }
+                            td.n {
+                                a href=(format!("stages/{}/retrying", stage.name)) data-field="retrying" { (f.retrying) }
+                            }
                             td.n data-field="isolated" { (f.isolated) }
                             td.n {
                                 a href=(format!("stages/{}/dead", stage.name)) data-field="dead_letters" { (f.dead) }

@@ -1,5 +1,6 @@
-//! One pass over a dead-letter queue: each message it held when the pass
-//! began is either taken (replayed, purged) or kept, in its place.
+//! One pass over a queue that no worker consumes (a stage's dead letters,
+//! its retries): each message it held when the pass began is either taken
+//! (replayed, retried now, purged) or kept, in its place.
 //!
 //! Reading a quorum queue hands its messages out, and a message handed
 //! back counts a delivery: a queue whose delivery limit can be reached
@@ -18,30 +19,34 @@
 //!   leaves the committed part rotated (the queue turned, nothing lost or
 //!   doubled); the uncommitted batch goes back to the head once.
 
+use futures_util::StreamExt as _;
 use lapin::{
     BasicProperties, Channel, Connection,
     message::BasicGetMessage,
-    options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, QueueDeclareOptions},
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
+        BasicQosOptions, QueueDeclareOptions,
+    },
     types::FieldTable,
 };
 use tracing::info;
 
-use crate::{connection, error::Error, names, pipeline::Pipeline, topology::Topology};
+use crate::{connection, error::Error, pipeline::Pipeline, topology::Queue};
 
 /// Kept messages published again per transaction, in [`Keeping::Rotate`].
 const BATCH: usize = 200;
 
 /// How a pass keeps the messages it does not take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Keeping {
+enum Keeping {
     /// Unacknowledged, given back when the channel closes.
     Hold,
     /// Published again at the tail and acknowledged, in a transaction.
     Rotate,
 }
 
-/// A pass over `{pipeline}.{stage}.dead`.
-pub(super) struct Pass {
+/// A pass over one queue.
+pub(crate) struct Pass {
     conn: Connection,
     channel: Channel,
     queue: String,
@@ -55,20 +60,25 @@ pub(super) struct Pass {
 }
 
 impl Pass {
-    /// Opens a connection for dead-letter work on `stage` (checking it
-    /// exists) and sees how many messages its queue holds and how it can
-    /// keep them.
-    pub(super) async fn open(pipeline: &Pipeline, stage: &str) -> Result<Pass, Error> {
-        pipeline.require_stage(stage)?;
-        let name = format!("warren dlq {}.{stage}", pipeline.name);
+    /// Opens a connection for a pass over `queue`, one of the queues
+    /// `pipeline`'s topology plans, and sees how many messages it holds
+    /// and how it can keep them. `rotate`: whether it may keep them by
+    /// publishing them again at the tail; when not (a retry queue, where
+    /// that would start each message's wait again), a queue that could
+    /// drop what is handed back is refused.
+    pub(crate) async fn open(
+        pipeline: &Pipeline,
+        queue: &Queue,
+        rotate: bool,
+    ) -> Result<Pass, Error> {
+        let name = format!("warren pass {}", queue.name);
         let conn = connection::open_with_retry(&pipeline.broker.urls, &name, 3).await?;
-        let queue = names::dead_queue(&pipeline.name, stage);
-        let opened = Self::start(&conn, pipeline, stage, &queue).await;
+        let opened = Self::start(&conn, queue, rotate).await;
         match opened {
             Ok((channel, keeping, there)) => Ok(Pass {
                 conn,
                 channel,
-                queue,
+                queue: queue.name.clone(),
                 keeping,
                 there,
                 seen: 0,
@@ -84,60 +94,128 @@ impl Pass {
 
     async fn start(
         conn: &Connection,
-        pipeline: &Pipeline,
-        stage: &str,
-        queue: &str,
+        planned: &Queue,
+        rotate: bool,
     ) -> Result<(Channel, Keeping, usize), Error> {
+        let queue = planned.name.as_str();
         let channel = open_channel(conn).await?;
         let there = depth(&channel, queue).await? as usize;
-        let topology = Topology::plan(pipeline);
-        let planned = topology
-            .dead_queue(stage)
-            .expect("every stage has a dead-letter queue");
         let keeping = if planned.keeps_what_it_hands_back(conn).await? {
             Keeping::Hold
-        } else {
+        } else if rotate {
             info!(
                 queue,
-                "the dead-letter queue may drop what is handed back to it (a delivery limit other than warren's): kept messages are published again at its tail"
+                "the queue may drop what is handed back to it (a delivery limit other than warren's): kept messages are published again at its tail"
             );
             channel
                 .tx_select()
                 .await
                 .map_err(|e| Error::broker(format!("start a transaction on {queue}"), e))?;
             Keeping::Rotate
+        } else {
+            return Err(Error::Setup(format!(
+                "queue {queue} may drop what is handed back to it (a delivery limit other than warren's): its messages cannot be looked at without moving them"
+            )));
         };
         Ok((channel, keeping, there))
     }
 
-    /// How the pass keeps messages.
-    pub(super) fn keeping(&self) -> Keeping {
-        self.keeping
+    /// Calls `each` on the first `limit` messages in queue order, and
+    /// ends the pass: they stay in the queue, in their order. Held, with
+    /// one consumer whose prefetch is as large as what is wanted (not a
+    /// `basic.get` each); or, in [`Keeping::Rotate`], going round the
+    /// whole queue.
+    pub(crate) async fn look(
+        mut self,
+        limit: usize,
+        mut each: impl FnMut(&BasicProperties, &[u8]),
+    ) -> Result<(), Error> {
+        let wanted = limit.min(self.there);
+        let looked = match self.keeping {
+            Keeping::Hold => self.held(wanted, &mut each).await,
+            Keeping::Rotate => self.rotated(wanted, &mut each).await,
+        };
+        match looked {
+            Ok(()) => self.finish().await,
+            Err(error) => {
+                self.close().await;
+                Err(error)
+            }
+        }
     }
 
-    /// Messages the queue held when the pass began.
-    pub(super) fn there(&self) -> usize {
-        self.there
+    async fn held(
+        &self,
+        wanted: usize,
+        each: &mut impl FnMut(&BasicProperties, &[u8]),
+    ) -> Result<(), Error> {
+        if wanted == 0 {
+            return Ok(());
+        }
+        let queue = self.queue.as_str();
+        self.channel
+            .basic_qos(wanted.min(65_535) as u16, BasicQosOptions::default())
+            .await
+            .map_err(|e| Error::broker(format!("set the prefetch on {queue}"), e))?;
+        let mut consumer = self
+            .channel
+            .basic_consume(
+                queue.into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| Error::broker(format!("read {queue}"), e))?;
+        let mut seen = 0;
+        while seen < wanted {
+            // Fewer than counted (another reader took some): stop waiting.
+            let next = tokio::time::timeout(std::time::Duration::from_secs(2), consumer.next());
+            match next.await {
+                Ok(Some(Ok(delivery))) => {
+                    each(&delivery.properties, &delivery.data);
+                    seen += 1;
+                }
+                Ok(Some(Err(error))) => return Err(Error::broker(format!("read {queue}"), error)),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
+    async fn rotated(
+        &mut self,
+        wanted: usize,
+        each: &mut impl FnMut(&BasicProperties, &[u8]),
+    ) -> Result<(), Error> {
+        for _ in 0..wanted {
+            let Some(got) = self.next().await? else {
+                break;
+            };
+            each(&got.delivery.properties, &got.delivery.data);
+            self.keep(&got).await?;
+        }
+        Ok(())
     }
 
     /// The pass's connection (for a publisher).
-    pub(super) fn connection(&self) -> &Connection {
+    pub(crate) fn connection(&self) -> &Connection {
         &self.conn
     }
 
-    /// The channel, for a [`Keeping::Hold`] listing through a consumer.
-    pub(super) fn channel(&self) -> &Channel {
+    /// The channel (for a purge).
+    pub(crate) fn channel(&self) -> &Channel {
         &self.channel
     }
 
     /// The queue's name.
-    pub(super) fn queue(&self) -> &str {
+    pub(crate) fn queue(&self) -> &str {
         &self.queue
     }
 
     /// The next of the messages the queue held when the pass began, or
     /// `None` once they were all seen (or another reader took some).
-    pub(super) async fn next(&mut self) -> Result<Option<BasicGetMessage>, Error> {
+    pub(crate) async fn next(&mut self) -> Result<Option<BasicGetMessage>, Error> {
         if self.seen >= self.there {
             return Ok(None);
         }
@@ -156,7 +234,7 @@ impl Pass {
     }
 
     /// Leaves `got` in the queue, in its place.
-    pub(super) async fn keep(&mut self, got: &BasicGetMessage) -> Result<(), Error> {
+    pub(crate) async fn keep(&mut self, got: &BasicGetMessage) -> Result<(), Error> {
         if self.keeping == Keeping::Hold {
             // Given back when the channel closes.
             return Ok(());
@@ -181,7 +259,7 @@ impl Pass {
     }
 
     /// Removes `got` from the queue (it was replayed, or is purged).
-    pub(super) async fn take(&mut self, got: &BasicGetMessage) -> Result<(), Error> {
+    pub(crate) async fn take(&mut self, got: &BasicGetMessage) -> Result<(), Error> {
         self.ack(got).await?;
         if self.keeping == Keeping::Rotate {
             self.commit().await?;
@@ -193,7 +271,7 @@ impl Pass {
     /// tail, keeps every message not yet seen (so the queue has gone round
     /// once, in its order), and commits; then closes. Closing a pass
     /// instead gives back what is held or uncommitted.
-    pub(super) async fn finish(mut self) -> Result<(), Error> {
+    pub(crate) async fn finish(mut self) -> Result<(), Error> {
         if self.keeping == Keeping::Rotate {
             if self.turned {
                 while let Some(got) = self.next().await? {
@@ -208,7 +286,7 @@ impl Pass {
 
     /// Closes the channel and the connection: what is held or uncommitted
     /// goes back to the queue.
-    pub(super) async fn close(self) {
+    pub(crate) async fn close(self) {
         let _ = self.channel.close(200, "done".into()).await;
         connection::close(&self.conn, "done").await;
     }
@@ -246,7 +324,7 @@ fn fresh(props: &BasicProperties) -> BasicProperties {
 }
 
 /// Messages ready in `queue`.
-pub(super) async fn depth(channel: &Channel, queue: &str) -> Result<u32, Error> {
+pub(crate) async fn depth(channel: &Channel, queue: &str) -> Result<u32, Error> {
     channel
         .queue_declare(
             queue.into(),
@@ -261,7 +339,7 @@ pub(super) async fn depth(channel: &Channel, queue: &str) -> Result<u32, Error> 
         .map_err(|e| Error::broker(format!("look at {queue}"), e))
 }
 
-pub(super) async fn open_channel(conn: &Connection) -> Result<Channel, Error> {
+pub(crate) async fn open_channel(conn: &Connection) -> Result<Channel, Error> {
     conn.create_channel()
         .await
         .map_err(|e| Error::broker("open a channel", e))
