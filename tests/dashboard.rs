@@ -6,7 +6,8 @@
 //! then processed, a job looked up by id, and a read-only dashboard with
 //! no actions and 403 from the action route; over HTTPS, a read token's
 //! pages without buttons and an admin token's purge; the Pause and Resume
-//! buttons; retrying messages sent back now. Screenshots go to `target/`.
+//! buttons; retrying messages sent back now; a stage's scheduled messages.
+//! Screenshots go to `target/`.
 
 mod common;
 #[path = "common/front_door.rs"]
@@ -551,6 +552,88 @@ stages:
     );
     client.close().await.unwrap();
     running.stop().await.unwrap();
+}
+
+/// Messages sent with a delay wait in the pipeline's delay cascade: the
+/// stage's Scheduled page lists its own, soonest first, with when each is
+/// due, and looking moves none of them.
+#[tokio::test]
+async fn the_scheduled_page_lists_a_stages_delayed_messages_soonest_first() {
+    let file = PipelineFile::new(
+        "dashsched",
+        &format!(
+            "
+pipeline: {{name}}
+serve: {{ token: \"{TOKEN}\" }}
+stages:
+  work:
+    command: [unused]
+  other:
+    command: [unused]
+"
+        ),
+    );
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let pipeline = warren::config::load(&file.path).unwrap();
+    declare(&pipeline).await;
+    let (_server, base) = serve(&file).await;
+    let producer = Producer::connect(&pipeline).await.unwrap();
+    let hour = Duration::from_secs(3600);
+    let later = producer
+        .send_after("work", 2 * hour, &json!({ "invoice": "later" }))
+        .await
+        .unwrap();
+    let sooner = producer
+        .send_after("work", hour, &json!({ "invoice": "sooner" }))
+        .await
+        .unwrap();
+    producer
+        .send_after("other", hour / 2, &json!({ "invoice": "not this stage" }))
+        .await
+        .unwrap();
+    let (_driver, client) = browser().await;
+    client.goto(&format!("{base}/login")).await.unwrap();
+    sign_in(&client).await;
+    assert!(wait_text(&client, "#overview").await.is_some());
+    client
+        .find(Locator::Css("tr[data-stage=work] a.more"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let count = wait_text(&client, "#scheduled-count").await.unwrap();
+    assert_eq!(count, "2 messages wait for their time.");
+    let ids: Vec<String> = {
+        let mut ids = Vec::new();
+        for letter in client.find_all(Locator::Css(".letter")).await.unwrap() {
+            ids.push(letter.attr("data-id").await.unwrap().unwrap());
+        }
+        ids
+    };
+    assert_eq!(ids, [sooner.clone(), later.clone()]);
+    let due = text(&client, &format!(".letter[data-id='{sooner}'] p.due"))
+        .await
+        .unwrap();
+    assert!(due.starts_with("due ") && due.contains("(in 59m "), "{due}");
+    let payload = text(&client, &format!(".letter[data-id='{later}'] pre.payload"))
+        .await
+        .unwrap();
+    assert!(payload.contains("\"invoice\": \"later\""), "{payload}");
+    screenshot(&client, "scheduled").await;
+    // Looking moved nothing: all three still wait in the cascade.
+    client.refresh().await.unwrap();
+    let count = wait_text(&client, "#scheduled-count").await.unwrap();
+    assert_eq!(count, "2 messages wait for their time.");
+    let conn = connect().await;
+    let mut waiting = 0;
+    for level in 0..warren::delay::LEVELS {
+        let queue = warren::names::delay_level(&file.name, level);
+        waiting += queue_state(&conn, &queue).await.unwrap().0;
+    }
+    assert_eq!(waiting, 3);
+    let _ = conn.close(200, "".into()).await;
+    client.close().await.unwrap();
 }
 
 /// The overview's Pause button stops a running worker's stage (the

@@ -69,6 +69,12 @@ pub fn routing_key(remaining: Duration, stage: &str) -> String {
     key
 }
 
+/// The stage a delayed message's routing key ([`routing_key`]) is for.
+pub fn stage_of(key: &str) -> Option<&str> {
+    key.get(2 * usize::from(LEVELS)..)
+        .filter(|stage| !stage.is_empty())
+}
+
 /// The binding pattern of level `level`'s exchange that matches keys whose
 /// word for that level is `bit` (`1`: into the level's queue; `0`: on to
 /// the level below).
@@ -232,6 +238,16 @@ mod tests {
             // Entered from the top, the same levels.
             assert_eq!(walk(LEVELS - 1, &key, "grade").0, waited);
         }
+    }
+
+    #[test]
+    fn the_stage_is_read_back_from_the_key() {
+        for stage in ["grade", "a", "load-rows"] {
+            let key = routing_key(Duration::from_secs(90), stage);
+            assert_eq!(stage_of(&key), Some(stage));
+        }
+        assert_eq!(stage_of("1.0.grade"), None);
+        assert_eq!(stage_of(&routing_key(Duration::ZERO, "")), None);
     }
 
     #[test]

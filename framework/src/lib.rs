@@ -11,7 +11,7 @@
 // The API users build on: a worker (`Worker`, `Context`, `Failure`,
 // `Outcome`), a producer (`Producer`), the pipeline model (`config::load`
 // -> `Pipeline`), its broker objects (`topology`, `names`), dead letters
-// and retrying messages,
+// and retrying and scheduled messages,
 // job views (`jobs`) and handlers tested without a broker (`testing`).
 pub mod config;
 pub mod dead_letters;
@@ -26,6 +26,7 @@ pub mod pipeline;
 pub mod producer;
 pub mod restarts;
 pub mod retrying;
+pub mod scheduled;
 pub mod testing;
 pub mod topology;
 pub mod worker;

@@ -22,7 +22,7 @@
 use futures_util::StreamExt as _;
 use lapin::{
     BasicProperties, Channel, Connection,
-    message::BasicGetMessage,
+    message::{BasicGetMessage, Delivery},
     options::{
         BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
         BasicQosOptions, QueueDeclareOptions,
@@ -128,7 +128,7 @@ impl Pass {
     pub(crate) async fn look(
         mut self,
         limit: usize,
-        mut each: impl FnMut(&BasicProperties, &[u8]),
+        mut each: impl FnMut(&Delivery),
     ) -> Result<(), Error> {
         let wanted = limit.min(self.there);
         let looked = match self.keeping {
@@ -144,11 +144,7 @@ impl Pass {
         }
     }
 
-    async fn held(
-        &self,
-        wanted: usize,
-        each: &mut impl FnMut(&BasicProperties, &[u8]),
-    ) -> Result<(), Error> {
+    async fn held(&self, wanted: usize, each: &mut impl FnMut(&Delivery)) -> Result<(), Error> {
         if wanted == 0 {
             return Ok(());
         }
@@ -173,7 +169,7 @@ impl Pass {
             let next = tokio::time::timeout(std::time::Duration::from_secs(2), consumer.next());
             match next.await {
                 Ok(Some(Ok(delivery))) => {
-                    each(&delivery.properties, &delivery.data);
+                    each(&delivery);
                     seen += 1;
                 }
                 Ok(Some(Err(error))) => return Err(Error::broker(format!("read {queue}"), error)),
@@ -186,13 +182,13 @@ impl Pass {
     async fn rotated(
         &mut self,
         wanted: usize,
-        each: &mut impl FnMut(&BasicProperties, &[u8]),
+        each: &mut impl FnMut(&Delivery),
     ) -> Result<(), Error> {
         for _ in 0..wanted {
             let Some(got) = self.next().await? else {
                 break;
             };
-            each(&got.delivery.properties, &got.delivery.data);
+            each(&got.delivery);
             self.keep(&got).await?;
         }
         Ok(())

@@ -60,8 +60,10 @@ pub async fn list(pipeline: &Pipeline, stage: &str, limit: usize) -> Result<Vec<
         }
         let pass = Pass::open(pipeline, &queue, false).await?;
         let left = limit - out.len();
-        pass.look(left, |props, body| out.push(describe(props, body, wait)))
-            .await?;
+        pass.look(left, |got| {
+            out.push(describe(&got.properties, &got.data, wait))
+        })
+        .await?;
     }
     Ok(out)
 }

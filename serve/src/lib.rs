@@ -298,6 +298,7 @@ pub fn router(app: App) -> Router {
             "/stages/{stage}/retrying",
             get(dashboard::retrying).post(dashboard::retry_now),
         )
+        .route("/stages/{stage}/scheduled", get(dashboard::scheduled))
         .route("/jobs", get(dashboard::jobs))
         .route("/processes", get(dashboard::processes))
         .route("/jobs/cancel", post(dashboard::cancel_job))

@@ -63,8 +63,8 @@ pub async fn list(
 ) -> Result<Vec<DeadLetter>, Error> {
     let pass = dead_pass(pipeline, stage).await?;
     let mut out = Vec::new();
-    pass.look(limit, |props, body| {
-        out.push(letter::describe(props, body, true))
+    pass.look(limit, |got| {
+        out.push(letter::describe(&got.properties, &got.data, true))
     })
     .await?;
     Ok(out)

@@ -1,6 +1,6 @@
 //! The dashboard, `GET /` (DESIGN.md, *HTTP*): the stages live, the dead
 //! letters grouped by cause with replay and purge, the retrying messages
-//! with "retry now", and jobs by id. It keeps
+//! with "retry now", the scheduled ones, and jobs by id. It keeps
 //! nothing of its own: every page reads the refresher's last look, the
 //! dead-letter queues and the job store (the schedules too: [`schedules`]),
 //! so a restart loses nothing.
@@ -17,11 +17,13 @@ mod job;
 mod page;
 mod processes;
 mod retrying;
+mod scheduled;
 mod schedules;
 
 pub use control::act as control_stage;
 pub use job::cancel as cancel_job;
 pub use retrying::{act as retry_now, list as retrying};
+pub use scheduled::list as scheduled;
 
 use axum::{
     Extension, Form, Json,
@@ -66,7 +68,7 @@ pub async fn overview(State(app): State<App>, Extension(who): Extension<Scope>) 
                     @for stage in &app.pipeline.stages {
                         @let f = snapshot.stages.get(&stage.name).cloned().unwrap_or_default();
                         tr data-stage=(stage.name) {
-                            td { (stage.name) }
+                            td { (stage.name) " " a.more href=(format!("stages/{}/scheduled", stage.name)) { "scheduled" } }
                             td { (stage.kind.label()) }
                             td.n data-field="ready" { (f.ready) }
                             td.n data-field="in_flight" { (f.in_flight) }
@@ -446,6 +448,18 @@ pub async fn jobs(
     )
 }
 
+/// A length of time in two units at most: `3d 4h`, `2h 5m`, `4m 10s`,
+/// `12s`.
+pub(super) fn span(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {}s", s / 60, s % 60),
+        3600..86400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
 pub(super) fn ms(at: u64) -> String {
     httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_millis(at))
 }
@@ -508,5 +522,18 @@ fn shown_header(value: &str) -> String {
         warren_ops::redact::url(value)
     } else {
         value.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::span;
+
+    #[test]
+    fn spans_read_in_two_units_at_most() {
+        assert_eq!(span(12_400), "12s");
+        assert_eq!(span(250_000), "4m 10s");
+        assert_eq!(span(7_500_000), "2h 5m");
+        assert_eq!(span(273_600_000), "3d 4h");
     }
 }

@@ -48,6 +48,7 @@ pre{background:#fff;border:1px solid #e1e4e8;padding:.6em;overflow-x:auto;white-
 form.inline{display:inline}button{cursor:pointer}
 input[type=text],input[type=password]{padding:.3em;min-width:16em;max-width:100%}
 svg.spark{width:120px;height:24px}
+a.more{font-size:.85em;color:#57606a}
 "#;
 
 /// Refreshes the overview every 2 s and draws each stage's throughput

@@ -10,7 +10,7 @@ use maud::{Markup, html};
 use warren::message::epoch_ms;
 use warren_ops::status::{self, SupervisorStatus};
 
-use super::page::page;
+use super::{page::page, span};
 use crate::App;
 
 /// The page.
@@ -47,7 +47,7 @@ fn one(supervisor: &SupervisorStatus, actions: bool) -> Markup {
                             td.n { "#" (process.index) }
                             td.n data-field="pid" { @if process.pid > 0 { (process.pid) } @else { "-" } }
                             td data-field="state" { (process.state) }
-                            td.n { @if process.started_ms > 0 { (uptime(now.saturating_sub(process.started_ms))) } @else { "-" } }
+                            td.n { @if process.started_ms > 0 { (span(now.saturating_sub(process.started_ms))) } @else { "-" } }
                             td.n { (process.counts.in_flight) }
                             td.n { (process.counts.done) }
                             td.n { (process.counts.retried) }
@@ -80,17 +80,6 @@ fn one(supervisor: &SupervisorStatus, actions: bool) -> Markup {
     }
 }
 
-/// `3d 4h`, `2h 5m`, `4m 10s`, `12s`.
-fn uptime(ms: u64) -> String {
-    let s = ms / 1000;
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m {}s", s / 60, s % 60),
-        3600..86400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
-    }
-}
-
 /// The confirmation page of a restart of `stage`'s workers.
 pub fn confirm_restart(stage: &str) -> Markup {
     page(
@@ -106,17 +95,4 @@ pub fn confirm_restart(stage: &str) -> Markup {
             }
         },
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn uptimes_read_in_two_units_at_most() {
-        assert_eq!(uptime(12_400), "12s");
-        assert_eq!(uptime(250_000), "4m 10s");
-        assert_eq!(uptime(7_500_000), "2h 5m");
-        assert_eq!(uptime(273_600_000), "3d 4h");
-    }
 }
