@@ -1365,3 +1365,77 @@ stages:
     let (_, page) = get(&base, "/processes", None).await;
     assert!(replaced, "{before:?}\n{page}");
 }
+
+/// `/busy` of `supervise --http`: the messages each worker handles right
+/// now, longest first, with the worker's pid, their job and attempt; gone
+/// once handled.
+#[tokio::test]
+async fn the_busy_page_shows_what_each_worker_handles_now() {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/exec_stage.py");
+    let file = PipelineFile::new(
+        "servebusy",
+        &format!(
+            "
+pipeline: {{name}}
+stages:
+  work:
+    exec: [python3, {}]
+    concurrency: 4
+    scale: {{ min: 2, max: 2 }}
+",
+            script.display()
+        ),
+    );
+    let _cleanup = Cleanup::pipeline(&file.path, &[format!("{}.supervisors", file.name)]);
+    let (_supervisor, base) = supervise_http(&file).await;
+    let two = eventually(Duration::from_secs(60), || async {
+        running_pids(&base).await.len() == 2
+    })
+    .await;
+    assert!(two, "{}", get(&base, "/processes", None).await.1);
+    let pipeline = warren::config::load(&file.path).unwrap();
+    let producer = warren::Producer::connect(&pipeline).await.unwrap();
+    for id in ["b1", "b2", "b3"] {
+        producer
+            .send_with_id("work", id, &serde_json::json!({ "sleep_ms": 12_000 }))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // The rows of the busy table: (message id, pid).
+    let rows = |page: &str| -> Vec<(String, u32)> {
+        page.split("<tr data-id=\"")
+            .skip(1)
+            .filter_map(|row| {
+                let mut fields = row.split('"');
+                let id = fields.next()?.to_string();
+                let pid = fields.nth(1)?.parse().ok()?;
+                Some((id, pid))
+            })
+            .collect()
+    };
+    let all = eventually(Duration::from_secs(30), || async {
+        rows(&get(&base, "/busy", None).await.1).len() == 3
+    })
+    .await;
+    let (_, page) = get(&base, "/busy", None).await;
+    assert!(all, "{page}");
+    assert!(page.contains("3 handlings running."), "{page}");
+    let shown = rows(&page);
+    let ids: Vec<&str> = shown.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["b1", "b2", "b3"], "longest running first");
+    let pids = running_pids(&base).await;
+    assert!(
+        shown.iter().all(|(_, pid)| pids.contains(pid)),
+        "{shown:?} {pids:?}"
+    );
+    let over = eventually(Duration::from_secs(60), || async {
+        get(&base, "/busy", None)
+            .await
+            .1
+            .contains("0 handlings running.")
+    })
+    .await;
+    assert!(over, "{}", get(&base, "/busy", None).await.1);
+}

@@ -60,6 +60,8 @@ pub mod rate;
 pub mod report;
 #[doc(hidden)]
 pub mod retry;
+#[doc(hidden)]
+pub mod running;
 pub mod schedule;
 #[doc(hidden)]
 pub mod template;

@@ -18,6 +18,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::{
     rate::Limiter,
+    running::{Handlings, Running},
     timings::{Histogram, Recording},
 };
 
@@ -35,6 +36,10 @@ pub struct WorkerReport {
     pub pid: u32,
     /// Counters per stage served.
     pub stages: BTreeMap<String, StageCounts>,
+    /// The handlings running now, per stage (the longest running,
+    /// [`crate::running::REPORTED`] at most).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub running: BTreeMap<String, Vec<Running>>,
 }
 
 /// Counters of one stage in one worker process, since it started.
@@ -105,6 +110,7 @@ pub(crate) struct StageStats {
     pub paused: AtomicBool,
     pub handle: Recording,
     pub queue_wait: Recording,
+    pub running: Handlings,
 }
 
 impl StageStats {
@@ -183,6 +189,11 @@ fn snapshot(pid: u32, stages: &[Reported]) -> WorkerReport {
         stages: stages
             .iter()
             .map(|s| (s.name.clone(), s.stats.snapshot()))
+            .collect(),
+        running: stages
+            .iter()
+            .map(|s| (s.name.clone(), s.stats.running.longest()))
+            .filter(|(_, running)| !running.is_empty())
             .collect(),
     }
 }

@@ -17,7 +17,10 @@ use tokio::{
     net::{UnixListener, UnixStream},
     sync::mpsc,
 };
-use warren::report::{Reply, StageCounts, WorkerReport};
+use warren::{
+    report::{Reply, StageCounts, WorkerReport},
+    running::Running,
+};
 
 /// A supervisor's state, as `warren status` shows it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -136,6 +139,10 @@ pub struct ProcessStatus {
     pub started_ms: u64,
     /// Its last report.
     pub counts: StageCounts,
+    /// The handlings running in it, as of its last report (the longest
+    /// running, `warren::running::REPORTED` at most).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub running: Vec<Running>,
 }
 
 /// The directory of supervisor sockets.

@@ -301,6 +301,7 @@ pub fn router(app: App) -> Router {
         .route("/stages/{stage}/scheduled", get(dashboard::scheduled))
         .route("/jobs", get(dashboard::jobs))
         .route("/processes", get(dashboard::processes))
+        .route("/busy", get(dashboard::busy))
         .route("/jobs/cancel", post(dashboard::cancel_job))
         .route("/stages/{stage}/control", post(dashboard::control_stage))
         .layer(middleware::from_fn_with_state(

@@ -251,10 +251,11 @@ impl Supervisor {
         }
     }
 
-    fn report(&mut self, report: WorkerReport) {
+    fn report(&mut self, mut report: WorkerReport) {
         for (stage, counts) in report.stages {
             if let Some(pool) = self.pools.iter_mut().find(|p| p.stage.name == stage) {
-                pool.report(report.pid, counts);
+                let running = report.running.remove(&stage).unwrap_or_default();
+                pool.report(report.pid, counts, running);
             }
         }
     }

@@ -9,7 +9,7 @@ use std::{
 use rustix::process::Signal;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
-use warren::{pipeline::Stage, report::StageCounts, worker::GRACE_MARGIN};
+use warren::{pipeline::Stage, report::StageCounts, running::Running, worker::GRACE_MARGIN};
 use warren_ops::status::{ProcessStatus, StageState, StageStatus};
 
 use super::{
@@ -65,11 +65,27 @@ pub(super) struct Slot {
     pub(super) quick_failures: u32,
     /// The worker's last report.
     pub(super) counts: StageCounts,
+    /// The handlings running in it, as of its last report.
+    pub(super) running: Vec<Running>,
     /// The pool's generation when it started.
     pub(super) generation: u64,
     /// The worker has reported to the supervisor's socket (it speaks the
     /// protocol: it is ready once it reports consuming).
     pub(super) reported: bool,
+}
+
+impl Slot {
+    /// A worker's place, waiting for its process (to start at `at`).
+    pub(super) fn new(at: Instant, generation: u64) -> Slot {
+        Slot {
+            state: SlotState::Restarting { at },
+            quick_failures: 0,
+            counts: StageCounts::default(),
+            running: Vec::new(),
+            generation,
+            reported: false,
+        }
+    }
 }
 
 pub(super) enum SlotState {
@@ -175,16 +191,7 @@ impl Pool {
                 let index = (0..)
                     .find(|i| !self.slots.contains_key(i))
                     .expect("a free index");
-                self.slots.insert(
-                    index,
-                    Slot {
-                        state: SlotState::Restarting { at: now },
-                        quick_failures: 0,
-                        counts: StageCounts::default(),
-                        reported: false,
-                        generation: self.generation,
-                    },
-                );
+                self.slots.insert(index, Slot::new(now, self.generation));
                 self.start(index, now, env, exits);
             }
             info!(stage = %self.stage.name, from = active, to = target, "scaling up");
@@ -261,6 +268,7 @@ impl Pool {
                 let slot = self.slots.get_mut(&index).expect("slot");
                 slot.state = SlotState::Running { pid, since: now };
                 slot.counts = StageCounts::default();
+                slot.running.clear();
                 slot.reported = false;
                 slot.generation = self.generation;
             }
@@ -380,7 +388,7 @@ impl Pool {
     }
 
     /// Records a worker's report.
-    pub fn report(&mut self, pid: u32, counts: StageCounts) -> bool {
+    pub fn report(&mut self, pid: u32, counts: StageCounts, running: Vec<Running>) -> bool {
         for slot in self.slots.values_mut() {
             if let SlotState::Running { pid: p, .. } | SlotState::Draining { pid: p, .. } =
                 slot.state
@@ -390,6 +398,7 @@ impl Pool {
                     slot.quick_failures = 0;
                 }
                 slot.counts = counts;
+                slot.running = running;
                 slot.reported = true;
                 return true;
             }
@@ -442,6 +451,7 @@ impl Pool {
                     state: state.into(),
                     started_ms,
                     counts: slot.counts,
+                    running: slot.running.clone(),
                 }
             })
             .collect();

@@ -6,7 +6,6 @@ use std::{path::Path, time::Instant};
 
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
-use warren::report::StageCounts;
 
 use super::{
     deploy,
@@ -124,16 +123,7 @@ impl Pool {
                         .find(|i| !self.slots.contains_key(i))
                         .expect("a free index");
                     roll.started(index);
-                    self.slots.insert(
-                        index,
-                        Slot {
-                            state: SlotState::Restarting { at: now },
-                            quick_failures: 0,
-                            counts: StageCounts::default(),
-                            reported: false,
-                            generation,
-                        },
-                    );
+                    self.slots.insert(index, Slot::new(now, generation));
                     info!(stage = %self.stage.name, worker = index, "roll: starting a new worker");
                     self.start(index, now, env, exits);
                     return;

@@ -76,6 +76,7 @@ impl StageRuntime {
             self.stats.queue_wait.observe(waited, &timings::QUEUE_WAIT);
         }
         let handling = Handling::start(&self.info.name, &id, &job, attempt, waited, props);
+        let _running = self.stats.running.start(&id, &job, attempt);
         // Every line logged while it is handled names the message, its job
         // and its trace.
         let span = tracing::info_span!("handling", %id, %job, trace_id = %handling.trace_id());

@@ -11,6 +11,7 @@
 //! (`job.rs`). Pausing and resuming a stage (`control.rs`) and sending
 //! retrying messages back now (`retrying.rs`) need the same.
 
+mod busy;
 mod control;
 pub mod groups;
 mod job;
@@ -138,6 +139,11 @@ pub async fn processes(
     Query(done): Query<Done>,
 ) -> Markup {
     processes::page_of(&app, app.actions(who), done.done.as_deref()).await
+}
+
+/// `GET /busy`.
+pub async fn busy(State(app): State<App>) -> Markup {
+    busy::page_of(&app).await
 }
 
 /// `?group=CAUSE&q=TEXT&done=MESSAGE`, or `?id=ID` for one message whole.

@@ -117,6 +117,7 @@ fn frame(title: &str, body: Markup, pipeline: bool) -> Markup {
                     @if pipeline {
                         a href="./" { "Overview" }
                         a href="jobs" { "Jobs" }
+                        a href="busy" { "Busy" }
                         a href="processes" { "Processes" }
                     }
                 }
