@@ -6,7 +6,8 @@
 //! then processed, a job looked up by id, and a read-only dashboard with
 //! no actions and 403 from the action route; over HTTPS, a read token's
 //! pages without buttons and an admin token's purge; the Pause and Resume
-//! buttons; retrying messages sent back now; a stage's scheduled messages.
+//! buttons; retrying messages sent back now; a stage's scheduled messages;
+//! the history of what each stage did.
 //! Screenshots go to `target/`.
 
 mod common;
@@ -633,6 +634,66 @@ stages:
     }
     assert_eq!(waiting, 3);
     let _ = conn.close(200, "".into()).await;
+    client.close().await.unwrap();
+}
+
+/// `supervise --http`'s History page: what its workers did, per stage,
+/// in the last hour and day, and a chart of the day.
+#[tokio::test]
+async fn the_history_page_counts_and_charts_what_each_stage_did() {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/exec_stage.py");
+    let file = PipelineFile::new(
+        "dashhist",
+        &format!(
+            "
+pipeline: {{name}}
+stages:
+  work:
+    exec: [python3, {}]
+    retry: {{ attempts: 3, backoff: [1s] }}
+",
+            script.display()
+        ),
+    );
+    let _cleanup = Cleanup::pipeline(&file.path, &[format!("{}.supervisors", file.name)]);
+    let (_supervisor, base) = supervise_http(&file).await;
+    let (_driver, client) = browser().await;
+    let page = format!("{base}/history");
+    let none = "0 done, 0 retried, 0 dead";
+    let hour = "tr[data-stage=work] td[data-field=hour]";
+    assert!(until_text(&client, &page, hour, none, Duration::from_secs(30)).await);
+    let pipeline = warren::config::load(&file.path).unwrap();
+    let producer = Producer::connect(&pipeline).await.unwrap();
+    for n in 0..30 {
+        producer.send("work", &json!({ "n": n })).await.unwrap();
+    }
+    for n in 0..2 {
+        producer
+            .send("work", &json!({ "n": n, "retry_until": 2 }))
+            .await
+            .unwrap();
+    }
+    for n in 0..3 {
+        producer
+            .send("work", &json!({ "n": n, "dead": "bad input" }))
+            .await
+            .unwrap();
+    }
+    let counted = "32 done, 2 retried, 3 dead";
+    assert!(
+        until_text(&client, &page, hour, counted, Duration::from_secs(60)).await,
+        "{}",
+        client.source().await.unwrap()
+    );
+    let day = text(&client, "tr[data-stage=work] td[data-field=day]").await;
+    assert_eq!(day.as_deref(), Some(counted));
+    let lines = client
+        .find_all(Locator::Css("tr[data-stage=work] svg.history polyline"))
+        .await
+        .unwrap();
+    assert_eq!(lines.len(), 3);
+    screenshot(&client, "history").await;
     client.close().await.unwrap();
 }
 

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod budget;
 pub mod control;
 pub mod dashboard;
+mod history;
 pub mod ingest;
 pub mod metrics;
 pub mod origin;
@@ -84,6 +85,8 @@ pub struct App {
     /// Where its routes are: `/`, or `/p/{pipeline}/` when one server
     /// serves several pipelines ([`several`]).
     base: Arc<str>,
+    /// What each stage did per minute, for the dashboard's charts.
+    history: Arc<Mutex<history::History>>,
 }
 
 /// Who may ask, and over what.
@@ -117,9 +120,11 @@ impl App {
                 .with_schedules(&schedules),
         ));
         let ready = Arc::new(AtomicBool::new(true));
+        let history = Arc::new(Mutex::new(history::History::default()));
         tokio::spawn(refresh::run(
             pipeline.clone(),
             figures.clone(),
+            history.clone(),
             tickets.clone(),
             ready.clone(),
             stop.clone(),
@@ -135,6 +140,7 @@ impl App {
             hosts,
             https: door.tls.is_some(),
             base: base.into(),
+            history,
         })
     }
 
@@ -302,6 +308,7 @@ pub fn router(app: App) -> Router {
         .route("/jobs", get(dashboard::jobs))
         .route("/processes", get(dashboard::processes))
         .route("/busy", get(dashboard::busy))
+        .route("/history", get(dashboard::history))
         .route("/jobs/cancel", post(dashboard::cancel_job))
         .route("/stages/{stage}/control", post(dashboard::control_stage))
         .layer(middleware::from_fn_with_state(

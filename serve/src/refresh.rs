@@ -2,12 +2,12 @@
 //! queues, this box's supervisors, the management API, the paused stages
 //! followed live on the pause stream) and the job counts,
 //! into the snapshot `/metrics` and the dashboard show and ingest's backlog
-//! check reads. Whether
+//! check reads, and what each stage did into the dashboard's history. Whether
 //! the broker answered is `/readyz`.
 
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -20,6 +20,7 @@ use warren::{
 };
 
 use super::{
+    history::History,
     metrics::{Callbacks, Shared},
     tickets::Tickets,
 };
@@ -32,6 +33,7 @@ const EVERY: Duration = Duration::from_secs(1);
 pub async fn run(
     pipeline: Pipeline,
     figures: Shared,
+    history: Arc<Mutex<History>>,
     tickets: Option<Tickets>,
     ready: Arc<AtomicBool>,
     stop: CancellationToken,
@@ -78,6 +80,14 @@ pub async fn run(
                 delivered: keepers().map(|k| k.callbacks_delivered).sum(),
                 failed: keepers().map(|k| k.callbacks_failed).sum(),
             };
+            let totals = snapshot.stages.iter().map(|(stage, f)| {
+                let c = &f.counts;
+                (stage.as_str(), [c.done, c.retried, c.dead])
+            });
+            history
+                .lock()
+                .expect("history")
+                .note(warren::message::epoch_ms(), totals);
         }
         tokio::select! {
             _ = stop.cancelled() => break,

@@ -14,6 +14,7 @@
 mod busy;
 mod control;
 pub mod groups;
+mod history;
 mod job;
 mod page;
 mod processes;
@@ -139,6 +140,11 @@ pub async fn processes(
     Query(done): Query<Done>,
 ) -> Markup {
     processes::page_of(&app, app.actions(who), done.done.as_deref()).await
+}
+
+/// `GET /history`.
+pub async fn history(State(app): State<App>) -> Markup {
+    history::page_of(&app)
 }
 
 /// `GET /busy`.

@@ -118,6 +118,7 @@ fn frame(title: &str, body: Markup, pipeline: bool) -> Markup {
                         a href="./" { "Overview" }
                         a href="jobs" { "Jobs" }
                         a href="busy" { "Busy" }
+                        a href="history" { "History" }
                         a href="processes" { "Processes" }
                     }
                 }
