@@ -638,7 +638,8 @@ stages:
 }
 
 /// `supervise --http`'s History page: what its workers did, per stage,
-/// in the last hour and day, and a chart of the day.
+/// in the last hour and day, and a chart of the day; then its Busy page
+/// with a message being handled.
 #[tokio::test]
 async fn the_history_page_counts_and_charts_what_each_stage_did() {
     let script =
@@ -694,6 +695,17 @@ stages:
         .unwrap();
     assert_eq!(lines.len(), 3);
     screenshot(&client, "history").await;
+    // The Busy page while a message takes its time.
+    producer
+        .send_with_id("work", "slow-1", &json!({ "sleep_ms": 20_000 }))
+        .await
+        .unwrap();
+    let busy = format!("{base}/busy");
+    let one = "1 message(s) being handled.";
+    assert!(until_text(&client, &busy, "#busy-count", one, Duration::from_secs(30)).await);
+    let attempt = text(&client, "#busy tr[data-id=slow-1] td:nth-child(6)").await;
+    assert_eq!(attempt.as_deref(), Some("1"));
+    screenshot(&client, "busy").await;
     client.close().await.unwrap();
 }
 

@@ -1421,7 +1421,7 @@ stages:
     .await;
     let (_, page) = get(&base, "/busy", None).await;
     assert!(all, "{page}");
-    assert!(page.contains("3 handlings running."), "{page}");
+    assert!(page.contains("3 message(s) being handled."), "{page}");
     let shown = rows(&page);
     let ids: Vec<&str> = shown.iter().map(|(id, _)| id.as_str()).collect();
     assert_eq!(ids, ["b1", "b2", "b3"], "longest running first");
@@ -1434,7 +1434,7 @@ stages:
         get(&base, "/busy", None)
             .await
             .1
-            .contains("0 handlings running.")
+            .contains("0 message(s) being handled.")
     })
     .await;
     assert!(over, "{}", get(&base, "/busy", None).await.1);

@@ -43,7 +43,7 @@ pub async fn page_of(app: &App) -> Markup {
         "Busy",
         html! {
             h1 { "Busy: what the workers of " (app.pipeline.name) " on this box handle now" }
-            p #busy-count { (rows.len()) " handlings running." }
+            p #busy-count { (rows.len()) " message(s) being handled." }
             @if supervisors.is_empty() {
                 p { "No supervisor of this pipeline runs on this box (warren supervise)." }
             }
