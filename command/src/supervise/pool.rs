@@ -88,6 +88,7 @@ impl Slot {
     }
 }
 
+#[derive(Clone, Copy)]
 pub(super) enum SlotState {
     Running {
         pid: u32,
@@ -332,7 +333,13 @@ impl Pool {
         };
         let counts = slot.counts;
         self.finished.add_totals(&counts);
-        match slot.state {
+        // Its totals are in `finished` now: not counted twice while the
+        // slot waits to restart, nor its handlings shown as running.
+        let slot = self.slots.get_mut(&index).expect("found above");
+        slot.counts = StageCounts::default();
+        slot.running.clear();
+        let state = slot.state;
+        match state {
             SlotState::Draining { .. } => {
                 info!(stage = %self.stage.name, worker = index, "worker stopped ({})", exit.how);
                 self.slots.remove(&index);
