@@ -117,8 +117,8 @@ async fn declare_twice_creates_only_prefixed_objects() {
         let out = warren(&["declare", file.path.to_str().unwrap()]);
         let (stdout, stderr) = text(&out);
         assert!(out.status.success(), "{stdout}{stderr}");
-        // Eight of the stages' and the pause stream.
-        assert!(stdout.contains("and 9 queues"), "{stdout}");
+        // Eight of the stages', the pause stream and the peek stream.
+        assert!(stdout.contains("and 10 queues"), "{stdout}");
         assert!(stdout.contains("the delay cascade (25 levels)"), "{stdout}");
         assert!(!stdout.contains("guest:guest"), "{stdout}");
     }
@@ -132,6 +132,7 @@ async fn declare_twice_creates_only_prefixed_objects() {
         format!("{}.second.isolated", file.name),
         format!("{}.second.dead", file.name),
         format!("{}.control.pauses", file.name),
+        format!("{}.control.peeks", file.name),
     ];
     // The delay cascade's levels.
     expected.extend((0..warren::delay::LEVELS).map(|n| warren::names::delay_level(&file.name, n)));

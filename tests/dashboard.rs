@@ -597,7 +597,7 @@ stages:
     sign_in(&client).await;
     assert!(wait_text(&client, "#overview").await.is_some());
     client
-        .find(Locator::Css("tr[data-stage=work] a.more"))
+        .find(Locator::Css("tr[data-stage=work] a.more[href$=scheduled]"))
         .await
         .unwrap()
         .click()
@@ -635,6 +635,123 @@ stages:
     assert_eq!(waiting, 3);
     let _ = conn.close(200, "".into()).await;
     client.close().await.unwrap();
+}
+
+/// The Waiting page peeks at the first messages of a stage's queue, in
+/// order, and leaves them to their workers uncharged: with one attempt
+/// each, a message whose redelivery after the peek were taken for a crash
+/// would be dead-lettered. Peeked once with no worker running (a worker
+/// started later reads the peek), then again while a worker handles them
+/// (its worker follows the peek live).
+#[tokio::test]
+async fn the_waiting_page_peeks_at_a_stage_without_charging_its_messages() {
+    let file = PipelineFile::new(
+        "dashwait",
+        &format!(
+            "
+pipeline: {{name}}
+serve: {{ token: \"{TOKEN}\" }}
+defaults:
+  retry: {{ attempts: 1 }}
+stages:
+  work:
+    command: [unused]
+    concurrency: 1
+    prefetch: 2
+"
+        ),
+    );
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let pipeline = warren::config::load(&file.path).unwrap();
+    declare(&pipeline).await;
+    let (_server, base) = serve(&file).await;
+    let producer = Producer::connect(&pipeline).await.unwrap();
+    let mut sent = Vec::new();
+    for n in 0..30 {
+        let id = format!("w{n:02}");
+        producer
+            .send_with_id("work", &id, &json!({ "invoice": n }))
+            .await
+            .unwrap();
+        sent.push(id);
+    }
+    let (_driver, client) = browser().await;
+    client.goto(&format!("{base}/login")).await.unwrap();
+    sign_in(&client).await;
+    assert!(wait_text(&client, "#overview").await.is_some());
+    client
+        .find(Locator::Css("tr[data-stage=work] a.more[href$=waiting]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let count = wait_text(&client, "#waiting-count").await.unwrap();
+    assert_eq!(count, "30 messages were ready.");
+    assert_eq!(shown_ids(&client).await, sent);
+    let payload = text(&client, ".letter[data-id=w07] pre.payload")
+        .await
+        .unwrap();
+    assert!(payload.contains("\"invoice\": 7"), "{payload}");
+    screenshot(&client, "waiting").await;
+    // Given back, all of them.
+    let conn = connect().await;
+    let queue = warren::names::stage_queue(&file.name, "work");
+    let back = eventually(Duration::from_secs(20), || async {
+        queue_state(&conn, &queue).await.map(|s| s.0) == Some(30)
+    })
+    .await;
+    assert!(back, "{:?}", queue_state(&conn, &queue).await);
+
+    // A worker takes them; a peek while it works shows those still
+    // waiting, in order.
+    let handled = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = handled.clone();
+    let running = spawn_worker(Worker::new().pipeline(pipeline.clone()).stage(
+        "work",
+        move |_body: Value, ctx: Context| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(ctx.id().to_string());
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok(())
+            }
+        },
+    ));
+    let started = eventually(Duration::from_secs(30), || async {
+        handled.lock().unwrap().len() >= 3
+    })
+    .await;
+    assert!(started);
+    client.refresh().await.unwrap();
+    let shown = shown_ids(&client).await;
+    assert!(!shown.is_empty() && shown.len() < 30, "{shown:?}");
+    assert!(sent.ends_with(&shown), "{shown:?}");
+    let done = eventually(Duration::from_secs(90), || async {
+        handled.lock().unwrap().len() >= 30
+    })
+    .await;
+    assert!(done, "{:?}", handled.lock().unwrap());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    running.stop().await.unwrap();
+    let mut handled = handled.lock().unwrap().clone();
+    handled.sort();
+    assert_eq!(handled, sent, "each handled once");
+    let dead = warren::names::dead_queue(&file.name, "work");
+    let isolated = warren::names::isolation_queue(&file.name, "work");
+    assert_eq!(queue_state(&conn, &dead).await.map(|s| s.0), Some(0));
+    assert_eq!(queue_state(&conn, &isolated).await.map(|s| s.0), Some(0));
+    let _ = conn.close(200, "".into()).await;
+    client.close().await.unwrap();
+}
+
+/// The ids of the messages a page lists, in its order.
+async fn shown_ids(client: &Client) -> Vec<String> {
+    let mut ids = Vec::new();
+    for letter in client.find_all(Locator::Css(".letter")).await.unwrap() {
+        ids.push(letter.attr("data-id").await.unwrap().unwrap());
+    }
+    ids
 }
 
 /// `supervise --http`'s History page: what its workers did, per stage,
@@ -750,14 +867,13 @@ async fn the_pause_button_stops_a_stage_and_resume_starts_it_again() {
         .await
         .unwrap();
     let paused_cell = format!("{row} td[data-field='paused']");
+    // Read where the form's answer lands (the overview, whose cells
+    // follow the live figures): navigating away at once could cancel the
+    // form's POST on a loaded machine.
     assert!(
-        until_text(
-            &client,
-            &format!("{base}/"),
-            &paused_cell,
-            "yes",
-            Duration::from_secs(30)
-        )
+        eventually(Duration::from_secs(30), || async {
+            text(&client, &paused_cell).await.as_deref() == Some("yes")
+        })
         .await,
         "the row says paused"
     );
@@ -793,14 +909,13 @@ async fn the_pause_button_stops_a_stage_and_resume_starts_it_again() {
         .click()
         .await
         .unwrap();
+    // Read where the form's answer lands (the overview, whose cells
+    // follow the live figures): navigating away at once could cancel the
+    // form's POST on a loaded machine.
     assert!(
-        until_text(
-            &client,
-            &format!("{base}/"),
-            &paused_cell,
-            "-",
-            Duration::from_secs(30)
-        )
+        eventually(Duration::from_secs(30), || async {
+            text(&client, &paused_cell).await.as_deref() == Some("-")
+        })
         .await,
         "the row says running again"
     );
@@ -1258,14 +1373,11 @@ async fn several_pipelines_each_have_their_own_dashboard() {
         .await
         .unwrap();
     let paused = "tr[data-stage='work'] td[data-field='paused']";
+    // Where the form's answer lands, without navigating away from it.
     assert!(
-        until_text(
-            &client,
-            &format!("{base}{home}"),
-            paused,
-            "yes",
-            Duration::from_secs(30)
-        )
+        eventually(Duration::from_secs(30), || async {
+            text(&client, paused).await.as_deref() == Some("yes")
+        })
         .await,
         "the second pipeline's stage says paused"
     );

@@ -244,7 +244,11 @@ async fn listings_cut_bodies_and_one_message_shows_it_whole() {
         &group[..group.len().min(2000)]
     );
     let listing = page(&base, "/stages/a/dead?group=boom%20big").await;
-    assert!(listing.contains("the whole message") && !listing.contains("the very end"));
+    assert!(
+        listing.contains("the whole message") && !listing.contains("the very end"),
+        "{}",
+        &listing[..listing.len().min(3000)]
+    );
     let one = page(&base, "/stages/a/dead?id=big").await;
     assert!(
         one.contains("the very end"),

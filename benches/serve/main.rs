@@ -180,9 +180,15 @@ async fn management(exchange: &str, stage: &str, count: usize, clients: usize) -
     count as f64 / started.elapsed().as_secs_f64()
 }
 
-/// 10,000 dead letters of one cause, and the time the dashboard takes to
-/// answer the page of that group.
-async fn dead_letter_page(url: &str, base: &str, name: &str) {
+/// Publishes `count` messages straight to `queue`, confirmed: message n
+/// with id `{prefix}{n}`, the header `x-warren-error: reason(n)` if given.
+async fn fill(
+    url: &str,
+    queue: &str,
+    count: usize,
+    prefix: &str,
+    reason: Option<&dyn Fn(usize) -> String>,
+) {
     let connection = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
         .await
         .expect("the broker");
@@ -191,16 +197,17 @@ async fn dead_letter_page(url: &str, base: &str, name: &str) {
         .confirm_select(Default::default())
         .await
         .expect("confirms");
-    let queue = format!("{name}.ingest.dead");
     let mut confirms = Vec::new();
-    for n in 0..10_000 {
+    for n in 0..count {
         let mut headers = lapin::types::FieldTable::default();
-        headers.insert(
-            "x-warren-error".into(),
-            lapin::types::AMQPValue::LongString(format!("HTTP 404 for /company/{n}").into()),
-        );
+        if let Some(reason) = reason {
+            headers.insert(
+                "x-warren-error".into(),
+                lapin::types::AMQPValue::LongString(reason(n).into()),
+            );
+        }
         let props = lapin::BasicProperties::default()
-            .with_message_id(format!("d{n}").into())
+            .with_message_id(format!("{prefix}{n}").into())
             .with_headers(headers)
             .with_delivery_mode(2);
         let body = format!("{{\"company\": {n}}}");
@@ -208,7 +215,7 @@ async fn dead_letter_page(url: &str, base: &str, name: &str) {
             channel
                 .basic_publish(
                     "".into(),
-                    queue.as_str().into(),
+                    queue.into(),
                     Default::default(),
                     body.as_bytes(),
                     props,
@@ -221,26 +228,81 @@ async fn dead_letter_page(url: &str, base: &str, name: &str) {
         confirm.await.expect("confirmed");
     }
     let _ = connection.close(200, "".into()).await;
+}
+
+/// Asks for `page` three times (`between` apart), checks each answer holds
+/// `expected`, and prints the times after `what`.
+async fn time_page(page: &str, expected: &str, between: Duration, what: &str) {
     let client = reqwest::Client::new();
-    let page = format!("{base}/stages/ingest/dead?group=HTTP%20%23%20for%20%2Fcompany%2F%23");
     let mut times = Vec::new();
     for _ in 0..3 {
+        tokio::time::sleep(between).await;
         let asked = Instant::now();
-        let answer = client.get(&page).send().await.expect("an answer");
-        assert!(answer.status().is_success());
+        let answer = client.get(page).send().await.expect("an answer");
+        assert!(answer.status().is_success(), "{page}: {}", answer.status());
         let html = answer.text().await.expect("a page");
-        assert!(html.contains("10000 messages"), "the page lists the 10,000");
+        assert!(html.contains(expected), "{page} says {expected:?}");
         times.push(asked.elapsed());
     }
     println!(
-        "dashboard, a dead-letter group of 10,000 messages: page in {} ms",
+        "dashboard, {what}: page in {} ms",
         times
             .iter()
             .map(|t| format!("{:.0}", t.as_secs_f64() * 1000.0))
             .collect::<Vec<_>>()
             .join(" / ")
     );
-    purge(url, &queue).await;
+}
+
+/// The dashboard's pages over 10,000 messages: a dead-letter group of
+/// 10,000, a dead-letter page of 10,000 causes, and a peek at a queue of
+/// 10,000 waiting messages.
+async fn dashboard_pages(url: &str, base: &str, name: &str) {
+    let dead = format!("{name}.ingest.dead");
+    let one_cause = |n: usize| format!("HTTP 404 for /company/{n}");
+    fill(url, &dead, 10_000, "d", Some(&one_cause)).await;
+    time_page(
+        &format!("{base}/stages/ingest/dead?group=HTTP%20%23%20for%20%2Fcompany%2F%23"),
+        "10000 messages",
+        Duration::ZERO,
+        "a dead-letter group of 10,000 messages",
+    )
+    .await;
+    purge(url, &dead).await;
+    // Words without hex digits, so that no two causes mask alike.
+    let word = |mut n: usize| {
+        let mut word = String::new();
+        loop {
+            word.push((b'g' + (n % 20) as u8) as char);
+            n /= 20;
+            if n == 0 {
+                return word;
+            }
+        }
+    };
+    let own_cause = |n: usize| format!("refused by the {} service", word(n));
+    fill(url, &dead, 10_000, "c", Some(&own_cause)).await;
+    time_page(
+        &format!("{base}/stages/ingest/dead"),
+        "10000 messages, 10000 causes",
+        Duration::ZERO,
+        "dead letters of 10,000 causes",
+    )
+    .await;
+    purge(url, &dead).await;
+    let queue = format!("{name}.ingest");
+    fill(url, &queue, 10_000, "w", None).await;
+    // Each peek gives back what it held a second later.
+    time_page(
+        &format!("{base}/stages/ingest/waiting"),
+        "messages were ready; the first 50",
+        warren::waiting::GIVE_BACK + Duration::from_millis(500),
+        "a peek at the first 50 of 10,000 waiting messages",
+    )
+    .await;
+    tokio::time::sleep(warren::waiting::GIVE_BACK * 2).await;
+    let held = purge(url, &queue).await;
+    assert_eq!(held, 10_000, "the peeks gave back what they held");
 }
 
 #[tokio::main]
@@ -361,7 +423,7 @@ async fn main() {
         single_rate / management_rate
     );
 
-    dead_letter_page(&url, &base, &name).await;
+    dashboard_pages(&url, &base, &name).await;
 
     drop(server);
     let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())

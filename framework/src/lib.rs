@@ -22,6 +22,7 @@ pub mod jobs;
 pub mod logging;
 pub mod names;
 pub mod pauses;
+pub(crate) mod peeks;
 pub mod pipeline;
 pub mod producer;
 pub mod restarts;
@@ -29,6 +30,7 @@ pub mod retrying;
 pub mod scheduled;
 pub mod testing;
 pub mod topology;
+pub mod waiting;
 pub mod worker;
 
 // What the `warren` command and its crates (warren-ops, warren-serve) use

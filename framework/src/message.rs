@@ -78,6 +78,16 @@ pub fn attempt_of(properties: &BasicProperties) -> u32 {
         .unwrap_or(1)
 }
 
+/// How many times a quorum queue has had a delivery handed back to it, as
+/// the broker counts it: `x-acquired-count` (RabbitMQ 4, every return) or
+/// `x-delivery-count` (RabbitMQ 3); `None` on a classic queue, which
+/// counts nothing.
+pub fn returns_of(properties: &BasicProperties) -> Option<u64> {
+    header(properties, "x-acquired-count")
+        .or_else(|| header(properties, "x-delivery-count"))
+        .and_then(as_u64)
+}
+
 /// The not-before time of a delivery, if it has one.
 pub fn not_before_of(properties: &BasicProperties) -> Option<u64> {
     header(properties, NOT_BEFORE).and_then(as_u64)

@@ -82,6 +82,13 @@ pub fn pause_stream(pipeline: &str) -> String {
     format!("{pipeline}.control.pauses")
 }
 
+/// A pipeline's peeks at waiting messages (a RabbitMQ stream kept a day):
+/// one message per peek with the ids it held and gave back, read by every
+/// worker from its start (`peeks.rs`).
+pub fn peek_stream(pipeline: &str) -> String {
+    format!("{pipeline}.control.peeks")
+}
+
 /// A tracked pipeline's keeper election queue: one token message, held by
 /// the supervisor that fires callbacks and releases gathers.
 pub fn keeper_queue(pipeline: &str) -> String {
@@ -108,6 +115,7 @@ mod tests {
         assert_eq!(presence_queue("grading"), "grading.supervisors");
         assert_eq!(cancel_stream("grading"), "grading.jobs.cancels");
         assert_eq!(pause_stream("grading"), "grading.control.pauses");
+        assert_eq!(peek_stream("grading"), "grading.control.peeks");
         assert_eq!(delay_level("grading", 3), "grading.delay.03");
         assert_eq!(delay_due("grading"), "grading.delay.due");
         assert_eq!(prefix("grading"), "grading.");

@@ -19,6 +19,8 @@
 //!   leaves the committed part rotated (the queue turned, nothing lost or
 //!   doubled); the uncommitted batch goes back to the head once.
 
+use std::time::Duration;
+
 use futures_util::StreamExt as _;
 use lapin::{
     BasicProperties, Channel, Connection,
@@ -35,6 +37,13 @@ use crate::{connection, error::Error, pipeline::Pipeline, topology::Queue};
 
 /// Kept messages published again per transaction, in [`Keeping::Rotate`].
 const BATCH: usize = 200;
+
+/// How long a held listing waits for the next message before it looks
+/// whether the queue still has any ready.
+const HOLD_IDLE: Duration = Duration::from_millis(300);
+
+/// How long a held listing waits for messages at most.
+const HOLD_LIMIT: Duration = Duration::from_secs(60);
 
 /// How a pass keeps the messages it does not take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -144,6 +153,24 @@ impl Pass {
         }
     }
 
+    /// Calls `each` on the first `limit` messages in queue order and goes
+    /// on holding them: they go back to the head of the queue, in their
+    /// order, when the pass is closed ([`Pass::close`]). Only on a queue
+    /// that keeps what it hands back ([`Keeping::Hold`]).
+    pub(crate) async fn hold(
+        &mut self,
+        limit: usize,
+        mut each: impl FnMut(&Delivery),
+    ) -> Result<(), Error> {
+        if self.keeping != Keeping::Hold {
+            return Err(Error::Setup(format!(
+                "queue {} may drop what is handed back to it: its messages cannot be held",
+                self.queue
+            )));
+        }
+        self.held(limit.min(self.there), &mut each).await
+    }
+
     async fn held(&self, wanted: usize, each: &mut impl FnMut(&Delivery)) -> Result<(), Error> {
         if wanted == 0 {
             return Ok(());
@@ -164,16 +191,25 @@ impl Pass {
             .await
             .map_err(|e| Error::broker(format!("read {queue}"), e))?;
         let mut seen = 0;
+        let started = std::time::Instant::now();
         while seen < wanted {
-            // Fewer than counted (another reader took some): stop waiting.
-            let next = tokio::time::timeout(std::time::Duration::from_secs(2), consumer.next());
+            // The broker sends what it has at once; after a quiet moment,
+            // go on waiting only while the queue still has messages ready
+            // (fewer than counted: another reader took some, or they
+            // expired), for a minute at most.
+            let next = tokio::time::timeout(HOLD_IDLE, consumer.next());
             match next.await {
                 Ok(Some(Ok(delivery))) => {
                     each(&delivery);
                     seen += 1;
                 }
                 Ok(Some(Err(error))) => return Err(Error::broker(format!("read {queue}"), error)),
-                Ok(None) | Err(_) => break,
+                Ok(None) => break,
+                Err(_) => {
+                    if started.elapsed() > HOLD_LIMIT || depth(&self.channel, queue).await? == 0 {
+                        break;
+                    }
+                }
             }
         }
         Ok(())
@@ -192,6 +228,11 @@ impl Pass {
             self.keep(&got).await?;
         }
         Ok(())
+    }
+
+    /// Messages ready in the queue when the pass began.
+    pub(crate) fn ready(&self) -> usize {
+        self.there
     }
 
     /// The pass's connection (for a publisher).

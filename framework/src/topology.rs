@@ -126,6 +126,9 @@ pub enum Role {
     /// The paused stages of a pipeline, a stream every worker reads
     /// (`pauses.rs`), kept without an age limit.
     PauseStream,
+    /// The peeks at a pipeline's waiting messages, a stream every worker
+    /// reads (`peeks.rs`), kept a day.
+    PeekStream,
     /// Level `n` of the delay cascade: delayed messages wait here for
     /// `delay::level_wait(n)`.
     Delay(u8),
@@ -223,6 +226,16 @@ impl Topology {
             args: vec![("x-queue-type", Arg::Text("stream".into()))],
             binding: None,
         });
+        queues.push(Queue {
+            name: names::peek_stream(&pipeline.name),
+            role: Role::PeekStream,
+            stage: None,
+            args: vec![
+                ("x-queue-type", Arg::Text("stream".into())),
+                ("x-max-age", Arg::Text(crate::peeks::KEPT.into())),
+            ],
+            binding: None,
+        });
         let (levels, delay_exchanges, delay_bindings) = cascade(pipeline);
         queues.extend(levels);
         Topology {
@@ -250,6 +263,7 @@ impl Topology {
                 Role::Keeper => "elects the job keeper".to_string(),
                 Role::CancelStream => "cancelled jobs, a stream".to_string(),
                 Role::PauseStream => "paused stages, a stream".to_string(),
+                Role::PeekStream => "peeks at waiting messages, a stream".to_string(),
                 Role::Delay(level) => format!(
                     "delayed messages wait {} here",
                     duration::format(delay::level_wait(*level))
@@ -428,6 +442,17 @@ impl Queue {
         mismatch.argument == DELIVERY_LIMIT
             && mismatch.existing == "(not set)"
             && self.delivery_limit() == Some(NO_DELIVERY_LIMIT)
+    }
+
+    /// Declares this queue alone (on a channel of its own): for a queue a
+    /// command writes to that workers of an earlier warren did not declare.
+    pub async fn declare_alone(&self, connection: &Connection) -> Result<(), Error> {
+        let channel = open_channel(connection).await?;
+        declare_queue(&channel, &self.name, &self.args)
+            .await
+            .map_err(|e| Error::broker(format!("declare queue {}", self.name), e))?;
+        let _ = channel.close(200, "declared".into()).await;
+        Ok(())
     }
 
     /// Whether the queue on the broker never drops a message for being

@@ -128,6 +128,7 @@ pub fn view(pipeline: &Pipeline, topology: &Topology, look: &Look) -> Vec<StageV
                     | Role::Keeper
                     | Role::CancelStream
                     | Role::PauseStream
+                    | Role::PeekStream
                     | Role::Delay(_) => {}
                 }
             }

@@ -305,6 +305,7 @@ pub fn router(app: App) -> Router {
             get(dashboard::retrying).post(dashboard::retry_now),
         )
         .route("/stages/{stage}/scheduled", get(dashboard::scheduled))
+        .route("/stages/{stage}/waiting", get(dashboard::waiting))
         .route("/jobs", get(dashboard::jobs))
         .route("/processes", get(dashboard::processes))
         .route("/busy", get(dashboard::busy))

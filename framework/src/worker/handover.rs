@@ -43,6 +43,18 @@ pub(crate) fn id_of(delivery: &Delivery) -> String {
 }
 
 impl StageRuntime {
+    /// Whether `delivery` comes again because the worker that held it
+    /// stopped (a crash, a kill, a lost connection): flagged `redelivered`
+    /// by the broker, and not given back by a peek (`peeks.rs`).
+    pub fn crashed(&self, delivery: &Delivery) -> bool {
+        delivery.redelivered
+            && !self.peeks.explains(
+                &self.stage.name,
+                &id_of(delivery),
+                message::returns_of(&delivery.properties),
+            )
+    }
+
     /// Carries out an [`Intake`] other than `Handle`: publishes the copy
     /// (or the dead letter) and says how to settle the original. A message
     /// without an id gets its id on the way: the copy carries it, and it is

@@ -192,7 +192,7 @@ impl InFlight {
         self.tasks.spawn(async move {
             // A redelivered message keeps its flag's meaning: it goes to
             // isolation like any other (its worker stopped holding it).
-            let settle = if delivery.redelivered {
+            let settle = if runtime.crashed(&delivery) {
                 let props = &delivery.properties;
                 let intake = intake(
                     true,

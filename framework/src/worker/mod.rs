@@ -71,6 +71,7 @@ pub use outcome::{Action, Disposition, Failure, Outcome, decide};
 
 pub(crate) use context::{Outlet, StageInfo};
 pub(crate) use handler::{Handled, invoke};
+pub(crate) use handover::id_of;
 
 use crate::{config, error::Error, exit, pipeline::Pipeline, report};
 use reconnect::Served;
@@ -223,6 +224,7 @@ impl Worker {
             .track
             .then(|| Arc::new(cancels::Cancels::new(pipeline.jobs.keep)));
         let pauses = crate::pauses::Pauses::new();
+        let peeks = crate::peeks::Peeks::default();
         let mut stages = Vec::new();
         for name in &wanted {
             let stage = pipeline.require_stage(name)?.clone();
@@ -245,6 +247,7 @@ impl Worker {
                 handler,
                 cancels.clone(),
                 pauses.clone(),
+                peeks.clone(),
             )));
         }
         let grace = match self.grace {

@@ -149,7 +149,7 @@ async fn start(
     let stop = CancellationToken::new();
     let trouble = CancellationToken::new();
     let mut loops = JoinSet::new();
-    // Every cancel and pause the streams hold is known before any
+    // Every cancel, pause and peek the streams hold is known before any
     // delivery (`control_stream.rs`).
     let source = |stream: String| control_stream::Source {
         stream,
@@ -168,6 +168,9 @@ async fn start(
     if let Some(runtime) = stages.first() {
         let stream = names::pause_stream(&pipeline.name);
         let apply = runtime.pauses.applier();
+        control_stream::start(source(stream), apply, &mut loops, stop.clone()).await?;
+        let stream = names::peek_stream(&pipeline.name);
+        let apply = runtime.peeks.applier();
         control_stream::start(source(stream), apply, &mut loops, stop.clone()).await?;
     }
     for runtime in stages {

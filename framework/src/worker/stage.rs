@@ -10,6 +10,7 @@ use super::{
 use crate::{
     names,
     pauses::Pauses,
+    peeks::Peeks,
     pipeline::{Pipeline, Stage},
     rate::Limiter,
     report::StageStats,
@@ -39,6 +40,10 @@ pub(crate) struct StageRuntime {
     /// The pipeline's paused stages (shared by the worker's stages, followed
     /// by the session): while this one is paused, it takes no message.
     pub pauses: Pauses,
+    /// The peeks at the pipeline's waiting messages (shared by the
+    /// worker's stages, followed by the session): what they gave back is
+    /// redelivered without a crash.
+    pub peeks: Peeks,
     /// How long a paused stage holds a delivery before giving it back:
     /// half the broker's acknowledgement timeout.
     pub hold_limit: Duration,
@@ -55,6 +60,7 @@ impl StageRuntime {
         handler: Arc<dyn Handler>,
         cancels: Option<Arc<Cancels>>,
         pauses: Pauses,
+        peeks: Peeks,
     ) -> StageRuntime {
         let recorder = Recorder::new(pipeline, &stage.name);
         let mut info = StageInfo::new(&pipeline.name, &stage.name, &stage.outputs);
@@ -78,6 +84,7 @@ impl StageRuntime {
             breaker: Breaker::new(&stage.name),
             recorder,
             pauses,
+            peeks,
             hold_limit,
             stage,
             handler,

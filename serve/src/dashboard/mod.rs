@@ -1,9 +1,10 @@
 //! The dashboard, `GET /` (DESIGN.md, *HTTP*): the stages live, the dead
-//! letters grouped by cause with replay and purge, the retrying messages
-//! with "retry now", the scheduled ones, and jobs by id. It keeps
-//! nothing of its own: every page reads the refresher's last look, the
-//! dead-letter queues and the job store (the schedules too: [`schedules`]),
-//! so a restart loses nothing.
+//! letters grouped by cause with replay and purge, a peek at the waiting
+//! messages, the retrying messages with "retry now", the scheduled ones,
+//! what workers handle now, the processes, the history, and jobs by id.
+//! Every page but the history reads the broker, the refresher's last look,
+//! the supervisors or the job store, so a restart loses nothing else; the
+//! history (`history.rs`) is kept in the server's memory.
 //! Replay and purge need `serve.allow_actions` (else 403) and an admin
 //! token when tokens are set (a read token sees the pages without their
 //! buttons; the routes answer it 403), and are confirmed on a page of their
@@ -21,11 +22,13 @@ mod processes;
 mod retrying;
 mod scheduled;
 mod schedules;
+mod waiting;
 
 pub use control::act as control_stage;
 pub use job::cancel as cancel_job;
 pub use retrying::{act as retry_now, list as retrying};
 pub use scheduled::list as scheduled;
+pub use waiting::list as waiting;
 
 use axum::{
     Extension, Form, Json,
@@ -70,7 +73,10 @@ pub async fn overview(State(app): State<App>, Extension(who): Extension<Scope>) 
                     @for stage in &app.pipeline.stages {
                         @let f = snapshot.stages.get(&stage.name).cloned().unwrap_or_default();
                         tr data-stage=(stage.name) {
-                            td { (stage.name) " " a.more href=(format!("stages/{}/scheduled", stage.name)) { "scheduled" } }
+                            td {
+                                (stage.name) " " a.more href=(format!("stages/{}/waiting", stage.name)) { "waiting" }
+                                " " a.more href=(format!("stages/{}/scheduled", stage.name)) { "scheduled" }
+                            }
                             td { (stage.kind.label()) }
                             td.n data-field="ready" { (f.ready) }
                             td.n data-field="in_flight" { (f.in_flight) }

@@ -365,7 +365,7 @@ impl StageLoop {
     fn intake_of(&self, delivery: &Delivery) -> Intake {
         let props = &delivery.properties;
         intake(
-            delivery.redelivered,
+            self.runtime.crashed(delivery),
             message::id_of(props).is_some(),
             message::attempt_of(props),
             self.runtime.stage.retry.attempts,
