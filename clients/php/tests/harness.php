@@ -94,12 +94,13 @@ final class Pipeline
         return getenv('WARREN_BIN') ?: dirname(__DIR__, 3) . '/target/debug/warren';
     }
 
-    /** Deletes the pipeline's queues and exchange, and its folder. */
+    /** Deletes the pipeline's queues and exchanges, and its folder. */
     public function close(): void
     {
         // The queues whose names start with `{pipeline}.`, in one call.
         shell_exec('rabbitmqctl eval ' . escapeshellarg("P = <<\"{$this->name}.\">>, length([rabbit_amqqueue:delete(Q, false, false, <<\"test\">>) || Q <- rabbit_amqqueue:list(<<\"/\">>), binary:longest_common_prefix([element(4, amqqueue:get_name(Q)), P]) =:= byte_size(P)]).") . ' > /dev/null');
-        shell_exec('rabbitmqctl eval ' . escapeshellarg("rabbit_exchange:delete(rabbit_misc:r(<<\"/\">>, exchange, <<\"{$this->name}\">>), false, <<\"test\">>).") . ' > /dev/null');
+        // Its exchange and its delay cascade's (`{pipeline}.delay.*`).
+        shell_exec('rabbitmqctl eval ' . escapeshellarg("N = <<\"{$this->name}\">>, P = <<\"{$this->name}.\">>, length([rabbit_exchange:delete(element(2, X), false, <<\"test\">>) || X <- rabbit_exchange:list(<<\"/\">>), element(4, element(2, X)) =:= N orelse binary:longest_common_prefix([element(4, element(2, X)), P]) =:= byte_size(P)]).") . ' > /dev/null');
         exec('rm -rf ' . escapeshellarg($this->dir));
     }
 }

@@ -81,13 +81,19 @@ class Pipeline:
                               capture_output=True, text=True).stdout
 
     def close(self):
-        """Deletes the pipeline's queues and exchange (one rabbitmqctl call
-        each), and its folder."""
+        """Deletes the pipeline's queues and exchanges (its own and its delay
+        cascade's; one rabbitmqctl call each), and its folder."""
         rabbitmqctl("eval", DELETE_QUEUES % self.name)
-        rabbitmqctl("eval", 'rabbit_exchange:delete(rabbit_misc:r(<<"/">>, exchange, <<"%s">>), false, <<"test">>).'
-                    % self.name)
+        rabbitmqctl("eval", DELETE_EXCHANGES % (self.name, self.name))
         self.dir.cleanup()
 
+
+# The exchange `{pipeline}` and those whose names start with `{pipeline}.`
+# (the delay cascade), deleted in the broker.
+DELETE_EXCHANGES = ('N = <<"%s">>, P = <<"%s.">>, length([rabbit_exchange:delete(element(2, X), false, <<"test">>) '
+                    '|| X <- rabbit_exchange:list(<<"/">>), '
+                    'element(4, element(2, X)) =:= N orelse '
+                    'binary:longest_common_prefix([element(4, element(2, X)), P]) =:= byte_size(P)]).')
 
 # The queues whose names start with `{pipeline}.`, deleted in the broker.
 DELETE_QUEUES = ('P = <<"%s.">>, length([rabbit_amqqueue:delete(Q, false, false, <<"test">>) '
