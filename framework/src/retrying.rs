@@ -69,17 +69,22 @@ pub async fn list(pipeline: &Pipeline, stage: &str, limit: usize) -> Result<Vec<
 }
 
 /// Sends the retrying messages of `stage` that `chosen` picks back to the
-/// stage now, at the attempt they wait for; each leaves its retry queue
-/// only after the broker confirmed it in the stage queue (a crash in
-/// between leaves it in both: handled at least once, as everywhere).
-/// Returns how many were sent.
+/// stage now (`at_most` of them: the rest of the queues is then left
+/// unread), at the attempt they wait for; each leaves its retry queue only
+/// after the broker confirmed it in the stage queue (a crash in between
+/// leaves it in both: handled at least once, as everywhere). Returns how
+/// many were sent.
 pub async fn retry_now(
     pipeline: &Pipeline,
     stage: &str,
     chosen: impl Fn(&Retrying) -> bool,
+    at_most: usize,
 ) -> Result<usize, Error> {
     let mut sent = 0;
     for (queue, wait) in retry_queues(pipeline, stage)? {
+        if sent >= at_most {
+            break;
+        }
         let mut pass = Pass::open(pipeline, &queue, false).await?;
         let publisher = match Publisher::open(pass.connection()).await {
             Ok(publisher) => publisher,
@@ -103,6 +108,9 @@ pub async fn retry_now(
                     .await?;
                 pass.take(&got).await?;
                 sent += 1;
+                if sent >= at_most {
+                    break;
+                }
             }
             Ok(())
         }

@@ -80,9 +80,15 @@ pub async fn run(
                 delivered: keepers().map(|k| k.callbacks_delivered).sum(),
                 failed: keepers().map(|k| k.callbacks_failed).sum(),
             };
-            let totals = snapshot.stages.iter().map(|(stage, f)| {
-                let c = &f.counts;
-                (stage.as_str(), [c.done, c.retried, c.dead])
+            let totals = look.supervisors.iter().flat_map(|supervisor| {
+                supervisor.stages.iter().map(|stage| {
+                    let c = &stage.counts;
+                    (
+                        supervisor.pid,
+                        stage.name.as_str(),
+                        [c.done, c.retried, c.dead],
+                    )
+                })
             });
             history
                 .lock()

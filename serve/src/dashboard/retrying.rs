@@ -73,7 +73,7 @@ fn one(stage: &str, message: &Retrying, actions: bool) -> Markup {
             details { summary { "headers" }
                 table { @for (name, value) in &message.headers { tr { td { (name) } td { (shown_header(value)) } } } }
             }
-            @if actions { (form(stage, "one", Some(&message.id), "Retry now")) }
+            @if actions && !message.id.is_empty() { (form(stage, "one", Some(&message.id), "Retry now")) }
         }
     }
 }
@@ -111,10 +111,23 @@ pub async fn act(
         return StatusCode::BAD_REQUEST.into_response();
     }
     let target = retry.target.clone().unwrap_or_default();
+    let one = retry.scope == "one";
+    if one && target.is_empty() {
+        // A message without an id cannot be named: never "the first one".
+        return (
+            StatusCode::BAD_REQUEST,
+            page(
+                "Bad request",
+                html! { p.bad { "Retry one: which message? (no target)" } },
+            ),
+        )
+            .into_response();
+    }
+    let at_most = if one { 1 } else { usize::MAX };
     let chosen = |message: &Retrying| retry.scope == "all" || message.id == target;
     if retry.confirmed.is_none() {
         let count = match retrying::list(&app.pipeline, &stage, usize::MAX).await {
-            Ok(messages) => messages.iter().filter(|m| chosen(m)).count(),
+            Ok(messages) => messages.iter().filter(|m| chosen(m)).count().min(at_most),
             Err(error) => return unavailable(&error.to_string()),
         };
         return page(
@@ -133,7 +146,7 @@ pub async fn act(
         )
         .into_response();
     }
-    match retrying::retry_now(&app.pipeline, &stage, chosen).await {
+    match retrying::retry_now(&app.pipeline, &stage, chosen, at_most).await {
         Ok(n) => {
             info!(target: "warren::access", who = "dashboard (token)", stage, action = "retry now", scope = %retry.scope, messages = n, "retrying messages sent back now");
             let said = format!("Sent {n} message(s) back to {stage} now");
