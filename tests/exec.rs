@@ -390,7 +390,9 @@ async fn a_message_that_hangs_the_program_is_the_only_one_charged() {
     // wait behind it, in hand, until its deadline.
     only_the_culprit_is_charged(Poisoned {
         prefix: "exechangculprit",
-        settings: "    timeout: 2s\n",
+        // 5 s: on a loaded machine, eight messages in a serial program's
+        // hand (10 ms each) took more than 2 s.
+        settings: "    timeout: 5s\n",
         mode: "serial",
         sleep_ms: 10,
         poison: json!({"hang_until": 99}),
@@ -483,7 +485,9 @@ async fn misbehaving_once(
 async fn a_hung_program_is_killed_at_the_deadline_and_started_again() {
     let (out, runs, log) = misbehaving_once(
         "exechang",
-        "    timeout: 2s\n    retry: { attempts: 3, backoff: [200ms] }",
+        // 5 s: a program started again on a loaded machine (a build beside
+        // the tests) can take more than 2 s to handle its first message.
+        "    timeout: 5s\n    retry: { attempts: 3, backoff: [200ms] }",
         json!({"hang_until": 2, "emit": [{"n": 1}]}),
     )
     .await;
