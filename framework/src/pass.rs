@@ -26,8 +26,8 @@ use lapin::{
     BasicProperties, Channel, Connection,
     message::{BasicGetMessage, Delivery},
     options::{
-        BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
-        BasicQosOptions, QueueDeclareOptions,
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions,
+        BasicPublishOptions, BasicQosOptions, QueueDeclareOptions,
     },
     types::FieldTable,
 };
@@ -39,7 +39,8 @@ use crate::{connection, error::Error, pipeline::Pipeline, topology::Queue};
 const BATCH: usize = 200;
 
 /// How long a held listing waits for the next message before it looks
-/// whether the queue still has any ready.
+/// whether the queue still has any ready (and, if not, ends its consumer
+/// and reads what the broker had sent it).
 const HOLD_IDLE: Duration = Duration::from_millis(300);
 
 /// How long a held listing waits for messages at most.
@@ -194,9 +195,7 @@ impl Pass {
         let started = std::time::Instant::now();
         while seen < wanted {
             // The broker sends what it has at once; after a quiet moment,
-            // go on waiting only while the queue still has messages ready
-            // (fewer than counted: another reader took some, or they
-            // expired), for a minute at most.
+            // go on waiting while the queue still has messages ready.
             let next = tokio::time::timeout(HOLD_IDLE, consumer.next());
             match next.await {
                 Ok(Some(Ok(delivery))) => {
@@ -205,10 +204,43 @@ impl Pass {
                 }
                 Ok(Some(Err(error))) => return Err(Error::broker(format!("read {queue}"), error)),
                 Ok(None) => break,
+                Err(_)
+                    if started.elapsed() < HOLD_LIMIT && depth(&self.channel, queue).await? > 0 => {
+                }
                 Err(_) => {
-                    if started.elapsed() > HOLD_LIMIT || depth(&self.channel, queue).await? == 0 {
-                        break;
+                    // None ready (fewer than counted: another reader took
+                    // some, or they expired), but what the broker sent us
+                    // may still be on its way on a loaded machine: it is
+                    // all in the consumer before the cancel's answer, and
+                    // the stream then ends.
+                    self.channel
+                        .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+                        .await
+                        .map_err(|e| Error::broker(format!("stop reading {queue}"), e))?;
+                    let rest = tokio::time::timeout(HOLD_LIMIT, async {
+                        while seen < wanted {
+                            match consumer.next().await {
+                                Some(Ok(delivery)) => {
+                                    each(&delivery);
+                                    seen += 1;
+                                }
+                                Some(Err(error)) => {
+                                    return Err(Error::broker(format!("read {queue}"), error));
+                                }
+                                None => break,
+                            }
+                        }
+                        Ok(())
+                    });
+                    match rest.await {
+                        Ok(read) => read?,
+                        Err(_) => {
+                            return Err(Error::Setup(format!(
+                                "reading {queue}: its consumer did not end after a cancel"
+                            )));
+                        }
                     }
+                    break;
                 }
             }
         }
