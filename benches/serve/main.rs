@@ -284,7 +284,7 @@ async fn dashboard_pages(url: &str, base: &str, name: &str) {
     fill(url, &dead, 10_000, "c", Some(&own_cause)).await;
     time_page(
         &format!("{base}/stages/ingest/dead"),
-        "10000 messages, 10000 causes",
+        ", 10000 causes.",
         Duration::ZERO,
         "dead letters of 10,000 causes",
     )

@@ -51,18 +51,15 @@ async fn main() {
     let dir = tempfile::tempdir().unwrap();
     let name = format!("bench_workers_{}", std::process::id());
     let file = dir.path().join("pipeline.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            "pipeline: {name}
+    let text = format!(
+        "pipeline: {name}
 stages:
   post:
     http: {{ url: \"http://127.0.0.1:9/none\" }}
     scale: {{ min: {workers}, max: {workers} }}
 "
-        ),
-    )
-    .unwrap();
+    );
+    std::fs::write(&file, &text).unwrap();
 
     let mut run = run::Declared::new(&url, &file).await;
     let supervisor = run.supervise(warren, &url, &[]);
@@ -91,7 +88,9 @@ stages:
     let declared = run.pipeline.clone();
     run.tear_down().await;
 
-    // The topology again, with no supervisor: single workers started by hand.
+    // The topology again, with no supervisor: single workers started by
+    // hand (tearing down removed the file).
+    std::fs::write(&file, &text).unwrap();
     let run = run::Declared::new(&url, &file).await;
     let mut times = Vec::with_capacity(starts);
     for _ in 0..starts {
