@@ -14,9 +14,10 @@
 //!    summed and per worker, and the supervisor's.
 //! 2. **From spawn to consuming**: `warren worker FILE --stage STAGE`
 //!    spawned STARTS times, one after another, each stopped (SIGTERM)
-//!    once it consumes: the time from the spawn to its `connected;
-//!    consuming` log line (the pipeline checked, the connections open, the
-//!    consumer registered), p50 and max.
+//!    once it consumes: the time from the spawn until the broker counts
+//!    its consumer on the stage queue (the pipeline read and checked, the
+//!    connections open, the topology declared, the control streams read,
+//!    the consumer registered), looked at every millisecond; p50 and max.
 //!
 //! Release build (`cargo bench` builds one); the broker on `AMQP_URL` or
 //! 127.0.0.1:5672.
@@ -35,7 +36,6 @@ mod args;
 use args::value;
 
 use std::{
-    io::{BufRead, BufReader},
     path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -85,7 +85,6 @@ stages:
         own_pss as f64 / 1024.0,
         own_rss as f64 / 1024.0,
     );
-    let declared = run.pipeline.clone();
     run.tear_down().await;
 
     // The topology again, with no supervisor: single workers started by
@@ -94,7 +93,7 @@ stages:
     let run = run::Declared::new(&url, &file).await;
     let mut times = Vec::with_capacity(starts);
     for _ in 0..starts {
-        times.push(spawn_to_consuming(warren, &url, &file, "post"));
+        times.push(spawn_to_consuming(&run, warren, &url, &file, "post").await);
     }
     times.sort_by(f64::total_cmp);
     println!(
@@ -103,36 +102,38 @@ stages:
         times[times.len() / 2] * 1000.0,
         times[times.len() - 1] * 1000.0,
     );
-    drop(declared);
     run.tear_down().await;
 }
 
-/// Seconds from spawning `warren worker` to its "connected; consuming"
-/// line; the worker is then stopped.
-fn spawn_to_consuming(warren: &Path, url: &str, file: &Path, stage: &str) -> f64 {
+/// Seconds from spawning `warren worker` until the broker counts its
+/// consumer on `stage`'s queue; the worker is then stopped, and gone from
+/// the queue before this returns.
+async fn spawn_to_consuming(
+    run: &run::Declared,
+    warren: &Path,
+    url: &str,
+    file: &Path,
+    stage: &str,
+) -> f64 {
+    let poll = Duration::from_millis(1);
     let started = Instant::now();
     let mut child = Command::new(warren)
         .args(["worker", file.to_str().unwrap(), "--stage", stage])
         .env("AMQP_URL", url)
-        .env("RUST_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .expect("start warren worker");
-    let stderr = child.stderr.take().expect("piped");
-    let mut consuming = None;
-    for line in BufReader::new(stderr).lines() {
-        let Ok(line) = line else { break };
-        if line.contains("connected; consuming") {
-            consuming = Some(started.elapsed().as_secs_f64());
-            break;
-        }
-    }
+    run.wait_for_consumers(stage, 1, poll).await;
+    let consuming = started.elapsed().as_secs_f64();
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
     let _ = child.wait();
-    consuming.expect("the worker said it consumes")
+    while run.consumers(stage).await > 0 {
+        tokio::time::sleep(poll).await;
+    }
+    consuming
 }
 
 /// (Pss, Rss) of a process in KiB, from `/proc/PID/smaps_rollup`.

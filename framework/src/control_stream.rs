@@ -1,6 +1,7 @@
 //! A pipeline's control streams (RabbitMQ streams every worker reads from
 //! their start before it consumes, then follows live): the cancelled jobs
-//! (`worker/cancels.rs`) and the paused stages (`pauses.rs`).
+//! (`worker/cancels.rs`), the paused stages (`pauses.rs`) and the peeks at
+//! waiting messages (`peeks.rs`).
 //!
 //! A reader opens a consumer at the stream's first offset and reads until
 //! [`IDLE_END`] passes without a message: a stream hands what it holds over
@@ -186,35 +187,44 @@ async fn read(
     }
 }
 
-/// Opens a reader of `stream`, spawns its [`follow`] into `tasks` and
-/// waits until it read what the stream held: an error when it could not.
+/// Opens a reader of each stream, spawns its [`follow`] into `tasks`, and
+/// waits until every one read what its stream held: an error when one
+/// could not. The readers catch up at the same time, so a worker with
+/// several control streams waits one [`IDLE_END`], not one per stream.
 pub(crate) async fn start(
-    source: Source,
-    apply: Apply,
+    readers: Vec<(Source, Apply)>,
     tasks: &mut tokio::task::JoinSet<Option<String>>,
     stop: CancellationToken,
 ) -> Result<(), Error> {
-    let stream = source.stream.clone();
-    let first = open(&stream, &source.connection, None).await?;
-    let (caught_up, read_up) = oneshot::channel();
-    let reader = tasks.spawn(follow(source, first, apply, caught_up, stop));
-    match tokio::time::timeout(CATCH_UP, read_up).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => {
-            let why = match tasks.join_next().await {
-                Some(Ok(Some(why))) => why,
-                _ => format!("the reader of {stream} stopped"),
-            };
-            Err(Error::Setup(why))
-        }
-        Err(_) => {
-            reader.abort();
-            Err(Error::Setup(format!(
-                "the stream {stream} was not read within {}s",
-                CATCH_UP.as_secs()
-            )))
+    let mut reading = Vec::new();
+    for (source, apply) in readers {
+        let stream = source.stream.clone();
+        let first = open(&stream, &source.connection, None).await?;
+        let (caught_up, read_up) = oneshot::channel();
+        let reader = tasks.spawn(follow(source, first, apply, caught_up, stop.clone()));
+        reading.push((stream, reader, read_up));
+    }
+    let deadline = tokio::time::Instant::now() + CATCH_UP;
+    for (stream, reader, read_up) in reading {
+        match tokio::time::timeout_at(deadline, read_up).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => {
+                let why = match tasks.join_next().await {
+                    Some(Ok(Some(why))) => why,
+                    _ => format!("the reader of {stream} stopped"),
+                };
+                return Err(Error::Setup(why));
+            }
+            Err(_) => {
+                reader.abort();
+                return Err(Error::Setup(format!(
+                    "the stream {stream} was not read within {}s",
+                    CATCH_UP.as_secs()
+                )));
+            }
         }
     }
+    Ok(())
 }
 
 /// The pause before a follower of a stream on a connection of its own

@@ -204,47 +204,53 @@ impl Pass {
                 }
                 Ok(Some(Err(error))) => return Err(Error::broker(format!("read {queue}"), error)),
                 Ok(None) => break,
-                Err(_)
-                    if started.elapsed() < HOLD_LIMIT && depth(&self.channel, queue).await? > 0 => {
-                }
                 Err(_) => {
+                    if started.elapsed() < HOLD_LIMIT && depth(&self.channel, queue).await? > 0 {
+                        continue;
+                    }
                     // None ready (fewer than counted: another reader took
                     // some, or they expired), but what the broker sent us
-                    // may still be on its way on a loaded machine: it is
-                    // all in the consumer before the cancel's answer, and
-                    // the stream then ends.
-                    self.channel
-                        .basic_cancel(consumer.tag(), BasicCancelOptions::default())
-                        .await
-                        .map_err(|e| Error::broker(format!("stop reading {queue}"), e))?;
-                    let rest = tokio::time::timeout(HOLD_LIMIT, async {
-                        while seen < wanted {
-                            match consumer.next().await {
-                                Some(Ok(delivery)) => {
-                                    each(&delivery);
-                                    seen += 1;
-                                }
-                                Some(Err(error)) => {
-                                    return Err(Error::broker(format!("read {queue}"), error));
-                                }
-                                None => break,
-                            }
-                        }
-                        Ok(())
-                    });
-                    match rest.await {
-                        Ok(read) => read?,
-                        Err(_) => {
-                            return Err(Error::Setup(format!(
-                                "reading {queue}: its consumer did not end after a cancel"
-                            )));
-                        }
-                    }
-                    break;
+                    // may still be on its way on a loaded machine.
+                    return self
+                        .read_until_cancelled(consumer, wanted - seen, each)
+                        .await;
                 }
             }
         }
         Ok(())
+    }
+
+    /// Cancels `consumer` and calls `each` on what it still receives, at
+    /// most `left`: the broker sends a consumer everything meant for it
+    /// before the cancel's answer, and the stream then ends.
+    async fn read_until_cancelled(
+        &self,
+        mut consumer: lapin::Consumer,
+        mut left: usize,
+        each: &mut impl FnMut(&Delivery),
+    ) -> Result<(), Error> {
+        let queue = self.queue.as_str();
+        self.channel
+            .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+            .await
+            .map_err(|e| Error::broker(format!("stop reading {queue}"), e))?;
+        let rest = tokio::time::timeout(HOLD_LIMIT, async {
+            while left > 0 {
+                match consumer.next().await {
+                    Some(Ok(delivery)) => each(&delivery),
+                    Some(Err(error)) => return Err(Error::broker(format!("read {queue}"), error)),
+                    None => break,
+                }
+                left -= 1;
+            }
+            Ok(())
+        });
+        rest.await.unwrap_or_else(|_| {
+            Err(Error::Setup(format!(
+                "reading {queue}: its consumer did not end {}s after it was cancelled",
+                HOLD_LIMIT.as_secs()
+            )))
+        })
     }
 
     async fn rotated(

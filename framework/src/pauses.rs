@@ -177,7 +177,8 @@ async fn read_on(connection: &Arc<Connection>, pipeline: &str) -> Result<BTreeSe
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     let source = Source { stream, connection };
-    let read = control_stream::start(source, pauses.applier(), &mut tasks, stop.clone()).await;
+    let readers = vec![(source, pauses.applier())];
+    let read = control_stream::start(readers, &mut tasks, stop.clone()).await;
     stop.cancel();
     tasks.abort_all();
     read.map(|()| pauses.paused())
@@ -215,7 +216,8 @@ async fn follow_once(
             stream: names::pause_stream(pipeline),
             connection: connection.clone(),
         };
-        control_stream::start(source, pauses.applier(), &mut tasks, stop.clone()).await?;
+        let readers = vec![(source, pauses.applier())];
+        control_stream::start(readers, &mut tasks, stop.clone()).await?;
         Ok::<_, Error>(tasks.join_next().await)
     };
     let why = match run.await {

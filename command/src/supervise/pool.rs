@@ -325,18 +325,15 @@ impl Pool {
 
     /// A process ended. Returns false if it was not one of this pool's.
     pub fn exited(&mut self, exit: &Exited, now: Instant, stopping: bool) -> bool {
-        let Some((&index, slot)) = self.slots.iter().find(|(_, s)| match s.state {
+        let Some((&index, slot)) = self.slots.iter_mut().find(|(_, s)| match s.state {
             SlotState::Running { pid, .. } | SlotState::Draining { pid, .. } => pid == exit.pid,
             SlotState::Restarting { .. } => false,
         }) else {
             return false;
         };
-        let counts = slot.counts;
-        self.finished.add_totals(&counts);
-        // Its totals are in `finished` now: not counted twice while the
-        // slot waits to restart, nor its handlings shown as running.
-        let slot = self.slots.get_mut(&index).expect("found above");
-        slot.counts = StageCounts::default();
+        // Its totals move to `finished`: not counted twice while the slot
+        // waits to restart, nor its handlings shown as running.
+        self.finished.add_totals(&std::mem::take(&mut slot.counts));
         slot.running.clear();
         let state = slot.state;
         match state {

@@ -155,24 +155,18 @@ async fn start(
         stream,
         connection: connections.consume.clone(),
     };
+    let mut readers = Vec::new();
     if let Some(cancels) = stages.iter().find_map(|s| s.info.cancels.clone()) {
         let stream = names::cancel_stream(&pipeline.name);
-        control_stream::start(
-            source(stream),
-            cancels::apply(cancels),
-            &mut loops,
-            stop.clone(),
-        )
-        .await?;
+        readers.push((source(stream), cancels::apply(cancels)));
     }
     if let Some(runtime) = stages.first() {
         let stream = names::pause_stream(&pipeline.name);
-        let apply = runtime.pauses.applier();
-        control_stream::start(source(stream), apply, &mut loops, stop.clone()).await?;
+        readers.push((source(stream), runtime.pauses.applier()));
         let stream = names::peek_stream(&pipeline.name);
-        let apply = runtime.peeks.applier();
-        control_stream::start(source(stream), apply, &mut loops, stop.clone()).await?;
+        readers.push((source(stream), runtime.peeks.applier()));
     }
+    control_stream::start(readers, &mut loops, stop.clone()).await?;
     for runtime in stages {
         let tag = format!("{tag_prefix}-{}", runtime.info.name);
         let (main, main_consumer) = consume(

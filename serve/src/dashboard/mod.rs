@@ -258,9 +258,7 @@ pub async fn dead(
                             } @else {
                                 pre.payload { (pretty(&letter.body)) }
                             }
-                            details { summary { "headers" }
-                                table { @for (name, value) in &letter.headers { tr { td { (name) } td { (shown_header(value)) } } } }
-                            }
+                            details { summary { "headers" } (headers_table(&letter.headers)) }
                             @if actions {
                                 (action_form(&stage, "replay", "one", Some(&letter.id), "Replay"))
                                 " " (action_form(&stage, "purge", "one", Some(&letter.id), "Purge"))
@@ -307,7 +305,7 @@ async fn dead_letter(app: &App, stage: &str, id: &str, actions: bool) -> Respons
                 p { (letter.reason) }
                 p { (letter.body_len) " bytes" }
                 pre.payload { (pretty(&letter.body)) }
-                table { @for (name, value) in &letter.headers { tr { td { (name) } td { (shown_header(value)) } } } }
+                (headers_table(&letter.headers))
                 @if actions {
                     (action_form(stage, "replay", "one", Some(&letter.id), "Replay"))
                     " " (action_form(stage, "purge", "one", Some(&letter.id), "Purge"))
@@ -316,6 +314,26 @@ async fn dead_letter(app: &App, stage: &str, id: &str, actions: bool) -> Respons
         },
     )
     .into_response()
+}
+
+/// A listed message's body (its start, marked as cut, or pretty JSON) and
+/// its headers, folded: as the retrying, scheduled and waiting pages show
+/// each message.
+fn body_and_headers(body: &[u8], cut: bool, headers: &[(String, String)]) -> Markup {
+    html! {
+        pre.payload {
+            @if cut { (String::from_utf8_lossy(body)) "..." }
+            @else { (pretty(body)) }
+        }
+        details { summary { "headers" } (headers_table(headers)) }
+    }
+}
+
+/// A message's headers, one row each.
+fn headers_table(headers: &[(String, String)]) -> Markup {
+    html! {
+        table { @for (name, value) in headers { tr { td { (name) } td { (shown_header(value)) } } } }
+    }
 }
 
 fn pretty(body: &[u8]) -> String {

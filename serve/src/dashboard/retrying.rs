@@ -18,7 +18,7 @@ use serde::Deserialize;
 use tracing::info;
 use warren::{duration, retrying, retrying::Retrying};
 
-use super::{page, pretty, shown_header, urlencode};
+use super::{body_and_headers, page, urlencode};
 use crate::{App, access::Scope};
 
 /// Retrying messages listed at most.
@@ -66,13 +66,7 @@ fn one(stage: &str, message: &Retrying, actions: bool) -> Markup {
         div.letter data-id=(message.id) {
             h3 { (message.id) " (attempt " (message.attempt) ", waits " (duration::format(message.wait)) ")" }
             p { (message.reason) }
-            pre.payload {
-                @if message.is_cut() { (String::from_utf8_lossy(&message.body)) "..." }
-                @else { (pretty(&message.body)) }
-            }
-            details { summary { "headers" }
-                table { @for (name, value) in &message.headers { tr { td { (name) } td { (shown_header(value)) } } } }
-            }
+            (body_and_headers(&message.body, message.is_cut(), &message.headers))
             @if actions && !message.id.is_empty() { (form(stage, "one", Some(&message.id), "Retry now")) }
         }
     }
@@ -118,13 +112,13 @@ pub async fn act(
             StatusCode::BAD_REQUEST,
             page(
                 "Bad request",
-                html! { p.bad { "Retry one: which message? (no target)" } },
+                html! { p.bad { "Retry now of one message needs its id (the form's target); a message without an id can only be sent back with Retry all now." } },
             ),
         )
             .into_response();
     }
     let at_most = if one { 1 } else { usize::MAX };
-    let chosen = |message: &Retrying| retry.scope == "all" || message.id == target;
+    let chosen = |message: &Retrying| !one || message.id == target;
     if retry.confirmed.is_none() {
         let count = match retrying::list(&app.pipeline, &stage, usize::MAX).await {
             Ok(messages) => messages.iter().filter(|m| chosen(m)).count().min(at_most),

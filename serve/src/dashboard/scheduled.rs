@@ -11,7 +11,7 @@ use axum::{
 use maud::{Markup, html};
 use warren::{message::epoch_ms, scheduled, scheduled::Scheduled};
 
-use super::{ms, page, pretty, shown_header, span};
+use super::{body_and_headers, ms, page, span};
 use crate::App;
 
 /// Scheduled messages listed at most.
@@ -60,13 +60,7 @@ fn one(message: &Scheduled, now: u64) -> Markup {
         div.letter data-id=(message.id) {
             h3 { (message.id) }
             p.due { "due " (ms(message.due_ms)) " (in " (span(message.due_ms.saturating_sub(now))) ")" }
-            pre.payload {
-                @if message.is_cut() { (String::from_utf8_lossy(&message.body)) "..." }
-                @else { (pretty(&message.body)) }
-            }
-            details { summary { "headers" }
-                table { @for (name, value) in &message.headers { tr { td { (name) } td { (shown_header(value)) } } } }
-            }
+            (body_and_headers(&message.body, message.is_cut(), &message.headers))
         }
     }
 }

@@ -13,7 +13,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 use warren::{waiting, waiting::Waiting};
 
-use super::{page, pretty, shown_header};
+use super::{body_and_headers, page};
 use crate::App;
 
 /// Messages shown unless `?n=` says otherwise.
@@ -73,13 +73,7 @@ fn one(message: &Waiting) -> Markup {
         div.letter data-id=(message.id) {
             h3 { @if message.id.is_empty() { "(no id yet)" } @else { (message.id) } }
             p.attempt { "attempt " (message.attempt) }
-            pre.payload {
-                @if message.is_cut() { (String::from_utf8_lossy(&message.body)) "..." }
-                @else { (pretty(&message.body)) }
-            }
-            details { summary { "headers" }
-                table { @for (name, value) in &message.headers { tr { td { (name) } td { (shown_header(value)) } } } }
-            }
+            (body_and_headers(&message.body, message.is_cut(), &message.headers))
         }
     }
 }
