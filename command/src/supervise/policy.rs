@@ -8,7 +8,12 @@
 //!   running now (the stage's consumers on other boxes plus this box's
 //!   workers): up at once by `ceil(deficit / supervisors)`, down by
 //!   `floor(surplus / supervisors)` only once the stage has been
-//!   over-provisioned (or idle) for `scale.idle`;
+//!   over-provisioned (or idle) for `scale.idle`; an idle stage (nothing
+//!   ready or held) goes down to `scale.min` on every box;
+//! - a box whose workers are still starting does not grow further: the
+//!   workers the other boxes started at the same time are not consumers
+//!   yet either, so the deficit it sees is not real (on a loaded machine a
+//!   start takes seconds, and each box would add the others' share again);
 //! - a queue with ready messages and no consumer anywhere wakes at least one
 //!   worker (`min: 0` scales to zero and back);
 //! - a failing stage (crash loop) never grows, and shrinks to `scale.min`
@@ -37,6 +42,9 @@ pub struct Observation {
     pub running: u32,
     /// Those of them that consume (a consumer the broker counts).
     pub consuming: u32,
+    /// Those of them still starting: not consuming yet (a worker that
+    /// does not report counts until it has run for the settle time).
+    pub starting: u32,
     /// Those of them that hold messages.
     pub busy: u32,
     /// Messages this box's workers hold.
@@ -69,12 +77,21 @@ pub fn target(scale: &Scale, state: &mut ScaleState, seen: &Observation, now: Du
     let mut target = seen.running;
     if wanted > now_total {
         state.over_since = None;
-        target = seen.running + (wanted - now_total).div_ceil(shares);
+        if seen.starting == 0 {
+            target = seen.running + (wanted - now_total).div_ceil(shares);
+        }
     } else if wanted < now_total {
         let since = *state.over_since.get_or_insert(now);
         if now.saturating_sub(since) >= scale.idle {
+            // Nothing to do: every box sees it, and each goes down to its
+            // minimum (a share of a surplus of 1 would be 0 for ever).
             let surplus = now_total - wanted;
-            target = seen.running.saturating_sub(surplus / shares);
+            let cut = if wanted == 0 {
+                seen.running
+            } else {
+                surplus / shares
+            };
+            target = seen.running.saturating_sub(cut);
             state.over_since = None;
         }
     } else {
@@ -262,11 +279,11 @@ mod tests {
         assert_eq!(target(&scale(0, 20), &mut state, &seen, SECOND), 5);
     }
 
-    /// Two boxes polling in turn, with workers that consume one poll after
-    /// they start: the total settles near what the backlog wants and never
-    /// exceeds 1.5 times it.
-    #[test]
-    fn two_boxes_together_approach_the_desired_total() {
+    /// Two boxes polling in turn, with workers that consume `delays[box]`
+    /// polls after they start (a loaded machine starts them slowly): the
+    /// total settles near what the backlog wants and never exceeds 1.5
+    /// times it.
+    fn two_boxes(delays: [u32; 2]) {
         let s = Scale {
             min: 0,
             max: 10,
@@ -274,34 +291,77 @@ mod tests {
             idle: Duration::from_secs(10),
         };
         let mut states = [ScaleState::default(); 2];
-        let mut running = [0u32; 2];
-        let mut consuming = [0u32; 2];
+        // The poll at which each box's workers started, oldest first.
+        let mut started: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
+        let consuming = |b: usize, started: &[Vec<u32>; 2], t: u32| {
+            started[b].iter().filter(|&&at| at + delays[b] <= t).count() as u32
+        };
+        let delay = delays[0].max(delays[1]);
         for t in 0..120u32 {
             let ready = if t < 60 { 1_200 } else { 0 };
             let desired = if t < 60 { 12 } else { 0 };
             for b in 0..2 {
+                let consumers = consuming(0, &started, t) + consuming(1, &started, t);
+                let running = started[b].len() as u32;
+                let mine = consuming(b, &started, t);
                 let seen = Observation {
                     ready,
-                    consumers: consuming[0] + consuming[1],
+                    consumers,
                     supervisors: 2,
-                    running: running[b],
-                    consuming: consuming[b],
+                    running,
+                    consuming: mine,
+                    starting: running - mine,
                     ..Default::default()
                 };
-                running[b] = target(&s, &mut states[b], &seen, t * SECOND);
+                let target = target(&s, &mut states[b], &seen, t * SECOND) as usize;
+                started[b].resize(target.min(started[b].len()), 0);
+                while started[b].len() < target {
+                    started[b].push(t);
+                }
             }
-            let total = running[0] + running[1];
+            let total = (started[0].len() + started[1].len()) as u32;
             if desired > 0 {
                 assert!(
                     total * 2 <= desired * 3,
-                    "t={t}s total {total} desired {desired}"
+                    "delays {delays:?}: t={t}s total {total} desired {desired}"
                 );
             }
-            if (10..60).contains(&t) {
-                assert!(total >= desired, "t={t}s total {total} below {desired}");
+            if (10 + 2 * delay..60).contains(&t) {
+                assert!(
+                    total >= desired,
+                    "delays {delays:?}: t={t}s total {total} below {desired}"
+                );
             }
-            consuming = running;
         }
-        assert_eq!(running, [0, 0]);
+        assert_eq!(started[0].len() + started[1].len(), 0);
+    }
+
+    #[test]
+    fn two_boxes_together_approach_the_desired_total() {
+        for delays in [[1, 1], [2, 2], [5, 5], [10, 10], [1, 5], [5, 1], [2, 10]] {
+            two_boxes(delays);
+        }
+    }
+
+    #[test]
+    fn a_box_with_workers_starting_does_not_grow_yet() {
+        let mut state = ScaleState::default();
+        let seen = Observation {
+            ready: 1_000,
+            consumers: 1,
+            supervisors: 2,
+            running: 4,
+            consuming: 1,
+            starting: 3,
+            ..Default::default()
+        };
+        assert_eq!(target(&scale(0, 20), &mut state, &seen, SECOND), 4);
+        let started = Observation {
+            consumers: 4,
+            consuming: 4,
+            starting: 0,
+            ..seen
+        };
+        assert_eq!(target(&scale(0, 20), &mut state, &started, 2 * SECOND), 7);
     }
 }

@@ -46,7 +46,7 @@ impl Supervisor {
                             supervisors,
                             ..Default::default()
                         };
-                        pool.observe(&mut observation);
+                        pool.observe(&mut observation, now);
                         let target = policy::target(
                             &pool.stage.scale,
                             &mut pool.scale_state,

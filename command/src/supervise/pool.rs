@@ -17,7 +17,7 @@ use super::{
     policy::{Observation, ScaleState},
     process::{self, Environment, Exited, Launch},
     restart::{History, RestartRules},
-    roll::Roll,
+    roll::{Roll, SETTLE},
 };
 
 /// Extra time, beyond the worker's own grace period, before a draining
@@ -86,7 +86,25 @@ impl Slot {
             reported: false,
         }
     }
+
+    /// Still starting at `now`: running but not consuming yet (a worker
+    /// that does not report counts for the settle time, one that reports
+    /// for at most `STARTING`). A slot waiting to restart after an exit
+    /// is not: the crash-loop rule looks after it.
+    fn starting(&self, now: Instant) -> bool {
+        match self.state {
+            SlotState::Running { since, .. } => {
+                let up = now.saturating_duration_since(since);
+                !self.counts.consuming && up < if self.reported { STARTING } else { SETTLE }
+            }
+            SlotState::Restarting { .. } | SlotState::Draining { .. } => false,
+        }
+    }
 }
+
+/// How long a worker that reports may take to consume before the scaling
+/// policy stops waiting for it.
+const STARTING: Duration = Duration::from_secs(15);
 
 #[derive(Clone, Copy)]
 pub(super) enum SlotState {
@@ -160,8 +178,8 @@ impl Pool {
         self.slots.is_empty()
     }
 
-    /// This box's part of a policy observation.
-    pub fn observe(&self, observation: &mut Observation) {
+    /// This box's part of a policy observation, at `now`.
+    pub fn observe(&self, observation: &mut Observation, now: Instant) {
         let surge = self.surge();
         for (index, slot) in &self.slots {
             if matches!(slot.state, SlotState::Draining { .. }) || Some(*index) == surge {
@@ -169,6 +187,7 @@ impl Pool {
             }
             observation.running += 1;
             observation.consuming += u32::from(slot.counts.consuming);
+            observation.starting += u32::from(slot.starting(now));
             observation.busy += u32::from(slot.counts.in_flight > 0);
             observation.in_flight += slot.counts.in_flight;
             observation.held_back |=
