@@ -259,3 +259,27 @@ async fn listings_cut_bodies_and_one_message_shows_it_whole() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(ids_in(&conn, &dead).await, ["small", "big"]);
 }
+
+/// When a listing returns, what it held is ready in the queue again: the
+/// broker answers a channel's close before it has put the messages back
+/// (on a loaded machine a look right after found none of them ready, and
+/// the page of one dead letter, asked right after the listing that showed
+/// it, said it was not there).
+#[tokio::test]
+async fn a_listing_that_returned_has_given_every_message_back() {
+    let file = PipelineFile::new("dlqback", ONE_STAGE);
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let pipeline = warren::config::load(&file.path).unwrap();
+    declare(&pipeline).await;
+    let conn = connect().await;
+    let dead = format!("{}.a.dead", file.name);
+    for n in 0..20 {
+        dead_letter(&conn, &dead, &format!("d{n}"), b"{\"n\": 1}").await;
+    }
+    for round in 0..50 {
+        let listed = dead_letters::list(&pipeline, "a", 50).await.unwrap();
+        assert_eq!(listed.len(), 20, "round {round}");
+        let ready = queue_state(&conn, &dead).await.map(|(ready, _)| ready);
+        assert_eq!(ready, Some(20), "round {round}: not all back");
+    }
+}

@@ -46,6 +46,11 @@ const HOLD_IDLE: Duration = Duration::from_millis(300);
 /// How long a held listing waits for messages at most.
 const HOLD_LIMIT: Duration = Duration::from_secs(60);
 
+/// How long closing a pass waits at most for what it held to be ready in
+/// the queue again (a queue no one consumes: a stage's dead letters, its
+/// retries).
+const GIVEN_BACK_LIMIT: Duration = Duration::from_secs(1);
+
 /// How a pass keeps the messages it does not take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Keeping {
@@ -63,6 +68,11 @@ pub(crate) struct Pass {
     keeping: Keeping,
     there: usize,
     seen: usize,
+    /// Messages this pass holds: handed to it and not acknowledged.
+    holding: usize,
+    /// The pass's own consumer is still on the queue (a held listing that
+    /// got all it wanted).
+    consuming: bool,
     uncommitted: usize,
     /// Whether a message went to the tail ([`Keeping::Rotate`]): the pass
     /// must then go round the whole queue to restore its order.
@@ -92,6 +102,8 @@ impl Pass {
                 keeping,
                 there,
                 seen: 0,
+                holding: 0,
+                consuming: false,
                 uncommitted: 0,
                 turned: false,
             }),
@@ -142,7 +154,14 @@ impl Pass {
     ) -> Result<(), Error> {
         let wanted = limit.min(self.there);
         let looked = match self.keeping {
-            Keeping::Hold => self.held(wanted, &mut each).await,
+            Keeping::Hold => match self.held(wanted, &mut each).await {
+                Ok((held, consuming)) => {
+                    self.holding += held;
+                    self.consuming |= consuming;
+                    Ok(())
+                }
+                Err(error) => Err(error),
+            },
             Keeping::Rotate => self.rotated(wanted, &mut each).await,
         };
         match looked {
@@ -169,12 +188,21 @@ impl Pass {
                 self.queue
             )));
         }
-        self.held(limit.min(self.there), &mut each).await
+        let (held, consuming) = self.held(limit.min(self.there), &mut each).await?;
+        self.holding += held;
+        self.consuming |= consuming;
+        Ok(())
     }
 
-    async fn held(&self, wanted: usize, each: &mut impl FnMut(&Delivery)) -> Result<(), Error> {
+    /// Holds up to `wanted` messages with one consumer; returns how many,
+    /// and whether the consumer is still on the queue.
+    async fn held(
+        &self,
+        wanted: usize,
+        each: &mut impl FnMut(&Delivery),
+    ) -> Result<(usize, bool), Error> {
         if wanted == 0 {
-            return Ok(());
+            return Ok((0, false));
         }
         let queue = self.queue.as_str();
         self.channel
@@ -203,7 +231,7 @@ impl Pass {
                     seen += 1;
                 }
                 Ok(Some(Err(error))) => return Err(Error::broker(format!("read {queue}"), error)),
-                Ok(None) => break,
+                Ok(None) => return Ok((seen, false)),
                 Err(_) => {
                     if started.elapsed() < HOLD_LIMIT && depth(&self.channel, queue).await? > 0 {
                         continue;
@@ -211,39 +239,42 @@ impl Pass {
                     // None ready (fewer than counted: another reader took
                     // some, or they expired), but what the broker sent us
                     // may still be on its way on a loaded machine.
-                    return self
+                    let rest = self
                         .read_until_cancelled(consumer, wanted - seen, each)
-                        .await;
+                        .await?;
+                    return Ok((seen + rest, false));
                 }
             }
         }
-        Ok(())
+        Ok((seen, true))
     }
 
     /// Cancels `consumer` and calls `each` on what it still receives, at
     /// most `left`: the broker sends a consumer everything meant for it
-    /// before the cancel's answer, and the stream then ends.
+    /// before the cancel's answer, and the stream then ends. Returns how
+    /// many it received.
     async fn read_until_cancelled(
         &self,
         mut consumer: lapin::Consumer,
-        mut left: usize,
+        left: usize,
         each: &mut impl FnMut(&Delivery),
-    ) -> Result<(), Error> {
+    ) -> Result<usize, Error> {
         let queue = self.queue.as_str();
         self.channel
             .basic_cancel(consumer.tag(), BasicCancelOptions::default())
             .await
             .map_err(|e| Error::broker(format!("stop reading {queue}"), e))?;
         let rest = tokio::time::timeout(HOLD_LIMIT, async {
-            while left > 0 {
+            let mut received = 0;
+            while received < left {
                 match consumer.next().await {
                     Some(Ok(delivery)) => each(&delivery),
                     Some(Err(error)) => return Err(Error::broker(format!("read {queue}"), error)),
                     None => break,
                 }
-                left -= 1;
+                received += 1;
             }
-            Ok(())
+            Ok(received)
         });
         rest.await.unwrap_or_else(|_| {
             Err(Error::Setup(format!(
@@ -309,6 +340,7 @@ impl Pass {
             .map_err(|e| Error::broker(format!("read {}", self.queue), e))?;
         if got.is_some() {
             self.seen += 1;
+            self.holding += 1;
         }
         Ok(got)
     }
@@ -397,17 +429,54 @@ impl Pass {
     }
 
     /// Closes the channel and the connection: what is held or uncommitted
-    /// goes back to the queue.
+    /// goes back to the queue. On a queue no one consumes, what was held
+    /// is ready again when this returns (or `GIVEN_BACK_LIMIT` passed):
+    /// the broker answers the channel's close before it has put the
+    /// messages back, and a listing that follows at once (the page of one
+    /// dead letter, after the page that listed it) would miss them.
     pub(crate) async fn close(self) {
+        let expected = match self.keeping {
+            Keeping::Hold if self.holding > 0 => {
+                match ready_and_consumers(&self.channel, &self.queue).await {
+                    Ok((ready, consumers)) if consumers == u32::from(self.consuming) => {
+                        Some(ready as usize + self.holding)
+                    }
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
         let _ = self.channel.close(200, "done".into()).await;
+        if let Some(expected) = expected {
+            self.given_back(expected).await;
+        }
         connection::close(&self.conn, "done").await;
     }
 
-    async fn ack(&self, got: &BasicGetMessage) -> Result<(), Error> {
+    /// Waits until the queue has `expected` messages ready, at most
+    /// `GIVEN_BACK_LIMIT`.
+    async fn given_back(&self, expected: usize) {
+        let Ok(channel) = open_channel(&self.conn).await else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        while started.elapsed() < GIVEN_BACK_LIMIT {
+            match depth(&channel, &self.queue).await {
+                Ok(ready) if ready as usize >= expected => break,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                Err(_) => break,
+            }
+        }
+        let _ = channel.close(200, "done".into()).await;
+    }
+
+    async fn ack(&mut self, got: &BasicGetMessage) -> Result<(), Error> {
         self.channel
             .basic_ack(got.delivery.delivery_tag, BasicAckOptions::default())
             .await
-            .map_err(|e| Error::broker(format!("acknowledge a message of {}", self.queue), e))
+            .map_err(|e| Error::broker(format!("acknowledge a message of {}", self.queue), e))?;
+        self.holding = self.holding.saturating_sub(1);
+        Ok(())
     }
 
     async fn commit(&mut self) -> Result<(), Error> {
@@ -437,6 +506,11 @@ fn fresh(props: &BasicProperties) -> BasicProperties {
 
 /// Messages ready in `queue`.
 pub(crate) async fn depth(channel: &Channel, queue: &str) -> Result<u32, Error> {
+    Ok(ready_and_consumers(channel, queue).await?.0)
+}
+
+/// Messages ready in `queue`, and its consumers.
+async fn ready_and_consumers(channel: &Channel, queue: &str) -> Result<(u32, u32), Error> {
     channel
         .queue_declare(
             queue.into(),
@@ -447,7 +521,7 @@ pub(crate) async fn depth(channel: &Channel, queue: &str) -> Result<u32, Error> 
             FieldTable::default(),
         )
         .await
-        .map(|q| q.message_count())
+        .map(|q| (q.message_count(), q.consumer_count()))
         .map_err(|e| Error::broker(format!("look at {queue}"), e))
 }
 
