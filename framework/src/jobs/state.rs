@@ -40,6 +40,16 @@ pub(super) enum Message {
 }
 
 impl Message {
+    /// Its kind (and a schedule's time), to tell whether an event changed
+    /// it.
+    fn mark(&self) -> (std::mem::Discriminant<Message>, u64) {
+        let until = match self {
+            Message::Scheduled(until) => *until,
+            _ => 0,
+        };
+        (std::mem::discriminant(self), until)
+    }
+
     /// Still to be handled (a held message is handled, but not released).
     fn is_open(&self) -> bool {
         matches!(
@@ -217,15 +227,22 @@ impl JobRecord {
             }
             _ => {}
         }
+        // The record's time moves only with an event that changes it: a
+        // copy handled again after the job settled (a message sent twice)
+        // must not move its finish, or two boxes that folded the stream at
+        // different moments would disagree.
+        let before = self.footprint();
+        let mut changed = false;
         if self.messages.is_empty() || event.at_ms < self.created_ms {
             self.created_ms = event.at_ms;
+            changed = true;
         }
-        self.last_ms = self.last_ms.max(event.at_ms);
         if event.what == What::Released {
             self.released.insert(event.stage.clone());
             for ((stage, _), message) in self.messages.iter_mut() {
                 if *stage == event.stage && matches!(message, Message::Held(_)) {
                     *message = Message::Done;
+                    changed = true;
                 }
             }
         } else {
@@ -236,6 +253,7 @@ impl JobRecord {
                 self.cancelled_ms = Some(event.at_ms);
             }
             let key = (event.stage.clone(), event.id.clone());
+            let was = self.messages.get(&key).map(Message::mark);
             let now = self.messages.entry(key).or_insert(Message::Waiting);
             match &event.what {
                 What::Done => *now = Message::Done,
@@ -262,9 +280,11 @@ impl JobRecord {
                 }
                 What::Held { item } if *now != Message::Done => {
                     *now = Message::Held(item.clone());
+                    changed = true;
                 }
                 _ => {}
             }
+            changed |= was != Some(now.mark());
             if !matches!(
                 event.what,
                 What::Sent | What::Skipped | What::Scheduled { .. }
@@ -277,6 +297,23 @@ impl JobRecord {
                 .entry((emitted.to.clone(), emitted.id.clone()))
                 .or_insert(Message::Waiting);
         }
+        if changed || self.footprint() != before {
+            self.last_ms = self.last_ms.max(event.at_ms);
+        }
+    }
+
+    /// What an event can change besides one message's state, cheaply
+    /// compared.
+    fn footprint(&self) -> (bool, usize, Option<u64>, usize, usize, bool, Option<u64>) {
+        (
+            self.root,
+            self.messages.len(),
+            self.started_ms,
+            self.released.len(),
+            self.results.items.len(),
+            self.results.truncated,
+            self.cancelled_ms,
+        )
     }
 
     /// When the record last changed (ms since the Unix epoch).
@@ -492,6 +529,35 @@ mod tests {
             event("a", "j.0", What::Scheduled { until_ms: 900 }, &[], 30),
         ]);
         assert_eq!(mixed.state(40, KEEP), JobState::Running);
+    }
+
+    /// A copy handled again after the job settled (the same message sent
+    /// twice) changes nothing, so its finish stays where it was: a box
+    /// that folded the stream before that copy's events agrees with one
+    /// that folded it after.
+    #[test]
+    fn a_copy_handled_after_the_job_settled_does_not_move_its_finish() {
+        let settled = [
+            event("split", "j", What::Sent, &[], 10),
+            event("split", "j", What::Done, &[("query", "j.0")], 20),
+            event("query", "j.0", What::Done, &[], 30),
+        ];
+        let early = fold(&settled);
+        assert_eq!(early.state(30, KEEP), JobState::Done);
+        let mut late = fold(&settled);
+        late.apply(&event("split", "j", What::Done, &[("query", "j.0")], 55));
+        late.apply(&event("query", "j.0", What::Done, &[], 60));
+        assert_eq!(late.view("j", 60, KEEP), early.view("j", 60, KEEP));
+        assert_eq!(late.view("j", 60, KEEP).finished_ms, Some(30));
+        // An event that does change it moves it.
+        late.apply(&event(
+            "query",
+            "j.0",
+            dead("gone"),
+            &[("query", "j.1")],
+            70,
+        ));
+        assert_eq!(late.last_ms(), 70);
     }
 
     #[test]
