@@ -26,6 +26,31 @@ stages:
     command: [unused]
 ";
 
+/// The pipeline `ONE_STAGE` declared on the broker (removed when
+/// dropped), a connection, and the name of stage `a`'s dead-letter queue.
+struct OneStage {
+    file: PipelineFile,
+    pipeline: warren::Pipeline,
+    conn: lapin::Connection,
+    dead: String,
+    _cleanup: Cleanup,
+}
+
+async fn one_stage(prefix: &str) -> OneStage {
+    let file = PipelineFile::new(prefix, ONE_STAGE);
+    let _cleanup = Cleanup::pipeline(&file.path, &[]);
+    let pipeline = warren::config::load(&file.path).unwrap();
+    declare(&pipeline).await;
+    let dead = format!("{}.a.dead", file.name);
+    OneStage {
+        file,
+        pipeline,
+        conn: connect().await,
+        dead,
+        _cleanup,
+    }
+}
+
 /// Publishes a dead letter `id` with `body` straight into `queue`, as a
 /// worker writes one.
 async fn dead_letter(conn: &lapin::Connection, queue: &str, id: &str, body: &[u8]) {
@@ -124,12 +149,13 @@ async fn look_many_times(file: &PipelineFile, pipeline: &warren::Pipeline, round
 /// looking lose nothing and keep the order.
 #[tokio::test]
 async fn looking_at_dead_letters_never_drops_them_where_the_broker_would() {
-    let file = PipelineFile::new("dlqlimit", ONE_STAGE);
-    let _cleanup = Cleanup::pipeline(&file.path, &[]);
-    let pipeline = warren::config::load(&file.path).unwrap();
-    declare(&pipeline).await;
-    let conn = connect().await;
-    let dead = format!("{}.a.dead", file.name);
+    let OneStage {
+        file,
+        pipeline,
+        conn,
+        dead,
+        _cleanup,
+    } = one_stage("dlqlimit").await;
     let channel = conn.create_channel().await.unwrap();
     channel
         .queue_delete(dead.as_str().into(), Default::default())
@@ -164,12 +190,13 @@ async fn looking_at_dead_letters_never_drops_them_where_the_broker_would() {
 /// The same on the dead-letter queue warren declares.
 #[tokio::test]
 async fn looking_at_dead_letters_keeps_them_in_order() {
-    let file = PipelineFile::new("dlqorder", ONE_STAGE);
-    let _cleanup = Cleanup::pipeline(&file.path, &[]);
-    let pipeline = warren::config::load(&file.path).unwrap();
-    declare(&pipeline).await;
-    let conn = connect().await;
-    let dead = format!("{}.a.dead", file.name);
+    let OneStage {
+        file,
+        pipeline,
+        conn,
+        dead,
+        _cleanup,
+    } = one_stage("dlqorder").await;
     for n in 0..5 {
         dead_letter(&conn, &dead, &format!("d{n}"), b"{\"n\": 1}").await;
     }
@@ -184,12 +211,13 @@ async fn looking_at_dead_letters_keeps_them_in_order() {
 /// dashboard's page of that message.
 #[tokio::test]
 async fn listings_cut_bodies_and_one_message_shows_it_whole() {
-    let file = PipelineFile::new("dlqbody", ONE_STAGE);
-    let _cleanup = Cleanup::pipeline(&file.path, &[]);
-    let pipeline = warren::config::load(&file.path).unwrap();
-    declare(&pipeline).await;
-    let conn = connect().await;
-    let dead = format!("{}.a.dead", file.name);
+    let OneStage {
+        file,
+        pipeline,
+        conn,
+        dead,
+        _cleanup,
+    } = one_stage("dlqbody").await;
     let big = format!(
         "{{\"text\": \"{}\", \"end\": \"the very end\"}}",
         "x".repeat(300_000)
@@ -267,12 +295,13 @@ async fn listings_cut_bodies_and_one_message_shows_it_whole() {
 /// it, said it was not there).
 #[tokio::test]
 async fn a_listing_that_returned_has_given_every_message_back() {
-    let file = PipelineFile::new("dlqback", ONE_STAGE);
-    let _cleanup = Cleanup::pipeline(&file.path, &[]);
-    let pipeline = warren::config::load(&file.path).unwrap();
-    declare(&pipeline).await;
-    let conn = connect().await;
-    let dead = format!("{}.a.dead", file.name);
+    let OneStage {
+        file: _file,
+        pipeline,
+        conn,
+        dead,
+        _cleanup,
+    } = one_stage("dlqback").await;
     for n in 0..20 {
         dead_letter(&conn, &dead, &format!("d{n}"), b"{\"n\": 1}").await;
     }

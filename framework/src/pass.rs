@@ -154,14 +154,7 @@ impl Pass {
     ) -> Result<(), Error> {
         let wanted = limit.min(self.there);
         let looked = match self.keeping {
-            Keeping::Hold => match self.held(wanted, &mut each).await {
-                Ok((held, consuming)) => {
-                    self.holding += held;
-                    self.consuming |= consuming;
-                    Ok(())
-                }
-                Err(error) => Err(error),
-            },
+            Keeping::Hold => self.held(wanted, &mut each).await,
             Keeping::Rotate => self.rotated(wanted, &mut each).await,
         };
         match looked {
@@ -188,15 +181,22 @@ impl Pass {
                 self.queue
             )));
         }
-        let (held, consuming) = self.held(limit.min(self.there), &mut each).await?;
+        self.held(limit.min(self.there), &mut each).await
+    }
+
+    /// Holds up to `wanted` messages with one consumer, counting them in
+    /// `holding` (and in `consuming` whether the consumer stays on the
+    /// queue).
+    async fn held(&mut self, wanted: usize, each: &mut impl FnMut(&Delivery)) -> Result<(), Error> {
+        let (held, consuming) = self.consume_held(wanted, each).await?;
         self.holding += held;
         self.consuming |= consuming;
         Ok(())
     }
 
-    /// Holds up to `wanted` messages with one consumer; returns how many,
-    /// and whether the consumer is still on the queue.
-    async fn held(
+    /// [`Pass::held`]'s reading: how many it holds, and whether its
+    /// consumer is still on the queue.
+    async fn consume_held(
         &self,
         wanted: usize,
         each: &mut impl FnMut(&Delivery),
@@ -325,11 +325,6 @@ impl Pass {
         if self.seen >= self.there {
             return Ok(None);
         }
-        self.get().await
-    }
-
-    /// The message at the head of the queue, if one is ready.
-    async fn get(&mut self) -> Result<Option<BasicGetMessage>, Error> {
         let got = self
             .channel
             .basic_get(
@@ -343,38 +338,6 @@ impl Pass {
             self.holding += 1;
         }
         Ok(got)
-    }
-
-    /// The next message ready in the queue, whenever it came, for a pass
-    /// that looks for one message: in [`Keeping::Hold`], the walk goes on
-    /// past what the queue held when the pass began, for as long as the
-    /// queue has messages ready (what another reader gives back just now,
-    /// a listing that ended a moment ago, is not ready yet when the pass
-    /// counts the queue, and comes back a little later), for at most
-    /// `HOLD_LIMIT`. Otherwise as [`Pass::next`].
-    pub(crate) async fn next_ready(&mut self) -> Result<Option<BasicGetMessage>, Error> {
-        if self.keeping != Keeping::Hold {
-            return self.next().await;
-        }
-        let mut looked_again = false;
-        let started = std::time::Instant::now();
-        while started.elapsed() < HOLD_LIMIT {
-            let got = self.get().await?;
-            if got.is_some() {
-                return Ok(got);
-            }
-            if depth(&self.channel, &self.queue).await? > 0 {
-                continue;
-            }
-            if looked_again {
-                return Ok(None);
-            }
-            // Nothing ready: once more after a moment, for messages on
-            // their way back to the queue.
-            tokio::time::sleep(HOLD_IDLE).await;
-            looked_again = true;
-        }
-        Ok(None)
     }
 
     /// Leaves `got` in the queue, in its place.

@@ -86,7 +86,7 @@ pub async fn find(pipeline: &Pipeline, stage: &str, id: &str) -> Result<Option<D
     let mut pass = dead_pass(pipeline, stage).await?;
     let mut found = None;
     let walked: Result<(), Error> = async {
-        while let Some(got) = pass.next_ready().await? {
+        while let Some(got) = pass.next().await? {
             let hit = message::id_of(&got.delivery.properties) == Some(id);
             if hit {
                 found = Some(letter::describe(
