@@ -30,6 +30,69 @@ class Worker(unittest.TestCase):
         finish(ctx, None)
         self.assertFalse(ctx.cancelled(), "forgotten once its handling ended")
 
+    def test_a_handler_that_never_waits_costs_no_task_and_one_that_waits_goes_on(self):
+        import asyncio
+        import importlib
+        worker = importlib.import_module("warren_stage.worker")
+
+        async def main():
+            loop = asyncio.get_running_loop()
+            tasks = []
+
+            def start(coroutine, **context):
+                tasks.append(loop.create_task(coroutine, **context))
+                return tasks[-1]
+
+            ran = []
+
+            async def quick():
+                ran.append("quick")
+
+            self.assertIsNone(worker._eager(quick(), start))
+            self.assertEqual((ran, tasks), (["quick"], []), "run at once, without a task")
+
+            given = loop.create_future()
+
+            async def waits():
+                ran.append(await given)
+                await asyncio.sleep(0)
+                raise ValueError("after the wait")
+
+            task = worker._eager(waits(), start)
+            self.assertEqual(len(tasks), 1)
+            loop.call_soon(given.set_result, "given")
+            with self.assertRaises(ValueError):
+                await task
+            self.assertEqual(ran, ["quick", "given"])
+
+            stopped = []
+
+            async def cancelled():
+                try:
+                    await loop.create_future()
+                except asyncio.CancelledError:
+                    stopped.append("cancelled")
+                    raise
+
+            # Each handler in a context of its own, as in a task.
+            import contextvars
+            var = contextvars.ContextVar("var", default="unset")
+
+            async def sets():
+                var.set("set by a handler")
+
+            self.assertIsNone(worker._eager(sets(), start))
+            self.assertEqual(var.get(), "unset", "a handler's context var stays its own")
+
+            task = worker._eager(cancelled(), start)
+            await asyncio.sleep(0)
+            task.cancel()
+            with self.assertRaises(asyncio.CancelledError):
+                await task
+            self.assertEqual(stopped, ["cancelled"], "the cancel reached the handler")
+
+        asyncio.run(main())
+
     def test_the_package_is_the_installed_one(self):
         here = os.path.dirname(os.path.abspath(__file__))
         self.assertFalse(warren_stage.__file__.startswith(os.path.dirname(here)),

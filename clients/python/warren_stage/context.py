@@ -23,6 +23,8 @@ def mark_cancelled(message_id):
 
 
 def forget_cancelled(message_id):
+    if not _cancelled:  # the usual case, without the lock
+        return
     with _cancelled_lock:
         _cancelled.discard(message_id)
 

@@ -5,12 +5,14 @@ protocol's own descriptor. `print` and subprocesses write to stdout, which
 is pointed at stderr (warren's log) first."""
 
 import asyncio
+import contextvars
 import inspect
 import json
 import os
 import queue
 import sys
 import threading
+import types
 
 from .handling import handle, handle_async
 from .context import mark_cancelled
@@ -132,7 +134,9 @@ class Worker:
                     if route is None:
                         handler = self.handler_for(stage)
                         route = routes[stage] = (handler, _is_async(handler))
-                    tasks.append(start(self._one(route, message, out, batch, progress, loop)))
+                    task = _eager(self._one(route, message, out, batch, progress, loop), start)
+                    if task is not None:
+                        tasks.append(task)
             if len(tasks) > 2 * concurrency + 64:
                 tasks = [task for task in tasks if not task.done()]
         if parts and not b"".join(parts).isspace():
@@ -156,13 +160,58 @@ class Worker:
         batch.add(lines)
 
 
+def _eager(coroutine, start):
+    """Runs `coroutine` now, up to its first real wait, in a context of its
+    own (as a task would): one that finishes without waiting (a handler
+    that computes and emits) costs no task, a third of its time. One that
+    waits goes on as a task, in the same context, from where it stopped
+    (returned). Before Python 3.11 (no task context to give), every
+    coroutine is a task."""
+    if not _TASK_CONTEXT:
+        return start(coroutine)
+    context = contextvars.copy_context()
+    try:
+        waiting_on = context.run(coroutine.send, None)
+    except StopIteration:
+        return None
+    return start(_resumed(coroutine, waiting_on), context=context)
+
+
+_TASK_CONTEXT = sys.version_info >= (3, 11)
+
+
+async def _resumed(coroutine, waiting_on):
+    return await _drive(coroutine, waiting_on)
+
+
+@types.coroutine
+def _drive(coroutine, waiting_on):
+    """Drives a started `coroutine` on, handing its task what it waits on
+    (first `waiting_on`, what it gave when it stopped)."""
+    while True:
+        try:
+            sent = yield waiting_on
+        except BaseException as error:  # thrown into the task: passed on
+            try:
+                waiting_on = coroutine.throw(error)
+            except StopIteration as end:
+                return end.value
+        else:
+            try:
+                waiting_on = coroutine.send(sent)
+            except StopIteration as end:
+                return end.value
+
+
 def decode(line):
     """One line from warren, decoded: a message, or None for a cancel line
     (`{"id": ..., "cancel": true}`, noted for that message's
     `ctx.cancelled()`). A line that is neither is a bug in warren or in
     what stands between: said, and the program stops."""
     try:
-        message = json.loads(line)
+        # Decoded first: json.loads on bytes guesses their encoding (warren
+        # writes UTF-8), a quarter of the decoding's time.
+        message = json.loads(line.decode("utf-8"))
         if message.get("cancel") is True:
             mark_cancelled(message["id"])
             return None

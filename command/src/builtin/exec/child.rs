@@ -136,11 +136,25 @@ fn describe(status: std::process::ExitStatus) -> String {
     }
 }
 
+/// Lines written to the program in one go, at most: what is waiting when
+/// the pipe can take more goes out together (one system call for many
+/// messages, and the program reads many at once).
+const LINES_AT_ONCE: usize = 256;
+
 /// Writes lines to the program's stdin; closing the channel closes it.
 async fn write_lines(mut stdin: ChildStdin, mut lines: mpsc::UnboundedReceiver<Vec<u8>>) {
-    while let Some(line) = lines.recv().await {
-        if stdin.write_all(&line).await.is_err() {
+    let mut waiting = Vec::with_capacity(LINES_AT_ONCE);
+    let mut out = Vec::new();
+    while lines.recv_many(&mut waiting, LINES_AT_ONCE).await > 0 {
+        out.clear();
+        for line in waiting.drain(..) {
+            out.extend_from_slice(&line);
+        }
+        if stdin.write_all(&out).await.is_err() {
             return; // the program is gone; its exit says why
+        }
+        if out.capacity() > 1 << 20 {
+            out = Vec::new(); // a batch of big messages: not kept
         }
     }
 }
