@@ -2,7 +2,10 @@
 //! measured against. Same guarantees as warren: persistent messages,
 //! publisher confirms awaited before the ack of what caused them, acks
 //! batched with `multiple`, and a sink that writes each id once and fsyncs
-//! (data, then ids) before acking.
+//! (data, then ids) before acking. It runs on one connection (consuming
+//! and publishing channels side by side, as a simple client does) or, as
+//! warren does, with its publishing channels on a second connection, so
+//! that acks keep flowing while the broker blocks publishers.
 
 use std::{
     path::Path,
@@ -83,12 +86,47 @@ fn persistent(id: String) -> BasicProperties {
         .with_message_id(id.into())
 }
 
+/// Where the bare client publishes.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Publishing {
+    /// On the connection it consumes on.
+    SameConnection,
+    /// On a second connection (warren's guarantee under a memory alarm).
+    OwnConnection,
+}
+
+impl Publishing {
+    /// The system's name in the results table.
+    pub fn system(self) -> &'static str {
+        match self {
+            Publishing::SameConnection => "bare lapin",
+            Publishing::OwnConnection => "bare 2-conn",
+        }
+    }
+}
+
 /// Runs fanout3 with queues of `kind` (`quorum` or `classic`); returns the
 /// seconds from the start of consuming to the last line in the sink.
-pub async fn run(url: &str, kind: &str, fanout: &Fanout, sink_path: &Path, prefetch: u16) -> f64 {
+pub async fn run(
+    url: &str,
+    kind: &str,
+    fanout: &Fanout,
+    sink_path: &Path,
+    prefetch: u16,
+    publishing: Publishing,
+) -> f64 {
     let conn = Connection::connect(url, ConnectionProperties::default())
         .await
         .unwrap();
+    let second = match publishing {
+        Publishing::SameConnection => None,
+        Publishing::OwnConnection => Some(
+            Connection::connect(url, ConnectionProperties::default())
+                .await
+                .unwrap(),
+        ),
+    };
+    let publishing_conn = second.as_ref().unwrap_or(&conn);
     let setup = conn.create_channel().await.unwrap();
     declare(&setup, kind).await;
     // Seeds first: a backlog, as for every system measured.
@@ -119,7 +157,7 @@ pub async fn run(url: &str, kind: &str, fanout: &Fanout, sink_path: &Path, prefe
     let f = fanout.f;
     let expand = tokio::spawn(stage(
         conn.create_channel().await.unwrap(),
-        conn.create_channel().await.unwrap(),
+        publishing_conn.create_channel().await.unwrap(),
         queue(kind, "expand"),
         queue(kind, "work"),
         prefetch,
@@ -136,7 +174,7 @@ pub async fn run(url: &str, kind: &str, fanout: &Fanout, sink_path: &Path, prefe
     ));
     let work = tokio::spawn(stage(
         conn.create_channel().await.unwrap(),
-        conn.create_channel().await.unwrap(),
+        publishing_conn.create_channel().await.unwrap(),
         queue(kind, "work"),
         queue(kind, "sink"),
         prefetch,
@@ -178,6 +216,9 @@ pub async fn run(url: &str, kind: &str, fanout: &Fanout, sink_path: &Path, prefe
             .await;
     }
     let _ = conn.close(200, "done".into()).await;
+    if let Some(second) = second {
+        let _ = second.close(200, "done".into()).await;
+    }
     seconds
 }
 

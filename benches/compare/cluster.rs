@@ -1,14 +1,19 @@
 //! `--cluster`: warren's fanout3 on quorum queues on the single broker and
 //! on a three-node cluster started for the run (`tests/support/cluster.sh`,
 //! ports 5701-5703, removed after), rounds interleaved, to show what
-//! replication costs.
+//! replication costs; and the bare client (both ways of publishing) on the
+//! same cluster, through its first node, as the limit there.
 
 use std::{
     path::{Path, PathBuf},
     process::Command,
 };
 
-use crate::{Fanout, fanout, median};
+use crate::{
+    Fanout,
+    bare::{self, Publishing},
+    fanout, median, spread,
+};
 
 /// The cluster, removed when dropped.
 struct Cluster(PathBuf);
@@ -46,11 +51,33 @@ pub async fn run(
         .map(|i| format!("amqp://guest:guest@127.0.0.1:{}/%2f", 5701 + i))
         .collect();
     let nodes = nodes.join(",");
-    let (mut one, mut three) = (Vec::new(), Vec::new());
+    let (mut one, mut three, mut first_only) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut bare_one, mut bare_two) = (Vec::new(), Vec::new());
+    let first_node = "amqp://guest:guest@127.0.0.1:5701/%2f";
     for round in 0..rounds {
+        for (publishing, times) in [
+            (Publishing::SameConnection, &mut bare_one),
+            (Publishing::OwnConnection, &mut bare_two),
+        ] {
+            let sink = dir.join(format!("cluster-bare-{round}.jsonl"));
+            let seconds = bare::run(first_node, "quorum", fanout, &sink, 500, publishing).await;
+            eprintln!(
+                "  {} quorum on the 3-node cluster, round {}: {seconds:.2}s",
+                publishing.system(),
+                round + 1
+            );
+            times.push(seconds);
+        }
         for (url, times, name) in [
             (single, &mut one, "single node"),
             (nodes.as_str(), &mut three, "3-node cluster"),
+            // Every worker on the node the bare client uses (where the
+            // queues' leaders are): what spreading over the nodes costs.
+            (
+                first_node,
+                &mut first_only,
+                "3-node cluster, first node only",
+            ),
         ] {
             let setup = fanout::Setup {
                 url,
@@ -69,6 +96,34 @@ pub async fn run(
             times.push(measured.seconds);
         }
     }
+    for (publishing, bare) in [
+        (Publishing::OwnConnection, &bare_two),
+        (Publishing::SameConnection, &bare_one),
+    ] {
+        // Round by round: each warren round against the bare round just
+        // before it.
+        let ratios: Vec<f64> = bare.iter().zip(&three).map(|(b, w)| b / w).collect();
+        println!(
+            "fanout3 on the three-node cluster: warren {:.2}s, {} {:.2}s; warren vs {} round by round: median {:.2}x ({})",
+            median(three.clone()),
+            publishing.system(),
+            median(bare.clone()),
+            publishing.system(),
+            median(ratios.clone()),
+            spread(&ratios)
+        );
+    }
+    let ratios: Vec<f64> = bare_two
+        .iter()
+        .zip(&first_only)
+        .map(|(b, w)| b / w)
+        .collect();
+    println!(
+        "fanout3 on the three-node cluster, every worker on the first node: warren {:.2}s; vs bare 2-conn round by round: median {:.2}x ({})",
+        median(first_only),
+        median(ratios.clone()),
+        spread(&ratios)
+    );
     let messages = fanout.messages() as f64;
     let (one, three) = (messages / median(one), messages / median(three));
     println!(

@@ -42,8 +42,12 @@ impl Variant {
         }
     }
 
-    /// The `work` stage's program (and, for PHP, one message at a time:
-    /// a prefetch that fits the broker's acknowledgement timeout).
+    /// The `work` stage's program. Every variant has the stage defaults of
+    /// the run (prefetch and concurrency 500). A PHP child handles one
+    /// message at a time, and the others wait in its pipe: 500 of this
+    /// handler's few microseconds each are far under the timeout, the
+    /// guide's rule. `WARREN_BENCH_PHP_CONCURRENCY` (and `_PREFETCH`) set
+    /// others for PHP, to see what fewer in the pipe cost.
     fn stage(self, worker: &Path) -> String {
         let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/exec");
         match self {
@@ -51,10 +55,18 @@ impl Variant {
             // the processes apart by their command lines.
             Variant::Rust | Variant::Tracked => format!("command: [{}, work]", worker.display()),
             Variant::Python => format!("exec: [python3, {}]", scripts.join("work.py").display()),
-            Variant::Php => format!(
-                "exec: [php, {}]\n    prefetch: 64\n    concurrency: 8",
-                scripts.join("work.php").display()
-            ),
+            Variant::Php => {
+                let mut stage = format!("exec: [php, {}]", scripts.join("work.php").display());
+                for (setting, variable) in [
+                    ("prefetch", "WARREN_BENCH_PHP_PREFETCH"),
+                    ("concurrency", "WARREN_BENCH_PHP_CONCURRENCY"),
+                ] {
+                    if let Ok(value) = std::env::var(variable) {
+                        stage += &format!("\n    {setting}: {value}");
+                    }
+                }
+                stage
+            }
         }
     }
 }

@@ -6,21 +6,24 @@
 //! ```
 //!
 //! fanout3 (N seeds -> F parts each -> sha256 -> sink; N + 2NF messages)
-//! on a bare lapin client and on warren, with quorum and with classic
-//! queues; with `--peers`, Celery and Dramatiq (installed into a virtualenv
+//! on a bare lapin client (on one connection, and with its publishing on a
+//! second connection as warren does: `bare 2-conn`) and on warren, rounds
+//! interleaved, with quorum and with classic queues; with `--peers`, Celery and Dramatiq (installed into a virtualenv
 //! from PyPI if missing: `PEERS_VENV`, default /tmp/peers/venv); then the
 //! latency-bound crawl, the producer's one-at-a-time publish latency and the
 //! supervisor's reaction to a backlog. fanout3's `work` stage also runs as
-//! a Python and a PHP exec stage (classic queues), and the exec protocol's
-//! CPU per message is measured; and the Rust pipeline runs again with job
+//! a Python and a PHP exec stage (classic queues; each round against a
+//! Rust-stage round run just before it), and the exec protocol's CPU per
+//! message is measured; and the Rust pipeline runs again with job
 //! tracking on (`warren+jobs`). Options: `--n 2000 --f 10`, `--rounds 3`
 //! (fanout3 rounds for every system, the median is kept), `--skip-crawl`,
 //! `--skip-exec`, `--skip-tracking`, `--skip-instructions`, `--kind
-//! quorum|classic`; `--cluster` runs only warren's fanout3 on quorum
-//! queues, on the single broker and on a three-node cluster started for
-//! the run. `WARREN_BENCH_BEFORE=DIR` (a `target/release` folder of an
-//! earlier build, with `warren` and `examples/fanout3-worker`) runs that
-//! build's fanout3 too, in the same rounds, as the row `before`.
+//! quorum|classic`; `--cluster` runs only fanout3 on quorum queues:
+//! warren on the single broker and on a three-node cluster started for
+//! the run, and the bare client (both ways) on that cluster.
+//! `WARREN_BENCH_BEFORE=DIR` (a `target/release` folder of an earlier
+//! build, with `warren` and `examples/fanout3-worker`) runs that build's
+//! fanout3 and exec protocol measure too, in the same rounds, as `before`.
 
 mod bare;
 mod bare_sink;
@@ -90,6 +93,7 @@ pub async fn send_all(
         .await;
 }
 
+use bare::Publishing;
 use fanout::{Setup, Variant};
 use futures_util::StreamExt;
 
@@ -202,7 +206,21 @@ fn options() -> Options {
 /// Builds an example program in release mode; returns its path.
 fn example(name: &str) -> PathBuf {
     let warren = PathBuf::from(env!("CARGO_BIN_EXE_warren"));
-    let status = Command::new(option_env!("CARGO").unwrap_or("cargo"))
+    let mut cargo = Command::new(option_env!("CARGO").unwrap_or("cargo"));
+    // Without what cargo set for this bench (CARGO_MANIFEST_DIR, ...): a
+    // dependency's build script that watches one of them would run again,
+    // and with it the build of everything above it, here and in the next
+    // `cargo bench`.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_MANIFEST_")
+            || name.starts_with("CARGO_PKG_")
+            || ["CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE", "OUT_DIR"].contains(&name.as_ref())
+        {
+            cargo.env_remove(name.as_ref());
+        }
+    }
+    let status = cargo
         .args([
             "build",
             "--release",
@@ -300,7 +318,16 @@ async fn main() {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     if let Some(fanout) = &options.bare_child {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        bare::run(&url, "quorum", fanout, &dir.path().join("sink.jsonl"), 500).await;
+        let sink = dir.path().join("sink.jsonl");
+        bare::run(
+            &url,
+            "quorum",
+            fanout,
+            &sink,
+            500,
+            Publishing::SameConnection,
+        )
+        .await;
         return;
     }
     let warren = PathBuf::from(env!("CARGO_BIN_EXE_warren"));
@@ -343,6 +370,7 @@ async fn main() {
     let mut rows: Vec<Row> = Vec::new();
     for &kind in &options.kinds {
         let mut bare_times = Vec::new();
+        let mut bare2_times = Vec::new();
         let mut warren_times = Vec::new();
         let mut before_times = Vec::new();
         let mut rss_seen = Vec::new();
@@ -352,16 +380,23 @@ async fn main() {
                 .ok()
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(500);
-            if !options.warren_only {
-                bare_times.push(bare::run(&url, kind, fanout, &sink, prefetch).await);
-            } else {
-                bare_times.push(f64::NAN);
+            // Both limits: the bare client on one connection, and with
+            // its publishing on a second one (warren's guarantee).
+            for (publishing, times) in [
+                (Publishing::SameConnection, &mut bare_times),
+                (Publishing::OwnConnection, &mut bare2_times),
+            ] {
+                times.push(match options.warren_only {
+                    false => bare::run(&url, kind, fanout, &sink, prefetch, publishing).await,
+                    true => f64::NAN,
+                });
             }
             if options.bare_only {
                 eprintln!(
-                    "  {kind} round {}: bare {:.2}s",
+                    "  {kind} round {}: bare {:.2}s, bare 2-conn {:.2}s",
                     round + 1,
-                    bare_times[round]
+                    bare_times[round],
+                    bare2_times[round]
                 );
                 continue;
             }
@@ -369,9 +404,10 @@ async fn main() {
             warren_times.push(measured.seconds);
             rss_seen = measured.worker_rss_kib;
             eprintln!(
-                "  {kind} round {}: bare {:.2}s, warren {:.2}s",
+                "  {kind} round {}: bare {:.2}s, bare 2-conn {:.2}s, warren {:.2}s",
                 round + 1,
                 bare_times[round],
+                bare2_times[round],
                 warren_times[round]
             );
             if let Some(before) = &before {
@@ -383,12 +419,17 @@ async fn main() {
                 );
             }
         }
-        rows.push(Row {
-            system: "bare lapin".into(),
-            queue: kind,
-            times: bare_times,
-            rss: "-".into(),
-        });
+        for (publishing, times) in [
+            (Publishing::SameConnection, bare_times),
+            (Publishing::OwnConnection, bare2_times),
+        ] {
+            rows.push(Row {
+                system: publishing.system().into(),
+                queue: kind,
+                times,
+                rss: "-".into(),
+            });
+        }
         if !warren_times.is_empty() {
             rows.push(Row {
                 system: "warren".into(),
@@ -422,27 +463,62 @@ async fn main() {
         None
     };
     let mut exec_overhead = None;
+    // Each exec variant's rounds against Rust-stage rounds run just before
+    // them (round by round, like the bare client's): the ratio of each
+    // pair, so that drift over the run hits both.
+    let mut exec_ratios: Vec<(&str, Vec<f64>)> = Vec::new();
     if options.exec && !options.bare_only {
-        for variant in [Variant::Python, Variant::Php] {
-            let program = if variant == Variant::Php {
-                "php"
-            } else {
-                "python3"
-            };
-            if Command::new(program).arg("--version").output().is_err() {
+        let variants: Vec<Variant> = [(Variant::Python, "python3"), (Variant::Php, "php")]
+            .into_iter()
+            .filter(|(variant, program)| {
+                let there = Command::new(program).arg("--version").output().is_ok();
+                if !there {
+                    eprintln!(
+                        "{}: `{program}` is not installed; not run",
+                        variant.system()
+                    );
+                }
+                there
+            })
+            .map(|(variant, _)| variant)
+            .collect();
+        let mut times = vec![Vec::new(); variants.len()];
+        let mut ratios = vec![Vec::new(); variants.len()];
+        let mut rss = vec![Vec::new(); variants.len()];
+        for round in 0..options.rounds {
+            for (i, &variant) in variants.iter().enumerate() {
+                let rust = fanout::run(&setup, "classic", Variant::Rust).await.seconds;
+                let measured = fanout::run(&setup, "classic", variant).await;
                 eprintln!(
-                    "{}: `{program}` is not installed; not run",
-                    variant.system()
+                    "  classic round {}: warren {rust:.2}s, {} {:.2}s",
+                    round + 1,
+                    variant.system(),
+                    measured.seconds
                 );
-                continue;
+                ratios[i].push(rust / measured.seconds);
+                times[i].push(measured.seconds);
+                rss[i] = measured.worker_rss_kib;
             }
-            rows.push(variant_rounds(&setup, "classic", variant, options.rounds).await);
         }
-        let mut per_message = Vec::new();
+        for (i, variant) in variants.iter().enumerate() {
+            rows.push(Row {
+                system: variant.system().into(),
+                queue: "classic",
+                times: std::mem::take(&mut times[i]),
+                rss: mib(&rss[i]),
+            });
+            exec_ratios.push((variant.system(), std::mem::take(&mut ratios[i])));
+        }
+        // With an earlier build, its rounds interleaved with this one's.
+        let (mut per_message, mut per_message_before) = (Vec::new(), Vec::new());
         for _ in 0..options.rounds {
             per_message.push(exec::overhead(&url, dir.path(), &warren, 20_000).await);
+            if let Some(before) = &before {
+                per_message_before
+                    .push(exec::overhead(&url, dir.path(), before.warren, 20_000).await);
+            }
         }
-        exec_overhead = Some(median(per_message));
+        exec_overhead = Some((median(per_message), per_message_before));
     }
     if options.peers {
         let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benches/peers");
@@ -479,33 +555,40 @@ async fn main() {
 
     println!();
     println!(
-        "{:<11} {:<8} {:>9} {:>8} {:>11} {:>9} {:>8}  peak RSS per worker process (MiB)",
-        "system", "queue", "messages", "seconds", "min-max", "msgs/s", "vs bare"
+        "{:<11} {:<8} {:>9} {:>8} {:>11} {:>9} {:>8} {:>9}  peak RSS per worker process (MiB)",
+        "system", "queue", "messages", "seconds", "min-max", "msgs/s", "vs bare", "vs 2-conn"
     );
     for row in &rows {
-        let bare = rows
-            .iter()
-            .find(|r| r.system == "bare lapin" && r.queue == row.queue)
-            .map_or(f64::NAN, Row::seconds);
+        let limit = |publishing: Publishing| {
+            rows.iter()
+                .find(|r| r.system == publishing.system() && r.queue == row.queue)
+                .map_or(f64::NAN, Row::seconds)
+        };
         println!(
-            "{:<11} {:<8} {:>9} {:>8.2} {:>11} {:>9.0} {:>8.2}  {}",
+            "{:<11} {:<8} {:>9} {:>8.2} {:>11} {:>9.0} {:>8.2} {:>9.2}  {}",
             row.system,
             row.queue,
             fanout.messages(),
             row.seconds(),
             row.spread(),
             fanout.messages() as f64 / row.seconds(),
-            bare / row.seconds(),
+            limit(Publishing::SameConnection) / row.seconds(),
+            limit(Publishing::OwnConnection) / row.seconds(),
             row.rss
         );
     }
     // Interleaved rounds: the ratio of each round to the bare round run
     // just before it, so drift between rounds hits both.
     for &kind in &options.kinds {
-        let bare = rows
-            .iter()
-            .find(|r| r.system == "bare lapin" && r.queue == kind);
-        for system in ["warren", BEFORE] {
+        for (system, limit) in [
+            ("warren", Publishing::OwnConnection),
+            ("warren", Publishing::SameConnection),
+            (BEFORE, Publishing::OwnConnection),
+            (BEFORE, Publishing::SameConnection),
+        ] {
+            let bare = rows
+                .iter()
+                .find(|r| r.system == limit.system() && r.queue == kind);
             let warren = rows.iter().find(|r| r.system == system && r.queue == kind);
             if let (Some(bare), Some(warren)) = (bare, warren) {
                 let ratios: Vec<f64> = bare
@@ -516,7 +599,8 @@ async fn main() {
                     .collect();
                 if ratios.iter().all(|r| r.is_finite()) && !ratios.is_empty() {
                     println!(
-                        "{system} vs bare ({kind}), round by round: median {:.2}x ({})",
+                        "{system} vs {} ({kind}), round by round: median {:.2}x ({})",
+                        limit.system(),
                         median(ratios.clone()),
                         spread(&ratios)
                     );
@@ -553,29 +637,34 @@ async fn main() {
         }
     }
     let celery = rows.iter().find(|r| r.system == "celery");
-    for exec in rows
-        .iter()
-        .filter(|r| r.system == "warren+py" || r.system == "warren+php")
-    {
-        if let Some(w) = warren_classic {
-            print!(
-                "{}: exec work stage at {:.2}x the Rust stage's throughput",
-                exec.system,
-                w / exec.seconds()
-            );
-        }
-        match celery {
-            Some(celery) => println!(", {:.1}x Celery", celery.seconds() / exec.seconds()),
-            None => println!(),
+    for (system, ratios) in &exec_ratios {
+        print!(
+            "{system}: exec work stage at {:.2}x the Rust stage's throughput (round by round against the Rust stage's round just before: median, {})",
+            median(ratios.clone()),
+            spread(ratios)
+        );
+        let exec = rows.iter().find(|r| r.system == *system);
+        match (celery, exec) {
+            (Some(celery), Some(exec)) => {
+                println!(", {:.1}x Celery", celery.seconds() / exec.seconds())
+            }
+            _ => println!(),
         }
     }
     if let Some(instructions) = instructions {
         println!("{instructions}");
     }
-    if let Some(us) = exec_overhead {
+    if let Some((us, before)) = exec_overhead {
         println!(
             "exec protocol: {us:.1} us of warren CPU per message (a child answering `done` at once; consuming and acknowledging included)"
         );
+        if !before.is_empty() {
+            println!(
+                "exec protocol, {BEFORE}: {:.1} us of warren CPU per message ({})",
+                median(before.clone()),
+                spread(&before)
+            );
+        }
     }
 
     if options.crawl {
