@@ -115,6 +115,49 @@ pub async fn run(
     prefetch: u16,
     publishing: Publishing,
 ) -> f64 {
+    let running = start(url, kind, fanout, sink_path, prefetch, publishing).await;
+    let ticks = crate::rss::machine_ticks();
+    let cpu = crate::rss::cpu_seconds(std::process::id()).map_or(0.0, |(s, _)| s);
+    let want = fanout.n * fanout.f;
+    while running.written.load(Ordering::Relaxed) < want {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let seconds = running.started.elapsed().as_secs_f64();
+    if std::env::var_os("WARREN_BENCH_CPU").is_some() {
+        let used = crate::rss::cpu_seconds(std::process::id()).map_or(0.0, |(s, _)| s) - cpu;
+        eprintln!(
+            "    bare: cpu {used:.2}s (all three stages), machine idle {:.0}% of the round",
+            100.0 * crate::rss::idle_share(ticks, crate::rss::machine_ticks())
+        );
+    }
+    running.stop().await;
+    seconds
+}
+
+/// The bare client's three stages, running.
+pub struct Running {
+    conn: Connection,
+    second: Option<Connection>,
+    /// The channel that declared the queues and sent the seeds.
+    setup: Channel,
+    kind: String,
+    stages: Vec<tokio::task::JoinHandle<()>>,
+    /// When the stages began consuming.
+    pub started: Instant,
+    /// Lines the sink has on disk.
+    pub written: Arc<AtomicU64>,
+}
+
+/// Declares the queues afresh, sends `fanout.n` seeds (a backlog, as for
+/// every system measured) and starts the three stages.
+pub async fn start(
+    url: &str,
+    kind: &str,
+    fanout: &Fanout,
+    sink_path: &Path,
+    prefetch: u16,
+    publishing: Publishing,
+) -> Running {
     let conn = Connection::connect(url, ConnectionProperties::default())
         .await
         .unwrap();
@@ -129,31 +172,17 @@ pub async fn run(
     let publishing_conn = second.as_ref().unwrap_or(&conn);
     let setup = conn.create_channel().await.unwrap();
     declare(&setup, kind).await;
-    // Seeds first: a backlog, as for every system measured.
     setup
         .confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();
     for i in 0..fanout.n {
-        let body =
-            serde_json::to_vec(&serde_json::json!({"id": i, "body": "x".repeat(64)})).unwrap();
-        setup
-            .basic_publish(
-                "".into(),
-                queue(kind, "expand").as_str().into(),
-                BasicPublishOptions::default(),
-                &body,
-                persistent(format!("s{i}")),
-            )
-            .await
-            .unwrap();
+        send_seed(&setup, kind, i).await;
     }
     setup.wait_for_confirms().await.unwrap();
 
     let written = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let ticks = crate::rss::machine_ticks();
-    let cpu = crate::rss::cpu_seconds(std::process::id()).map_or(0.0, |(s, _)| s);
     let f = fanout.f;
     let expand = tokio::spawn(stage(
         conn.create_channel().await.unwrap(),
@@ -192,34 +221,58 @@ pub async fn run(
         prefetch,
         written.clone(),
     ));
-    let want = fanout.n * fanout.f;
-    while written.load(Ordering::Relaxed) < want {
-        tokio::time::sleep(Duration::from_millis(2)).await;
+    Running {
+        conn,
+        second,
+        setup,
+        kind: kind.to_string(),
+        stages: vec![expand, work, sink],
+        started,
+        written,
     }
-    let seconds = started.elapsed().as_secs_f64();
-    if std::env::var_os("WARREN_BENCH_CPU").is_some() {
-        let used = crate::rss::cpu_seconds(std::process::id()).map_or(0.0, |(s, _)| s) - cpu;
-        eprintln!(
-            "    bare: cpu {used:.2}s (all three stages), machine idle {:.0}% of the round",
-            100.0 * crate::rss::idle_share(ticks, crate::rss::machine_ticks())
-        );
+}
+
+/// Publishes seed `i` (persistent, its confirm awaited by the caller).
+async fn send_seed(channel: &Channel, kind: &str, i: u64) {
+    let body = serde_json::to_vec(&serde_json::json!({"id": i, "body": "x".repeat(64)})).unwrap();
+    channel
+        .basic_publish(
+            "".into(),
+            queue(kind, "expand").as_str().into(),
+            BasicPublishOptions::default(),
+            &body,
+            persistent(format!("s{i}")),
+        )
+        .await
+        .unwrap();
+}
+
+impl Running {
+    /// Sends seed `i` to the running stages and waits for its confirm.
+    pub async fn send_confirmed(&self, i: u64) {
+        send_seed(&self.setup, &self.kind, i).await;
+        self.setup.wait_for_confirms().await.unwrap();
     }
-    expand.abort();
-    work.abort();
-    sink.abort();
-    for stage in ["expand", "work", "sink"] {
-        let _ = setup
-            .queue_delete(
-                queue(kind, stage).as_str().into(),
-                QueueDeleteOptions::default(),
-            )
-            .await;
+
+    /// Stops the stages, deletes the queues and closes the connections.
+    pub async fn stop(self) {
+        for stage in &self.stages {
+            stage.abort();
+        }
+        for stage in ["expand", "work", "sink"] {
+            let _ = self
+                .setup
+                .queue_delete(
+                    queue(&self.kind, stage).as_str().into(),
+                    QueueDeleteOptions::default(),
+                )
+                .await;
+        }
+        let _ = self.conn.close(200, "done".into()).await;
+        if let Some(second) = self.second {
+            let _ = second.close(200, "done".into()).await;
+        }
     }
-    let _ = conn.close(200, "done".into()).await;
-    if let Some(second) = second {
-        let _ = second.close(200, "done".into()).await;
-    }
-    seconds
 }
 
 /// A stage that emits: each delivery's outputs are published, and the

@@ -216,3 +216,48 @@ fn expand_concurrency() -> u32 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(50)
 }
+
+/// fanout3 on warren at light load (`light.rs`): `warm_up` then `samples`
+/// seeds sent one at a time, each once the sink has the previous one's F
+/// lines; the time of each counted seed from its send (confirmed) to its
+/// last line in the sink, in ms.
+pub async fn light(setup: &Setup<'_>, kind: &str, warm_up: u64, samples: u64) -> Vec<f64> {
+    let name = format!("bench_warren_{kind}_light");
+    let file = setup.dir.join(format!("{name}.yaml"));
+    let sink = setup.dir.join(format!("{name}.jsonl"));
+    crate::run::remove_sink(&sink);
+    let pipeline = pipeline(&name, kind, setup.worker, Variant::Rust, &sink);
+    std::fs::write(&file, pipeline).unwrap();
+    let mut run = crate::run::Declared::new(setup.url, &file).await;
+    let f = setup.fanout.f;
+    run.supervise_under(
+        setup.wrapper,
+        setup.warren,
+        setup.url,
+        &[("FANOUT", f.to_string())],
+    );
+    for stage in ["expand", "work", "sink"] {
+        run.wait_for_consumers(stage, 1, Duration::from_millis(5))
+            .await;
+    }
+    let producer = warren::Producer::connect(&run.pipeline).await.unwrap();
+    let mut lines = crate::LineCounter::new(sink);
+    let mut times = Vec::new();
+    for i in 0..warm_up + samples {
+        let body = serde_json::json!({"id": i, "body": "x".repeat(64)});
+        let sent = Instant::now();
+        producer
+            .send_with_id("expand", &format!("s{i}"), &body)
+            .await
+            .unwrap();
+        while lines.count() < (i + 1) * f {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        if i >= warm_up {
+            times.push(sent.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    producer.close().await;
+    run.tear_down().await;
+    times
+}

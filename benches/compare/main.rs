@@ -17,6 +17,7 @@
 //! message is measured; and the Rust pipeline runs again with job
 //! tracking on (`warren+jobs`). Options: `--n 2000 --f 10`, `--rounds 3`
 //! (fanout3 rounds for every system, the median is kept), `--skip-crawl`,
+//! `--skip-light` (one seed at a time through fanout3, see `light.rs`),
 //! `--skip-exec`, `--skip-tracking`, `--skip-instructions`, `--kind
 //! quorum|classic`; `--cluster` runs only fanout3 on quorum queues:
 //! warren on the single broker and on a three-node cluster started for
@@ -34,6 +35,7 @@ mod exec;
 mod fanout;
 mod instructions;
 mod latency;
+mod light;
 mod peers;
 mod rss;
 mod run;
@@ -135,6 +137,8 @@ struct Options {
     rounds: usize,
     peers: bool,
     crawl: bool,
+    /// One seed at a time through fanout3, warren and the bare client.
+    light: bool,
     /// Only the bare client's fanout3 (for profiling the limit).
     bare_only: bool,
     /// Only warren's fanout3 (for profiling warren).
@@ -173,6 +177,7 @@ fn options() -> Options {
         rounds: value("--rounds", 3) as usize,
         peers: args.iter().any(|a| a == "--peers"),
         crawl: !args.iter().any(|a| a == "--skip-crawl"),
+        light: !args.iter().any(|a| a == "--skip-light"),
         bare_only: args.iter().any(|a| a == "--bare-only"),
         warren_only: args.iter().any(|a| a == "--warren-only"),
         exec: !args.iter().any(|a| a == "--skip-exec"),
@@ -667,6 +672,9 @@ async fn main() {
         }
     }
 
+    if options.light && !options.bare_only && !options.warren_only {
+        light::run(&setup, 200, options.rounds).await;
+    }
     if options.crawl {
         let mut ratios = Vec::new();
         let mut flat = Vec::new();
