@@ -149,16 +149,10 @@ async fn look_many_times(file: &PipelineFile, pipeline: &warren::Pipeline, round
 /// looking lose nothing and keep the order.
 #[tokio::test]
 async fn looking_at_dead_letters_never_drops_them_where_the_broker_would() {
-    let OneStage {
-        file,
-        pipeline,
-        conn,
-        dead,
-        _cleanup,
-    } = one_stage("dlqlimit").await;
-    let channel = conn.create_channel().await.unwrap();
+    let setup = one_stage("dlqlimit").await;
+    let channel = setup.conn.create_channel().await.unwrap();
     channel
-        .queue_delete(dead.as_str().into(), Default::default())
+        .queue_delete(setup.dead.as_str().into(), Default::default())
         .await
         .unwrap();
     let mut args = FieldTable::default();
@@ -169,7 +163,7 @@ async fn looking_at_dead_letters_never_drops_them_where_the_broker_would() {
     args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(2));
     channel
         .queue_declare(
-            dead.as_str().into(),
+            setup.dead.as_str().into(),
             QueueDeclareOptions {
                 durable: true,
                 ..Default::default()
@@ -179,30 +173,27 @@ async fn looking_at_dead_letters_never_drops_them_where_the_broker_would() {
         .await
         .unwrap();
     for n in 0..5 {
-        dead_letter(&conn, &dead, &format!("d{n}"), b"{\"n\": 1}").await;
+        dead_letter(&setup.conn, &setup.dead, &format!("d{n}"), b"{\"n\": 1}").await;
     }
-    look_many_times(&file, &pipeline, 6).await;
-    assert_eq!(ids_in(&conn, &dead).await, ["d0", "d1", "d3"]);
-    let replayed = ids_in(&conn, &format!("{}.a", file.name)).await;
+    look_many_times(&setup.file, &setup.pipeline, 6).await;
+    assert_eq!(ids_in(&setup.conn, &setup.dead).await, ["d0", "d1", "d3"]);
+    let replayed = ids_in(&setup.conn, &format!("{}.a", setup.file.name)).await;
     assert_eq!(replayed, ["d4"]);
 }
 
 /// The same on the dead-letter queue warren declares.
 #[tokio::test]
 async fn looking_at_dead_letters_keeps_them_in_order() {
-    let OneStage {
-        file,
-        pipeline,
-        conn,
-        dead,
-        _cleanup,
-    } = one_stage("dlqorder").await;
+    let setup = one_stage("dlqorder").await;
     for n in 0..5 {
-        dead_letter(&conn, &dead, &format!("d{n}"), b"{\"n\": 1}").await;
+        dead_letter(&setup.conn, &setup.dead, &format!("d{n}"), b"{\"n\": 1}").await;
     }
-    look_many_times(&file, &pipeline, 6).await;
-    assert_eq!(ids_in(&conn, &dead).await, ["d0", "d1", "d3"]);
-    assert_eq!(ids_in(&conn, &format!("{}.a", file.name)).await, ["d4"]);
+    look_many_times(&setup.file, &setup.pipeline, 6).await;
+    assert_eq!(ids_in(&setup.conn, &setup.dead).await, ["d0", "d1", "d3"]);
+    assert_eq!(
+        ids_in(&setup.conn, &format!("{}.a", setup.file.name)).await,
+        ["d4"]
+    );
 }
 
 /// A listing keeps the first KiB of each body (10,000 dead letters of 1 MB
@@ -211,30 +202,26 @@ async fn looking_at_dead_letters_keeps_them_in_order() {
 /// dashboard's page of that message.
 #[tokio::test]
 async fn listings_cut_bodies_and_one_message_shows_it_whole() {
-    let OneStage {
-        file,
-        pipeline,
-        conn,
-        dead,
-        _cleanup,
-    } = one_stage("dlqbody").await;
+    let setup = one_stage("dlqbody").await;
     let big = format!(
         "{{\"text\": \"{}\", \"end\": \"the very end\"}}",
         "x".repeat(300_000)
     );
-    dead_letter(&conn, &dead, "small", b"{\"n\": 1}").await;
-    dead_letter(&conn, &dead, "big", big.as_bytes()).await;
+    dead_letter(&setup.conn, &setup.dead, "small", b"{\"n\": 1}").await;
+    dead_letter(&setup.conn, &setup.dead, "big", big.as_bytes()).await;
 
-    let listed = dead_letters::list(&pipeline, "a", 10).await.unwrap();
+    let listed = dead_letters::list(&setup.pipeline, "a", 10).await.unwrap();
     assert_eq!(listed.len(), 2);
     assert_eq!(listed[0].body, b"{\"n\": 1}");
     assert_eq!(listed[0].body_len, 8);
     assert!(listed[1].body.len() <= 1024, "{}", listed[1].body.len());
     assert_eq!(listed[1].body_len, big.len());
-    let whole = dead_letters::find(&pipeline, "a", "big").await.unwrap();
+    let whole = dead_letters::find(&setup.pipeline, "a", "big")
+        .await
+        .unwrap();
     assert_eq!(whole.map(|l| l.body), Some(big.as_bytes().to_vec()));
     assert!(
-        dead_letters::find(&pipeline, "a", "nothing")
+        dead_letters::find(&setup.pipeline, "a", "nothing")
             .await
             .unwrap()
             .is_none()
@@ -242,7 +229,7 @@ async fn listings_cut_bodies_and_one_message_shows_it_whole() {
 
     let out = warren(&[
         "dlq",
-        file.path.to_str().unwrap(),
+        setup.file.path.to_str().unwrap(),
         "a",
         "show",
         "--id",
@@ -256,7 +243,7 @@ async fn listings_cut_bodies_and_one_message_shows_it_whole() {
     );
     let out = warren(&[
         "dlq",
-        file.path.to_str().unwrap(),
+        setup.file.path.to_str().unwrap(),
         "a",
         "show",
         "--id",
@@ -264,7 +251,7 @@ async fn listings_cut_bodies_and_one_message_shows_it_whole() {
     ]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out).1);
 
-    let (_serve, base) = serve(&file).await;
+    let (_serve, base) = serve(&setup.file).await;
     let group = page(&base, "/stages/a/dead").await;
     assert!(
         group.contains("boom big"),
@@ -285,7 +272,7 @@ async fn listings_cut_bodies_and_one_message_shows_it_whole() {
     );
     // Both still there, in order.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(ids_in(&conn, &dead).await, ["small", "big"]);
+    assert_eq!(ids_in(&setup.conn, &setup.dead).await, ["small", "big"]);
 }
 
 /// When a listing returns, what it held is ready in the queue again: the
@@ -295,20 +282,16 @@ async fn listings_cut_bodies_and_one_message_shows_it_whole() {
 /// it, said it was not there).
 #[tokio::test]
 async fn a_listing_that_returned_has_given_every_message_back() {
-    let OneStage {
-        file: _file,
-        pipeline,
-        conn,
-        dead,
-        _cleanup,
-    } = one_stage("dlqback").await;
+    let setup = one_stage("dlqback").await;
     for n in 0..20 {
-        dead_letter(&conn, &dead, &format!("d{n}"), b"{\"n\": 1}").await;
+        dead_letter(&setup.conn, &setup.dead, &format!("d{n}"), b"{\"n\": 1}").await;
     }
     for round in 0..50 {
-        let listed = dead_letters::list(&pipeline, "a", 50).await.unwrap();
+        let listed = dead_letters::list(&setup.pipeline, "a", 50).await.unwrap();
         assert_eq!(listed.len(), 20, "round {round}");
-        let ready = queue_state(&conn, &dead).await.map(|(ready, _)| ready);
+        let ready = queue_state(&setup.conn, &setup.dead)
+            .await
+            .map(|(ready, _)| ready);
         assert_eq!(ready, Some(20), "round {round}: not all back");
     }
 }

@@ -105,35 +105,6 @@ impl Publishing {
     }
 }
 
-/// Runs fanout3 with queues of `kind` (`quorum` or `classic`); returns the
-/// seconds from the start of consuming to the last line in the sink.
-pub async fn run(
-    url: &str,
-    kind: &str,
-    fanout: &Fanout,
-    sink_path: &Path,
-    prefetch: u16,
-    publishing: Publishing,
-) -> f64 {
-    let running = start(url, kind, fanout, sink_path, prefetch, publishing).await;
-    let ticks = crate::rss::machine_ticks();
-    let cpu = crate::rss::cpu_seconds(std::process::id()).map_or(0.0, |(s, _)| s);
-    let want = fanout.n * fanout.f;
-    while running.written.load(Ordering::Relaxed) < want {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    let seconds = running.started.elapsed().as_secs_f64();
-    if std::env::var_os("WARREN_BENCH_CPU").is_some() {
-        let used = crate::rss::cpu_seconds(std::process::id()).map_or(0.0, |(s, _)| s) - cpu;
-        eprintln!(
-            "    bare: cpu {used:.2}s (all three stages), machine idle {:.0}% of the round",
-            100.0 * crate::rss::idle_share(ticks, crate::rss::machine_ticks())
-        );
-    }
-    running.stop().await;
-    seconds
-}
-
 /// The bare client's three stages, running.
 pub struct Running {
     conn: Connection,
@@ -248,6 +219,27 @@ async fn send_seed(channel: &Channel, kind: &str, i: u64) {
 }
 
 impl Running {
+    /// Waits until the sink has every line of `fanout`, stops; returns the
+    /// seconds from the start of consuming to the last line in the sink.
+    pub async fn finish(self, fanout: &Fanout) -> f64 {
+        let ticks = crate::rss::machine_ticks();
+        let cpu = crate::rss::cpu_seconds(std::process::id()).map_or(0.0, |(s, _)| s);
+        let want = fanout.n * fanout.f;
+        while self.written.load(Ordering::Relaxed) < want {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let seconds = self.started.elapsed().as_secs_f64();
+        if std::env::var_os("WARREN_BENCH_CPU").is_some() {
+            let used = crate::rss::cpu_seconds(std::process::id()).map_or(0.0, |(s, _)| s) - cpu;
+            eprintln!(
+                "    bare: cpu {used:.2}s (all three stages), machine idle {:.0}% of the round",
+                100.0 * crate::rss::idle_share(ticks, crate::rss::machine_ticks())
+            );
+        }
+        self.stop().await;
+        seconds
+    }
+
     /// Sends seed `i` to the running stages and waits for its confirm.
     pub async fn send_confirmed(&self, i: u64) {
         send_seed(&self.setup, &self.kind, i).await;

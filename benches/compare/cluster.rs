@@ -60,7 +60,10 @@ pub async fn run(
             (Publishing::OwnConnection, &mut bare_two),
         ] {
             let sink = dir.join(format!("cluster-bare-{round}.jsonl"));
-            let seconds = bare::run(first_node, "quorum", fanout, &sink, 500, publishing).await;
+            let seconds = bare::start(first_node, "quorum", fanout, &sink, 500, publishing)
+                .await
+                .finish(fanout)
+                .await;
             eprintln!(
                 "  {} quorum on the 3-node cluster, round {}: {seconds:.2}s",
                 publishing.system(),

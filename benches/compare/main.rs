@@ -324,7 +324,7 @@ async fn main() {
     if let Some(fanout) = &options.bare_child {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let sink = dir.path().join("sink.jsonl");
-        bare::run(
+        bare::start(
             &url,
             "quorum",
             fanout,
@@ -332,6 +332,8 @@ async fn main() {
             500,
             Publishing::SameConnection,
         )
+        .await
+        .finish(fanout)
         .await;
         return;
     }
@@ -392,7 +394,12 @@ async fn main() {
                 (Publishing::OwnConnection, &mut bare2_times),
             ] {
                 times.push(match options.warren_only {
-                    false => bare::run(&url, kind, fanout, &sink, prefetch, publishing).await,
+                    false => {
+                        bare::start(&url, kind, fanout, &sink, prefetch, publishing)
+                            .await
+                            .finish(fanout)
+                            .await
+                    }
                     true => f64::NAN,
                 });
             }
